@@ -1,0 +1,80 @@
+/**
+ * Costs: how much of each dimension one call takes.
+ *
+ * A caller states what it knows (`inputTokens`, `outputTokens`, maybe
+ * `requests`); {@link amounts} fills in the rest: one request, and `tokens`
+ * (the total dimension) as input + output.
+ *
+ * @example
+ * ```ts
+ * import { Cost } from "@sluice/core"
+ *
+ * Cost.amounts({ inputTokens: 1_200, outputTokens: 512 })
+ * // { requests: 1, inputTokens: 1200, outputTokens: 512, tokens: 1712 }
+ * ```
+ */
+import * as Data from "effect/Data"
+import * as Either from "effect/Either"
+import type { Dimension } from "./Quota.js"
+import { dimensions } from "./Quota.js"
+
+/** What a call takes, as the caller knows it. Missing dimensions get their defaults. */
+export interface Cost {
+  readonly requests?: number | undefined
+  readonly inputTokens?: number | undefined
+  readonly outputTokens?: number | undefined
+  readonly tokens?: number | undefined
+}
+
+/** A cost with every dimension filled in. */
+export type Amounts = { readonly [D in Dimension]: number }
+
+/** A change per dimension: positive charges the bucket, negative refunds it. */
+export type Delta = { readonly [D in Dimension]?: number }
+
+/** A cost with a negative, infinite or non-numeric amount. */
+export class InvalidCost extends Data.TaggedError("InvalidCost")<{
+  readonly key: string
+  readonly dimension: Dimension
+  readonly value: unknown
+}> {
+  override get message(): string {
+    return `Invalid cost for key "${this.key}": ${this.dimension} must be a finite number >= 0, got ${String(this.value)}`
+  }
+}
+
+/** Fills in the defaults: one request, `tokens` = input + output. */
+export const amounts = (cost: Cost): Amounts => {
+  const inputTokens = cost.inputTokens ?? 0
+  const outputTokens = cost.outputTokens ?? 0
+  return {
+    requests: cost.requests ?? 1,
+    inputTokens,
+    outputTokens,
+    tokens: cost.tokens ?? inputTokens + outputTokens
+  }
+}
+
+/** Checks a cost and fills in its defaults; the error names the wrong dimension. */
+export const validate = (key: string, cost: Cost): Either.Either<Amounts, InvalidCost> => {
+  for (const dimension of dimensions) {
+    const value: unknown = cost[dimension]
+    if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) {
+      return Either.left(new InvalidCost({ key, dimension, value }))
+    }
+  }
+  return Either.right(amounts(cost))
+}
+
+/** What `actual` adds to (positive) or gives back from (negative) `reserved`, per dimension. */
+export const difference = (actual: Amounts, reserved: Amounts): Delta => {
+  const delta: { [D in Dimension]?: number } = {}
+  for (const dimension of dimensions) {
+    const change = actual[dimension] - reserved[dimension]
+    if (change !== 0) delta[dimension] = change
+  }
+  return delta
+}
+
+/** Whether a delta changes nothing. */
+export const isEmpty = (delta: Delta): boolean => dimensions.every((dimension) => (delta[dimension] ?? 0) === 0)

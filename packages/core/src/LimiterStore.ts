@@ -1,0 +1,287 @@
+/**
+ * Where bucket state lives.
+ *
+ * The interface is shaped for a store in another process (Redis, in a later
+ * module): every operation is one atomic step on one key, and every answer is
+ * relative to the store's own clock — a reservation either is granted or says
+ * how long until it fits, so callers never compare clocks with the store.
+ *
+ * `layerMemory` keeps state in a `Ref` and reads time from the Effect `Clock`,
+ * so `TestClock` drives it.
+ */
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Ref from "effect/Ref"
+import type * as Cost from "./Cost.js"
+import * as Quota from "./Quota.js"
+import type { RateLimitSnapshot } from "./RateLimitSnapshot.js"
+import * as TokenBucket from "./TokenBucket.js"
+
+/** One bucket's level and capacity, as last seen by the store. */
+export interface Level {
+  readonly level: number
+  readonly capacity: number
+}
+
+/** The levels of a key's buckets. A key without buckets has none. */
+export type Levels = { readonly [D in Quota.Dimension]?: Level }
+
+/** The answer to a reservation. */
+export type Reservation =
+  /** Every dimension was taken, atomically. */
+  | { readonly _tag: "Granted"; readonly levels: Levels }
+  /** Nothing was taken; the cost fits after `delay` at the earliest (store clock). */
+  | {
+    readonly _tag: "Wait"
+    readonly delay: Duration.Duration
+    /** The dimension that fits last, or `"paused"` while the key's gate is closed. */
+    readonly reason: Quota.Dimension | "paused"
+    readonly levels: Levels
+  }
+  /** Nothing was taken; the cost can never fit in this dimension's bucket. */
+  | {
+    readonly _tag: "TooLarge"
+    readonly dimension: Quota.Dimension
+    readonly amount: number
+    readonly capacity: number
+  }
+
+/** What folding a provider's snapshot changed. */
+export interface Observation {
+  /** Configured limits above the provider's stated limit, now lowered to it. */
+  readonly lowered: ReadonlyArray<{ readonly dimension: Quota.Dimension; readonly from: number; readonly to: number }>
+  /** Dimensions the store had no bucket for, now created from the provider's limit. */
+  readonly discovered: ReadonlyArray<Quota.Dimension>
+  readonly levels: Levels
+}
+
+/** A key's state: its levels and how long its gate stays closed. */
+export interface KeyState {
+  readonly levels: Levels
+  readonly pausedFor: Duration.Duration
+}
+
+/** The store could not be reached or answered nonsense. */
+export class LimiterStoreError extends Data.TaggedError("LimiterStoreError")<{
+  readonly key: string
+  readonly operation: string
+  readonly cause: unknown
+}> {
+  override get message(): string {
+    return `Limiter store failed to ${this.operation} key "${this.key}": ${String(this.cause)}`
+  }
+}
+
+/** The period assumed for a limit learned from headers: Anthropic and OpenAI state per-minute limits. */
+export const discoveredPeriod: Duration.Duration = Duration.minutes(1)
+
+/**
+ * Where bucket state lives. Every operation is atomic per key.
+ */
+export class LimiterStore extends Context.Tag("@sluice/core/LimiterStore")<LimiterStore, {
+  /** Sets a key's limits. Existing levels are kept (cut to a lower capacity); new buckets start full. */
+  readonly define: (key: string, quota: Quota.Quota) => Effect.Effect<Levels, LimiterStoreError>
+  /**
+   * Takes `amounts` from every bucket of the key, or nothing. `headroom` is the
+   * fraction of each bucket the take must leave (for higher priorities).
+   * A key the store does not know has no buckets: it is granted.
+   */
+  readonly reserve: (
+    key: string,
+    amounts: Cost.Amounts,
+    options: { readonly headroom: number }
+  ) => Effect.Effect<Reservation, LimiterStoreError>
+  /** Charges (positive) or refunds (negative) each dimension of a key. */
+  readonly adjust: (key: string, delta: Cost.Delta) => Effect.Effect<Levels, LimiterStoreError>
+  /** Folds a provider's snapshot into the key: lowers levels and limits, learns unknown limits, pauses on retry-after. */
+  readonly observe: (key: string, snapshot: RateLimitSnapshot) => Effect.Effect<Observation, LimiterStoreError>
+  /** Closes the key's gate for `duration` from now (or keeps a later close). Answers how long it stays closed. */
+  readonly pause: (key: string, duration: Duration.Duration) => Effect.Effect<Duration.Duration, LimiterStoreError>
+  /** A key's levels and pause, for metrics and diagnostics. */
+  readonly state: (key: string) => Effect.Effect<KeyState, LimiterStoreError>
+}>() {}
+
+// ---------------------------------------------------------------------------
+// The in-memory store
+// ---------------------------------------------------------------------------
+
+interface Entry {
+  readonly buckets: { readonly [D in Quota.Dimension]?: TokenBucket.TokenBucket }
+  /** The stated limit per dimension (the bucket holds the burst). */
+  readonly limits: { readonly [D in Quota.Dimension]?: number }
+  readonly pausedUntil: number
+}
+
+const emptyEntry: Entry = { buckets: {}, limits: {}, pausedUntil: Number.NEGATIVE_INFINITY }
+
+const levelsOf = (entry: Entry, now: number): Levels => {
+  const levels: { [D in Quota.Dimension]?: Level } = {}
+  for (const dimension of Quota.dimensions) {
+    const bucket = entry.buckets[dimension]
+    if (bucket !== undefined) levels[dimension] = { level: TokenBucket.levelAt(bucket, now), capacity: bucket.capacity }
+  }
+  return levels
+}
+
+const mapBuckets = (
+  entry: Entry,
+  f: (bucket: TokenBucket.TokenBucket, dimension: Quota.Dimension) => TokenBucket.TokenBucket
+): Entry["buckets"] => {
+  const buckets: { [D in Quota.Dimension]?: TokenBucket.TokenBucket } = {}
+  for (const dimension of Quota.dimensions) {
+    const bucket = entry.buckets[dimension]
+    if (bucket !== undefined) buckets[dimension] = f(bucket, dimension)
+  }
+  return buckets
+}
+
+/** Pure: defines a key's limits on an entry. */
+const defineEntry = (entry: Entry, quota: Quota.Quota, now: number): Entry => {
+  const buckets: { [D in Quota.Dimension]?: TokenBucket.TokenBucket } = {}
+  const limits: { [D in Quota.Dimension]?: number } = {}
+  for (const dimension of Quota.dimensions) {
+    const limit = quota[dimension]
+    if (limit === undefined) continue
+    const capacity = Quota.capacity(limit)
+    const rate = Quota.ratePerMilli(limit)
+    const existing = entry.buckets[dimension]
+    buckets[dimension] = existing === undefined
+      ? TokenBucket.make({ capacity, ratePerMilli: rate, now })
+      : TokenBucket.resize(existing, capacity, rate, now)
+    limits[dimension] = limit.limit
+  }
+  return { ...entry, buckets, limits }
+}
+
+/** Pure: one reservation on an entry. */
+const reserveEntry = (
+  entry: Entry,
+  amounts: Cost.Amounts,
+  headroom: number,
+  now: number
+): readonly [Reservation, Entry] => {
+  if (entry.pausedUntil > now) {
+    return [{
+      _tag: "Wait",
+      delay: Duration.millis(entry.pausedUntil - now),
+      reason: "paused",
+      levels: levelsOf(entry, now)
+    }, entry]
+  }
+  let latest = now
+  let reason: Quota.Dimension | undefined
+  for (const dimension of Quota.dimensions) {
+    const bucket = entry.buckets[dimension]
+    if (bucket === undefined) continue
+    const amount = amounts[dimension]
+    const at = TokenBucket.fitsAt(bucket, amount, now, TokenBucket.reserveFor(bucket, amount, headroom))
+    if (at === Number.POSITIVE_INFINITY) {
+      return [{ _tag: "TooLarge", dimension, amount, capacity: bucket.capacity }, entry]
+    }
+    if (at > latest) {
+      latest = at
+      reason = dimension
+    }
+  }
+  if (reason !== undefined) {
+    return [{ _tag: "Wait", delay: Duration.millis(latest - now), reason, levels: levelsOf(entry, now) }, entry]
+  }
+  const next: Entry = { ...entry, buckets: mapBuckets(entry, (bucket, dimension) => TokenBucket.take(bucket, amounts[dimension], now)) }
+  return [{ _tag: "Granted", levels: levelsOf(next, now) }, next]
+}
+
+const adjustEntry = (entry: Entry, delta: Cost.Delta, now: number): Entry => ({
+  ...entry,
+  buckets: mapBuckets(entry, (bucket, dimension) => {
+    const change = delta[dimension]
+    return change === undefined || change === 0 ? bucket : TokenBucket.adjust(bucket, change, now)
+  })
+})
+
+const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, now: number): readonly [Observation, Entry] => {
+  const buckets: { [D in Quota.Dimension]?: TokenBucket.TokenBucket } = { ...entry.buckets }
+  const limits: { [D in Quota.Dimension]?: number } = { ...entry.limits }
+  const lowered: Array<Observation["lowered"][number]> = []
+  const discovered: Array<Quota.Dimension> = []
+  for (const dimension of Quota.dimensions) {
+    const state = snapshot.dimensions[dimension]
+    if (state === undefined) continue
+    let bucket = buckets[dimension]
+    const stated = state.limit !== undefined && Number.isFinite(state.limit) && state.limit > 0 ? state.limit : undefined
+    if (bucket === undefined) {
+      if (stated === undefined) continue
+      bucket = TokenBucket.make({
+        capacity: stated,
+        ratePerMilli: stated / Duration.toMillis(discoveredPeriod),
+        now,
+        level: Math.min(stated, state.remaining ?? stated)
+      })
+      limits[dimension] = stated
+      discovered.push(dimension)
+    } else if (stated !== undefined && stated < (limits[dimension] ?? bucket.capacity)) {
+      const from = limits[dimension] ?? bucket.capacity
+      const scale = stated / from
+      bucket = TokenBucket.resize(bucket, Math.min(bucket.capacity, stated), bucket.ratePerMilli * scale, now)
+      limits[dimension] = stated
+      lowered.push({ dimension, from, to: stated })
+    }
+    if (state.remaining !== undefined && Number.isFinite(state.remaining)) {
+      bucket = TokenBucket.clamp(bucket, Math.max(0, state.remaining), now)
+    }
+    buckets[dimension] = bucket
+  }
+  const pausedUntil = snapshot.retryAfter === undefined
+    ? entry.pausedUntil
+    : Math.max(entry.pausedUntil, now + Duration.toMillis(snapshot.retryAfter))
+  const next: Entry = { buckets, limits, pausedUntil }
+  return [{ lowered, discovered, levels: levelsOf(next, now) }, next]
+}
+
+/**
+ * The in-memory store: one `Ref` of every key's buckets, time from `Clock`.
+ */
+export const makeMemory: Effect.Effect<LimiterStore["Type"]> = Effect.gen(function*() {
+  const entries = yield* Ref.make(new Map<string, Entry>())
+
+  const update = <A>(key: string, f: (entry: Entry, now: number) => readonly [A, Entry]): Effect.Effect<A> =>
+    Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
+      Ref.modify(entries, (map) => {
+        const current = map.get(key) ?? emptyEntry
+        const [result, next] = f(current, now)
+        // The Map is owned by this Ref alone; replacing the entry inside the atomic
+        // modify keeps each operation O(1) however many keys there are.
+        if (next !== current) map.set(key, next)
+        return [result, map]
+      }))
+
+  return LimiterStore.of({
+    define: (key, quota) =>
+      update(key, (entry, now) => {
+        const next = defineEntry(entry, quota, now)
+        return [levelsOf(next, now), next]
+      }),
+    reserve: (key, amounts, options) => update(key, (entry, now) => reserveEntry(entry, amounts, options.headroom, now)),
+    adjust: (key, delta) =>
+      update(key, (entry, now) => {
+        const next = adjustEntry(entry, delta, now)
+        return [levelsOf(next, now), next]
+      }),
+    observe: (key, snapshot) => update(key, (entry, now) => observeEntry(entry, snapshot, now)),
+    pause: (key, duration) =>
+      update(key, (entry, now) => {
+        const pausedUntil = Math.max(entry.pausedUntil, now + Duration.toMillis(duration))
+        return [Duration.millis(pausedUntil - now), { ...entry, pausedUntil }]
+      }),
+    state: (key) =>
+      update(key, (entry, now) => [{
+        levels: levelsOf(entry, now),
+        pausedFor: Duration.millis(Math.max(0, entry.pausedUntil - now))
+      }, entry])
+  })
+})
+
+/** The in-memory store, for one process. */
+export const layerMemory: Layer.Layer<LimiterStore> = Layer.effect(LimiterStore, makeMemory)

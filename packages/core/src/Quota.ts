@@ -1,0 +1,147 @@
+/**
+ * Quotas: what a provider allows per key, in every dimension at once.
+ *
+ * A key names one quota — provider + model or deployment + tenant — and a quota
+ * holds one limit per dimension ("N per period", with an optional burst
+ * capacity). Quotas are data validated by `Schema`: a zero or negative limit, an
+ * unknown dimension or a missing period is refused with an {@link InvalidQuota}
+ * that names the field.
+ *
+ * @example
+ * ```ts
+ * import { Quota } from "@sluice/core"
+ *
+ * const sonnet = Quota.decodeSync({
+ *   requests: { limit: 4_000, per: "1 minute" },
+ *   inputTokens: { limit: 2_000_000, per: "1 minute" },
+ *   outputTokens: { limit: 400_000, per: "1 minute" }
+ * })
+ * const key = Quota.key({ provider: "anthropic", model: "claude-sonnet-4-5" })
+ * ```
+ */
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+
+/** The dimensions a provider limits. `tokens` is input + output together (OpenAI's TPM). */
+export const dimensions = ["requests", "inputTokens", "outputTokens", "tokens"] as const
+
+/** One limited dimension. */
+export type Dimension = (typeof dimensions)[number]
+
+/**
+ * A period such as `"1 minute"`, `"60 seconds"` or a number of milliseconds,
+ * decoded to a finite, positive `Duration`.
+ */
+export const Period: Schema.Schema<Duration.Duration, string | number> = Schema.transformOrFail(
+  Schema.Union(Schema.String, Schema.Number),
+  Schema.DurationFromSelf,
+  {
+    strict: true,
+    decode: (input, _, ast) =>
+      Option.match(Duration.decodeUnknown(input), {
+        onNone: () =>
+          ParseResult.fail(
+            new ParseResult.Type(ast, input, `Expected a period such as "1 minute" or a number of milliseconds, actual ${JSON.stringify(input)}`)
+          ),
+        onSome: (duration) =>
+          Duration.isFinite(duration) && Duration.toMillis(duration) > 0
+            ? ParseResult.succeed(duration)
+            : ParseResult.fail(new ParseResult.Type(ast, input, `Expected a finite, positive period, actual ${JSON.stringify(input)}`))
+      }),
+    encode: (duration) => ParseResult.succeed(Duration.toMillis(duration))
+  }
+)
+
+const PositiveAmount = Schema.Number.pipe(Schema.finite(), Schema.positive())
+
+/**
+ * One dimension's limit: `limit` units per `per`, refilled continuously, with a
+ * bucket of `burst` units (the limit itself when absent).
+ */
+export const Limit = Schema.Struct({
+  limit: PositiveAmount,
+  per: Period,
+  burst: Schema.optional(PositiveAmount)
+})
+
+/** A decoded limit. */
+export type Limit = typeof Limit.Type
+
+/** What a user writes for a limit: `{ limit: 50, per: "1 minute" }`. */
+export type LimitInput = typeof Limit.Encoded
+
+/** A quota: one optional limit per dimension, at least one of them. */
+export const Quota = Schema.Struct({
+  requests: Schema.optional(Limit),
+  inputTokens: Schema.optional(Limit),
+  outputTokens: Schema.optional(Limit),
+  tokens: Schema.optional(Limit)
+}).pipe(
+  Schema.filter((quota) => dimensions.some((dimension) => quota[dimension] !== undefined) || "A quota needs at least one of requests, inputTokens, outputTokens, tokens")
+)
+
+/** A decoded quota. */
+export type Quota = typeof Quota.Type
+
+/** What a user writes for a quota. */
+export type QuotaInput = typeof Quota.Encoded
+
+/** One problem in a quota, located by its path (`inputTokens.per`). */
+export interface Issue {
+  readonly path: string
+  readonly message: string
+}
+
+/** A quota that could not be accepted; `issues` name each field that was wrong. */
+export class InvalidQuota extends Data.TaggedError("InvalidQuota")<{
+  readonly key: string | undefined
+  readonly issues: ReadonlyArray<Issue>
+}> {
+  override get message(): string {
+    const where = this.key === undefined ? "quota" : `quota for key "${this.key}"`
+    return `Invalid ${where}: ${this.issues.map((issue) => `${issue.path || "(root)"}: ${issue.message}`).join("; ")}`
+  }
+}
+
+const decodeQuota = Schema.decodeUnknownEither(Quota, { onExcessProperty: "error", errors: "all" })
+
+const toInvalidQuota = (key: string | undefined) => (error: ParseResult.ParseError) =>
+  new InvalidQuota({
+    key,
+    issues: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
+      path: issue.path.map(String).join("."),
+      message: issue.message
+    }))
+  })
+
+/** Validates a quota; the error names every wrong field. */
+export const decodeEither = (input: unknown, key?: string): Either.Either<Quota, InvalidQuota> =>
+  Either.mapLeft(decodeQuota(input), toInvalidQuota(key))
+
+/** Validates a quota in an effect; the error names every wrong field. */
+export const decode = (input: unknown, key?: string): Effect.Effect<Quota, InvalidQuota> => decodeEither(input, key)
+
+/** Validates a quota and throws its {@link InvalidQuota} when wrong: for constants at module level. */
+export const decodeSync = (input: unknown, key?: string): Quota => Either.getOrThrow(decodeEither(input, key))
+
+/** The dimensions a quota limits. */
+export const limitedDimensions = (quota: Quota): ReadonlyArray<Dimension> =>
+  dimensions.filter((dimension) => quota[dimension] !== undefined)
+
+/** The bucket capacity of a limit: its burst, or the limit itself. */
+export const capacity = (limit: Limit): number => limit.burst ?? limit.limit
+
+/** Units refilled per millisecond. */
+export const ratePerMilli = (limit: Limit): number => limit.limit / Duration.toMillis(limit.per)
+
+/**
+ * The key of a quota: `provider/model`, with `/tenant` when a tenant has its own
+ * quota. Use the deployment name in place of the model for Azure.
+ */
+export const key = (parts: { readonly provider: string; readonly model: string; readonly tenant?: string | undefined }): string =>
+  parts.tenant === undefined ? `${parts.provider}/${parts.model}` : `${parts.provider}/${parts.model}/${parts.tenant}`

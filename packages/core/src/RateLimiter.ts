@@ -1,0 +1,624 @@
+/**
+ * The limiter every model call passes.
+ *
+ * `acquire(key, cost, { priority })` reserves every dimension of the cost at
+ * once — or waits, without polling, until it fits — and returns a scoped
+ * {@link Permit}. When the call returns, `permit.settle(actual)` refunds what
+ * was over-reserved and charges what was under-reserved. What the provider says
+ * (`observe`) lowers the local view, a 429 closes the key's gate (`pause`) for
+ * all its waiters at once, and unknown keys are discovered from headers.
+ *
+ * How waiting works: each key has a FIFO lane per priority class and one
+ * driver fiber. Only the driver reserves, always for the head waiter (highest
+ * class, earliest arrival, promoted when old), so a small late request never
+ * overtakes a large early one. When the head does not fit, the store says how
+ * long until it does and the driver sleeps exactly that long on the Effect
+ * `Clock` — or less, if a settlement, a release, an arrival or an observation
+ * wakes it first.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { RateLimiter } from "@sluice/core"
+ *
+ * const program = Effect.gen(function*() {
+ *   const limiter = yield* RateLimiter.RateLimiter
+ *   yield* Effect.scoped(Effect.gen(function*() {
+ *     const permit = yield* limiter.acquire("anthropic/claude-sonnet-4-5", { inputTokens: 1_800, outputTokens: 1_024 })
+ *     // ... call the model ...
+ *     yield* permit.settle({ inputTokens: 1_750, outputTokens: 310 })
+ *   }))
+ * })
+ *
+ * program.pipe(Effect.provide(RateLimiter.layerMemory({
+ *   quotas: {
+ *     "anthropic/claude-sonnet-4-5": {
+ *       requests: { limit: 50, per: "1 minute" },
+ *       inputTokens: { limit: 30_000, per: "1 minute" },
+ *       outputTokens: { limit: 8_000, per: "1 minute" }
+ *     }
+ *   }
+ * })))
+ * ```
+ */
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import type * as Scope from "effect/Scope"
+import * as Cost from "./Cost.js"
+import { Lanes, type Waiter as LaneWaiter } from "./internal/lanes.js"
+import * as LimiterStore from "./LimiterStore.js"
+import * as Metrics from "./Metrics.js"
+import * as Priority from "./Priority.js"
+import * as Quota from "./Quota.js"
+import type { RateLimitSnapshot } from "./RateLimitSnapshot.js"
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/** A cost larger than a bucket can ever hold: it would wait forever, so it fails at once. */
+export class CostTooLarge extends Data.TaggedError("CostTooLarge")<{
+  readonly key: string
+  readonly dimension: Quota.Dimension
+  readonly amount: number
+  readonly capacity: number
+}> {
+  override get message(): string {
+    return `Cost too large for key "${this.key}": ${this.dimension} needs ${this.amount}, but its bucket holds at most ${this.capacity}`
+  }
+}
+
+/** A waiter turned away because its lane or the whole queue of its key was full. */
+export class Shed extends Data.TaggedError("Shed")<{
+  readonly key: string
+  readonly priority: Priority.Class
+  /** `lane-full`: its class had `lanes[class]` waiters; `queue-full`: the key had `maxWaiting`; `displaced`: a higher class took its place. */
+  readonly reason: "lane-full" | "queue-full" | "displaced"
+  readonly waiting: number
+}> {
+  override get message(): string {
+    return `Shed ${this.priority} call on key "${this.key}" (${this.reason}, ${this.waiting} waiting)`
+  }
+}
+
+/** A key with no quota while discovery is off. */
+export class UnknownKey extends Data.TaggedError("UnknownKey")<{ readonly key: string }> {
+  override get message(): string {
+    return `No quota is defined for key "${this.key}" and discovery is off`
+  }
+}
+
+/** Everything `acquire` can fail with. */
+export type RateLimiterError = CostTooLarge | Shed | UnknownKey | Cost.InvalidCost | LimiterStore.LimiterStoreError
+
+// ---------------------------------------------------------------------------
+// Permit and service
+// ---------------------------------------------------------------------------
+
+/**
+ * Capacity held for one call. Release (closing its scope) frees the in-flight
+ * slot but keeps the reservation; `settle` corrects the reservation to what the
+ * call really used.
+ */
+export interface Permit {
+  readonly key: string
+  readonly priority: Priority.Class
+  /** What was reserved, every dimension filled in. */
+  readonly reserved: Cost.Amounts
+  /** How long the caller waited for it. */
+  readonly waited: Duration.Duration
+  /**
+   * Corrects the reservation to `actual`: refunds what was over-reserved,
+   * charges what was under-reserved (a bucket may go into debt). May be called
+   * again with a later figure (streaming); each call corrects from the last.
+   */
+  readonly settle: (actual: Cost.Cost) => Effect.Effect<void, Cost.InvalidCost | LimiterStore.LimiterStoreError>
+}
+
+/** Options of one acquisition. */
+export interface AcquireOptions {
+  /** The class to wait in; `normal` when absent. */
+  readonly priority?: Priority.Class | undefined
+}
+
+/** What the limiter knows of a key right now. */
+export interface KeyStats {
+  readonly key: string
+  readonly waiting: { readonly [C in Priority.Class]: number }
+  readonly inFlight: number
+  readonly maxInFlight: number
+  /** True while the key's limits are unknown and it runs one call at a time. */
+  readonly discovering: boolean
+  readonly levels: LimiterStore.Levels
+  readonly pausedFor: Duration.Duration
+}
+
+/** A time a pause lasts until: a `Date`, or a duration from now. */
+export type PauseUntil = Date | Duration.DurationInput
+
+/**
+ * The limiter service.
+ */
+export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLimiter, {
+  /**
+   * Waits until `cost` fits in every bucket of `key`, reserves it atomically
+   * and returns a permit held until the scope closes.
+   */
+  readonly acquire: (key: string, cost: Cost.Cost, options?: AcquireOptions) => Effect.Effect<Permit, RateLimiterError, Scope.Scope>
+  /** `acquire`, run `use` with the permit, release. */
+  readonly withPermit: <A, E, R>(
+    key: string,
+    cost: Cost.Cost,
+    use: (permit: Permit) => Effect.Effect<A, E, R>,
+    options?: AcquireOptions
+  ) => Effect.Effect<A, E | RateLimiterError, R>
+  /** Sets or replaces a key's quota. */
+  readonly define: (key: string, quota: Quota.QuotaInput) => Effect.Effect<void, Quota.InvalidQuota | LimiterStore.LimiterStoreError>
+  /** Folds what the provider said into the key: never above its `remaining`; learns limits; pauses on retry-after. */
+  readonly observe: (key: string, snapshot: RateLimitSnapshot) => Effect.Effect<void, LimiterStore.LimiterStoreError>
+  /** Closes the key's gate: every waiter resumes at the same instant, once. */
+  readonly pause: (key: string, until: PauseUntil) => Effect.Effect<void, LimiterStore.LimiterStoreError>
+  /** Queue, in-flight and bucket levels of a key. */
+  readonly stats: (key: string) => Effect.Effect<KeyStats, LimiterStore.LimiterStoreError>
+}>() {}
+
+/** Options of a limiter. Every field has a default. */
+export interface Options {
+  /** Quotas by key, defined when the limiter starts. */
+  readonly quotas?: { readonly [key: string]: Quota.QuotaInput } | undefined
+  /** Calls in flight per key, at most. Default 256. */
+  readonly maxInFlight?: number | undefined
+  /**
+   * What an unknown key does: `true` (default) runs it one call at a time until
+   * a response's headers tell its limits; `false` fails with `UnknownKey`.
+   */
+  readonly discover?: boolean | undefined
+  /** Waiters per class and key, at most. Default 1,000 interactive, 10,000 normal, 100,000 batch. */
+  readonly lanes?: { readonly [C in Priority.Class]?: number } | undefined
+  /** Waiters per key across classes, at most; the lowest class is shed first. Default 100,000. */
+  readonly maxWaiting?: number | undefined
+  /**
+   * The fraction of each bucket a lower class leaves untouched while a higher
+   * class is waiting or was seen within `recentWindow`. Default 0.1.
+   */
+  readonly headroom?: number | undefined
+  /** How long a class counts as active after its last call. Default 10 seconds. */
+  readonly recentWindow?: Duration.DurationInput | undefined
+  /** A waiter is promoted one class for every `promoteAfter` it waits. Default 1 minute. */
+  readonly promoteAfter?: Duration.DurationInput | undefined
+}
+
+// ---------------------------------------------------------------------------
+// Implementation
+// ---------------------------------------------------------------------------
+
+interface Waiter extends LaneWaiter {
+  readonly deferred: Deferred.Deferred<number, RateLimiterError>
+}
+
+interface KeyRuntime {
+  readonly key: string
+  readonly lanes: Lanes<Waiter>
+  /** Bounds the calls in flight. Only the driver takes from it, so its lack of fairness is harmless. */
+  readonly slots: Effect.Semaphore
+  /** Opened to wake the driver. */
+  readonly wake: Effect.Latch
+  maxInFlight: number
+  held: number
+  discovering: boolean
+  capacities: { [D in Quota.Dimension]?: number }
+  /** Last arrival per class rank, for headroom. */
+  readonly lastSeen: Array<number>
+  readonly metrics: {
+    readonly queueDepth: Record<Priority.Class, Metric.Metric.Gauge<number>>
+    readonly waitSeconds: Record<Priority.Class, Metric.Metric.Histogram<number>>
+    readonly grants: Record<Priority.Class, Metric.Metric.Counter<number>>
+    readonly bucketLevel: Record<Quota.Dimension, Metric.Metric.Gauge<number>>
+    readonly inFlight: Metric.Metric.Gauge<number>
+    readonly pauses: Metric.Metric.Counter<number>
+  }
+}
+
+const byClass = <A>(f: (priority: Priority.Class) => A): Record<Priority.Class, A> => ({
+  batch: f("batch"),
+  normal: f("normal"),
+  interactive: f("interactive")
+})
+
+const byDimension = <A>(f: (dimension: Quota.Dimension) => A): Record<Quota.Dimension, A> => ({
+  requests: f("requests"),
+  inputTokens: f("inputTokens"),
+  outputTokens: f("outputTokens"),
+  tokens: f("tokens")
+})
+
+const defaults = {
+  maxInFlight: 256,
+  lanes: { interactive: 1_000, normal: 10_000, batch: 100_000 },
+  maxWaiting: 100_000,
+  headroom: 0.1,
+  recentWindow: Duration.seconds(10),
+  promoteAfter: Duration.minutes(1)
+} as const
+
+/**
+ * Builds a limiter over the `LimiterStore` in context. Its per-key driver
+ * fibers live in the surrounding scope.
+ */
+export const make = (options: Options = {}): Effect.Effect<
+  RateLimiter["Type"],
+  Quota.InvalidQuota | LimiterStore.LimiterStoreError,
+  LimiterStore.LimiterStore | Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const store = yield* LimiterStore.LimiterStore
+    const scope = yield* Effect.scope
+    const maxInFlight = Math.max(1, options.maxInFlight ?? defaults.maxInFlight)
+    const discover = options.discover ?? true
+    const laneBounds = { ...defaults.lanes, ...options.lanes }
+    const maxWaiting = options.maxWaiting ?? defaults.maxWaiting
+    const headroom = Math.max(0, Math.min(1, options.headroom ?? defaults.headroom))
+    const recentMillis = Duration.toMillis(options.recentWindow ?? defaults.recentWindow)
+    const promoteAfter = Duration.decode(options.promoteAfter ?? defaults.promoteAfter)
+
+    const runtimes = new Map<string, KeyRuntime>()
+    const defined = new Set<string>()
+
+    const rememberLevels = (runtime: KeyRuntime, levels: LimiterStore.Levels) =>
+      Effect.forEach(Quota.dimensions, (dimension) => {
+        const level = levels[dimension]
+        if (level === undefined) return Effect.void
+        runtime.capacities[dimension] = level.capacity
+        return Metric.set(runtime.metrics.bucketLevel[dimension], level.level)
+      }, { discard: true })
+
+    const setDepth = (runtime: KeyRuntime, priority: Priority.Class) =>
+      Metric.set(runtime.metrics.queueDepth[priority], runtime.lanes.size(priority))
+
+    /** Takes a waiter out of its lane with an error, if it is still waiting. */
+    const failWaiter = (runtime: KeyRuntime, waiter: Waiter, error: RateLimiterError) =>
+      Effect.suspend(() =>
+        runtime.lanes.leave(waiter, "failed")
+          ? Effect.zipRight(Deferred.fail(waiter.deferred, error), setDepth(runtime, waiter.priority))
+          : Effect.void
+      )
+
+    /** Whether the head must leave headroom: a higher class waits or was seen recently. */
+    const headroomFor = (runtime: KeyRuntime, rank: number, now: number): { readonly fraction: number; readonly until: number } => {
+      let until = Number.NEGATIVE_INFINITY
+      for (let higher = Math.floor(rank) + 1; higher <= Priority.topRank; higher++) {
+        if (runtime.lanes.size(Priority.fromRank(higher)) > 0) return { fraction: headroom, until: Number.POSITIVE_INFINITY }
+        const seen = runtime.lastSeen[higher]!
+        if (now - seen < recentMillis) until = Math.max(until, seen + recentMillis)
+      }
+      return until > now ? { fraction: headroom, until } : { fraction: 0, until: Number.POSITIVE_INFINITY }
+    }
+
+    /** Sleeps `millis` (rounded up to the clock's tick) unless something wakes the driver first. */
+    const sleepOrWake = (runtime: KeyRuntime, millis: number) =>
+      Number.isFinite(millis)
+        ? Effect.raceFirst(Effect.sleep(Duration.millis(Math.max(0, Math.ceil(millis)))), runtime.wake.await)
+        : runtime.wake.await
+
+    /** One turn of a key's driver: serve the head waiter, or sleep until it can be served. */
+    const turn = (runtime: KeyRuntime): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        yield* runtime.wake.close
+        const first = runtime.lanes.head(yield* Clock.currentTimeMillis, promoteAfter)
+        if (first === undefined) return yield* runtime.wake.await
+        yield* runtime.slots.take(1)
+        const now = yield* Clock.currentTimeMillis
+        const head = runtime.lanes.head(now, promoteAfter)
+        if (head === undefined) return yield* runtime.slots.release(1)
+        const room = headroomFor(runtime, head.rank, now)
+        const reservation = yield* Effect.either(store.reserve(runtime.key, head.waiter.amounts, { headroom: room.fraction }))
+        if (Either.isLeft(reservation)) {
+          yield* runtime.slots.release(1)
+          return yield* failWaiter(runtime, head.waiter, reservation.left)
+        }
+        const answer = reservation.right
+        switch (answer._tag) {
+          case "Granted": {
+            yield* rememberLevels(runtime, answer.levels)
+            return yield* grant(runtime, head.waiter)
+          }
+          case "TooLarge": {
+            yield* runtime.slots.release(1)
+            runtime.capacities[answer.dimension] = answer.capacity
+            return yield* failWaiter(
+              runtime,
+              head.waiter,
+              new CostTooLarge({ key: runtime.key, dimension: answer.dimension, amount: answer.amount, capacity: answer.capacity })
+            )
+          }
+          case "Wait": {
+            yield* runtime.slots.release(1)
+            yield* rememberLevels(runtime, answer.levels)
+            const wakeAt = Math.min(
+              now + Duration.toMillis(answer.delay),
+              runtime.lanes.nextPromotion(now, promoteAfter),
+              room.until
+            )
+            return yield* sleepOrWake(runtime, wakeAt - now)
+          }
+        }
+      })
+
+    /** Hands the reserved capacity and the held slot to the head waiter, or takes them back if it left. */
+    const grant = (runtime: KeyRuntime, waiter: Waiter) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        if (!runtime.lanes.leave(waiter, "granted")) {
+          // It left while the store answered: give everything back.
+          yield* runtime.slots.release(1)
+          return yield* Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts)))
+        }
+        runtime.held++
+        yield* Metric.set(runtime.metrics.inFlight, runtime.held)
+        yield* setDepth(runtime, waiter.priority)
+        yield* Metric.increment(runtime.metrics.grants[waiter.priority])
+        yield* Metric.update(runtime.metrics.waitSeconds[waiter.priority], Math.max(0, now - waiter.arrivedAt) / 1000)
+        yield* Deferred.succeed(waiter.deferred, now)
+      })
+
+    const drive = (runtime: KeyRuntime): Effect.Effect<never> =>
+      turn(runtime).pipe(
+        Effect.catchAllCause((cause) =>
+          Effect.gen(function*() {
+            yield* Effect.logError(`Sluice limiter driver for key "${runtime.key}" failed; failing its waiters`, cause)
+            for (const waiter of runtime.lanes.all()) {
+              if (runtime.lanes.leave(waiter, "failed")) yield* Deferred.failCause(waiter.deferred, cause as never)
+            }
+          })
+        ),
+        Effect.forever
+      )
+
+    const newRuntime = (key: string, known: boolean): KeyRuntime => {
+      const size = known || !discover ? maxInFlight : 1
+      return {
+        key,
+        lanes: new Lanes<Waiter>(),
+        slots: Effect.unsafeMakeSemaphore(size),
+        wake: Effect.unsafeMakeLatch(false),
+        maxInFlight: size,
+        held: 0,
+        discovering: !known && discover,
+        capacities: {},
+        lastSeen: Priority.classes.map(() => Number.NEGATIVE_INFINITY),
+        metrics: {
+          queueDepth: byClass((priority) => withTags(Metrics.queueDepth, { key, class: priority })),
+          waitSeconds: byClass((priority) => withTags(Metrics.waitSeconds, { key, class: priority })),
+          grants: byClass((priority) => withTags(Metrics.grants, { key, class: priority })),
+          bucketLevel: byDimension((dimension) => withTags(Metrics.bucketLevel, { key, dimension: dimension })),
+          inFlight: withTags(Metrics.inFlight, { key }),
+          pauses: withTags(Metrics.pauses, { key })
+        }
+      }
+    }
+
+    /** The runtime of a key, created (and its driver started) on first use. */
+    const runtimeFor = (key: string): Effect.Effect<KeyRuntime, UnknownKey | LimiterStore.LimiterStoreError> =>
+      Effect.suspend(() => {
+        const existing = runtimes.get(key)
+        if (existing !== undefined) return Effect.succeed(existing)
+        return Effect.gen(function*() {
+          // Another process (a shared store) may know the key already.
+          const state = yield* store.state(key)
+          const again = runtimes.get(key)
+          if (again !== undefined) return again
+          const known = defined.has(key) || Quota.dimensions.some((dimension) => state.levels[dimension] !== undefined)
+          if (!known && !discover) return yield* new UnknownKey({ key })
+          const runtime = newRuntime(key, known)
+          runtimes.set(key, runtime)
+          yield* rememberLevels(runtime, state.levels)
+          yield* Effect.forkIn(drive(runtime), scope)
+          return runtime
+        })
+      })
+
+    const wake = (runtime: KeyRuntime) => Effect.sync(() => runtime.wake.unsafeOpen())
+
+    /** Leaves discovery: the key's limits are known, so it may run `maxInFlight` calls. */
+    const endDiscovery = (runtime: KeyRuntime) =>
+      Effect.suspend(() => {
+        if (!runtime.discovering) return Effect.void
+        runtime.discovering = false
+        runtime.maxInFlight = maxInFlight
+        return Effect.zipRight(
+          runtime.slots.resize(maxInFlight),
+          Effect.logInfo(`Sluice learned the limits of key "${runtime.key}"; up to ${maxInFlight} calls in flight`)
+        )
+      })
+
+    /** Queues a waiter, shedding by the lane and queue bounds. Fails when the waiter itself is shed. */
+    const enqueue = (runtime: KeyRuntime, waiter: Waiter): Effect.Effect<void, Shed> =>
+      Effect.gen(function*() {
+        const { lanes } = runtime
+        if (lanes.size(waiter.priority) >= laneBounds[waiter.priority]) {
+          yield* Metric.increment(withTags(Metrics.shed, { key: runtime.key, class: waiter.priority, reason: "lane-full" }))
+          return yield* new Shed({ key: runtime.key, priority: waiter.priority, reason: "lane-full", waiting: lanes.size(waiter.priority) })
+        }
+        if (lanes.total() >= maxWaiting) {
+          const lowest = lanes.lowest()
+          if (lowest === undefined || Priority.rank(lowest.priority) >= Priority.rank(waiter.priority)) {
+            yield* Metric.increment(withTags(Metrics.shed, { key: runtime.key, class: waiter.priority, reason: "queue-full" }))
+            return yield* new Shed({ key: runtime.key, priority: waiter.priority, reason: "queue-full", waiting: lanes.total() })
+          }
+          yield* Metric.increment(withTags(Metrics.shed, { key: runtime.key, class: lowest.priority, reason: "displaced" }))
+          yield* failWaiter(runtime, lowest, new Shed({ key: runtime.key, priority: lowest.priority, reason: "displaced", waiting: lanes.total() }))
+        }
+        lanes.push(waiter)
+        yield* setDepth(runtime, waiter.priority)
+        yield* wake(runtime)
+      })
+
+    /** Gives back a granted permit nobody will use. */
+    const abandon = (runtime: KeyRuntime, waiter: Waiter) =>
+      Effect.zipRight(release(runtime), Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts))))
+
+    const release = (runtime: KeyRuntime) =>
+      Effect.suspend(() => {
+        runtime.held--
+        return Effect.all([
+          runtime.slots.release(1),
+          Metric.set(runtime.metrics.inFlight, runtime.held),
+          wake(runtime)
+        ], { discard: true })
+      })
+
+    const makePermit = (runtime: KeyRuntime, waiter: Waiter, grantedAt: number): Permit => {
+      let charged = waiter.amounts
+      return {
+        key: runtime.key,
+        priority: waiter.priority,
+        reserved: waiter.amounts,
+        waited: Duration.millis(Math.max(0, grantedAt - waiter.arrivedAt)),
+        settle: (actual) =>
+          Effect.gen(function*() {
+            const amounts = yield* Cost.validate(runtime.key, actual)
+            const delta = Cost.difference(amounts, charged)
+            charged = amounts
+            if (Cost.isEmpty(delta)) return
+            const levels = yield* store.adjust(runtime.key, delta)
+            yield* rememberLevels(runtime, levels)
+            yield* wake(runtime)
+          }).pipe(Effect.withSpan("RateLimiter.settle", { attributes: { key: runtime.key } }))
+      }
+    }
+
+    const acquire = (key: string, cost: Cost.Cost, acquireOptions?: AcquireOptions): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
+      Effect.gen(function*() {
+        const amounts = yield* Cost.validate(key, cost)
+        const priority = acquireOptions?.priority ?? "normal"
+        const runtime = yield* runtimeFor(key)
+        for (const dimension of Quota.dimensions) {
+          const capacity = runtime.capacities[dimension]
+          if (capacity !== undefined && amounts[dimension] > capacity) {
+            return yield* new CostTooLarge({ key, dimension, amount: amounts[dimension], capacity })
+          }
+        }
+        const now = yield* Clock.currentTimeMillis
+        runtime.lastSeen[Priority.rank(priority)] = now
+        const waiter: Waiter = {
+          seq: runtime.lanes.nextSeq(),
+          priority,
+          arrivedAt: now,
+          amounts,
+          state: "waiting",
+          deferred: yield* Deferred.make<number, RateLimiterError>()
+        }
+        yield* enqueue(runtime, waiter)
+        return yield* Effect.uninterruptibleMask((restore) =>
+          restore(Deferred.await(waiter.deferred)).pipe(
+            Effect.onInterrupt(() =>
+              Effect.suspend(() => {
+                if (runtime.lanes.leave(waiter, "cancelled")) return Effect.zipRight(setDepth(runtime, priority), wake(runtime))
+                return waiter.state === "granted" ? abandon(runtime, waiter) : Effect.void
+              })
+            ),
+            Effect.tap(() => Effect.addFinalizer(() => release(runtime))),
+            Effect.map((grantedAt) => makePermit(runtime, waiter, grantedAt))
+          )
+        )
+      }).pipe(Effect.withSpan("RateLimiter.acquire", { attributes: { key, priority: acquireOptions?.priority ?? "normal" } }))
+
+    const define = (key: string, input: Quota.QuotaInput) =>
+      Effect.gen(function*() {
+        const quota = yield* Quota.decode(input, key)
+        const levels = yield* store.define(key, quota)
+        defined.add(key)
+        const runtime = runtimes.get(key)
+        if (runtime !== undefined) {
+          runtime.capacities = {}
+          yield* rememberLevels(runtime, levels)
+          yield* endDiscovery(runtime)
+          yield* wake(runtime)
+        }
+      })
+
+    const observe = (key: string, snapshot: RateLimitSnapshot) =>
+      Effect.gen(function*() {
+        const observation = yield* store.observe(key, snapshot)
+        for (const lowered of observation.lowered) {
+          yield* Effect.logWarning(
+            `Sluice lowered the ${lowered.dimension} limit of key "${key}" from ${lowered.from} to ${lowered.to}, the provider's stated limit`
+          )
+        }
+        if (snapshot.retryAfter !== undefined) {
+          const runtime = runtimes.get(key)
+          if (runtime !== undefined) yield* Metric.increment(runtime.metrics.pauses)
+        }
+        const runtime = runtimes.get(key)
+        if (runtime === undefined) return
+        yield* rememberLevels(runtime, observation.levels)
+        if (Quota.dimensions.some((dimension) => observation.levels[dimension] !== undefined)) yield* endDiscovery(runtime)
+        yield* wake(runtime)
+      }).pipe(Effect.withSpan("RateLimiter.observe", { attributes: { key } }))
+
+    const pause = (key: string, until: PauseUntil) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const duration = until instanceof Date ? Duration.millis(Math.max(0, until.getTime() - now)) : Duration.decode(until)
+        yield* store.pause(key, duration)
+        const runtime = runtimes.get(key)
+        if (runtime !== undefined) {
+          yield* Metric.increment(runtime.metrics.pauses)
+          yield* wake(runtime)
+        }
+      }).pipe(Effect.withSpan("RateLimiter.pause", { attributes: { key } }))
+
+    const stats = (key: string) =>
+      Effect.map(store.state(key), (state): KeyStats => {
+        const runtime = runtimes.get(key)
+        return {
+          key,
+          waiting: byClass((priority) => runtime?.lanes.size(priority) ?? 0),
+          inFlight: runtime?.held ?? 0,
+          maxInFlight: runtime?.maxInFlight ?? maxInFlight,
+          discovering: runtime?.discovering ?? false,
+          levels: state.levels,
+          pausedFor: state.pausedFor
+        }
+      })
+
+    for (const [key, quota] of Object.entries(options.quotas ?? {})) yield* define(key, quota)
+
+    return RateLimiter.of({
+      acquire,
+      withPermit: (key, cost, use, acquireOptions) => Effect.scoped(Effect.flatMap(acquire(key, cost, acquireOptions), use)),
+      define,
+      observe,
+      pause,
+      stats
+    })
+  })
+
+/** A metric with tags, added data-first (the piped form loses the metric's input type). */
+const withTags = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, tags: Record<string, string>): Metric.Metric<Type, In, Out> =>
+  Object.entries(tags).reduce((tagged, [name, value]) => Metric.tagged(tagged, name, value), metric)
+
+const negate = (amounts: Cost.Amounts): Cost.Delta => {
+  const delta: { [D in Quota.Dimension]?: number } = {}
+  for (const dimension of Quota.dimensions) if (amounts[dimension] !== 0) delta[dimension] = -amounts[dimension]
+  return delta
+}
+
+/** A limiter over the `LimiterStore` in context. */
+export const layer = (options: Options = {}): Layer.Layer<RateLimiter, Quota.InvalidQuota | LimiterStore.LimiterStoreError, LimiterStore.LimiterStore> =>
+  Layer.scoped(RateLimiter, make(options))
+
+/** A limiter with its own in-memory store: one process. */
+export const layerMemory = (options: Options = {}): Layer.Layer<RateLimiter, Quota.InvalidQuota> =>
+  layer(options).pipe(
+    Layer.provide(LimiterStore.layerMemory),
+    // The memory store never fails.
+    Layer.catchAll((error) => error._tag === "InvalidQuota" ? Layer.fail(error) : Layer.die(error))
+  )

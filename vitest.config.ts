@@ -1,0 +1,18 @@
+import { defineConfig } from "vitest/config"
+
+// Workspace packages resolve to their TypeScript sources through the
+// "@sluice/source" export condition (the same one tsconfig.base.json uses), so
+// tests never need a build.
+const conditions = ["@sluice/source", "module", "node", "import", "default"]
+
+export default defineConfig({
+  resolve: { conditions },
+  ssr: { resolve: { conditions, externalConditions: conditions } },
+  test: {
+    include: ["tests/**/*.test.ts"],
+    exclude: ["**/node_modules/**"],
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    sequence: { concurrent: false }
+  }
+})
