@@ -66,7 +66,7 @@ const PositiveAmount = Schema.Number.pipe(Schema.finite(), Schema.positive())
 export const Limit = Schema.Struct({
   limit: PositiveAmount,
   per: Period,
-  burst: Schema.optional(PositiveAmount)
+  burst: Schema.optionalWith(PositiveAmount, { exact: true })
 })
 
 /** A decoded limit. */
@@ -77,10 +77,10 @@ export type LimitInput = typeof Limit.Encoded
 
 /** A quota: one optional limit per dimension, at least one of them. */
 export const Quota = Schema.Struct({
-  requests: Schema.optional(Limit),
-  inputTokens: Schema.optional(Limit),
-  outputTokens: Schema.optional(Limit),
-  tokens: Schema.optional(Limit)
+  requests: Schema.optionalWith(Limit, { exact: true }),
+  inputTokens: Schema.optionalWith(Limit, { exact: true }),
+  outputTokens: Schema.optionalWith(Limit, { exact: true }),
+  tokens: Schema.optionalWith(Limit, { exact: true })
 }).pipe(
   Schema.filter((quota) => dimensions.some((dimension) => quota[dimension] !== undefined) || "A quota needs at least one of requests, inputTokens, outputTokens, tokens")
 )

@@ -222,7 +222,6 @@ interface KeyRuntime {
     readonly grants: Record<Priority.Class, Metric.Metric.Counter<number>>
     readonly bucketLevel: Record<Quota.Dimension, Metric.Metric.Gauge<number>>
     readonly inFlight: Metric.Metric.Gauge<number>
-    readonly pauses: Metric.Metric.Counter<number>
   }
 }
 
@@ -398,8 +397,7 @@ export const make = (options: Options = {}): Effect.Effect<
           waitSeconds: byClass((priority) => withTags(Metrics.waitSeconds, { key, class: priority })),
           grants: byClass((priority) => withTags(Metrics.grants, { key, class: priority })),
           bucketLevel: byDimension((dimension) => withTags(Metrics.bucketLevel, { key, dimension: dimension })),
-          inFlight: withTags(Metrics.inFlight, { key }),
-          pauses: withTags(Metrics.pauses, { key })
+          inFlight: withTags(Metrics.inFlight, { key })
         }
       }
     }
@@ -552,10 +550,7 @@ export const make = (options: Options = {}): Effect.Effect<
             `Sluice lowered the ${lowered.dimension} limit of key "${key}" from ${lowered.from} to ${lowered.to}, the provider's stated limit`
           )
         }
-        if (snapshot.retryAfter !== undefined) {
-          const runtime = runtimes.get(key)
-          if (runtime !== undefined) yield* Metric.increment(runtime.metrics.pauses)
-        }
+        if (snapshot.retryAfter !== undefined) yield* Metric.increment(withTags(Metrics.pauses, { key }))
         const runtime = runtimes.get(key)
         if (runtime === undefined) return
         yield* rememberLevels(runtime, observation.levels)
@@ -568,11 +563,9 @@ export const make = (options: Options = {}): Effect.Effect<
         const now = yield* Clock.currentTimeMillis
         const duration = until instanceof Date ? Duration.millis(Math.max(0, until.getTime() - now)) : Duration.decode(until)
         yield* store.pause(key, duration)
+        yield* Metric.increment(withTags(Metrics.pauses, { key }))
         const runtime = runtimes.get(key)
-        if (runtime !== undefined) {
-          yield* Metric.increment(runtime.metrics.pauses)
-          yield* wake(runtime)
-        }
+        if (runtime !== undefined) yield* wake(runtime)
       }).pipe(Effect.withSpan("RateLimiter.pause", { attributes: { key } }))
 
     const stats = (key: string) =>
