@@ -13,6 +13,10 @@ export default defineConfig({
     exclude: ["**/node_modules/**"],
     testTimeout: 30_000,
     hookTimeout: 30_000,
-    sequence: { concurrent: false }
+    sequence: { concurrent: false },
+    // .ci/run sets SLUICE_TEST_REPORT to collect vitest's JSON summary for its count.
+    reporters: process.env.SLUICE_TEST_REPORT
+      ? ["default", ["json", { outputFile: process.env.SLUICE_TEST_REPORT }]]
+      : ["default"]
   }
 })
