@@ -4,6 +4,8 @@
 
 /** What a call takes, per dimension. */
 export * as Cost from "./Cost.js"
+/** The provider-neutral model client: request, response, errors. */
+export * as LlmClient from "./LlmClient.js"
 /** Where bucket state lives: the store interface and its in-memory layer. */
 export * as LimiterStore from "./LimiterStore.js"
 /** Sluice's Effect metrics. */

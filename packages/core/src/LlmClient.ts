@@ -1,0 +1,294 @@
+/**
+ * The provider-neutral model client: one request shape, one response shape,
+ * one error union. Providers (`@sluice/providers`) implement it; the Governor
+ * wraps it and is itself an `LlmClient`.
+ *
+ * Core holds the interface only; nothing here imports a provider SDK.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { LlmClient } from "@sluice/core"
+ *
+ * const ask = Effect.gen(function*() {
+ *   const client = yield* LlmClient.LlmClient
+ *   const response = yield* client.complete({
+ *     model: "claude-haiku-4-5",
+ *     messages: [{ role: "user", content: "Say hi" }],
+ *     maxOutputTokens: 64
+ *   })
+ *   return LlmClient.text(response)
+ * })
+ * ```
+ */
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import type * as Duration from "effect/Duration"
+import type * as Effect from "effect/Effect"
+import type * as Stream from "effect/Stream"
+import type * as Cost from "./Cost.js"
+import type * as Priority from "./Priority.js"
+import type * as Quota from "./Quota.js"
+import type { RateLimitSnapshot } from "./RateLimitSnapshot.js"
+
+// ---------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------
+
+/** Plain text. `cacheControl` marks a prompt-cache breakpoint (Anthropic). */
+export interface TextBlock {
+  readonly type: "text"
+  readonly text: string
+  readonly cacheControl?: { readonly type: "ephemeral" } | undefined
+}
+
+/** The model asks for a tool to be called. */
+export interface ToolUseBlock {
+  readonly type: "tool_use"
+  readonly id: string
+  readonly name: string
+  readonly input: unknown
+}
+
+/** The caller answers a tool call. */
+export interface ToolResultBlock {
+  readonly type: "tool_result"
+  readonly toolUseId: string
+  readonly content: string
+  readonly isError?: boolean | undefined
+}
+
+/** One block of a message. */
+export type ContentBlock = TextBlock | ToolUseBlock | ToolResultBlock
+
+/** One turn of the conversation. */
+export interface Message {
+  readonly role: "user" | "assistant"
+  readonly content: string | ReadonlyArray<ContentBlock>
+}
+
+/** A tool the model may call; `inputSchema` is a JSON Schema object. */
+export interface Tool {
+  readonly name: string
+  readonly description?: string | undefined
+  readonly inputSchema: { readonly type: "object"; readonly [key: string]: unknown }
+}
+
+/** How the model must use tools. */
+export type ToolChoice =
+  | { readonly type: "auto" }
+  | { readonly type: "any" }
+  | { readonly type: "tool"; readonly name: string }
+  | { readonly type: "none" }
+
+/** What Sluice needs to know about a call besides the call itself. */
+export interface RequestMetadata {
+  /** The tenant whose quota and budget the call counts against. */
+  readonly tenant?: string | undefined
+  /** The class the call waits in. */
+  readonly priority?: Priority.Class | undefined
+  /** The document the call is about, for errors and reports. */
+  readonly documentId?: string | undefined
+}
+
+/** A model call. */
+export interface Request {
+  readonly model: string
+  readonly system?: string | undefined
+  readonly messages: ReadonlyArray<Message>
+  readonly tools?: ReadonlyArray<Tool> | undefined
+  readonly toolChoice?: ToolChoice | undefined
+  /** `max_tokens`: the most the model may write, and what the limiter reserves for output. */
+  readonly maxOutputTokens: number
+  readonly temperature?: number | undefined
+  readonly stopSequences?: ReadonlyArray<string> | undefined
+  readonly metadata?: RequestMetadata | undefined
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------
+
+/** What the provider counted for one call. Input is split as providers bill it. */
+export interface Usage {
+  /** Input tokens not read from or written to the prompt cache. */
+  readonly inputTokens: number
+  readonly outputTokens: number
+  /** Input tokens read from the prompt cache. */
+  readonly cacheReadInputTokens: number
+  /** Input tokens written to the prompt cache. */
+  readonly cacheWriteInputTokens: number
+}
+
+/** Why the model stopped. */
+export type StopReason = "end_turn" | "max_tokens" | "stop_sequence" | "tool_use" | "refusal" | "other"
+
+/** A model's answer. */
+export interface Response {
+  readonly id: string
+  /** The model that answered (a fallback may differ from the one asked). */
+  readonly model: string
+  readonly content: ReadonlyArray<ContentBlock>
+  readonly stopReason: StopReason
+  readonly usage: Usage
+  /** What the response's headers said about the quota. */
+  readonly rateLimits: RateLimitSnapshot
+}
+
+/** The text of a response, its text blocks joined. */
+export const text = (response: Response): string =>
+  response.content.flatMap((block) => block.type === "text" ? [block.text] : []).join("")
+
+/** The tool calls of a response. */
+export const toolCalls = (response: Response): ReadonlyArray<ToolUseBlock> =>
+  response.content.filter((block): block is ToolUseBlock => block.type === "tool_use")
+
+/** One event of a streamed answer. The stream ends with `Done`, which carries the usage. */
+export type StreamEvent =
+  | { readonly _tag: "TextDelta"; readonly text: string }
+  | { readonly _tag: "ToolCall"; readonly call: ToolUseBlock }
+  | { readonly _tag: "Done"; readonly response: Response }
+
+/**
+ * What a call costs the quota, from the usage the provider reported.
+ * Cache reads count against the input-token quota unless `cacheReadsCount` is
+ * false (Anthropic's current models do not count them).
+ */
+export const usageCost = (usage: Usage, options: { readonly cacheReadsCount?: boolean } = {}): Cost.Cost => ({
+  requests: 1,
+  inputTokens: usage.inputTokens + usage.cacheWriteInputTokens + (options.cacheReadsCount === false ? 0 : usage.cacheReadInputTokens),
+  outputTokens: usage.outputTokens
+})
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+interface ErrorFields {
+  /** The provider that answered: "anthropic", "openai", "simulator", … */
+  readonly provider: string
+  readonly model?: string | undefined
+  /** The HTTP status, when there was one. */
+  readonly status?: number | undefined
+  /** The provider's own message. */
+  readonly detail: string
+  /** The provider's `x-should-retry` verdict, which wins over the status. */
+  readonly shouldRetry?: boolean | undefined
+  /** The provider's request id, for support tickets. */
+  readonly requestId?: string | undefined
+}
+
+const describe = (name: string, fields: ErrorFields): string =>
+  `${name} from ${fields.provider}${fields.model === undefined ? "" : ` (${fields.model})`}${fields.status === undefined ? "" : `, HTTP ${fields.status}`}: ${fields.detail}`
+
+/** 429: a quota ran out. `retryAfter` is the provider's hint, `dimension` which bucket ran out. */
+export class RateLimited extends Data.TaggedError("RateLimited")<ErrorFields & {
+  readonly retryAfter?: Duration.Duration | undefined
+  readonly dimension?: Quota.Dimension | undefined
+  readonly rateLimits?: RateLimitSnapshot | undefined
+}> {
+  get retryable(): boolean {
+    return this.shouldRetry ?? true
+  }
+  override get message(): string {
+    return describe("Rate limited", this)
+  }
+}
+
+/** 529 (Anthropic) or 503 with an overloaded body: the provider as a whole is busy. No quota hint. */
+export class Overloaded extends Data.TaggedError("Overloaded")<ErrorFields & {
+  readonly retryAfter?: Duration.Duration | undefined
+}> {
+  get retryable(): boolean {
+    return this.shouldRetry ?? true
+  }
+  override get message(): string {
+    return describe("Overloaded", this)
+  }
+}
+
+/** 500, 502, 503, 504: transient trouble on the provider's side. */
+export class ServerError extends Data.TaggedError("ServerError")<ErrorFields & {
+  readonly retryAfter?: Duration.Duration | undefined
+}> {
+  get retryable(): boolean {
+    return this.shouldRetry ?? true
+  }
+  override get message(): string {
+    return describe("Server error", this)
+  }
+}
+
+/** 400, 413, 422: the request itself is wrong; retrying cannot help. */
+export class BadRequest extends Data.TaggedError("BadRequest")<ErrorFields> {
+  get retryable(): boolean {
+    return this.shouldRetry ?? false
+  }
+  override get message(): string {
+    return describe("Bad request", this)
+  }
+}
+
+/** 401, 403: the key is missing, wrong or not allowed. */
+export class Unauthorized extends Data.TaggedError("Unauthorized")<ErrorFields> {
+  get retryable(): boolean {
+    return this.shouldRetry ?? false
+  }
+  override get message(): string {
+    return describe("Unauthorized", this)
+  }
+}
+
+/** 404: no such model or endpoint. */
+export class NotFound extends Data.TaggedError("NotFound")<ErrorFields> {
+  get retryable(): boolean {
+    return this.shouldRetry ?? false
+  }
+  override get message(): string {
+    return describe("Not found", this)
+  }
+}
+
+/** The call took longer than allowed. */
+export class Timeout extends Data.TaggedError("Timeout")<ErrorFields & { readonly after?: Duration.Duration | undefined }> {
+  get retryable(): boolean {
+    return this.shouldRetry ?? true
+  }
+  override get message(): string {
+    return describe("Timeout", this)
+  }
+}
+
+/** The connection failed or was reset, or the body could not be read. */
+export class NetworkError extends Data.TaggedError("NetworkError")<ErrorFields & { readonly cause?: unknown }> {
+  get retryable(): boolean {
+    return this.shouldRetry ?? true
+  }
+  override get message(): string {
+    return describe("Network error", this)
+  }
+}
+
+/** Everything a provider call can fail with. Each member says whether it may be retried. */
+export type ProviderError = RateLimited | Overloaded | ServerError | BadRequest | Unauthorized | NotFound | Timeout | NetworkError
+
+/** Whether an error may be retried (`x-should-retry` wins over the status). */
+export const isRetryable = (error: ProviderError): boolean => error.retryable
+
+// ---------------------------------------------------------------------------
+// Service
+// ---------------------------------------------------------------------------
+
+/**
+ * A model client. Providers implement it; the Governor wraps one and is one.
+ */
+export class LlmClient extends Context.Tag("@sluice/core/LlmClient")<LlmClient, {
+  /** The provider's name, as errors report it. */
+  readonly provider: string
+  /** One call, whole. */
+  readonly complete: (request: Request) => Effect.Effect<Response, ProviderError>
+  /** One call, streamed; the stream ends with `Done` carrying the usage. */
+  readonly stream: (request: Request) => Stream.Stream<StreamEvent, ProviderError>
+  /** The provider's own count of a request's input tokens, where it offers one. */
+  readonly countTokens?: ((request: Request) => Effect.Effect<number, ProviderError>) | undefined
+}>() {}
