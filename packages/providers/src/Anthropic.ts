@@ -1,0 +1,370 @@
+/**
+ * `LlmClient` over the official `@anthropic-ai/sdk`.
+ *
+ * - The SDK's own retries are off (`maxRetries: 0`): Sluice's retry policy is
+ *   the only one, and every retry passes the limiter again.
+ * - Every response's headers are read (`withResponse`) into a
+ *   `RateLimitSnapshot`, so the limiter learns what the provider says remains.
+ * - SDK errors become `LlmClient.ProviderError` at this one boundary: 429 with
+ *   its `retry-after` and the bucket that ran out, 529 `overloaded_error`, 5xx,
+ *   4xx, and the `x-should-retry` verdict.
+ * - The SDK is called through one helper that passes the fiber's `AbortSignal`,
+ *   so interrupting a call cancels the HTTP request.
+ *
+ * Configuration through `Config`: `ANTHROPIC_API_KEY` (redacted, never logged)
+ * and `ANTHROPIC_BASE_URL` (e.g. the simulator's URL).
+ *
+ * @example
+ * ```ts
+ * import { Effect, Redacted } from "effect"
+ * import { LlmClient } from "@sluice/core"
+ * import { Anthropic } from "@sluice/providers"
+ *
+ * const AnthropicLive = Anthropic.layer({ apiKey: Redacted.make("sim-key"), baseURL: "http://127.0.0.1:8787" })
+ * // or, from the environment: Anthropic.layerConfig()
+ * ```
+ */
+import AnthropicSdk from "@anthropic-ai/sdk"
+import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
+import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
+import { LlmClient } from "@sluice/core"
+import type { RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
+import * as Errors from "./internal/errors.js"
+import * as RateLimitHeaders from "./RateLimitHeaders.js"
+
+/** Options of the Anthropic client. */
+export interface Options {
+  readonly apiKey: Redacted.Redacted<string>
+  /** Another endpoint that speaks the Messages API, such as the simulator. Default: Anthropic's. */
+  readonly baseURL?: string | undefined
+  /** The longest a call may take. Default 10 minutes (the SDK's own default). */
+  readonly timeout?: Duration.DurationInput | undefined
+  /** The provider name errors and metrics report. Default "anthropic". */
+  readonly provider?: string | undefined
+}
+
+/** The underlying SDK instance, for what `LlmClient` does not cover. */
+export class AnthropicSdkClient extends Context.Tag("@sluice/providers/Anthropic/AnthropicSdkClient")<
+  AnthropicSdkClient,
+  AnthropicSdk
+>() {}
+
+// ---------------------------------------------------------------------------
+// Request and response mapping
+// ---------------------------------------------------------------------------
+
+const toBlock = (block: LlmClient.ContentBlock): Sdk.ContentBlockParam => {
+  switch (block.type) {
+    case "text":
+      return block.cacheControl === undefined
+        ? { type: "text", text: block.text }
+        : { type: "text", text: block.text, cache_control: { type: "ephemeral" } }
+    case "tool_use":
+      return { type: "tool_use", id: block.id, name: block.name, input: block.input }
+    case "tool_result":
+      return block.isError === undefined
+        ? { type: "tool_result", tool_use_id: block.toolUseId, content: block.content }
+        : { type: "tool_result", tool_use_id: block.toolUseId, content: block.content, is_error: block.isError }
+  }
+}
+
+const toToolChoice = (choice: LlmClient.ToolChoice): Sdk.ToolChoice => {
+  switch (choice.type) {
+    case "auto":
+      return { type: "auto" }
+    case "any":
+      return { type: "any" }
+    case "none":
+      return { type: "none" }
+    case "tool":
+      return { type: "tool", name: choice.name }
+  }
+}
+
+/** The Messages API body of a request (without `stream`). */
+export const toParams = (request: LlmClient.Request): Sdk.MessageCreateParamsNonStreaming => {
+  const params: Sdk.MessageCreateParamsNonStreaming = {
+    model: request.model,
+    max_tokens: request.maxOutputTokens,
+    messages: request.messages.map((message) => ({
+      role: message.role,
+      content: typeof message.content === "string" ? message.content : message.content.map(toBlock)
+    }))
+  }
+  if (request.system !== undefined) params.system = request.system
+  if (request.tools !== undefined) {
+    params.tools = request.tools.map((tool) => ({
+      name: tool.name,
+      ...(tool.description === undefined ? {} : { description: tool.description }),
+      input_schema: tool.inputSchema as Sdk.Tool.InputSchema
+    }))
+  }
+  if (request.toolChoice !== undefined) params.tool_choice = toToolChoice(request.toolChoice)
+  // The Messages API of this SDK version takes no temperature; `request.temperature` is not sent.
+  if (request.stopSequences !== undefined) params.stop_sequences = [...request.stopSequences]
+  return params
+}
+
+const toStopReason = (reason: string | null | undefined): LlmClient.StopReason => {
+  switch (reason) {
+    case "end_turn":
+    case "max_tokens":
+    case "stop_sequence":
+    case "tool_use":
+    case "refusal":
+      return reason
+    default:
+      return "other"
+  }
+}
+
+const toUsage = (usage: Partial<Sdk.Usage> | undefined): LlmClient.Usage => ({
+  inputTokens: usage?.input_tokens ?? 0,
+  outputTokens: usage?.output_tokens ?? 0,
+  cacheReadInputTokens: usage?.cache_read_input_tokens ?? 0,
+  cacheWriteInputTokens: usage?.cache_creation_input_tokens ?? 0
+})
+
+const fromContent = (content: ReadonlyArray<Sdk.ContentBlock>): ReadonlyArray<LlmClient.ContentBlock> =>
+  content.flatMap((block): ReadonlyArray<LlmClient.ContentBlock> => {
+    switch (block.type) {
+      case "text":
+        return [{ type: "text", text: block.text }]
+      case "tool_use":
+        return [{ type: "tool_use", id: block.id, name: block.name, input: block.input }]
+      default:
+        return []
+    }
+  })
+
+/** Maps a Messages API response to `LlmClient.Response`. */
+export const fromMessage = (message: Sdk.Message, rateLimits: RateLimitSnapshot): LlmClient.Response => ({
+  id: message.id,
+  model: message.model,
+  content: fromContent(message.content),
+  stopReason: toStopReason(message.stop_reason),
+  usage: toUsage(message.usage),
+  rateLimits
+})
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+const errorType = (error: InstanceType<typeof AnthropicSdk.APIError>): string | undefined => {
+  const body = error.error as { readonly error?: { readonly type?: unknown } } | undefined
+  const type = body?.error?.type
+  return typeof type === "string" ? type : undefined
+}
+
+const errorDetail = (error: InstanceType<typeof AnthropicSdk.APIError>): string => {
+  const body = error.error as { readonly error?: { readonly message?: unknown } } | undefined
+  const message = body?.error?.message
+  return typeof message === "string" ? message : error.message
+}
+
+/** Maps whatever the SDK threw to the error union. */
+const mapError = (provider: string, model: string | undefined, timeoutAfter: Duration.Duration | undefined) =>
+(cause: unknown): Effect.Effect<LlmClient.ProviderError> =>
+  Effect.gen(function*() {
+    if (cause instanceof AnthropicSdk.APIConnectionTimeoutError) return Errors.timeout(provider, model, timeoutAfter)
+    if (cause instanceof AnthropicSdk.APIConnectionError) return Errors.network(provider, model, cause.cause ?? cause)
+    if (cause instanceof AnthropicSdk.APIError && cause.status !== undefined) {
+      const headers = cause.headers ?? new Headers()
+      return Errors.fromHttpFailure({
+        provider,
+        model,
+        status: cause.status,
+        headers,
+        errorType: errorType(cause),
+        detail: errorDetail(cause),
+        now: yield* Clock.currentTimeMillis,
+        rateLimits: yield* RateLimitHeaders.read(headers, "anthropic")
+      })
+    }
+    return Errors.network(provider, model, cause)
+  })
+
+// ---------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------
+
+/** Builds an `LlmClient` over an SDK instance created here with retries off. */
+export const make = (options: Options): Effect.Effect<LlmClient.LlmClient["Type"] & { readonly sdk: AnthropicSdk }> =>
+  Effect.sync(() => {
+    const provider = options.provider ?? "anthropic"
+    const timeoutAfter = options.timeout === undefined ? undefined : Duration.decode(options.timeout)
+    const sdk = new AnthropicSdk({
+      apiKey: Redacted.value(options.apiKey),
+      maxRetries: 0,
+      ...(options.baseURL === undefined ? {} : { baseURL: options.baseURL }),
+      ...(timeoutAfter === undefined ? {} : { timeout: Duration.toMillis(timeoutAfter) })
+    })
+
+    /** The one place the SDK's promises are entered: the fiber's signal cancels the request. */
+    const use = <A>(model: string | undefined, f: (sdk: AnthropicSdk, signal: AbortSignal) => Promise<A>) =>
+      Effect.tryPromise({ try: (signal) => f(sdk, signal), catch: (cause) => cause }).pipe(
+        Effect.catchAll((cause) => Effect.flip(mapError(provider, model, timeoutAfter)(cause)))
+      )
+
+    const complete = (request: LlmClient.Request) =>
+      Effect.gen(function*() {
+        const { data, response } = yield* use(request.model, (client, signal) =>
+          client.messages.create(toParams(request), { signal }).withResponse())
+        const rateLimits = yield* RateLimitHeaders.read(response.headers, "anthropic")
+        return fromMessage(data, rateLimits)
+      }).pipe(Effect.withSpan("Anthropic.complete", { attributes: { model: request.model } }))
+
+    const stream = (request: LlmClient.Request): Stream.Stream<LlmClient.StreamEvent, LlmClient.ProviderError> =>
+      Stream.unwrapScoped(Effect.gen(function*() {
+        const controller = yield* Effect.acquireRelease(
+          Effect.sync(() => new AbortController()),
+          (controller) => Effect.sync(() => controller.abort())
+        )
+        const { data, response } = yield* use(request.model, (client) =>
+          client.messages.create({ ...toParams(request), stream: true }, { signal: controller.signal }).withResponse())
+        const rateLimits = yield* RateLimitHeaders.read(response.headers, "anthropic")
+        return Stream.fromAsyncIterable(data, (cause) => cause).pipe(
+          Stream.catchAll((cause) => Stream.fromEffect(Effect.flip(mapError(provider, request.model, timeoutAfter)(cause)))),
+          Stream.mapAccum(initialAccumulator(), (acc, event) => accumulate(acc, event, rateLimits)),
+          Stream.flattenIterables
+        )
+      }))
+
+    const countTokens = (request: LlmClient.Request) => {
+      const params = toParams(request)
+      return Effect.map(
+        use(request.model, (client, signal) =>
+          client.messages.countTokens({
+            model: params.model,
+            messages: params.messages,
+            ...(params.system === undefined ? {} : { system: params.system }),
+            ...(params.tools === undefined ? {} : { tools: params.tools })
+          }, { signal })),
+        (count) => count.input_tokens
+      )
+    }
+
+    return { provider, complete, stream, countTokens, sdk }
+  })
+
+// ---------------------------------------------------------------------------
+// Streaming: raw events to LlmClient events
+// ---------------------------------------------------------------------------
+
+interface Accumulator {
+  readonly id: string
+  readonly model: string
+  readonly blocks: Map<number, { type: "text"; text: string } | { type: "tool_use"; id: string; name: string; json: string }>
+  readonly content: Array<LlmClient.ContentBlock>
+  usage: Partial<Sdk.Usage>
+  stopReason: string | null
+}
+
+const initialAccumulator = (): Accumulator => ({
+  id: "",
+  model: "",
+  blocks: new Map(),
+  content: [],
+  usage: {},
+  stopReason: null
+})
+
+const parseJson = (json: string): unknown => {
+  if (json.trim() === "") return {}
+  try {
+    return JSON.parse(json)
+  } catch {
+    return json
+  }
+}
+
+/** One raw SSE event in, the events it completes out. */
+const accumulate = (
+  acc: Accumulator,
+  event: Sdk.RawMessageStreamEvent,
+  rateLimits: RateLimitSnapshot
+): readonly [Accumulator, ReadonlyArray<LlmClient.StreamEvent>] => {
+  switch (event.type) {
+    case "message_start":
+      return [{ ...acc, id: event.message.id, model: event.message.model, usage: { ...event.message.usage } }, []]
+    case "content_block_start": {
+      const block = event.content_block
+      if (block.type === "text") acc.blocks.set(event.index, { type: "text", text: block.text })
+      if (block.type === "tool_use") acc.blocks.set(event.index, { type: "tool_use", id: block.id, name: block.name, json: "" })
+      return [acc, block.type === "text" && block.text !== "" ? [{ _tag: "TextDelta", text: block.text }] : []]
+    }
+    case "content_block_delta": {
+      const block = acc.blocks.get(event.index)
+      if (event.delta.type === "text_delta" && block?.type === "text") {
+        block.text += event.delta.text
+        return [acc, [{ _tag: "TextDelta", text: event.delta.text }]]
+      }
+      if (event.delta.type === "input_json_delta" && block?.type === "tool_use") block.json += event.delta.partial_json
+      return [acc, []]
+    }
+    case "content_block_stop": {
+      const block = acc.blocks.get(event.index)
+      if (block === undefined) return [acc, []]
+      acc.blocks.delete(event.index)
+      if (block.type === "text") {
+        acc.content.push({ type: "text", text: block.text })
+        return [acc, []]
+      }
+      const call: LlmClient.ToolUseBlock = { type: "tool_use", id: block.id, name: block.name, input: parseJson(block.json) }
+      acc.content.push(call)
+      return [acc, [{ _tag: "ToolCall", call }]]
+    }
+    case "message_delta": {
+      const usage = { ...acc.usage }
+      for (const [key, value] of Object.entries(event.usage)) {
+        if (typeof value === "number") (usage as Record<string, number>)[key] = value
+      }
+      acc.usage = usage
+      acc.stopReason = event.delta.stop_reason ?? acc.stopReason
+      return [acc, []]
+    }
+    case "message_stop":
+      return [acc, [{
+        _tag: "Done",
+        response: {
+          id: acc.id,
+          model: acc.model,
+          content: [...acc.content],
+          stopReason: toStopReason(acc.stopReason),
+          usage: toUsage(acc.usage),
+          rateLimits
+        }
+      }]]
+    default:
+      return [acc, []]
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Layers
+// ---------------------------------------------------------------------------
+
+/** `LlmClient` and the raw SDK, from options. */
+export const layer = (options: Options): Layer.Layer<LlmClient.LlmClient | AnthropicSdkClient> =>
+  Layer.effectContext(Effect.map(make(options), (client) =>
+    Context.make(LlmClient.LlmClient, LlmClient.LlmClient.of(client)).pipe(Context.add(AnthropicSdkClient, client.sdk))))
+
+/** The configuration read by {@link layerConfig}. */
+export const config: Config.Config<Options> = Config.all({
+  apiKey: Config.redacted("ANTHROPIC_API_KEY"),
+  baseURL: Config.option(Config.string("ANTHROPIC_BASE_URL")).pipe(Config.map(Option.getOrUndefined))
+})
+
+/** `LlmClient` from `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` (or another `Config` of options). */
+export const layerConfig = (options: Config.Config<Options> = config): Layer.Layer<LlmClient.LlmClient | AnthropicSdkClient, ConfigError.ConfigError> =>
+  Layer.unwrapEffect(Effect.map(options, layer))
