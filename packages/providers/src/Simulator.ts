@@ -1,0 +1,430 @@
+/**
+ * A provider simulator: an HTTP server that speaks the Anthropic Messages API
+ * and OpenAI chat completions, enforces per-key token-bucket quotas the way
+ * the providers describe them, sends their real rate-limit headers and error
+ * bodies, and injects faults — so that clients, tests and benchmarks run
+ * without the internet. The unchanged `@anthropic-ai/sdk` works against it:
+ * `new Anthropic({ baseURL: running.url, apiKey: "sim-key" })`.
+ *
+ * Endpoints: `POST /v1/messages` (also `stream: true`, as server-sent events),
+ * `POST /v1/messages/count_tokens`, `POST /v1/chat/completions`,
+ * `GET /_sim/stats`, `POST /_sim/reset`.
+ *
+ * - Quotas per API key and model: requests, input tokens and output tokens per
+ *   minute (capacity one minute's worth, continuous refill). A call is admitted
+ *   when a request, its input and some output are there; output is charged
+ *   after the answer, as real providers do. OpenAI's endpoint uses one combined
+ *   tokens bucket (input + `max_tokens`).
+ * - Tokens are counted by the simulator's own rule ({@link countTokens}), not
+ *   tiktoken's, and answers vary in length, so no client is exact by accident.
+ * - Answers are deterministic: a tool-use request gets a tool call whose input
+ *   fills the tool's JSON schema from the document (title, summary, keywords,
+ *   category, sentiment, …).
+ * - `timeScale: 60` makes a simulated minute last one real second: refill rates
+ *   are scaled, and `retry-after` and reset headers are in real time. The
+ *   `-limit` headers still state per-minute numbers, so a client must be told
+ *   the scaled quota.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Simulator } from "@sluice/providers"
+ *
+ * Effect.scoped(Effect.gen(function*() {
+ *   const running = yield* Simulator.serve({ quota: { requestsPerMinute: 50, inputTokensPerMinute: 30_000, outputTokensPerMinute: 8_000 } })
+ *   console.log(running.url)
+ * }))
+ * ```
+ */
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServer from "@effect/platform/HttpServer"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { createServer } from "node:http"
+import * as Engine from "./internal/simulator/engine.js"
+import { formatGoDuration } from "./RateLimitHeaders.js"
+import * as Duration from "effect/Duration"
+
+/** Limits per minute for one API key (and each model it calls). */
+export type Quota = Engine.Quota
+/** Fault injection; every rate is a probability per request. Off by default. */
+export type Faults = Engine.Faults
+/** Latency added to every answer: base + per output token + uniform jitter, in milliseconds. */
+export type Latency = Engine.Latency
+
+/** How the simulator runs. Every field has a default. */
+export interface Config extends Engine.EngineConfig {
+  /** Default 127.0.0.1. */
+  readonly host?: string | undefined
+  /** Default 0: a free port. */
+  readonly port?: number | undefined
+}
+
+/** What the simulator counted for one API key and model. */
+export type KeyStats = Engine.KeyStats
+
+/** Everything the simulator counted. */
+export interface Stats {
+  readonly keys: ReadonlyArray<KeyStats>
+}
+
+/** A running simulator. */
+export interface Running {
+  /** e.g. `http://127.0.0.1:54321` — the SDK's `baseURL`. */
+  readonly url: string
+  readonly port: number
+  readonly stats: Effect.Effect<Stats>
+  /** Clears the counts and refills every bucket. */
+  readonly reset: Effect.Effect<void>
+}
+
+/** The simulator could not start. */
+export class SimulatorError extends Data.TaggedError("SimulatorError")<{ readonly reason: string; readonly cause?: unknown }> {
+  override get message(): string {
+    return `Simulator: ${this.reason}`
+  }
+}
+
+/** The running simulator, as a service. */
+export class Simulator extends Context.Tag("@sluice/providers/Simulator")<Simulator, Running>() {}
+
+/** The simulator's own input-token count of a request body (Anthropic or OpenAI shape). */
+export const countTokens: (body: unknown) => number = Engine.countTokens
+
+/** Anthropic's tier-1 Sonnet limits, the default quota: 50 requests, 30,000 input and 8,000 output tokens a minute. */
+export const defaultQuota: Quota = Engine.defaultQuota
+
+// ---------------------------------------------------------------------------
+// Wire helpers
+// ---------------------------------------------------------------------------
+
+let requestCounter = 0
+const newId = (prefix: string) => `${prefix}_sim${(++requestCounter).toString(36).padStart(8, "0")}`
+
+const anthropicHeaders = (views: Engine.Views, now: number): Record<string, string> => {
+  const headers: Record<string, string> = {}
+  for (const [name, dimension] of [["requests", "requests"], ["input-tokens", "inputTokens"], ["output-tokens", "outputTokens"]] as const) {
+    const view = views[dimension]
+    headers[`anthropic-ratelimit-${name}-limit`] = String(view.limit)
+    headers[`anthropic-ratelimit-${name}-remaining`] = String(view.remaining)
+    headers[`anthropic-ratelimit-${name}-reset`] = new Date(now + view.fullAfterMs).toISOString().replace(/\.\d{3}Z$/, "Z")
+  }
+  return headers
+}
+
+const openAiHeaders = (views: Engine.Views): Record<string, string> => ({
+  "x-ratelimit-limit-requests": String(views.requests.limit),
+  "x-ratelimit-remaining-requests": String(views.requests.remaining),
+  "x-ratelimit-reset-requests": formatGoDuration(Duration.millis(views.requests.fullAfterMs)),
+  "x-ratelimit-limit-tokens": String(views.tokens.limit),
+  "x-ratelimit-remaining-tokens": String(views.tokens.remaining),
+  "x-ratelimit-reset-tokens": formatGoDuration(Duration.millis(views.tokens.fullAfterMs))
+})
+
+const anthropicError = (status: number, type: string, message: string, headers: Record<string, string> = {}) =>
+  HttpServerResponse.unsafeJson({ type: "error", error: { type, message } }, {
+    status,
+    headers: { "request-id": newId("req"), ...headers }
+  })
+
+const openAiError = (status: number, type: string, code: string | null, message: string, headers: Record<string, string> = {}) =>
+  HttpServerResponse.unsafeJson({ error: { message, type, param: null, code } }, { status, headers: { "x-request-id": newId("req"), ...headers } })
+
+const dimensionWords: Record<Engine.Dimension, string> = {
+  requests: "requests",
+  inputTokens: "input tokens",
+  outputTokens: "output tokens",
+  tokens: "tokens"
+}
+
+const readJson = Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => request.json)
+
+interface MessagesBody {
+  readonly model: string
+  readonly max_tokens: number
+  readonly messages: ReadonlyArray<{ readonly role: string; readonly content: unknown }>
+  readonly system?: unknown
+  readonly tools?: ReadonlyArray<{ readonly name: string; readonly input_schema?: unknown; readonly parameters?: unknown }>
+  readonly tool_choice?: unknown
+  readonly stream?: boolean
+}
+
+/** The field that is missing or wrong, or undefined when the body is usable. */
+const invalidField = (body: unknown, needsMaxTokens: boolean): string | undefined => {
+  if (typeof body !== "object" || body === null) return "body"
+  const record = body as Record<string, unknown>
+  if (typeof record.model !== "string" || record.model === "") return "model"
+  if (!Array.isArray(record.messages) || record.messages.length === 0) return "messages"
+  if (needsMaxTokens && (typeof record.max_tokens !== "number" || !Number.isInteger(record.max_tokens) || record.max_tokens < 1)) return "max_tokens"
+  return undefined
+}
+
+const lastUserText = (body: MessagesBody): string => {
+  for (let i = body.messages.length - 1; i >= 0; i--) {
+    const message = body.messages[i]!
+    if (message.role === "user") return Engine.contentText(message.content)
+  }
+  return ""
+}
+
+/** The tool to answer with, if the request asks for one. */
+const chosenTool = (body: MessagesBody): { readonly name: string; readonly schema: unknown } | undefined => {
+  const tools = body.tools ?? []
+  if (tools.length === 0) return undefined
+  const choice = body.tool_choice as { type?: string; name?: string; function?: { name?: string } } | string | undefined
+  if (choice === "none" || (typeof choice === "object" && choice?.type === "none")) return undefined
+  const wanted = typeof choice === "object" ? choice?.name ?? choice?.function?.name : undefined
+  const tool = tools.find((candidate) => candidate.name === wanted) ?? tools[0]!
+  const schema = tool.input_schema ?? (tool as { function?: { parameters?: unknown } }).function?.parameters ?? tool.parameters
+  const name = tool.name ?? (tool as { function?: { name?: string } }).function?.name ?? "tool"
+  return { name, schema }
+}
+
+/** What the model "writes" for a request: a tool call or a text, and its output tokens. */
+const answerFor = (body: MessagesBody) => {
+  const prompt = lastUserText(body)
+  const tool = chosenTool(body)
+  if (tool !== undefined) {
+    const input = Engine.fillSchema(tool.schema, prompt) as Record<string, unknown>
+    const outputTokens = Engine.countText(JSON.stringify(input)) + 9
+    const stop = outputTokens > body.max_tokens ? "max_tokens" : "tool_use"
+    return { kind: "tool" as const, tool: tool.name, input, outputTokens: Math.min(outputTokens, body.max_tokens), stop }
+  }
+  const text = Engine.textAnswer(prompt, Engine.answerLength(prompt, body.max_tokens))
+  return { kind: "text" as const, text, outputTokens: Math.min(body.max_tokens, Engine.countText(text)), stop: "end_turn" }
+}
+
+const destroySocket = Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+  Effect.sync(() => NodeHttpServerRequest.toIncomingMessage(request).socket.destroy()))
+
+// ---------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------
+
+/** The API key: `x-api-key` (the API's documented header) or `Authorization: Bearer …` (what SDK 1.x sends). */
+const anthropicKey = Effect.map(HttpServerRequest.HttpServerRequest, (request): string | undefined => {
+  const key = request.headers["x-api-key"]
+  if (key !== undefined && key !== "") return key
+  const bearer = (request.headers["authorization"] ?? "").replace(/^Bearer\b\s*/i, "").trim()
+  return bearer === "" ? undefined : bearer
+})
+
+const messages = (engine: Engine.Engine) =>
+  Effect.gen(function*() {
+    const apiKey = yield* anthropicKey
+    if (apiKey === undefined || apiKey === "") {
+      return anthropicError(401, "authentication_error", "x-api-key header (or Authorization: Bearer) is required")
+    }
+    const body = yield* Effect.catchAll(readJson, () => Effect.succeed<unknown>(undefined))
+    const invalid = invalidField(body, true)
+    if (invalid !== undefined) {
+      return anthropicError(400, "invalid_request_error", invalid === "body" ? "The request body is not valid JSON" : `${invalid}: Field required or invalid`)
+    }
+    const request = body as MessagesBody
+    const fault = yield* engine.fault(apiKey, request.model)
+    const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+    switch (fault) {
+      case "overloaded":
+        return anthropicError(529, "overloaded_error", "Overloaded")
+      case "server-error":
+        return anthropicError(500, "api_error", "Internal server error")
+      case "rate-limited":
+        return anthropicError(429, "rate_limit_error", "Rate limited (injected burst)", {
+          "retry-after": "1",
+          ...anthropicHeaders(yield* engine.views(apiKey, request.model), now)
+        })
+      case "reset": {
+        yield* destroySocket
+        return HttpServerResponse.empty({ status: 500 })
+      }
+      default:
+        break
+    }
+    const inputTokens = Engine.countTokens(request)
+    const admission = yield* engine.admit(apiKey, request.model, inputTokens, "anthropic", request.max_tokens)
+    if (admission._tag === "Limited") {
+      return anthropicError(
+        429,
+        "rate_limit_error",
+        `This request would exceed the rate limit for your organization of ${admission.limit.toLocaleString("en-US")} ${dimensionWords[admission.dimension]} per minute. Please reduce the prompt length or the maximum tokens requested, or try again later.`,
+        { "retry-after": String(Math.ceil(admission.retryAfterMs / 1000)), ...anthropicHeaders(admission.views, now) }
+      )
+    }
+    const answer = answerFor(request)
+    yield* engine.latency(answer.outputTokens)
+    const views = yield* engine.finish(apiKey, request.model, answer.outputTokens, "anthropic")
+    const headers = { "request-id": newId("req"), ...anthropicHeaders(views, yield* Effect.clockWith((clock) => clock.currentTimeMillis)) }
+    const id = newId("msg")
+    const content = answer.kind === "tool"
+      ? [{ type: "tool_use", id: newId("toolu"), name: answer.tool, input: answer.input }]
+      : [{ type: "text", text: answer.text }]
+    const usage = { input_tokens: inputTokens, output_tokens: answer.outputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 }
+    if (fault === "malformed") {
+      return HttpServerResponse.text(`{"id":"${id}","type":"message","content":[{"type":"te`, { status: 200, headers, contentType: "application/json" })
+    }
+    if (request.stream === true) {
+      return HttpServerResponse.stream(sse(id, request.model, content, usage, answer.stop), { contentType: "text/event-stream", headers })
+    }
+    return HttpServerResponse.unsafeJson({
+      id,
+      type: "message",
+      role: "assistant",
+      model: request.model,
+      content,
+      stop_reason: answer.stop,
+      stop_sequence: null,
+      usage
+    }, { headers })
+  })
+
+/** The Messages API's event stream for an answer. */
+const sse = (
+  id: string,
+  model: string,
+  content: ReadonlyArray<Record<string, unknown>>,
+  usage: { readonly input_tokens: number; readonly output_tokens: number },
+  stop: string
+): Stream.Stream<Uint8Array> => {
+  const events: Array<readonly [string, unknown]> = [[
+    "message_start",
+    {
+      type: "message_start",
+      message: { id, type: "message", role: "assistant", model, content: [], stop_reason: null, stop_sequence: null, usage: { ...usage, output_tokens: 1 } }
+    }
+  ]]
+  content.forEach((block, index) => {
+    if (block.type === "text") {
+      events.push(["content_block_start", { type: "content_block_start", index, content_block: { type: "text", text: "" } }])
+      const words = String(block.text).match(/\S+\s*/g) ?? []
+      for (let i = 0; i < words.length; i += 4) {
+        events.push(["content_block_delta", { type: "content_block_delta", index, delta: { type: "text_delta", text: words.slice(i, i + 4).join("") } }])
+      }
+    } else {
+      events.push(["content_block_start", { type: "content_block_start", index, content_block: { type: "tool_use", id: block.id, name: block.name, input: {} } }])
+      const json = JSON.stringify(block.input)
+      for (let i = 0; i < json.length; i += 40) {
+        events.push(["content_block_delta", { type: "content_block_delta", index, delta: { type: "input_json_delta", partial_json: json.slice(i, i + 40) } }])
+      }
+    }
+    events.push(["content_block_stop", { type: "content_block_stop", index }])
+  })
+  events.push(["message_delta", { type: "message_delta", delta: { stop_reason: stop, stop_sequence: null }, usage: { output_tokens: usage.output_tokens } }])
+  events.push(["message_stop", { type: "message_stop" }])
+  const encoder = new TextEncoder()
+  return Stream.fromIterable(events.map(([event, data]) => encoder.encode(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)))
+}
+
+const countTokensHandler = Effect.gen(function*() {
+  const apiKey = yield* anthropicKey
+  if (apiKey === undefined || apiKey === "") return anthropicError(401, "authentication_error", "x-api-key header (or Authorization: Bearer) is required")
+  const body = yield* Effect.catchAll(readJson, () => Effect.succeed<unknown>(undefined))
+  const invalid = invalidField(body, false)
+  if (invalid !== undefined) return anthropicError(400, "invalid_request_error", `${invalid}: Field required or invalid`)
+  return HttpServerResponse.unsafeJson({ input_tokens: Engine.countTokens(body) })
+})
+
+const chatCompletions = (engine: Engine.Engine) =>
+  Effect.gen(function*() {
+    const authorization = (yield* HttpServerRequest.HttpServerRequest).headers["authorization"] ?? ""
+    const apiKey = authorization.replace(/^Bearer\b\s*/i, "").trim() || (yield* HttpServerRequest.HttpServerRequest).headers["api-key"] || ""
+    if (apiKey === "") return openAiError(401, "invalid_request_error", "invalid_api_key", "You didn't provide an API key.")
+    const raw = yield* Effect.catchAll(readJson, () => Effect.succeed<unknown>(undefined))
+    const record = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>
+    const maxTokens = typeof record.max_tokens === "number" ? record.max_tokens : typeof record.max_completion_tokens === "number" ? record.max_completion_tokens : 1_024
+    const invalid = invalidField(raw, false)
+    if (invalid !== undefined) return openAiError(400, "invalid_request_error", null, `'${invalid}' is a required property`)
+    const messagesIn = record.messages as ReadonlyArray<{ role: string; content: unknown }>
+    const request: MessagesBody = {
+      model: record.model as string,
+      max_tokens: maxTokens,
+      messages: messagesIn.filter((message) => message.role !== "system"),
+      system: messagesIn.filter((message) => message.role === "system").map((message) => Engine.contentText(message.content)).join("\n"),
+      ...(Array.isArray(record.tools)
+        ? {
+          tools: (record.tools as ReadonlyArray<{ function?: { name?: string; parameters?: unknown } }>).map((tool) => ({
+            name: tool.function?.name ?? "tool",
+            input_schema: tool.function?.parameters
+          }))
+        }
+        : {}),
+      tool_choice: record.tool_choice === "required" ? { type: "any" } : record.tool_choice
+    }
+    const fault = yield* engine.fault(apiKey, request.model)
+    switch (fault) {
+      case "overloaded":
+      case "server-error":
+        return openAiError(fault === "overloaded" ? 503 : 500, "server_error", null, "The server had an error while processing your request.")
+      case "rate-limited":
+        return openAiError(429, "requests", "rate_limit_exceeded", "Rate limit reached (injected burst).", { "retry-after": "1" })
+      case "reset": {
+        yield* destroySocket
+        return HttpServerResponse.empty({ status: 500 })
+      }
+      default:
+        break
+    }
+    const inputTokens = Engine.countTokens({ system: request.system, messages: messagesIn.filter((m) => m.role !== "system"), tools: record.tools })
+    const admission = yield* engine.admit(apiKey, request.model, inputTokens, "openai", maxTokens)
+    if (admission._tag === "Limited") {
+      const kind = admission.dimension === "requests" ? "requests" : "tokens"
+      return openAiError(429, kind, "rate_limit_exceeded", `Rate limit reached for ${request.model} on ${kind} per min (RPM/TPM): Limit ${admission.limit}. Please try again in ${formatGoDuration(Duration.millis(admission.retryAfterMs))}.`, {
+        "retry-after": String(Math.ceil(admission.retryAfterMs / 1000)),
+        "retry-after-ms": String(admission.retryAfterMs),
+        ...openAiHeaders(admission.views)
+      })
+    }
+    const answer = answerFor(request)
+    yield* engine.latency(answer.outputTokens)
+    const views = yield* engine.finish(apiKey, request.model, answer.outputTokens, "openai")
+    const headers = { "x-request-id": newId("req"), ...openAiHeaders(views) }
+    if (fault === "malformed") return HttpServerResponse.text(`{"id":"chatcmpl`, { headers, contentType: "application/json" })
+    const message = answer.kind === "tool"
+      ? { role: "assistant", content: null, tool_calls: [{ id: newId("call"), type: "function", function: { name: answer.tool, arguments: JSON.stringify(answer.input) } }] }
+      : { role: "assistant", content: answer.text }
+    return HttpServerResponse.unsafeJson({
+      id: newId("chatcmpl"),
+      object: "chat.completion",
+      created: Math.floor((yield* Effect.clockWith((clock) => clock.currentTimeMillis)) / 1000),
+      model: request.model,
+      choices: [{ index: 0, message, finish_reason: answer.kind === "tool" ? "tool_calls" : answer.stop === "max_tokens" ? "length" : "stop" }],
+      usage: { prompt_tokens: inputTokens, completion_tokens: answer.outputTokens, total_tokens: inputTokens + answer.outputTokens }
+    }, { headers })
+  })
+
+/** The simulator's routes over an engine. */
+export const router = (engine: Engine.Engine) =>
+  HttpRouter.empty.pipe(
+    HttpRouter.post("/v1/messages", messages(engine)),
+    HttpRouter.post("/v1/messages/count_tokens", countTokensHandler),
+    HttpRouter.post("/v1/chat/completions", chatCompletions(engine)),
+    HttpRouter.get("/_sim/stats", Effect.map(engine.stats, (stats) => HttpServerResponse.unsafeJson(stats))),
+    HttpRouter.post("/_sim/reset", Effect.as(engine.reset, HttpServerResponse.empty({ status: 204 })))
+  )
+
+/** Starts the simulator; it stops when the scope closes. */
+export const serve = (config: Config = {}): Effect.Effect<Running, SimulatorError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const engine = yield* Engine.make(config)
+    const host = config.host ?? "127.0.0.1"
+    const context = yield* Layer.build(NodeHttpServer.layer(() => createServer(), { port: config.port ?? 0, host })).pipe(
+      Effect.mapError((cause) => new SimulatorError({ reason: `cannot listen on ${host}:${config.port ?? 0}`, cause }))
+    )
+    const server = Context.get(context, HttpServer.HttpServer)
+    yield* server.serve(HttpRouter.toHttpApp(router(engine)).pipe(Effect.flatten, Effect.catchAll(() =>
+      Effect.succeed(HttpServerResponse.unsafeJson({ type: "error", error: { type: "not_found_error", message: "Not found" } }, { status: 404 }))
+    )))
+    const address = server.address
+    const port = address._tag === "TcpAddress" ? address.port : 0
+    return { url: `http://${host}:${port}`, port, stats: engine.stats, reset: engine.reset }
+  })
+
+/** The simulator as a layer, for a whole test suite or program. */
+export const layer = (config: Config = {}): Layer.Layer<Simulator, SimulatorError> => Layer.scoped(Simulator, serve(config))
