@@ -147,16 +147,6 @@ const dimensionWords: Record<Engine.Dimension, string> = {
 
 const readJson = Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => request.json)
 
-interface MessagesBody {
-  readonly model: string
-  readonly max_tokens: number
-  readonly messages: ReadonlyArray<{ readonly role: string; readonly content: unknown }>
-  readonly system?: unknown
-  readonly tools?: ReadonlyArray<{ readonly name: string; readonly input_schema?: unknown; readonly parameters?: unknown }>
-  readonly tool_choice?: unknown
-  readonly stream?: boolean
-}
-
 /** The field that is missing or wrong, or undefined when the body is usable. */
 const invalidField = (body: unknown, needsMaxTokens: boolean): string | undefined => {
   if (typeof body !== "object" || body === null) return "body"
@@ -165,41 +155,6 @@ const invalidField = (body: unknown, needsMaxTokens: boolean): string | undefine
   if (!Array.isArray(record.messages) || record.messages.length === 0) return "messages"
   if (needsMaxTokens && (typeof record.max_tokens !== "number" || !Number.isInteger(record.max_tokens) || record.max_tokens < 1)) return "max_tokens"
   return undefined
-}
-
-const lastUserText = (body: MessagesBody): string => {
-  for (let i = body.messages.length - 1; i >= 0; i--) {
-    const message = body.messages[i]!
-    if (message.role === "user") return Engine.contentText(message.content)
-  }
-  return ""
-}
-
-/** The tool to answer with, if the request asks for one. */
-const chosenTool = (body: MessagesBody): { readonly name: string; readonly schema: unknown } | undefined => {
-  const tools = body.tools ?? []
-  if (tools.length === 0) return undefined
-  const choice = body.tool_choice as { type?: string; name?: string; function?: { name?: string } } | string | undefined
-  if (choice === "none" || (typeof choice === "object" && choice?.type === "none")) return undefined
-  const wanted = typeof choice === "object" ? choice?.name ?? choice?.function?.name : undefined
-  const tool = tools.find((candidate) => candidate.name === wanted) ?? tools[0]!
-  const schema = tool.input_schema ?? (tool as { function?: { parameters?: unknown } }).function?.parameters ?? tool.parameters
-  const name = tool.name ?? (tool as { function?: { name?: string } }).function?.name ?? "tool"
-  return { name, schema }
-}
-
-/** What the model "writes" for a request: a tool call or a text, and its output tokens. */
-const answerFor = (body: MessagesBody) => {
-  const prompt = lastUserText(body)
-  const tool = chosenTool(body)
-  if (tool !== undefined) {
-    const input = Engine.fillSchema(tool.schema, prompt) as Record<string, unknown>
-    const outputTokens = Engine.countText(JSON.stringify(input)) + 9
-    const stop = outputTokens > body.max_tokens ? "max_tokens" : "tool_use"
-    return { kind: "tool" as const, tool: tool.name, input, outputTokens: Math.min(outputTokens, body.max_tokens), stop }
-  }
-  const text = Engine.textAnswer(prompt, Engine.answerLength(prompt, body.max_tokens))
-  return { kind: "text" as const, text, outputTokens: Math.min(body.max_tokens, Engine.countText(text)), stop: "end_turn" }
 }
 
 const destroySocket = Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
@@ -228,7 +183,7 @@ const messages = (engine: Engine.Engine) =>
     if (invalid !== undefined) {
       return anthropicError(400, "invalid_request_error", invalid === "body" ? "The request body is not valid JSON" : `${invalid}: Field required or invalid`)
     }
-    const request = body as MessagesBody
+    const request = body as Engine.MessagesBody
     const fault = yield* engine.fault(apiKey, request.model)
     const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
     switch (fault) {
@@ -258,7 +213,7 @@ const messages = (engine: Engine.Engine) =>
         { "retry-after": String(Math.ceil(admission.retryAfterMs / 1000)), ...anthropicHeaders(admission.views, now) }
       )
     }
-    const answer = answerFor(request)
+    const answer = Engine.answerFor(request)
     yield* engine.latency(answer.outputTokens)
     const views = yield* engine.finish(apiKey, request.model, answer.outputTokens, "anthropic")
     const headers = { "request-id": newId("req"), ...anthropicHeaders(views, yield* Effect.clockWith((clock) => clock.currentTimeMillis)) }
@@ -342,7 +297,7 @@ const chatCompletions = (engine: Engine.Engine) =>
     const invalid = invalidField(raw, false)
     if (invalid !== undefined) return openAiError(400, "invalid_request_error", null, `'${invalid}' is a required property`)
     const messagesIn = record.messages as ReadonlyArray<{ role: string; content: unknown }>
-    const request: MessagesBody = {
+    const request: Engine.MessagesBody = {
       model: record.model as string,
       max_tokens: maxTokens,
       messages: messagesIn.filter((message) => message.role !== "system"),
@@ -381,7 +336,7 @@ const chatCompletions = (engine: Engine.Engine) =>
         ...openAiHeaders(admission.views)
       })
     }
-    const answer = answerFor(request)
+    const answer = Engine.answerFor(request)
     yield* engine.latency(answer.outputTokens)
     const views = yield* engine.finish(apiKey, request.model, answer.outputTokens, "openai")
     const headers = { "x-request-id": newId("req"), ...openAiHeaders(views) }

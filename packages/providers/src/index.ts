@@ -1,9 +1,15 @@
 /**
- * `@sluice/providers`: provider layers (Anthropic SDK, OpenAI-compatible HTTP),
- * rate-limit header parsers and the provider simulator.
- *
- * Nothing is exported yet: the provider issue (#3) fills this package. It exists
- * now so that the workspace, its dependency arrows (examples -> providers ->
- * core) and its type check are in place from the start.
+ * `@sluice/providers`: provider layers for `LlmClient`, rate-limit header
+ * parsers, and the provider simulator (HTTP and in-process).
  */
-export {}
+
+/** `LlmClient` over the official Anthropic SDK. */
+export * as Anthropic from "./Anthropic.js"
+/** `LlmClient` over OpenAI-compatible chat completions (OpenAI, Azure, local servers). */
+export * as OpenAiCompatible from "./OpenAiCompatible.js"
+/** Rate-limit headers of every provider, to one `RateLimitSnapshot`. */
+export * as RateLimitHeaders from "./RateLimitHeaders.js"
+/** An in-process simulated provider as `LlmClient`, for tests under `TestClock`. */
+export * as SimulatedClient from "./SimulatedClient.js"
+/** The HTTP provider simulator. */
+export * as Simulator from "./Simulator.js"

@@ -244,6 +244,56 @@ export const answerLength = (prompt: string, maxTokens: number): number => {
 }
 
 // ---------------------------------------------------------------------------
+// Requests and what the model writes
+// ---------------------------------------------------------------------------
+
+export interface MessagesBody {
+  readonly model: string
+  readonly max_tokens: number
+  readonly messages: ReadonlyArray<{ readonly role: string; readonly content: unknown }>
+  readonly system?: unknown
+  readonly tools?: ReadonlyArray<{ readonly name: string; readonly input_schema?: unknown; readonly parameters?: unknown }>
+  readonly tool_choice?: unknown
+  readonly stream?: boolean
+}
+
+export const lastUserText = (body: MessagesBody): string => {
+  for (let i = body.messages.length - 1; i >= 0; i--) {
+    const message = body.messages[i]!
+    if (message.role === "user") return contentText(message.content)
+  }
+  return ""
+}
+
+/** The tool to answer with, if the request asks for one. */
+export const chosenTool = (body: MessagesBody): { readonly name: string; readonly schema: unknown } | undefined => {
+  const tools = body.tools ?? []
+  if (tools.length === 0) return undefined
+  const choice = body.tool_choice as { type?: string; name?: string; function?: { name?: string } } | string | undefined
+  if (choice === "none" || (typeof choice === "object" && choice?.type === "none")) return undefined
+  const wanted = typeof choice === "object" ? choice?.name ?? choice?.function?.name : undefined
+  const tool = tools.find((candidate) => candidate.name === wanted) ?? tools[0]!
+  const schema = tool.input_schema ?? (tool as { function?: { parameters?: unknown } }).function?.parameters ?? tool.parameters
+  const name = tool.name ?? (tool as { function?: { name?: string } }).function?.name ?? "tool"
+  return { name, schema }
+}
+
+/** What the model "writes" for a request: a tool call or a text, and its output tokens. */
+export const answerFor = (body: MessagesBody) => {
+  const prompt = lastUserText(body)
+  const tool = chosenTool(body)
+  if (tool !== undefined) {
+    const input = fillSchema(tool.schema, prompt) as Record<string, unknown>
+    const outputTokens = countText(JSON.stringify(input)) + 9
+    const stop = outputTokens > body.max_tokens ? "max_tokens" : "tool_use"
+    return { kind: "tool" as const, tool: tool.name, input, outputTokens: Math.min(outputTokens, body.max_tokens), stop }
+  }
+  const text = textAnswer(prompt, answerLength(prompt, body.max_tokens))
+  return { kind: "text" as const, text, outputTokens: Math.min(body.max_tokens, countText(text)), stop: "end_turn" }
+}
+
+
+// ---------------------------------------------------------------------------
 // Quotas and stats
 // ---------------------------------------------------------------------------
 
@@ -528,7 +578,8 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
     // Another consumer on the same key: takes its share of every bucket's refill, tick by tick.
     const share = config.foreignLoad?.share ?? 0
     if (share > 0) {
-      const tickMs = Math.max(1, Math.min(100, minuteMs / 600))
+      // One tick per simulated second.
+      const tickMs = Math.max(1, minuteMs / 60)
       yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
         yield* Effect.sleep(Duration.millis(tickMs))
         const now = yield* Clock.currentTimeMillis

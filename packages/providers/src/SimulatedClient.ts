@@ -1,0 +1,161 @@
+/**
+ * An in-process simulated provider: an `LlmClient` over the simulator's engine
+ * (the same quotas, token counting, answers and faults as the HTTP simulator),
+ * with no network. Time and randomness come from Effect, so a user's pipeline
+ * runs against it under `TestClock` — a 429 pause, a refill or a latency is a
+ * `TestClock.adjust` away.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { LlmClient } from "@sluice/core"
+ * import { SimulatedClient } from "@sluice/providers"
+ *
+ * const SimLive = SimulatedClient.layer({ quota: { requestsPerMinute: 50, inputTokensPerMinute: 30_000, outputTokensPerMinute: 8_000 } })
+ * // program.pipe(Effect.provide(SimLive)) — then read SimulatedClient.SimulatedStats for what the "provider" saw
+ * ```
+ */
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { LlmClient } from "@sluice/core"
+import type { RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
+import * as Engine from "./internal/simulator/engine.js"
+
+/** Options: the simulator's engine configuration plus the API key the client calls with. */
+export interface Options extends Engine.EngineConfig {
+  /** The key whose quota the calls count against. Default "sim-key". */
+  readonly apiKey?: string | undefined
+  /** The provider name errors report. Default "simulator". */
+  readonly provider?: string | undefined
+}
+
+/** What the simulated provider counted, per key and model (the judge of 429s and utilisation). */
+export class SimulatedStats extends Context.Tag("@sluice/providers/SimulatedClient/SimulatedStats")<
+  SimulatedStats,
+  { readonly stats: Effect.Effect<{ readonly keys: ReadonlyArray<Engine.KeyStats> }>; readonly reset: Effect.Effect<void> }
+>() {}
+
+/** The simulator's view of a key as the snapshot a provider's headers would give. */
+const snapshotOf = (views: Engine.Views, retryAfterMs?: number): RateLimitSnapshot => {
+  const state = (view: Engine.BucketView) => ({ limit: view.limit, remaining: view.remaining, resetAfter: Duration.millis(view.fullAfterMs) })
+  const dimensions = { requests: state(views.requests), inputTokens: state(views.inputTokens), outputTokens: state(views.outputTokens) }
+  return retryAfterMs === undefined ? { dimensions } : { dimensions, retryAfter: Duration.millis(retryAfterMs) }
+}
+
+/** The Messages API body the engine reads. */
+const toBody = (request: LlmClient.Request): Engine.MessagesBody => ({
+  model: request.model,
+  max_tokens: request.maxOutputTokens,
+  messages: request.messages.map((message) => ({
+    role: message.role,
+    content: typeof message.content === "string"
+      ? message.content
+      : message.content.map((block) => block.type === "tool_result" ? { ...block, tool_use_id: block.toolUseId } : block)
+  })),
+  ...(request.system === undefined ? {} : { system: request.system }),
+  ...(request.tools === undefined
+    ? {}
+    : { tools: request.tools.map((tool) => ({ name: tool.name, description: tool.description, input_schema: tool.inputSchema })) }),
+  ...(request.toolChoice === undefined ? {} : { tool_choice: request.toolChoice })
+})
+
+let counter = 0
+
+/** Builds the simulated client and its stats; a foreign-load fiber, if configured, lives in the scope. */
+export const make = (options: Options = {}): Effect.Effect<
+  { readonly client: LlmClient.LlmClient["Type"]; readonly stats: SimulatedStats["Type"] },
+  never,
+  Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const engine = yield* Engine.make(options)
+    const apiKey = options.apiKey ?? "sim-key"
+    const provider = options.provider ?? "simulator"
+
+    const complete = (request: LlmClient.Request): Effect.Effect<LlmClient.Response, LlmClient.ProviderError> =>
+      Effect.gen(function*() {
+        const base = { provider, model: request.model }
+        if (request.messages.length === 0) {
+          return yield* new LlmClient.BadRequest({ ...base, status: 400, detail: "messages: at least one message is required" })
+        }
+        if (!Number.isInteger(request.maxOutputTokens) || request.maxOutputTokens < 1) {
+          return yield* new LlmClient.BadRequest({ ...base, status: 400, detail: `max_tokens: must be a positive integer, got ${request.maxOutputTokens}` })
+        }
+        const body = toBody(request)
+        switch (yield* engine.fault(apiKey, request.model)) {
+          case "overloaded":
+            return yield* new LlmClient.Overloaded({ ...base, status: 529, detail: "Overloaded" })
+          case "server-error":
+            return yield* new LlmClient.ServerError({ ...base, status: 500, detail: "Internal server error" })
+          case "reset":
+            return yield* new LlmClient.NetworkError({ ...base, detail: "connection reset by peer" })
+          case "malformed":
+            return yield* new LlmClient.NetworkError({ ...base, detail: "malformed response body" })
+          case "rate-limited": {
+            const views = yield* engine.views(apiKey, request.model)
+            return yield* new LlmClient.RateLimited({
+              ...base,
+              status: 429,
+              detail: "Rate limited (injected burst)",
+              retryAfter: Duration.seconds(1),
+              rateLimits: snapshotOf(views, 1_000)
+            })
+          }
+          case "none":
+            break
+        }
+        const inputTokens = Engine.countTokens(body)
+        const admission = yield* engine.admit(apiKey, request.model, inputTokens, "anthropic", request.maxOutputTokens)
+        if (admission._tag === "Limited") {
+          const retryAfterMs = Math.ceil(admission.retryAfterMs / 1000) * 1000
+          return yield* new LlmClient.RateLimited({
+            ...base,
+            status: 429,
+            detail: `This request would exceed the rate limit of ${admission.limit} ${admission.dimension} per minute`,
+            retryAfter: Duration.millis(retryAfterMs),
+            dimension: admission.dimension,
+            rateLimits: snapshotOf(admission.views, retryAfterMs)
+          })
+        }
+        const answer = Engine.answerFor(body)
+        yield* engine.latency(answer.outputTokens)
+        const views = yield* engine.finish(apiKey, request.model, answer.outputTokens, "anthropic")
+        const content: ReadonlyArray<LlmClient.ContentBlock> = answer.kind === "tool"
+          ? [{ type: "tool_use", id: `toolu_sim${++counter}`, name: answer.tool, input: answer.input }]
+          : [{ type: "text", text: answer.text }]
+        return {
+          id: `msg_sim${++counter}_${yield* Clock.currentTimeMillis}`,
+          model: request.model,
+          content,
+          stopReason: answer.stop === "tool_use" ? "tool_use" : answer.stop === "max_tokens" ? "max_tokens" : "end_turn",
+          usage: { inputTokens, outputTokens: answer.outputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 },
+          rateLimits: snapshotOf(views)
+        } satisfies LlmClient.Response
+      }).pipe(Effect.withSpan("SimulatedClient.complete", { attributes: { model: request.model } }))
+
+    const stream = (request: LlmClient.Request): Stream.Stream<LlmClient.StreamEvent, LlmClient.ProviderError> =>
+      Stream.flatMap(Stream.fromEffect(complete(request)), (response) =>
+        Stream.fromIterable<LlmClient.StreamEvent>([
+          ...response.content.flatMap((block): ReadonlyArray<LlmClient.StreamEvent> =>
+            block.type === "tool_use" ? [{ _tag: "ToolCall", call: block }] : block.type === "text" ? [{ _tag: "TextDelta", text: block.text }] : []
+          ),
+          { _tag: "Done", response }
+        ]))
+
+    const countTokens = (request: LlmClient.Request) => Effect.succeed(Engine.countTokens(toBody(request)))
+
+    return {
+      client: { provider, complete, stream, countTokens },
+      stats: { stats: engine.stats, reset: engine.reset }
+    }
+  })
+
+/** The simulated provider as `LlmClient`, with its stats. */
+export const layer = (options: Options = {}): Layer.Layer<LlmClient.LlmClient | SimulatedStats> =>
+  Layer.scopedContext(Effect.map(make(options), ({ client, stats }) =>
+    Context.make(LlmClient.LlmClient, LlmClient.LlmClient.of(client)).pipe(Context.add(SimulatedStats, stats))))
