@@ -18,5 +18,7 @@ export * as Quota from "./Quota.js"
 export * as RateLimiter from "./RateLimiter.js"
 /** What a provider's response says about a quota. */
 export * as RateLimitSnapshot from "./RateLimitSnapshot.js"
+/** Pre-flight token counts, calibrated against what providers report. */
+export * as TokenEstimator from "./TokenEstimator.js"
 /** Pure token-bucket arithmetic. */
 export * as TokenBucket from "./TokenBucket.js"
