@@ -29,6 +29,9 @@ import type * as Stream from "effect/Stream"
 import type * as Cost from "./Cost.js"
 import type * as Priority from "./Priority.js"
 import type * as Quota from "./Quota.js"
+import type { CircuitOpen } from "./CircuitBreaker.js"
+import type { AllRungsFailed } from "./Fallback.js"
+import type { RateLimiterError } from "./RateLimiter.js"
 import type { RateLimitSnapshot } from "./RateLimitSnapshot.js"
 
 // ---------------------------------------------------------------------------
@@ -280,15 +283,32 @@ export const isRetryable = (error: ProviderError): boolean => error.retryable
 // ---------------------------------------------------------------------------
 
 /**
- * A model client. Providers implement it; the Governor wraps one and is one.
+ * Sluice refused or gave up on a call before or instead of the provider: the
+ * limiter shed it or its cost can never fit, a breaker is open, every rung of
+ * a ladder failed, the budget would be exceeded.
  */
-export class LlmClient extends Context.Tag("@sluice/core/LlmClient")<LlmClient, {
+export type GovernanceError = RateLimiterError | CircuitOpen | AllRungsFailed | { readonly _tag: "BudgetExceeded" | "UnknownModel"; readonly message: string }
+
+/** Everything a call through an `LlmClient` can fail with. */
+export type CallError = ProviderError | GovernanceError
+
+/** A model client whose calls fail with `E`. */
+export interface Client<E> {
   /** The provider's name, as errors report it. */
   readonly provider: string
   /** One call, whole. */
-  readonly complete: (request: Request) => Effect.Effect<Response, ProviderError>
+  readonly complete: (request: Request) => Effect.Effect<Response, E>
   /** One call, streamed; the stream ends with `Done` carrying the usage. */
-  readonly stream: (request: Request) => Stream.Stream<StreamEvent, ProviderError>
+  readonly stream: (request: Request) => Stream.Stream<StreamEvent, E>
   /** The provider's own count of a request's input tokens, where it offers one. */
-  readonly countTokens?: ((request: Request) => Effect.Effect<number, ProviderError>) | undefined
-}>() {}
+  readonly countTokens?: ((request: Request) => Effect.Effect<number, E>) | undefined
+}
+
+/** What a provider layer builds: a client whose calls fail only with `ProviderError`. */
+export type Provider = Client<ProviderError>
+
+/**
+ * A model client. Providers implement it (failing with `ProviderError` only);
+ * the Governor wraps one and is one (adding `GovernanceError`s).
+ */
+export class LlmClient extends Context.Tag("@sluice/core/LlmClient")<LlmClient, Client<CallError>>() {}

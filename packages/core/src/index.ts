@@ -2,23 +2,31 @@
  * `@sluice/core`: provider-neutral quotas and the limiter every LLM call passes.
  */
 
+/** Circuit breakers per key: closed / open / half-open. */
+export * as CircuitBreaker from "./CircuitBreaker.js"
+/** Identical in-flight calls share one call; an optional response cache. */
+export * as Coalesce from "./Coalesce.js"
 /** What a call takes, per dimension. */
 export * as Cost from "./Cost.js"
-/** The provider-neutral model client: request, response, errors. */
-export * as LlmClient from "./LlmClient.js"
+/** A model ladder: fall back to the next model on rate limits, overload or an open breaker. */
+export * as Fallback from "./Fallback.js"
 /** Where bucket state lives: the store interface and its in-memory layer. */
 export * as LimiterStore from "./LimiterStore.js"
+/** The provider-neutral model client: request, response, errors. */
+export * as LlmClient from "./LlmClient.js"
 /** Sluice's Effect metrics. */
 export * as Metrics from "./Metrics.js"
 /** Priority classes: interactive, normal, batch. */
 export * as Priority from "./Priority.js"
 /** Quotas: limits per key and dimension, validated by Schema. */
 export * as Quota from "./Quota.js"
-/** The limiter service. */
-export * as RateLimiter from "./RateLimiter.js"
 /** What a provider's response says about a quota. */
 export * as RateLimitSnapshot from "./RateLimitSnapshot.js"
-/** Pre-flight token counts, calibrated against what providers report. */
-export * as TokenEstimator from "./TokenEstimator.js"
+/** The limiter service. */
+export * as RateLimiter from "./RateLimiter.js"
+/** Retry policy: exponential backoff with full jitter, retry-after floor, bounded attempts and time. */
+export * as Retry from "./Retry.js"
 /** Pure token-bucket arithmetic. */
 export * as TokenBucket from "./TokenBucket.js"
+/** Pre-flight token counts, calibrated against what providers report. */
+export * as TokenEstimator from "./TokenEstimator.js"

@@ -199,7 +199,7 @@ const mapError = (provider: string, model: string | undefined, timeoutAfter: Dur
 // ---------------------------------------------------------------------------
 
 /** Builds an `LlmClient` over an SDK instance created here with retries off. */
-export const make = (options: Options): Effect.Effect<LlmClient.LlmClient["Type"] & { readonly sdk: AnthropicSdk }> =>
+export const make = (options: Options): Effect.Effect<LlmClient.Provider & { readonly sdk: AnthropicSdk }> =>
   Effect.sync(() => {
     const provider = options.provider ?? "anthropic"
     const timeoutAfter = options.timeout === undefined ? undefined : Duration.decode(options.timeout)

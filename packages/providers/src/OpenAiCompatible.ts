@@ -166,7 +166,7 @@ const parseArguments = (json: string): unknown => {
 // ---------------------------------------------------------------------------
 
 /** Builds an `LlmClient` over the `HttpClient` in context. */
-export const make = (options: Options): Effect.Effect<LlmClient.LlmClient["Type"], never, HttpClient.HttpClient> =>
+export const make = (options: Options): Effect.Effect<LlmClient.Provider, never, HttpClient.HttpClient> =>
   Effect.gen(function*() {
     const provider = options.provider ?? "openai"
     const timeoutAfter = Duration.decode(options.timeout ?? Duration.minutes(10))

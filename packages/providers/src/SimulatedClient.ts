@@ -68,7 +68,7 @@ let counter = 0
 
 /** Builds the simulated client and its stats; a foreign-load fiber, if configured, lives in the scope. */
 export const make = (options: Options = {}): Effect.Effect<
-  { readonly client: LlmClient.LlmClient["Type"]; readonly stats: SimulatedStats["Type"] },
+  { readonly client: LlmClient.Provider; readonly stats: SimulatedStats["Type"] },
   never,
   Scope.Scope
 > =>

@@ -1,0 +1,104 @@
+/**
+ * Coalescing: identical requests in flight at the same moment share one call
+ * (and are charged once); an optional response cache with a time to live can
+ * answer while a breaker is open.
+ *
+ * Requests are identical when their canonical JSON (keys sorted, `metadata`
+ * left out) is equal; that string is the key, so there are no hash collisions.
+ */
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import type * as LlmClient from "./LlmClient.js"
+
+/** Calls that joined another identical call in flight instead of calling. */
+export const coalesced = Metric.counter("sluice_coalesced_total", {
+  description: "Calls answered by an identical call already in flight",
+  incremental: true
+})
+
+/** Calls answered from the response cache. */
+export const cacheHits = Metric.counter("sluice_cache_hits_total", {
+  description: "Calls answered from the response cache",
+  incremental: true
+})
+
+const canonical = (value: unknown): unknown => {
+  if (Array.isArray(value)) return value.map(canonical)
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(Object.keys(value).sort().map((key) => [key, canonical((value as Record<string, unknown>)[key])]))
+  }
+  return value
+}
+
+/** The canonical form of a request: what makes two requests identical. */
+export const requestKey = (request: LlmClient.Request): string => {
+  const { metadata: _metadata, ...rest } = request
+  return JSON.stringify(canonical(rest))
+}
+
+/** Options of a coalescer. */
+export interface Options {
+  /** Keep successful responses this long, to answer when the provider cannot (an open breaker). Off when absent. */
+  readonly cacheTtl?: Duration.DurationInput | undefined
+  /** At most this many cached responses; the oldest goes first. Default 1,000. */
+  readonly cacheSize?: number | undefined
+}
+
+/** A coalescer over responses of type `A`. */
+export interface Coalescer<A> {
+  /** Runs `call`, unless an identical request is in flight: then its result is shared. */
+  readonly run: <E, R>(request: LlmClient.Request, call: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** A fresh cached response for the request, if there is one. */
+  readonly cached: (request: LlmClient.Request) => Effect.Effect<Option.Option<A>>
+}
+
+/** Builds a coalescer. */
+export const make = <A>(options: Options = {}): Effect.Effect<Coalescer<A>> =>
+  Effect.sync(() => {
+    const inFlight = new Map<string, Deferred.Deferred<A, unknown>>()
+    const cache = new Map<string, { readonly value: A; readonly expiresAt: number }>()
+    const ttl = options.cacheTtl === undefined ? undefined : Duration.toMillis(options.cacheTtl)
+    const cacheSize = options.cacheSize ?? 1_000
+
+    const remember = (key: string, value: A) =>
+      ttl === undefined
+        ? Effect.void
+        : Effect.map(Clock.currentTimeMillis, (now) => {
+          cache.delete(key)
+          cache.set(key, { value, expiresAt: now + ttl })
+          if (cache.size > cacheSize) cache.delete(cache.keys().next().value!)
+        })
+
+    const run = <E, R>(request: LlmClient.Request, call: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      Effect.suspend(() => {
+        const key = requestKey(request)
+        const existing = inFlight.get(key)
+        if (existing !== undefined) {
+          return Effect.zipRight(
+            Metric.increment(coalesced),
+            // The leader was interrupted: its followers call for themselves.
+            Effect.catchAllCause(Deferred.await(existing as Deferred.Deferred<A, E>), (cause) =>
+              Exit.isInterrupted(Exit.failCause(cause)) ? run(request, call) : Effect.failCause(cause))
+          )
+        }
+        const deferred = Deferred.unsafeMake<A, unknown>(undefined as never)
+        inFlight.set(key, deferred)
+        return call.pipe(
+          Effect.tap((value) => remember(key, value)),
+          Effect.onExit((exit) => Effect.zipRight(Effect.sync(() => inFlight.delete(key)), Deferred.done(deferred, exit)))
+        )
+      })
+
+    const cached = (request: LlmClient.Request) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const entry = cache.get(requestKey(request))
+        return entry !== undefined && entry.expiresAt > now ? Option.some(entry.value) : Option.none()
+      }).pipe(Effect.tap((hit) => Option.isSome(hit) ? Metric.increment(cacheHits) : Effect.void))
+
+    return { run, cached }
+  })

@@ -1,0 +1,71 @@
+/**
+ * A model ladder: when a model is rate limited, overloaded, or its breaker is
+ * open, the call moves to the next rung (say Opus → Sonnet → Haiku), each rung
+ * with its own quota key. The response says which model answered; when every
+ * rung fails, {@link AllRungsFailed} lists each rung's reason.
+ *
+ * @example
+ * ```ts
+ * import { Fallback } from "@sluice/core"
+ *
+ * const answer = Fallback.ladder(
+ *   [{ model: "claude-opus-4-1" }, { model: "claude-sonnet-4-5" }],
+ *   (rung) => client.complete({ ...request, model: rung.model })
+ * )
+ * ```
+ */
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Predicate from "effect/Predicate"
+
+/** One rung: a model, and the quota key its calls count against (derived from the model when absent). */
+export interface Rung {
+  readonly model: string
+  readonly key?: string | undefined
+}
+
+/** Every rung failed; `attempts` holds each rung's reason, in order. */
+export class AllRungsFailed extends Data.TaggedError("AllRungsFailed")<{
+  readonly attempts: ReadonlyArray<{ readonly model: string; readonly key: string | undefined; readonly error: unknown }>
+}> {
+  override get message(): string {
+    const reasons = this.attempts.map(({ error, model }) => {
+      const tag = Predicate.hasProperty(error, "_tag") ? String(error._tag) : "Error"
+      const text = Predicate.hasProperty(error, "message") ? String(error.message) : String(error)
+      return `${model}: ${tag} (${text})`
+    })
+    return `Every model of the ladder failed: ${reasons.join("; ")}`
+  }
+}
+
+const fallbackTags = new Set(["RateLimited", "Overloaded", "CircuitOpen"])
+
+/** The errors that move a call to the next rung: `RateLimited`, `Overloaded`, `CircuitOpen`. */
+export const isFallbackError = (error: unknown): boolean =>
+  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" && fallbackTags.has(error._tag)
+
+/**
+ * Tries `attempt` on each rung in order. An error for which `fallsBack` holds
+ * moves on to the next rung; any other error fails the call at once. When the
+ * last rung falls back too, the call fails with {@link AllRungsFailed}.
+ */
+export const ladder = <A, E, R>(
+  rungs: ReadonlyArray<Rung>,
+  attempt: (rung: Rung, index: number) => Effect.Effect<A, E, R>,
+  fallsBack: (error: E) => boolean = isFallbackError
+): Effect.Effect<A, E | AllRungsFailed, R> => {
+  const tried: Array<{ readonly model: string; readonly key: string | undefined; readonly error: unknown }> = []
+  const step = (index: number): Effect.Effect<A, E | AllRungsFailed, R> => {
+    const rung = rungs[index]
+    if (rung === undefined) return Effect.fail(new AllRungsFailed({ attempts: [...tried] }))
+    return Effect.catchAll(attempt(rung, index), (error): Effect.Effect<A, E | AllRungsFailed, R> => {
+      if (!fallsBack(error)) return Effect.fail(error)
+      tried.push({ model: rung.model, key: rung.key, error })
+      return Effect.zipRight(
+        Effect.logWarning(`Sluice fell back from ${rung.model}: ${Predicate.hasProperty(error, "_tag") ? String(error._tag) : "error"}`),
+        step(index + 1)
+      )
+    })
+  }
+  return Effect.suspend(() => step(0))
+}
