@@ -47,19 +47,20 @@ export const isFallbackError = (error: unknown): boolean =>
 /**
  * Tries `attempt` on each rung in order. An error for which `fallsBack` holds
  * moves on to the next rung; any other error fails the call at once. When the
- * last rung falls back too, the call fails with {@link AllRungsFailed}.
+ * last rung falls back too, the call fails with {@link AllRungsFailed}. Each
+ * fallen rung is pushed onto `tried` (pass your own array to read them after).
  */
 export const ladder = <A, E, R>(
   rungs: ReadonlyArray<Rung>,
   attempt: (rung: Rung, index: number) => Effect.Effect<A, E, R>,
-  fallsBack: (error: E) => boolean = isFallbackError
+  fallsBack: (error: E, index: number) => boolean = isFallbackError,
+  tried: Array<{ readonly model: string; readonly key: string | undefined; readonly error: unknown }> = []
 ): Effect.Effect<A, E | AllRungsFailed, R> => {
-  const tried: Array<{ readonly model: string; readonly key: string | undefined; readonly error: unknown }> = []
   const step = (index: number): Effect.Effect<A, E | AllRungsFailed, R> => {
     const rung = rungs[index]
     if (rung === undefined) return Effect.fail(new AllRungsFailed({ attempts: [...tried] }))
     return Effect.catchAll(attempt(rung, index), (error): Effect.Effect<A, E | AllRungsFailed, R> => {
-      if (!fallsBack(error)) return Effect.fail(error)
+      if (!fallsBack(error, index)) return Effect.fail(error)
       tried.push({ model: rung.model, key: rung.key, error })
       return Effect.zipRight(
         Effect.logWarning(`Sluice fell back from ${rung.model}: ${Predicate.hasProperty(error, "_tag") ? String(error._tag) : "error"}`),

@@ -1,0 +1,287 @@
+/**
+ * The Governor: the composition users reach for. It wraps any `LlmClient`
+ * with estimation, the limiter, a breaker, a model ladder, coalescing and
+ * retry, and is itself an `LlmClient`, so a pipeline swaps providers (or the
+ * simulator) without changing.
+ *
+ * One call, from the outside in:
+ *
+ * 1. **Coalescing** — an identical request already in flight is joined, not
+ *    repeated, and is charged once.
+ * 2. **Retry** (`Retry.retry`) — re-runs everything below after a retryable
+ *    failure, with full jitter and the provider's `retry-after` as the floor;
+ *    every retry passes the limiter again.
+ * 3. **Fallback** — the request's model, then each `fallback` rung; a
+ *    `RateLimited`, `Overloaded` or `CircuitOpen` on a rung that has a
+ *    successor moves on at once; on the last rung it is retried. When every
+ *    rung failed, the error is `AllRungsFailed` listing each rung's reason.
+ * 4. **Breaker** (when a `CircuitBreaker` is in context) per quota key; while
+ *    open, the response cache (when `cacheTtl` is set) may answer.
+ * 5. **Estimation** — the request's input (calibrated, or the provider's own
+ *    count with `count: "provider"`) and output (`max_tokens`).
+ * 6. **Limiter** — the whole cost is reserved in every dimension before the
+ *    call; after it, the permit settles to the real usage, the response's
+ *    rate-limit snapshot is observed (429s included), a 429's `retry-after`
+ *    pauses the key for every waiter, and the estimator learns.
+ *
+ * A refusal by the limiter (`Shed`, `CostTooLarge`) is not retried and takes no
+ * quota. A call the provider refused (429, 5xx, 4xx) is refunded in full; a
+ * call that timed out or lost its connection keeps its reservation, since the
+ * provider may have run it.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { Governor, LlmClient, RateLimiter, TokenEstimator } from "@sluice/core"
+ * import { Anthropic } from "@sluice/providers"
+ *
+ * const GovernedLive = Governor.layer({ fallback: [{ model: "claude-haiku-4-5" }] }).pipe(
+ *   Layer.provide([Anthropic.layerConfig(), RateLimiter.layerMemory({ quotas }), TokenEstimator.layer()])
+ * )
+ * const answer = Effect.flatMap(LlmClient.LlmClient, (client) => client.complete(request))
+ * ```
+ */
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import * as CircuitBreaker from "./CircuitBreaker.js"
+import * as Coalesce from "./Coalesce.js"
+import * as Fallback from "./Fallback.js"
+import * as LlmClient from "./LlmClient.js"
+import type * as Priority from "./Priority.js"
+import * as RateLimiter from "./RateLimiter.js"
+import * as Retry from "./Retry.js"
+import * as TokenEstimator from "./TokenEstimator.js"
+
+/** Options of a Governor. Every field has a default. */
+export interface Options {
+  /**
+   * The quota key of a call. Default: `provider/model`, plus `/tenant` when the
+   * request's metadata names a tenant and `perTenant` is on.
+   */
+  readonly key?: ((request: LlmClient.Request, provider: string) => string) | undefined
+  /** Tenants have quotas of their own (the default key gains `/tenant`). Default false. */
+  readonly perTenant?: boolean | undefined
+  /** Models to fall back to, in order, after the request's own. Default none. */
+  readonly fallback?: ReadonlyArray<Fallback.Rung> | undefined
+  /** The retry policy, or false for none. Default `Retry.defaults`. */
+  readonly retry?: Retry.Options | false | undefined
+  /** Join identical requests in flight. Default true. */
+  readonly coalesce?: boolean | undefined
+  /** Keep responses this long to answer while a breaker is open. Default off. */
+  readonly cacheTtl?: Duration.DurationInput | undefined
+  /**
+   * Where the input estimate comes from: the calibrated `TokenEstimator`
+   * (default), or the provider's own count-tokens call when it has one (exact,
+   * one more round trip per call).
+   */
+  readonly count?: "estimate" | "provider" | undefined
+  /** Whether cache reads count against the input-token quota. Default false (Anthropic's current models). */
+  readonly cacheReadsCount?: boolean | undefined
+  /** The class of a call whose metadata names none. Default "normal". */
+  readonly priority?: Priority.Class | undefined
+  /** What a 429 without a `retry-after` pauses its key for. Default 1 second. */
+  readonly pauseWithoutHint?: Duration.DurationInput | undefined
+}
+
+/** The refusals of the provider after which it charged nothing: the reservation is given back. */
+const refundedTags = new Set(["RateLimited", "Overloaded", "ServerError", "BadRequest", "Unauthorized", "NotFound"])
+
+const nothing = { requests: 0, inputTokens: 0, outputTokens: 0, tokens: 0 }
+
+/** The default quota key: `provider/model`, with `/tenant` when asked. */
+export const defaultKey = (perTenant: boolean) => (request: LlmClient.Request, provider: string): string =>
+  perTenant && request.metadata?.tenant !== undefined
+    ? `${provider}/${request.model}/${request.metadata.tenant}`
+    : `${provider}/${request.model}`
+
+/**
+ * Builds a governed client over the `LlmClient` in context. Uses the
+ * `RateLimiter` and `TokenEstimator` in context, and a `CircuitBreaker` when
+ * one is provided.
+ */
+export const make = (options: Options = {}): Effect.Effect<
+  LlmClient.Client<LlmClient.CallError>,
+  never,
+  LlmClient.LlmClient | RateLimiter.RateLimiter | TokenEstimator.TokenEstimator
+> =>
+  Effect.gen(function*() {
+    const inner = yield* LlmClient.LlmClient
+    const limiter = yield* RateLimiter.RateLimiter
+    const estimator = yield* TokenEstimator.TokenEstimator
+    const breaker = yield* Effect.serviceOption(CircuitBreaker.CircuitBreaker)
+    const coalescer = yield* Coalesce.make<LlmClient.Response>(options.cacheTtl === undefined ? {} : { cacheTtl: options.cacheTtl })
+    const keyOf = options.key ?? defaultKey(options.perTenant ?? false)
+    const pauseWithoutHint = Duration.decode(options.pauseWithoutHint ?? Duration.seconds(1))
+    const cacheReadsCount = options.cacheReadsCount ?? false
+
+    const estimateOf = (request: LlmClient.Request) =>
+      Effect.gen(function*() {
+        const estimate = yield* estimator.estimate(request)
+        if (options.count !== "provider" || inner.countTokens === undefined) return estimate
+        const counted = yield* Effect.option(inner.countTokens(request))
+        return Option.match(counted, {
+          onNone: () => estimate,
+          onSome: (inputTokens) => ({ ...estimate, inputTokens })
+        })
+      })
+
+    /** What the provider's answer (or refusal) tells the limiter. */
+    const learnFromError = (key: string, error: LlmClient.CallError) =>
+      Effect.gen(function*() {
+        if (error._tag !== "RateLimited") return
+        if (error.rateLimits !== undefined) yield* limiter.observe(key, error.rateLimits)
+        yield* limiter.pause(key, error.retryAfter ?? pauseWithoutHint)
+      }).pipe(Effect.ignore)
+
+    /** One call on one rung: estimate, reserve, call, settle, observe. */
+    const callOnce = (request: LlmClient.Request, key: string) =>
+      Effect.gen(function*() {
+        const estimate = yield* estimateOf(request)
+        const priority = request.metadata?.priority ?? options.priority ?? "normal"
+        return yield* limiter.withPermit(
+          key,
+          { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens },
+          (permit) =>
+            inner.complete(request).pipe(
+              Effect.tap((response) =>
+                Effect.all([
+                  permit.settle(LlmClient.usageCost(response.usage, { cacheReadsCount })),
+                  limiter.observe(key, response.rateLimits),
+                  estimator.observe(estimate, response.usage)
+                ], { discard: true }).pipe(Effect.ignore)
+              ),
+              Effect.tapError((error) =>
+                Effect.zipRight(
+                  refundedTags.has(error._tag) ? Effect.ignore(permit.settle(nothing)) : Effect.void,
+                  learnFromError(key, error)
+                )
+              )
+            ),
+          { priority }
+        )
+      })
+
+    const onRung = (request: LlmClient.Request) => (rung: Fallback.Rung): Effect.Effect<LlmClient.Response, LlmClient.CallError> => {
+      const routed = { ...request, model: rung.model }
+      const key = rung.key ?? keyOf(routed, inner.provider)
+      const call = callOnce(routed, key)
+      if (Option.isNone(breaker)) return call
+      return breaker.value.run(key, call).pipe(
+        Effect.catchTag("CircuitOpen", (open) =>
+          Effect.flatMap(coalescer.cached(routed), Option.match({
+            onNone: () => Effect.fail<LlmClient.CallError>(open),
+            onSome: Effect.succeed
+          })))
+      )
+    }
+
+    const complete = (request: LlmClient.Request): Effect.Effect<LlmClient.Response, LlmClient.CallError> => {
+      const rungs: ReadonlyArray<Fallback.Rung> = [{ model: request.model }, ...(options.fallback ?? [])]
+      let tried: Array<{ readonly model: string; readonly key: string | undefined; readonly error: unknown }> = []
+      const pass = Effect.suspend(() => {
+        tried = []
+        return Fallback.ladder(rungs, onRung(request), (error, index) => index < rungs.length - 1 && Fallback.isFallbackError(error), tried)
+      })
+      const retried = options.retry === false ? pass : Retry.retry(pass, options.retry ?? {})
+      const reported = rungs.length === 1
+        ? retried
+        : Effect.catchAll(retried, (error) =>
+          Fallback.isFallbackError(error)
+            ? Effect.fail(new Fallback.AllRungsFailed({ attempts: [...tried, { model: rungs[rungs.length - 1]!.model, key: undefined, error }] }))
+            : Effect.fail(error))
+      const governed = options.coalesce === false ? reported : coalescer.run(request, reported)
+      return governed.pipe(Effect.withSpan("Governor.complete", { attributes: { model: request.model } }))
+    }
+
+    /**
+     * A streamed call: reserved like `complete`, settled when the stream's
+     * `Done` arrives. Not retried or coalesced: a stream that already produced
+     * text cannot be replayed safely.
+     */
+    const stream = (request: LlmClient.Request): Stream.Stream<LlmClient.StreamEvent, LlmClient.CallError> =>
+      Stream.unwrapScoped(Effect.gen(function*() {
+        const key = keyOf(request, inner.provider)
+        const estimate = yield* estimateOf(request)
+        const permit = yield* limiter.acquire(key, { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens }, {
+          priority: request.metadata?.priority ?? options.priority ?? "normal"
+        })
+        return inner.stream(request).pipe(
+          Stream.tap((event) =>
+            event._tag === "Done"
+              ? Effect.all([
+                permit.settle(LlmClient.usageCost(event.response.usage, { cacheReadsCount })),
+                limiter.observe(key, event.response.rateLimits),
+                estimator.observe(estimate, event.response.usage)
+              ], { discard: true }).pipe(Effect.ignore)
+              : Effect.void
+          ),
+          Stream.tapError((error) => learnFromError(key, error))
+        )
+      }))
+
+    return {
+      provider: inner.provider,
+      complete,
+      stream,
+      ...(inner.countTokens === undefined ? {} : { countTokens: inner.countTokens })
+    }
+  })
+
+/** A governed `LlmClient` over the `LlmClient` below it. */
+export const layer = (options: Options = {}): Layer.Layer<
+  LlmClient.LlmClient,
+  never,
+  LlmClient.LlmClient | RateLimiter.RateLimiter | TokenEstimator.TokenEstimator
+> => Layer.effect(LlmClient.LlmClient, Effect.map(make(options), LlmClient.LlmClient.of))
+
+/**
+ * The Governor's options from configuration (environment variables by
+ * default), validated, each error naming its variable:
+ *
+ * | variable | meaning | default |
+ * |---|---|---|
+ * | `SLUICE_RETRY_MAX_ATTEMPTS` | attempts per call, the first included (integer ≥ 1) | 6 |
+ * | `SLUICE_RETRY_BASE` | first retry's delay bound (duration, e.g. `1 second`) | 1 second |
+ * | `SLUICE_RETRY_MAX_DELAY` | cap on each delay (duration) | 60 seconds |
+ * | `SLUICE_RETRY_MAX_ELAPSED` | give up after (duration) | 10 minutes |
+ * | `SLUICE_FALLBACK` | comma-separated models to fall back to | none |
+ * | `SLUICE_COALESCE` | join identical calls in flight (boolean) | true |
+ * | `SLUICE_CACHE_TTL` | response cache for open breakers (duration) | off |
+ * | `SLUICE_COUNT` | `estimate` or `provider` | estimate |
+ * | `SLUICE_PER_TENANT` | tenants have their own quota keys (boolean) | false |
+ */
+export const config: Config.Config<Options> = Config.all({
+  maxAttempts: Config.integer("SLUICE_RETRY_MAX_ATTEMPTS").pipe(
+    Config.validate({ message: "SLUICE_RETRY_MAX_ATTEMPTS must be an integer >= 1", validation: (n) => n >= 1 }),
+    Config.withDefault(Retry.defaults.maxAttempts)
+  ),
+  base: Config.duration("SLUICE_RETRY_BASE").pipe(Config.withDefault(Retry.defaults.base)),
+  maxDelay: Config.duration("SLUICE_RETRY_MAX_DELAY").pipe(Config.withDefault(Retry.defaults.maxDelay)),
+  maxElapsed: Config.duration("SLUICE_RETRY_MAX_ELAPSED").pipe(Config.withDefault(Retry.defaults.maxElapsed)),
+  fallback: Config.string("SLUICE_FALLBACK").pipe(
+    Config.map((text) => text.split(",").map((model) => model.trim()).filter((model) => model !== "")),
+    Config.withDefault([] as ReadonlyArray<string>)
+  ),
+  coalesce: Config.boolean("SLUICE_COALESCE").pipe(Config.withDefault(true)),
+  cacheTtl: Config.option(Config.duration("SLUICE_CACHE_TTL")),
+  count: Config.literal("estimate", "provider")("SLUICE_COUNT").pipe(Config.withDefault("estimate" as const)),
+  perTenant: Config.boolean("SLUICE_PER_TENANT").pipe(Config.withDefault(false))
+}).pipe(Config.map((values): Options => ({
+  retry: { maxAttempts: values.maxAttempts, base: values.base, maxDelay: values.maxDelay, maxElapsed: values.maxElapsed },
+  fallback: values.fallback.map((model) => ({ model })),
+  coalesce: values.coalesce,
+  count: values.count,
+  perTenant: values.perTenant,
+  ...(Option.isSome(values.cacheTtl) ? { cacheTtl: values.cacheTtl.value } : {})
+})))
+
+/** A governed `LlmClient` configured from the environment (see {@link config}). */
+export const layerConfig = (
+  options: Config.Config<Options> = config
+): Layer.Layer<LlmClient.LlmClient, ConfigError.ConfigError, LlmClient.LlmClient | RateLimiter.RateLimiter | TokenEstimator.TokenEstimator> =>
+  Layer.unwrapEffect(Effect.map(options, layer))
