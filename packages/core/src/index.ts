@@ -10,6 +10,8 @@ export * as Coalesce from "./Coalesce.js"
 export * as Cost from "./Cost.js"
 /** A model ladder: fall back to the next model on rate limits, overload or an open breaker. */
 export * as Fallback from "./Fallback.js"
+/** The composition users reach for: a governed LlmClient. */
+export * as Governor from "./Governor.js"
 /** Where bucket state lives: the store interface and its in-memory layer. */
 export * as LimiterStore from "./LimiterStore.js"
 /** The provider-neutral model client: request, response, errors. */
