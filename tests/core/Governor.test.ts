@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { CircuitBreaker, Governor, LlmClient, Metrics, RateLimiter, TokenEstimator } from "@sluice/core"
+import { Budget, CircuitBreaker, Governor, LlmClient, Metrics, Pricing, RateLimiter, TokenEstimator } from "@sluice/core"
 import * as SimulatedClient from "@sluice/providers/SimulatedClient"
 import { ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Metric, Random, TestClock } from "effect"
 
@@ -174,6 +174,31 @@ describe("Governor", () => {
     }).pipe(Effect.provide(governed({ cacheTtl: "10 minutes", retry: false, coalesce: true }).pipe(
       Layer.provideMerge(CircuitBreaker.layer({ consecutiveFailures: 2 }))
     ))))
+
+  it.effect("a budget rejection takes no quota and makes no call; an accepted call is charged its real cost", () =>
+    Effect.gen(function*() {
+      const client = yield* LlmClient.LlmClient
+      const budget = yield* Budget.Budget
+      const sim = yield* SimulatedClient.SimulatedStats
+      const before = (yield* grantsOf("budget/key")).count
+      const response = yield* client.complete(ask("a cheap call", 50))
+      const [status] = yield* budget.status
+      const expected = (response.usage.inputTokens * 1 + response.usage.outputTokens * 5) / 1_000_000
+      expect(status?.spentUsd).toBeCloseTo(expected, 6)
+      expect(status?.reservedUsd).toBe(0)
+      // max_tokens 100,000 at $5 per million is $0.50: over the $0.01 limit
+      const error = yield* Effect.flip(client.complete(ask("an expensive call", 100_000)))
+      expect(error._tag).toBe("BudgetExceeded")
+      expect((yield* grantsOf("budget/key")).count - before).toBe(1)
+      expect((yield* sim.stats).keys[0]?.accepted).toBe(1)
+    }).pipe(Effect.provide(governed(
+      { key: () => "budget/key", retry: false },
+      {},
+      { "budget/key": { ...limiterQuota, outputTokens: { limit: 1_000_000, per: "1 minute" } } }
+    ).pipe(Layer.provideMerge(Budget.layer({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 0.01 }] }).pipe(
+      Layer.provide([Pricing.layer(), Budget.layerLedgerMemory]),
+      Layer.orDie
+    ))))))
 
   it.effect("options come from Config, validated, the error naming the variable", () =>
     Effect.gen(function*() {

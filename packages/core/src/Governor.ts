@@ -41,13 +41,17 @@
  * const answer = Effect.flatMap(LlmClient.LlmClient, (client) => client.complete(request))
  * ```
  */
+import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as Stream from "effect/Stream"
+import * as Budget from "./Budget.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
 import * as Coalesce from "./Coalesce.js"
 import * as Fallback from "./Fallback.js"
@@ -114,6 +118,7 @@ export const make = (options: Options = {}): Effect.Effect<
     const limiter = yield* RateLimiter.RateLimiter
     const estimator = yield* TokenEstimator.TokenEstimator
     const breaker = yield* Effect.serviceOption(CircuitBreaker.CircuitBreaker)
+    const budget = yield* Effect.serviceOption(Budget.Budget)
     const coalescer = yield* Coalesce.make<LlmClient.Response>(options.cacheTtl === undefined ? {} : { cacheTtl: options.cacheTtl })
     const keyOf = options.key ?? defaultKey(options.perTenant ?? false)
     const pauseWithoutHint = Duration.decode(options.pauseWithoutHint ?? Duration.seconds(1))
@@ -138,12 +143,39 @@ export const make = (options: Options = {}): Effect.Effect<
         yield* limiter.pause(key, error.retryAfter ?? pauseWithoutHint)
       }).pipe(Effect.ignore)
 
-    /** One call on one rung: estimate, reserve, call, settle, observe. */
+    /** One call on one rung: estimate, budget, reserve, call, settle, observe. */
     const callOnce = (request: LlmClient.Request, key: string) =>
       Effect.gen(function*() {
         const estimate = yield* estimateOf(request)
         const priority = request.metadata?.priority ?? options.priority ?? "normal"
-        return yield* limiter.withPermit(
+        // The budget goes first: a call it refuses never takes quota.
+        const spend = Option.isNone(budget) ? undefined : yield* budget.value.reserve({
+          model: request.model,
+          tenant: request.metadata?.tenant,
+          job: request.metadata?.job,
+          inputTokens: estimate.inputTokens,
+          maxOutputTokens: request.maxOutputTokens
+        })
+        // Spend follows the quota: refused calls cost nothing; a timeout, reset or
+        // interruption may have run at the provider, so it keeps its worst case.
+        const worstCase: LlmClient.Usage = { inputTokens: estimate.inputTokens, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+        const budgeted = <E, R>(call: Effect.Effect<LlmClient.Response, E, R>) =>
+          spend === undefined
+            ? call
+            : call.pipe(Effect.onExit((exit) =>
+              Effect.ignore(
+                Exit.isSuccess(exit)
+                  ? spend.settle(exit.value.usage)
+                  : Option.match(Cause.failureOption(exit.cause), {
+                    onNone: () => spend.settle(worstCase),
+                    onSome: (error) =>
+                      Predicate.hasProperty(error, "_tag") && refundedTags.has(String(error._tag)) || !Predicate.hasProperty(error, "status") && !Predicate.hasProperty(error, "detail")
+                        ? spend.cancel
+                        : spend.settle(worstCase)
+                  })
+              )
+            ))
+        return yield* budgeted(limiter.withPermit(
           key,
           { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens },
           (permit) =>
@@ -163,7 +195,7 @@ export const make = (options: Options = {}): Effect.Effect<
               )
             ),
           { priority }
-        )
+        ))
       })
 
     const onRung = (request: LlmClient.Request) => (rung: Fallback.Rung): Effect.Effect<LlmClient.Response, LlmClient.CallError> => {

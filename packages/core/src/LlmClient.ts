@@ -27,8 +27,10 @@ import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import type * as Stream from "effect/Stream"
 import type * as Cost from "./Cost.js"
+import type { UnknownModel } from "./Pricing.js"
 import type * as Priority from "./Priority.js"
 import type * as Quota from "./Quota.js"
+import type { BudgetExceeded, BudgetLedgerError } from "./Budget.js"
 import type { CircuitOpen } from "./CircuitBreaker.js"
 import type { AllRungsFailed } from "./Fallback.js"
 import type { RateLimiterError } from "./RateLimiter.js"
@@ -92,6 +94,8 @@ export interface RequestMetadata {
   readonly priority?: Priority.Class | undefined
   /** The document the call is about, for errors and reports. */
   readonly documentId?: string | undefined
+  /** The job the call belongs to, for per-job budgets. */
+  readonly job?: string | undefined
 }
 
 /** A model call. */
@@ -287,7 +291,7 @@ export const isRetryable = (error: ProviderError): boolean => error.retryable
  * limiter shed it or its cost can never fit, a breaker is open, every rung of
  * a ladder failed, the budget would be exceeded.
  */
-export type GovernanceError = RateLimiterError | CircuitOpen | AllRungsFailed | { readonly _tag: "BudgetExceeded" | "UnknownModel"; readonly message: string }
+export type GovernanceError = RateLimiterError | CircuitOpen | AllRungsFailed | BudgetExceeded | BudgetLedgerError | UnknownModel
 
 /** Everything a call through an `LlmClient` can fail with. */
 export type CallError = ProviderError | GovernanceError

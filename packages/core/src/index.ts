@@ -2,6 +2,8 @@
  * `@sluice/core`: provider-neutral quotas and the limiter every LLM call passes.
  */
 
+/** Spend limits per window and scope, reserved before a call and settled after. */
+export * as Budget from "./Budget.js"
 /** Circuit breakers per key: closed / open / half-open. */
 export * as CircuitBreaker from "./CircuitBreaker.js"
 /** Identical in-flight calls share one call; an optional response cache. */
@@ -18,6 +20,8 @@ export * as LimiterStore from "./LimiterStore.js"
 export * as LlmClient from "./LlmClient.js"
 /** Sluice's Effect metrics. */
 export * as Metrics from "./Metrics.js"
+/** Prices per model, as validated data. */
+export * as Pricing from "./Pricing.js"
 /** Priority classes: interactive, normal, batch. */
 export * as Priority from "./Priority.js"
 /** Quotas: limits per key and dimension, validated by Schema. */
