@@ -200,6 +200,15 @@ describe("Governor", () => {
       Layer.orDie
     ))))))
 
+  it("plain options are validated, each error naming its field", () => {
+    const result = Governor.validate({ retry: { maxAttempts: 0, maxDelay: "soon" as never }, fallback: [{ model: "" }], count: "guess" as never })
+    expect(result._tag).toBe("Left")
+    if (result._tag === "Left") {
+      expect(result.left.issues.map((issue) => issue.path).sort()).toEqual(["count", "fallback.0.model", "retry.maxAttempts", "retry.maxDelay"])
+    }
+    expect(Governor.validate({ retry: { maxAttempts: 3, base: "500 millis" }, cacheTtl: "5 minutes" })._tag).toBe("Right")
+  })
+
   it.effect("options come from Config, validated, the error naming the variable", () =>
     Effect.gen(function*() {
       const options = yield* Effect.withConfigProvider(

@@ -43,6 +43,10 @@
  */
 import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
+import * as Data from "effect/Data"
+import * as Either from "effect/Either"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
 import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -90,6 +94,63 @@ export interface Options {
   readonly priority?: Priority.Class | undefined
   /** What a 429 without a `retry-after` pauses its key for. Default 1 second. */
   readonly pauseWithoutHint?: Duration.DurationInput | undefined
+}
+
+/** Options that could not be accepted; each issue names its field (`retry.maxAttempts`). */
+export class InvalidGovernorOptions extends Data.TaggedError("InvalidGovernorOptions")<{
+  readonly issues: ReadonlyArray<{ readonly path: string; readonly message: string }>
+}> {
+  override get message(): string {
+    return `Invalid Governor options: ${this.issues.map((issue) => `${issue.path}: ${issue.message}`).join("; ")}`
+  }
+}
+
+const DurationInput = Schema.Union(Schema.String, Schema.Number, Schema.DurationFromSelf).pipe(
+  Schema.filter((input) => Duration.decodeUnknown(input)._tag === "Some" || `Expected a duration such as "30 seconds", got ${JSON.stringify(input)}`)
+)
+const exact = { exact: true } as const
+
+/** The data part of the options (functions aside), as a schema. */
+const OptionsSchema = Schema.Struct({
+  perTenant: Schema.optionalWith(Schema.Boolean, exact),
+  fallback: Schema.optionalWith(Schema.Array(Schema.Struct({ model: Schema.NonEmptyString, key: Schema.optionalWith(Schema.NonEmptyString, exact) })), exact),
+  retry: Schema.optionalWith(Schema.Union(Schema.Literal(false), Schema.Struct({
+    base: Schema.optionalWith(DurationInput, exact),
+    factor: Schema.optionalWith(Schema.Number.pipe(Schema.finite(), Schema.greaterThanOrEqualTo(1)), exact),
+    maxDelay: Schema.optionalWith(DurationInput, exact),
+    maxAttempts: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
+    maxElapsed: Schema.optionalWith(DurationInput, exact),
+    jitter: Schema.optionalWith(Schema.Literal("full", "none"), exact)
+  })), exact),
+  coalesce: Schema.optionalWith(Schema.Boolean, exact),
+  cacheTtl: Schema.optionalWith(DurationInput, exact),
+  count: Schema.optionalWith(Schema.Literal("estimate", "provider"), exact),
+  cacheReadsCount: Schema.optionalWith(Schema.Boolean, exact),
+  priority: Schema.optionalWith(Schema.Literal("interactive", "normal", "batch"), exact),
+  pauseWithoutHint: Schema.optionalWith(DurationInput, exact)
+})
+
+/** One issue per field, the deepest: a union's members would otherwise each report the same field. */
+const deepestIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>) => {
+  const byPath = new Map<string, string>()
+  for (const issue of issues) {
+    const path = issue.path.map(String).join(".")
+    if (!byPath.has(path)) byPath.set(path, issue.message)
+  }
+  const paths = [...byPath.keys()]
+  return paths
+    .filter((path) => !paths.some((other) => other !== path && other.startsWith(`${path}.`)))
+    .map((path) => ({ path, message: byPath.get(path)! }))
+}
+
+/** Checks plain options; the error names every wrong field. */
+export const validate = (options: Options): Either.Either<Options, InvalidGovernorOptions> => {
+  const { key: _key, ...data } = options
+  return Either.map(
+    Either.mapLeft(Schema.decodeUnknownEither(OptionsSchema, { errors: "all", onExcessProperty: "error" })(data), (error) =>
+      new InvalidGovernorOptions({ issues: deepestIssues(ParseResult.ArrayFormatter.formatErrorSync(error)) })),
+    () => options
+  )
 }
 
 /** The refusals of the provider after which it charged nothing: the reservation is given back. */
@@ -267,9 +328,9 @@ export const make = (options: Options = {}): Effect.Effect<
 /** A governed `LlmClient` over the `LlmClient` below it. */
 export const layer = (options: Options = {}): Layer.Layer<
   LlmClient.LlmClient,
-  never,
+  InvalidGovernorOptions,
   LlmClient.LlmClient | RateLimiter.RateLimiter | TokenEstimator.TokenEstimator
-> => Layer.effect(LlmClient.LlmClient, Effect.map(make(options), LlmClient.LlmClient.of))
+> => Layer.effect(LlmClient.LlmClient, Effect.flatMap(validate(options), (valid) => Effect.map(make(valid), LlmClient.LlmClient.of)))
 
 /**
  * The Governor's options from configuration (environment variables by
@@ -315,5 +376,5 @@ export const config: Config.Config<Options> = Config.all({
 /** A governed `LlmClient` configured from the environment (see {@link config}). */
 export const layerConfig = (
   options: Config.Config<Options> = config
-): Layer.Layer<LlmClient.LlmClient, ConfigError.ConfigError, LlmClient.LlmClient | RateLimiter.RateLimiter | TokenEstimator.TokenEstimator> =>
+): Layer.Layer<LlmClient.LlmClient, ConfigError.ConfigError | InvalidGovernorOptions, LlmClient.LlmClient | RateLimiter.RateLimiter | TokenEstimator.TokenEstimator> =>
   Layer.unwrapEffect(Effect.map(options, layer))
