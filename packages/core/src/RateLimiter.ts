@@ -50,6 +50,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Cost from "./Cost.js"
 import { Lanes, type Waiter as LaneWaiter } from "./internal/lanes.js"
@@ -472,7 +473,11 @@ export const make = (options: Options = {}): Effect.Effect<
         ], { discard: true })
       })
 
-    const makePermit = (runtime: KeyRuntime, waiter: Waiter, grantedAt: number): Permit => {
+    const makePermit = (
+      runtime: KeyRuntime,
+      waiter: Pick<Waiter, "priority" | "amounts" | "arrivedAt">,
+      grantedAt: number
+    ): Permit => {
       let charged = waiter.amounts
       return {
         key: runtime.key,
@@ -492,6 +497,39 @@ export const make = (options: Options = {}): Effect.Effect<
       }
     }
 
+    /**
+     * Reserves at once when the cost fits now; undefined when it must wait (the
+     * caller then queues). Runs uninterruptibly: the slot and the reservation
+     * end up in a permit with its finalizer, or are given back.
+     */
+    const tryAtOnce = (runtime: KeyRuntime, key: string, amounts: Cost.Amounts, priority: Priority.Class, now: number) =>
+      Effect.gen(function*() {
+        const taken = yield* runtime.slots.withPermitsIfAvailable(1)(Effect.void)
+        if (Option.isNone(taken)) return undefined
+        yield* runtime.slots.take(1)
+        const answer = yield* Effect.either(store.reserve(key, amounts, { headroom: headroomFor(runtime, Priority.rank(priority), now).fraction }))
+        if (Either.isLeft(answer)) {
+          yield* runtime.slots.release(1)
+          return yield* Effect.fail(answer.left)
+        }
+        const reservation = answer.right
+        if (reservation._tag !== "Granted") {
+          yield* runtime.slots.release(1)
+          if (reservation._tag === "TooLarge") {
+            runtime.capacities[reservation.dimension] = reservation.capacity
+            return yield* new CostTooLarge({ key, dimension: reservation.dimension, amount: reservation.amount, capacity: reservation.capacity })
+          }
+          return undefined
+        }
+        yield* rememberLevels(runtime, reservation.levels)
+        runtime.held++
+        yield* Metric.set(runtime.metrics.inFlight, runtime.held)
+        yield* Metric.increment(runtime.metrics.grants[priority])
+        yield* Metric.update(runtime.metrics.waitSeconds[priority], 0)
+        yield* Effect.addFinalizer(() => release(runtime))
+        return makePermit(runtime, { priority, amounts, arrivedAt: now }, now)
+      })
+
     const acquire = (key: string, cost: Cost.Cost, acquireOptions?: AcquireOptions): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
       Effect.gen(function*() {
         const amounts = yield* Cost.validate(key, cost)
@@ -505,6 +543,12 @@ export const make = (options: Options = {}): Effect.Effect<
         }
         const now = yield* Clock.currentTimeMillis
         runtime.lastSeen[Priority.rank(priority)] = now
+        // Fast path: nobody is waiting and a slot is free, so there is no order to
+        // keep: reserve here instead of handing over to the driver.
+        if (runtime.lanes.total() === 0 && runtime.held < runtime.maxInFlight) {
+          const permit = yield* Effect.uninterruptible(tryAtOnce(runtime, key, amounts, priority, now))
+          if (permit !== undefined) return permit
+        }
         const waiter: Waiter = {
           seq: runtime.lanes.nextSeq(),
           priority,
