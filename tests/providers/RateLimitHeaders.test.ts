@@ -111,6 +111,13 @@ describe("RateLimitHeaders", () => {
     expect(warnings[0]?.header).toBe("anthropic-ratelimit-requests-reset")
   })
 
+  it("absurd durations are ignored, never infinite", () => {
+    const { snapshot, warnings } = RateLimitHeaders.parse({ "retry-after": "1e308", "ratelimit": "\"default\";r=5;t=1e308" }, NOW)
+    expect(snapshot.retryAfter).toBeUndefined()
+    expect(snapshot.dimensions.requests).toEqual({ remaining: 5 })
+    expect(warnings.map((warning) => warning.header)).toContain("retry-after")
+  })
+
   it("repeated values: the first valid one is taken", () => {
     const { snapshot } = RateLimitHeaders.parse({ "x-ratelimit-remaining-requests": ["junk", "17"] }, NOW)
     expect(snapshot.dimensions.requests?.remaining).toBe(17)
@@ -176,10 +183,13 @@ describe("RateLimitHeaders", () => {
   it.prop(
     "a garbage value in a known count header always yields a warning naming it",
     {
-      value: fc.string({ maxLength: 12 }).filter((text) => {
-        const number = Number(text.trim())
-        return text.trim() === "" || !(Number.isInteger(number) && number >= 0)
-      })
+      // garbage: neither the value nor any comma-separated part of it (repeated headers) is a count
+      value: fc.string({ maxLength: 12 }).filter((text) =>
+        [text, ...text.split(",")].every((part) => {
+          const number = Number(part.trim())
+          return part.trim() === "" || !(Number.isInteger(number) && number >= 0)
+        })
+      )
     },
     ({ value }) => {
       const { warnings } = RateLimitHeaders.parse({ "x-ratelimit-remaining-requests": value }, NOW, "openai")

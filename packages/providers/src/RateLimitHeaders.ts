@@ -63,7 +63,8 @@ export const Count: Schema.Schema<number, string> = Schema.compose(
 
 /** A non-negative number of seconds such as `7` or `0.25`. */
 export const Seconds: Schema.Schema<Duration.Duration, string> = Schema.transform(
-  Schema.compose(Schema.Trim, Schema.NumberFromString.pipe(Schema.nonNegative(), Schema.finite())),
+  // At most a year: a larger value is garbage, and seconds × 1000 must stay finite.
+  Schema.compose(Schema.Trim, Schema.NumberFromString.pipe(Schema.nonNegative(), Schema.finite(), Schema.lessThanOrEqualTo(31_536_000))),
   Schema.DurationFromSelf,
   { strict: true, decode: (seconds) => Duration.millis(seconds * 1000), encode: (duration) => Duration.toMillis(duration) / 1000 }
 )
@@ -290,7 +291,8 @@ const readIetf = (reader: Reader, dimensions: MutableDimensions) => {
     }
     for (const item of items) {
       const policy = policies.find((candidate) => candidate.name !== undefined && candidate.name === item.name) ?? policies[0]
-      const reset = nonNegative(item.params.t ?? item.params.reset)
+      const seconds = nonNegative(item.params.t ?? item.params.reset)
+      const reset = seconds === undefined || seconds > 31_536_000 ? undefined : seconds
       setState(dimensions, ietfDimension(policy ?? item), {
         limit: nonNegative(policy?.params.q ?? policy?.value),
         remaining: nonNegative(item.params.r ?? item.params.remaining),
