@@ -9,9 +9,15 @@ import { Cost, LimiterStore, Quota } from "@sluice/core"
 import { Duration, Effect, Layer } from "effect"
 
 const quota = Quota.decodeSync({
-  requests: { limit: 10, per: "1 minute" },
-  inputTokens: { limit: 6_000, per: "1 minute" }
+  requests: { limit: 10, per: "1 hour" },
+  inputTokens: { limit: 6_000, per: "1 hour" }
 })
+
+/** Within one unit: a few milliseconds of refill at 6,000 an hour is a fraction of a token. */
+const near = (actual: number | undefined, expected: number) => {
+  expect(actual).toBeDefined()
+  expect(Math.abs(actual! - expected)).toBeLessThan(1)
+}
 
 export const limiterStoreSuite = (name: string, store: () => Layer.Layer<LimiterStore.LimiterStore, unknown>, key: () => string) =>
   describe(`LimiterStore: ${name}`, () => {
@@ -28,10 +34,11 @@ export const limiterStoreSuite = (name: string, store: () => Layer.Layer<Limiter
         expect(second._tag).toBe("Wait")
         if (second._tag === "Wait") {
           expect(second.reason).toBe("inputTokens")
-          expect(Duration.toMillis(second.delay)).toBeCloseTo(1_000, 0)
+          // 100 tokens at 6,000 an hour: a minute
+          expect(Math.abs(Duration.toMillis(second.delay) - 60_000)).toBeLessThan(1_000)
         }
         const state = yield* s.state(k)
-        expect(state.levels.requests?.level).toBe(9)
+        near(state.levels.requests?.level, 9)
       })))
 
     it.effect("a cost larger than a bucket is TooLarge, naming the dimension", () =>
@@ -49,8 +56,8 @@ export const limiterStoreSuite = (name: string, store: () => Layer.Layer<Limiter
         const k = key()
         yield* s.define(k, quota)
         yield* s.reserve(k, Cost.amounts({ inputTokens: 5_000 }), { headroom: 0 })
-        expect((yield* s.adjust(k, { inputTokens: -2_000 })).inputTokens?.level).toBe(3_000)
-        expect((yield* s.adjust(k, { inputTokens: 5_000 })).inputTokens?.level).toBe(-2_000)
+        near((yield* s.adjust(k, { inputTokens: -2_000 })).inputTokens?.level, 3_000)
+        near((yield* s.adjust(k, { inputTokens: 5_000 })).inputTokens?.level, -2_000)
       })))
 
     it.effect("headroom keeps a share of each bucket free", () =>
@@ -70,9 +77,10 @@ export const limiterStoreSuite = (name: string, store: () => Layer.Layer<Limiter
         yield* s.define(k, quota)
         const observation = yield* s.observe(k, { dimensions: { inputTokens: { remaining: 1_000, limit: 3_000 } } })
         expect(observation.lowered).toEqual([{ dimension: "inputTokens", from: 6_000, to: 3_000 }])
-        expect(observation.levels.inputTokens).toEqual({ level: 1_000, capacity: 3_000 })
+        expect(observation.levels.inputTokens?.capacity).toBe(3_000)
+        near(observation.levels.inputTokens?.level, 1_000)
         const raised = yield* s.observe(k, { dimensions: { inputTokens: { remaining: 2_500 } } })
-        expect(raised.levels.inputTokens?.level).toBe(1_000)
+        near(raised.levels.inputTokens?.level, 1_000)
       })))
 
     it.effect("an unknown key is granted until a snapshot states its limits", () =>
@@ -82,7 +90,8 @@ export const limiterStoreSuite = (name: string, store: () => Layer.Layer<Limiter
         expect((yield* s.reserve(k, Cost.amounts({ inputTokens: 1e9 }), { headroom: 0 }))._tag).toBe("Granted")
         const observation = yield* s.observe(k, { dimensions: { requests: { limit: 5, remaining: 4 } } })
         expect(observation.discovered).toEqual(["requests"])
-        expect(observation.levels.requests).toEqual({ level: 4, capacity: 5 })
+        expect(observation.levels.requests?.capacity).toBe(5)
+        near(observation.levels.requests?.level, 4)
       })))
 
     it.effect("a pause closes the key until it ends; a shorter pause does not shorten it", () =>
@@ -90,8 +99,8 @@ export const limiterStoreSuite = (name: string, store: () => Layer.Layer<Limiter
         const s = yield* LimiterStore.LimiterStore
         const k = key()
         yield* s.define(k, quota)
-        expect(Duration.toMillis(yield* s.pause(k, Duration.seconds(5)))).toBe(5_000)
-        expect(Duration.toMillis(yield* s.pause(k, Duration.seconds(1)))).toBe(5_000)
+        near(Duration.toMillis(yield* s.pause(k, Duration.seconds(5))) / 1_000, 5)
+        expect(Duration.toMillis(yield* s.pause(k, Duration.seconds(1)))).toBeGreaterThan(4_000)
         const answer = yield* s.reserve(k, Cost.amounts({}), { headroom: 0 })
         expect(answer).toMatchObject({ _tag: "Wait", reason: "paused" })
         if (answer._tag === "Wait") expect(Duration.toMillis(answer.delay)).toBeGreaterThan(4_000)
