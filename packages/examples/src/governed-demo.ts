@@ -17,42 +17,12 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Governor, LlmClient, RateLimiter, TokenEstimator } from "@sluice/core"
 import { Anthropic, Simulator } from "@sluice/providers"
 import { Clock, Console, Duration, Effect, Layer, Random, Redacted } from "effect"
+import { documents, extract, limiterQuota } from "./workload.js"
 
 const MODEL = "claude-haiku-4-5"
 const TIME_SCALE = 20
 const DOCUMENTS = 120
 const quota = Simulator.defaultQuota
-
-const vocabulary = (
-  "revenue quarter growth market customer product launch team report risk cost margin cloud service analysis " +
-  "forecast region sales contract supplier board strategy investment research patient trial data model system " +
-  "network policy energy price demand inflation rate bank loan credit share dividend excellent strong weak decline"
-).split(" ")
-
-/** A document of heavy-tailed length: Pareto, 80 to 4,000 words. */
-const document = (id: number) =>
-  Effect.gen(function*() {
-    const words = Math.min(4_000, Math.round(80 / Math.pow(1 - (yield* Random.next), 1 / 1.2)))
-    const parts: Array<string> = []
-    for (let i = 0; i < words; i++) parts.push(vocabulary[yield* Random.nextIntBetween(0, vocabulary.length)]!)
-    return { id: `doc-${id}`, text: `Report ${id}: ${parts.slice(0, 5).join(" ")}\n${parts.join(" ")}.` }
-  })
-
-const extraction: LlmClient.Tool = {
-  name: "record_extraction",
-  description: "Record the title, summary, keywords, category and sentiment of the document",
-  inputSchema: {
-    type: "object",
-    properties: {
-      title: { type: "string" },
-      summary: { type: "string" },
-      keywords: { type: "array", items: { type: "string" } },
-      category: { type: "string", enum: ["finance", "technology", "health", "energy", "other"] },
-      sentiment: { type: "string", enum: ["positive", "neutral", "negative"] }
-    },
-    required: ["title", "summary", "keywords", "category", "sentiment"]
-  }
-}
 
 const program = (url: string, stats: Effect.Effect<Simulator.Stats>) =>
   Effect.gen(function*() {
@@ -63,17 +33,9 @@ const program = (url: string, stats: Effect.Effect<Simulator.Stats>) =>
     const seconds = Effect.map(Clock.currentTimeMillis, (now) => ((now - start) / 1000).toFixed(1))
     yield* Console.log(`simulator at ${url}: ${quota.requestsPerMinute} requests, ${quota.inputTokensPerMinute} input and ${quota.outputTokensPerMinute} output tokens per minute, time ×${TIME_SCALE}`)
 
-    const documents = yield* Effect.forEach(Array.from({ length: DOCUMENTS }, (_, i) => i), document)
-    const batch = Effect.forEach(documents, (doc) =>
-      client.complete({
-        model: MODEL,
-        system: "Extract the document's title, summary, keywords, category and sentiment with the tool.",
-        messages: [{ role: "user", content: doc.text }],
-        tools: [extraction],
-        toolChoice: { type: "tool", name: "record_extraction" },
-        maxOutputTokens: 400,
-        metadata: { priority: "batch", documentId: doc.id }
-      }).pipe(
+    const docs = yield* documents(DOCUMENTS, 2026)
+    const batch = Effect.forEach(docs, (doc) =>
+      client.complete(extract(MODEL, doc)).pipe(
         Effect.tap(() => Effect.sync(() => done++)),
         Effect.tapError((error) => Effect.zipRight(Effect.sync(() => failed++), Console.error(`${doc.id}: ${error.message}`))),
         Effect.either
@@ -116,17 +78,10 @@ const program = (url: string, stats: Effect.Effect<Simulator.Stats>) =>
 const main = Effect.gen(function*() {
   const running = yield* Simulator.serve({ timeScale: TIME_SCALE, latency: { baseMs: 400, perOutputTokenMs: 10, jitterMs: 300 } })
   // The limiter is told the same quota, scaled: a simulated minute lasts 60 / TIME_SCALE seconds.
-  const per = Duration.seconds(60 / TIME_SCALE)
   const GovernedLive = Governor.layer({ count: "estimate" }).pipe(
     Layer.provide(Anthropic.layer({ apiKey: Redacted.make("sim-key"), baseURL: running.url })),
     Layer.provide(RateLimiter.layerMemory({
-      quotas: {
-        [`anthropic/${MODEL}`]: {
-          requests: { limit: quota.requestsPerMinute, per: Duration.toMillis(per) },
-          inputTokens: { limit: quota.inputTokensPerMinute, per: Duration.toMillis(per) },
-          outputTokens: { limit: quota.outputTokensPerMinute, per: Duration.toMillis(per) }
-        }
-      }
+      quotas: { [`anthropic/${MODEL}`]: limiterQuota(quota, TIME_SCALE) }
     })),
     Layer.provide(TokenEstimator.layer())
   )
