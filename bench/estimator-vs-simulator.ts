@@ -11,6 +11,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { TokenEstimator } from "@sluice/core"
 import type { LlmClient } from "@sluice/core"
 import { Simulator } from "@sluice/providers"
+import { extract } from "@sluice/examples/workload"
 import { Console, Effect, Random } from "effect"
 
 const vocabulary = (
@@ -31,25 +32,7 @@ const document = (words: number) =>
     return `Report ${words}\n${parts.join(" ")}`
   })
 
-const request = (text: string): LlmClient.Request => ({
-  model: "claude-sonnet-4-5",
-  system: "Extract the title, summary, keywords, category and sentiment of the document.",
-  messages: [{ role: "user", content: text }],
-  tools: [{
-    name: "record_extraction",
-    inputSchema: {
-      type: "object",
-      properties: {
-        title: { type: "string" },
-        summary: { type: "string" },
-        keywords: { type: "array", items: { type: "string" } },
-        category: { type: "string", enum: ["finance", "technology", "health", "other"] },
-        sentiment: { type: "string", enum: ["positive", "neutral", "negative"] }
-      }
-    }
-  }],
-  maxOutputTokens: 1_024
-})
+const request = (text: string): LlmClient.Request => extract("claude-sonnet-4-5", { id: "doc", text })
 
 /** The Anthropic body the simulator counts. */
 const body = (r: LlmClient.Request) => ({
