@@ -271,13 +271,16 @@ export const make = (options: Options = {}): Effect.Effect<
     const runtimes = new Map<string, KeyRuntime>()
     const defined = new Set<string>()
 
+    // Synchronous: this runs twice per call, and a forEach of Metric.set effects cost a quarter of a grant.
     const rememberLevels = (runtime: KeyRuntime, levels: LimiterStore.Levels) =>
-      Effect.forEach(Quota.dimensions, (dimension) => {
-        const level = levels[dimension]
-        if (level === undefined) return Effect.void
-        runtime.capacities[dimension] = level.capacity
-        return Metric.set(runtime.metrics.bucketLevel[dimension], level.level)
-      }, { discard: true })
+      Effect.sync(() => {
+        for (const dimension of Quota.dimensions) {
+          const level = levels[dimension]
+          if (level === undefined) continue
+          runtime.capacities[dimension] = level.capacity
+          runtime.metrics.bucketLevel[dimension].unsafeUpdate(level.level, [])
+        }
+      })
 
     const setDepth = (runtime: KeyRuntime, priority: Priority.Class) =>
       Metric.set(runtime.metrics.queueDepth[priority], runtime.lanes.size(priority))
@@ -493,7 +496,7 @@ export const make = (options: Options = {}): Effect.Effect<
             const levels = yield* store.adjust(runtime.key, delta)
             yield* rememberLevels(runtime, levels)
             yield* wake(runtime)
-          }).pipe(Effect.withSpan("RateLimiter.settle", { attributes: { key: runtime.key } }))
+          })
       }
     }
 
@@ -558,8 +561,9 @@ export const make = (options: Options = {}): Effect.Effect<
           deferred: yield* Deferred.make<number, RateLimiterError>()
         }
         yield* enqueue(runtime, waiter)
+        // Only a call that waits gets a span: on the fast path a span would cost more than the grant.
         return yield* Effect.uninterruptibleMask((restore) =>
-          restore(Deferred.await(waiter.deferred)).pipe(
+          restore(Deferred.await(waiter.deferred).pipe(Effect.withSpan("RateLimiter.wait", { attributes: { key, priority } }))).pipe(
             Effect.onInterrupt(() =>
               Effect.suspend(() => {
                 if (runtime.lanes.leave(waiter, "cancelled")) return Effect.zipRight(setDepth(runtime, priority), wake(runtime))
@@ -570,7 +574,7 @@ export const make = (options: Options = {}): Effect.Effect<
             Effect.map((grantedAt) => makePermit(runtime, waiter, grantedAt))
           )
         )
-      }).pipe(Effect.withSpan("RateLimiter.acquire", { attributes: { key, priority: acquireOptions?.priority ?? "normal" } }))
+      })
 
     const define = (key: string, input: Quota.QuotaInput) =>
       Effect.gen(function*() {
