@@ -10,6 +10,8 @@ export default defineConfig({
   ssr: { resolve: { conditions, externalConditions: conditions } },
   test: {
     include: ["tests/**/*.test.ts"],
+    // Starts a Redis server for the run when none answers at REDIS_URL.
+    globalSetup: ["tests/setup/redis.ts"],
     exclude: ["**/node_modules/**"],
     testTimeout: 30_000,
     hookTimeout: 30_000,
