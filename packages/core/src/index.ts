@@ -20,6 +20,8 @@ export * as LimiterStore from "./LimiterStore.js"
 export * as LlmClient from "./LlmClient.js"
 /** Sluice's Effect metrics. */
 export * as Metrics from "./Metrics.js"
+/** Stream pipelines: one outcome per document, bounded concurrency, checkpoints, progress. */
+export * as Pipeline from "./Pipeline.js"
 /** Prices per model, as validated data. */
 export * as Pricing from "./Pricing.js"
 /** Priority classes: interactive, normal, batch. */
