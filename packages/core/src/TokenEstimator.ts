@@ -4,193 +4,509 @@
  * The limiter must reserve a call's cost before the call, but only the
  * provider knows its own count (Anthropic's tokenizer is not public, and the
  * simulator counts its own way). The estimator counts the whole request with
- * `js-tiktoken` (system prompt, every message and block, tool definitions,
- * plus framing), then learns per model how the provider's count compares and
- * corrects later estimates, with a safety margin on top.
+ * `js-tiktoken` ({@link countRequest}: system prompt, every message and block,
+ * tool definitions, framing), then learns per model how the provider's count
+ * compares, and corrects later estimates, with a safety margin on top:
  *
- * Calibration: for the first `minSamples` calls of a model the ratio is the
- * plain mean of actual / raw; after that an exponentially weighted mean
- * (α = 0.1) so it follows drift without one odd call swinging it. A single
- * sample's ratio is clamped to [0.25, 4].
+ *     inputTokens = ⌈raw × inputRatio × (1 + safetyMargin)⌉
+ *
+ * Calibration (per model): each observed call gives a sample
+ * `actual / raw`, where `actual` is the provider's whole input count
+ * (`inputTokens + cacheReadInputTokens + cacheWriteInputTokens`), clamped to
+ * [0.25, 4] so one absurd report cannot poison the model. The learned ratio is
+ * an exponentially weighted mean with α = max(1/n, 0.1): the plain mean of
+ * the first 10 samples (no arbitrary prior), then an EWMA that follows drift
+ * over roughly the last 20 calls while one odd call moves it by a tenth of its
+ * error at most. Until `minSamples` samples were seen, the ratio used is
+ * blended from 1 toward the learned one in proportion to the samples seen
+ * (`1 + (learned − 1) × n / minSamples`), so the first call moves estimates by
+ * at most 1/minSamples of its error.
+ *
+ * Output: `maxOutputTokens` is reserved unless `learnOutput` is on and
+ * `minSamples` outputs were seen; then a high percentile (nearest rank) of the
+ * last 1,000 observed outputs of the model, plus the margin, never above
+ * `maxOutputTokens`.
+ *
+ * Speed: the tokenizer's ranks take about 0.7 s to load, so each encoding is
+ * loaded once per process, on the first `make`, and shared (it holds no
+ * calibration; every estimator has its own state). Counting goes piece by
+ * piece (tiktoken's own pre-split) through a bounded memo of piece counts, so
+ * repeated words cost a map lookup; a piece longer than 64 UTF-8 bytes (a
+ * run of `=`, a long unbroken word, a CJK paragraph without punctuation) is
+ * counted in slices of at most 64 bytes, because js-tiktoken's merge is
+ * quadratic in a piece's length and a 100,000-character run would otherwise
+ * take minutes. That slicing is the only place the count may differ from
+ * `Tiktoken.encode`, by about a token per slice; calibration absorbs most of it.
  *
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { TokenEstimator } from "@sluice/core"
+ * import { LlmClient, TokenEstimator } from "@sluice/core"
  *
- * Effect.gen(function*() {
- *   const estimator = yield* TokenEstimator.TokenEstimator
- *   const estimate = yield* estimator.estimate(request)   // reserve estimate.inputTokens / outputTokens
- *   // ... call ...
- *   yield* estimator.observe(estimate, response.usage)     // learn the provider's count
- * }).pipe(Effect.provide(TokenEstimator.layer()))
+ * const call = (request: LlmClient.Request) =>
+ *   Effect.gen(function*() {
+ *     const estimator = yield* TokenEstimator.TokenEstimator
+ *     const client = yield* LlmClient.LlmClient
+ *     const estimate = yield* estimator.estimate(request) // reserve estimate.inputTokens + estimate.outputTokens
+ *     const response = yield* client.complete(request)
+ *     yield* estimator.observe(estimate, response.usage)   // learn the provider's count
+ *     return response
+ *   })
+ *
+ * // call(request).pipe(Effect.provide(TokenEstimator.layer({ learnOutput: true })))
  * ```
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
-import { Tiktoken } from "js-tiktoken/lite"
+import { Tiktoken, type TiktokenBPE } from "js-tiktoken/lite"
 import type * as LlmClient from "./LlmClient.js"
 
-/** What a request is expected to take. */
+// ---------------------------------------------------------------------------
+// Service
+// ---------------------------------------------------------------------------
+
+/**
+ * What a request is expected to take. Hand it back to `observe` with the
+ * provider's usage once the call returns.
+ *
+ * @example
+ * ```ts
+ * const estimate: TokenEstimator.Estimate = { model: "claude-haiku-4-5", inputTokens: 1_344, outputTokens: 1_024, rawInputTokens: 1_280 }
+ * ```
+ */
 export interface Estimate {
   readonly model: string
-  /** Calibrated, with the safety margin: what to reserve for input. */
+  /** Calibrated, with the safety margin, an integer: what to reserve for input. */
   readonly inputTokens: number
   /** What to reserve for output: `maxOutputTokens`, or a learned typical output. */
   readonly outputTokens: number
-  /** The tokenizer's count before calibration. */
+  /** The tokenizer's count (with framing) before calibration. */
   readonly rawInputTokens: number
 }
 
-/** What the estimator has learned of a model. */
+/**
+ * What the estimator has learned of a model.
+ *
+ * @example
+ * ```ts
+ * const { inputRatio, samples } = yield* estimator.calibration("claude-haiku-4-5")
+ * ```
+ */
 export interface Calibration {
   readonly model: string
+  /** Calls whose input count was learned from. */
   readonly samples: number
-  /** Provider count / tokenizer count. 1 before any sample. */
+  /** Provider count / tokenizer count, as estimates use it now (blended toward 1 before `minSamples`). 1 before any sample. */
   readonly inputRatio: number
-  /** The learned output reservation (the percentile), once `minSamples` outputs were seen. */
+  /** The learned output reservation (percentile + margin), once `minSamples` outputs were seen; whether used depends on `learnOutput`. */
   readonly typicalOutput: number | undefined
 }
 
-/** Options of the estimator. Every field has a default. */
+/** The tiktoken encodings the estimator can load (offline: the ranks ship with `js-tiktoken`). */
+export type Encoding = "o200k_base" | "cl100k_base"
+
+/**
+ * Options of the estimator. Every field has a default; values out of range are
+ * clamped (a negative margin to 0, a percentile into [0, 1], …), a non-finite
+ * one falls back to the default.
+ *
+ * @example
+ * ```ts
+ * TokenEstimator.layer({ safetyMargin: 0.1, learnOutput: true, outputPercentile: 0.99 })
+ * ```
+ */
 export interface Options {
   /** The tiktoken encoding. Default `o200k_base`. */
-  readonly encoding?: "o200k_base" | "cl100k_base" | undefined
-  /** A fraction added to the calibrated estimate. Default 0.05. */
+  readonly encoding?: Encoding | undefined
+  /** The fraction added to calibrated input (and to a learned output). Default 0.05. */
   readonly safetyMargin?: number | undefined
-  /** Samples before the output reservation is learned, and before the ratio leaves its plain mean. Default 5. */
+  /** Samples before the ratio is used whole and a learned output may be reserved. Default 5. */
   readonly minSamples?: number | undefined
-  /** Reserve a learned typical output instead of `maxOutputTokens` once `minSamples` were seen. Default false. */
+  /** Reserve a learned typical output instead of `maxOutputTokens` once `minSamples` outputs were seen. Default false. */
   readonly learnOutput?: boolean | undefined
-  /** The percentile of observed outputs to reserve when learning. Default 0.95. */
+  /** The percentile of observed outputs a learned reservation takes. Default 0.95. */
   readonly outputPercentile?: number | undefined
-  /** Framing tokens per message. Default 4. */
+  /** Framing tokens per message, per tool definition and for the system prompt. Default 4. */
   readonly overheadPerMessage?: number | undefined
-  /** Framing tokens per request (and per tool definition). Default 8. */
+  /** Framing tokens once per request. Default 8. */
   readonly overheadPerRequest?: number | undefined
 }
 
 /**
- * The estimator service.
+ * The estimator service: `estimate` before a call, `observe` after it.
+ *
+ * @example
+ * ```ts
+ * const estimator = yield* TokenEstimator.TokenEstimator
+ * const estimate = yield* estimator.estimate(request)
+ * ```
  */
 export class TokenEstimator extends Context.Tag("@sluice/core/TokenEstimator")<TokenEstimator, {
+  /** The calibrated input and the output to reserve for a request. */
   readonly estimate: (request: LlmClient.Request) => Effect.Effect<Estimate>
   /** Learns from what the provider counted for a call estimated earlier. */
   readonly observe: (estimate: Estimate, usage: LlmClient.Usage) => Effect.Effect<void>
+  /** What has been learned of a model so far. */
   readonly calibration: (model: string) => Effect.Effect<Calibration>
 }>() {}
 
-/** Something that turns text into a token count. */
+// ---------------------------------------------------------------------------
+// Counting
+// ---------------------------------------------------------------------------
+
+/**
+ * Something that turns text into a token count. {@link encoder} builds the
+ * tiktoken one; tests may pass a cheap one to {@link makeWith}.
+ *
+ * @example
+ * ```ts
+ * const roughly: TokenEstimator.Encoder = (text) => Math.ceil(text.length / 4)
+ * ```
+ */
 export type Encoder = (text: string) => number
 
-const blockText = (block: LlmClient.ContentBlock): string => {
+/**
+ * Framing tokens {@link countRequest} adds: `perMessage` for each message,
+ * each tool definition and the system prompt; `perRequest` once.
+ *
+ * @example
+ * ```ts
+ * TokenEstimator.countRequest(encode, request, { perMessage: 3, perRequest: 0 })
+ * ```
+ */
+export interface Overhead {
+  readonly perMessage: number
+  readonly perRequest: number
+}
+
+/**
+ * The defaults: 4 per message, 8 per request.
+ *
+ * @example
+ * ```ts
+ * TokenEstimator.countRequest(encode, request, TokenEstimator.defaultOverhead)
+ * ```
+ */
+export const defaultOverhead: Overhead = { perMessage: 4, perRequest: 8 }
+
+const stringify = Option.liftThrowable((value: unknown): string | undefined => JSON.stringify(value))
+
+/** JSON text of a tool input; a value JSON cannot render (a cycle, a bigint) counts as nothing. */
+const jsonText = (value: unknown): string => Option.getOrUndefined(stringify(value)) ?? ""
+
+const countBlock = (encode: Encoder, block: LlmClient.ContentBlock): number => {
   switch (block.type) {
     case "text":
-      return block.text
+      return encode(block.text)
     case "tool_use":
-      return `${block.name}\n${JSON.stringify(block.input)}`
+      return encode(block.id) + encode(block.name) + encode(jsonText(block.input))
     case "tool_result":
-      return block.content
+      return encode(block.toolUseId) + encode(block.content)
   }
 }
 
 /**
- * The raw token count of a whole request: the system prompt, every message
- * (text, tool calls with their JSON input, tool results), every tool's name,
- * description and JSON schema, and framing: `overheadPerMessage` per message
- * (and for the system prompt), `overheadPerRequest` per request and per tool.
+ * The raw token count of a whole request, before calibration:
+ *
+ * - the system prompt, if any and not empty: its tokens + `perMessage`;
+ * - each message: `perMessage` + its string content, or the sum of its blocks —
+ *   a text block's text, a `tool_use` block's id, name and `JSON.stringify(input)`,
+ *   a `tool_result` block's tool-use id and content;
+ * - each tool: `perMessage` + its name, description and `JSON.stringify(inputSchema)`;
+ * - `perRequest` once.
+ *
+ * Pure: the same encoder and request give the same number, and appending a
+ * message, a block or a tool never lowers it.
+ *
+ * @example
+ * ```ts
+ * const raw = TokenEstimator.countRequest((text) => Math.ceil(text.length / 4), {
+ *   model: "claude-haiku-4-5",
+ *   messages: [{ role: "user", content: "Say hi" }],
+ *   maxOutputTokens: 64
+ * }) // 2 + 4 + 8
+ * ```
  */
-export const countRequest = (
-  encode: Encoder,
-  request: LlmClient.Request,
-  overhead: { readonly perMessage: number; readonly perRequest: number } = { perMessage: 4, perRequest: 8 }
-): number => {
+export const countRequest = (encode: Encoder, request: LlmClient.Request, overhead: Overhead = defaultOverhead): number => {
   let total = overhead.perRequest
-  if (request.system !== undefined && request.system !== "") total += encode(request.system) + overhead.perMessage
+  if (request.system !== undefined && request.system !== "") total += overhead.perMessage + encode(request.system)
   for (const message of request.messages) {
-    const text = typeof message.content === "string" ? message.content : message.content.map(blockText).join("\n")
-    total += encode(text) + overhead.perMessage
+    total += overhead.perMessage
+    if (typeof message.content === "string") total += encode(message.content)
+    else for (const block of message.content) total += countBlock(encode, block)
   }
   for (const tool of request.tools ?? []) {
-    total += overhead.perRequest + encode(`${tool.name}\n${tool.description ?? ""}\n${JSON.stringify(tool.inputSchema)}`)
+    total += overhead.perMessage + encode(tool.name) + encode(tool.description ?? "") + encode(jsonText(tool.inputSchema))
   }
   return total
 }
 
-interface ModelState {
-  readonly samples: number
-  readonly ratio: number
-  /** The last outputs seen, at most `outputWindow`. */
-  readonly outputs: ReadonlyArray<number>
+/** Longer pieces are counted in slices of at most this many UTF-8 bytes (see the module doc). */
+const maxPieceBytes = 64
+/** Piece counts remembered per encoding, at most; the memo is dropped whole when full. */
+const memoLimit = 50_000
+
+/** UTF-8 bytes of the code unit at `index` (a surrogate half counts 2, the pair 4). */
+const utf8Bytes = (text: string, index: number): number => {
+  const code = text.charCodeAt(index)
+  return code < 0x80 ? 1 : code < 0x800 || (code >= 0xd800 && code <= 0xdfff) ? 2 : 3
 }
 
-const outputWindow = 1_000
-const emptyState: ModelState = { samples: 0, ratio: 1, outputs: [] }
+const isLowSurrogate = (code: number): boolean => code >= 0xdc00 && code <= 0xdfff
 
-const percentile = (values: ReadonlyArray<number>, p: number): number => {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))] ?? 0
+/** Where the slice of `piece` starting at `start` ends: at most `maxPieceBytes` bytes, never inside a surrogate pair. */
+const sliceEnd = (piece: string, start: number): number => {
+  let end = start
+  let bytes = 0
+  while (end < piece.length && bytes + utf8Bytes(piece, end) <= maxPieceBytes) {
+    bytes += utf8Bytes(piece, end)
+    end += 1
+  }
+  if (end < piece.length && end - start > 1 && isLowSurrogate(piece.charCodeAt(end))) end -= 1
+  return Math.max(end, start + 1)
 }
 
-/** Builds an estimator; the tokenizer's ranks are loaded once, here. */
-export const make = (options: Options = {}): Effect.Effect<TokenEstimator["Type"]> =>
-  Effect.gen(function*() {
-    const ranks = yield* Effect.promise(() =>
-      options.encoding === "cl100k_base" ? import("js-tiktoken/ranks/cl100k_base") : import("js-tiktoken/ranks/o200k_base")
+/** An encoder over loaded ranks: tiktoken's pre-split, a memo per piece, long pieces sliced. */
+const tiktokenEncoder = (ranks: TiktokenBPE): Encoder => {
+  const tokenizer = new Tiktoken(ranks)
+  const pieces = new RegExp(ranks.pat_str, "gu")
+  const memo = new Map<string, number>()
+  // Special-token text in a prompt is just text: nothing is allowed or refused as special, so encode never throws.
+  const countPiece = (piece: string): number => {
+    const known = memo.get(piece)
+    if (known !== undefined) return known
+    const count = tokenizer.encode(piece, [], []).length
+    if (memo.size >= memoLimit) memo.clear()
+    memo.set(piece, count)
+    return count
+  }
+  return (text) => {
+    let total = 0
+    // matchAll copies the regex, so the shared one's lastIndex never moves.
+    for (const match of text.matchAll(pieces)) {
+      const piece = match[0]
+      // A code unit is at most 3 bytes: up to 21 units always fit in one slice.
+      if (piece.length * 3 <= maxPieceBytes) {
+        total += countPiece(piece)
+        continue
+      }
+      for (let start = 0; start < piece.length;) {
+        const end = sliceEnd(piece, start)
+        total += countPiece(end - start === piece.length ? piece : piece.slice(start, end))
+        start = end
+      }
+    }
+    return total
+  }
+}
+
+// Loaded tokenizers, one per encoding for the whole process: ranks are
+// immutable, loading them takes ~0.7 s and tens of MB, and they hold no
+// calibration. A race loads twice and keeps one; nothing else is shared.
+const encoders = new Map<Encoding, Encoder>()
+
+/**
+ * The tiktoken encoder of an encoding, loaded from the ranks bundled with
+ * `js-tiktoken` (no network) the first time it is asked for, then shared.
+ *
+ * @example
+ * ```ts
+ * const encode = yield* TokenEstimator.encoder("o200k_base")
+ * encode("hello world") // 2
+ * ```
+ */
+export const encoder = (encoding: Encoding = "o200k_base"): Effect.Effect<Encoder> =>
+  Effect.suspend(() => {
+    const loaded = encoders.get(encoding)
+    if (loaded !== undefined) return Effect.succeed(loaded)
+    return Effect.promise(() => encoding === "cl100k_base" ? import("js-tiktoken/ranks/cl100k_base") : import("js-tiktoken/ranks/o200k_base")).pipe(
+      Effect.map((ranks) => {
+        const encode = encoders.get(encoding) ?? tiktokenEncoder(ranks.default)
+        encoders.set(encoding, encode)
+        return encode
+      }),
+      Effect.withSpan("TokenEstimator.encoder", { attributes: { encoding } })
     )
-    const tokenizer = new Tiktoken(ranks.default)
-    // Special-token text in a document is just text: nothing is allowed or refused as special.
-    const encode: Encoder = (text) => text.length === 0 ? 0 : tokenizer.encode(text, [], []).length
-    return makeWith(encode, options)
   })
 
-/** An estimator over any encoder (tests and other tokenizers). */
-export const makeWith = (encode: Encoder, options: Options = {}): TokenEstimator["Type"] => {
-  const margin = options.safetyMargin ?? 0.05
-  const minSamples = Math.max(1, options.minSamples ?? 5)
-  const learnOutput = options.learnOutput ?? false
-  const outputPercentile = options.outputPercentile ?? 0.95
-  const overhead = { perMessage: options.overheadPerMessage ?? 4, perRequest: options.overheadPerRequest ?? 8 }
-  const states = Ref.unsafeMake(new Map<string, ModelState>())
-  const stateOf = (model: string) => Effect.map(Ref.get(states), (map) => map.get(model) ?? emptyState)
+// ---------------------------------------------------------------------------
+// Calibration (plain functions over plain data)
+// ---------------------------------------------------------------------------
 
-  const typicalOutput = (state: ModelState): number | undefined =>
-    state.outputs.length >= minSamples ? Math.ceil(percentile(state.outputs, outputPercentile) * (1 + margin)) : undefined
+interface ModelState {
+  /** Input samples learned from. */
+  readonly samples: number
+  /** The exponentially weighted mean of actual / raw. */
+  readonly learnedRatio: number
+  /** The last outputs, oldest first, at most `outputWindow`. */
+  readonly outputs: ReadonlyArray<number>
+  /** The same outputs, ascending. */
+  readonly sortedOutputs: ReadonlyArray<number>
+}
 
+interface Settings {
+  readonly margin: number
+  readonly minSamples: number
+  readonly learnOutput: boolean
+  readonly outputPercentile: number
+  readonly overhead: Overhead
+}
+
+/** Outputs remembered per model, at most. */
+const outputWindow = 1_000
+/** The EWMA's weight once past the plain mean of the first 1 / α samples. */
+const alpha = 0.1
+const minSampleRatio = 0.25
+const maxSampleRatio = 4
+
+const emptyState: ModelState = { samples: 0, learnedRatio: 1, outputs: [], sortedOutputs: [] }
+
+const clamp = (value: number, min: number, max: number): number => Math.min(max, Math.max(min, value))
+
+const setting = (value: number | undefined, fallback: number, min: number, max: number): number =>
+  value === undefined || !Number.isFinite(value) ? fallback : clamp(value, min, max)
+
+const settingsOf = (options: Options): Settings => ({
+  margin: setting(options.safetyMargin, 0.05, 0, Number.MAX_SAFE_INTEGER),
+  minSamples: Math.ceil(setting(options.minSamples, 5, 1, Number.MAX_SAFE_INTEGER)),
+  learnOutput: options.learnOutput ?? false,
+  outputPercentile: setting(options.outputPercentile, 0.95, 0, 1),
+  overhead: {
+    perMessage: Math.ceil(setting(options.overheadPerMessage, defaultOverhead.perMessage, 0, Number.MAX_SAFE_INTEGER)),
+    perRequest: Math.ceil(setting(options.overheadPerRequest, defaultOverhead.perRequest, 0, Number.MAX_SAFE_INTEGER))
+  }
+})
+
+/** `Math.ceil` that ignores floating-point dust: 100 × 1.05 is 105, not 106. */
+const ceil = (value: number): number => Math.ceil(value - 1e-9)
+
+/** The ratio estimates use: blended from 1 toward the learned one until `minSamples`. */
+const inputRatio = (state: ModelState, settings: Settings): number =>
+  1 + (state.learnedRatio - 1) * Math.min(1, state.samples / settings.minSamples)
+
+/** The learned output reservation: nearest-rank percentile + margin, once `minSamples` outputs were seen. */
+const typicalOutput = (state: ModelState, settings: Settings): number | undefined => {
+  const sorted = state.sortedOutputs
+  if (sorted.length < settings.minSamples) return undefined
+  const rank = clamp(Math.ceil(settings.outputPercentile * sorted.length) - 1, 0, sorted.length - 1)
+  return ceil(sorted[rank]! * (1 + settings.margin))
+}
+
+/** The first index whose value is not below `value`. */
+const lowerBound = (sorted: ReadonlyArray<number>, value: number): number => {
+  let low = 0
+  let high = sorted.length
+  while (low < high) {
+    const middle = (low + high) >>> 1
+    if (sorted[middle]! < value) low = middle + 1
+    else high = middle
+  }
+  return low
+}
+
+const rememberOutput = (state: ModelState, output: number): ModelState => {
+  const sorted = [...state.sortedOutputs]
+  let outputs = state.outputs
+  if (outputs.length >= outputWindow) {
+    sorted.splice(lowerBound(sorted, outputs[0]!), 1)
+    outputs = outputs.slice(1)
+  }
+  sorted.splice(lowerBound(sorted, output), 0, output)
+  return { ...state, outputs: [...outputs, output], sortedOutputs: sorted }
+}
+
+const learnInput = (state: ModelState, raw: number, actual: number): ModelState => {
+  const sample = clamp(actual / raw, minSampleRatio, maxSampleRatio)
+  const samples = state.samples + 1
+  const weight = Math.max(1 / samples, alpha)
+  return { ...state, samples, learnedRatio: state.learnedRatio + weight * (sample - state.learnedRatio) }
+}
+
+/** One observation folded in. A missing or non-positive input count teaches nothing about the ratio. */
+const observeState = (state: ModelState, estimate: Estimate, usage: LlmClient.Usage): ModelState => {
+  const actual = usage.inputTokens + usage.cacheReadInputTokens + usage.cacheWriteInputTokens
+  const withInput = estimate.rawInputTokens > 0 && Number.isFinite(estimate.rawInputTokens) && actual > 0 && Number.isFinite(actual)
+    ? learnInput(state, estimate.rawInputTokens, actual)
+    : state
+  return Number.isFinite(usage.outputTokens) && usage.outputTokens >= 0 ? rememberOutput(withInput, usage.outputTokens) : withInput
+}
+
+// ---------------------------------------------------------------------------
+// Constructors
+// ---------------------------------------------------------------------------
+
+const build = (
+  encode: Encoder,
+  settings: Settings,
+  states: Ref.Ref<HashMap.HashMap<string, ModelState>>
+): TokenEstimator["Type"] => {
+  const stateOf = (model: string) => Effect.map(Ref.get(states), (map) => Option.getOrElse(HashMap.get(map, model), () => emptyState))
   return TokenEstimator.of({
-    estimate: (request) =>
-      Effect.map(stateOf(request.model), (state): Estimate => {
-        const raw = countRequest(encode, request, overhead)
-        const learned = learnOutput ? typicalOutput(state) : undefined
-        return {
-          model: request.model,
-          rawInputTokens: raw,
-          inputTokens: Math.ceil(raw * state.ratio * (1 + margin)),
-          outputTokens: learned === undefined ? request.maxOutputTokens : Math.min(request.maxOutputTokens, Math.max(1, learned))
-        }
-      }).pipe(Effect.withSpan("TokenEstimator.estimate", { attributes: { model: request.model } })),
+    estimate: Effect.fn("TokenEstimator.estimate")(function*(request: LlmClient.Request) {
+      yield* Effect.annotateCurrentSpan("model", request.model)
+      const state = yield* stateOf(request.model)
+      const raw = countRequest(encode, request, settings.overhead)
+      const learned = settings.learnOutput ? typicalOutput(state, settings) : undefined
+      return {
+        model: request.model,
+        rawInputTokens: raw,
+        inputTokens: ceil(raw * inputRatio(state, settings) * (1 + settings.margin)),
+        outputTokens: learned === undefined ? request.maxOutputTokens : Math.min(request.maxOutputTokens, Math.max(1, learned))
+      } satisfies Estimate
+    }),
     observe: (estimate, usage) =>
-      Ref.update(states, (map) => {
-        const state = map.get(estimate.model) ?? emptyState
-        const actual = usage.inputTokens + usage.cacheReadInputTokens + usage.cacheWriteInputTokens
-        if (estimate.rawInputTokens <= 0 || actual <= 0) return map
-        const sample = Math.min(4, Math.max(0.25, actual / estimate.rawInputTokens))
-        const samples = state.samples + 1
-        const ratio = samples <= minSamples ? state.ratio + (sample - state.ratio) / samples : state.ratio + 0.1 * (sample - state.ratio)
-        const outputs = [...state.outputs.slice(-(outputWindow - 1)), usage.outputTokens]
-        return new Map(map).set(estimate.model, { samples, ratio, outputs })
-      }),
+      Ref.update(states, (map) =>
+        HashMap.set(map, estimate.model, observeState(Option.getOrElse(HashMap.get(map, estimate.model), () => emptyState), estimate, usage))),
     calibration: (model) =>
       Effect.map(stateOf(model), (state): Calibration => ({
         model,
         samples: state.samples,
-        inputRatio: state.ratio,
-        typicalOutput: typicalOutput(state)
+        inputRatio: inputRatio(state, settings),
+        typicalOutput: typicalOutput(state, settings)
       }))
   })
 }
 
-/** The estimator with js-tiktoken. */
+/**
+ * Builds an estimator with js-tiktoken. The encoding's ranks are loaded on the
+ * first `make` of the process (about 0.7 s) and shared; each estimator learns
+ * on its own.
+ *
+ * @example
+ * ```ts
+ * const estimator = yield* TokenEstimator.make({ safetyMargin: 0.1 })
+ * const estimate = yield* estimator.estimate(request)
+ * ```
+ */
+export const make = (options: Options = {}): Effect.Effect<TokenEstimator["Type"]> =>
+  Effect.gen(function*() {
+    const encode = yield* encoder(options.encoding ?? "o200k_base")
+    const states = yield* Ref.make(HashMap.empty<string, ModelState>())
+    return build(encode, settingsOf(options), states)
+  })
+
+/**
+ * An estimator over any encoder, built at once (its state is fresh on every
+ * call): for tests, or another tokenizer. `options.encoding` is ignored.
+ *
+ * @example
+ * ```ts
+ * const EstimatorFast = Layer.succeed(TokenEstimator.TokenEstimator, TokenEstimator.makeWith((text) => Math.ceil(text.length / 4)))
+ * ```
+ */
+export const makeWith = (encode: Encoder, options: Options = {}): TokenEstimator["Type"] =>
+  build(encode, settingsOf(options), Ref.unsafeMake(HashMap.empty<string, ModelState>()))
+
+/**
+ * The estimator with js-tiktoken, as a layer.
+ *
+ * @example
+ * ```ts
+ * program.pipe(Effect.provide(TokenEstimator.layer({ learnOutput: true })))
+ * ```
+ */
 export const layer = (options: Options = {}): Layer.Layer<TokenEstimator> => Layer.effect(TokenEstimator, make(options))
