@@ -14,14 +14,21 @@
  * const outcomes = Pipeline.run(documents, (doc) => client.complete(requestFor(doc)), { concurrency: 32 })
  * ```
  */
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import type * as LlmClient from "./LlmClient.js"
+import type * as Priority from "./Priority.js"
+import type * as RateLimiter from "./RateLimiter.js"
 
 /** Anything with an id. */
 export interface Document {
@@ -31,12 +38,22 @@ export interface Document {
 /** What happened to one document. */
 export type Outcome<A> =
   | { readonly _tag: "Succeeded"; readonly id: string; readonly value: A }
-  | { readonly _tag: "Failed"; readonly id: string; readonly reason: string; readonly error: unknown }
+  | { readonly _tag: "Failed"; readonly id: string; readonly reason: string; readonly error: unknown; readonly attempts: number }
   | { readonly _tag: "Shed"; readonly id: string; readonly reason: string }
   | { readonly _tag: "OverBudget"; readonly id: string; readonly reason: string }
   | { readonly _tag: "Skipped"; readonly id: string }
 
-/** Counts so far. */
+/** An outcome a checkpoint records: every one but `Skipped`. */
+export type Recorded = Exclude<Outcome<unknown>, { readonly _tag: "Skipped" }>
+
+/** How a checkpoint names an outcome. */
+export const statusOf = { Succeeded: "succeeded", Failed: "failed", Shed: "shed", OverBudget: "over-budget" } as const satisfies Record<Recorded["_tag"], string>
+
+/**
+ * Counts so far: documents by outcome, and (when a {@link Meter} watches the
+ * provider) the calls under them: every attempt, the 429s and 529s, retries,
+ * tokens and cost as the provider reported them.
+ */
 export interface Progress {
   readonly started: number
   readonly succeeded: number
@@ -45,9 +62,118 @@ export interface Progress {
   readonly overBudget: number
   readonly skipped: number
   readonly inFlight: number
+  /** Calls sent to the provider, retries included. */
+  readonly attempts: number
+  /** Calls the provider answered (and so charged against the request quota). */
+  readonly requests: number
+  /** Attempts after a document's first. */
+  readonly retries: number
+  /** 429 answers. */
+  readonly rateLimited: number
+  /** 529 answers. */
+  readonly overloaded: number
+  readonly inputTokens: number
+  readonly outputTokens: number
+  /** Cost in micro-dollars, when the meter has prices. */
+  readonly costMicros: number
 }
 
-export const emptyProgress: Progress = { started: 0, succeeded: 0, failed: 0, shed: 0, overBudget: 0, skipped: 0, inFlight: 0 }
+export const emptyProgress: Progress = {
+  started: 0,
+  succeeded: 0,
+  failed: 0,
+  shed: 0,
+  overBudget: 0,
+  skipped: 0,
+  inFlight: 0,
+  attempts: 0,
+  requests: 0,
+  retries: 0,
+  rateLimited: 0,
+  overloaded: 0,
+  inputTokens: 0,
+  outputTokens: 0,
+  costMicros: 0
+}
+
+/** Documents with an outcome (skipped ones included). */
+export const done = (progress: Progress): number =>
+  progress.succeeded + progress.failed + progress.shed + progress.overBudget + progress.skipped
+
+// ---------------------------------------------------------------------------
+// Meter: what the provider saw, per document
+// ---------------------------------------------------------------------------
+
+/**
+ * Watches the calls a pipeline makes to its provider. Put its `wrap` between
+ * the provider and the Governor, so that it sees every attempt (a retry is a
+ * second attempt) and every 429 the Governor absorbs; a request whose
+ * `metadata.documentId` names a document is counted against that document.
+ */
+export interface Meter {
+  readonly progress: SubscriptionRef.SubscriptionRef<Progress>
+  /** The same client, counting each call into `progress`. */
+  readonly wrap: <E>(client: LlmClient.Client<E>) => LlmClient.Client<E>
+  /** The attempts made for a document so far; forgets the document. */
+  readonly takeAttempts: (documentId: string) => Effect.Effect<number>
+}
+
+/** Options of a meter. */
+export interface MeterOptions {
+  /** The cost of a call's usage in micro-dollars (see `Pricing.costMicros`); unpriced when absent. */
+  readonly price?: ((model: string, usage: LlmClient.Usage) => number) | undefined
+  /** Where to count; a new ref when absent. */
+  readonly progress?: SubscriptionRef.SubscriptionRef<Progress> | undefined
+}
+
+const tagOf = (error: unknown): string | undefined =>
+  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" ? error._tag : undefined
+
+/** Builds a meter. */
+export const makeMeter = (options: MeterOptions = {}): Effect.Effect<Meter> =>
+  Effect.gen(function*() {
+    const progress = options.progress ?? (yield* SubscriptionRef.make(emptyProgress))
+    // Attempts of the documents in flight; a document leaves when its outcome is taken.
+    const attempts = new Map<string, number>()
+    const count = (request: LlmClient.Request, answer: { readonly response?: LlmClient.Response; readonly error?: unknown }) =>
+      Effect.suspend(() => {
+        const id = request.metadata?.documentId
+        if (id !== undefined) attempts.set(id, (attempts.get(id) ?? 0) + 1)
+        const usage = answer.response?.usage
+        const tag = tagOf(answer.error)
+        const cost = usage === undefined || options.price === undefined ? 0 : options.price(answer.response?.model ?? request.model, usage)
+        return SubscriptionRef.update(progress, (p) => ({
+          ...p,
+          attempts: p.attempts + 1,
+          requests: p.requests + (usage === undefined ? 0 : 1),
+          rateLimited: p.rateLimited + (tag === "RateLimited" ? 1 : 0),
+          overloaded: p.overloaded + (tag === "Overloaded" ? 1 : 0),
+          inputTokens: p.inputTokens + (usage === undefined ? 0 : usage.inputTokens + usage.cacheReadInputTokens + usage.cacheWriteInputTokens),
+          outputTokens: p.outputTokens + (usage?.outputTokens ?? 0),
+          costMicros: p.costMicros + cost
+        }))
+      })
+    const wrap = <E>(client: LlmClient.Client<E>): LlmClient.Client<E> => ({
+      ...client,
+      complete: (request) =>
+        client.complete(request).pipe(
+          Effect.tap((response) => count(request, { response })),
+          Effect.tapError((error) => count(request, { error }))
+        ),
+      stream: (request) =>
+        client.stream(request).pipe(
+          Stream.tap((event) => event._tag === "Done" ? count(request, { response: event.response }) : Effect.void),
+          Stream.tapError((error) => count(request, { error }))
+        )
+    })
+    const takeAttempts = (documentId: string) =>
+      Effect.sync(() => {
+        const n = attempts.get(documentId) ?? 0
+        attempts.delete(documentId)
+        return n
+      })
+    return { progress, wrap, takeAttempts }
+  })
 
 /** The checkpoint could not be read or written. */
 export class CheckpointError extends Data.TaggedError("CheckpointError")<{ readonly operation: string; readonly cause: unknown }> {
@@ -61,7 +187,7 @@ export class Checkpoint extends Context.Tag("@sluice/core/Pipeline/Checkpoint")<
   /** Whether the document succeeded in an earlier run. */
   readonly succeeded: (id: string) => Effect.Effect<boolean, CheckpointError>
   /** Records an outcome (replacing an earlier one of the same document). */
-  readonly record: (id: string, status: "succeeded" | "failed" | "shed" | "over-budget", reason: string | undefined) => Effect.Effect<void, CheckpointError>
+  readonly record: (outcome: Recorded) => Effect.Effect<void, CheckpointError>
 }>() {}
 
 /** A checkpoint in memory: one run of one process. */
@@ -70,7 +196,7 @@ export const layerCheckpointMemory: Layer.Layer<Checkpoint> = Layer.effect(
   Effect.map(Effect.suspend(() => Ref.make(new Map<string, string>())), (ref) =>
     Checkpoint.of({
       succeeded: (id) => Effect.map(Ref.get(ref), (map) => map.get(id) === "succeeded"),
-      record: (id, status) => Ref.update(ref, (map) => new Map(map).set(id, status))
+      record: (outcome) => Ref.update(ref, (map) => new Map(map).set(outcome.id, statusOf[outcome._tag]))
     }))
 )
 
@@ -78,12 +204,11 @@ export const layerCheckpointMemory: Layer.Layer<Checkpoint> = Layer.effect(
 export interface Options {
   /** Documents in flight at once. Default 16. */
   readonly concurrency?: number | undefined
-  /** Where the counts go, for a progress display. */
+  /** Where the counts go, for a progress display. The meter's, when a meter is given. */
   readonly progress?: SubscriptionRef.SubscriptionRef<Progress> | undefined
+  /** The meter watching the provider: failed outcomes then carry their attempts, and retries are counted. */
+  readonly meter?: Meter | undefined
 }
-
-const tagOf = (error: unknown): string | undefined =>
-  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" ? error._tag : undefined
 
 const reasonOf = (error: unknown): string =>
   Predicate.hasProperty(error, "message") && typeof error.message === "string" && error.message !== ""
@@ -91,18 +216,16 @@ const reasonOf = (error: unknown): string =>
     : String(error)
 
 /** The outcome of a failure: `Shed` and `BudgetExceeded` have outcomes of their own. */
-export const classify = (id: string, error: unknown): Outcome<never> => {
+export const classify = (id: string, error: unknown, attempts = 0): Outcome<never> => {
   switch (tagOf(error)) {
     case "Shed":
       return { _tag: "Shed", id, reason: reasonOf(error) }
     case "BudgetExceeded":
       return { _tag: "OverBudget", id, reason: reasonOf(error) }
     default:
-      return { _tag: "Failed", id, reason: reasonOf(error), error }
+      return { _tag: "Failed", id, reason: reasonOf(error), error, attempts }
   }
 }
-
-const statusOf = { Succeeded: "succeeded", Failed: "failed", Shed: "shed", OverBudget: "over-budget" } as const
 
 /**
  * Runs `process` once per document, `concurrency` at a time, and emits every
@@ -116,7 +239,8 @@ export const run = <D extends Document, A, E, R, E2, R2>(
 ): Stream.Stream<Outcome<A>, E2 | CheckpointError, R | R2 | Checkpoint> =>
   Stream.unwrap(Effect.gen(function*() {
     const checkpoint = yield* Checkpoint
-    const progress = options.progress
+    const meter = options.meter
+    const progress = options.progress ?? meter?.progress
     const count = (f: (p: Progress) => Progress) => progress === undefined ? Effect.void : SubscriptionRef.update(progress, f)
     const one = (document: D): Effect.Effect<Outcome<A>, CheckpointError, R> =>
       Effect.gen(function*() {
@@ -126,13 +250,15 @@ export const run = <D extends Document, A, E, R, E2, R2>(
         }
         yield* count((p) => ({ ...p, started: p.started + 1, inFlight: p.inFlight + 1 }))
         const result = yield* Effect.either(process(document))
+        const attempts = meter === undefined ? 0 : yield* meter.takeAttempts(document.id)
         const outcome: Outcome<A> = result._tag === "Right"
           ? { _tag: "Succeeded", id: document.id, value: result.right }
-          : classify(document.id, result.left)
-        yield* checkpoint.record(document.id, statusOf[outcome._tag as keyof typeof statusOf], outcome._tag === "Succeeded" || outcome._tag === "Skipped" ? undefined : outcome.reason)
+          : classify(document.id, result.left, attempts)
+        yield* checkpoint.record(outcome as Recorded)
         yield* count((p) => ({
           ...p,
           inFlight: p.inFlight - 1,
+          retries: p.retries + Math.max(0, attempts - 1),
           succeeded: p.succeeded + (outcome._tag === "Succeeded" ? 1 : 0),
           failed: p.failed + (outcome._tag === "Failed" ? 1 : 0),
           shed: p.shed + (outcome._tag === "Shed" ? 1 : 0),
@@ -141,4 +267,111 @@ export const run = <D extends Document, A, E, R, E2, R2>(
         return outcome
       }).pipe(Effect.withSpan("Pipeline.document", { attributes: { id: document.id } }))
     return Stream.mapEffect(documents, one, { concurrency: Math.max(1, options.concurrency ?? 16), unordered: true })
+  }))
+
+// ---------------------------------------------------------------------------
+// Monitor: a progress stream for front ends
+// ---------------------------------------------------------------------------
+
+/** Per-minute limits to show rates against. */
+export interface Limits {
+  readonly requests?: number | undefined
+  readonly inputTokens?: number | undefined
+  readonly outputTokens?: number | undefined
+}
+
+/** Rates per minute. */
+export interface Rates {
+  readonly requests: number
+  readonly inputTokens: number
+  readonly outputTokens: number
+}
+
+/** What a progress display shows at one instant. */
+export interface Snapshot {
+  /** Milliseconds since the monitor started. */
+  readonly elapsedMillis: number
+  /** Documents in the run, when known. */
+  readonly total: number | undefined
+  readonly progress: Progress
+  /** Provider-counted rates over the last `window`, per minute. */
+  readonly perMinute: Rates
+  readonly limits: Limits
+  /** Calls waiting in the limiter by class (zeros without a limiter). */
+  readonly queue: { readonly [C in Priority.Class]: number }
+  /** Calls holding a permit. */
+  readonly limiterInFlight: number
+}
+
+/** Options of {@link monitor}. */
+export interface MonitorOptions {
+  /** How often a snapshot is taken. Default 1 second. */
+  readonly every?: Duration.DurationInput | undefined
+  /** The window rates are measured over. Default 10 seconds. */
+  readonly window?: Duration.DurationInput | undefined
+  readonly total?: number | undefined
+  readonly limits?: Limits | undefined
+  /** The limiter and key whose queue to show. */
+  readonly limiter?: { readonly limiter: RateLimiter.RateLimiter["Type"]; readonly key: string } | undefined
+}
+
+interface Point {
+  readonly at: number
+  readonly requests: number
+  readonly inputTokens: number
+  readonly outputTokens: number
+}
+
+/**
+ * Rates per minute between the oldest point of `history` and `now` (pure).
+ * `history` is ordered by time; an empty or instantaneous history gives zeros.
+ */
+export const ratesPerMinute = (history: ReadonlyArray<Point>, now: Point): Rates => {
+  const first = history[0]
+  if (first === undefined || now.at <= first.at) return { requests: 0, inputTokens: 0, outputTokens: 0 }
+  const scale = 60_000 / (now.at - first.at)
+  return {
+    requests: (now.requests - first.requests) * scale,
+    inputTokens: (now.inputTokens - first.inputTokens) * scale,
+    outputTokens: (now.outputTokens - first.outputTokens) * scale
+  }
+}
+
+/**
+ * A snapshot of the run every `every` (the first at once): counts, rates per
+ * minute over the last `window` against the limits, and the limiter's queue by
+ * class. It never ends; take it until the run does (`Stream.interruptWhen`).
+ */
+export const monitor = (
+  progress: SubscriptionRef.SubscriptionRef<Progress>,
+  options: MonitorOptions = {}
+): Stream.Stream<Snapshot> =>
+  Stream.unwrap(Effect.gen(function*() {
+    const start = yield* Clock.currentTimeMillis
+    const window = Duration.toMillis(Duration.decode(options.window ?? Duration.seconds(10)))
+    let history: Array<Point> = [{ at: 0, requests: 0, inputTokens: 0, outputTokens: 0 }]
+    const limiter = options.limiter
+    const tick = Effect.gen(function*() {
+      const elapsedMillis = (yield* Clock.currentTimeMillis) - start
+      const current = yield* SubscriptionRef.get(progress)
+      const point: Point = { at: elapsedMillis, requests: current.requests, inputTokens: current.inputTokens, outputTokens: current.outputTokens }
+      // Keep the newest point at least `window` old, so the rate spans the whole window.
+      history.push(point)
+      const cut = history.findIndex((p) => p.at > elapsedMillis - window)
+      if (cut > 1) history = history.slice(cut - 1)
+      const perMinute = ratesPerMinute(history, point)
+      const stats = limiter === undefined
+        ? Option.none()
+        : yield* Effect.option(limiter.limiter.stats(limiter.key))
+      return {
+        elapsedMillis,
+        total: options.total,
+        progress: current,
+        perMinute,
+        limits: options.limits ?? {},
+        queue: Option.match(stats, { onNone: () => ({ interactive: 0, normal: 0, batch: 0 }), onSome: (s) => s.waiting }),
+        limiterInFlight: Option.match(stats, { onNone: () => current.inFlight, onSome: (s) => s.inFlight })
+      } satisfies Snapshot
+    })
+    return Stream.repeatEffectWithSchedule(tick, Schedule.spaced(options.every ?? Duration.seconds(1)))
   }))

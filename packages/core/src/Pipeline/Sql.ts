@@ -8,7 +8,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { Checkpoint, CheckpointError } from "../Pipeline.js"
+import { Checkpoint, CheckpointError, statusOf } from "../Pipeline.js"
 
 /** Builds the checkpoint over the `SqlClient` in context, creating its table if needed. */
 export const make: Effect.Effect<Checkpoint["Type"], CheckpointError, SqlClient.SqlClient> = Effect.gen(function*() {
@@ -20,9 +20,9 @@ export const make: Effect.Effect<Checkpoint["Type"], CheckpointError, SqlClient.
         Effect.map((rows) => rows[0]?.status === "succeeded"),
         Effect.mapError((cause) => new CheckpointError({ operation: "read", cause }))
       ),
-    record: (id, status, reason) =>
+    record: (outcome) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        sql`INSERT INTO sluice_checkpoint (doc_id, status, reason, updated_at) VALUES (${id}, ${status}, ${reason ?? null}, ${now})
+        sql`INSERT INTO sluice_checkpoint (doc_id, status, reason, updated_at) VALUES (${outcome.id}, ${statusOf[outcome._tag]}, ${outcome._tag === "Succeeded" ? null : outcome.reason}, ${now})
             ON CONFLICT (doc_id) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at`).pipe(
         Effect.asVoid,
         Effect.mapError((cause) => new CheckpointError({ operation: "record", cause }))
