@@ -89,7 +89,7 @@ describe("extraction schema", () => {
   const good = { title: "T", summary: "S.", keywords: ["a"], category: "energy", sentiment: "neutral" }
 
   it("the tool's input schema is generated from the Schema", () => {
-    const schema = Extraction.tool.inputSchema as { properties: Record<string, { enum?: ReadonlyArray<string> }>; required: ReadonlyArray<string> }
+    const schema = Extraction.tool.inputSchema as unknown as { properties: Record<string, { enum?: ReadonlyArray<string> }>; required: ReadonlyArray<string> }
     expect(schema.properties.category?.enum).toEqual([...Extraction.categories])
     expect([...schema.required].sort()).toEqual(["category", "keywords", "sentiment", "summary", "title"])
   })

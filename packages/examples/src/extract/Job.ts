@@ -188,11 +188,20 @@ export const run = (config: Config) =>
     const wallMillis = (yield* Clock.currentTimeMillis) - start
     yield* finished.open
     yield* Fiber.join(watching)
-    // The last word: a snapshot at the end, so the report's lines reach the final counts.
-    const last = yield* snapshots.pipe(Stream.take(1), Stream.runCollect)
-    yield* Effect.forEach(last, record, { discard: true })
-
     const progress = yield* Ref.get(meter.progress)
+    // The last word: a sample at the end, so the report's lines reach the final counts.
+    yield* Ref.update(samples, (all) => {
+      const previous = Chunk.last(all)
+      return Option.isNone(previous) ? all : Chunk.append(all, {
+        ...previous.value,
+        atSeconds: wallMillis / 1000,
+        done: Pipeline.done(progress),
+        http429: progress.rateLimited,
+        http529: progress.overloaded,
+        retries: progress.retries,
+        costUsd: Pricing.toUsd(progress.costMicros)
+      })
+    })
     const quotaMinutes = (wallMillis / 60_000) * config.timeScale
     const perMinute = (n: number) => quotaMinutes > 0 ? n / quotaMinutes : 0
     // What the quota allowed over the run: a full bucket at the start plus the refill since.

@@ -1,0 +1,210 @@
+/**
+ * The run's report: one self-contained HTML file (inline CSS and SVG, no
+ * script, no external URL) with charts of requests and tokens per minute
+ * against each limit, the limiter's queue by priority, 429s, 529s and retries
+ * over time, documents done, and the summary table. Pure functions.
+ */
+import type { Limits, Sample, Summary } from "./Summary.js"
+
+/** What the report is made of. */
+export interface ReportInput {
+  readonly title: string
+  /** ISO time, shown in the header. */
+  readonly generatedAt: string
+  readonly model: string
+  readonly limits: Limits
+  readonly samples: ReadonlyArray<Sample>
+  readonly summary: Summary
+  /** Plain sentences shown under the summary. */
+  readonly notes: ReadonlyArray<string>
+}
+
+/** Escapes text for HTML. */
+export const escapeHtml = (text: string): string =>
+  text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;")
+
+const round = (n: number): string => (Number.isFinite(n) ? String(Math.round(n * 10) / 10) : "0")
+const int = (n: number): string => Math.round(n).toLocaleString("en-US")
+
+/** A chart's drawing area and the ranges it maps. */
+export interface Scale {
+  readonly width: number
+  readonly height: number
+  readonly left: number
+  readonly right: number
+  readonly top: number
+  readonly bottom: number
+  readonly xMax: number
+  readonly yMax: number
+}
+
+/** The scale of a chart of `xMax` by `yMax` (each at least 1, so nothing divides by zero). */
+export const scale = (xMax: number, yMax: number): Scale => ({
+  width: 520,
+  height: 240,
+  left: 64,
+  right: 16,
+  top: 28,
+  bottom: 36,
+  xMax: Number.isFinite(xMax) && xMax > 0 ? xMax : 1,
+  yMax: Number.isFinite(yMax) && yMax > 0 ? yMax : 1
+})
+
+export const xOf = (s: Scale, x: number): number => s.left + (x / s.xMax) * (s.width - s.left - s.right)
+export const yOf = (s: Scale, y: number): number => s.height - s.bottom - (y / s.yMax) * (s.height - s.top - s.bottom)
+
+/** The `points` attribute of a polyline through `(x, y)` pairs. */
+export const polyline = (points: ReadonlyArray<readonly [number, number]>, s: Scale): string =>
+  points.map(([x, y]) => `${round(xOf(s, x))},${round(yOf(s, y))}`).join(" ")
+
+/** About five round tick values from 0 to `max`. */
+export const ticks = (max: number): ReadonlyArray<number> => {
+  if (!(max > 0)) return [0]
+  const raw = max / 5
+  const magnitude = Math.pow(10, Math.floor(Math.log10(raw)))
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((candidate) => candidate >= raw) ?? raw
+  const out: Array<number> = []
+  for (let v = 0; v <= max + step * 1e-9; v += step) out.push(v)
+  return out
+}
+
+const short = (n: number): string =>
+  n >= 1_000_000 ? `${round(n / 1_000_000)}M` : n >= 1_000 ? `${round(n / 1_000)}k` : round(n)
+
+const colours = {
+  value: "#2563eb",
+  limit: "#dc2626",
+  interactive: "#16a34a",
+  normal: "#ca8a04",
+  batch: "#2563eb",
+  inFlight: "#6b7280",
+  http429: "#dc2626",
+  http529: "#9333ea",
+  retries: "#ea580c",
+  done: "#0f766e"
+} as const
+type SeriesName = keyof typeof colours
+
+interface Series {
+  readonly name: SeriesName
+  readonly label: string
+  readonly points: ReadonlyArray<readonly [number, number]>
+  readonly dashed?: boolean
+}
+
+/** One chart: axes, ticks, series and legend, as inline SVG. */
+const chart = (id: string, title: string, unit: "s" | "min", series: ReadonlyArray<Series>, yFloor = 0): string => {
+  const xs = series.flatMap((line) => line.points.map(([x]) => x))
+  const ys = series.flatMap((line) => line.points.map(([, y]) => y))
+  const s = scale(Math.max(0, ...xs), Math.max(yFloor, ...ys) * 1.1)
+  const xTicks = ticks(s.xMax)
+  const yTicks = ticks(s.yMax)
+  const grid = [
+    ...yTicks.map((v) =>
+      `<line x1="${s.left}" x2="${s.width - s.right}" y1="${round(yOf(s, v))}" y2="${round(yOf(s, v))}" class="grid"/>` +
+      `<text x="${s.left - 6}" y="${round(yOf(s, v) + 4)}" text-anchor="end">${short(v)}</text>`
+    ),
+    ...xTicks.map((v) =>
+      `<text x="${round(xOf(s, v))}" y="${s.height - s.bottom + 16}" text-anchor="middle">${round(v)}</text>`
+    )
+  ].join("")
+  const lines = series.map((line) =>
+    line.points.length === 1
+      ? `<circle data-series="${line.name}" cx="${round(xOf(s, line.points[0]![0]))}" cy="${round(yOf(s, line.points[0]![1]))}" r="3" fill="${colours[line.name]}"/>`
+      : `<polyline data-series="${line.name}" fill="none" stroke="${colours[line.name]}" stroke-width="2"${line.dashed === true ? ` stroke-dasharray="6 4"` : ""} points="${polyline(line.points, s)}"/>`
+  ).join("")
+  const legend = series.map((line, i) =>
+    `<g transform="translate(${s.left + 8 + i * 96},${s.top - 12})"><rect width="10" height="10" y="-9" fill="${colours[line.name]}"/><text x="14">${escapeHtml(line.label)}</text></g>`
+  ).join("")
+  return `<figure><figcaption>${escapeHtml(title)}</figcaption>` +
+    `<svg data-chart="${id}" viewBox="0 0 ${s.width} ${s.height}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="${escapeHtml(title)}">` +
+    `<g class="axis">${grid}<line x1="${s.left}" x2="${s.left}" y1="${s.top}" y2="${s.height - s.bottom}"/>` +
+    `<line x1="${s.left}" x2="${s.width - s.right}" y1="${s.height - s.bottom}" y2="${s.height - s.bottom}"/>` +
+    `<text x="${s.width - s.right}" y="${s.height - 4}" text-anchor="end">${unit === "s" ? "seconds" : "minutes"}</text></g>` +
+    `${lines}${legend}</svg></figure>`
+}
+
+/** The report as one HTML document. */
+export const render = (input: ReportInput): string => {
+  const { limits, samples, summary } = input
+  const lastSecond = samples.at(-1)?.atSeconds ?? 0
+  const unit = lastSecond > 300 ? "min" : "s"
+  const x = (sample: Sample) => (unit === "min" ? sample.atSeconds / 60 : sample.atSeconds)
+  const along = (f: (sample: Sample) => number) => samples.map((sample) => [x(sample), f(sample)] as const)
+  const limitLine = (limit: number) => samples.length === 0 ? [] : [[0, limit] as const, [x(samples.at(-1)!), limit] as const]
+  const rate = (id: string, title: string, f: (sample: Sample) => number, limit: number) =>
+    chart(id, title, unit, [
+      { name: "value", label: "used", points: along(f) },
+      { name: "limit", label: "limit", points: limitLine(limit), dashed: true }
+    ], limit)
+  const charts = samples.length === 0
+    ? `<p class="empty">No samples were taken: the run ended before the first second.</p>`
+    : [
+      rate("requests", "Requests per minute", (s) => s.requestsPerMinute, limits.requestsPerMinute),
+      rate("inputTokens", "Input tokens per minute", (s) => s.inputTokensPerMinute, limits.inputTokensPerMinute),
+      rate("outputTokens", "Output tokens per minute", (s) => s.outputTokensPerMinute, limits.outputTokensPerMinute),
+      chart("queue", "Queue depth by priority, and calls in flight", unit, [
+        { name: "interactive", label: "interactive", points: along((s) => s.queue.interactive) },
+        { name: "normal", label: "normal", points: along((s) => s.queue.normal) },
+        { name: "batch", label: "batch", points: along((s) => s.queue.batch) },
+        { name: "inFlight", label: "in flight", points: along((s) => s.inFlight) }
+      ]),
+      chart("errors", "429s, 529s and retries (cumulative)", unit, [
+        { name: "http429", label: "429s", points: along((s) => s.http429) },
+        { name: "http529", label: "529s", points: along((s) => s.http529) },
+        { name: "retries", label: "retries", points: along((s) => s.retries) }
+      ], 1),
+      chart("done", "Documents with an outcome", unit, [{ name: "done", label: "done", points: along((s) => s.done) }], summary.documents)
+    ].join("")
+  const ofLimit = (rate: number, limit: number) => `${int(rate)} (${limit > 0 ? Math.round((100 * rate) / limit) : 0} % of ${int(limit)})`
+  const rows: ReadonlyArray<readonly [string, string]> = [
+    ["Documents", int(summary.documents)],
+    ["Succeeded", int(summary.succeeded)],
+    ["Failed", int(summary.failed)],
+    ["Shed", int(summary.shed)],
+    ["Over budget", int(summary.overBudget)],
+    ["Skipped (done by an earlier run)", int(summary.skipped)],
+    ["429 answers", int(summary.http429)],
+    ["529 answers", int(summary.http529)],
+    ["Retries", int(summary.retries)],
+    ["Input tokens", int(summary.inputTokens)],
+    ["Output tokens", int(summary.outputTokens)],
+    ["Cost", `$${summary.costUsd.toFixed(4)}`],
+    ["Wall time", `${summary.wallSeconds.toFixed(1)} s`],
+    ["Requests per minute", ofLimit(summary.requestsPerMinute, limits.requestsPerMinute)],
+    ["Input tokens per minute", ofLimit(summary.inputTokensPerMinute, limits.inputTokensPerMinute)],
+    ["Output tokens per minute", ofLimit(summary.outputTokensPerMinute, limits.outputTokensPerMinute)],
+    ["Stopped early", summary.interrupted ? "yes" : "no"]
+  ]
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(input.title)}</title>
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;background:#f8fafc;color:#0f172a;margin:0;padding:24px}
+main{max-width:1100px;margin:0 auto}
+h1{font-size:22px;margin:0 0 4px}
+.meta{color:#475569;margin:0 0 16px}
+.headline{font-size:18px;margin:0 0 16px}
+.grid-charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:16px}
+figure{background:#fff;border:1px solid #e2e8f0;border-radius:8px;margin:0;padding:8px 8px 0}
+figcaption{font-weight:600;padding:4px 8px}
+svg{width:100%;height:auto;font-size:11px}
+svg text{fill:#475569}
+.axis line{stroke:#94a3b8}
+line.grid{stroke:#e2e8f0}
+table{border-collapse:collapse;background:#fff;border:1px solid #e2e8f0;margin:16px 0;min-width:480px}
+td{padding:6px 12px;border-bottom:1px solid #e2e8f0}
+td:last-child{text-align:right;font-variant-numeric:tabular-nums}
+.notes li{margin:4px 0}
+.empty{color:#475569}
+</style></head>
+<body><main>
+<h1>${escapeHtml(input.title)}</h1>
+<p class="meta">${escapeHtml(input.model)} · generated ${escapeHtml(input.generatedAt)} · limits ${int(limits.requestsPerMinute)} requests, ${int(limits.inputTokensPerMinute)} input and ${int(limits.outputTokensPerMinute)} output tokens a minute</p>
+<p class="headline">${int(summary.succeeded)} of ${int(summary.documents)} documents extracted, ${int(summary.failed + summary.shed + summary.overBudget)} not (failed ${int(summary.failed)}, shed ${int(summary.shed)}, over budget ${int(summary.overBudget)})${summary.skipped > 0 ? `, ${int(summary.skipped)} skipped` : ""} · ${int(summary.http429)} × 429 · ${summary.wallSeconds.toFixed(1)} s</p>
+<section class="grid-charts">${charts}</section>
+<table>${rows.map(([label, value]) => `<tr><td>${escapeHtml(label)}</td><td>${escapeHtml(value)}</td></tr>`).join("")}</table>
+${input.notes.length > 0 ? `<ul class="notes">${input.notes.map((note) => `<li>${escapeHtml(note)}</li>`).join("")}</ul>` : ""}
+</main></body></html>
+`
+}
