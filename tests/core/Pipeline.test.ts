@@ -1,8 +1,8 @@
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Pipeline, RateLimiter } from "@sluice/core"
+import { LlmClient, Pipeline, RateLimiter } from "@sluice/core"
 import * as PipelineSql from "@sluice/core/Pipeline/Sql"
-import { Chunk, Data, Effect, Layer, Ref, Stream, SubscriptionRef, TestClock } from "effect"
+import { Chunk, Data, Effect, Fiber, Layer, Ref, Stream, SubscriptionRef, TestClock } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -72,4 +72,87 @@ describe("Pipeline", () => {
       // 20 calls the first time, only the 3 failures again
       expect(yield* Ref.get(calls)).toBe(23)
     }))
+})
+
+describe("Pipeline meter and monitor", () => {
+  const usage = { inputTokens: 100, outputTokens: 20, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+  const response = (model: string): LlmClient.Response => ({ id: "r", model, content: [], stopReason: "end_turn", usage, rateLimits: { dimensions: {} } })
+
+  /** A provider that answers 429 to a document's first `failFirst` attempts. */
+  const flaky = (failFirst: number): LlmClient.Provider => {
+    const seen = new Map<string, number>()
+    return {
+      provider: "test",
+      complete: (request) =>
+        Effect.suspend(() => {
+          const id = request.metadata?.documentId ?? ""
+          const n = (seen.get(id) ?? 0) + 1
+          seen.set(id, n)
+          return n <= failFirst
+            ? Effect.fail(new LlmClient.RateLimited({ provider: "test", model: request.model, status: 429, detail: "slow down" }))
+            : Effect.succeed(response(request.model))
+        }),
+      stream: () => Stream.empty
+    }
+  }
+  const ask = (client: LlmClient.Provider, id: string) =>
+    client.complete({ model: "m", messages: [{ role: "user", content: "hi" }], maxOutputTokens: 10, metadata: { documentId: id } })
+
+  it.effect("the meter counts every attempt, the 429s under a retry, tokens and cost; a failed outcome carries its attempts", () =>
+    Effect.gen(function*() {
+      const meter = yield* Pipeline.makeMeter({ price: (_model, u) => u.inputTokens * 2 + u.outputTokens * 10 })
+      const client = meter.wrap(flaky(2))
+      // d0 and d1 succeed on their third attempt (two retries each); d2 gives up after two.
+      const process = (doc: { readonly id: string }) =>
+        ask(client, doc.id).pipe(Effect.retry({ times: doc.id === "d2" ? 1 : 5 }))
+      const outcomes = Chunk.toReadonlyArray(yield* Stream.runCollect(Pipeline.run(Stream.make({ id: "d0" }, { id: "d1" }, { id: "d2" }), process, { meter })))
+      const failed = outcomes.find((o) => o._tag === "Failed")
+      expect(failed?._tag === "Failed" && failed.attempts).toBe(2)
+      expect(yield* SubscriptionRef.get(meter.progress)).toMatchObject({
+        succeeded: 2,
+        failed: 1,
+        attempts: 8,
+        requests: 2,
+        rateLimited: 6,
+        retries: 5,
+        inputTokens: 200,
+        outputTokens: 40,
+        costMicros: 2 * (200 + 200)
+      })
+    }).pipe(Effect.provide(Pipeline.layerCheckpointMemory)))
+
+  it("rates per minute span the window from its oldest point", () => {
+    const rates = Pipeline.ratesPerMinute(
+      [{ at: 0, requests: 0, inputTokens: 0, outputTokens: 0 }],
+      { at: 30_000, requests: 10, inputTokens: 5_000, outputTokens: 700 }
+    )
+    expect(rates).toEqual({ requests: 20, inputTokens: 10_000, outputTokens: 1_400 })
+    expect(Pipeline.ratesPerMinute([], { at: 1, requests: 1, inputTokens: 1, outputTokens: 1 }).requests).toBe(0)
+  })
+
+  it.effect("the monitor emits a snapshot every interval, with rates over the last window and the limiter's queue", () =>
+    Effect.gen(function*() {
+      const progress = yield* SubscriptionRef.make(Pipeline.emptyProgress)
+      const limiter = yield* RateLimiter.RateLimiter
+      const snapshots = yield* Ref.make<Array<Pipeline.Snapshot>>([])
+      const fiber = yield* Pipeline.monitor(progress, { every: "1 second", window: "10 seconds", total: 100, limiter: { limiter, key: "k" } }).pipe(
+        Stream.runForEach((snapshot) => Ref.update(snapshots, (all) => [...all, snapshot])),
+        Effect.fork
+      )
+      // 60 requests and 6,000 input tokens a minute for 20 seconds, then nothing.
+      for (let second = 1; second <= 30; second++) {
+        if (second <= 20) yield* SubscriptionRef.update(progress, (p) => ({ ...p, requests: p.requests + 1, inputTokens: p.inputTokens + 100 }))
+        yield* TestClock.adjust("1 second")
+      }
+      yield* Fiber.interrupt(fiber)
+      const all = yield* Ref.get(snapshots)
+      expect(all.length).toBe(31)
+      const at = (seconds: number) => all.find((s) => s.elapsedMillis === seconds * 1_000)!
+      expect(at(15).perMinute.requests).toBeCloseTo(60, 5)
+      expect(at(15).perMinute.inputTokens).toBeCloseTo(6_000, 5)
+      // Ten seconds after the last request the window is empty again.
+      expect(at(30).perMinute.requests).toBe(0)
+      expect(at(30).total).toBe(100)
+      expect(at(30).queue).toEqual({ interactive: 0, normal: 0, batch: 0 })
+    }).pipe(Effect.provide(RateLimiter.layerMemory({ quotas: { k: { requests: { limit: 10, per: 60_000 } } } }))))
 })

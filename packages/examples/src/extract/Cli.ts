@@ -246,8 +246,8 @@ export const command = Command.make("extract", options, (flags) =>
         Effect.gen(function*() {
           yield* Console.error("\nstopping: no new documents; waiting for the calls in flight (Ctrl-C again quits at once)")
           yield* Deferred.succeed(stop, undefined)
+          // The job prints its summary, with where it stopped and how to resume.
           yield* Fiber.await(job)
-          yield* Console.error("stopped. Run the same command again to resume: extracted documents are skipped.")
         })
       )
     )
