@@ -8,10 +8,9 @@
  * calls. It prints progress, then what the simulator — the judge — counted:
  * 429s received, and how much of what the quota allowed over the run was used.
  *
- *   pnpm start            (from the repository root; about 30 seconds)
+ *   pnpm demo:governed    (from the repository root; about 20 seconds)
  *
- * This is a preview of the main job (the pipeline issue brings the extraction
- * job proper: SQLite, resume, report).
+ * A short tour; the main job is `pnpm start` (`extract.ts`).
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Governor, LlmClient, RateLimiter, TokenEstimator } from "@sluice/core"
