@@ -22,7 +22,6 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
-import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -190,14 +189,19 @@ export class Checkpoint extends Context.Tag("@sluice/core/Pipeline/Checkpoint")<
   readonly record: (outcome: Recorded) => Effect.Effect<void, CheckpointError>
 }>() {}
 
-/** A checkpoint in memory: one run of one process. */
-export const layerCheckpointMemory: Layer.Layer<Checkpoint> = Layer.effect(
+/** A checkpoint in memory: one run of one process. It keeps one entry per document. */
+export const layerCheckpointMemory: Layer.Layer<Checkpoint> = Layer.sync(Checkpoint, () => {
+  const statuses = new Map<string, string>()
+  return Checkpoint.of({
+    succeeded: (id) => Effect.sync(() => statuses.get(id) === "succeeded"),
+    record: (outcome) => Effect.sync(() => void statuses.set(outcome.id, statusOf[outcome._tag]))
+  })
+})
+
+/** No checkpoint: nothing is skipped and nothing kept (a run that need not resume, over any number of documents). */
+export const layerCheckpointNone: Layer.Layer<Checkpoint> = Layer.succeed(
   Checkpoint,
-  Effect.map(Effect.suspend(() => Ref.make(new Map<string, string>())), (ref) =>
-    Checkpoint.of({
-      succeeded: (id) => Effect.map(Ref.get(ref), (map) => map.get(id) === "succeeded"),
-      record: (outcome) => Ref.update(ref, (map) => new Map(map).set(outcome.id, statusOf[outcome._tag]))
-    }))
+  Checkpoint.of({ succeeded: () => Effect.succeed(false), record: () => Effect.void })
 )
 
 /** Options of a run. */

@@ -24,7 +24,12 @@ export const escapeHtml = (text: string): string =>
   text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;")
 
 const round = (n: number): string => (Number.isFinite(n) ? String(Math.round(n * 10) / 10) : "0")
-const int = (n: number): string => Math.round(n).toLocaleString("en-US")
+/** A count with thousands separators; a non-finite input prints as "n/a", never as `NaN`. */
+const int = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "n/a")
+const fixed = (n: number, digits: number): string => (Number.isFinite(n) ? n.toFixed(digits) : "n/a")
+/** The largest of `values` and `floor` (no spread, so a long run cannot overflow the call stack). */
+const largest = (values: ReadonlyArray<number>, floor: number): number =>
+  values.reduce((max, v) => (Number.isFinite(v) && v > max ? v : max), floor)
 
 /** A chart's drawing area and the ranges it maps. */
 export interface Scale {
@@ -50,35 +55,54 @@ export const scale = (xMax: number, yMax: number): Scale => ({
   yMax: Number.isFinite(yMax) && yMax > 0 ? yMax : 1
 })
 
+/** The SVG x coordinate of data value `x`. */
 export const xOf = (s: Scale, x: number): number => s.left + (x / s.xMax) * (s.width - s.left - s.right)
+/** The SVG y coordinate of data value `y` (0 at the bottom of the drawing area). */
 export const yOf = (s: Scale, y: number): number => s.height - s.bottom - (y / s.yMax) * (s.height - s.top - s.bottom)
 
 /** The `points` attribute of a polyline through `(x, y)` pairs. */
 export const polyline = (points: ReadonlyArray<readonly [number, number]>, s: Scale): string =>
   points.map(([x, y]) => `${round(xOf(s, x))},${round(yOf(s, y))}`).join(" ")
 
-/** About five round tick values from 0 to `max`. */
-export const ticks = (max: number): ReadonlyArray<number> => {
-  if (!(max > 0)) return [0]
+/**
+ * About five round tick values from 0 to `max`. With `integer`, the step is at
+ * least 1 (counts such as queue depth have no half requests).
+ *
+ * @example
+ * ticks(2_200) // [0, 500, 1000, 1500, 2000]
+ * ticks(1.1, true) // [0, 1]
+ */
+export const ticks = (max: number, integer = false): ReadonlyArray<number> => {
+  if (!(max > 0) || !Number.isFinite(max)) return [0]
   const raw = max / 5
   const magnitude = Math.pow(10, Math.floor(Math.log10(raw)))
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((candidate) => candidate >= raw) ?? raw
+  const step = [1, 2, 2.5, 5, 10]
+    .map((m) => m * magnitude)
+    .filter((candidate) => !integer || (candidate >= 1 && Number.isInteger(candidate)))
+    .find((candidate) => candidate >= raw) ?? (integer ? Math.max(1, Math.ceil(raw)) : raw)
   const out: Array<number> = []
-  for (let v = 0; v <= max + step * 1e-9; v += step) out.push(v)
+  // Multiplying (not adding) keeps 0.1 steps from drifting to 0.30000000000000004.
+  for (let i = 0; i * step <= max + step * 1e-9; i++) out.push(Number((i * step).toPrecision(12)))
   return out
 }
 
+/** A tick label: 2.5k, 4M, 0.25 (two decimals below 1,000 so that 0.25 is not labelled 0.3). */
 const short = (n: number): string =>
-  n >= 1_000_000 ? `${round(n / 1_000_000)}M` : n >= 1_000 ? `${round(n / 1_000)}k` : round(n)
+  n >= 1_000_000
+    ? `${Math.round(n / 10_000) / 100}M`
+    : n >= 1_000
+    ? `${Math.round(n / 10) / 100}k`
+    : String(Math.round(n * 100) / 100)
 
-const colours = {
+/** One colour per series, the same in every chart, and no two series alike. */
+export const colours = {
   value: "#2563eb",
   limit: "#dc2626",
   interactive: "#16a34a",
   normal: "#ca8a04",
-  batch: "#2563eb",
-  inFlight: "#6b7280",
-  http429: "#dc2626",
+  batch: "#0891b2",
+  inFlight: "#64748b",
+  http429: "#be185d",
   http529: "#9333ea",
   retries: "#ea580c",
   done: "#0f766e"
@@ -92,20 +116,26 @@ interface Series {
   readonly dashed?: boolean
 }
 
-/** One chart: axes, ticks, series and legend, as inline SVG. */
-const chart = (id: string, title: string, unit: "s" | "min", series: ReadonlyArray<Series>, yFloor = 0): string => {
+/** How a chart draws its y axis: the least top of its range, and whether its values are counts. */
+interface Axis {
+  readonly yFloor?: number
+  readonly integer?: boolean
+}
+
+/** One chart: axes, ticks, series and legend, as inline SVG. The y range is the largest value (or `yFloor`) × 1.1. */
+const chart = (id: string, title: string, unit: "s" | "min", series: ReadonlyArray<Series>, axis: Axis = {}): string => {
   const xs = series.flatMap((line) => line.points.map(([x]) => x))
   const ys = series.flatMap((line) => line.points.map(([, y]) => y))
-  const s = scale(Math.max(0, ...xs), Math.max(yFloor, ...ys) * 1.1)
+  const s = scale(largest(xs, 0), largest(ys, axis.yFloor ?? 0) * 1.1)
   const xTicks = ticks(s.xMax)
-  const yTicks = ticks(s.yMax)
+  const yTicks = ticks(s.yMax, axis.integer === true)
   const grid = [
     ...yTicks.map((v) =>
       `<line x1="${s.left}" x2="${s.width - s.right}" y1="${round(yOf(s, v))}" y2="${round(yOf(s, v))}" class="grid"/>` +
       `<text x="${s.left - 6}" y="${round(yOf(s, v) + 4)}" text-anchor="end">${short(v)}</text>`
     ),
     ...xTicks.map((v) =>
-      `<text x="${round(xOf(s, v))}" y="${s.height - s.bottom + 16}" text-anchor="middle">${round(v)}</text>`
+      `<text x="${round(xOf(s, v))}" y="${s.height - s.bottom + 16}" text-anchor="middle">${short(v)}</text>`
     )
   ].join("")
   const lines = series.map((line) =>
@@ -118,25 +148,32 @@ const chart = (id: string, title: string, unit: "s" | "min", series: ReadonlyArr
   ).join("")
   return `<figure><figcaption>${escapeHtml(title)}</figcaption>` +
     `<svg data-chart="${id}" viewBox="0 0 ${s.width} ${s.height}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="${escapeHtml(title)}">` +
+    `<title>${escapeHtml(title)}</title>` +
     `<g class="axis">${grid}<line x1="${s.left}" x2="${s.left}" y1="${s.top}" y2="${s.height - s.bottom}"/>` +
     `<line x1="${s.left}" x2="${s.width - s.right}" y1="${s.height - s.bottom}" y2="${s.height - s.bottom}"/>` +
     `<text x="${s.width - s.right}" y="${s.height - 4}" text-anchor="end">${unit === "s" ? "seconds" : "minutes"}</text></g>` +
     `${lines}${legend}</svg></figure>`
 }
 
-/** The report as one HTML document. */
+/**
+ * The report as one HTML document: inline CSS, inline SVG charts, no script and
+ * no URL but the SVG namespace. Text from `input` is escaped. With no samples, a
+ * sentence stands in for the charts.
+ */
 export const render = (input: ReportInput): string => {
   const { limits, samples, summary } = input
   const lastSecond = samples.at(-1)?.atSeconds ?? 0
   const unit = lastSecond > 300 ? "min" : "s"
   const x = (sample: Sample) => (unit === "min" ? sample.atSeconds / 60 : sample.atSeconds)
   const along = (f: (sample: Sample) => number) => samples.map((sample) => [x(sample), f(sample)] as const)
-  const limitLine = (limit: number) => samples.length === 0 ? [] : [[0, limit] as const, [x(samples.at(-1)!), limit] as const]
+  // Across the whole x axis, at least one unit wide, so a run with one sample at 0 s still shows its limit.
+  const lastX = largest(samples.map(x), 1)
+  const limitLine = (limit: number) => [[0, limit] as const, [lastX, limit] as const]
   const rate = (id: string, title: string, f: (sample: Sample) => number, limit: number) =>
     chart(id, title, unit, [
       { name: "value", label: "used", points: along(f) },
       { name: "limit", label: "limit", points: limitLine(limit), dashed: true }
-    ], limit)
+    ], { yFloor: limit })
   const charts = samples.length === 0
     ? `<p class="empty">No samples were taken: the run ended before the first second.</p>`
     : [
@@ -148,15 +185,19 @@ export const render = (input: ReportInput): string => {
         { name: "normal", label: "normal", points: along((s) => s.queue.normal) },
         { name: "batch", label: "batch", points: along((s) => s.queue.batch) },
         { name: "inFlight", label: "in flight", points: along((s) => s.inFlight) }
-      ]),
+      ], { integer: true }),
       chart("errors", "429s, 529s and retries (cumulative)", unit, [
         { name: "http429", label: "429s", points: along((s) => s.http429) },
         { name: "http529", label: "529s", points: along((s) => s.http529) },
         { name: "retries", label: "retries", points: along((s) => s.retries) }
-      ], 1),
-      chart("done", "Documents with an outcome", unit, [{ name: "done", label: "done", points: along((s) => s.done) }], summary.documents)
+      ], { yFloor: 1, integer: true }),
+      chart("done", "Documents with an outcome", unit, [{ name: "done", label: "done", points: along((s) => s.done) }], {
+        yFloor: summary.documents,
+        integer: true
+      })
     ].join("")
-  const ofLimit = (rate: number, limit: number) => `${int(rate)} (${limit > 0 ? Math.round((100 * rate) / limit) : 0} % of ${int(limit)})`
+  const ofLimit = (rate: number, limit: number) =>
+    limit > 0 && Number.isFinite(rate) ? `${int(rate)} (${Math.round((100 * rate) / limit)} % of ${int(limit)})` : `${int(rate)} (limit ${int(limit)})`
   const rows: ReadonlyArray<readonly [string, string]> = [
     ["Documents", int(summary.documents)],
     ["Succeeded", int(summary.succeeded)],
@@ -169,8 +210,8 @@ export const render = (input: ReportInput): string => {
     ["Retries", int(summary.retries)],
     ["Input tokens", int(summary.inputTokens)],
     ["Output tokens", int(summary.outputTokens)],
-    ["Cost", `$${summary.costUsd.toFixed(4)}`],
-    ["Wall time", `${summary.wallSeconds.toFixed(1)} s`],
+    ["Cost", `$${fixed(summary.costUsd, 4)}`],
+    ["Wall time", `${fixed(summary.wallSeconds, 1)} s`],
     ["Requests per minute", ofLimit(summary.requestsPerMinute, limits.requestsPerMinute)],
     ["Input tokens per minute", ofLimit(summary.inputTokensPerMinute, limits.inputTokensPerMinute)],
     ["Output tokens per minute", ofLimit(summary.outputTokensPerMinute, limits.outputTokensPerMinute)],
@@ -201,7 +242,7 @@ td:last-child{text-align:right;font-variant-numeric:tabular-nums}
 <body><main>
 <h1>${escapeHtml(input.title)}</h1>
 <p class="meta">${escapeHtml(input.model)} · generated ${escapeHtml(input.generatedAt)} · limits ${int(limits.requestsPerMinute)} requests, ${int(limits.inputTokensPerMinute)} input and ${int(limits.outputTokensPerMinute)} output tokens a minute</p>
-<p class="headline">${int(summary.succeeded)} of ${int(summary.documents)} documents extracted, ${int(summary.failed + summary.shed + summary.overBudget)} not (failed ${int(summary.failed)}, shed ${int(summary.shed)}, over budget ${int(summary.overBudget)})${summary.skipped > 0 ? `, ${int(summary.skipped)} skipped` : ""} · ${int(summary.http429)} × 429 · ${summary.wallSeconds.toFixed(1)} s</p>
+<p class="headline">${int(summary.succeeded)} of ${int(summary.documents)} documents extracted, ${int(summary.failed + summary.shed + summary.overBudget)} not (failed ${int(summary.failed)}, shed ${int(summary.shed)}, over budget ${int(summary.overBudget)})${summary.skipped > 0 ? `, ${int(summary.skipped)} skipped` : ""} · ${int(summary.http429)} × 429 · ${fixed(summary.wallSeconds, 1)} s${summary.interrupted ? " · stopped early" : ""}</p>
 <section class="grid-charts">${charts}</section>
 <table>${rows.map(([label, value]) => `<tr><td>${escapeHtml(label)}</td><td>${escapeHtml(value)}</td></tr>`).join("")}</table>
 ${input.notes.length > 0 ? `<ul class="notes">${input.notes.map((note) => `<li>${escapeHtml(note)}</li>`).join("")}</ul>` : ""}
