@@ -4,8 +4,8 @@
  * seed), in one run. The simulator's stats are the judge of 429s and
  * utilisation, not the contenders' own counters.
  *
- *   pnpm bench              the full run (about 16 minutes on two cores)
- *   pnpm bench --quick      a smoke run (about three minutes)
+ *   pnpm bench              the full run (about 9 minutes on two cores)
+ *   pnpm bench --quick      a smoke run (about two minutes)
  *   pnpm bench --help
  */
 import * as Command from "@effect/cli/Command"
@@ -159,14 +159,14 @@ const fleet: ReadonlyArray<ContenderName> = ["sluice (redis)", "bottleneck (redi
 
 const command = Command.make("bench", {
   quick: Options.boolean("quick").pipe(Options.withDescription("A smoke run: fewer documents, a faster clock, fewer operations")),
-  timeScale: Options.float("time-scale").pipe(Options.optional, Options.withDescription("How many times faster than real time the provider's minute runs (default 20, quick 60)")),
+  timeScale: Options.float("time-scale").pipe(Options.optional, Options.withDescription("How many times faster than real time the provider's minute runs (default 40, quick 60)")),
   scenarios: Options.text("scenarios").pipe(Options.withDefault("1,2,3,4,5,6"), Options.withDescription("Which scenarios to run, e.g. 1,3")),
   only: Options.text("only").pipe(Options.optional, Options.withDescription("Run only these contenders (comma-separated names)")),
   out: Options.text("out").pipe(Options.optional, Options.withDescription("Also write the tables (markdown) to this file")),
-  scaleDocs: Options.integer("scale-docs").pipe(Options.optional, Options.withDescription("Documents in scenario 6 (default 200,000; quick 20,000; the issue's figure is 1,000,000, about 14 minutes)"))
+  scaleDocs: Options.integer("scale-docs").pipe(Options.optional, Options.withDescription("Documents in scenario 6 (default 100,000; quick 20,000; the issue's figure is 1,000,000, about 12 minutes)"))
 }, (flags) =>
   Effect.gen(function*() {
-    const scale = Option.getOrElse(flags.timeScale, () => (flags.quick ? 60 : 20))
+    const scale = Option.getOrElse(flags.timeScale, () => (flags.quick ? 60 : 40))
     const docs = flags.quick ? 500 : 5_000
     const wanted = new Set(flags.scenarios.split(",").map((s) => s.trim()))
     const only = Option.map(flags.only, (text) => new Set(text.split(",").map((s) => s.trim())))
@@ -216,7 +216,7 @@ const command = Command.make("bench", {
     if (wanted.has("6")) {
       yield* say("\n### 6. Scale (tiny documents through the pipeline, in-process provider, no binding limit)\n")
       const { scale: scaleRun } = yield* Effect.promise(() => import("./peers/scale.js"))
-      yield* say(yield* scaleRun({ documents: Option.getOrElse(flags.scaleDocs, () => (flags.quick ? 20_000 : 200_000)) }))
+      yield* say(yield* scaleRun({ documents: Option.getOrElse(flags.scaleDocs, () => (flags.quick ? 20_000 : 100_000)) }))
     }
     yield* say(`\nThe whole run took ${((Date.now() - started) / 60_000).toFixed(1)} minutes.`)
     if (Option.isSome(flags.out)) writeFileSync(flags.out.value, `${out.join("\n")}\n`)

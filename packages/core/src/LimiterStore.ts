@@ -113,9 +113,58 @@ interface Entry {
   /** The stated limit per dimension (the bucket holds the burst). */
   readonly limits: { readonly [D in Quota.Dimension]?: number }
   readonly pausedUntil: number
+  /** What the provider's `remaining` taught about consumers this store does not see, per dimension. */
+  readonly drift: { readonly [D in Quota.Dimension]?: Drift }
 }
 
-const emptyEntry: Entry = { buckets: {}, limits: {}, pausedUntil: Number.NEGATIVE_INFINITY }
+/**
+ * The refill a bucket has learned to expect. Another consumer on the same key
+ * (a script, a colleague, another tool) takes from the provider's bucket
+ * unseen; the only trace is a `remaining` below the local level. The store
+ * refills at `nominal − foreign`, and `foreign` follows the unexplained
+ * change of the gap between the local level and the provider's `remaining`:
+ *
+ *   foreign += (gap − previous gap) / max(elapsed, τ)      clamped to [0, 0.9 × nominal]
+ *
+ * where the gap is reset to 0 when a clamp closes it, and τ is a twelfth of
+ * the bucket's period (five seconds for a per-minute limit). A lasting offset
+ * (reservations in flight, a safety margin) changes nothing; a steady drain
+ * raises `foreign` to its rate within a few τ; a provider that shows more
+ * than expected lowers it again. Only a gap that keeps growing moves it.
+ */
+export interface Drift {
+  /** The configured refill, per millisecond. */
+  readonly nominal: number
+  /** The unseen consumers' estimated take, per millisecond. */
+  readonly foreign: number
+  /** The gap (local level − provider's remaining) left after the last observation: 0 after a clamp, else ≤ 0. */
+  readonly gap: number
+  /** When the last observation was folded in. */
+  readonly at: number
+}
+
+/** The most of a bucket's refill that may be credited to unseen consumers. */
+export const maxForeignShare = 0.9
+
+/** Pure: folds one observed `remaining` into a bucket's drift; answers the new drift and the bucket at its new rate. */
+export const learnDrift = (
+  bucket: TokenBucket.TokenBucket,
+  drift: Drift | undefined,
+  remaining: number,
+  now: number
+): readonly [Drift, TokenBucket.TokenBucket] => {
+  const nominal = drift?.nominal ?? bucket.ratePerMilli
+  const gap = TokenBucket.levelAt(bucket, now) - remaining
+  let foreign = drift?.foreign ?? 0
+  if (drift !== undefined && now >= drift.at && nominal > 0) {
+    const tau = bucket.capacity / nominal / 12
+    foreign = Math.min(maxForeignShare * nominal, Math.max(0, foreign + (gap - drift.gap) / Math.max(now - drift.at, tau)))
+  }
+  const rated = foreign === (drift?.foreign ?? 0) ? bucket : TokenBucket.resize(bucket, bucket.capacity, nominal - foreign, now)
+  return [{ nominal, foreign, gap: Math.min(0, gap), at: now }, gap > 0 ? TokenBucket.clamp(rated, remaining, now) : rated]
+}
+
+const emptyEntry: Entry = { buckets: {}, limits: {}, pausedUntil: Number.NEGATIVE_INFINITY, drift: {} }
 
 const levelsOf = (entry: Entry, now: number): Levels => {
   const levels: { [D in Quota.Dimension]?: Level } = {}
@@ -153,7 +202,8 @@ const defineEntry = (entry: Entry, quota: Quota.Quota, now: number): Entry => {
       : TokenBucket.resize(existing, capacity, rate, now)
     limits[dimension] = limit.limit
   }
-  return { ...entry, buckets, limits }
+  // New limits start a new account of unseen consumers.
+  return { ...entry, buckets, limits, drift: {} }
 }
 
 /** Pure: one reservation on an entry. */
@@ -204,6 +254,7 @@ const adjustEntry = (entry: Entry, delta: Cost.Delta, now: number): Entry => ({
 const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, now: number): readonly [Observation, Entry] => {
   const buckets: { [D in Quota.Dimension]?: TokenBucket.TokenBucket } = { ...entry.buckets }
   const limits: { [D in Quota.Dimension]?: number } = { ...entry.limits }
+  const drift: { [D in Quota.Dimension]?: Drift } = { ...entry.drift }
   const lowered: Array<Observation["lowered"][number]> = []
   const discovered: Array<Quota.Dimension> = []
   for (const dimension of Quota.dimensions) {
@@ -225,18 +276,22 @@ const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, now: number): r
       const from = limits[dimension] ?? bucket.capacity
       const scale = stated / from
       bucket = TokenBucket.resize(bucket, Math.min(bucket.capacity, stated), bucket.ratePerMilli * scale, now)
+      const learned = drift[dimension]
+      if (learned !== undefined) drift[dimension] = { ...learned, nominal: learned.nominal * scale, foreign: learned.foreign * scale }
       limits[dimension] = stated
       lowered.push({ dimension, from, to: stated })
     }
     if (state.remaining !== undefined && Number.isFinite(state.remaining)) {
-      bucket = TokenBucket.clamp(bucket, Math.max(0, state.remaining), now)
+      const [learned, next] = learnDrift(bucket, drift[dimension], Math.max(0, state.remaining), now)
+      drift[dimension] = learned
+      bucket = next
     }
     buckets[dimension] = bucket
   }
   const pausedUntil = snapshot.retryAfter === undefined
     ? entry.pausedUntil
     : Math.max(entry.pausedUntil, now + Duration.toMillis(snapshot.retryAfter))
-  const next: Entry = { buckets, limits, pausedUntil }
+  const next: Entry = { buckets, limits, pausedUntil, drift }
   return [{ lowered, discovered, levels: levelsOf(next, now) }, next]
 }
 

@@ -83,6 +83,27 @@ export const limiterStoreSuite = (name: string, store: () => Layer.Layer<Limiter
         near(raised.levels.inputTokens?.level, 1_000)
       })))
 
+    it.effect("a remaining that keeps falling below the local level slows the refill; one above it restores it", () =>
+      withStore(Effect.gen(function*() {
+        const s = yield* LimiterStore.LimiterStore
+        const k = key()
+        yield* s.define(k, quota)
+        // Another consumer takes 600 tokens between two responses, twice: far faster than this
+        // limit refills (6,000 an hour), so the store credits it the most it may, 90 % of the refill.
+        near((yield* s.observe(k, { dimensions: { inputTokens: { remaining: 5_400 } } })).levels.inputTokens?.level, 5_400)
+        near((yield* s.observe(k, { dimensions: { inputTokens: { remaining: 4_800 } } })).levels.inputTokens?.level, 4_800)
+        expect((yield* s.reserve(k, Cost.amounts({ inputTokens: 4_790 }), { headroom: 0 }))._tag).toBe("Granted")
+        const slowed = yield* s.reserve(k, Cost.amounts({ inputTokens: 100 }), { headroom: 0 })
+        expect(slowed._tag).toBe("Wait")
+        // 90 tokens at a tenth of 6,000 an hour: nine minutes, not 54 seconds.
+        if (slowed._tag === "Wait") expect(Duration.toMillis(slowed.delay)).toBeGreaterThan(5 * 60_000)
+        // The provider shows more than the store counts: nobody else is taking, the refill is whole again.
+        near((yield* s.observe(k, { dimensions: { inputTokens: { remaining: 2_000 } } })).levels.inputTokens?.level, 10)
+        const restored = yield* s.reserve(k, Cost.amounts({ inputTokens: 100 }), { headroom: 0 })
+        expect(restored._tag).toBe("Wait")
+        if (restored._tag === "Wait") expect(Duration.toMillis(restored.delay)).toBeLessThan(2 * 60_000)
+      })))
+
     it.effect("an unknown key is granted until a snapshot states its limits", () =>
       withStore(Effect.gen(function*() {
         const s = yield* LimiterStore.LimiterStore

@@ -54,6 +54,7 @@ local e
 if raw then e = cjson.decode(raw) else e = { b = {}, l = {}, p = -1 } end
 if type(e.b) ~= 'table' then e.b = {} end
 if type(e.l) ~= 'table' then e.l = {} end
+if type(e.d) ~= 'table' then e.d = {} end
 
 local function level(b)
   if b.v >= b.c then return math.min(b.v, b.c) end
@@ -87,6 +88,7 @@ local function define(def)
   end
   e.b = buckets
   e.l = limits
+  e.d = {}
 end
 local function save()
   redis.call('SET', key, cjson.encode(e), 'PX', ttl)
@@ -161,13 +163,27 @@ elseif op == 'observe' then
         b.r = b.r * stated / from
         b.c = math.min(b.c, stated)
         b.v = math.min(b.v, b.c)
+        local dr = e.d[d]
+        if dr then dr.n = dr.n * stated / from; dr.f = dr.f * stated / from end
         e.l[d] = stated
         table.insert(lowered, { dimension = d, from = from, to = stated })
       end
       if b and type(s.remaining) == 'number' then
+        -- LimiterStore.learnDrift: refill at nominal - foreign, foreign following the gap's unexplained change.
         advance(b)
         local r = math.max(0, s.remaining)
-        if r < b.v then b.v = r end
+        local dr = e.d[d]
+        local nominal = b.r
+        local foreign = 0
+        if dr then nominal = dr.n; foreign = dr.f end
+        local gap = b.v - r
+        if dr and now >= dr.a and nominal > 0 then
+          local tau = b.c / nominal / 12
+          foreign = math.min(0.9 * nominal, math.max(0, foreign + (gap - dr.g) / math.max(now - dr.a, tau)))
+          b.r = nominal - foreign
+        end
+        e.d[d] = { n = nominal, f = foreign, g = math.min(0, gap), a = now }
+        if gap > 0 then b.v = r end
       end
       if b then e.b[d] = b end
     end
