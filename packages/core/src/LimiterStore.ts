@@ -120,27 +120,30 @@ interface Entry {
 /**
  * The refill a bucket has learned to expect. Another consumer on the same key
  * (a script, a colleague, another tool) takes from the provider's bucket
- * unseen; the only trace is a `remaining` below the local level. The store
- * refills at `nominal − foreign`, and `foreign` follows the unexplained
- * change of the gap between the local level and the provider's `remaining`:
+ * unseen; its only trace is a provider's `remaining` below the local level.
+ * The store refills at `nominal − max(0, estimate)`, and the estimate follows
+ * the gap between the local level and the provider's (`remaining + 1`, since
+ * `remaining` is a floor):
  *
- *   foreign += (gap − previous gap) / max(elapsed, τ)      clamped to [0, 0.9 × nominal]
+ * - a positive gap is tokens someone else took: the local level drops to
+ *   `remaining` and the estimate rises by `gap / τ`, τ a twelfth of the
+ *   bucket's period (five seconds for a per-minute limit), so a steady drain
+ *   is matched within a few τ;
+ * - a change of a non-positive gap moves the estimate by `change / (6τ)`: a
+ *   provider that keeps showing more than the store counts (the other consumer
+ *   stopped) brings the refill back within a few periods, while the noise of
+ *   calls in flight (reservations not yet settled) moves it little.
  *
- * where the gap is reset to 0 when a clamp closes it, and τ is a twelfth of
- * the bucket's period (five seconds for a per-minute limit). A lasting offset
- * (reservations in flight, a safety margin) changes nothing; a steady drain
- * raises `foreign` to its rate within a few τ; a provider that shows more
- * than expected lowers it again. Only a gap that keeps growing moves it.
+ * The estimate is signed, within ±90 % of the nominal refill, so noise around
+ * zero cancels out instead of ratcheting up.
  */
 export interface Drift {
   /** The configured refill, per millisecond. */
   readonly nominal: number
-  /** The unseen consumers' estimated take, per millisecond. */
-  readonly foreign: number
-  /** The gap (local level − provider's remaining) left after the last observation: 0 after a clamp, else ≤ 0. */
+  /** The unseen consumers' estimated take per millisecond (signed; only its positive part slows the refill). */
+  readonly estimate: number
+  /** The gap carried from the last observation: −1 after a clamp, else the (non-positive) gap. */
   readonly gap: number
-  /** When the last observation was folded in. */
-  readonly at: number
 }
 
 /** The most of a bucket's refill that may be credited to unseen consumers. */
@@ -154,14 +157,22 @@ export const learnDrift = (
   now: number
 ): readonly [Drift, TokenBucket.TokenBucket] => {
   const nominal = drift?.nominal ?? bucket.ratePerMilli
-  const gap = TokenBucket.levelAt(bucket, now) - remaining
-  let foreign = drift?.foreign ?? 0
-  if (drift !== undefined && now >= drift.at && nominal > 0) {
+  const gap = TokenBucket.levelAt(bucket, now) - (remaining + 1)
+  const before = drift?.estimate ?? 0
+  let estimate = before
+  if (drift !== undefined && nominal > 0) {
     const tau = bucket.capacity / nominal / 12
-    foreign = Math.min(maxForeignShare * nominal, Math.max(0, foreign + (gap - drift.gap) / Math.max(now - drift.at, tau)))
+    const bound = maxForeignShare * nominal
+    const taken = Math.max(0, gap)
+    const settled = Math.min(0, gap) - drift.gap
+    estimate = Math.min(bound, Math.max(-bound, estimate + taken / tau + settled / (6 * tau)))
   }
-  const rated = foreign === (drift?.foreign ?? 0) ? bucket : TokenBucket.resize(bucket, bucket.capacity, nominal - foreign, now)
-  return [{ nominal, foreign, gap: Math.min(0, gap), at: now }, gap > 0 ? TokenBucket.clamp(rated, remaining, now) : rated]
+  const rated = Math.max(0, estimate) === Math.max(0, before)
+    ? bucket
+    : TokenBucket.resize(bucket, bucket.capacity, nominal - Math.max(0, estimate), now)
+  return gap > 0
+    ? [{ nominal, estimate, gap: -1 }, TokenBucket.clamp(rated, remaining, now)]
+    : [{ nominal, estimate, gap }, rated]
 }
 
 const emptyEntry: Entry = { buckets: {}, limits: {}, pausedUntil: Number.NEGATIVE_INFINITY, drift: {} }
@@ -277,7 +288,7 @@ const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, now: number): r
       const scale = stated / from
       bucket = TokenBucket.resize(bucket, Math.min(bucket.capacity, stated), bucket.ratePerMilli * scale, now)
       const learned = drift[dimension]
-      if (learned !== undefined) drift[dimension] = { ...learned, nominal: learned.nominal * scale, foreign: learned.foreign * scale }
+      if (learned !== undefined) drift[dimension] = { ...learned, nominal: learned.nominal * scale, estimate: learned.estimate * scale }
       limits[dimension] = stated
       lowered.push({ dimension, from, to: stated })
     }

@@ -169,21 +169,28 @@ elseif op == 'observe' then
         table.insert(lowered, { dimension = d, from = from, to = stated })
       end
       if b and type(s.remaining) == 'number' then
-        -- LimiterStore.learnDrift: refill at nominal - foreign, foreign following the gap's unexplained change.
+        -- LimiterStore.learnDrift: refill at nominal - max(0, estimate); a positive gap raises the
+        -- estimate by gap / tau, a change of a non-positive gap moves it by change / (6 tau).
         advance(b)
         local r = math.max(0, s.remaining)
         local dr = e.d[d]
         local nominal = b.r
-        local foreign = 0
-        if dr then nominal = dr.n; foreign = dr.f end
-        local gap = b.v - r
-        if dr and now >= dr.a and nominal > 0 then
+        local estimate = 0
+        if dr then nominal = dr.n; estimate = dr.f end
+        local gap = b.v - (r + 1)
+        if dr and nominal > 0 then
           local tau = b.c / nominal / 12
-          foreign = math.min(0.9 * nominal, math.max(0, foreign + (gap - dr.g) / math.max(now - dr.a, tau)))
-          b.r = nominal - foreign
+          local bound = 0.9 * nominal
+          local settled = math.min(0, gap) - dr.g
+          estimate = math.min(bound, math.max(-bound, estimate + math.max(0, gap) / tau + settled / (6 * tau)))
+          b.r = nominal - math.max(0, estimate)
         end
-        e.d[d] = { n = nominal, f = foreign, g = math.min(0, gap), a = now }
-        if gap > 0 then b.v = r end
+        if gap > 0 then
+          b.v = r
+          e.d[d] = { n = nominal, f = estimate, g = -1 }
+        else
+          e.d[d] = { n = nominal, f = estimate, g = gap }
+        end
       end
       if b then e.b[d] = b end
     end
