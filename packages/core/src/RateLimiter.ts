@@ -54,6 +54,7 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Cost from "./Cost.js"
 import { Lanes, type Waiter as LaneWaiter } from "./internal/lanes.js"
+import { tagged } from "./internal/taggedMetric.js"
 import * as LimiterStore from "./LimiterStore.js"
 import * as Metrics from "./Metrics.js"
 import * as Priority from "./Priority.js"
@@ -643,8 +644,7 @@ export const make = (options: Options = {}): Effect.Effect<
   })
 
 /** A metric with tags, added data-first (the piped form loses the metric's input type). */
-const withTags = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, tags: Record<string, string>): Metric.Metric<Type, In, Out> =>
-  Object.entries(tags).reduce((tagged, [name, value]) => Metric.tagged(tagged, name, value), metric)
+const withTags: <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, tags: Record<string, string>) => Metric.Metric<Type, In, Out> = tagged
 
 const negate = (amounts: Cost.Amounts): Cost.Delta => {
   const delta: { [D in Quota.Dimension]?: number } = {}
