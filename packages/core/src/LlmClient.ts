@@ -96,6 +96,12 @@ export interface RequestMetadata {
   readonly documentId?: string | undefined
   /** The job the call belongs to, for per-job budgets. */
   readonly job?: string | undefined
+  /**
+   * Calls with the same sticky key stay on one deployment of a `Router` pool
+   * while it is healthy and admits them soon, so the provider's prompt cache
+   * keeps hitting (a conversation id, a document's shared prefix).
+   */
+  readonly stickyKey?: string | undefined
 }
 
 /** A model call. */

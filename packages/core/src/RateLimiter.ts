@@ -169,6 +169,19 @@ export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLim
   readonly pause: (key: string, until: PauseUntil) => Effect.Effect<void, LimiterStore.LimiterStoreError>
   /** Queue, in-flight and bucket levels of a key. */
   readonly stats: (key: string) => Effect.Effect<KeyStats, LimiterStore.LimiterStoreError>
+  /**
+   * How long until `cost` could be granted on `key`, by the limiter's own view,
+   * reserving nothing: the key's pause, then each bucket refilling (at its
+   * quota's rate) past what the waiters of the same or a higher class already
+   * queued ahead need. Zero for a key whose limits are unknown. A router asks
+   * this of every key of a pool to send a call where it is admitted soonest.
+   *
+   * @example
+   * ```ts
+   * const wait = yield* limiter.admitsIn("azure-east/gpt-4o", { inputTokens: 1_800, outputTokens: 512 })
+   * ```
+   */
+  readonly admitsIn: (key: string, cost: Cost.Cost, options?: AcquireOptions) => Effect.Effect<Duration.Duration, Cost.InvalidCost | LimiterStore.LimiterStoreError>
 }>() {}
 
 /** Options of a limiter. Every field has a default. */
@@ -271,6 +284,8 @@ export const make = (options: Options = {}): Effect.Effect<
 
     const runtimes = new Map<string, KeyRuntime>()
     const defined = new Set<string>()
+    /** Each defined key's refill per millisecond and dimension, for `admitsIn`. */
+    const rates = new Map<string, { [D in Quota.Dimension]?: number }>()
 
     // Synchronous: this runs twice per call, and a forEach of Metric.set effects cost a quarter of a grant.
     const rememberLevels = (runtime: KeyRuntime, levels: LimiterStore.Levels) =>
@@ -582,6 +597,12 @@ export const make = (options: Options = {}): Effect.Effect<
         const quota = yield* Quota.decode(input, key)
         const levels = yield* store.define(key, quota)
         defined.add(key)
+        const refill: { [D in Quota.Dimension]?: number } = {}
+        for (const dimension of Quota.dimensions) {
+          const limit = quota[dimension]
+          if (limit !== undefined) refill[dimension] = Quota.ratePerMilli(limit)
+        }
+        rates.set(key, refill)
         const runtime = runtimes.get(key)
         if (runtime !== undefined) {
           runtime.capacities = {}
@@ -595,6 +616,10 @@ export const make = (options: Options = {}): Effect.Effect<
       Effect.gen(function*() {
         const observation = yield* store.observe(key, snapshot)
         for (const lowered of observation.lowered) {
+          // The store slowed the refill in proportion.
+          const refill = rates.get(key)
+          const rate = refill?.[lowered.dimension]
+          if (refill !== undefined && rate !== undefined) refill[lowered.dimension] = rate * lowered.to / lowered.from
           yield* Effect.logWarning(
             `Sluice lowered the ${lowered.dimension} limit of key "${key}" from ${lowered.from} to ${lowered.to}, the provider's stated limit`
           )
@@ -631,6 +656,20 @@ export const make = (options: Options = {}): Effect.Effect<
         }
       })
 
+    const admitsIn = (key: string, cost: Cost.Cost, acquireOptions?: AcquireOptions) =>
+      Effect.gen(function*() {
+        const amounts = yield* Cost.validate(key, cost)
+        const state = yield* store.state(key)
+        const runtime = runtimes.get(key)
+        const rank = Priority.rank(acquireOptions?.priority ?? "normal")
+        return Duration.millis(admissionDelay(
+          state,
+          rates.get(key) ?? {},
+          amounts,
+          runtime === undefined ? [] : Priority.classes.filter((priority) => Priority.rank(priority) >= rank).map((priority) => runtime.lanes.queued(priority))
+        ))
+      })
+
     for (const [key, quota] of Object.entries(options.quotas ?? {})) yield* define(key, quota)
 
     return RateLimiter.of({
@@ -639,9 +678,45 @@ export const make = (options: Options = {}): Effect.Effect<
       define,
       observe,
       pause,
-      stats
+      stats,
+      admitsIn
     })
   })
+
+/**
+ * Pure: the milliseconds until `amounts` fit in a key whose store state is
+ * `state` and whose buckets refill at `rates` (units per millisecond), behind
+ * the `ahead` amounts already queued: the pause, or the slowest bucket's refill
+ * past the queued and the new demand, whichever ends later. A bucket without a
+ * known rate (a discovered key) refills its capacity in a minute.
+ *
+ * @example
+ * ```ts
+ * RateLimiter.admissionDelay(
+ *   { levels: { inputTokens: { level: 1_000, capacity: 60_000 } }, pausedFor: Duration.zero },
+ *   { inputTokens: 1 },
+ *   Cost.amounts({ inputTokens: 3_000 })
+ * ) // 2000: two seconds until 2,000 more tokens have refilled
+ * ```
+ */
+export const admissionDelay = (
+  state: LimiterStore.KeyState,
+  rates: { readonly [D in Quota.Dimension]?: number },
+  amounts: Cost.Amounts,
+  ahead: ReadonlyArray<Cost.Amounts> = []
+): number => {
+  let delay = Math.max(0, Duration.toMillis(state.pausedFor))
+  for (const dimension of Quota.dimensions) {
+    const level = state.levels[dimension]
+    if (level === undefined) continue
+    let needed = amounts[dimension] - level.level
+    for (const queued of ahead) needed += queued[dimension]
+    if (needed <= 0) continue
+    const rate = rates[dimension] ?? level.capacity / Duration.toMillis(LimiterStore.discoveredPeriod)
+    delay = Math.max(delay, rate > 0 ? needed / rate : Number.POSITIVE_INFINITY)
+  }
+  return delay
+}
 
 /** A metric with tags, added data-first (the piped form loses the metric's input type). */
 const withTags: <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, tags: Record<string, string>) => Metric.Metric<Type, In, Out> = tagged

@@ -32,6 +32,8 @@ export * as Quota from "./Quota.js"
 export * as RateLimitSnapshot from "./RateLimitSnapshot.js"
 /** The limiter service. */
 export * as RateLimiter from "./RateLimiter.js"
+/** Quota-aware routing over a pool of deployments: each call where it is admitted soonest. */
+export * as Router from "./Router.js"
 /** Retry policy: exponential backoff with full jitter, retry-after floor, bounded attempts and time. */
 export * as Retry from "./Retry.js"
 /** Pure token-bucket arithmetic. */

@@ -57,8 +57,14 @@ class Lane<W extends Waiter> {
   }
 }
 
+/** A running sum of the amounts of the waiters in one lane. */
+type Sum = { -readonly [D in keyof Cost.Amounts]: number }
+
+const emptySum = (): Sum => ({ requests: 0, inputTokens: 0, outputTokens: 0, tokens: 0 })
+
 export class Lanes<W extends Waiter> {
   private readonly lanes: Record<Priority.Class, Lane<W>> = { batch: new Lane(), normal: new Lane(), interactive: new Lane() }
+  private readonly sums: Record<Priority.Class, Sum> = { batch: emptySum(), normal: emptySum(), interactive: emptySum() }
   private seq = 0
 
   nextSeq(): number {
@@ -75,6 +81,19 @@ export class Lanes<W extends Waiter> {
 
   push(waiter: W): void {
     this.lanes[waiter.priority].push(waiter)
+    const sum = this.sums[waiter.priority]
+    sum.requests += waiter.amounts.requests
+    sum.inputTokens += waiter.amounts.inputTokens
+    sum.outputTokens += waiter.amounts.outputTokens
+    sum.tokens += waiter.amounts.tokens
+  }
+
+  /** What the live waiters of a class would take, together. */
+  queued(priority: Priority.Class): Cost.Amounts {
+    const lane = this.lanes[priority]
+    // Float sums drift; an empty lane owes nothing.
+    if (lane.live === 0) Object.assign(this.sums[priority], emptySum())
+    return { ...this.sums[priority] }
   }
 
   /** Moves a waiting waiter out of its lane; false when it had left already. */
@@ -82,6 +101,11 @@ export class Lanes<W extends Waiter> {
     if (waiter.state !== "waiting") return false
     waiter.state = state
     this.lanes[waiter.priority].live--
+    const sum = this.sums[waiter.priority]
+    sum.requests -= waiter.amounts.requests
+    sum.inputTokens -= waiter.amounts.inputTokens
+    sum.outputTokens -= waiter.amounts.outputTokens
+    sum.tokens -= waiter.amounts.tokens
     return true
   }
 
