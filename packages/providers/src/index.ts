@@ -13,3 +13,7 @@ export * as RateLimitHeaders from "./RateLimitHeaders.js"
 export * as SimulatedClient from "./SimulatedClient.js"
 /** The HTTP provider simulator. */
 export * as Simulator from "./Simulator.js"
+/** A Promise facade with the Anthropic SDK's `messages` surface, governed (`createClient`). */
+export * as Sluice from "./Promise.js"
+// `EffectAi` (a governed `@effect/ai` `LanguageModel`) is reached by its own
+// subpath, `@sluice/providers/EffectAi`, so that only its users load `@effect/ai`.

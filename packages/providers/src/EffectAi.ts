@@ -1,0 +1,579 @@
+/**
+ * Sluice under `@effect/ai`: a layer that governs a `LanguageModel`, so that an
+ * app written against `LanguageModel.generateText` / `generateObject` /
+ * `streamText` gets the limiter, the budget and the retry policy by providing
+ * one more layer, without changing a line of its own.
+ *
+ * One call through the governed model, from the outside in:
+ *
+ * 1. **Retry** (`Retry.retry`) — a 429, 529, 5xx or lost connection is retried
+ *    with full jitter, the provider's `retry-after` as the floor; every retry
+ *    passes the budget and the limiter again. Streams are not retried (a stream
+ *    that already produced text cannot be replayed safely).
+ * 2. **Estimation** — the prompt (system, every message, tool definitions and,
+ *    for `generateObject`, the object's schema) is counted by the calibrated
+ *    `TokenEstimator`; the output reservation is `maxOutputTokens`.
+ * 3. **Budget** (when a `Budget` is in context) — the worst case is reserved
+ *    before the call and settled to the real cost after it.
+ * 4. **Limiter** — the whole cost is reserved on the quota key
+ *    (`provider/model`) before the call; after it the permit settles to the
+ *    usage the response reports (its finish part), and the estimator learns.
+ *    A 429 (`AiError.HttpResponseError` with status 429) is read with its
+ *    headers: the rate-limit headers are observed and the key is paused until
+ *    its `retry-after`, for every waiter at once.
+ *
+ * Errors stay those of `LanguageModel` (`AiError`), so the app's error
+ * handling does not change: a provider failure is the `AiError` the underlying
+ * model raised (after the retries), and a refusal by Sluice (`BudgetExceeded`,
+ * `Shed`, `CostTooLarge`, …) is an `AiError.UnknownError` with `module: "Sluice"`
+ * whose `cause` is the typed Sluice error — {@link governanceError} gets it back.
+ *
+ * `@effect/ai`'s `LanguageModel` does not say which model it calls nor what its
+ * `max_tokens` is, so the options name them; keep `maxOutputTokens` equal to
+ * the model's configured `max_tokens` (4,096 when `AnthropicLanguageModel` is
+ * given none). A call can override it, and its priority, tenant and job, with
+ * {@link withCall}.
+ *
+ * @example
+ * ```ts
+ * import { AnthropicClient, AnthropicLanguageModel } from "@effect/ai-anthropic"
+ * import { LanguageModel } from "@effect/ai"
+ * import { FetchHttpClient } from "@effect/platform"
+ * import { Effect, Layer, Redacted } from "effect"
+ * import { RateLimiter, TokenEstimator } from "@sluice/core"
+ * import * as EffectAi from "@sluice/providers/EffectAi"
+ *
+ * const Model = EffectAi.layerGoverned({ model: "claude-haiku-4-5", maxOutputTokens: 1_024 }).pipe(
+ *   Layer.provide(AnthropicLanguageModel.model("claude-haiku-4-5", { max_tokens: 1_024 })),
+ *   Layer.provide(AnthropicClient.layer({ apiKey: Redacted.make(key) })),
+ *   Layer.provide([FetchHttpClient.layer, RateLimiter.layerMemory({ quotas }), TokenEstimator.layer()])
+ * )
+ * const program = LanguageModel.generateText({ prompt: "Say hi" }) // unchanged
+ * program.pipe(Effect.provide(Model))
+ * ```
+ */
+import * as AiError from "@effect/ai/AiError"
+import * as LanguageModel from "@effect/ai/LanguageModel"
+import * as AiModel from "@effect/ai/Model"
+import * as Prompt from "@effect/ai/Prompt"
+import type * as Response from "@effect/ai/Response"
+import * as Tool from "@effect/ai/Tool"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Predicate from "effect/Predicate"
+import * as Ref from "effect/Ref"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import { Budget, LlmClient, RateLimiter, Retry, TokenEstimator } from "@sluice/core"
+import type { Priority } from "@sluice/core"
+import * as Errors from "./internal/errors.js"
+import * as RateLimitHeaders from "./RateLimitHeaders.js"
+
+// ---------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------
+
+/** Options of the governed model. `model` is required; every other field has a default. */
+export interface Options {
+  /** The model the underlying `LanguageModel` calls: the quota key, the price and the calibration go by it. */
+  readonly model: string
+  /** The provider's name in the quota key. Default: `@effect/ai`'s `ProviderName` in context (a `Model` layer provides it), else "anthropic". */
+  readonly provider?: string | undefined
+  /** The quota key. Default `provider/model`. */
+  readonly key?: string | undefined
+  /** The output reserved per call: the model's `max_tokens`. Default 4,096 (what `AnthropicLanguageModel` sends when given none). */
+  readonly maxOutputTokens?: number | undefined
+  /** The retry policy, or false for none. Default `Retry.defaults`. */
+  readonly retry?: Retry.Options | false | undefined
+  /** The class of a call that names none with {@link withCall}. Default "normal". */
+  readonly priority?: Priority.Class | undefined
+  /** Whether cache reads count against the input-token quota. Default false (Anthropic's current models). */
+  readonly cacheReadsCount?: boolean | undefined
+  /** What a 429 without a `retry-after` pauses its key for. Default 1 second. */
+  readonly pauseWithoutHint?: Duration.DurationInput | undefined
+}
+
+/** Options that could not be accepted; each issue names its field (`retry.maxAttempts`). */
+export class InvalidEffectAiOptions extends Data.TaggedError("InvalidEffectAiOptions")<{
+  readonly issues: ReadonlyArray<{ readonly path: string; readonly message: string }>
+}> {
+  override get message(): string {
+    return `Invalid EffectAi options: ${this.issues.map((issue) => `${issue.path}: ${issue.message}`).join("; ")}`
+  }
+}
+
+const exact = { exact: true } as const
+const DurationInput = Schema.Union(Schema.String, Schema.Number, Schema.DurationFromSelf).pipe(
+  Schema.filter((input) => Option.isSome(Duration.decodeUnknown(input)) || `Expected a duration such as "30 seconds", got ${JSON.stringify(input)}`)
+)
+const OptionsSchema = Schema.Struct({
+  model: Schema.NonEmptyString,
+  provider: Schema.optionalWith(Schema.NonEmptyString, exact),
+  key: Schema.optionalWith(Schema.NonEmptyString, exact),
+  maxOutputTokens: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
+  retry: Schema.optionalWith(Schema.Union(Schema.Literal(false), Schema.Struct({
+    base: Schema.optionalWith(DurationInput, exact),
+    factor: Schema.optionalWith(Schema.Number.pipe(Schema.finite(), Schema.greaterThanOrEqualTo(1)), exact),
+    maxDelay: Schema.optionalWith(DurationInput, exact),
+    maxAttempts: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
+    maxElapsed: Schema.optionalWith(DurationInput, exact),
+    jitter: Schema.optionalWith(Schema.Literal("full", "none"), exact)
+  })), exact),
+  priority: Schema.optionalWith(Schema.Literal("interactive", "normal", "batch"), exact),
+  cacheReadsCount: Schema.optionalWith(Schema.Boolean, exact),
+  pauseWithoutHint: Schema.optionalWith(DurationInput, exact)
+})
+
+/** One issue per field, the deepest: a union's members would otherwise each report the same field. */
+const deepestIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>) => {
+  const byPath = new Map<string, string>()
+  for (const issue of issues) {
+    const path = issue.path.map(String).join(".")
+    if (!byPath.has(path)) byPath.set(path, issue.message)
+  }
+  const paths = [...byPath.keys()]
+  return paths
+    .filter((path) => !paths.some((other) => other !== path && other.startsWith(`${path}.`)))
+    .map((path) => ({ path, message: byPath.get(path)! }))
+}
+
+/** Checks the options; the error names every wrong field. */
+export const validate = (options: Options): Either.Either<Options, InvalidEffectAiOptions> =>
+  Either.map(
+    Either.mapLeft(Schema.decodeUnknownEither(OptionsSchema, { errors: "all", onExcessProperty: "error" })(options), (error) =>
+      new InvalidEffectAiOptions({ issues: deepestIssues(ParseResult.ArrayFormatter.formatErrorSync(error)) })),
+    () => options
+  )
+
+// ---------------------------------------------------------------------------
+// Per-call options
+// ---------------------------------------------------------------------------
+
+/** What one call may say about itself. */
+export interface CallOptions {
+  readonly priority?: Priority.Class | undefined
+  readonly tenant?: string | undefined
+  readonly job?: string | undefined
+  /** The output to reserve for this call, when it overrides the model's `max_tokens`. */
+  readonly maxOutputTokens?: number | undefined
+}
+
+/** The per-call options in effect; empty unless {@link withCall} set them. */
+export class CurrentCall extends Context.Reference<CurrentCall>()("@sluice/providers/EffectAi/CurrentCall", {
+  defaultValue: (): CallOptions => ({})
+}) {}
+
+/**
+ * Runs `self` with per-call options: its priority class, tenant and job (for
+ * budgets), and its output reservation.
+ *
+ * @example
+ * ```ts
+ * LanguageModel.generateText({ prompt }).pipe(EffectAi.withCall({ priority: "interactive", tenant: "acme" }))
+ * ```
+ */
+export const withCall = (options: CallOptions) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.provideService(self, CurrentCall, options)
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/**
+ * The Sluice refusal inside an `AiError`, if it is one: the governed model
+ * fails with `AiError.UnknownError({ module: "Sluice", cause })` when the
+ * budget, the limiter or a breaker refused the call, because a `LanguageModel`
+ * fails with `AiError` only.
+ *
+ * @example
+ * ```ts
+ * LanguageModel.generateText({ prompt }).pipe(
+ *   Effect.catchTag("UnknownError", (error) =>
+ *     Option.match(EffectAi.governanceError(error), {
+ *       onNone: () => Effect.fail(error),
+ *       onSome: (refusal) => refusal._tag === "BudgetExceeded" ? Effect.succeed(fallbackAnswer) : Effect.fail(error)
+ *     })))
+ * ```
+ */
+export const governanceError = (error: unknown): Option.Option<LlmClient.GovernanceError> =>
+  error instanceof AiError.UnknownError && error.module === "Sluice" && Predicate.hasProperty(error.cause, "_tag")
+    ? Option.some(error.cause as LlmClient.GovernanceError)
+    : Option.none()
+
+/** A Sluice refusal as the `AiError` a `LanguageModel` may fail with. */
+const refusal = (method: string) => (error: LlmClient.GovernanceError): AiError.UnknownError =>
+  new AiError.UnknownError({ module: "Sluice", method, description: error.message, cause: error })
+
+/**
+ * Reads an `@effect/ai` failure as Sluice's provider error, so that the retry
+ * policy and the limiter understand it: an HTTP status (429 with its headers,
+ * 529, 5xx, 4xx) or a lost connection. Other failures (malformed output, a
+ * tool's own error) are not the provider's and stay as they are.
+ */
+export const classify = (provider: string, model: string) => (error: unknown): Effect.Effect<Option.Option<LlmClient.ProviderError>> =>
+  Effect.gen(function*() {
+    if (error instanceof AiError.HttpResponseError && error.reason === "StatusCode") {
+      const headers = error.response.headers
+      return Option.some(Errors.fromHttpFailure({
+        provider,
+        model,
+        status: error.response.status,
+        headers,
+        errorType: errorType(error.body),
+        detail: error.description ?? error.message,
+        now: yield* Clock.currentTimeMillis,
+        rateLimits: yield* RateLimitHeaders.read(headers)
+      }))
+    }
+    if (error instanceof AiError.HttpRequestError && error.reason === "Transport") {
+      return Option.some(Errors.network(provider, model, error))
+    }
+    return Option.none()
+  })
+
+/** The provider's error type (`overloaded_error`, …) from a response body @effect/ai kept as text. */
+const errorType = (body: string | undefined): string | undefined => {
+  const match = body === undefined ? null : /"type"\s*:\s*"([a-z_]+_error)"/.exec(body)
+  return match?.[1]
+}
+
+// ---------------------------------------------------------------------------
+// Estimation: an @effect/ai prompt as the request the estimator counts
+// ---------------------------------------------------------------------------
+
+const json = (value: unknown): string => {
+  if (typeof value === "string") return value
+  try {
+    return JSON.stringify(value) ?? ""
+  } catch {
+    return String(value)
+  }
+}
+
+/** A file part counts as a short marker: its bytes are not text, and calibration absorbs the difference. */
+const filePart = (part: Prompt.FilePart): LlmClient.TextBlock => ({ type: "text", text: `[file ${part.mediaType}${part.fileName === undefined ? "" : ` ${part.fileName}`}]` })
+
+const toBlocks = (parts: ReadonlyArray<Prompt.UserMessagePart | Prompt.AssistantMessagePart | Prompt.ToolMessagePart>): ReadonlyArray<LlmClient.ContentBlock> =>
+  parts.map((part): LlmClient.ContentBlock => {
+    switch (part.type) {
+      case "text":
+      case "reasoning":
+        return { type: "text", text: part.text }
+      case "file":
+        return filePart(part)
+      case "tool-call":
+        return { type: "tool_use", id: part.id, name: part.name, input: part.params }
+      case "tool-result":
+        return { type: "tool_result", toolUseId: part.id, content: json(part.result), isError: part.isFailure }
+    }
+  })
+
+/** A tool as the estimator counts it: name, description and parameters' JSON Schema. */
+const toolOf = (tool: Tool.Any): LlmClient.Tool => ({
+  name: tool.name,
+  description: tool.description,
+  inputSchema: jsonSchemaOf(tool.parametersSchema)
+})
+
+const jsonSchemaOf = (schema: Schema.Schema.Any): LlmClient.Tool["inputSchema"] => ({
+  type: "object",
+  ...(Tool.getJsonSchemaFromSchemaAst(schema.ast) as unknown as Record<string, unknown>)
+})
+
+/** What a `generateText` / `generateObject` / `streamText` call sends, as the request the estimator counts. */
+export interface CallShape {
+  readonly prompt: Prompt.RawInput
+  readonly toolkit?: unknown
+  readonly schema?: Schema.Schema.Any | undefined
+  readonly objectName?: string | undefined
+}
+
+/**
+ * The `LlmClient.Request` an `@effect/ai` call amounts to, for estimation:
+ * system messages become the system prompt, tool messages user turns with
+ * tool results, the toolkit's tools (and `generateObject`'s schema, which
+ * providers send as a tool) tool definitions.
+ */
+export const toRequest = (call: CallShape, model: string, maxOutputTokens: number): LlmClient.Request => {
+  const prompt = Prompt.make(call.prompt)
+  const system: Array<string> = []
+  const messages: Array<LlmClient.Message> = []
+  for (const message of prompt.content) {
+    switch (message.role) {
+      case "system":
+        system.push(message.content)
+        break
+      case "user":
+      case "tool":
+        messages.push({ role: "user", content: toBlocks(message.content) })
+        break
+      case "assistant":
+        messages.push({ role: "assistant", content: toBlocks(message.content) })
+        break
+    }
+  }
+  const tools: Array<LlmClient.Tool> = []
+  const toolkit = call.toolkit
+  if (Predicate.hasProperty(toolkit, "tools") && Predicate.isRecord(toolkit.tools)) {
+    for (const tool of Object.values(toolkit.tools)) if (Tool.isUserDefined(tool)) tools.push(toolOf(tool))
+  }
+  if (call.schema !== undefined) {
+    tools.push({
+      name: call.objectName ?? "generateObject",
+      inputSchema: jsonSchemaOf(call.schema)
+    })
+  }
+  return {
+    model,
+    ...(system.length === 0 ? {} : { system: system.join("\n\n") }),
+    messages,
+    ...(tools.length === 0 ? {} : { tools }),
+    maxOutputTokens
+  }
+}
+
+/**
+ * The usage a response's finish part reports, split as Sluice counts it:
+ * `inputTokens` uncached, `cachedInputTokens` cache reads, and cache writes
+ * from the provider's metadata where it gives them (Anthropic's
+ * `cache_creation_input_tokens`).
+ */
+export const usageOf = (parts: ReadonlyArray<Response.AnyPart>): Option.Option<LlmClient.Usage> => {
+  const finish = parts.find((part): part is Response.FinishPart => part.type === "finish")
+  if (finish === undefined) return Option.none()
+  const raw: unknown = finish.metadata?.["anthropic"]
+  const written = Predicate.hasProperty(raw, "usage") && Predicate.hasProperty(raw.usage, "cache_creation_input_tokens") &&
+      typeof raw.usage.cache_creation_input_tokens === "number"
+    ? raw.usage.cache_creation_input_tokens
+    : 0
+  return Option.some({
+    inputTokens: finish.usage.inputTokens ?? 0,
+    outputTokens: finish.usage.outputTokens ?? 0,
+    cacheReadInputTokens: finish.usage.cachedInputTokens ?? 0,
+    cacheWriteInputTokens: written
+  })
+}
+
+// ---------------------------------------------------------------------------
+// The governed model
+// ---------------------------------------------------------------------------
+
+/** The refusals of the provider after which it charged nothing: the reservation is given back. */
+const refundedTags: ReadonlySet<string> = new Set(["RateLimited", "Overloaded", "ServerError", "BadRequest", "Unauthorized", "NotFound"])
+
+const nothing = { requests: 0, inputTokens: 0, outputTokens: 0, tokens: 0 }
+
+/**
+ * Builds the governed `LanguageModel` over the one in context, with the
+ * `RateLimiter` and `TokenEstimator` in context, and the `Budget` when one is
+ * provided.
+ */
+export const make = (options: Options): Effect.Effect<
+  LanguageModel.Service,
+  never,
+  LanguageModel.LanguageModel | RateLimiter.RateLimiter | TokenEstimator.TokenEstimator
+> =>
+  Effect.gen(function*() {
+    const inner = yield* LanguageModel.LanguageModel
+    const limiter = yield* RateLimiter.RateLimiter
+    const estimator = yield* TokenEstimator.TokenEstimator
+    const budget = yield* Effect.serviceOption(Budget.Budget)
+    const providerName = yield* Effect.serviceOption(AiModel.ProviderName)
+    const provider = options.provider ?? Option.getOrElse(providerName, () => "anthropic")
+    const model = options.model
+    const key = options.key ?? `${provider}/${model}`
+    const pauseWithoutHint = Duration.decode(options.pauseWithoutHint ?? Duration.seconds(1))
+    const cacheReadsCount = options.cacheReadsCount ?? false
+    const readError = classify(provider, model)
+
+    const toProviderError = (error: unknown) =>
+      Effect.map(readError(error), Option.match({
+        onNone: () => error,
+        onSome: (read): unknown => Object.assign(read, { [OriginalError]: error })
+      }))
+
+    /** What a refusal by the provider tells the limiter: a 429's headers and its pause. */
+    const learnFrom = (error: unknown) =>
+      Effect.gen(function*() {
+        if (!Retry.isProviderError(error)) return
+        if (error._tag !== "RateLimited") return
+        if (error.rateLimits !== undefined) yield* limiter.observe(key, error.rateLimits)
+        yield* limiter.pause(key, error.retryAfter ?? pauseWithoutHint)
+      }).pipe(Effect.ignore)
+
+    const prepare = (method: string, shape: CallShape) =>
+      Effect.gen(function*() {
+        const call = yield* CurrentCall
+        const request = yield* Effect.try({
+          try: () => toRequest(shape, model, call.maxOutputTokens ?? options.maxOutputTokens ?? 4_096),
+          // The prompt is not one @effect/ai accepts: the same error the model itself would raise.
+          catch: (cause) => new AiError.MalformedInput({ module: "Sluice", method, description: "The prompt could not be read", cause })
+        })
+        const estimate = yield* estimator.estimate(request)
+        return { call, request, estimate, priority: call.priority ?? options.priority ?? "normal" }
+      })
+
+    const reserveBudget = (method: string, call: CallOptions, request: LlmClient.Request, estimate: TokenEstimator.Estimate) =>
+      Option.isNone(budget)
+        ? Effect.succeed(undefined)
+        : budget.value.reserve({
+          model,
+          tenant: call.tenant,
+          job: call.job,
+          inputTokens: estimate.inputTokens,
+          maxOutputTokens: request.maxOutputTokens
+        }).pipe(Effect.mapError(refusal(method)))
+
+    /** How a reservation ends: the real cost, nothing (refused by the provider), or the worst case (it may have run). */
+    const settleSpend = (spend: Budget.Reservation | undefined, worstCase: LlmClient.Usage, outcome: Exit.Exit<Option.Option<LlmClient.Usage>, unknown>) => {
+      if (spend === undefined) return Effect.void
+      if (Exit.isSuccess(outcome)) return Effect.ignore(spend.settle(Option.getOrElse(outcome.value, () => worstCase)))
+      const failure = Cause.failureOption(outcome.cause)
+      const refused = Option.isSome(failure) && Retry.isProviderError(failure.value) && refundedTags.has(failure.value._tag)
+      return Effect.ignore(refused ? spend.cancel : spend.settle(worstCase))
+    }
+
+    /** One governed attempt of a whole call: estimate, budget, reserve, call, settle, learn. */
+    const attempt = <A extends { readonly content: ReadonlyArray<Response.AnyPart> }>(
+      method: string,
+      shape: CallShape,
+      run: () => Effect.Effect<A, unknown, unknown>
+    ): Effect.Effect<A, unknown, unknown> =>
+      Effect.gen(function*() {
+        const { call, estimate, priority, request } = yield* prepare(method, shape)
+        const spend = yield* reserveBudget(method, call, request, estimate)
+        const worstCase: LlmClient.Usage = { inputTokens: estimate.inputTokens, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+        return yield* limiter.withPermit(
+          key,
+          { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens },
+          (permit) =>
+            run().pipe(
+              Effect.catchAll((error) => Effect.flip(toProviderError(error))),
+              Effect.tap((response) =>
+                Option.match(usageOf(response.content), {
+                  onNone: () => Effect.void,
+                  onSome: (usage) =>
+                    Effect.all([
+                      permit.settle(LlmClient.usageCost(usage, { cacheReadsCount })),
+                      estimator.observe(estimate, usage)
+                    ], { discard: true }).pipe(Effect.ignore)
+                })
+              ),
+              Effect.tapError((error) =>
+                Effect.zipRight(
+                  Retry.isProviderError(error) && refundedTags.has(error._tag) ? Effect.ignore(permit.settle(nothing)) : Effect.void,
+                  learnFrom(error)
+                )
+              ),
+              Effect.onExit((exit) => settleSpend(spend, worstCase, Exit.map(exit, (response) => usageOf(response.content))))
+            ),
+          { priority }
+        ).pipe(Effect.catchIf(isLimiterError, (error) => Effect.fail(refusal(method)(error))))
+      })
+
+    const governed = <A extends { readonly content: ReadonlyArray<Response.AnyPart> }>(
+      method: string,
+      shape: CallShape,
+      run: () => Effect.Effect<A, unknown, unknown>
+    ): Effect.Effect<A, unknown, unknown> => {
+      const once = attempt(method, shape, run)
+      const retried = options.retry === false ? once : Retry.retry(once, options.retry ?? {})
+      return retried.pipe(
+        Effect.mapError(originalOf),
+        Effect.withSpan(`EffectAi.${method}`, { attributes: { model, key } })
+      )
+    }
+
+    /**
+     * A streamed call: reserved like a whole one, settled when the finish part
+     * arrives. Not retried: a stream that already produced text cannot be
+     * replayed safely.
+     */
+    const governedStream = <A>(shape: CallShape, run: () => Stream.Stream<A, unknown, unknown>): Stream.Stream<A, unknown, unknown> =>
+      Stream.unwrapScoped(Effect.gen(function*() {
+        const { call, estimate, priority, request } = yield* prepare("streamText", shape)
+        const spend = yield* reserveBudget("streamText", call, request, estimate)
+        const worstCase: LlmClient.Usage = { inputTokens: estimate.inputTokens, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+        const outcome = yield* Ref.make<Exit.Exit<Option.Option<LlmClient.Usage>, unknown>>(Exit.succeed(Option.none()))
+        if (spend !== undefined) yield* Effect.addFinalizer(() => Effect.flatMap(Ref.get(outcome), (exit) => settleSpend(spend, worstCase, exit)))
+        const permit = yield* limiter.acquire(key, { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens }, { priority }).pipe(
+          Effect.mapError(refusal("streamText"))
+        )
+        return run().pipe(
+          Stream.tap((part) => {
+            const usage = usageOf([part as Response.AnyPart])
+            if (Option.isNone(usage)) return Effect.void
+            return Effect.all([
+              Ref.set(outcome, Exit.succeed(usage)),
+              permit.settle(LlmClient.usageCost(usage.value, { cacheReadsCount })),
+              estimator.observe(estimate, usage.value)
+            ], { discard: true }).pipe(Effect.ignore)
+          }),
+          Stream.tapError((error) =>
+            Effect.gen(function*() {
+              const read = yield* toProviderError(error)
+              yield* Ref.set(outcome, Exit.fail(read))
+              if (Retry.isProviderError(read) && refundedTags.has(read._tag)) yield* Effect.ignore(permit.settle(nothing))
+              yield* learnFrom(read)
+            })
+          )
+        )
+      }))
+
+    // The service's methods are generic in their options; the governed ones keep
+    // the underlying model's types and add only `AiError` (a Sluice refusal is
+    // an `AiError.UnknownError`), which every `ExtractError<Options>` includes.
+    const service: LanguageModel.Service = {
+      generateText: ((call: LanguageModel.GenerateTextOptions<{}>) =>
+        governed("generateText", call, () => inner.generateText(call))) as LanguageModel.Service["generateText"],
+      generateObject: ((call: LanguageModel.GenerateObjectOptions<{}, unknown, Record<string, unknown>, unknown>) =>
+        governed("generateObject", call, () =>
+          inner.generateObject(call))) as LanguageModel.Service["generateObject"],
+      streamText: ((call: LanguageModel.GenerateTextOptions<{}>) =>
+        governedStream(call, () => inner.streamText(call))) as LanguageModel.Service["streamText"]
+    }
+    return service
+  })
+
+/**
+ * Where a provider error read from an `@effect/ai` error keeps the original,
+ * handed back after the retries. A property, not a map keyed by the error:
+ * Effect wraps an error failed inside a span in a proxy, so identity is lost.
+ */
+const OriginalError = Symbol.for("@sluice/providers/EffectAi/OriginalError")
+
+/** The `@effect/ai` error a provider error was read from, or the error itself. */
+const originalOf = (error: unknown): unknown => Predicate.hasProperty(error, OriginalError) ? error[OriginalError] : error
+
+const limiterTags: ReadonlySet<string> = new Set(["CostTooLarge", "Shed", "UnknownKey", "InvalidCost", "LimiterStoreError"])
+
+/** A refusal by the limiter (not by the provider or the call's own code). */
+const isLimiterError = (error: unknown): error is RateLimiter.RateLimiterError =>
+  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" && limiterTags.has(error._tag)
+
+/**
+ * A governed `LanguageModel` over the `LanguageModel` below it: provide the
+ * underlying model (e.g. `AnthropicLanguageModel.model(...)`) to this layer,
+ * with a `RateLimiter`, a `TokenEstimator` and, to cap spend, a `Budget`.
+ *
+ * @example
+ * ```ts
+ * const Governed = EffectAi.layerGoverned({ model: "claude-haiku-4-5", maxOutputTokens: 512 }).pipe(
+ *   Layer.provide(AnthropicLanguageModel.model("claude-haiku-4-5", { max_tokens: 512 }))
+ * )
+ * ```
+ */
+export const layerGoverned = (options: Options): Layer.Layer<
+  LanguageModel.LanguageModel,
+  InvalidEffectAiOptions,
+  LanguageModel.LanguageModel | RateLimiter.RateLimiter | TokenEstimator.TokenEstimator
+> => Layer.effect(LanguageModel.LanguageModel, Effect.flatMap(validate(options), make))

@@ -1,0 +1,534 @@
+/**
+ * Sluice for code that does not use Effect: {@link createClient} returns an
+ * object shaped like the Anthropic SDK's client — `messages.create(params)`
+ * and `messages.countTokens(params)` take and return the Messages API shapes
+ * of `@anthropic-ai/sdk` — whose calls pass a Governor built from plain
+ * options: quotas per model, budget, retry, concurrency, fallback models.
+ *
+ * - `messages.create` sends the caller's params to the SDK as they are (every
+ *   field, block and tool the SDK accepts) and resolves to the SDK's `Message`
+ *   as the API returned it; Sluice reads the same params to estimate the call,
+ *   waits for capacity, settles with the usage, and retries 429/529/5xx.
+ * - Options are validated when the client is created; a bad one throws
+ *   {@link InvalidOptionsError} naming it (`quotas.claude-haiku-4-5.requests.limit`).
+ * - Every failure is an ordinary `Error` subclass of {@link SluiceError}, whose
+ *   `reason` is Sluice's typed error (`RateLimited`, `BudgetExceeded`, `Shed`,
+ *   `BadRequest`, …) and `_tag` its tag; `RateLimitedError`,
+ *   `BudgetExceededError`, … for `instanceof`.
+ * - Inside, one `ManagedRuntime` holds the limiter, the estimator, the budget
+ *   and the SDK; `close()` releases it, and calls after it reject.
+ *
+ * @example
+ * ```ts
+ * import { createClient } from "@sluice/providers/Promise"
+ *
+ * const anthropic = createClient({
+ *   apiKey: process.env.ANTHROPIC_API_KEY!,
+ *   quotas: { "claude-haiku-4-5": { requests: { limit: 50, per: "1 minute" }, inputTokens: { limit: 50_000, per: "1 minute" }, outputTokens: { limit: 10_000, per: "1 minute" } } },
+ *   budget: { limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 20 }] }
+ * })
+ * const message = await anthropic.messages.create({ model: "claude-haiku-4-5", max_tokens: 256, messages: [{ role: "user", content: "Hi" }] })
+ * await anthropic.close()
+ * ```
+ */
+import AnthropicSdk from "@anthropic-ai/sdk"
+import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Cause from "effect/Cause"
+import * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Predicate from "effect/Predicate"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import { Budget, Governor, LlmClient, Pricing, Quota, RateLimiter, TokenEstimator } from "@sluice/core"
+import type { Priority, Retry } from "@sluice/core"
+import * as Anthropic from "./Anthropic.js"
+import * as Errors from "./internal/errors.js"
+import * as RateLimitHeaders from "./RateLimitHeaders.js"
+
+// ---------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------
+
+/** Plain options of a governed client. Only `apiKey` is required. */
+export interface ClientOptions {
+  /** The Anthropic API key. Kept `Redacted` inside; never logged. */
+  readonly apiKey: string
+  /** Another endpoint that speaks the Messages API (the simulator, a proxy). */
+  readonly baseURL?: string | undefined
+  /** The longest one HTTP call may take, in milliseconds or as a duration ("2 minutes"). Default the SDK's 10 minutes. */
+  readonly timeout?: number | string | undefined
+  /**
+   * Quotas per model, as the provider states them: `{ requests, inputTokens,
+   * outputTokens, tokens }`, each `{ limit, per, burst? }`. A model without one
+   * runs one call at a time until the first response's headers tell its limits.
+   */
+  readonly quotas?: { readonly [model: string]: Quota.QuotaInput } | undefined
+  /** Calls in flight per model, at most. Default 256. */
+  readonly maxConcurrency?: number | undefined
+  /** Spend limits (`limits`) and optionally a price table (`prices`, per model and million tokens). Default none. */
+  readonly budget?: {
+    readonly limits: ReadonlyArray<Budget.LimitInput>
+    readonly prices?: { readonly [model: string]: Pricing.ModelPrice } | undefined
+  } | undefined
+  /** The retry policy, or false for none. Default `Retry.defaults` (6 attempts, full jitter, `retry-after` honoured). */
+  readonly retry?: Retry.Options | false | undefined
+  /** Models to fall back to, in order, when the asked one is rate limited or overloaded. Default none. */
+  readonly fallback?: ReadonlyArray<string> | undefined
+  /** The class of a call that names none. Default "normal". */
+  readonly priority?: Priority.Class | undefined
+  /** Reserve a learned typical output instead of `max_tokens` once enough calls were seen. Default false. */
+  readonly learnOutput?: boolean | undefined
+}
+
+/** What one call may say besides its params (the SDK's request options, plus Sluice's). */
+export interface CallOptions {
+  /** Aborts the call (and its wait for capacity). */
+  readonly signal?: AbortSignal | undefined
+  /** The class the call waits in. */
+  readonly priority?: Priority.Class | undefined
+  /** The tenant whose budget the call counts against. */
+  readonly tenant?: string | undefined
+  /** The job whose budget the call counts against. */
+  readonly job?: string | undefined
+}
+
+/** Options that could not be accepted; each issue names its option (`quotas.claude-haiku-4-5.requests.limit`). */
+export class InvalidClientOptions extends Data.TaggedError("InvalidClientOptions")<{
+  readonly issues: ReadonlyArray<{ readonly path: string; readonly message: string }>
+}> {
+  override get message(): string {
+    return `Invalid Sluice client options: ${this.issues.map((issue) => `${issue.path}: ${issue.message}`).join("; ")}`
+  }
+}
+
+/** The client was closed; it makes no more calls. */
+export class ClientClosed extends Data.TaggedError("ClientClosed")<{}> {
+  override get message(): string {
+    return "The Sluice client was closed"
+  }
+}
+
+/** The request could not be read as Messages API params. */
+export class InvalidRequest extends Data.TaggedError("InvalidRequest")<{ readonly detail: string }> {
+  override get message(): string {
+    return `Invalid request: ${this.detail}`
+  }
+}
+
+const exact = { exact: true } as const
+const DurationInput = Schema.Union(Schema.String, Schema.Number).pipe(
+  Schema.filter((input) => Option.isSome(Duration.decodeUnknown(input)) || `Expected milliseconds or a duration such as "2 minutes", got ${JSON.stringify(input)}`)
+)
+
+/** The options Governor does not validate itself. */
+const ClientSchema = Schema.Struct({
+  apiKey: Schema.NonEmptyString.annotations({ message: () => "Expected the API key, a non-empty string" }),
+  baseURL: Schema.optionalWith(Schema.String.pipe(Schema.filter((url) => URL.canParse(url) || `Expected a URL, got ${JSON.stringify(url)}`)), exact),
+  timeout: Schema.optionalWith(DurationInput, exact),
+  quotas: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.encodedSchema(Quota.Quota) }), exact),
+  maxConcurrency: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
+  budget: Schema.optionalWith(Schema.Struct({ limits: Schema.Array(Budget.Limit), prices: Schema.optionalWith(Pricing.PriceTable, exact) }), exact),
+  learnOutput: Schema.optionalWith(Schema.Boolean, exact)
+})
+
+const governorFields = ["retry", "fallback", "priority"] as const
+
+/** One issue per option, the deepest: a union's members would otherwise each report the same one. */
+const deepestIssues = (issues: ReadonlyArray<{ readonly path: string; readonly message: string }>) => {
+  const byPath = new Map<string, string>()
+  for (const issue of issues) if (!byPath.has(issue.path)) byPath.set(issue.path, issue.message)
+  const paths = [...byPath.keys()]
+  return paths
+    .filter((path) => !paths.some((other) => other !== path && other.startsWith(`${path}.`)))
+    .map((path) => ({ path, message: byPath.get(path)! }))
+}
+
+const formatted = (error: ParseResult.ParseError) =>
+  ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({ path: issue.path.map(String).join("."), message: issue.message }))
+
+/** The Governor's options of a client's. */
+const governorOptions = (options: ClientOptions): Governor.Options => ({
+  ...(options.retry === undefined ? {} : { retry: options.retry }),
+  ...(options.fallback === undefined ? {} : { fallback: options.fallback.map((model) => ({ model })) }),
+  ...(options.priority === undefined ? {} : { priority: options.priority }),
+  // The params Sluice reads are a summary of what is sent: two calls that look
+  // alike to it may differ (images, thinking), so they are never joined.
+  coalesce: false
+})
+
+/**
+ * Checks every option at once; the error names each wrong one. Quotas are
+ * checked whole (their limits and periods), not only their shape.
+ */
+export const validate = (options: ClientOptions): Either.Either<ClientOptions, InvalidClientOptions> => {
+  if (!Predicate.isRecord(options)) return Either.left(new InvalidClientOptions({ issues: [{ path: "", message: "Expected an options object" }] }))
+  const issues: Array<{ readonly path: string; readonly message: string }> = []
+  const known = new Set<string>([...Object.keys(ClientSchema.fields), ...governorFields])
+  for (const name of Object.keys(options)) if (!known.has(name)) issues.push({ path: name, message: "Unknown option" })
+  const { fallback: _fallback, priority: _priority, retry: _retry, ...own } = options
+  const decoded = Schema.decodeUnknownEither(ClientSchema, { errors: "all" })(own)
+  if (Either.isLeft(decoded)) issues.push(...formatted(decoded.left))
+  for (const [model, quota] of Object.entries(Predicate.isRecord(options.quotas) ? options.quotas : {})) {
+    const checked = Quota.decodeEither(quota, model)
+    if (Either.isLeft(checked)) issues.push(...checked.left.issues.map((issue) => ({ path: `quotas.${model}.${issue.path}`.replace(/\.$/, ""), message: issue.message })))
+  }
+  if (options.fallback !== undefined && !(Array.isArray(options.fallback) && options.fallback.every((model) => typeof model === "string" && model !== ""))) {
+    issues.push({ path: "fallback", message: "Expected an array of model names" })
+  }
+  const governor = Governor.validate({
+    ...(options.retry === undefined ? {} : { retry: options.retry }),
+    ...(options.priority === undefined ? {} : { priority: options.priority })
+  })
+  if (Either.isLeft(governor)) issues.push(...governor.left.issues)
+  return issues.length === 0 ? Either.right(options) : Either.left(new InvalidClientOptions({ issues: deepestIssues(issues) }))
+}
+
+// ---------------------------------------------------------------------------
+// Errors, as ordinary Error subclasses
+// ---------------------------------------------------------------------------
+
+/** Everything a call through the client can fail with, typed. */
+export type Reason =
+  | LlmClient.CallError
+  | InvalidClientOptions
+  | ClientClosed
+  | InvalidRequest
+  // Checked by `createClient` already; listed because the layers could still refuse them.
+  | Quota.InvalidQuota
+  | Pricing.InvalidPriceTable
+  | Budget.InvalidBudget
+  | Governor.InvalidGovernorOptions
+
+/**
+ * A failure of the client: an ordinary `Error` whose `reason` is Sluice's
+ * typed error and `_tag` its tag. `status` is the HTTP status when the
+ * provider answered.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await anthropic.messages.create(params)
+ * } catch (error) {
+ *   if (error instanceof BudgetExceededError) console.log(error.reason.limitUsd)
+ *   else if (error instanceof SluiceError) console.log(error._tag, error.message)
+ * }
+ * ```
+ */
+export class SluiceError<R extends Reason = Reason> extends Error {
+  readonly _tag: R["_tag"]
+  readonly reason: R
+  readonly status: number | undefined
+  constructor(reason: R) {
+    super(reason.message, { cause: reason })
+    this.name = "SluiceError"
+    this._tag = reason._tag
+    this.reason = reason
+    this.status = Predicate.hasProperty(reason, "status") && typeof reason.status === "number" ? reason.status : undefined
+  }
+}
+
+/** A 429 the retries could not get past. `reason.retryAfter` is the provider's hint. */
+export class RateLimitedError extends SluiceError<LlmClient.RateLimited> {
+  constructor(reason: LlmClient.RateLimited) {
+    super(reason)
+    this.name = "RateLimitedError"
+  }
+}
+
+/** 529: the provider was overloaded through every retry. */
+export class OverloadedError extends SluiceError<LlmClient.Overloaded> {
+  constructor(reason: LlmClient.Overloaded) {
+    super(reason)
+    this.name = "OverloadedError"
+  }
+}
+
+/** A budget refused the call before any money was spent. */
+export class BudgetExceededError extends SluiceError<Budget.BudgetExceeded> {
+  constructor(reason: Budget.BudgetExceeded) {
+    super(reason)
+    this.name = "BudgetExceededError"
+  }
+}
+
+/** The limiter turned the call away (its lane was full, or its cost can never fit the quota). */
+export class ShedError extends SluiceError<RateLimiter.Shed | RateLimiter.CostTooLarge> {
+  constructor(reason: RateLimiter.Shed | RateLimiter.CostTooLarge) {
+    super(reason)
+    this.name = "ShedError"
+  }
+}
+
+/** Thrown by {@link createClient}: an option is wrong; `reason.issues` names each. */
+export class InvalidOptionsError extends SluiceError<InvalidClientOptions> {
+  constructor(reason: InvalidClientOptions) {
+    super(reason)
+    this.name = "InvalidOptionsError"
+  }
+}
+
+/** A call after `close()`. */
+export class ClosedError extends SluiceError<ClientClosed> {
+  constructor(reason: ClientClosed) {
+    super(reason)
+    this.name = "ClosedError"
+  }
+}
+
+/** The typed reason as the `Error` subclass that names it. */
+export const toError = (reason: Reason): SluiceError => {
+  switch (reason._tag) {
+    case "RateLimited":
+      return new RateLimitedError(reason)
+    case "Overloaded":
+      return new OverloadedError(reason)
+    case "BudgetExceeded":
+      return new BudgetExceededError(reason)
+    case "Shed":
+    case "CostTooLarge":
+      return new ShedError(reason)
+    case "InvalidClientOptions":
+      return new InvalidOptionsError(reason)
+    case "ClientClosed":
+      return new ClosedError(reason)
+    default:
+      return new SluiceError(reason)
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Messages API params as the request Sluice estimates
+// ---------------------------------------------------------------------------
+
+/** The caller's params, carried through the Governor to the SDK unchanged (a symbol survives the Governor's spreads). */
+const RawParams = Symbol.for("@sluice/providers/Promise/RawParams")
+/** The SDK's message, carried back through the Governor to the caller. */
+const RawMessage = Symbol.for("@sluice/providers/Promise/RawMessage")
+
+type Governed = LlmClient.Request & { readonly [RawParams]?: Sdk.MessageCreateParamsNonStreaming }
+
+const textOf = (content: unknown): string =>
+  typeof content === "string"
+    ? content
+    : Array.isArray(content)
+    ? content.map((block) => Predicate.hasProperty(block, "text") && typeof block.text === "string" ? block.text : `[${Predicate.hasProperty(block, "type") ? String(block.type) : "block"}]`).join("\n")
+    : ""
+
+/** A block as Sluice counts it; what is not text (images, documents, thinking signatures) counts as a short marker. */
+const blockOf = (block: Sdk.ContentBlockParam): LlmClient.ContentBlock => {
+  switch (block.type) {
+    case "text":
+      return block.cache_control ? { type: "text", text: block.text, cacheControl: { type: "ephemeral" } } : { type: "text", text: block.text }
+    case "tool_use":
+      return { type: "tool_use", id: block.id, name: block.name, input: block.input }
+    case "tool_result":
+      return { type: "tool_result", toolUseId: block.tool_use_id, content: textOf(block.content), ...(block.is_error == null ? {} : { isError: block.is_error }) }
+    case "thinking":
+      return { type: "text", text: block.thinking }
+    default:
+      return { type: "text", text: `[${block.type}]` }
+  }
+}
+
+const toolChoiceOf = (choice: Sdk.ToolChoice): LlmClient.ToolChoice =>
+  choice.type === "tool" ? { type: "tool", name: choice.name } : { type: choice.type }
+
+/**
+ * Messages API params as `LlmClient.Request`: what the estimator counts, the
+ * quota key and the budget go by. The params themselves travel with it and are
+ * what the SDK sends.
+ */
+export const toRequest = (params: Sdk.MessageCreateParamsNonStreaming, call: CallOptions = {}): Governed => {
+  const system = params.system === undefined ? undefined : textOf(params.system)
+  const tools = params.tools?.map((tool): LlmClient.Tool => {
+    const custom = tool as { readonly name: string; readonly description?: string; readonly input_schema?: LlmClient.Tool["inputSchema"] }
+    return { name: custom.name, description: custom.description, inputSchema: custom.input_schema ?? { type: "object" } }
+  })
+  const metadata: LlmClient.RequestMetadata = {
+    ...(call.priority === undefined ? {} : { priority: call.priority }),
+    ...(call.tenant === undefined ? {} : { tenant: call.tenant }),
+    ...(call.job === undefined ? {} : { job: call.job })
+  }
+  return {
+    model: params.model,
+    ...(system === undefined ? {} : { system }),
+    messages: params.messages.map((message) => ({
+      // A mid-conversation system turn counts as text like any other.
+      role: message.role === "assistant" ? "assistant" as const : "user" as const,
+      content: typeof message.content === "string" ? message.content : message.content.map(blockOf)
+    })),
+    ...(tools === undefined ? {} : { tools }),
+    ...(params.tool_choice === undefined ? {} : { toolChoice: toolChoiceOf(params.tool_choice) }),
+    maxOutputTokens: params.max_tokens,
+    ...(params.stop_sequences === undefined ? {} : { stopSequences: params.stop_sequences }),
+    ...(Object.keys(metadata).length === 0 ? {} : { metadata }),
+    [RawParams]: params
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The provider under the Governor: the SDK, params in, message out, unchanged
+// ---------------------------------------------------------------------------
+
+const errorBody = (error: InstanceType<typeof AnthropicSdk.APIError>): { readonly type?: unknown; readonly message?: unknown } | undefined =>
+  (error.error as { readonly error?: { readonly type?: unknown; readonly message?: unknown } } | undefined)?.error
+
+/** What the SDK threw, as the error union (the same reading as `Anthropic`'s). */
+const providerError = (model: string | undefined) => (cause: unknown): Effect.Effect<LlmClient.ProviderError> =>
+  Effect.gen(function*() {
+    if (cause instanceof AnthropicSdk.APIConnectionTimeoutError) return Errors.timeout("anthropic", model, undefined)
+    if (cause instanceof AnthropicSdk.APIConnectionError) return Errors.network("anthropic", model, cause.cause ?? cause)
+    if (cause instanceof AnthropicSdk.APIError && cause.status !== undefined) {
+      const headers = cause.headers ?? new Headers()
+      const body = errorBody(cause)
+      return Errors.fromHttpFailure({
+        provider: "anthropic",
+        model,
+        status: cause.status,
+        headers,
+        errorType: typeof body?.type === "string" ? body.type : undefined,
+        detail: typeof body?.message === "string" ? body.message : cause.message,
+        now: yield* Clock.currentTimeMillis,
+        rateLimits: yield* RateLimitHeaders.read(headers, "anthropic")
+      })
+    }
+    return Errors.network("anthropic", model, cause)
+  })
+
+/**
+ * An `LlmClient` whose `complete` sends the caller's own params (when the
+ * request carries them) and keeps the SDK's message on the response; the rest
+ * is `Anthropic`'s.
+ */
+const passThrough = (base: Effect.Effect.Success<ReturnType<typeof Anthropic.make>>): LlmClient.Provider => {
+  const complete = (request: LlmClient.Request) => {
+    const raw = (request as Governed)[RawParams]
+    if (raw === undefined) return base.complete(request)
+    return Effect.gen(function*() {
+      // A fallback rung changes the model; everything else is the caller's.
+      const { data, response } = yield* callSdk(request.model, (signal) =>
+        base.sdk.messages.create({ ...raw, model: request.model, stream: false }, { signal }).withResponse())
+      const rateLimits = yield* RateLimitHeaders.read(response.headers, "anthropic")
+      return Object.assign(Anthropic.fromMessage(data, rateLimits), { [RawMessage]: data })
+    }).pipe(Effect.withSpan("Sluice.messages.create", { attributes: { model: request.model } }))
+  }
+  return { provider: base.provider, complete, stream: base.stream, countTokens: base.countTokens }
+}
+
+/** The one place this module enters the SDK's promises: the fiber's signal cancels the request. */
+const callSdk = <A>(model: string | undefined, f: (signal: AbortSignal) => Promise<A>): Effect.Effect<A, LlmClient.ProviderError> =>
+  Effect.tryPromise({ try: f, catch: (cause) => cause }).pipe(Effect.catchAll((cause) => Effect.flip(providerError(model)(cause))))
+
+// ---------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------
+
+/** The governed client: the SDK's `messages` surface, and `close`. */
+export interface Client {
+  readonly messages: {
+    /** `anthropic.messages.create(params)`, governed. Streaming (`stream: true`) is not offered: use the Effect API's `stream`. */
+    readonly create: (params: Sdk.MessageCreateParamsNonStreaming, options?: CallOptions) => Promise<Sdk.Message>
+    /** `anthropic.messages.countTokens(params)`: the provider's own count (not governed: it has its own limit). */
+    readonly countTokens: (params: Sdk.MessageCountTokensParams, options?: CallOptions) => Promise<Sdk.MessageTokensCount>
+  }
+  /** Live figures of a model's quota: waiting calls, calls in flight, bucket levels. */
+  readonly stats: (model: string) => Promise<RateLimiter.KeyStats>
+  /** Releases the runtime (limiter, estimator, budget, SDK); later calls reject with `ClosedError`. Idempotent. */
+  readonly close: () => Promise<void>
+}
+
+/** The quota key of a model: the Governor's default, `anthropic/model`. */
+const keyOf = (model: string): string => Governor.defaultKey(false)({ model, messages: [], maxOutputTokens: 1 }, "anthropic")
+
+/** Everything a client runs on, from valid options: the governed `LlmClient`, the SDK, the limiter, the estimator, the budget. */
+export const layer = (options: ClientOptions) => {
+  const anthropic: Anthropic.Options = {
+    apiKey: Redacted.make(options.apiKey),
+    ...(options.baseURL === undefined ? {} : { baseURL: options.baseURL }),
+    ...(options.timeout === undefined ? {} : { timeout: Duration.decode(options.timeout as Duration.DurationInput) })
+  }
+  const provider = Layer.effectContext(Effect.map(Anthropic.make(anthropic), (base) =>
+    Context.make(LlmClient.LlmClient, passThrough(base)).pipe(Context.add(Anthropic.AnthropicSdkClient, base.sdk))))
+  const quotas = Object.fromEntries(Object.entries(options.quotas ?? {}).map(([model, quota]) => [keyOf(model), quota]))
+  const limiter = RateLimiter.layerMemory({ quotas, ...(options.maxConcurrency === undefined ? {} : { maxInFlight: options.maxConcurrency }) })
+  const estimator = TokenEstimator.layer({ learnOutput: options.learnOutput ?? false })
+  const budget = options.budget === undefined
+    ? Layer.empty
+    : Budget.layer({ limits: options.budget.limits }).pipe(
+      Layer.provide([Pricing.layer(options.budget.prices ?? Pricing.defaultTable), Budget.layerLedgerMemory])
+    )
+  // `provideMerge` keeps the consumer's outputs over the provider's: the
+  // `LlmClient` of the result is the governed one; the SDK passes through.
+  return Governor.layer(governorOptions(options)).pipe(
+    Layer.provideMerge(provider),
+    Layer.provideMerge(Layer.mergeAll(limiter, estimator, budget))
+  )
+}
+
+/**
+ * A governed client with the Anthropic SDK's `messages` surface. Throws
+ * {@link InvalidOptionsError} naming every bad option.
+ *
+ * @example
+ * ```ts
+ * const anthropic = createClient({ apiKey, baseURL: "http://127.0.0.1:8787", quotas: { "claude-haiku-4-5": quota } })
+ * const message = await anthropic.messages.create({ model: "claude-haiku-4-5", max_tokens: 256, messages })
+ * console.log(message.content, message.usage)
+ * await anthropic.close()
+ * ```
+ */
+export const createClient = (options: ClientOptions): Client => {
+  const valid = validate(options)
+  if (Either.isLeft(valid)) throw new InvalidOptionsError(valid.left)
+  const runtime = ManagedRuntime.make(layer(valid.right))
+  let closed: Promise<void> | undefined
+
+  const run = async <A>(effect: Effect.Effect<A, Reason, LlmClient.LlmClient | RateLimiter.RateLimiter | Anthropic.AnthropicSdkClient | TokenEstimator.TokenEstimator>, signal: AbortSignal | undefined): Promise<A> => {
+    if (closed !== undefined) throw new ClosedError(new ClientClosed())
+    const exit = await runtime.runPromiseExit(effect, signal === undefined ? {} : { signal })
+    if (Exit.isSuccess(exit)) return exit.value
+    const failure = Cause.failureOption(exit.cause)
+    if (Option.isSome(failure)) throw toError(failure.value)
+    // An interruption (the caller's signal) or a defect: the SDK's own abort error, or the defect as it is.
+    throw Cause.squash(exit.cause)
+  }
+
+  return {
+    messages: {
+      create: (params, call = {}) =>
+        run(
+          Effect.gen(function*() {
+            if (!Predicate.isRecord(params) || !Array.isArray(params.messages)) return yield* new InvalidRequest({ detail: "Expected Messages API params with `messages`" })
+            if ((params as { readonly stream?: unknown }).stream === true) return yield* new InvalidRequest({ detail: "`stream: true` is not offered by the Promise client" })
+            const client = yield* LlmClient.LlmClient
+            const response = yield* client.complete(toRequest(params, call))
+            const raw = (response as { readonly [RawMessage]?: Sdk.Message })[RawMessage]
+            // The pass-through provider always keeps the message; without it something is broken.
+            return raw ?? (yield* Effect.dieMessage("Sluice: the SDK's message was lost on the way back"))
+          }),
+          call.signal
+        ),
+      countTokens: (params, call = {}) =>
+        run(
+          Effect.flatMap(Anthropic.AnthropicSdkClient, (sdk) =>
+            callSdk(params.model, (signal) => sdk.messages.countTokens(params, { signal }))),
+          call.signal
+        )
+    },
+    stats: (model) =>
+      run(Effect.flatMap(RateLimiter.RateLimiter, (limiter) => Effect.orDie(limiter.stats(keyOf(model)))), undefined),
+    close: () => {
+      closed ??= runtime.dispose()
+      return closed
+    }
+  }
+}
