@@ -294,14 +294,15 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
     const ttl = String(Math.max(1_000, Math.round(Duration.toMillis(options.idleTtl ?? Duration.minutes(10)))))
     const timeout = Duration.decode(options.timeout ?? Duration.seconds(1))
     const share = options.localShare ?? 1
-    const quotas = new Map<string, Quota.Quota>()
+    /** Each key's quota, encoded once for the script (it travels with every call). */
+    const quotas = new Map<string, string>()
     const local = yield* LimiterStore.makeMemory
     let usingLocal = false
 
     const call = (key: string, op: string, payload: unknown): Effect.Effect<any, LimiterStore.LimiterStoreError> => {
-      const quota = quotas.get(key)
+      const quota = quotas.get(key) ?? ""
       return Effect.tryPromise({
-        try: () => redis.sluiceLimiter(`${prefix}:limiter:${key}`, op, JSON.stringify(payload), ttl, quota === undefined ? "" : encodeQuota(quota)),
+        try: () => redis.sluiceLimiter(`${prefix}:limiter:${key}`, op, JSON.stringify(payload), ttl, quota),
         catch: (cause) => new LimiterStore.LimiterStoreError({ key, operation: op, cause })
       }).pipe(
         Effect.timeoutFail({ duration: timeout, onTimeout: () => new LimiterStore.LimiterStoreError({ key, operation: op, cause: "timed out" }) }),
@@ -334,13 +335,13 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
             fallback
           )
         ),
-        Effect.withSpan(`LimiterStore.Redis.${op}`, { attributes: { key } })
+        Effect.withSpan(`LimiterStore.Redis.${op}`, { attributes: { key }, captureStackTrace: false })
       )
 
     return LimiterStore.LimiterStore.of({
       define: (key, quota) =>
         Effect.suspend(() => {
-          quotas.set(key, quota)
+          quotas.set(key, encodeQuota(quota))
           // The local share is always defined, so that a fallback finds the quota.
           return Effect.flatMap(local.define(key, scaled(quota, share)), (localLevels) =>
             either(key, "define", Effect.map(call(key, "define", {}), (answer) => levelsOf(answer.levels)), Effect.succeed(localLevels)))
