@@ -340,7 +340,7 @@ export const make = (options: Options): Effect.Effect<Budget["Type"], InvalidBud
           return ledger.cancel(id)
         })
         return { reservedUsd: Pricing.toUsd(worst), settle, cancel } satisfies Reservation
-      }).pipe(Effect.withSpan("Budget.reserve", { attributes: { model: call.model } , captureStackTrace: false }))
+      }).pipe(Effect.withSpan("Budget.reserve", { attributes: { model: call.model }, captureStackTrace: false }))
 
     const status = Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis

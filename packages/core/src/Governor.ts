@@ -288,7 +288,7 @@ export const make = (options: Options = {}): Effect.Effect<
             ? Effect.fail(new Fallback.AllRungsFailed({ attempts: [...tried, { model: rungs[rungs.length - 1]!.model, key: undefined, error }] }))
             : Effect.fail(error))
       const governed = options.coalesce === false ? reported : coalescer.run(request, reported)
-      return governed.pipe(Effect.withSpan("Governor.complete", { attributes: { model: request.model } , captureStackTrace: false }))
+      return governed.pipe(Effect.withSpan("Governor.complete", { attributes: { model: request.model }, captureStackTrace: false }))
     }
 
     /**

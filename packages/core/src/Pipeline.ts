@@ -269,7 +269,7 @@ export const run = <D extends Document, A, E, R, E2, R2>(
           overBudget: p.overBudget + (outcome._tag === "OverBudget" ? 1 : 0)
         }))
         return outcome
-      }).pipe(Effect.withSpan("Pipeline.document", { attributes: { id: document.id } , captureStackTrace: false }))
+      }).pipe(Effect.withSpan("Pipeline.document", { attributes: { id: document.id }, captureStackTrace: false }))
     return Stream.mapEffect(documents, one, { concurrency: Math.max(1, options.concurrency ?? 16), unordered: true })
   }))
 

@@ -579,7 +579,7 @@ export const make = (options: Options = {}): Effect.Effect<
         yield* enqueue(runtime, waiter)
         // Only a call that waits gets a span: on the fast path a span would cost more than the grant.
         return yield* Effect.uninterruptibleMask((restore) =>
-          restore(Deferred.await(waiter.deferred).pipe(Effect.withSpan("RateLimiter.wait", { attributes: { key, priority } , captureStackTrace: false }))).pipe(
+          restore(Deferred.await(waiter.deferred).pipe(Effect.withSpan("RateLimiter.wait", { attributes: { key, priority }, captureStackTrace: false }))).pipe(
             Effect.onInterrupt(() =>
               Effect.suspend(() => {
                 if (runtime.lanes.leave(waiter, "cancelled")) return Effect.zipRight(setDepth(runtime, priority), wake(runtime))
@@ -630,7 +630,7 @@ export const make = (options: Options = {}): Effect.Effect<
         yield* rememberLevels(runtime, observation.levels)
         if (Quota.dimensions.some((dimension) => observation.levels[dimension] !== undefined)) yield* endDiscovery(runtime)
         yield* wake(runtime)
-      }).pipe(Effect.withSpan("RateLimiter.observe", { attributes: { key } , captureStackTrace: false }))
+      }).pipe(Effect.withSpan("RateLimiter.observe", { attributes: { key }, captureStackTrace: false }))
 
     const pause = (key: string, until: PauseUntil) =>
       Effect.gen(function*() {
@@ -640,7 +640,7 @@ export const make = (options: Options = {}): Effect.Effect<
         yield* Metric.increment(withTags(Metrics.pauses, { key }))
         const runtime = runtimes.get(key)
         if (runtime !== undefined) yield* wake(runtime)
-      }).pipe(Effect.withSpan("RateLimiter.pause", { attributes: { key } , captureStackTrace: false }))
+      }).pipe(Effect.withSpan("RateLimiter.pause", { attributes: { key }, captureStackTrace: false }))
 
     const stats = (key: string) =>
       Effect.map(store.state(key), (state): KeyStats => {

@@ -393,7 +393,7 @@ export const make = (options: Options): Effect.Effect<
               Metric.increment(Metric.tagged(routed, "deployment", chosen.name)),
               member.governed.complete(request)
             ).pipe(
-            Effect.withSpan("Router.deployment", { attributes: { deployment: member.deployment.name, model: request.model } , captureStackTrace: false }),
+            Effect.withSpan("Router.deployment", { attributes: { deployment: member.deployment.name, model: request.model }, captureStackTrace: false }),
             Effect.catchAll((error) => {
               const next = new Set(tried).add(member.deployment.name)
               return Fallback.isFallbackError(error) && next.size < pool.length
@@ -427,7 +427,7 @@ export const make = (options: Options): Effect.Effect<
             ? Effect.fail(new Fallback.AllRungsFailed({ attempts: [...tried, { model: rungs[rungs.length - 1]!.model, key: undefined, error }] }))
             : Effect.fail(error))
       const coalesced = options.coalesce === false ? reported : coalescer.run(request, reported)
-      return coalesced.pipe(Effect.withSpan("Router.complete", { attributes: { model: request.model } , captureStackTrace: false }))
+      return coalesced.pipe(Effect.withSpan("Router.complete", { attributes: { model: request.model }, captureStackTrace: false }))
     }
 
     /** A streamed call: routed once (a stream that produced text cannot move), not retried. */

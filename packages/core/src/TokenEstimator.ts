@@ -329,7 +329,7 @@ export const encoder = (encoding: Encoding = "o200k_base"): Effect.Effect<Encode
         encoders.set(encoding, encode)
         return encode
       }),
-      Effect.withSpan("TokenEstimator.encoder", { attributes: { encoding } , captureStackTrace: false })
+      Effect.withSpan("TokenEstimator.encoder", { attributes: { encoding }, captureStackTrace: false })
     )
   })
 
