@@ -108,6 +108,12 @@ export interface RequestMetadata {
 export interface Request {
   readonly model: string
   readonly system?: string | undefined
+  /**
+   * Marks the end of the system prompt as a prompt-cache breakpoint (Anthropic's
+   * `cache_control` on the system block): the tools and the system prompt are
+   * cached as one prefix. Message blocks mark theirs with `TextBlock.cacheControl`.
+   */
+  readonly systemCacheControl?: { readonly type: "ephemeral" } | undefined
   readonly messages: ReadonlyArray<Message>
   readonly tools?: ReadonlyArray<Tool> | undefined
   readonly toolChoice?: ToolChoice | undefined
@@ -163,13 +169,29 @@ export type StreamEvent =
   | { readonly _tag: "Done"; readonly response: Response }
 
 /**
- * What a call costs the quota, from the usage the provider reported.
- * Cache reads count against the input-token quota unless `cacheReadsCount` is
- * false (Anthropic's current models do not count them).
+ * What a call costs the quota, from the usage the provider reported: one
+ * request, its output, and the input that counts against the input-token
+ * limits — uncached input always, cache reads unless `cacheReadsCount` is
+ * false, cache writes unless `cacheWritesCount` is false. The rule of a
+ * provider and model is data: `Quota.cacheCountingFor(table, provider, model)`.
+ *
+ * @example
+ * ```ts
+ * import { LlmClient, Quota } from "@sluice/core"
+ *
+ * const usage = { inputTokens: 40, cacheReadInputTokens: 2_000, cacheWriteInputTokens: 0, outputTokens: 120 }
+ * LlmClient.usageCost(usage, Quota.cacheCountingFor(Quota.defaultCacheCounting, "anthropic", "claude-sonnet-4-5"))
+ * // { requests: 1, inputTokens: 40, outputTokens: 120 }: Anthropic does not count cache reads against ITPM
+ * ```
  */
-export const usageCost = (usage: Usage, options: { readonly cacheReadsCount?: boolean } = {}): Cost.Cost => ({
+export const usageCost = (
+  usage: Usage,
+  counting: { readonly cacheReadsCount?: boolean | undefined; readonly cacheWritesCount?: boolean | undefined } = {}
+): Cost.Cost => ({
   requests: 1,
-  inputTokens: usage.inputTokens + usage.cacheWriteInputTokens + (options.cacheReadsCount === false ? 0 : usage.cacheReadInputTokens),
+  inputTokens: usage.inputTokens +
+    (counting.cacheWritesCount === false ? 0 : usage.cacheWriteInputTokens) +
+    (counting.cacheReadsCount === false ? 0 : usage.cacheReadInputTokens),
   outputTokens: usage.outputTokens
 })
 

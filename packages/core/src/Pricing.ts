@@ -97,6 +97,19 @@ export const costMicros = (price: ModelPrice, usage: LlmClient.Usage): number =>
   micros(usage.cacheReadInputTokens, price.cacheReadPerMTok) +
   micros(usage.cacheWriteInputTokens, price.cacheWritePerMTok)
 
+/** The cost of each part of a usage, in micro-dollars, each at its own price; they add up to {@link costMicros}. */
+export const costPartsMicros = (price: ModelPrice, usage: LlmClient.Usage): {
+  readonly input: number
+  readonly output: number
+  readonly cacheRead: number
+  readonly cacheWrite: number
+} => ({
+  input: micros(usage.inputTokens, price.inputPerMTok),
+  output: micros(usage.outputTokens, price.outputPerMTok),
+  cacheRead: micros(usage.cacheReadInputTokens, price.cacheReadPerMTok),
+  cacheWrite: micros(usage.cacheWriteInputTokens, price.cacheWritePerMTok)
+})
+
 /** The most a call can cost, in micro-dollars: all input at the full input price, and `max_tokens` of output. */
 export const worstCaseMicros = (price: ModelPrice, call: { readonly inputTokens: number; readonly maxOutputTokens: number }): number =>
   micros(call.inputTokens, price.inputPerMTok) + micros(call.maxOutputTokens, price.outputPerMTok)

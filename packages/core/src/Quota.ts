@@ -145,3 +145,91 @@ export const ratePerMilli = (limit: Limit): number => limit.limit / Duration.toM
  */
 export const key = (parts: { readonly provider: string; readonly model: string; readonly tenant?: string | undefined }): string =>
   parts.tenant === undefined ? `${parts.provider}/${parts.model}` : `${parts.provider}/${parts.model}/${parts.tenant}`
+
+// ---------------------------------------------------------------------------
+// Prompt caching: which parts of the input count against input-token limits
+// ---------------------------------------------------------------------------
+
+/**
+ * Which parts of a call's input count against the input-token limits of its
+ * quota (`inputTokens`, and `tokens` through it). Uncached input always counts;
+ * cache reads and cache writes count when these say so.
+ *
+ * - Anthropic's current models: reads do not count against ITPM, writes do.
+ * - OpenAI: cached tokens count against TPM (there are no separate writes).
+ */
+export const CacheCounting = Schema.Struct({
+  /** Tokens read from the prompt cache count against the input-token limits. */
+  cacheReadsCount: Schema.Boolean,
+  /** Tokens written to the prompt cache count against the input-token limits. */
+  cacheWritesCount: Schema.Boolean
+})
+
+/** A decoded cache-counting rule. */
+export type CacheCounting = typeof CacheCounting.Type
+
+/**
+ * Cache-counting rules by `provider`, `provider/model` or a prefix of either
+ * (`"anthropic/claude-3"`), and `"*"` for any other provider. See
+ * {@link cacheCountingFor} for how a call finds its rule.
+ *
+ * @example
+ * ```ts
+ * import { Quota } from "@sluice/core"
+ *
+ * const rules: Quota.CacheCountingTable = {
+ *   ...Quota.defaultCacheCounting,
+ *   "my-gateway": { cacheReadsCount: true, cacheWritesCount: true }
+ * }
+ * ```
+ */
+export const CacheCountingTable = Schema.Record({ key: Schema.String, value: CacheCounting })
+
+/** A decoded cache-counting table. */
+export type CacheCountingTable = typeof CacheCountingTable.Type
+
+/** Everything counts: the rule of a provider the table does not know, and of `LlmClient.usageCost` by default. */
+export const countAll: CacheCounting = { cacheReadsCount: true, cacheWritesCount: true }
+
+/**
+ * The rules as the providers published them when this was written (check them
+ * before you rely on them): Anthropic's current models do not count cache reads
+ * against ITPM, its Claude 3.x models did; OpenAI counts cached tokens against
+ * TPM; the simulator follows Anthropic's current rule; any other provider
+ * counts everything, which can only over-reserve.
+ */
+export const defaultCacheCounting: CacheCountingTable = {
+  "anthropic": { cacheReadsCount: false, cacheWritesCount: true },
+  "anthropic/claude-3": { cacheReadsCount: true, cacheWritesCount: true },
+  "simulator": { cacheReadsCount: false, cacheWritesCount: true },
+  "openai": { cacheReadsCount: true, cacheWritesCount: true },
+  "*": countAll
+}
+
+/** Validates a cache-counting table; the error names every wrong field (`anthropic.cacheReadsCount`). */
+export const decodeCacheCounting = (input: unknown): Either.Either<CacheCountingTable, InvalidQuota> =>
+  Either.mapLeft(Schema.decodeUnknownEither(CacheCountingTable, { onExcessProperty: "error", errors: "all" })(input), toInvalidQuota(undefined))
+
+/**
+ * The rule of a call to `model` through `provider`: the entry for
+ * `provider/model` itself, else the longest entry that is a prefix of it ending
+ * at a `/` or `-` (`anthropic` covers `anthropic/claude-sonnet-4-5` and the
+ * provider `anthropic-eu`; `anthropic/claude-3` covers `anthropic/claude-3-5-haiku`),
+ * else `"*"`, else {@link countAll}.
+ *
+ * @example
+ * ```ts
+ * Quota.cacheCountingFor(Quota.defaultCacheCounting, "anthropic", "claude-sonnet-4-5")
+ * // { cacheReadsCount: false, cacheWritesCount: true }
+ * ```
+ */
+export const cacheCountingFor = (table: CacheCountingTable, provider: string, model: string): CacheCounting => {
+  const name = `${provider}/${model}`
+  const exact = table[name]
+  if (exact !== undefined) return exact
+  let best: string | undefined
+  for (const candidate of Object.keys(table)) {
+    if ((name.startsWith(`${candidate}/`) || name.startsWith(`${candidate}-`)) && (best === undefined || candidate.length > best.length)) best = candidate
+  }
+  return best !== undefined ? table[best]! : table["*"] ?? countAll
+}

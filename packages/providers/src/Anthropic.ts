@@ -8,6 +8,10 @@
  * - SDK errors become `LlmClient.ProviderError` at this one boundary: 429 with
  *   its `retry-after` and the bucket that ran out, 529 `overloaded_error`, 5xx,
  *   4xx, and the `x-should-retry` verdict.
+ * - Prompt caching: `systemCacheControl` and `TextBlock.cacheControl` become
+ *   the SDK's `cache_control` blocks; the usage's `cache_read_input_tokens`
+ *   and `cache_creation_input_tokens` become `cacheReadInputTokens` and
+ *   `cacheWriteInputTokens`, `input_tokens` the uncached rest.
  * - The SDK is called through one helper that passes the fiber's `AbortSignal`,
  *   so interrupting a call cancels the HTTP request.
  *
@@ -100,7 +104,11 @@ export const toParams = (request: LlmClient.Request): Sdk.MessageCreateParamsNon
       content: typeof message.content === "string" ? message.content : message.content.map(toBlock)
     }))
   }
-  if (request.system !== undefined) params.system = request.system
+  if (request.system !== undefined) {
+    params.system = request.systemCacheControl === undefined
+      ? request.system
+      : [{ type: "text", text: request.system, cache_control: { type: "ephemeral" } }]
+  }
   if (request.tools !== undefined) {
     params.tools = request.tools.map((tool) => ({
       name: tool.name,

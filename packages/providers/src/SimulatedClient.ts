@@ -1,7 +1,10 @@
 /**
  * An in-process simulated provider: an `LlmClient` over the simulator's engine
  * (the same quotas, token counting, answers and faults as the HTTP simulator),
- * with no network. Time and randomness come from Effect, so a user's pipeline
+ * with no network. Prompt caching works as on the HTTP simulator:
+ * `systemCacheControl` and `TextBlock.cacheControl` mark breakpoints, usage
+ * reports cache reads and writes, and reads are free against the input limit.
+ * Time and randomness come from Effect, so a user's pipeline
  * runs against it under `TestClock` — a 429 pause, a refill or a latency is a
  * `TestClock.adjust` away.
  *
@@ -47,17 +50,31 @@ const snapshotOf = (views: Engine.Views, retryAfterMs?: number): RateLimitSnapsh
   return retryAfterMs === undefined ? { dimensions } : { dimensions, retryAfter: Duration.millis(retryAfterMs) }
 }
 
+/** One block as the Messages API writes it: `cache_control` for `cacheControl`, `tool_use_id` for `toolUseId`. */
+const toWireBlock = (block: LlmClient.ContentBlock) => {
+  switch (block.type) {
+    case "text":
+      return block.cacheControl === undefined ? { type: "text", text: block.text } : { type: "text", text: block.text, cache_control: block.cacheControl }
+    case "tool_result":
+      return { ...block, tool_use_id: block.toolUseId }
+    default:
+      return block
+  }
+}
+
 /** The Messages API body the engine reads. */
 const toBody = (request: LlmClient.Request): Engine.MessagesBody => ({
   model: request.model,
   max_tokens: request.maxOutputTokens,
   messages: request.messages.map((message) => ({
     role: message.role,
-    content: typeof message.content === "string"
-      ? message.content
-      : message.content.map((block) => block.type === "tool_result" ? { ...block, tool_use_id: block.toolUseId } : block)
+    content: typeof message.content === "string" ? message.content : message.content.map(toWireBlock)
   })),
-  ...(request.system === undefined ? {} : { system: request.system }),
+  ...(request.system === undefined
+    ? {}
+    : request.systemCacheControl === undefined
+    ? { system: request.system }
+    : { system: [{ type: "text", text: request.system, cache_control: request.systemCacheControl }] }),
   ...(request.tools === undefined
     ? {}
     : { tools: request.tools.map((tool) => ({ name: tool.name, description: tool.description, input_schema: tool.inputSchema })) }),
@@ -109,8 +126,16 @@ export const make = (options: Options = {}): Effect.Effect<
           case "none":
             break
         }
+        const breakpoints = Engine.countBreakpoints(body)
+        if (breakpoints > Engine.maxBreakpoints) {
+          return yield* new LlmClient.BadRequest({
+            ...base,
+            status: 400,
+            detail: `A maximum of ${Engine.maxBreakpoints} blocks with cache_control may be provided. Found ${breakpoints}.`
+          })
+        }
         const inputTokens = Engine.countTokens(body)
-        const admission = yield* engine.admit(apiKey, request.model, inputTokens, "anthropic", request.maxOutputTokens)
+        const admission = yield* engine.admit(apiKey, request.model, inputTokens, "anthropic", request.maxOutputTokens, Engine.cachePrefixes(body))
         if (admission._tag === "Limited") {
           const retryAfterMs = Math.ceil(admission.retryAfterMs / 1000) * 1000
           return yield* new LlmClient.RateLimited({
@@ -133,7 +158,7 @@ export const make = (options: Options = {}): Effect.Effect<
           model: request.model,
           content,
           stopReason: answer.stop === "tool_use" ? "tool_use" : answer.stop === "max_tokens" ? "max_tokens" : "end_turn",
-          usage: { inputTokens, outputTokens: answer.outputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 },
+          usage: { ...admission.usage, outputTokens: answer.outputTokens },
           rateLimits: snapshotOf(views)
         } satisfies LlmClient.Response
       }).pipe(Effect.withSpan("SimulatedClient.complete", { attributes: { model: request.model } }))

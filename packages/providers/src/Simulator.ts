@@ -15,6 +15,15 @@
  *   when a request, its input and some output are there; output is charged
  *   after the answer, as real providers do. OpenAI's endpoint uses one combined
  *   tokens bucket (input + `max_tokens`).
+ * - Prompt caching as the Messages API does it: a block marked
+ *   `cache_control: { type: "ephemeral" }` (in `tools`, `system` or a
+ *   message's content) caches the prefix up to and including it, per API key
+ *   and model, for 5 simulated minutes refreshed by each read (`promptCache`).
+ *   The first call writes (`cache_creation_input_tokens`), later calls with the
+ *   same prefix read (`cache_read_input_tokens`), the rest is `input_tokens`.
+ *   The input-token limit charges plain input and writes, not reads. A prefix
+ *   shorter than `promptCache.minimumTokens` (1,024) is not cached; more than
+ *   four marked blocks is a 400.
  * - Tokens are counted by the simulator's own rule ({@link countTokens}), not
  *   tiktoken's, and answers vary in length, so no client is exact by accident.
  * - Answers are deterministic: a tool-use request gets a tool call whose input
@@ -55,6 +64,8 @@ import * as Duration from "effect/Duration"
 
 /** Limits per minute for one API key (and each model it calls). */
 export type Quota = Engine.Quota
+/** The simulated prompt cache: its lifetime in simulated seconds (300) and its minimum prefix in tokens (1,024). */
+export type PromptCache = Engine.PromptCache
 /** Fault injection; every rate is a probability per request. Off by default. */
 export type Faults = Engine.Faults
 /** Latency added to every answer: base + per output token + uniform jitter, in milliseconds. */
@@ -203,8 +214,12 @@ const messages = (engine: Engine.Engine) =>
       default:
         break
     }
+    const breakpoints = Engine.countBreakpoints(request)
+    if (breakpoints > Engine.maxBreakpoints) {
+      return anthropicError(400, "invalid_request_error", `A maximum of ${Engine.maxBreakpoints} blocks with cache_control may be provided. Found ${breakpoints}.`)
+    }
     const inputTokens = Engine.countTokens(request)
-    const admission = yield* engine.admit(apiKey, request.model, inputTokens, "anthropic", request.max_tokens)
+    const admission = yield* engine.admit(apiKey, request.model, inputTokens, "anthropic", request.max_tokens, Engine.cachePrefixes(request))
     if (admission._tag === "Limited") {
       return anthropicError(
         429,
@@ -221,7 +236,12 @@ const messages = (engine: Engine.Engine) =>
     const content = answer.kind === "tool"
       ? [{ type: "tool_use", id: newId("toolu"), name: answer.tool, input: answer.input }]
       : [{ type: "text", text: answer.text }]
-    const usage = { input_tokens: inputTokens, output_tokens: answer.outputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 }
+    const usage = {
+      input_tokens: admission.usage.inputTokens,
+      output_tokens: answer.outputTokens,
+      cache_creation_input_tokens: admission.usage.cacheWriteInputTokens,
+      cache_read_input_tokens: admission.usage.cacheReadInputTokens
+    }
     if (fault === "malformed") {
       return HttpServerResponse.text(`{"id":"${id}","type":"message","content":[{"type":"te`, { status: 200, headers, contentType: "application/json" })
     }

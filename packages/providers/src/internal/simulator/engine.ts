@@ -37,6 +37,18 @@ export interface Latency {
   readonly jitterMs?: number | undefined
 }
 
+/** The simulated prompt cache (Anthropic's `cache_control: { type: "ephemeral" }`). */
+export interface PromptCache {
+  /** How long a cached prefix lives, in simulated seconds, refreshed by each read. Default 300 (Anthropic's 5 minutes). */
+  readonly ttlSeconds?: number | undefined
+  /**
+   * The shortest prefix that is cached, in tokens: a shorter one is billed as
+   * plain input, as the real API does. Default 1,024 (Anthropic's minimum for
+   * Sonnet and Opus; some models need more).
+   */
+  readonly minimumTokens?: number | undefined
+}
+
 export interface EngineConfig {
   readonly quota?: Quota | undefined
   readonly quotas?: { readonly [apiKey: string]: Quota } | undefined
@@ -45,6 +57,7 @@ export interface EngineConfig {
   readonly faults?: Faults | undefined
   readonly foreignLoad?: { readonly share: number } | undefined
   readonly seed?: number | undefined
+  readonly promptCache?: PromptCache | undefined
 }
 
 /** Anthropic's tier-1 limits for Sonnet: 50 requests, 30,000 input and 8,000 output tokens a minute. */
@@ -294,6 +307,119 @@ export const answerFor = (body: MessagesBody) => {
 
 
 // ---------------------------------------------------------------------------
+// Prompt caching: prefixes up to a block marked `cache_control`
+// ---------------------------------------------------------------------------
+
+/** The most blocks a request may mark with `cache_control`, as on the real API. */
+export const maxBreakpoints = 4
+
+/** How many blocks before a breakpoint the cache is also looked up at, as on the real API. */
+const lookback = 20
+
+/**
+ * A prefix of a request (tools, then system, then messages, in that order)
+ * where the cache is looked up or written.
+ */
+export interface CachePrefix {
+  /** The prefix's identity: a hash of its content, `cache_control` markers aside. */
+  readonly id: string
+  /** The index of its last block in the request's block order. */
+  readonly position: number
+  /** Whether that block is marked `cache_control`: the prefix is written when it is not already cached. */
+  readonly breakpoint: boolean
+  /** The prefix's input tokens by the simulator's count, computed when needed. */
+  readonly tokens: () => number
+}
+
+const isMarked = (block: unknown): boolean =>
+  typeof block === "object" && block !== null && (block as Record<string, unknown>).cache_control != null
+
+const withoutCacheControl = (key: string, value: unknown) => key === "cache_control" ? undefined : value
+
+/** The number of blocks a request marks with `cache_control`. */
+export const countBreakpoints = (body: unknown): number => {
+  if (typeof body !== "object" || body === null) return 0
+  const record = body as Record<string, unknown>
+  let count = 0
+  if (Array.isArray(record.tools)) count += record.tools.filter(isMarked).length
+  if (Array.isArray(record.system)) count += record.system.filter(isMarked).length
+  if (Array.isArray(record.messages)) {
+    for (const message of record.messages) {
+      const content = typeof message === "object" && message !== null ? (message as Record<string, unknown>).content : undefined
+      if (Array.isArray(content)) count += content.filter(isMarked).length
+    }
+  }
+  return count
+}
+
+/**
+ * The prefixes of a request at which the prompt cache is consulted: each block
+ * marked `cache_control`, and the blocks up to 20 before it (so that a
+ * conversation that moves its breakpoint forward still reads what the last turn
+ * wrote). Empty when nothing is marked. In block order.
+ */
+export const cachePrefixes = (body: unknown): ReadonlyArray<CachePrefix> => {
+  if (typeof body !== "object" || body === null) return []
+  const record = body as Record<string, unknown>
+  const tools: ReadonlyArray<unknown> = Array.isArray(record.tools) ? record.tools : []
+  const system: unknown = record.system
+  const messages: ReadonlyArray<{ readonly role?: unknown; readonly content?: unknown }> = Array.isArray(record.messages) ? record.messages : []
+  // Every block in order, with the prefix body that ends at it.
+  const blocks: Array<{ readonly block: unknown; readonly kind: string; readonly prefix: () => unknown }> = []
+  tools.forEach((tool, i) => blocks.push({ block: tool, kind: "tool", prefix: () => ({ tools: tools.slice(0, i + 1) }) }))
+  if (Array.isArray(system)) {
+    system.forEach((block, i) => blocks.push({ block, kind: "system", prefix: () => ({ tools, system: system.slice(0, i + 1) }) }))
+  } else if (typeof system === "string" && system !== "") {
+    blocks.push({ block: system, kind: "system", prefix: () => ({ tools, system }) })
+  }
+  messages.forEach((message, m) => {
+    const before = messages.slice(0, m)
+    const kind = `message:${String(message?.role)}`
+    const content = message?.content
+    if (Array.isArray(content)) {
+      content.forEach((block, b) =>
+        blocks.push({ block, kind: b === 0 ? `${kind}:start` : kind, prefix: () => ({ tools, system, messages: [...before, { ...message, content: content.slice(0, b + 1) }] }) }))
+    } else {
+      blocks.push({ block: content, kind: `${kind}:start`, prefix: () => ({ tools, system, messages: [...before, message] }) })
+    }
+  })
+  const marked = blocks.flatMap((entry, position) => isMarked(entry.block) ? [position] : [])
+  if (marked.length === 0) return []
+  const wanted = new Set<number>()
+  for (const position of marked) {
+    for (let p = Math.max(0, position - lookback); p <= position; p++) wanted.add(p)
+  }
+  // Two chained hashes over the blocks' content: a prefix's id depends on every block before it.
+  const prefixes: Array<CachePrefix> = []
+  let chainA = ""
+  let chainB = ""
+  const last = marked[marked.length - 1]!
+  for (let position = 0; position <= last; position++) {
+    const entry = blocks[position]!
+    const json = `${entry.kind}|${JSON.stringify(entry.block, withoutCacheControl) ?? ""}`
+    chainA = hash(`${chainA}|${json}`).toString(36)
+    chainB = hash(`${json}|${chainB}|${json.length}`).toString(36)
+    if (!wanted.has(position)) continue
+    let tokens: number | undefined
+    prefixes.push({
+      id: `${position}.${chainA}.${chainB}`,
+      position,
+      breakpoint: isMarked(entry.block),
+      tokens: () => tokens ??= countTokens(entry.prefix())
+    })
+  }
+  return prefixes
+}
+
+/** How a call's input splits between plain input, cache reads and cache writes. */
+export interface CacheUsage {
+  /** Input neither read from nor written to the cache. */
+  readonly inputTokens: number
+  readonly cacheReadInputTokens: number
+  readonly cacheWriteInputTokens: number
+}
+
+// ---------------------------------------------------------------------------
 // Quotas and stats
 // ---------------------------------------------------------------------------
 
@@ -319,9 +445,15 @@ interface Entry {
   resets: number
   inputTokens: number
   outputTokens: number
+  cacheReadInputTokens: number
+  cacheWriteInputTokens: number
   foreignInputTokens: number
   /** Accepted usage per simulated second, for the best minute's utilisation. */
   readonly perSecond: Map<number, Seconds>
+  /** Cached prefixes of this key and model: id to the time it expires. */
+  readonly cache: Map<string, number>
+  /** When expired prefixes are next swept out. */
+  nextSweep: number
 }
 
 export interface KeyStats {
@@ -332,9 +464,15 @@ export interface KeyStats {
   readonly overloaded: number
   readonly serverErrors: number
   readonly resets: number
+  /** Input accepted that was neither read from nor written to the prompt cache. */
   readonly inputTokens: number
   readonly outputTokens: number
+  /** Input read from the prompt cache: free against the input-token limit. */
+  readonly cacheReadInputTokens: number
+  /** Input written to the prompt cache: counted against the input-token limit. */
+  readonly cacheWriteInputTokens: number
   readonly foreignInputTokens: number
+  /** The busiest minute's use of each limit; input counts what the limit charged (uncached + cache writes). */
   readonly bestMinuteUtilisation: { readonly requests: number; readonly inputTokens: number; readonly outputTokens: number }
 }
 
@@ -349,7 +487,7 @@ export interface BucketView {
 export type Views = Record<Dimension, BucketView>
 
 export type Admission =
-  | { readonly _tag: "Admitted"; readonly views: Views }
+  | { readonly _tag: "Admitted"; readonly views: Views; readonly usage: CacheUsage }
   | { readonly _tag: "Limited"; readonly views: Views; readonly dimension: Dimension; readonly retryAfterMs: number; readonly limit: number }
 
 /** What a fault roll decided for one request. */
@@ -359,7 +497,20 @@ export interface Engine {
   readonly config: EngineConfig
   /** Real milliseconds per simulated minute. */
   readonly minuteMs: number
-  readonly admit: (apiKey: string, model: string, inputTokens: number, flavour: Flavour, maxTokens: number) => Effect.Effect<Admission>
+  /**
+   * Admits a call whose input is `inputTokens`, or says which limit it would
+   * exceed. With `prefixes` (from {@link cachePrefixes}), the longest cached one
+   * is read and the breakpoints past it are written; an Anthropic call's input
+   * limit is charged for plain input and cache writes, not for cache reads.
+   */
+  readonly admit: (
+    apiKey: string,
+    model: string,
+    inputTokens: number,
+    flavour: Flavour,
+    maxTokens: number,
+    prefixes?: ReadonlyArray<CachePrefix>
+  ) => Effect.Effect<Admission>
   /** Charges the output of an admitted call and answers the headers after it. */
   readonly finish: (apiKey: string, model: string, outputTokens: number, flavour: Flavour) => Effect.Effect<Views>
   readonly views: (apiKey: string, model: string) => Effect.Effect<Views>
@@ -431,6 +582,36 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
     const startedAt = yield* Clock.currentTimeMillis
     const startRef = yield* Ref.make(startedAt)
 
+    const cacheTtlMs = (config.promptCache?.ttlSeconds ?? 300) * (minuteMs / 60)
+    const cacheMinimum = config.promptCache?.minimumTokens ?? 1_024
+
+    /** What the cache reads and writes for a call: the longest live prefix is read, the breakpoints past it written. */
+    const planCache = (entry: Entry, inputTokens: number, prefixes: ReadonlyArray<CachePrefix>, now: number) => {
+      let hit: CachePrefix | undefined
+      for (let i = prefixes.length - 1; i >= 0 && hit === undefined; i--) {
+        const expires = entry.cache.get(prefixes[i]!.id)
+        if (expires !== undefined && expires > now) hit = prefixes[i]
+      }
+      const read = Math.min(inputTokens, hit?.tokens() ?? 0)
+      const writes = prefixes.filter((prefix) => prefix.breakpoint && prefix.position > (hit?.position ?? -1) && prefix.tokens() >= cacheMinimum)
+      const written = writes.length === 0 ? read : Math.min(inputTokens, writes[writes.length - 1]!.tokens())
+      const usage: CacheUsage = {
+        inputTokens: inputTokens - Math.max(read, written),
+        cacheReadInputTokens: read,
+        cacheWriteInputTokens: Math.max(0, written - read)
+      }
+      return { hit, writes, usage }
+    }
+
+    const commitCache = (entry: Entry, plan: ReturnType<typeof planCache>, now: number) => {
+      if (now >= entry.nextSweep) {
+        for (const [id, expires] of entry.cache) if (expires <= now) entry.cache.delete(id)
+        entry.nextSweep = now + cacheTtlMs
+      }
+      if (plan.hit !== undefined) entry.cache.set(plan.hit.id, now + cacheTtlMs)
+      for (const prefix of plan.writes) entry.cache.set(prefix.id, now + cacheTtlMs)
+    }
+
     const quotaFor = (apiKey: string): Quota => config.quotas?.[apiKey] ?? config.quota ?? defaultQuota
 
     const entryFor = (apiKey: string, model: string, now: number): Entry => {
@@ -450,8 +631,12 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
           resets: 0,
           inputTokens: 0,
           outputTokens: 0,
+          cacheReadInputTokens: 0,
+          cacheWriteInputTokens: 0,
           foreignInputTokens: 0,
-          perSecond: new Map()
+          perSecond: new Map(),
+          cache: new Map(),
+          nextSweep: now + cacheTtlMs
         }
         entries.set(id, entry)
       }
@@ -467,13 +652,16 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
       entry.perSecond.set(second, slot)
     }
 
-    const admit = (apiKey: string, model: string, inputTokens: number, flavour: Flavour, maxTokens: number) =>
+    const admit = (apiKey: string, model: string, inputTokens: number, flavour: Flavour, maxTokens: number, prefixes: ReadonlyArray<CachePrefix> = []) =>
       Effect.map(Clock.currentTimeMillis, (now): Admission => {
         const entry = entryFor(apiKey, model, now)
+        const plan = planCache(entry, inputTokens, prefixes, now)
+        // Anthropic's rule: cache reads are free against the input limit, writes count. OpenAI counts all input.
+        const charged = flavour === "anthropic" ? plan.usage.inputTokens + plan.usage.cacheWriteInputTokens : inputTokens
         // Anthropic: requests, input, and some output left. OpenAI: requests and input + max_tokens in one bucket.
         const needs: ReadonlyArray<readonly [Dimension, number]> = flavour === "anthropic"
-          ? [["requests", 1], ["inputTokens", inputTokens], ["outputTokens", 1]]
-          : [["requests", 1], ["tokens", inputTokens + maxTokens]]
+          ? [["requests", 1], ["inputTokens", charged], ["outputTokens", 1]]
+          : [["requests", 1], ["tokens", charged + maxTokens]]
         let worst: { dimension: Dimension; at: number } | undefined
         for (const [dimension, amount] of needs) {
           const at = TokenBucket.fitsAt(entry.buckets[dimension], amount, now)
@@ -489,11 +677,14 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
           if (dimension === "outputTokens") continue
           entry.buckets[dimension] = TokenBucket.take(entry.buckets[dimension], amount, now)
         }
-        if (flavour === "anthropic") entry.buckets.tokens = TokenBucket.take(entry.buckets.tokens, inputTokens, now)
+        if (flavour === "anthropic") entry.buckets.tokens = TokenBucket.take(entry.buckets.tokens, charged, now)
+        commitCache(entry, plan, now)
         entry.accepted++
-        entry.inputTokens += inputTokens
-        record(entry, now, { requests: 1, inputTokens })
-        return { _tag: "Admitted", views: viewsOf(entry, now) }
+        entry.inputTokens += plan.usage.inputTokens
+        entry.cacheReadInputTokens += plan.usage.cacheReadInputTokens
+        entry.cacheWriteInputTokens += plan.usage.cacheWriteInputTokens
+        record(entry, now, { requests: 1, inputTokens: charged })
+        return { _tag: "Admitted", views: viewsOf(entry, now), usage: plan.usage }
       })
 
     const finish = (apiKey: string, model: string, outputTokens: number, flavour: Flavour) =>
@@ -567,6 +758,8 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
         resets: entry.resets,
         inputTokens: entry.inputTokens,
         outputTokens: entry.outputTokens,
+        cacheReadInputTokens: entry.cacheReadInputTokens,
+        cacheWriteInputTokens: entry.cacheWriteInputTokens,
         foreignInputTokens: Math.round(entry.foreignInputTokens),
         bestMinuteUtilisation: bestMinute(entry)
       }))
