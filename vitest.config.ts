@@ -2,8 +2,10 @@ import { defineConfig } from "vitest/config"
 
 // Workspace packages resolve to their TypeScript sources through the
 // "@sluice/source" export condition (the same one tsconfig.base.json uses), so
-// tests never need a build.
-const conditions = ["@sluice/source", "module", "node", "import", "default"]
+// tests never need a build. No "module" condition: vitest hands these to Node
+// for external packages, and a "module" build meant for bundlers (OpenTelemetry's,
+// with extension-less imports) cannot load there.
+const conditions = ["@sluice/source", "node", "import", "default"]
 
 export default defineConfig({
   resolve: { conditions },

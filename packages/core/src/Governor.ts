@@ -22,7 +22,9 @@
  * 6. **Limiter** — the whole cost is reserved in every dimension before the
  *    call; after it, the permit settles to the real usage, the response's
  *    rate-limit snapshot is observed (429s included), a 429's `retry-after`
- *    pauses the key for every waiter, and the estimator learns.
+ *    pauses the key for every waiter, and the estimator learns. Prompt caching:
+ *    the whole prompt is reserved as uncached input; the settlement counts
+ *    cache reads and writes as the provider's rule says (`cacheCounting`).
  *
  * A refusal by the limiter (`Shed`, `CostTooLarge`) is not retried and takes no
  * quota. A call the provider refused (429, 5xx, 4xx) is refunded in full; a
@@ -52,6 +54,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import * as Stream from "effect/Stream"
@@ -59,8 +62,12 @@ import * as Budget from "./Budget.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
 import * as Coalesce from "./Coalesce.js"
 import * as Fallback from "./Fallback.js"
+import { tagged } from "./internal/taggedMetric.js"
 import * as LlmClient from "./LlmClient.js"
+import * as Metrics from "./Metrics.js"
+import * as Pricing from "./Pricing.js"
 import type * as Priority from "./Priority.js"
+import * as Quota from "./Quota.js"
 import * as RateLimiter from "./RateLimiter.js"
 import * as Retry from "./Retry.js"
 import * as TokenEstimator from "./TokenEstimator.js"
@@ -88,7 +95,26 @@ export interface Options {
    * one more round trip per call).
    */
   readonly count?: "estimate" | "provider" | undefined
-  /** Whether cache reads count against the input-token quota. Default false (Anthropic's current models). */
+  /**
+   * Which parts of the input (uncached, cache reads, cache writes) count
+   * against the input-token limits, by provider or `provider/model` (prefixes
+   * match): merged over `Quota.defaultCacheCounting`, an entry here wins. A call
+   * finds its rule with `Quota.cacheCountingFor` from the provider's name and
+   * the model. The reservation before the call cannot know the cache hits: it
+   * takes the whole prompt as uncached input, and the settlement gives back
+   * what the rule does not count.
+   *
+   * @example
+   * ```ts
+   * Governor.layer({ cacheCounting: { "my-gateway": { cacheReadsCount: true, cacheWritesCount: true } } })
+   * ```
+   */
+  readonly cacheCounting?: Quota.CacheCountingTable | undefined
+  /**
+   * Whether cache reads count against the input-token quota, for every
+   * provider and model, over `cacheCounting`. Kept for compatibility; prefer
+   * `cacheCounting`. Default: the rule of the table.
+   */
   readonly cacheReadsCount?: boolean | undefined
   /** The class of a call whose metadata names none. Default "normal". */
   readonly priority?: Priority.Class | undefined
@@ -125,6 +151,7 @@ const OptionsSchema = Schema.Struct({
   coalesce: Schema.optionalWith(Schema.Boolean, exact),
   cacheTtl: Schema.optionalWith(DurationInput, exact),
   count: Schema.optionalWith(Schema.Literal("estimate", "provider"), exact),
+  cacheCounting: Schema.optionalWith(Quota.CacheCountingTable, exact),
   cacheReadsCount: Schema.optionalWith(Schema.Boolean, exact),
   priority: Schema.optionalWith(Schema.Literal("interactive", "normal", "batch"), exact),
   pauseWithoutHint: Schema.optionalWith(DurationInput, exact)
@@ -183,7 +210,55 @@ export const make = (options: Options = {}): Effect.Effect<
     const coalescer = yield* Coalesce.make<LlmClient.Response>(options.cacheTtl === undefined ? {} : { cacheTtl: options.cacheTtl })
     const keyOf = options.key ?? defaultKey(options.perTenant ?? false)
     const pauseWithoutHint = Duration.decode(options.pauseWithoutHint ?? Duration.seconds(1))
-    const cacheReadsCount = options.cacheReadsCount ?? false
+    const cacheCounting: Quota.CacheCountingTable = { ...Quota.defaultCacheCounting, ...options.cacheCounting }
+    /** What of a call's input counts against the quota, by the provider and the model. */
+    const countingOf = (model: string): Quota.CacheCounting => {
+      const rule = Quota.cacheCountingFor(cacheCounting, inner.provider, model)
+      return options.cacheReadsCount === undefined ? rule : { ...rule, cacheReadsCount: options.cacheReadsCount }
+    }
+    const pricing = yield* Effect.serviceOption(Pricing.Pricing)
+    const prices = Option.match(pricing, { onNone: () => Pricing.defaultTable, onSome: (service) => service.table })
+
+    // Metrics: one tagged series per key and label, resolved once (see internal/taggedMetric).
+    const series = new Map<Metric.Metric.Counter<number>, Map<string, Metric.Metric.Counter<number>>>()
+    const counter = (metric: Metric.Metric.Counter<number>, key: string, label: string, value: string) => {
+      let byLabels = series.get(metric)
+      if (byLabels === undefined) {
+        byLabels = new Map()
+        series.set(metric, byLabels)
+      }
+      const id = `${key}\u0000${value}`
+      let found = byLabels.get(id)
+      if (found === undefined) {
+        found = tagged(metric, label === "" ? { key } : { key, [label]: value })
+        byLabels.set(id, found)
+      }
+      return found
+    }
+    const countOutcome = (key: string, outcome: string) => Metric.increment(counter(Metrics.requests, key, "outcome", outcome))
+    /** A call the provider answered: `ok`, its tokens by direction, its cost at the table's price. */
+    const countAnswer = (key: string, response: LlmClient.Response) =>
+      Effect.suspend(() => {
+        const { usage } = response
+        const price = Either.getOrUndefined(Pricing.lookup(prices, response.model))
+        return Effect.all([
+          countOutcome(key, "ok"),
+          Metric.incrementBy(counter(Metrics.tokens, key, "direction", "input"), usage.inputTokens),
+          Metric.incrementBy(counter(Metrics.tokens, key, "direction", "output"), usage.outputTokens),
+          Metric.incrementBy(counter(Metrics.tokens, key, "direction", "cache_read"), usage.cacheReadInputTokens),
+          Metric.incrementBy(counter(Metrics.tokens, key, "direction", "cache_write"), usage.cacheWriteInputTokens),
+          price === undefined ? Effect.void : Metric.incrementBy(counter(Metrics.costUsd, key, "", ""), Pricing.toUsd(Pricing.costMicros(price, usage)))
+        ], { discard: true })
+      })
+    /** Counts one attempt on a key by how it ended. */
+    const counted = <E, R>(key: string, call: Effect.Effect<LlmClient.Response, E, R>) =>
+      Effect.onExit(call, (exit) =>
+        Exit.isSuccess(exit)
+          ? countAnswer(key, exit.value)
+          : countOutcome(key, Option.match(Cause.failureOption(exit.cause), {
+            onNone: () => Cause.isInterruptedOnly(exit.cause) ? "interrupted" : "error",
+            onSome: Metrics.outcomeOf
+          })))
 
     const estimateOf = (request: LlmClient.Request) =>
       Effect.gen(function*() {
@@ -243,7 +318,7 @@ export const make = (options: Options = {}): Effect.Effect<
             inner.complete(request).pipe(
               Effect.tap((response) =>
                 Effect.all([
-                  permit.settle(LlmClient.usageCost(response.usage, { cacheReadsCount })),
+                  permit.settle(LlmClient.usageCost(response.usage, countingOf(request.model))),
                   limiter.observe(key, response.rateLimits),
                   estimator.observe(estimate, response.usage)
                 ], { discard: true }).pipe(Effect.ignore)
@@ -262,23 +337,31 @@ export const make = (options: Options = {}): Effect.Effect<
     const onRung = (request: LlmClient.Request) => (rung: Fallback.Rung): Effect.Effect<LlmClient.Response, LlmClient.CallError> => {
       const routed = { ...request, model: rung.model }
       const key = rung.key ?? keyOf(routed, inner.provider)
-      const call = callOnce(routed, key)
+      const call = counted(key, callOnce(routed, key))
       if (Option.isNone(breaker)) return call
       return breaker.value.run(key, call).pipe(
         Effect.catchTag("CircuitOpen", (open) =>
-          Effect.flatMap(coalescer.cached(routed), Option.match({
+          Effect.zipRight(countOutcome(key, "circuit_open"), coalescer.cached(routed)).pipe(Effect.flatMap(Option.match({
             onNone: () => Effect.fail<LlmClient.CallError>(open),
             onSome: Effect.succeed
-          })))
+          }))))
       )
     }
 
     const complete = (request: LlmClient.Request): Effect.Effect<LlmClient.Response, LlmClient.CallError> => {
       const rungs: ReadonlyArray<Fallback.Rung> = [{ model: request.model }, ...(options.fallback ?? [])]
       let tried: Array<{ readonly model: string; readonly key: string | undefined; readonly error: unknown }> = []
+      // A pass after a failed one is a retry, counted against the key of the request's own model.
+      let failedWith: string | undefined
       const pass = Effect.suspend(() => {
         tried = []
-        return Fallback.ladder(rungs, onRung(request), (error, index) => index < rungs.length - 1 && Fallback.isFallbackError(error), tried)
+        const retrying = failedWith === undefined
+          ? Effect.void
+          : Metric.increment(counter(Metrics.callRetries, keyOf(request, inner.provider), "error", failedWith))
+        return Effect.zipRight(
+          retrying,
+          Fallback.ladder(rungs, onRung(request), (error, index) => index < rungs.length - 1 && Fallback.isFallbackError(error), tried)
+        ).pipe(Effect.tapError((error) => Effect.sync(() => void (failedWith = Metrics.outcomeOf(error)))))
       })
       const retried = options.retry === false ? pass : Retry.retry(pass, options.retry ?? {})
       const reported = rungs.length === 1
@@ -307,13 +390,14 @@ export const make = (options: Options = {}): Effect.Effect<
           Stream.tap((event) =>
             event._tag === "Done"
               ? Effect.all([
-                permit.settle(LlmClient.usageCost(event.response.usage, { cacheReadsCount })),
+                countAnswer(key, event.response),
+                permit.settle(LlmClient.usageCost(event.response.usage, countingOf(request.model))),
                 limiter.observe(key, event.response.rateLimits),
                 estimator.observe(estimate, event.response.usage)
               ], { discard: true }).pipe(Effect.ignore)
               : Effect.void
           ),
-          Stream.tapError((error) => learnFromError(key, error))
+          Stream.tapError((error) => Effect.zipRight(countOutcome(key, Metrics.outcomeOf(error)), learnFromError(key, error)))
         )
       }))
 

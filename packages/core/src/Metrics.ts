@@ -12,9 +12,22 @@
  * | `sluice_limiter_grants_total` | counter | key, class |
  * | `sluice_limiter_shed_total` | counter | key, class, reason |
  * | `sluice_limiter_pauses_total` | counter | key |
+ * | `sluice_quota_time_left_seconds` | gauge | key, dimension |
+ * | `sluice_requests_total` | counter | key, outcome |
+ * | `sluice_tokens_total` | counter | key, direction |
+ * | `sluice_cost_usd_total` | counter | key |
+ * | `sluice_call_retries_total` | counter | key, error |
+ *
+ * The other modules keep their own: `sluice_retries_total` (Retry),
+ * `sluice_budget_*` (Budget), `sluice_breaker_*` (CircuitBreaker),
+ * `sluice_router_*` (Router), `sluice_coalesced_total` and
+ * `sluice_cache_hits_total` (Coalesce), `sluice_limiter_store_fallbacks_total`
+ * (the Redis store). `docs/metrics.md` lists them all; `Metrics/Prometheus`
+ * and `Metrics/OpenTelemetry` export them.
  */
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
+import type * as MetricState from "effect/MetricState"
 
 /** Time from `acquire` to grant, in seconds (10 ms to about 5.5 min, doubling). */
 export const waitSeconds = Metric.histogram(
@@ -55,3 +68,123 @@ export const pauses = Metric.counter("sluice_limiter_pauses_total", {
   description: "Times a key's gate was closed by a pause",
   incremental: true
 })
+
+/**
+ * Seconds until a quota's bucket runs out at the current rate, by key and
+ * dimension: the level over the net drain (consumption minus refill). `+Inf`
+ * while the bucket is not draining; 0 while callers wait on this dimension.
+ * Refreshed on every limiter event of the key and every few seconds.
+ */
+export const quotaTimeLeft = Metric.gauge("sluice_quota_time_left_seconds", {
+  description: "Seconds until the quota runs out at the current rate (+Inf: not draining; 0: callers are waiting on it), by key and dimension"
+})
+
+/**
+ * Calls the Governor made, one per attempt on a rung, by key and outcome
+ * (`ok`, `rate_limited`, `overloaded`, `server_error`, `timeout`,
+ * `network_error`, `bad_request`, `unauthorized`, `not_found`, `shed`,
+ * `cost_too_large`, `budget_exceeded`, `circuit_open`, `interrupted`, …: see
+ * {@link outcomeOf}).
+ */
+export const requests = Metric.counter("sluice_requests_total", {
+  description: "Calls made through the Governor, one per attempt, by key and outcome",
+  incremental: true
+})
+
+/** Tokens the provider reported, by key and direction (`input`, `output`, `cache_read`, `cache_write`). */
+export const tokens = Metric.counter("sluice_tokens_total", {
+  description: "Tokens the provider reported, by key and direction (input, output, cache_read, cache_write)",
+  incremental: true
+})
+
+/** Spend in US dollars at the price table's prices, by key. */
+export const costUsd = Metric.counter("sluice_cost_usd_total", {
+  description: "Spend in USD at the price table's prices, by key",
+  incremental: true
+})
+
+/** Calls the Governor ran again after a retryable failure, by the key of the call's model and the error retried. */
+export const callRetries = Metric.counter("sluice_call_retries_total", {
+  description: "Calls retried by the Governor, by key and the error retried",
+  incremental: true
+})
+
+/**
+ * The `outcome` label of an exit: `ok`, or the error's tag in snake case
+ * (`RateLimited` → `rate_limited`), `interrupted`, or `error` for anything
+ * untagged.
+ *
+ * @example
+ * ```ts
+ * Metrics.outcomeOf(new LlmClient.RateLimited({ provider: "anthropic", detail: "" })) // "rate_limited"
+ * ```
+ */
+export const outcomeOf = (error: unknown): string =>
+  typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string"
+    ? error._tag.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toLowerCase()
+    : "error"
+
+/**
+ * Pure: seconds until a bucket at `level` runs out when it is consumed at
+ * `consumptionPerSecond` and refills at `refillPerSecond`: `level / (consumption
+ * − refill)`. `+Inf` when it is not draining (the refill keeps up, or nothing
+ * is consumed); 0 when `blocked` (callers already wait for this dimension) or
+ * the bucket is empty and draining.
+ *
+ * The refill is subtracted because a token bucket refills continuously: a key
+ * used at half its limit never runs out, however full or empty it is now.
+ *
+ * @example
+ * ```ts
+ * Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 1_500, refillPerSecond: 1_000 }) // 60
+ * Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 500, refillPerSecond: 1_000 }) // Infinity
+ * ```
+ */
+export const timeLeftSeconds = (bucket: {
+  readonly level: number
+  readonly consumptionPerSecond: number
+  readonly refillPerSecond: number
+  readonly blocked?: boolean | undefined
+}): number => {
+  if (bucket.blocked === true) return 0
+  const drain = bucket.consumptionPerSecond - bucket.refillPerSecond
+  if (!(drain > 0)) return Number.POSITIVE_INFINITY
+  return Math.max(0, bucket.level) / drain
+}
+
+/**
+ * Pure: the `q` quantile (0 to 1) of a histogram's state, by linear
+ * interpolation inside the bucket that holds it (Prometheus'
+ * `histogram_quantile`). The first bucket starts at 0; a quantile in the `+Inf`
+ * bucket is the largest value seen. `undefined` for an empty histogram. Pass
+ * `since` (an earlier state of the same histogram) to take the quantile of
+ * what was recorded after it.
+ *
+ * @example
+ * ```ts
+ * const state = yield* Metric.value(Metrics.waitSeconds.pipe(Metric.tagged("key", key), Metric.tagged("class", "batch")))
+ * Metrics.quantile(state, 0.95) // seconds, p95 of the waits
+ * ```
+ */
+export const quantile = (
+  state: MetricState.MetricState.Histogram,
+  q: number,
+  since?: MetricState.MetricState.Histogram
+): number | undefined => {
+  const before = new Map(since?.buckets ?? [])
+  const buckets = state.buckets.map(([upper, cumulative]) => [upper, cumulative - (before.get(upper) ?? 0)] as const)
+  const count = buckets.at(-1)?.[1] ?? 0
+  if (count <= 0) return undefined
+  const rank = Math.min(1, Math.max(0, q)) * count
+  let lower = 0
+  let below = 0
+  for (const [upper, cumulative] of buckets) {
+    if (cumulative >= rank && cumulative > below) {
+      if (!Number.isFinite(upper)) return state.max
+      return lower + (upper - lower) * ((rank - below) / (cumulative - below))
+    }
+    lower = upper
+    below = cumulative
+  }
+  return state.max
+}

@@ -53,6 +53,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Cost from "./Cost.js"
+import * as Drain from "./internal/drain.js"
 import { Lanes, type Waiter as LaneWaiter } from "./internal/lanes.js"
 import { tagged } from "./internal/taggedMetric.js"
 import * as LimiterStore from "./LimiterStore.js"
@@ -231,12 +232,17 @@ interface KeyRuntime {
   capacities: { [D in Quota.Dimension]?: number }
   /** Last arrival per class rank, for headroom. */
   readonly lastSeen: Array<number>
+  /** Each bucket's consumption rate, for `sluice_quota_time_left_seconds`. */
+  drains: { [D in Quota.Dimension]?: Drain.Drain }
+  /** The dimension the head waiter last waited for; undefined once granted. */
+  blockedOn: Quota.Dimension | undefined
   readonly metrics: {
     readonly queueDepth: Record<Priority.Class, Metric.Metric.Gauge<number>>
     readonly waitSeconds: Record<Priority.Class, Metric.Metric.Histogram<number>>
     readonly grants: Record<Priority.Class, Metric.Metric.Counter<number>>
     readonly bucketLevel: Record<Quota.Dimension, Metric.Metric.Gauge<number>>
     readonly inFlight: Metric.Metric.Gauge<number>
+    readonly timeLeft: Record<Quota.Dimension, Metric.Metric.Gauge<number>>
   }
 }
 
@@ -252,6 +258,9 @@ const byDimension = <A>(f: (dimension: Quota.Dimension) => A): Record<Quota.Dime
   outputTokens: f("outputTokens"),
   tokens: f("tokens")
 })
+
+/** How often an idle key's time-left gauge is brought up to date. */
+const timeLeftRefresh = Duration.seconds(5)
 
 const defaults = {
   maxInFlight: 256,
@@ -287,16 +296,59 @@ export const make = (options: Options = {}): Effect.Effect<
     /** Each defined key's refill per millisecond and dimension, for `admitsIn`. */
     const rates = new Map<string, { [D in Quota.Dimension]?: number }>()
 
+    /** A bucket's refill per millisecond: its quota's, or a discovered key's capacity per minute. */
+    const refillOf = (key: string, dimension: Quota.Dimension, capacity: number) =>
+      rates.get(key)?.[dimension] ?? capacity / Duration.toMillis(LimiterStore.discoveredPeriod)
+
+    /** Sets the time-left gauge of a bucket from its level and drain. */
+    const setTimeLeft = (runtime: KeyRuntime, dimension: Quota.Dimension, level: number, capacity: number, now: number) => {
+      const drain = runtime.drains[dimension]
+      if (drain === undefined) return
+      runtime.metrics.timeLeft[dimension].unsafeUpdate(
+        Metrics.timeLeftSeconds({
+          level,
+          consumptionPerSecond: Drain.rateAt(drain, now) * 1000,
+          refillPerSecond: refillOf(runtime.key, dimension, capacity) * 1000,
+          blocked: runtime.blockedOn === dimension && runtime.lanes.total() > 0
+        }),
+        []
+      )
+    }
+
     // Synchronous: this runs twice per call, and a forEach of Metric.set effects cost a quarter of a grant.
     const rememberLevels = (runtime: KeyRuntime, levels: LimiterStore.Levels) =>
+      Effect.clockWith((clock) =>
+        Effect.sync(() => {
+          const now = clock.unsafeCurrentTimeMillis()
+          for (const dimension of Quota.dimensions) {
+            const level = levels[dimension]
+            if (level === undefined) continue
+            runtime.capacities[dimension] = level.capacity
+            runtime.metrics.bucketLevel[dimension].unsafeUpdate(level.level, [])
+            runtime.drains[dimension] = Drain.observe(runtime.drains[dimension], level.level, level.capacity, refillOf(runtime.key, dimension, level.capacity), now)
+            setTimeLeft(runtime, dimension, level.level, level.capacity, now)
+          }
+        })
+      )
+
+    /**
+     * Every few seconds, the time-left gauges of every key as if nothing had
+     * happened since its last event: an idle key's drain decays and its gauge
+     * goes back to +Inf instead of keeping its last busy value.
+     */
+    const refreshTimeLeft = Effect.clockWith((clock) =>
       Effect.sync(() => {
-        for (const dimension of Quota.dimensions) {
-          const level = levels[dimension]
-          if (level === undefined) continue
-          runtime.capacities[dimension] = level.capacity
-          runtime.metrics.bucketLevel[dimension].unsafeUpdate(level.level, [])
+        const now = clock.unsafeCurrentTimeMillis()
+        for (const runtime of runtimes.values()) {
+          for (const dimension of Quota.dimensions) {
+            const drain = runtime.drains[dimension]
+            const capacity = runtime.capacities[dimension]
+            if (drain === undefined || capacity === undefined) continue
+            setTimeLeft(runtime, dimension, Drain.levelAt(drain, capacity, refillOf(runtime.key, dimension, capacity), now), capacity, now)
+          }
         }
       })
+    )
 
     const setDepth = (runtime: KeyRuntime, priority: Priority.Class) =>
       Metric.set(runtime.metrics.queueDepth[priority], runtime.lanes.size(priority))
@@ -345,6 +397,7 @@ export const make = (options: Options = {}): Effect.Effect<
         const answer = reservation.right
         switch (answer._tag) {
           case "Granted": {
+            runtime.blockedOn = undefined
             yield* rememberLevels(runtime, answer.levels)
             return yield* grant(runtime, head.waiter)
           }
@@ -359,6 +412,7 @@ export const make = (options: Options = {}): Effect.Effect<
           }
           case "Wait": {
             yield* runtime.slots.release(1)
+            runtime.blockedOn = answer.reason === "paused" ? undefined : answer.reason
             yield* rememberLevels(runtime, answer.levels)
             const wakeAt = Math.min(
               now + Duration.toMillis(answer.delay),
@@ -412,12 +466,15 @@ export const make = (options: Options = {}): Effect.Effect<
         discovering: !known && discover,
         capacities: {},
         lastSeen: Priority.classes.map(() => Number.NEGATIVE_INFINITY),
+        drains: {},
+        blockedOn: undefined,
         metrics: {
           queueDepth: byClass((priority) => withTags(Metrics.queueDepth, { key, class: priority })),
           waitSeconds: byClass((priority) => withTags(Metrics.waitSeconds, { key, class: priority })),
           grants: byClass((priority) => withTags(Metrics.grants, { key, class: priority })),
           bucketLevel: byDimension((dimension) => withTags(Metrics.bucketLevel, { key, dimension: dimension })),
-          inFlight: withTags(Metrics.inFlight, { key })
+          inFlight: withTags(Metrics.inFlight, { key }),
+          timeLeft: byDimension((dimension) => withTags(Metrics.quotaTimeLeft, { key, dimension }))
         }
       }
     }
@@ -606,6 +663,8 @@ export const make = (options: Options = {}): Effect.Effect<
         const runtime = runtimes.get(key)
         if (runtime !== undefined) {
           runtime.capacities = {}
+          // A new quota: the drain starts again from its levels.
+          runtime.drains = {}
           yield* rememberLevels(runtime, levels)
           yield* endDiscovery(runtime)
           yield* wake(runtime)
@@ -671,6 +730,7 @@ export const make = (options: Options = {}): Effect.Effect<
       })
 
     for (const [key, quota] of Object.entries(options.quotas ?? {})) yield* define(key, quota)
+    yield* Effect.forkIn(Effect.forever(Effect.zipRight(Effect.sleep(timeLeftRefresh), refreshTimeLeft)), scope)
 
     return RateLimiter.of({
       acquire,

@@ -11,13 +11,13 @@
  * database (so a resumed job keeps counting what it spent).
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Budget, Governor, LimiterStore, LlmClient, Pipeline, Pricing, RateLimiter, TokenEstimator } from "@sluice/core"
+import { Budget, Governor, LimiterStore, LlmClient, Metrics, Pipeline, Pricing, Priority, RateLimiter, TokenEstimator } from "@sluice/core"
 import * as BudgetSql from "@sluice/core/Budget/Sql"
-import { Chunk, Clock, Data, Duration, Effect, Either, Fiber, Layer, Option, Ref, Stream } from "effect"
+import { Chunk, Clock, Data, Duration, Effect, Either, Fiber, Layer, Metric, MetricState, Option, Ref, Stream } from "effect"
 import type { Source } from "./Documents.js"
 import * as Extraction from "./Extraction.js"
 import { layerCheckpoint, Store } from "./Store.js"
-import type { Limits, Sample, Summary } from "./Summary.js"
+import { bottleneck, type Limits, type Sample, type Summary } from "./Summary.js"
 
 /** What a run is told. */
 export interface Config {
@@ -106,6 +106,20 @@ export const toSample = (snapshot: Pipeline.Snapshot, timeScale: number): Sample
 
 const percent = (x: number) => `${(100 * x).toFixed(0)} %`
 
+/** The limiter's wait histograms of a key, every class summed into one (they share their boundaries). */
+export const waitsOf = (key: string): Effect.Effect<MetricState.MetricState.Histogram> =>
+  Effect.map(
+    Effect.forEach(Priority.classes, (priority) => Metric.value(Metrics.waitSeconds.pipe(Metric.tagged("key", key), Metric.tagged("class", priority)))),
+    (states) =>
+      MetricState.histogram({
+        buckets: states[0]!.buckets.map(([upper], i) => [upper, states.reduce((sum, state) => sum + (state.buckets[i]?.[1] ?? 0), 0)] as const),
+        count: states.reduce((sum, state) => sum + state.count, 0),
+        min: Math.min(...states.map((state) => state.min)),
+        max: Math.max(...states.map((state) => state.max)),
+        sum: states.reduce((sum, state) => sum + state.sum, 0)
+      })
+  )
+
 /** Runs the job over the provider in context, into the `Store`. */
 export const run = (config: Config) =>
   Effect.gen(function*() {
@@ -162,6 +176,8 @@ export const run = (config: Config) =>
       })
 
     const start = yield* Clock.currentTimeMillis
+    // The registry is global: this run's waits are what the histogram gained from here on.
+    const waitsBefore = yield* waitsOf(key)
     const samples = yield* Ref.make(Chunk.empty<Sample>())
     const finished = yield* Effect.makeLatch(false)
     const snapshots = Pipeline.monitor(meter.progress, {
@@ -212,6 +228,16 @@ export const run = (config: Config) =>
       outputTokens: progress.outputTokens / allowed(config.limits.outputTokensPerMinute)
     }
     const interrupted = (yield* Ref.get(stopped)) && Pipeline.done(progress) < config.source.count
+    const waitP95Seconds = Metrics.quantile(yield* waitsOf(key), 0.95, waitsBefore)
+    const bound = bottleneck({
+      work: { requests: progress.requests, inputTokens: progress.inputTokens, outputTokens: progress.outputTokens },
+      limits: config.limits,
+      wallSeconds: wallMillis / 1000,
+      timeScale: config.timeScale,
+      waitP95Seconds,
+      http429: progress.rateLimited,
+      attempts: progress.attempts
+    })
     const summary: Summary = {
       documents: config.source.count,
       succeeded: progress.succeeded,
@@ -229,9 +255,12 @@ export const run = (config: Config) =>
       requestsPerMinute: perMinute(progress.requests),
       inputTokensPerMinute: perMinute(progress.inputTokens),
       outputTokensPerMinute: perMinute(progress.outputTokens),
-      interrupted
+      interrupted,
+      ...(waitP95Seconds === undefined ? {} : { waitP95Seconds }),
+      ...(bound === undefined ? {} : { bottleneck: bound.sentence })
     }
     const notes = [
+      ...(bound === undefined ? [] : [bound.sentence]),
       `Of what the quota allowed over the run (a full minute's bucket at the start plus the refill since), the run used ` +
       `requests ${percent(utilisation.requests)}, input tokens ${percent(utilisation.inputTokens)}, output tokens ${percent(utilisation.outputTokens)}.`,
       ...(config.timeScale === 1 ? [] : [`The provider's minute lasted ${(60 / config.timeScale).toFixed(1)} s (simulator at ${config.timeScale}× speed); per-minute figures are per provider minute.`]),

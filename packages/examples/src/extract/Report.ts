@@ -2,7 +2,9 @@
  * The run's report: one self-contained HTML file (inline CSS and SVG, no
  * script, no external URL) with charts of requests and tokens per minute
  * against each limit, the limiter's queue by priority, 429s, 529s and retries
- * over time, documents done, and the summary table. Pure functions.
+ * over time, documents done, and the summary table; when the quota was the
+ * bottleneck, the summary's sentence saying so stands out under the headline.
+ * Pure functions.
  */
 import type { Limits, Sample, Summary } from "./Summary.js"
 
@@ -162,6 +164,8 @@ const chart = (id: string, title: string, unit: "s" | "min", series: ReadonlyArr
  */
 export const render = (input: ReportInput): string => {
   const { limits, samples, summary } = input
+  // The bottleneck sentence stands out under the headline; it is not repeated among the notes.
+  const notes = input.notes.filter((note) => note !== summary.bottleneck)
   const lastSecond = samples.at(-1)?.atSeconds ?? 0
   const unit = lastSecond > 300 ? "min" : "s"
   const x = (sample: Sample) => (unit === "min" ? sample.atSeconds / 60 : sample.atSeconds)
@@ -212,6 +216,7 @@ export const render = (input: ReportInput): string => {
     ["Output tokens", int(summary.outputTokens)],
     ["Cost", `$${fixed(summary.costUsd, 4)}`],
     ["Wall time", `${fixed(summary.wallSeconds, 1)} s`],
+    ...(summary.waitP95Seconds === undefined ? [] : [["Limiter wait, 95th percentile", `${fixed(summary.waitP95Seconds, 2)} s`] as const]),
     ["Requests per minute", ofLimit(summary.requestsPerMinute, limits.requestsPerMinute)],
     ["Input tokens per minute", ofLimit(summary.inputTokensPerMinute, limits.inputTokensPerMinute)],
     ["Output tokens per minute", ofLimit(summary.outputTokensPerMinute, limits.outputTokensPerMinute)],
@@ -237,15 +242,16 @@ table{border-collapse:collapse;background:#fff;border:1px solid #e2e8f0;margin:1
 td{padding:6px 12px;border-bottom:1px solid #e2e8f0}
 td:last-child{text-align:right;font-variant-numeric:tabular-nums}
 .notes li{margin:4px 0}
+.bottleneck{background:#fef3c7;border:1px solid #f59e0b;border-radius:8px;padding:8px 12px;margin:0 0 16px}
 .empty{color:#475569}
 </style></head>
 <body><main>
 <h1>${escapeHtml(input.title)}</h1>
 <p class="meta">${escapeHtml(input.model)} · generated ${escapeHtml(input.generatedAt)} · limits ${int(limits.requestsPerMinute)} requests, ${int(limits.inputTokensPerMinute)} input and ${int(limits.outputTokensPerMinute)} output tokens a minute</p>
 <p class="headline">${int(summary.succeeded)} of ${int(summary.documents)} documents extracted, ${int(summary.failed + summary.shed + summary.overBudget)} not (failed ${int(summary.failed)}, shed ${int(summary.shed)}, over budget ${int(summary.overBudget)})${summary.skipped > 0 ? `, ${int(summary.skipped)} skipped` : ""} · ${int(summary.http429)} × 429 · ${fixed(summary.wallSeconds, 1)} s${summary.interrupted ? " · stopped early" : ""}</p>
-<section class="grid-charts">${charts}</section>
+${summary.bottleneck === undefined ? "" : `<p class="bottleneck">${escapeHtml(summary.bottleneck)}</p>\n`}<section class="grid-charts">${charts}</section>
 <table>${rows.map(([label, value]) => `<tr><td>${escapeHtml(label)}</td><td>${escapeHtml(value)}</td></tr>`).join("")}</table>
-${input.notes.length > 0 ? `<ul class="notes">${input.notes.map((note) => `<li>${escapeHtml(note)}</li>`).join("")}</ul>` : ""}
+${notes.length > 0 ? `<ul class="notes">${notes.map((note) => `<li>${escapeHtml(note)}</li>`).join("")}</ul>` : ""}
 </main></body></html>
 `
 }
