@@ -166,6 +166,97 @@ describe("Cache-aware accounting", () => {
       }))
   })
 
+  describe("reservations that expect the cache", () => {
+    const key = "anthropic/claude-sonnet-4-5"
+    const contract = { ...request, system: "You extract facts from contracts. ".repeat(1_000) }
+    const usage = (plain: number, read: number, write: number): LlmClient.Usage => ({ inputTokens: plain, cacheReadInputTokens: read, cacheWriteInputTokens: write, outputTokens: 100 })
+
+    /** A provider that answers each call with the next usage of `script` and records what each call held of the input bucket. */
+    const scripted = (script: ReadonlyArray<LlmClient.Usage>, held: Ref.Ref<ReadonlyArray<number>>, options: Governor.Options = {}) => {
+      let next = 0
+      let levelBefore = 0
+      const provider = Layer.effect(
+        LlmClient.LlmClient,
+        Effect.map(RateLimiter.RateLimiter, (limiter) =>
+          LlmClient.LlmClient.of({
+            provider: "anthropic",
+            complete: (call) =>
+              Effect.gen(function*() {
+                const level = (yield* Effect.orDie(limiter.stats(key))).levels.inputTokens!.level
+                yield* Ref.update(held, (all) => [...all, levelBefore - level])
+                return { id: "msg", model: call.model, content: [{ type: "text", text: "ok" }], stopReason: "end_turn", usage: script[next++]!, rateLimits: RateLimitSnapshot.empty }
+              }),
+            stream: () => Effect.dieMessage("not streamed") as never
+          }))
+      )
+      const governed = Governor.layer({ retry: false, ...options }).pipe(
+        Layer.provide(provider),
+        Layer.provideMerge(RateLimiter.layerMemory({ quotas: { [key]: { requests: perMinute(100), inputTokens: perMinute(100_000), outputTokens: perMinute(10_000) } } })),
+        Layer.provide(EstimatorFast)
+      )
+      const call = (text: string, base: LlmClient.Request = contract) =>
+        Effect.gen(function*() {
+          levelBefore = (yield* (yield* RateLimiter.RateLimiter).stats(key)).levels.inputTokens?.level ?? 100_000
+          yield* (yield* LlmClient.LlmClient).complete({ ...base, messages: [{ role: "user", content: text }] })
+        })
+      return { governed, call }
+    }
+
+    it.effect("a call whose prefix was answered holds only its uncached part; a miss settles in full and drops the prediction", () =>
+      Effect.gen(function*() {
+        const held = yield* Ref.make<ReadonlyArray<number>>([])
+        const { call, governed } = scripted([usage(50, 0, 8_000), usage(40, 8_000, 0), usage(8_060, 0, 0), usage(45, 0, 8_000)], held)
+        const after = yield* Effect.gen(function*() {
+          for (const question of ["Who delivers?", "By when?", "Where to?", "What if late?"]) yield* call(question)
+          return (yield* (yield* RateLimiter.RateLimiter).stats(key)).levels.inputTokens!.level
+        }).pipe(Effect.provide(governed))
+        const [first, second, third, fourth] = yield* Ref.get(held)
+        // the first call knows nothing cached: it holds the whole prompt (about 8,300 tokens by the estimate)
+        expect(first).toBeGreaterThan(8_000)
+        // the second expects to read the 8,000 the first wrote: it holds the rest
+        expect(second).toBeLessThan(first! - 7_000)
+        expect(second).toBeGreaterThan(0)
+        // the third expected the same and missed: it held little, and settled to the 8,060 the provider counted
+        expect(third).toBeLessThan(first! - 7_000)
+        // after the miss the prediction is gone: the whole prompt again
+        expect(fourth).toBeGreaterThan(8_000)
+        // the bucket ends at what the provider counted (no time passes under TestClock): 50 + 8,000, 40, 8,060, 45 + 8,000
+        expect(after).toBe(100_000 - (8_050 + 40 + 8_060 + 8_045))
+      }))
+
+    it.effect("another prefix, a rule that counts cache reads, or the option off: the whole prompt is held", () =>
+      Effect.gen(function*() {
+        const script = [usage(50, 0, 8_000), usage(40, 0, 8_000), usage(40, 8_000, 0)]
+        const otherPrefix = Effect.gen(function*() {
+          const held = yield* Ref.make<ReadonlyArray<number>>([])
+          const { call, governed } = scripted(script, held)
+          yield* Effect.gen(function*() {
+            yield* call("one")
+            yield* call("two", { ...contract, system: `${contract.system} Amended.` })
+          }).pipe(Effect.provide(governed))
+          return yield* Ref.get(held)
+        })
+        const readsCount = (options: Governor.Options) =>
+          Effect.gen(function*() {
+            const held = yield* Ref.make<ReadonlyArray<number>>([])
+            const { call, governed } = scripted(script, held, options)
+            yield* Effect.gen(function*() {
+              yield* call("one")
+              yield* call("two")
+            }).pipe(Effect.provide(governed))
+            return yield* Ref.get(held)
+          })
+        for (const held of [
+          yield* otherPrefix,
+          yield* readsCount({ cacheCounting: { anthropic: { cacheReadsCount: true, cacheWritesCount: true } } }),
+          yield* readsCount({ predictCacheReads: false })
+        ]) {
+          expect(held[0]).toBeGreaterThan(8_000)
+          expect(held[1]).toBeGreaterThan(8_000)
+        }
+      }))
+  })
+
   describe("prices per part", () => {
     it("each part at its own price, adding up to the whole", () => {
       const price = Either.getOrThrow(Pricing.lookup(Pricing.defaultTable, "claude-sonnet-4-5"))

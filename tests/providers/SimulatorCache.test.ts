@@ -3,7 +3,7 @@ import { Budget, Governor, LlmClient, Pricing, RateLimiter, TokenEstimator } fro
 import * as Anthropic from "@sluice/providers/Anthropic"
 import * as SimulatedClient from "@sluice/providers/SimulatedClient"
 import * as Simulator from "@sluice/providers/Simulator"
-import { Chunk, Duration, Effect, Layer, Redacted, Stream, TestClock } from "effect"
+import { Chunk, Duration, Effect, Fiber, Layer, Redacted, Stream, TestClock } from "effect"
 
 const MODEL = "claude-haiku-4-5"
 
@@ -150,6 +150,73 @@ describe("Prompt caching end to end", () => {
         expect(second.cacheWriteInputTokens).toBeGreaterThan(0)
         expect(second.inputTokens).toBe(0)
       }))
+  })
+
+  describe("reservations that expect the cache (TestClock)", () => {
+    // 8,000 input tokens a minute and answers that take 10 s: a whole prompt (~3,400 tokens) fits twice
+    const tight = { ...quota, inputTokensPerMinute: 8_000 }
+    const key = `simulator/${MODEL}`
+    const governedTight = (options: Governor.Options) =>
+      Governor.layer({ retry: false, ...options }).pipe(
+        Layer.provideMerge(SimulatedClient.layer({ quota: tight, latency: { baseMs: 10_000 } })),
+        Layer.provideMerge(RateLimiter.layerMemory({ quotas: { [key]: { ...limiterQuota, inputTokens: { limit: 8_000, per: "1 minute" } } } })),
+        Layer.provide(EstimatorFast)
+      )
+
+    /** One call to warm the cache, then ten at once: how many the limiter lets run together, and what the provider saw. */
+    const burst = Effect.gen(function*() {
+      const client = yield* LlmClient.LlmClient
+      const limiter = yield* RateLimiter.RateLimiter
+      const warm = yield* Effect.fork(client.complete(ask("warm the cache")))
+      yield* TestClock.adjust("10 seconds")
+      yield* Fiber.join(warm)
+      const calls = yield* Effect.fork(Effect.forEach(Array.from({ length: 10 }, (_, i) => ask(`question ${i}`)), (request) => client.complete(request), { concurrency: "unbounded" }))
+      yield* TestClock.adjust("1 second")
+      const together = (yield* limiter.stats(key)).inFlight
+      yield* TestClock.adjust("5 minutes")
+      const responses = yield* Fiber.join(calls)
+      const stats = (yield* (yield* SimulatedClient.SimulatedStats).stats).keys[0]!
+      return { together, responses, stats }
+    })
+
+    it.effect("once a cached prefix has been answered, calls that read it reserve only what counts, so ten run at once where two whole prompts would fit", () =>
+      Effect.gen(function*() {
+        const { together, responses, stats } = yield* burst
+        expect(together).toBe(10)
+        expect(responses.every((response) => response.usage.cacheReadInputTokens === prefixTokens())).toBe(true)
+        expect(stats).toMatchObject({ accepted: 11, rateLimited: 0 })
+      }).pipe(Effect.provide(governedTight({}))))
+
+    it.effect("with the prediction off, the same burst runs at most two at a time", () =>
+      Effect.gen(function*() {
+        const { together, stats } = yield* burst
+        expect(together).toBeGreaterThanOrEqual(1)
+        expect(together).toBeLessThanOrEqual(2)
+        expect(stats).toMatchObject({ accepted: 11, rateLimited: 0 })
+      }).pipe(Effect.provide(governedTight({ predictCacheReads: false }))))
+
+    it.effect("after the prompt cache's TTL the next call reserves its whole prompt again", () =>
+      Effect.gen(function*() {
+        const client = yield* LlmClient.LlmClient
+        const limiter = yield* RateLimiter.RateLimiter
+        /** The input a call holds while it is in flight: the level drop one second into its 10-second answer. */
+        const held = (text: string) =>
+          Effect.gen(function*() {
+            const before = (yield* limiter.stats(key)).levels.inputTokens!.level
+            const call = yield* Effect.fork(client.complete(ask(text)))
+            yield* TestClock.adjust("1 second")
+            const during = (yield* limiter.stats(key)).levels.inputTokens!.level
+            yield* TestClock.adjust("9 seconds")
+            yield* Fiber.join(call)
+            // the refill during that second is 8,000 / 60 ≈ 133
+            return Math.round(before - during + 8_000 / 60)
+          })
+        const whole = Math.ceil(totalTokens("first") * 0.9)
+        expect(yield* held("first")).toBeGreaterThan(whole)
+        expect(yield* held("second")).toBeLessThan(whole / 5)
+        yield* TestClock.adjust("6 minutes")
+        expect(yield* held("third")).toBeGreaterThan(whole)
+      }).pipe(Effect.provide(governedTight({}))))
   })
 
   describe("the HTTP simulator through the real Anthropic SDK", () => {

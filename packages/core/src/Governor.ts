@@ -23,7 +23,8 @@
  *    call; after it, the permit settles to the real usage, the response's
  *    rate-limit snapshot is observed (429s included), a 429's `retry-after`
  *    pauses the key for every waiter, and the estimator learns. Prompt caching:
- *    the whole prompt is reserved as uncached input; the settlement counts
+ *    a prompt whose cached prefix was answered recently reserves only what will
+ *    count (`predictCacheReads`), any other its whole; the settlement counts
  *    cache reads and writes as the provider's rule says (`cacheCounting`).
  *
  * A refusal by the limiter (`Shed`, `CostTooLarge`) is not retried and takes no
@@ -44,6 +45,7 @@
  * ```
  */
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as Data from "effect/Data"
 import * as Either from "effect/Either"
@@ -62,6 +64,7 @@ import * as Budget from "./Budget.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
 import * as Coalesce from "./Coalesce.js"
 import * as Fallback from "./Fallback.js"
+import * as PromptCache from "./internal/promptCache.js"
 import { tagged } from "./internal/taggedMetric.js"
 import * as LlmClient from "./LlmClient.js"
 import * as Metrics from "./Metrics.js"
@@ -116,6 +119,16 @@ export interface Options {
    * `cacheCounting`. Default: the rule of the table.
    */
   readonly cacheReadsCount?: boolean | undefined
+  /**
+   * Whether a call whose cached prefix was answered recently on its key
+   * reserves only the input that will count: the estimate less the tokens the
+   * last answer read and wrote for that prefix, when the rule says cache reads
+   * do not count. A miss settles to what the provider counted, as any
+   * under-estimate does. Default true.
+   */
+  readonly predictCacheReads?: boolean | undefined
+  /** How long a cached prefix is expected to live after its last answer. Default 5 minutes (Anthropic's ephemeral cache). */
+  readonly promptCacheTtl?: Duration.DurationInput | undefined
   /** The class of a call whose metadata names none. Default "normal". */
   readonly priority?: Priority.Class | undefined
   /** What a 429 without a `retry-after` pauses its key for. Default 1 second. */
@@ -153,6 +166,8 @@ const OptionsSchema = Schema.Struct({
   count: Schema.optionalWith(Schema.Literal("estimate", "provider"), exact),
   cacheCounting: Schema.optionalWith(Quota.CacheCountingTable, exact),
   cacheReadsCount: Schema.optionalWith(Schema.Boolean, exact),
+  predictCacheReads: Schema.optionalWith(Schema.Boolean, exact),
+  promptCacheTtl: Schema.optionalWith(DurationInput, exact),
   priority: Schema.optionalWith(Schema.Literal("interactive", "normal", "batch"), exact),
   pauseWithoutHint: Schema.optionalWith(DurationInput, exact)
 })
@@ -216,6 +231,26 @@ export const make = (options: Options = {}): Effect.Effect<
       const rule = Quota.cacheCountingFor(cacheCounting, inner.provider, model)
       return options.cacheReadsCount === undefined ? rule : { ...rule, cacheReadsCount: options.cacheReadsCount }
     }
+    const cachePredictor = PromptCache.makePredictor({
+      ttlMillis: Duration.toMillis(Duration.decode(options.promptCacheTtl ?? Duration.minutes(5))),
+      maxEntries: 10_000
+    })
+    /**
+     * What to reserve for a call: its estimate, less the cache reads its
+     * prefix is expected to make when they do not count; and what to learn
+     * from its answer.
+     */
+    const reservationOf = (request: LlmClient.Request, key: string, estimate: TokenEstimator.Estimate) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const cost = { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens }
+        const id = options.predictCacheReads === false || countingOf(request.model).cacheReadsCount ? undefined : PromptCache.prefixId(request, key)
+        if (id === undefined) return { cost, learn: (_: LlmClient.Usage) => Effect.void }
+        const reads = cachePredictor.expected(id, now)
+        return {
+          cost: reads > 0 ? { ...cost, inputTokens: Math.max(1, estimate.inputTokens - reads) } : cost,
+          learn: (usage: LlmClient.Usage) => Effect.clockWith((clock) => Effect.sync(() => cachePredictor.learn(id, usage, clock.unsafeCurrentTimeMillis())))
+        }
+      })
     const pricing = yield* Effect.serviceOption(Pricing.Pricing)
     const prices = Option.match(pricing, { onNone: () => Pricing.defaultTable, onSome: (service) => service.table })
 
@@ -311,14 +346,16 @@ export const make = (options: Options = {}): Effect.Effect<
                   })
               )
             ))
+        const reservation = yield* reservationOf(request, key, estimate)
         return yield* budgeted(limiter.withPermit(
           key,
-          { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens },
+          reservation.cost,
           (permit) =>
             inner.complete(request).pipe(
               Effect.tap((response) =>
                 Effect.all([
                   permit.settle(LlmClient.usageCost(response.usage, countingOf(request.model))),
+                  reservation.learn(response.usage),
                   limiter.observe(key, response.rateLimits),
                   estimator.observe(estimate, response.usage)
                 ], { discard: true }).pipe(Effect.ignore)
@@ -383,7 +420,8 @@ export const make = (options: Options = {}): Effect.Effect<
       Stream.unwrapScoped(Effect.gen(function*() {
         const key = keyOf(request, inner.provider)
         const estimate = yield* estimateOf(request)
-        const permit = yield* limiter.acquire(key, { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens }, {
+        const reservation = yield* reservationOf(request, key, estimate)
+        const permit = yield* limiter.acquire(key, reservation.cost, {
           priority: request.metadata?.priority ?? options.priority ?? "normal"
         })
         return inner.stream(request).pipe(
@@ -392,6 +430,7 @@ export const make = (options: Options = {}): Effect.Effect<
               ? Effect.all([
                 countAnswer(key, event.response),
                 permit.settle(LlmClient.usageCost(event.response.usage, countingOf(request.model))),
+                reservation.learn(event.response.usage),
                 limiter.observe(key, event.response.rateLimits),
                 estimator.observe(estimate, event.response.usage)
               ], { discard: true }).pipe(Effect.ignore)
