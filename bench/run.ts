@@ -28,7 +28,9 @@ const latency = { baseMs: 500, perOutputTokenMs: 6, jitterMs: 400 }
 /** Runs a worker process and reads its result. */
 const worker = (input: WorkerInput) =>
   Effect.async<RunResult, Error>((resume) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "--conditions=@sluice/source", join(root, "bench/peers/worker.ts"), JSON.stringify(input)], {
+    // SLUICE_BENCH_PROFILE=DIR writes a V8 CPU profile of every worker into DIR (open it in Chrome's DevTools).
+    const profile = process.env.SLUICE_BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.SLUICE_BENCH_PROFILE}`] : []
+    const child = spawn(process.execPath, [...profile, "--import", "tsx", "--conditions=@sluice/source", join(root, "bench/peers/worker.ts"), JSON.stringify(input)], {
       cwd: root,
       stdio: ["ignore", "pipe", "pipe"]
     })

@@ -253,6 +253,12 @@ export const make = (options: Options = {}): Effect.Effect<
       })
     const pricing = yield* Effect.serviceOption(Pricing.Pricing)
     const prices = Option.match(pricing, { onNone: () => Pricing.defaultTable, onSome: (service) => service.table })
+    // Looked up once per model: a model without a price would build an `UnknownModel` error (and its stack) on every call.
+    const priceByModel = new Map<string, Pricing.ModelPrice | undefined>()
+    const priceOf = (model: string) => {
+      if (!priceByModel.has(model)) priceByModel.set(model, Either.getOrUndefined(Pricing.lookup(prices, model)))
+      return priceByModel.get(model)
+    }
 
     // Metrics: one tagged series per key and label, resolved once (see internal/taggedMetric).
     const series = new Map<Metric.Metric.Counter<number>, Map<string, Metric.Metric.Counter<number>>>()
@@ -275,7 +281,7 @@ export const make = (options: Options = {}): Effect.Effect<
     const countAnswer = (key: string, response: LlmClient.Response) =>
       Effect.suspend(() => {
         const { usage } = response
-        const price = Either.getOrUndefined(Pricing.lookup(prices, response.model))
+        const price = priceOf(response.model)
         return Effect.all([
           countOutcome(key, "ok"),
           Metric.incrementBy(counter(Metrics.tokens, key, "direction", "input"), usage.inputTokens),
