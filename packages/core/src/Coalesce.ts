@@ -57,10 +57,15 @@ export interface Coalescer<A> {
   readonly cached: (request: LlmClient.Request) => Effect.Effect<Option.Option<A>>
 }
 
+/** A call in flight, and the Deferred its followers wait on once there is one. */
+interface InFlight<A> {
+  deferred: Deferred.Deferred<A, unknown> | undefined
+}
+
 /** Builds a coalescer. */
 export const make = <A>(options: Options = {}): Effect.Effect<Coalescer<A>> =>
   Effect.sync(() => {
-    const inFlight = new Map<string, Deferred.Deferred<A, unknown>>()
+    const inFlight = new Map<string, InFlight<A>>()
     const cache = new Map<string, { readonly value: A; readonly expiresAt: number }>()
     const ttl = options.cacheTtl === undefined ? undefined : Duration.toMillis(options.cacheTtl)
     const cacheSize = options.cacheSize ?? 1_000
@@ -79,19 +84,26 @@ export const make = <A>(options: Options = {}): Effect.Effect<Coalescer<A>> =>
         const key = requestKey(request)
         const existing = inFlight.get(key)
         if (existing !== undefined) {
+          // The first follower makes the leader's Deferred: most calls have no twin, and do without one.
+          const deferred = existing.deferred ??= Deferred.unsafeMake<A, unknown>(undefined as never)
           return Effect.zipRight(
             Metric.increment(coalesced),
             // The leader was interrupted: its followers call for themselves.
-            Effect.catchAllCause(Deferred.await(existing as Deferred.Deferred<A, E>), (cause) =>
+            Effect.catchAllCause(Deferred.await(deferred as Deferred.Deferred<A, E>), (cause) =>
               Exit.isInterrupted(Exit.failCause(cause)) ? run(request, call) : Effect.failCause(cause))
           )
         }
-        const deferred = Deferred.unsafeMake<A, unknown>(undefined as never)
-        inFlight.set(key, deferred)
-        return call.pipe(
-          Effect.tap((value) => remember(key, value)),
-          Effect.onExit((exit) => Effect.zipRight(Effect.sync(() => inFlight.delete(key)), Deferred.done(deferred, exit)))
+        const entry: InFlight<A> = { deferred: undefined }
+        inFlight.set(key, entry)
+        const settled = call.pipe(
+          Effect.onExit((exit) =>
+            Effect.suspend(() => {
+              inFlight.delete(key)
+              return entry.deferred === undefined ? Effect.void : Deferred.done(entry.deferred, exit)
+            })
+          )
         )
+        return ttl === undefined ? settled : Effect.tap(settled, (value) => remember(key, value))
       })
 
     const cached = (request: LlmClient.Request) =>

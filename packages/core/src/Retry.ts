@@ -315,5 +315,17 @@ export const retry: {
 } = dual(
   (args) => Effect.isEffect(args[0]),
   <A, E, R>(self: Effect.Effect<A, E, R>, options?: Options): Effect.Effect<A, E, R> =>
-    Effect.flatMap(Clock.currentTimeMillis, (startedAt) => Effect.retry(self, policy(options, startedAt)))
+    Effect.flatMap(Clock.currentTimeMillis, (startedAt) =>
+      // Most calls succeed the first time: the schedule (a driver, its state) is built only after a retryable failure,
+      // and replays that failure as its first input, so it decides exactly as if it had run from the start.
+      Effect.catchAll(self, (first) => {
+        if (!isRetryable(first)) return Effect.fail(first)
+        let replay = true
+        const attempt = Effect.suspend(() => {
+          if (!replay) return self
+          replay = false
+          return Effect.fail(first)
+        })
+        return Effect.retry(attempt, policy(options, startedAt))
+      }))
 )

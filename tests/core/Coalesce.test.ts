@@ -1,0 +1,69 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Coalesce, type LlmClient } from "@sluice/core"
+import { Deferred, Effect, Exit, Fiber, Option, Ref, TestClock } from "effect"
+
+const request = (text: string): LlmClient.Request => ({ model: "m", messages: [{ role: "user", content: text }], maxOutputTokens: 10 })
+
+/** A call that counts its runs and answers when `gate` opens. */
+const gated = (runs: Ref.Ref<number>, gate: Deferred.Deferred<string, string>) =>
+  Effect.zipRight(Ref.update(runs, (n) => n + 1), Deferred.await(gate))
+
+describe("Coalesce", () => {
+  it.effect("identical requests in flight share one call; metadata does not tell them apart; a different request calls on its own", () =>
+    Effect.gen(function*() {
+      const coalescer = yield* Coalesce.make<string>()
+      const runs = yield* Ref.make(0)
+      const gate = yield* Deferred.make<string, string>()
+      const a = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
+      const twin = yield* Effect.fork(coalescer.run({ ...request("a"), metadata: { tenant: "t" } }, gated(runs, gate)))
+      const other = yield* Effect.fork(coalescer.run(request("b"), gated(runs, gate)))
+      yield* TestClock.adjust("1 millis")
+      expect(yield* Ref.get(runs)).toBe(2)
+      yield* Deferred.succeed(gate, "answer")
+      expect(yield* Fiber.join(a)).toBe("answer")
+      expect(yield* Fiber.join(twin)).toBe("answer")
+      expect(yield* Fiber.join(other)).toBe("answer")
+      // nothing is left in flight: the same request later calls again
+      expect(yield* coalescer.run(request("a"), Effect.zipRight(Ref.update(runs, (n) => n + 1), Effect.succeed("again")))).toBe("again")
+      expect(yield* Ref.get(runs)).toBe(3)
+    }))
+
+  it.effect("the leader's failure is every follower's failure", () =>
+    Effect.gen(function*() {
+      const coalescer = yield* Coalesce.make<string>()
+      const runs = yield* Ref.make(0)
+      const gate = yield* Deferred.make<string, string>()
+      const leader = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
+      const follower = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
+      yield* TestClock.adjust("1 millis")
+      yield* Deferred.fail(gate, "refused")
+      expect(yield* Fiber.await(leader)).toEqual(Exit.fail("refused"))
+      expect(yield* Fiber.await(follower)).toEqual(Exit.fail("refused"))
+      expect(yield* Ref.get(runs)).toBe(1)
+    }))
+
+  it.effect("when the leader is interrupted, its followers call for themselves", () =>
+    Effect.gen(function*() {
+      const coalescer = yield* Coalesce.make<string>()
+      const runs = yield* Ref.make(0)
+      const gate = yield* Deferred.make<string, string>()
+      const leader = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
+      const follower = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
+      yield* TestClock.adjust("1 millis")
+      yield* Fiber.interrupt(leader)
+      yield* TestClock.adjust("1 millis")
+      expect(yield* Ref.get(runs)).toBe(2)
+      yield* Deferred.succeed(gate, "answer")
+      expect(yield* Fiber.join(follower)).toBe("answer")
+    }))
+
+  it.effect("with a TTL, an answer is cached for `cached` until it expires", () =>
+    Effect.gen(function*() {
+      const coalescer = yield* Coalesce.make<string>({ cacheTtl: "1 minute" })
+      yield* coalescer.run(request("a"), Effect.succeed("answer"))
+      expect(Option.getOrUndefined(yield* coalescer.cached(request("a")))).toBe("answer")
+      expect((yield* coalescer.cached(request("b")))._tag).toBe("None")
+      yield* TestClock.adjust("61 seconds")
+      expect((yield* coalescer.cached(request("a")))._tag).toBe("None")
+    }))
+})
