@@ -219,6 +219,49 @@ describe("Prompt caching end to end", () => {
       }).pipe(Effect.provide(governedTight({}))))
   })
 
+  describe("reservations that expect the cache, turn by turn (TestClock)", () => {
+    const key = `simulator/${MODEL}`
+    const Governed = Governor.layer({ retry: false }).pipe(
+      Layer.provideMerge(SimulatedClient.layer({ quota, latency: { baseMs: 10_000 } })),
+      Layer.provideMerge(RateLimiter.layerMemory({ quotas: { [key]: limiterQuota } })),
+      Layer.provide(EstimatorFast)
+    )
+
+    it.effect("a conversation that moves its breakpoint forward holds only its new turn: the prefix the last turn cached is expected, as the provider reads it", () =>
+      Effect.gen(function*() {
+        const client = yield* LlmClient.LlmClient
+        const limiter = yield* RateLimiter.RateLimiter
+        /** A call's answer, and the input it held one second into its 10-second answer. */
+        const turn = (request: LlmClient.Request) =>
+          Effect.gen(function*() {
+            const before = (yield* limiter.stats(key)).levels.inputTokens!.level
+            const call = yield* Effect.fork(client.complete(request))
+            yield* TestClock.adjust("1 second")
+            const during = (yield* limiter.stats(key)).levels.inputTokens!.level
+            yield* TestClock.adjust("9 seconds")
+            const response = yield* Fiber.join(call)
+            return { response, held: Math.round(before - during + limiterQuota.inputTokens.limit / 60) }
+          })
+        const document = `Contract text. ${SYSTEM}`
+        const marked = (text: string) => [{ type: "text" as const, text, cacheControl: { type: "ephemeral" as const } }]
+        const first = yield* turn({ model: MODEL, messages: [{ role: "user", content: marked(document) }], maxOutputTokens: 100 })
+        const whole = prefixTokens()
+        expect(first.held).toBeGreaterThan(0.9 * whole)
+        const second = yield* turn({
+          model: MODEL,
+          messages: [
+            { role: "user", content: [{ type: "text", text: document }] },
+            { role: "assistant", content: LlmClient.text(first.response) },
+            { role: "user", content: marked("And the penalties?") }
+          ],
+          maxOutputTokens: 100
+        })
+        expect(second.response.usage.cacheReadInputTokens).toBe(first.response.usage.cacheWriteInputTokens)
+        // the document is expected from the cache: the turn holds its own few tokens and the estimate's margin
+        expect(second.held).toBeLessThan(whole / 5)
+      }).pipe(Effect.provide(Governed)))
+  })
+
   describe("the HTTP simulator through the real Anthropic SDK", () => {
     const limit = 10_000
 

@@ -243,12 +243,12 @@ export const make = (options: Options = {}): Effect.Effect<
     const reservationOf = (request: LlmClient.Request, key: string, estimate: TokenEstimator.Estimate) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         const cost = { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens }
-        const id = options.predictCacheReads === false || countingOf(request.model).cacheReadsCount ? undefined : PromptCache.prefixId(request, key)
-        if (id === undefined) return { cost, learn: (_: LlmClient.Usage) => Effect.void }
-        const reads = cachePredictor.expected(id, now)
+        const cached = options.predictCacheReads === false || countingOf(request.model).cacheReadsCount ? undefined : PromptCache.prefixes(request, key)
+        if (cached === undefined) return { cost, learn: (_: LlmClient.Usage) => Effect.void }
+        const hit = cachePredictor.expected(cached.candidates, now)
         return {
-          cost: reads > 0 ? { ...cost, inputTokens: Math.max(1, estimate.inputTokens - reads) } : cost,
-          learn: (usage: LlmClient.Usage) => Effect.clockWith((clock) => Effect.sync(() => cachePredictor.learn(id, usage, clock.unsafeCurrentTimeMillis())))
+          cost: hit === undefined ? cost : { ...cost, inputTokens: Math.max(1, estimate.inputTokens - hit.tokens) },
+          learn: (usage: LlmClient.Usage) => Effect.clockWith((clock) => Effect.sync(() => cachePredictor.learn(cached.last, hit, usage, clock.unsafeCurrentTimeMillis())))
         }
       })
     const pricing = yield* Effect.serviceOption(Pricing.Pricing)

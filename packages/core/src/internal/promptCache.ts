@@ -4,13 +4,15 @@
  *
  * A request's cached prefix is everything up to its last block marked
  * `cache_control` (the tools and the system prompt for `systemCacheControl`).
- * After an answer whose usage read or wrote the cache, the prefix is cached at
- * the provider, `cacheRead + cacheWrite` tokens long, until its TTL runs out
- * (each read refreshes it). A later call with the same prefix on the same key
- * is expected to read that many tokens; when the rule says reads do not count
- * (Anthropic's current models), they need not be reserved. A miss is not a
- * failure: the settlement charges what the provider counted, as for any
- * under-estimate, and the prediction is dropped.
+ * After an answer whose usage read or wrote the cache, that prefix is cached
+ * at the provider, `cacheRead + cacheWrite` tokens long, until its TTL runs
+ * out (each answer renews it here). A later call on the same key whose
+ * candidate prefixes (the provider's: each breakpoint's, and the blocks up to
+ * 20 before it) include a cached one is expected to read that many tokens;
+ * when the rule says reads do not count (Anthropic's current models), they
+ * need not be reserved. A miss is not a failure: the settlement charges what
+ * the provider counted, as for any under-estimate, and the prediction is
+ * dropped.
  *
  * Calls made before the first answer reserve their whole prompt: nothing is
  * known to be cached yet.
@@ -33,60 +35,97 @@ const hash = (text: string): string => {
 
 const isMarked = (block: LlmClient.ContentBlock): boolean => block.type === "text" && block.cacheControl !== undefined
 
+/** A block's content for the chain: `cacheControl` left out, so moving a breakpoint does not change what came before it. */
+const withoutCacheControl = (key: string, value: unknown) => (key === "cacheControl" ? undefined : value)
+
+/** How many blocks before a breakpoint the provider also looks for a cached prefix (Anthropic's lookback). */
+export const lookback = 20
+
+/** The prefixes of a request the cache may hold, as ids. */
+export interface Prefixes {
+  /** The prefix up to the last breakpoint: what the answer's cache usage measures. */
+  readonly last: string
+  /** Every prefix the provider may read, longest first: the last breakpoint's, then the blocks up to 20 before each breakpoint. */
+  readonly candidates: ReadonlyArray<string>
+}
+
 /**
- * The identity of a request's cached prefix on `key`, or `undefined` when it
- * marks nothing to cache. Two requests that differ only after their last
- * breakpoint share it.
+ * The prefixes of a request on `key` that the provider's cache may hold, or
+ * `undefined` when it marks nothing to cache. Blocks go in the provider's
+ * order (tools, the system prompt, then each message's blocks), and the id of
+ * a prefix is a hash chained over its blocks, `cacheControl` aside: a
+ * conversation whose next turn moves its breakpoint forward still finds the
+ * prefix the last turn cached, as the provider does.
  */
-export const prefixId = (request: LlmClient.Request, key: string): string | undefined => {
-  let lastMessage = -1
-  let lastBlock = -1
-  request.messages.forEach((message, m) => {
-    if (typeof message.content === "string") return
+export const prefixes = (request: LlmClient.Request, key: string): Prefixes | undefined => {
+  const blocks: Array<string> = []
+  const marked: Array<number> = []
+  for (const tool of request.tools ?? []) blocks.push(`tool|${JSON.stringify(tool)}`)
+  if (request.system !== undefined) {
+    if (request.systemCacheControl !== undefined) marked.push(blocks.length)
+    blocks.push(`system|${request.system}`)
+  }
+  for (const message of request.messages) {
+    if (typeof message.content === "string") {
+      blocks.push(`${message.role}:start|${message.content}`)
+      continue
+    }
     message.content.forEach((block, b) => {
-      if (isMarked(block)) {
-        lastMessage = m
-        lastBlock = b
-      }
+      if (isMarked(block)) marked.push(blocks.length)
+      blocks.push(`${message.role}${b === 0 ? ":start" : ""}|${JSON.stringify(block, withoutCacheControl)}`)
     })
-  })
-  if (lastMessage < 0 && request.systemCacheControl === undefined) return undefined
-  const messages = lastMessage < 0
-    ? []
-    : [
-      ...request.messages.slice(0, lastMessage),
-      { ...request.messages[lastMessage]!, content: (request.messages[lastMessage]!.content as ReadonlyArray<LlmClient.ContentBlock>).slice(0, lastBlock + 1) }
-    ]
-  return `${key}\u0000${request.model}\u0000${hash(JSON.stringify([request.tools ?? [], request.system ?? "", messages]))}`
+  }
+  if (marked.length === 0) return undefined
+  const last = marked[marked.length - 1]!
+  const wanted = new Set<number>()
+  for (const position of marked) for (let p = Math.max(0, position - lookback); p <= position; p++) wanted.add(p)
+  const ids: Array<string> = []
+  let chain = `${key}\u0000${request.model}`
+  for (let position = 0; position <= last; position++) {
+    chain = hash(`${chain}\u0000${blocks[position]!}`)
+    if (wanted.has(position)) ids.push(`${key}\u0000${position}\u0000${chain}`)
+  }
+  return { last: ids[ids.length - 1]!, candidates: ids.reverse() }
+}
+
+/** A prefix expected to be cached: its id and its length in the provider's tokens. */
+export interface Hit {
+  readonly id: string
+  readonly tokens: number
 }
 
 /** Cached prefixes the Governor has seen answered, with their length and when they expire. */
 export interface Predictor {
-  /** Tokens a call with this prefix is expected to read from the cache at `now` (0: nothing known). */
-  readonly expected: (id: string, now: number) => number
-  /** Folds in what an answered call read and wrote. */
-  readonly learn: (id: string, usage: LlmClient.Usage, now: number) => void
+  /** The longest of a call's candidate prefixes still expected to be cached at `now`, if any. */
+  readonly expected: (candidates: ReadonlyArray<string>, now: number) => Hit | undefined
+  /**
+   * Folds in what an answered call read and wrote: its last prefix is cached
+   * with `cacheRead + cacheWrite` tokens; when it read nothing, the prefix it
+   * was expected to read (`hit`) is not cached any more.
+   */
+  readonly learn: (last: string, hit: Hit | undefined, usage: LlmClient.Usage, now: number) => void
 }
 
 /** A predictor holding at most `maxEntries` prefixes (the least recently answered go first). */
 export const makePredictor = (options: { readonly ttlMillis: number; readonly maxEntries: number }): Predictor => {
   const entries = new Map<string, { readonly tokens: number; readonly expiresAt: number }>()
   return {
-    expected: (id, now) => {
-      const entry = entries.get(id)
-      if (entry === undefined) return 0
-      if (entry.expiresAt <= now) {
+    expected: (candidates, now) => {
+      for (const id of candidates) {
+        const entry = entries.get(id)
+        if (entry === undefined) continue
+        if (entry.expiresAt > now) return { id, tokens: entry.tokens }
         entries.delete(id)
-        return 0
       }
-      return entry.tokens
+      return undefined
     },
-    learn: (id, usage, now) => {
+    learn: (last, hit, usage, now) => {
+      if (hit !== undefined && !(usage.cacheReadInputTokens > 0)) entries.delete(hit.id)
       const tokens = usage.cacheReadInputTokens + usage.cacheWriteInputTokens
       // Re-inserted so that the Map's order is the order of the last answer.
-      entries.delete(id)
+      entries.delete(last)
       if (!(tokens > 0)) return
-      entries.set(id, { tokens, expiresAt: now + options.ttlMillis })
+      entries.set(last, { tokens, expiresAt: now + options.ttlMillis })
       if (entries.size > options.maxEntries) entries.delete(entries.keys().next().value!)
     }
   }
