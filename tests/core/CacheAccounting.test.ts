@@ -257,6 +257,38 @@ describe("Cache-aware accounting", () => {
       }))
   })
 
+  describe("the budget's worst case", () => {
+    it.effect("a call that marks the cache reserves its input at the cache-write price, one that does not at the input price", () =>
+      Effect.gen(function*() {
+        const price = Either.getOrThrow(Pricing.lookup(Pricing.defaultTable, "claude-sonnet-4-5"))
+        // claude-sonnet-4-5: $3 input, $3.75 cache write, $15 output per million tokens
+        expect(Pricing.worstCaseMicros(price, { inputTokens: 1_000_000, maxOutputTokens: 1_000 })).toBe(3_000_000 + 15_000)
+        expect(Pricing.worstCaseMicros(price, { inputTokens: 1_000_000, maxOutputTokens: 1_000, cacheable: true })).toBe(3_750_000 + 15_000)
+        expect(LlmClient.marksCache(request)).toBe(true)
+        expect(LlmClient.marksCache({ ...request, systemCacheControl: undefined })).toBe(false)
+        expect(LlmClient.marksCache({ ...request, systemCacheControl: undefined, messages: [{ role: "user", content: [{ type: "text", text: "x", cacheControl: { type: "ephemeral" } }] }] })).toBe(true)
+
+        // Through the Governor: a budget between the two worst cases of the same prompt admits it uncached and refuses it cached.
+        const estimate = yield* Effect.flatMap(TokenEstimator.TokenEstimator, (estimator) => estimator.estimate(request)).pipe(Effect.provide(EstimatorFast))
+        const worst = (cacheable: boolean) => Pricing.worstCaseMicros(price, { inputTokens: estimate.inputTokens, maxOutputTokens: request.maxOutputTokens, cacheable })
+        const between = Pricing.toUsd((worst(false) + worst(true)) / 2)
+        const duringCall = yield* Ref.make<number | undefined>(undefined)
+        const tight = Budget.layer({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: between }] }).pipe(
+          Layer.provide([Pricing.layer(), Budget.layerLedgerMemory])
+        )
+        const quota = { requests: perMinute(100), inputTokens: perMinute(50_000), outputTokens: perMinute(10_000) }
+        const attempt = (call: LlmClient.Request) =>
+          Effect.flip(Effect.flatMap(LlmClient.LlmClient, (client) => client.complete(call))).pipe(
+            Effect.map((error) => error._tag),
+            Effect.catchAllDefect(() => Effect.succeed("defect")),
+            Effect.orElseSucceed(() => "answered"),
+            Effect.provide(governedBy({}, "anthropic", quota, duringCall).pipe(Layer.provideMerge(tight)))
+          )
+        expect(yield* attempt({ ...request, systemCacheControl: undefined })).toBe("answered")
+        expect(yield* attempt(request)).toBe("BudgetExceeded")
+      }))
+  })
+
   describe("prices per part", () => {
     it("each part at its own price, adding up to the whole", () => {
       const price = Either.getOrThrow(Pricing.lookup(Pricing.defaultTable, "claude-sonnet-4-5"))

@@ -213,6 +213,8 @@ export interface Call {
   readonly job?: string | undefined
   readonly inputTokens: number
   readonly maxOutputTokens: number
+  /** The request marks a prompt-cache breakpoint: its worst case prices the input at the cache-write price. */
+  readonly cacheable?: boolean | undefined
 }
 
 /** A reservation held for one call. */

@@ -331,11 +331,15 @@ export const make = (options: Options = {}): Effect.Effect<
           tenant: request.metadata?.tenant,
           job: request.metadata?.job,
           inputTokens: estimate.inputTokens,
-          maxOutputTokens: request.maxOutputTokens
+          maxOutputTokens: request.maxOutputTokens,
+          cacheable: LlmClient.marksCache(request)
         })
         // Spend follows the quota: refused calls cost nothing; a timeout, reset or
         // interruption may have run at the provider, so it keeps its worst case.
-        const worstCase: LlmClient.Usage = { inputTokens: estimate.inputTokens, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+        // A call that marks the cache may have written all its input, at the write price.
+        const worstCase: LlmClient.Usage = LlmClient.marksCache(request)
+          ? { inputTokens: 0, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: estimate.inputTokens }
+          : { inputTokens: estimate.inputTokens, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
         const budgeted = <E, R>(call: Effect.Effect<LlmClient.Response, E, R>) =>
           spend === undefined
             ? call

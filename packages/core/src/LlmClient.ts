@@ -168,6 +168,11 @@ export type StreamEvent =
   | { readonly _tag: "ToolCall"; readonly call: ToolUseBlock }
   | { readonly _tag: "Done"; readonly response: Response }
 
+/** Whether a request marks a prompt-cache breakpoint (`systemCacheControl`, or `cacheControl` on a block). */
+export const marksCache = (request: Request): boolean =>
+  request.systemCacheControl !== undefined ||
+  request.messages.some((message) => typeof message.content !== "string" && message.content.some((block) => block.type === "text" && block.cacheControl !== undefined))
+
 /**
  * What a call costs the quota, from the usage the provider reported: one
  * request, its output, and the input that counts against the input-token

@@ -110,9 +110,22 @@ export const costPartsMicros = (price: ModelPrice, usage: LlmClient.Usage): {
   cacheWrite: micros(usage.cacheWriteInputTokens, price.cacheWritePerMTok)
 })
 
-/** The most a call can cost, in micro-dollars: all input at the full input price, and `max_tokens` of output. */
-export const worstCaseMicros = (price: ModelPrice, call: { readonly inputTokens: number; readonly maxOutputTokens: number }): number =>
-  micros(call.inputTokens, price.inputPerMTok) + micros(call.maxOutputTokens, price.outputPerMTok)
+/** What {@link worstCaseMicros} needs to know of a call. */
+export interface WorstCaseCall {
+  readonly inputTokens: number
+  readonly maxOutputTokens: number
+  /** The request marks a prompt-cache breakpoint: its input may all be written to the cache, at the write price. */
+  readonly cacheable?: boolean | undefined
+}
+
+/**
+ * The most a call can cost, in micro-dollars: `max_tokens` of output, and all
+ * input at the full input price, or at the cache-write price when the call is
+ * `cacheable` and writes cost more (Anthropic's: 1.25× the input price).
+ */
+export const worstCaseMicros = (price: ModelPrice, call: WorstCaseCall): number =>
+  micros(call.inputTokens, call.cacheable === true ? Math.max(price.inputPerMTok, price.cacheWritePerMTok) : price.inputPerMTok) +
+  micros(call.maxOutputTokens, price.outputPerMTok)
 
 /** USD of micro-dollars. */
 export const toUsd = (amount: number): number => amount / 1_000_000
@@ -127,7 +140,7 @@ export class Pricing extends Context.Tag("@sluice/core/Pricing")<Pricing, {
   /** USD of a usage. */
   readonly cost: (model: string, usage: LlmClient.Usage) => Effect.Effect<number, UnknownModel>
   /** USD of the worst case of a call. */
-  readonly worstCase: (model: string, call: { readonly inputTokens: number; readonly maxOutputTokens: number }) => Effect.Effect<number, UnknownModel>
+  readonly worstCase: (model: string, call: WorstCaseCall) => Effect.Effect<number, UnknownModel>
 }>() {}
 
 /** A pricing service over a table (validated). */

@@ -430,7 +430,8 @@ export const make = (options: Options): Effect.Effect<
           tenant: call.tenant,
           job: call.job,
           inputTokens: estimate.inputTokens,
-          maxOutputTokens: request.maxOutputTokens
+          maxOutputTokens: request.maxOutputTokens,
+          cacheable: LlmClient.marksCache(request)
         }).pipe(Effect.mapError(refusal(method)))
 
     /** How a reservation ends: the real cost, nothing (refused by the provider), or the worst case (it may have run). */
