@@ -56,6 +56,42 @@ describe("LimiterStore on Redis, several processes", () => {
       }
     }))
 
+  it.live("a Redis that hangs is timed out, by the store's own client and around a client given without a command timeout, and the local share answers", () =>
+    Effect.gen(function*() {
+      const port = yield* Effect.promise(() => new Promise<number>((resolve) => {
+        const server = createServer().listen(0, "127.0.0.1", () => {
+          const address = server.address()
+          server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
+        })
+      }))
+      yield* Effect.acquireRelease(
+        Effect.sync(() => spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })),
+        (child) => Effect.sync(() => child.kill("SIGKILL"))
+      )
+      // Commands queue until it connects: the first ping answers once the server is up.
+      const admin = yield* Effect.acquireRelease(Effect.sync(() => new Redis(port, "127.0.0.1", { retryStrategy: () => 50 })), (redis) => Effect.sync(() => redis.disconnect()))
+      yield* Effect.tryPromise(() => admin.ping()).pipe(Effect.timeout("5 seconds"))
+      const given = yield* Effect.acquireRelease(Effect.sync(() => new Redis(port, "127.0.0.1", { enableOfflineQueue: false, maxRetriesPerRequest: 0 })), (redis) => Effect.sync(() => redis.disconnect()))
+      yield* Effect.retry(Effect.tryPromise(() => given.ping()), Schedule.spaced("50 millis").pipe(Schedule.upTo("5 seconds")))
+      const own = yield* RedisStore.make({ url: `redis://127.0.0.1:${port}`, prefix, localShare: 0.1, timeout: "200 millis" })
+      const around = yield* RedisStore.make({ client: given, prefix, localShare: 0.1, timeout: "200 millis" })
+      const quota = Quota.decodeSync({ requests: { limit: 100, per: "1 hour" } })
+      for (const [name, store] of [["own", own], ["given", around]] as const) {
+        const key = `hang/${name}/${++keys}`
+        yield* store.define(key, quota)
+        expect((yield* store.reserve(key, Cost.amounts({}), { headroom: 0 }))._tag).toBe("Granted")
+        // Every client's commands now wait 1.5 s at the server: the store gives up after its 200 ms.
+        yield* Effect.tryPromise(() => admin.call("CLIENT", "PAUSE", "1500", "ALL"))
+        const started = Date.now()
+        const answers = yield* Effect.all(Array.from({ length: 12 }, () => store.reserve(key, Cost.amounts({}), { headroom: 0 })), { concurrency: "unbounded" })
+        expect({ name, waited: Date.now() - started < 1_000 }).toEqual({ name, waited: true })
+        // the local tenth of the quota: 10 of 100 requests
+        expect(answers.filter((answer) => answer._tag === "Granted").length).toBe(10)
+        // the pause ends by itself (the admin's own commands are paused too)
+        yield* Effect.sleep("1600 millis")
+      }
+    }).pipe(Effect.scoped), 30_000)
+
   it.live("when Redis stops the store falls back to its local share, and returns when Redis answers again", () =>
     Effect.gen(function*() {
       const port = yield* Effect.promise(() => new Promise<number>((resolve) => {

@@ -271,6 +271,8 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
           // Fail fast while Redis is away: the fallback answers instead of a queue that hangs.
           enableOfflineQueue: false,
           maxRetriesPerRequest: 0,
+          // The client times each command out itself: cheaper than a timer fiber raced against every call.
+          commandTimeout: Math.max(1, Math.round(Duration.toMillis(Duration.decode(options.timeout ?? Duration.seconds(1))))),
           lazyConnect: true,
           retryStrategy: (times) => Math.min(1_000, times * 100)
         })
@@ -299,15 +301,19 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
     const local = yield* LimiterStore.makeMemory
     let usingLocal = false
 
+    // A client that times its commands out (ours does) needs no timeout of ours; a client given without one gets it.
+    const timesOut = client.options.commandTimeout !== undefined && client.options.commandTimeout > 0
     const call = (key: string, op: string, payload: unknown): Effect.Effect<any, LimiterStore.LimiterStoreError> => {
       const quota = quotas.get(key) ?? ""
-      return Effect.tryPromise({
+      const sent = Effect.tryPromise({
         try: () => redis.sluiceLimiter(`${prefix}:limiter:${key}`, op, JSON.stringify(payload), ttl, quota),
         catch: (cause) => new LimiterStore.LimiterStoreError({ key, operation: op, cause })
-      }).pipe(
-        Effect.timeoutFail({ duration: timeout, onTimeout: () => new LimiterStore.LimiterStoreError({ key, operation: op, cause: "timed out" }) }),
-        Effect.map((answer) => JSON.parse(answer) as unknown)
-      )
+      })
+      return (timesOut
+        ? sent
+        : Effect.timeoutFail(sent, { duration: timeout, onTimeout: () => new LimiterStore.LimiterStoreError({ key, operation: op, cause: "timed out" }) })).pipe(
+          Effect.map((answer) => JSON.parse(answer) as unknown)
+        )
     }
 
     /** Redis when it answers, the local share when it does not; switches are logged and counted. */
