@@ -7,29 +7,15 @@
  *   pnpm bench:governor everything   one of them
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Governor, LlmClient, RateLimiter, RateLimitSnapshot, TokenEstimator } from "@sluice/core"
+import { Governor, LlmClient, RateLimiter, TokenEstimator } from "@sluice/core"
 import { Console, Effect, Layer } from "effect"
+import { instantProvider } from "./peers/scale.js"
 
 const N = 20_000
 const MODEL = "claude-haiku-4-5"
 const huge = { requests: { limit: 1e12, per: "1 minute" }, inputTokens: { limit: 1e15, per: "1 minute" }, outputTokens: { limit: 1e15, per: "1 minute" } } as const
 
-const Instant = Layer.succeed(
-  LlmClient.LlmClient,
-  LlmClient.LlmClient.of({
-    provider: "anthropic",
-    complete: (call) =>
-      Effect.succeed({
-        id: "msg",
-        model: call.model,
-        content: [{ type: "text", text: "ok" }],
-        stopReason: "end_turn",
-        usage: { inputTokens: 20, outputTokens: 5, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 },
-        rateLimits: RateLimitSnapshot.empty
-      }),
-    stream: () => Effect.dieMessage("not streamed")
-  })
-)
+const Instant = Layer.succeed(LlmClient.LlmClient, LlmClient.LlmClient.of({ ...instantProvider, provider: "anthropic" }))
 
 /** A character-count estimator, to take tiktoken out of the figure. */
 const Chars = Layer.succeed(TokenEstimator.TokenEstimator, TokenEstimator.makeWith((text) => Math.ceil(text.length / 4)))

@@ -7,7 +7,8 @@
 import { Governor, LimiterStore, LlmClient, Pipeline, RateLimiter, TokenEstimator } from "@sluice/core"
 import { Effect, Stream } from "effect"
 
-const provider: LlmClient.Provider = {
+/** A provider that answers every call at once, with a tiny usage and no rate-limit headers. */
+export const instantProvider: LlmClient.Provider = {
   provider: "inproc",
   complete: (request) =>
     Effect.succeed({
@@ -27,7 +28,7 @@ export const scale = (options: { readonly documents: number }) =>
     const limiter = yield* RateLimiter.make({ quotas: { "inproc/m": huge }, maxInFlight: 1_000 }).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie)
     const meter = yield* Pipeline.makeMeter()
     const client = yield* Governor.make({ coalesce: false }).pipe(
-      Effect.provideService(LlmClient.LlmClient, LlmClient.LlmClient.of(meter.wrap(provider))),
+      Effect.provideService(LlmClient.LlmClient, LlmClient.LlmClient.of(meter.wrap(instantProvider))),
       Effect.provideService(RateLimiter.RateLimiter, limiter),
       Effect.provideServiceEffect(TokenEstimator.TokenEstimator, TokenEstimator.make())
     )

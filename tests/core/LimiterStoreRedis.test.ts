@@ -12,6 +12,23 @@ const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379"
 const prefix = `sluice-test-${process.pid}-${Date.now()}`
 let keys = 0
 
+/** A free port on 127.0.0.1. */
+const freePort = Effect.promise(() =>
+  new Promise<number>((resolve) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
+    })
+  })
+)
+
+/** A redis-server of the test's own on `port`, killed with the scope. */
+const redisServer = (port: number) =>
+  Effect.acquireRelease(
+    Effect.sync(() => spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })),
+    (child) => Effect.sync(() => child.kill("SIGKILL"))
+  )
+
 afterAll(async () => {
   const redis = new Redis(REDIS_URL)
   const found = await redis.keys(`${prefix}*`)
@@ -58,16 +75,8 @@ describe("LimiterStore on Redis, several processes", () => {
 
   it.live("a Redis that hangs is timed out, by the store's own client and around a client given without a command timeout, and the local share answers", () =>
     Effect.gen(function*() {
-      const port = yield* Effect.promise(() => new Promise<number>((resolve) => {
-        const server = createServer().listen(0, "127.0.0.1", () => {
-          const address = server.address()
-          server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
-        })
-      }))
-      yield* Effect.acquireRelease(
-        Effect.sync(() => spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })),
-        (child) => Effect.sync(() => child.kill("SIGKILL"))
-      )
+      const port = yield* freePort
+      yield* redisServer(port)
       // Commands queue until it connects: the first ping answers once the server is up.
       const admin = yield* Effect.acquireRelease(Effect.sync(() => new Redis(port, "127.0.0.1", { retryStrategy: () => 50 })), (redis) => Effect.sync(() => redis.disconnect()))
       yield* Effect.tryPromise(() => admin.ping()).pipe(Effect.timeout("5 seconds"))
@@ -94,16 +103,8 @@ describe("LimiterStore on Redis, several processes", () => {
 
   it.live("when Redis stops the store falls back to its local share, and returns when Redis answers again", () =>
     Effect.gen(function*() {
-      const port = yield* Effect.promise(() => new Promise<number>((resolve) => {
-        const server = createServer().listen(0, "127.0.0.1", () => {
-          const address = server.address()
-          server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
-        })
-      }))
-      const startRedis = Effect.acquireRelease(
-        Effect.sync(() => spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })),
-        (child) => Effect.sync(() => child.kill("SIGKILL"))
-      )
+      const port = yield* freePort
+      const startRedis = redisServer(port)
       const answers = Effect.flatMap(Effect.promise(() => new Redis(port, "127.0.0.1", { lazyConnect: true }).connect().then(() => true, () => false)), (ok) => ok ? Effect.void : Effect.fail("not yet"))
       const key = `outage/${++keys}`
       const localQuota = Quota.decodeSync({ requests: { limit: 100, per: "1 hour" } })
@@ -112,10 +113,7 @@ describe("LimiterStore on Redis, several processes", () => {
       const localBefore = (yield* Metric.value(toLocal)).count
       const redisBefore = (yield* Metric.value(toRedis)).count
       // Redis up: the store works on it.
-      const server = yield* Effect.acquireRelease(
-        Effect.sync(() => spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })),
-        (child) => Effect.sync(() => child.kill("SIGKILL"))
-      )
+      const server = yield* redisServer(port)
       yield* Effect.retry(answers, Schedule.spaced("50 millis").pipe(Schedule.upTo("5 seconds")))
       const s = yield* RedisStore.make({ url: `redis://127.0.0.1:${port}`, prefix, localShare: 0.1, timeout: "300 millis" })
       yield* s.define(key, localQuota)
