@@ -150,6 +150,8 @@ const mixedTable = (rows: ReadonlyArray<Measured>) => {
   ]
   for (const row of rows) {
     const latencies = row.results.flatMap((r) => r.interactiveLatenciesMs ?? [])
+    // SLUICE_BENCH_DEBUG=1: each contender's interactive latencies, in the order the calls finished.
+    if (process.env.SLUICE_BENCH_DEBUG) console.log(row.name, JSON.stringify(latencies.map((l) => Math.round(l))))
     const s = (ms: number) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(2)} s` : "—")
     lines.push(`| ${row.name} | ${s(percentile(latencies, 50))} | ${s(percentile(latencies, 99))} | ${latencies.length} | ${row.timedOut ? "> " : ""}${ratio(row.makespanMs / row.idealMs)} | ${row.rateLimited} |`)
   }
