@@ -17,7 +17,7 @@
  * Calls made before the first answer reserve their whole prompt: nothing is
  * known to be cached yet.
  */
-import type * as LlmClient from "../LlmClient.js"
+import * as LlmClient from "../LlmClient.js"
 
 /** 53-bit string hash (cyrb53): fast, and collisions between two prefixes of one key are negligible. */
 const hash = (text: string): string => {
@@ -58,6 +58,8 @@ export interface Prefixes {
  * prefix the last turn cached, as the provider does.
  */
 export const prefixes = (request: LlmClient.Request, key: string): Prefixes | undefined => {
+  // Most requests mark nothing: they are not serialised at all.
+  if (!LlmClient.marksCache(request)) return undefined
   const blocks: Array<string> = []
   const marked: Array<number> = []
   for (const tool of request.tools ?? []) blocks.push(`tool|${JSON.stringify(tool)}`)
