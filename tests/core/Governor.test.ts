@@ -222,5 +222,12 @@ describe("Governor", () => {
       expect(String(error)).toContain("SLUICE_RETRY_MAX_ATTEMPTS")
       const garbage = yield* Effect.flip(Effect.withConfigProvider(Governor.config, ConfigProvider.fromMap(new Map([["SLUICE_COUNT", "guess"]]))))
       expect(String(garbage)).toContain("SLUICE_COUNT")
+      // the prompt-cache prediction: on for 5 minutes by default, and from the environment
+      expect(options).toMatchObject({ predictCacheReads: true, promptCacheTtl: Duration.minutes(5) })
+      const cache = yield* Effect.withConfigProvider(
+        Governor.config,
+        ConfigProvider.fromMap(new Map([["SLUICE_PREDICT_CACHE_READS", "false"], ["SLUICE_PROMPT_CACHE_TTL", "1 hour"]]))
+      )
+      expect(cache).toMatchObject({ predictCacheReads: false, promptCacheTtl: Duration.hours(1) })
     }))
 })

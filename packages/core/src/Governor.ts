@@ -480,6 +480,8 @@ export const layer = (options: Options = {}): Layer.Layer<
  * | `SLUICE_CACHE_TTL` | response cache for open breakers (duration) | off |
  * | `SLUICE_COUNT` | `estimate` or `provider` | estimate |
  * | `SLUICE_PER_TENANT` | tenants have their own quota keys (boolean) | false |
+ * | `SLUICE_PREDICT_CACHE_READS` | reserve only what a cached prefix will count (boolean) | true |
+ * | `SLUICE_PROMPT_CACHE_TTL` | how long a cached prefix is expected to live (duration) | 5 minutes |
  */
 export const config: Config.Config<Options> = Config.all({
   maxAttempts: Config.integer("SLUICE_RETRY_MAX_ATTEMPTS").pipe(
@@ -496,13 +498,17 @@ export const config: Config.Config<Options> = Config.all({
   coalesce: Config.boolean("SLUICE_COALESCE").pipe(Config.withDefault(true)),
   cacheTtl: Config.option(Config.duration("SLUICE_CACHE_TTL")),
   count: Config.literal("estimate", "provider")("SLUICE_COUNT").pipe(Config.withDefault("estimate" as const)),
-  perTenant: Config.boolean("SLUICE_PER_TENANT").pipe(Config.withDefault(false))
+  perTenant: Config.boolean("SLUICE_PER_TENANT").pipe(Config.withDefault(false)),
+  predictCacheReads: Config.boolean("SLUICE_PREDICT_CACHE_READS").pipe(Config.withDefault(true)),
+  promptCacheTtl: Config.duration("SLUICE_PROMPT_CACHE_TTL").pipe(Config.withDefault(Duration.minutes(5)))
 }).pipe(Config.map((values): Options => ({
   retry: { maxAttempts: values.maxAttempts, base: values.base, maxDelay: values.maxDelay, maxElapsed: values.maxElapsed },
   fallback: values.fallback.map((model) => ({ model })),
   coalesce: values.coalesce,
   count: values.count,
   perTenant: values.perTenant,
+  predictCacheReads: values.predictCacheReads,
+  promptCacheTtl: values.promptCacheTtl,
   ...(Option.isSome(values.cacheTtl) ? { cacheTtl: values.cacheTtl.value } : {})
 })))
 
