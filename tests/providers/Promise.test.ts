@@ -7,7 +7,8 @@ import {
   createClient,
   InvalidOptionsError,
   RateLimitedError,
-  SluiceError
+  SluiceError,
+  toRequest
 } from "@sluice/providers/Promise"
 import { Effect, Exit, Scope } from "effect"
 import { describe, expect, it } from "vitest"
@@ -189,4 +190,18 @@ describe("createClient: the Anthropic SDK's messages surface, governed", () => {
       await expect(anthropic.close()).resolves.toBeUndefined()
       expect((await statsOf(running))?.accepted).toBe(1)
     }))
+
+  it("the SDK's cache_control marks reach Sluice's request: on system blocks and on message text", () => {
+    const cached = toRequest({
+      model: "claude-haiku-4-5",
+      max_tokens: 100,
+      system: [{ type: "text", text: "A long contract.", cache_control: { type: "ephemeral" } }],
+      messages: [{ role: "user", content: [{ type: "text", text: "Who delivers?", cache_control: { type: "ephemeral" } }] }]
+    })
+    expect(cached.system).toBe("A long contract.")
+    expect(cached.systemCacheControl).toEqual({ type: "ephemeral" })
+    expect(cached.messages[0]!.content).toEqual([{ type: "text", text: "Who delivers?", cacheControl: { type: "ephemeral" } }])
+    const plain = toRequest({ model: "claude-haiku-4-5", max_tokens: 100, system: [{ type: "text", text: "Terse." }], messages: [{ role: "user", content: "Hi" }] })
+    expect(plain.systemCacheControl).toBeUndefined()
+  })
 })

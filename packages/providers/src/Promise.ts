@@ -358,9 +358,12 @@ export const toRequest = (params: Sdk.MessageCreateParamsNonStreaming, call: Cal
     ...(call.tenant === undefined ? {} : { tenant: call.tenant }),
     ...(call.job === undefined ? {} : { job: call.job })
   }
+  // A system prompt given as blocks may mark a cache breakpoint: the prefix up to it is cached (tools and system).
+  const systemCached = Array.isArray(params.system) && params.system.some((block) => block.cache_control != null)
   return {
     model: params.model,
     ...(system === undefined ? {} : { system }),
+    ...(systemCached ? { systemCacheControl: { type: "ephemeral" as const } } : {}),
     messages: params.messages.map((message) => ({
       // A mid-conversation system turn counts as text like any other.
       role: message.role === "assistant" ? "assistant" as const : "user" as const,
