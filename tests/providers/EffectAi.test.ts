@@ -211,4 +211,24 @@ describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulato
     expect(request.tools?.[0]?.name).toBe("extraction")
     expect(request.tools?.[0]?.inputSchema).toMatchObject({ type: "object", required: ["title"] })
   })
+
+  it("Anthropic cache marks (options.anthropic.cacheControl) on a system message, a part or a message's last part reach the request", () => {
+    const mark = { anthropic: { cacheControl: { type: "ephemeral" as const } } }
+    const request = EffectAi.toRequest({
+      prompt: [
+        { role: "system", content: "A long contract.", options: mark },
+        { role: "user", content: [{ type: "text", text: "First." }, { type: "text", text: "Marked part.", options: mark }, { type: "text", text: "Last." }] },
+        { role: "user", content: [{ type: "text", text: "One." }, { type: "text", text: "Two." }], options: mark }
+      ]
+    }, model, 100)
+    expect(request.systemCacheControl).toEqual({ type: "ephemeral" })
+    expect(request.messages[0]!.content).toEqual([
+      { type: "text", text: "First." },
+      { type: "text", text: "Marked part.", cacheControl: { type: "ephemeral" } },
+      { type: "text", text: "Last." }
+    ])
+    expect(request.messages[1]!.content).toEqual([{ type: "text", text: "One." }, { type: "text", text: "Two.", cacheControl: { type: "ephemeral" } }])
+    const plain = EffectAi.toRequest({ prompt: [{ role: "system", content: "Terse." }, { role: "user", content: "Hi" }] }, model, 100)
+    expect(plain.systemCacheControl).toBeUndefined()
+  })
 })

@@ -73,7 +73,7 @@ import * as Predicate from "effect/Predicate"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { Budget, LlmClient, RateLimiter, Retry, TokenEstimator } from "@sluice/core"
+import { Budget, LlmClient, Quota, RateLimiter, Retry, TokenEstimator } from "@sluice/core"
 import type { Priority } from "@sluice/core"
 import * as Errors from "./internal/errors.js"
 import * as RateLimitHeaders from "./RateLimitHeaders.js"
@@ -96,7 +96,13 @@ export interface Options {
   readonly retry?: Retry.Options | false | undefined
   /** The class of a call that names none with {@link withCall}. Default "normal". */
   readonly priority?: Priority.Class | undefined
-  /** Whether cache reads count against the input-token quota. Default false (Anthropic's current models). */
+  /**
+   * Which parts of the input count against the input-token limits, by provider
+   * or `provider/model`, merged over `Quota.defaultCacheCounting` (as the
+   * Governor's option of the same name).
+   */
+  readonly cacheCounting?: Quota.CacheCountingTable | undefined
+  /** Whether cache reads count against the input-token quota, over `cacheCounting`. Default: the table's rule for the provider and model. */
   readonly cacheReadsCount?: boolean | undefined
   /** What a 429 without a `retry-after` pauses its key for. Default 1 second. */
   readonly pauseWithoutHint?: Duration.DurationInput | undefined
@@ -129,6 +135,7 @@ const OptionsSchema = Schema.Struct({
     jitter: Schema.optionalWith(Schema.Literal("full", "none"), exact)
   })), exact),
   priority: Schema.optionalWith(Schema.Literal("interactive", "normal", "batch"), exact),
+  cacheCounting: Schema.optionalWith(Quota.CacheCountingTable, exact),
   cacheReadsCount: Schema.optionalWith(Schema.Boolean, exact),
   pauseWithoutHint: Schema.optionalWith(DurationInput, exact)
 })
@@ -262,12 +269,28 @@ const json = (value: unknown): string => {
 /** A file part counts as a short marker: its bytes are not text, and calibration absorbs the difference. */
 const filePart = (part: Prompt.FilePart): LlmClient.TextBlock => ({ type: "text", text: `[file ${part.mediaType}${part.fileName === undefined ? "" : ` ${part.fileName}`}]` })
 
-const toBlocks = (parts: ReadonlyArray<Prompt.UserMessagePart | Prompt.AssistantMessagePart | Prompt.ToolMessagePart>): ReadonlyArray<LlmClient.ContentBlock> =>
-  parts.map((part): LlmClient.ContentBlock => {
+/** Anthropic's cache mark on a prompt part or message (`options.anthropic.cacheControl`), as `@effect/ai-anthropic` reads it. */
+const cacheControlOf = (item: { readonly options: unknown }): { readonly type: "ephemeral" } | undefined =>
+  Predicate.hasProperty(item.options, "anthropic") && Predicate.hasProperty(item.options.anthropic, "cacheControl") &&
+    item.options.anthropic.cacheControl != null
+    ? { type: "ephemeral" }
+    : undefined
+
+/**
+ * A message's parts as blocks. A text part keeps its cache mark, or the
+ * message's when it is the last part (where `@effect/ai-anthropic` puts it).
+ */
+const toBlocks = (
+  parts: ReadonlyArray<Prompt.UserMessagePart | Prompt.AssistantMessagePart | Prompt.ToolMessagePart>,
+  messageMark?: { readonly type: "ephemeral" } | undefined
+): ReadonlyArray<LlmClient.ContentBlock> =>
+  parts.map((part, index): LlmClient.ContentBlock => {
     switch (part.type) {
       case "text":
-      case "reasoning":
-        return { type: "text", text: part.text }
+      case "reasoning": {
+        const mark = cacheControlOf(part) ?? (index === parts.length - 1 ? messageMark : undefined)
+        return mark === undefined ? { type: "text", text: part.text } : { type: "text", text: part.text, cacheControl: mark }
+      }
       case "file":
         return filePart(part)
       case "tool-call":
@@ -306,18 +329,20 @@ export interface CallShape {
 export const toRequest = (call: CallShape, model: string, maxOutputTokens: number): LlmClient.Request => {
   const prompt = Prompt.make(call.prompt)
   const system: Array<string> = []
+  let systemCached = false
   const messages: Array<LlmClient.Message> = []
   for (const message of prompt.content) {
     switch (message.role) {
       case "system":
         system.push(message.content)
+        systemCached ||= cacheControlOf(message) !== undefined
         break
       case "user":
       case "tool":
-        messages.push({ role: "user", content: toBlocks(message.content) })
+        messages.push({ role: "user", content: toBlocks(message.content, cacheControlOf(message)) })
         break
       case "assistant":
-        messages.push({ role: "assistant", content: toBlocks(message.content) })
+        messages.push({ role: "assistant", content: toBlocks(message.content, cacheControlOf(message)) })
         break
     }
   }
@@ -335,6 +360,7 @@ export const toRequest = (call: CallShape, model: string, maxOutputTokens: numbe
   return {
     model,
     ...(system.length === 0 ? {} : { system: system.join("\n\n") }),
+    ...(systemCached ? { systemCacheControl: { type: "ephemeral" as const } } : {}),
     messages,
     ...(tools.length === 0 ? {} : { tools }),
     maxOutputTokens
@@ -392,7 +418,8 @@ export const make = (options: Options): Effect.Effect<
     const model = options.model
     const key = options.key ?? `${provider}/${model}`
     const pauseWithoutHint = Duration.decode(options.pauseWithoutHint ?? Duration.seconds(1))
-    const cacheReadsCount = options.cacheReadsCount ?? false
+    const rule = Quota.cacheCountingFor({ ...Quota.defaultCacheCounting, ...options.cacheCounting }, provider, model)
+    const counting = options.cacheReadsCount === undefined ? rule : { ...rule, cacheReadsCount: options.cacheReadsCount }
     const readError = classify(provider, model)
 
     const toProviderError = (error: unknown) =>
@@ -464,7 +491,7 @@ export const make = (options: Options): Effect.Effect<
                   onNone: () => Effect.void,
                   onSome: (usage) =>
                     Effect.all([
-                      permit.settle(LlmClient.usageCost(usage, { cacheReadsCount })),
+                      permit.settle(LlmClient.usageCost(usage, counting)),
                       estimator.observe(estimate, usage)
                     ], { discard: true }).pipe(Effect.ignore)
                 })
@@ -515,7 +542,7 @@ export const make = (options: Options): Effect.Effect<
             if (Option.isNone(usage)) return Effect.void
             return Effect.all([
               Ref.set(outcome, Exit.succeed(usage)),
-              permit.settle(LlmClient.usageCost(usage.value, { cacheReadsCount })),
+              permit.settle(LlmClient.usageCost(usage.value, counting)),
               estimator.observe(estimate, usage.value)
             ], { discard: true }).pipe(Effect.ignore)
           }),
