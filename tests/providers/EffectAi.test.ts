@@ -6,7 +6,7 @@ import { Budget, Pricing, RateLimiter, TokenEstimator } from "@sluice/core"
 import type { Quota } from "@sluice/core"
 import * as EffectAi from "@sluice/providers/EffectAi"
 import * as Simulator from "@sluice/providers/Simulator"
-import { Chunk, Effect, Either, Layer, Option, Redacted, Schema, Stream } from "effect"
+import { Chunk, Effect, Either, Fiber, Layer, Option, Redacted, Schema, Stream } from "effect"
 
 const model = "claude-haiku-4-5"
 const key = `anthropic/${model}`
@@ -190,6 +190,35 @@ describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulato
       if (error._tag === "InvalidEffectAiOptions") {
         expect(error.issues.map((issue) => issue.path).sort()).toEqual(["maxOutputTokens", "model", "retry.maxAttempts"])
       }
+    }))
+
+  it.scopedLive("a cached system prompt, once answered, is expected from the cache: calls that read it reserve only what counts and run at once", () =>
+    Effect.gen(function*() {
+      // Each answer takes a second, long enough to see which calls hold a permit together.
+      const running = yield* Simulator.serve({ latency: { baseMs: 1_000 } })
+      const contract = Array.from({ length: 200 }, (_, i) => `Clause ${i}: the supplier delivers the goods on time and in full.`).join(" ")
+      const ask = (question: string) =>
+        LanguageModel.generateText({
+          prompt: [{ role: "system", content: contract, options: { anthropic: { cacheControl: { type: "ephemeral" as const } } } }, { role: "user", content: question }]
+        })
+      // 8,000 input tokens every 10 minutes: one whole prompt (about 3,400 tokens) fits twice, and the refill is 13 a second.
+      const tight: Quota.QuotaInput = { ...slow, inputTokens: { limit: 8_000, per: "10 minutes" } }
+      yield* Effect.gen(function*() {
+        yield* ask("warm the cache")
+        // While the answers take their second, how many calls hold a permit at once: all five, where whole prompts would fit one or two.
+        const limiter = yield* RateLimiter.RateLimiter
+        const burst = yield* Effect.fork(Effect.all(["Who?", "When?", "Where?", "How?", "Why?"].map(ask), { concurrency: "unbounded" }))
+        let together = 0
+        while (burst.unsafePoll() === null) {
+          together = Math.max(together, (yield* limiter.stats(key)).inFlight)
+          yield* Effect.sleep("20 millis")
+        }
+        expect(yield* Fiber.join(burst)).toHaveLength(5)
+        expect(together).toBe(5)
+      }).pipe(Effect.provide(governedOn(running.url, tight, { maxOutputTokens: 64 })))
+      const judged = yield* statsOf(running)
+      expect(judged).toMatchObject({ accepted: 6, rateLimited: 0 })
+      expect(judged!.cacheReadInputTokens).toBeGreaterThanOrEqual(5 * 3_000)
     }))
 
   it("the request the estimator counts has the system prompt, every turn and the object's schema as a tool", () => {

@@ -64,7 +64,7 @@ import * as Budget from "./Budget.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
 import * as Coalesce from "./Coalesce.js"
 import * as Fallback from "./Fallback.js"
-import * as PromptCache from "./internal/promptCache.js"
+import * as PromptCache from "./PromptCache.js"
 import { tagged } from "./internal/taggedMetric.js"
 import * as LlmClient from "./LlmClient.js"
 import * as Metrics from "./Metrics.js"
@@ -243,12 +243,11 @@ export const make = (options: Options = {}): Effect.Effect<
     const reservationOf = (request: LlmClient.Request, key: string, estimate: TokenEstimator.Estimate) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         const cost = { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens }
-        const cached = options.predictCacheReads === false || countingOf(request.model).cacheReadsCount ? undefined : PromptCache.prefixes(request, key)
-        if (cached === undefined) return { cost, learn: (_: LlmClient.Usage) => Effect.void }
-        const hit = cachePredictor.expected(cached.candidates, now)
+        if (options.predictCacheReads === false || countingOf(request.model).cacheReadsCount) return { cost, learn: (_: LlmClient.Usage) => Effect.void }
+        const plan = PromptCache.plan(cachePredictor, request, key, estimate.inputTokens, now)
         return {
-          cost: hit === undefined ? cost : { ...cost, inputTokens: Math.max(1, estimate.inputTokens - hit.tokens) },
-          learn: (usage: LlmClient.Usage) => Effect.clockWith((clock) => Effect.sync(() => cachePredictor.learn(cached.last, hit, usage, clock.unsafeCurrentTimeMillis())))
+          cost: { ...cost, inputTokens: plan.inputTokens },
+          learn: (usage: LlmClient.Usage) => Effect.clockWith((clock) => Effect.sync(() => plan.learn(usage, clock.unsafeCurrentTimeMillis())))
         }
       })
     const pricing = yield* Effect.serviceOption(Pricing.Pricing)

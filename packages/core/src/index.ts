@@ -24,6 +24,8 @@ export * as Metrics from "./Metrics.js"
 export * as Pipeline from "./Pipeline.js"
 /** Prices per model, as validated data. */
 export * as Pricing from "./Pricing.js"
+/** What a call is expected to read from the provider's prompt cache, so that only what counts is reserved. */
+export * as PromptCache from "./PromptCache.js"
 /** Priority classes: interactive, normal, batch. */
 export * as Priority from "./Priority.js"
 /** Quotas: limits per key and dimension, validated by Schema. */

@@ -73,7 +73,7 @@ import * as Predicate from "effect/Predicate"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { Budget, LlmClient, Quota, RateLimiter, Retry, TokenEstimator } from "@sluice/core"
+import { Budget, LlmClient, PromptCache, Quota, RateLimiter, Retry, TokenEstimator } from "@sluice/core"
 import type { Priority } from "@sluice/core"
 import * as Errors from "./internal/errors.js"
 import * as RateLimitHeaders from "./RateLimitHeaders.js"
@@ -104,6 +104,13 @@ export interface Options {
   readonly cacheCounting?: Quota.CacheCountingTable | undefined
   /** Whether cache reads count against the input-token quota, over `cacheCounting`. Default: the table's rule for the provider and model. */
   readonly cacheReadsCount?: boolean | undefined
+  /**
+   * Whether a call whose cached prefix was answered recently reserves only
+   * what will count, as the Governor's option of the same name. Default true.
+   */
+  readonly predictCacheReads?: boolean | undefined
+  /** How long a cached prefix is expected to live after its last answer. Default 5 minutes. */
+  readonly promptCacheTtl?: Duration.DurationInput | undefined
   /** What a 429 without a `retry-after` pauses its key for. Default 1 second. */
   readonly pauseWithoutHint?: Duration.DurationInput | undefined
 }
@@ -137,6 +144,10 @@ const OptionsSchema = Schema.Struct({
   priority: Schema.optionalWith(Schema.Literal("interactive", "normal", "batch"), exact),
   cacheCounting: Schema.optionalWith(Quota.CacheCountingTable, exact),
   cacheReadsCount: Schema.optionalWith(Schema.Boolean, exact),
+  predictCacheReads: Schema.optionalWith(Schema.Boolean, exact),
+  promptCacheTtl: Schema.optionalWith(Schema.Union(Schema.String, Schema.Number, Schema.DurationFromSelf).pipe(
+    Schema.filter((input) => Duration.decodeUnknown(input)._tag === "Some" || `Expected a duration such as "5 minutes", got ${JSON.stringify(input)}`)
+  ), exact),
   pauseWithoutHint: Schema.optionalWith(DurationInput, exact)
 })
 
@@ -420,6 +431,19 @@ export const make = (options: Options): Effect.Effect<
     const pauseWithoutHint = Duration.decode(options.pauseWithoutHint ?? Duration.seconds(1))
     const rule = Quota.cacheCountingFor({ ...Quota.defaultCacheCounting, ...options.cacheCounting }, provider, model)
     const counting = options.cacheReadsCount === undefined ? rule : { ...rule, cacheReadsCount: options.cacheReadsCount }
+    const predictor = options.predictCacheReads === false || counting.cacheReadsCount
+      ? undefined
+      : PromptCache.makePredictor({ ttlMillis: Duration.toMillis(Duration.decode(options.promptCacheTtl ?? Duration.minutes(5))), maxEntries: 10_000 })
+    /** What to reserve for a call (less its expected cache reads), and what to learn from its answer. */
+    const reservationOf = (request: LlmClient.Request, estimate: TokenEstimator.Estimate) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const plan = predictor === undefined ? undefined : PromptCache.plan(predictor, request, key, estimate.inputTokens, now)
+        return {
+          cost: { inputTokens: plan?.inputTokens ?? estimate.inputTokens, outputTokens: estimate.outputTokens },
+          learn: (usage: LlmClient.Usage) =>
+            plan === undefined ? Effect.void : Effect.clockWith((clock) => Effect.sync(() => plan.learn(usage, clock.unsafeCurrentTimeMillis())))
+        }
+      })
     const readError = classify(provider, model)
 
     const toProviderError = (error: unknown) =>
@@ -470,6 +494,12 @@ export const make = (options: Options): Effect.Effect<
       return Effect.ignore(refused ? spend.cancel : spend.settle(worstCase))
     }
 
+    /** What a call that may have run costs at most: a call that marks the cache may have written all its input. */
+    const worstCaseOf = (request: LlmClient.Request, estimate: TokenEstimator.Estimate): LlmClient.Usage =>
+      LlmClient.marksCache(request)
+        ? { inputTokens: 0, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: estimate.inputTokens }
+        : { inputTokens: estimate.inputTokens, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+
     /** One governed attempt of a whole call: estimate, budget, reserve, call, settle, learn. */
     const attempt = <A extends { readonly content: ReadonlyArray<Response.AnyPart> }>(
       method: string,
@@ -479,10 +509,11 @@ export const make = (options: Options): Effect.Effect<
       Effect.gen(function*() {
         const { call, estimate, priority, request } = yield* prepare(method, shape)
         const spend = yield* reserveBudget(method, call, request, estimate)
-        const worstCase: LlmClient.Usage = { inputTokens: estimate.inputTokens, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+        const worstCase = worstCaseOf(request, estimate)
+        const reservation = yield* reservationOf(request, estimate)
         return yield* limiter.withPermit(
           key,
-          { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens },
+          reservation.cost,
           (permit) =>
             run().pipe(
               Effect.catchAll((error) => Effect.flip(toProviderError(error))),
@@ -492,6 +523,7 @@ export const make = (options: Options): Effect.Effect<
                   onSome: (usage) =>
                     Effect.all([
                       permit.settle(LlmClient.usageCost(usage, counting)),
+                      reservation.learn(usage),
                       estimator.observe(estimate, usage)
                     ], { discard: true }).pipe(Effect.ignore)
                 })
@@ -530,10 +562,11 @@ export const make = (options: Options): Effect.Effect<
       Stream.unwrapScoped(Effect.gen(function*() {
         const { call, estimate, priority, request } = yield* prepare("streamText", shape)
         const spend = yield* reserveBudget("streamText", call, request, estimate)
-        const worstCase: LlmClient.Usage = { inputTokens: estimate.inputTokens, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+        const worstCase = worstCaseOf(request, estimate)
+        const reservation = yield* reservationOf(request, estimate)
         const outcome = yield* Ref.make<Exit.Exit<Option.Option<LlmClient.Usage>, unknown>>(Exit.succeed(Option.none()))
         if (spend !== undefined) yield* Effect.addFinalizer(() => Effect.flatMap(Ref.get(outcome), (exit) => settleSpend(spend, worstCase, exit)))
-        const permit = yield* limiter.acquire(key, { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens }, { priority }).pipe(
+        const permit = yield* limiter.acquire(key, reservation.cost, { priority }).pipe(
           Effect.mapError(refusal("streamText"))
         )
         return run().pipe(
@@ -543,6 +576,7 @@ export const make = (options: Options): Effect.Effect<
             return Effect.all([
               Ref.set(outcome, Exit.succeed(usage)),
               permit.settle(LlmClient.usageCost(usage.value, counting)),
+              reservation.learn(usage.value),
               estimator.observe(estimate, usage.value)
             ], { discard: true }).pipe(Effect.ignore)
           }),

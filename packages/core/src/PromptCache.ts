@@ -1,6 +1,7 @@
 /**
- * What the Governor expects a call to read from the provider's prompt cache,
- * so that it reserves only the input that will count.
+ * What a call is expected to read from the provider's prompt cache, so that
+ * a limiter reserves only the input that will count. The Governor and
+ * `EffectAi.layerGoverned` use it (`predictCacheReads`).
  *
  * A request's cached prefix is everything up to its last block marked
  * `cache_control` (the tools and the system prompt for `systemCacheControl`).
@@ -17,7 +18,7 @@
  * Calls made before the first answer reserve their whole prompt: nothing is
  * known to be cached yet.
  */
-import * as LlmClient from "../LlmClient.js"
+import * as LlmClient from "./LlmClient.js"
 
 /** 53-bit string hash (cyrb53): fast, and collisions between two prefixes of one key are negligible. */
 const hash = (text: string): string => {
@@ -130,5 +131,38 @@ export const makePredictor = (options: { readonly ttlMillis: number; readonly ma
       entries.set(last, { tokens, expiresAt: now + options.ttlMillis })
       if (entries.size > options.maxEntries) entries.delete(entries.keys().next().value!)
     }
+  }
+}
+
+/** What to reserve for a call's input, and what to learn from its answer. */
+export interface Plan {
+  /** The input to reserve: the estimate, less the cache reads expected (at least 1 when any are). */
+  readonly inputTokens: number
+  /** Folds in the answer's usage at `now`. */
+  readonly learn: (usage: LlmClient.Usage, now: number) => void
+}
+
+/**
+ * The input to reserve for `request` on `key` whose whole prompt is estimated
+ * at `inputTokens`, for a provider whose reads do not count against the
+ * input-token limits: less the tokens its longest cached candidate prefix
+ * holds, when one is expected to be cached.
+ *
+ * @example
+ * ```ts
+ * import { PromptCache } from "@sluice/core"
+ *
+ * const predictor = PromptCache.makePredictor({ ttlMillis: 5 * 60_000, maxEntries: 10_000 })
+ * const plan = PromptCache.plan(predictor, request, "anthropic/claude-sonnet-4-5", estimate.inputTokens, now)
+ * // reserve plan.inputTokens; after the answer: plan.learn(response.usage, later)
+ * ```
+ */
+export const plan = (predictor: Predictor, request: LlmClient.Request, key: string, inputTokens: number, now: number): Plan => {
+  const cached = prefixes(request, key)
+  if (cached === undefined) return { inputTokens, learn: () => undefined }
+  const hit = predictor.expected(cached.candidates, now)
+  return {
+    inputTokens: hit === undefined ? inputTokens : Math.max(1, inputTokens - hit.tokens),
+    learn: (usage, at) => predictor.learn(cached.last, hit, usage, at)
   }
 }
