@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Budget, Governor, LlmClient, Pricing, Quota, RateLimiter, RateLimitSnapshot, TokenEstimator } from "@sluice/core"
-import { Effect, Either, Layer, Ref } from "effect"
+import { Budget, Governor, LlmClient, Metrics, Pricing, Quota, RateLimiter, RateLimitSnapshot, TokenEstimator } from "@sluice/core"
+import { Effect, Either, Layer, Metric, Ref } from "effect"
 
 const perMinute = (limit: number) => ({ limit, per: "1 minute" })
 
@@ -206,6 +206,10 @@ describe("Cache-aware accounting", () => {
       Effect.gen(function*() {
         const held = yield* Ref.make<ReadonlyArray<number>>([])
         const { call, governed } = scripted([usage(50, 0, 8_000), usage(40, 8_000, 0), usage(8_060, 0, 0), usage(45, 0, 8_000)], held)
+        const expectations = (outcome: string) =>
+          Effect.map(Metric.value(Metric.tagged(Metric.tagged(Metrics.promptCacheExpectations, "key", key), "outcome", outcome)), (state) => state.count)
+        const readBefore = yield* expectations("read")
+        const missedBefore = yield* expectations("missed")
         const after = yield* Effect.gen(function*() {
           for (const question of ["Who delivers?", "By when?", "Where to?", "What if late?"]) yield* call(question)
           return (yield* (yield* RateLimiter.RateLimiter).stats(key)).levels.inputTokens!.level
@@ -222,6 +226,9 @@ describe("Cache-aware accounting", () => {
         expect(fourth).toBeGreaterThan(8_000)
         // the bucket ends at what the provider counted (no time passes under TestClock): 50 + 8,000, 40, 8,060, 45 + 8,000
         expect(after).toBe(100_000 - (8_050 + 40 + 8_060 + 8_045))
+        // one expectation met, one missed: sluice_prompt_cache_expectations_total
+        expect((yield* expectations("read")) - readBefore).toBe(1)
+        expect((yield* expectations("missed")) - missedBefore).toBe(1)
       }))
 
     it.effect("another prefix, a rule that counts cache reads, or the option off: the whole prompt is held", () =>

@@ -247,7 +247,11 @@ export const make = (options: Options = {}): Effect.Effect<
         const plan = PromptCache.plan(cachePredictor, request, key, estimate.inputTokens, now)
         return {
           cost: { ...cost, inputTokens: plan.inputTokens },
-          learn: (usage: LlmClient.Usage) => Effect.clockWith((clock) => Effect.sync(() => plan.learn(usage, clock.unsafeCurrentTimeMillis())))
+          learn: (usage: LlmClient.Usage) =>
+            Effect.clockWith((clock) => {
+              const outcome = plan.learn(usage, clock.unsafeCurrentTimeMillis())
+              return outcome === undefined ? Effect.void : Metric.increment(counter(Metrics.promptCacheExpectations, key, "outcome", outcome))
+            })
         }
       })
     const pricing = yield* Effect.serviceOption(Pricing.Pricing)

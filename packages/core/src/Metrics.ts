@@ -17,6 +17,7 @@
  * | `sluice_tokens_total` | counter | key, direction |
  * | `sluice_cost_usd_total` | counter | key |
  * | `sluice_call_retries_total` | counter | key, error |
+ * | `sluice_prompt_cache_expectations_total` | counter | key, outcome |
  *
  * The other modules keep their own: `sluice_retries_total` (Retry),
  * `sluice_budget_*` (Budget), `sluice_breaker_*` (CircuitBreaker),
@@ -100,6 +101,17 @@ export const tokens = Metric.counter("sluice_tokens_total", {
 /** Spend in US dollars at the price table's prices, by key. */
 export const costUsd = Metric.counter("sluice_cost_usd_total", {
   description: "Spend in USD at the price table's prices, by key",
+  incremental: true
+})
+
+/**
+ * Calls that expected cache reads (`PromptCache`) and reserved less for them,
+ * by key and how it went: `read` (the provider read the cache) or `missed`
+ * (it did not; the settlement charged the rest). Many misses mean the cache
+ * expires or is evicted sooner than `promptCacheTtl`.
+ */
+export const promptCacheExpectations = Metric.counter("sluice_prompt_cache_expectations_total", {
+  description: "Calls that reserved less for expected prompt-cache reads, by key and outcome (read, missed)",
   incremental: true
 })
 

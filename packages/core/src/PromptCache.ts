@@ -138,8 +138,12 @@ export const makePredictor = (options: { readonly ttlMillis: number; readonly ma
 export interface Plan {
   /** The input to reserve: the estimate, less the cache reads expected (at least 1 when any are). */
   readonly inputTokens: number
-  /** Folds in the answer's usage at `now`. */
-  readonly learn: (usage: LlmClient.Usage, now: number) => void
+  /**
+   * Folds in the answer's usage at `now`, and says how the expectation fared:
+   * `read` (cache reads were expected and came), `missed` (expected, none
+   * came), or `undefined` when nothing was expected.
+   */
+  readonly learn: (usage: LlmClient.Usage, now: number) => "read" | "missed" | undefined
 }
 
 /**
@@ -163,6 +167,9 @@ export const plan = (predictor: Predictor, request: LlmClient.Request, key: stri
   const hit = predictor.expected(cached.candidates, now)
   return {
     inputTokens: hit === undefined ? inputTokens : Math.max(1, inputTokens - hit.tokens),
-    learn: (usage, at) => predictor.learn(cached.last, hit, usage, at)
+    learn: (usage, at) => {
+      predictor.learn(cached.last, hit, usage, at)
+      return hit === undefined ? undefined : usage.cacheReadInputTokens > 0 ? "read" : "missed"
+    }
   }
 }

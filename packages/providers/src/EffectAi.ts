@@ -60,6 +60,7 @@ import type * as Response from "@effect/ai/Response"
 import * as Tool from "@effect/ai/Tool"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Metric from "effect/Metric"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
@@ -73,7 +74,7 @@ import * as Predicate from "effect/Predicate"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { Budget, LlmClient, PromptCache, Quota, RateLimiter, Retry, TokenEstimator } from "@sluice/core"
+import { Budget, LlmClient, Metrics, PromptCache, Quota, RateLimiter, Retry, TokenEstimator } from "@sluice/core"
 import type { Priority } from "@sluice/core"
 import * as Errors from "./internal/errors.js"
 import * as RateLimitHeaders from "./RateLimitHeaders.js"
@@ -441,7 +442,12 @@ export const make = (options: Options): Effect.Effect<
         return {
           cost: { inputTokens: plan?.inputTokens ?? estimate.inputTokens, outputTokens: estimate.outputTokens },
           learn: (usage: LlmClient.Usage) =>
-            plan === undefined ? Effect.void : Effect.clockWith((clock) => Effect.sync(() => plan.learn(usage, clock.unsafeCurrentTimeMillis())))
+            plan === undefined ? Effect.void : Effect.clockWith((clock) => {
+              const outcome = plan.learn(usage, clock.unsafeCurrentTimeMillis())
+              return outcome === undefined
+                ? Effect.void
+                : Metric.increment(Metric.tagged(Metric.tagged(Metrics.promptCacheExpectations, "key", key), "outcome", outcome))
+            })
         }
       })
     const readError = classify(provider, model)
