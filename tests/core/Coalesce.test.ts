@@ -8,6 +8,17 @@ const request = (text: string): LlmClient.Request => ({ model: "m", messages: [{
 const gated = (runs: Ref.Ref<number>, gate: Deferred.Deferred<string, string>) =>
   Effect.zipRight(Ref.update(runs, (n) => n + 1), Deferred.await(gate))
 
+/** Two identical calls in flight on one coalescer: the leader runs, the follower waits on it. */
+const leaderAndFollower = Effect.gen(function*() {
+  const coalescer = yield* Coalesce.make<string>()
+  const runs = yield* Ref.make(0)
+  const gate = yield* Deferred.make<string, string>()
+  const leader = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
+  const follower = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
+  yield* TestClock.adjust("1 millis")
+  return { follower, gate, leader, runs }
+})
+
 describe("Coalesce", () => {
   it.effect("identical requests in flight share one call; metadata does not tell them apart; a different request calls on its own", () =>
     Effect.gen(function*() {
@@ -30,12 +41,7 @@ describe("Coalesce", () => {
 
   it.effect("the leader's failure is every follower's failure", () =>
     Effect.gen(function*() {
-      const coalescer = yield* Coalesce.make<string>()
-      const runs = yield* Ref.make(0)
-      const gate = yield* Deferred.make<string, string>()
-      const leader = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
-      const follower = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
-      yield* TestClock.adjust("1 millis")
+      const { follower, gate, leader, runs } = yield* leaderAndFollower
       yield* Deferred.fail(gate, "refused")
       expect(yield* Fiber.await(leader)).toEqual(Exit.fail("refused"))
       expect(yield* Fiber.await(follower)).toEqual(Exit.fail("refused"))
@@ -44,12 +50,7 @@ describe("Coalesce", () => {
 
   it.effect("when the leader is interrupted, its followers call for themselves", () =>
     Effect.gen(function*() {
-      const coalescer = yield* Coalesce.make<string>()
-      const runs = yield* Ref.make(0)
-      const gate = yield* Deferred.make<string, string>()
-      const leader = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
-      const follower = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
-      yield* TestClock.adjust("1 millis")
+      const { follower, gate, leader, runs } = yield* leaderAndFollower
       yield* Fiber.interrupt(leader)
       yield* TestClock.adjust("1 millis")
       expect(yield* Ref.get(runs)).toBe(2)
