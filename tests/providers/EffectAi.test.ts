@@ -208,6 +208,7 @@ describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulato
         // While the answers take their second, how many calls hold a permit at once: all five, where whole prompts would fit one or two.
         const limiter = yield* RateLimiter.RateLimiter
         const burst = yield* Effect.fork(Effect.all(["Who?", "When?", "Where?", "How?", "Why?"].map(ask), { concurrency: "unbounded" }))
+        // Live, not TestClock: @effect/ai-anthropic talks HTTP to a real server. The poll asserts no timing, only the most permits held at once.
         let together = 0
         while (burst.unsafePoll() === null) {
           together = Math.max(together, (yield* limiter.stats(key)).inFlight)

@@ -226,10 +226,16 @@ export const make = (options: Options = {}): Effect.Effect<
     const keyOf = options.key ?? defaultKey(options.perTenant ?? false)
     const pauseWithoutHint = Duration.decode(options.pauseWithoutHint ?? Duration.seconds(1))
     const cacheCounting: Quota.CacheCountingTable = { ...Quota.defaultCacheCounting, ...options.cacheCounting }
-    /** What of a call's input counts against the quota, by the provider and the model. */
+    /** What of a call's input counts against the quota, by the provider and the model (looked up once per model). */
+    const countingByModel = new Map<string, Quota.CacheCounting>()
     const countingOf = (model: string): Quota.CacheCounting => {
-      const rule = Quota.cacheCountingFor(cacheCounting, inner.provider, model)
-      return options.cacheReadsCount === undefined ? rule : { ...rule, cacheReadsCount: options.cacheReadsCount }
+      let counting = countingByModel.get(model)
+      if (counting === undefined) {
+        const rule = Quota.cacheCountingFor(cacheCounting, inner.provider, model)
+        counting = options.cacheReadsCount === undefined ? rule : { ...rule, cacheReadsCount: options.cacheReadsCount }
+        countingByModel.set(model, counting)
+      }
+      return counting
     }
     const cachePredictor = PromptCache.makePredictor({
       ttlMillis: Duration.toMillis(Duration.decode(options.promptCacheTtl ?? Duration.minutes(5))),
@@ -240,10 +246,13 @@ export const make = (options: Options = {}): Effect.Effect<
      * prefix is expected to make when they do not count; and what to learn
      * from its answer.
      */
-    const reservationOf = (request: LlmClient.Request, key: string, estimate: TokenEstimator.Estimate) =>
-      Effect.map(Clock.currentTimeMillis, (now) => {
-        const cost = { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens }
-        if (options.predictCacheReads === false || countingOf(request.model).cacheReadsCount) return { cost, learn: (_: LlmClient.Usage) => Effect.void }
+    const reservationOf = (request: LlmClient.Request, key: string, estimate: TokenEstimator.Estimate) => {
+      const cost = { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens }
+      // Most calls mark no cache: they reserve their estimate, with no clock read or prefix hashing.
+      if (options.predictCacheReads === false || countingOf(request.model).cacheReadsCount || !LlmClient.marksCache(request)) {
+        return Effect.succeed({ cost, learn: (_: LlmClient.Usage): Effect.Effect<void> => Effect.void })
+      }
+      return Effect.map(Clock.currentTimeMillis, (now) => {
         const plan = PromptCache.plan(cachePredictor, request, key, estimate.inputTokens, now)
         return {
           cost: { ...cost, inputTokens: plan.inputTokens },
@@ -254,6 +263,7 @@ export const make = (options: Options = {}): Effect.Effect<
             })
         }
       })
+    }
     const pricing = yield* Effect.serviceOption(Pricing.Pricing)
     const prices = Option.match(pricing, { onNone: () => Pricing.defaultTable, onSome: (service) => service.table })
     // Looked up once per model: a model without a price would build an `UnknownModel` error (and its stack) on every call.
@@ -339,10 +349,7 @@ export const make = (options: Options = {}): Effect.Effect<
         })
         // Spend follows the quota: refused calls cost nothing; a timeout, reset or
         // interruption may have run at the provider, so it keeps its worst case.
-        // A call that marks the cache may have written all its input, at the write price.
-        const worstCase: LlmClient.Usage = LlmClient.marksCache(request)
-          ? { inputTokens: 0, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: estimate.inputTokens }
-          : { inputTokens: estimate.inputTokens, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+        const worstCase = LlmClient.worstCaseUsage(request, estimate.inputTokens)
         const budgeted = <E, R>(call: Effect.Effect<LlmClient.Response, E, R>) =>
           spend === undefined
             ? call

@@ -174,6 +174,17 @@ export const marksCache = (request: Request): boolean =>
   request.messages.some((message) => typeof message.content !== "string" && message.content.some((block) => block.type === "text" && block.cacheControl !== undefined))
 
 /**
+ * The most a call whose input is estimated at `inputTokens` may have used when
+ * its answer never came (a timeout, a reset, an interruption): all of its
+ * output, and its input as plain input, or as cache writes (the dearer price)
+ * when the request marks the cache.
+ */
+export const worstCaseUsage = (request: Request, inputTokens: number): Usage =>
+  marksCache(request)
+    ? { inputTokens: 0, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: inputTokens }
+    : { inputTokens, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+
+/**
  * What a call costs the quota, from the usage the provider reported: one
  * request, its output, and the input that counts against the input-token
  * limits — uncached input always, cache reads unless `cacheReadsCount` is

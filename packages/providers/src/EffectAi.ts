@@ -436,20 +436,29 @@ export const make = (options: Options): Effect.Effect<
       ? undefined
       : PromptCache.makePredictor({ ttlMillis: Duration.toMillis(Duration.decode(options.promptCacheTtl ?? Duration.minutes(5))), maxEntries: 10_000 })
     /** What to reserve for a call (less its expected cache reads), and what to learn from its answer. */
-    const reservationOf = (request: LlmClient.Request, estimate: TokenEstimator.Estimate) =>
-      Effect.map(Clock.currentTimeMillis, (now) => {
-        const plan = predictor === undefined ? undefined : PromptCache.plan(predictor, request, key, estimate.inputTokens, now)
+    // One series per outcome of this layer's key, resolved once.
+    const expectations = {
+      read: Metric.tagged(Metric.tagged(Metrics.promptCacheExpectations, "key", key), "outcome", "read"),
+      missed: Metric.tagged(Metric.tagged(Metrics.promptCacheExpectations, "key", key), "outcome", "missed")
+    }
+    const reservationOf = (request: LlmClient.Request, estimate: TokenEstimator.Estimate) => {
+      const cost = { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens }
+      // Most calls mark no cache: they reserve their estimate, with no clock read or prefix hashing.
+      if (predictor === undefined || !LlmClient.marksCache(request)) {
+        return Effect.succeed({ cost, learn: (_: LlmClient.Usage): Effect.Effect<void> => Effect.void })
+      }
+      return Effect.map(Clock.currentTimeMillis, (now) => {
+        const plan = PromptCache.plan(predictor, request, key, estimate.inputTokens, now)
         return {
-          cost: { inputTokens: plan?.inputTokens ?? estimate.inputTokens, outputTokens: estimate.outputTokens },
-          learn: (usage: LlmClient.Usage) =>
-            plan === undefined ? Effect.void : Effect.clockWith((clock) => {
+          cost: { ...cost, inputTokens: plan.inputTokens },
+          learn: (usage: LlmClient.Usage): Effect.Effect<void> =>
+            Effect.clockWith((clock) => {
               const outcome = plan.learn(usage, clock.unsafeCurrentTimeMillis())
-              return outcome === undefined
-                ? Effect.void
-                : Metric.increment(Metric.tagged(Metric.tagged(Metrics.promptCacheExpectations, "key", key), "outcome", outcome))
+              return outcome === undefined ? Effect.void : Metric.increment(expectations[outcome])
             })
         }
       })
+    }
     const readError = classify(provider, model)
 
     const toProviderError = (error: unknown) =>
@@ -500,12 +509,6 @@ export const make = (options: Options): Effect.Effect<
       return Effect.ignore(refused ? spend.cancel : spend.settle(worstCase))
     }
 
-    /** What a call that may have run costs at most: a call that marks the cache may have written all its input. */
-    const worstCaseOf = (request: LlmClient.Request, estimate: TokenEstimator.Estimate): LlmClient.Usage =>
-      LlmClient.marksCache(request)
-        ? { inputTokens: 0, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: estimate.inputTokens }
-        : { inputTokens: estimate.inputTokens, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
-
     /** One governed attempt of a whole call: estimate, budget, reserve, call, settle, learn. */
     const attempt = <A extends { readonly content: ReadonlyArray<Response.AnyPart> }>(
       method: string,
@@ -515,7 +518,7 @@ export const make = (options: Options): Effect.Effect<
       Effect.gen(function*() {
         const { call, estimate, priority, request } = yield* prepare(method, shape)
         const spend = yield* reserveBudget(method, call, request, estimate)
-        const worstCase = worstCaseOf(request, estimate)
+        const worstCase = LlmClient.worstCaseUsage(request, estimate.inputTokens)
         const reservation = yield* reservationOf(request, estimate)
         return yield* limiter.withPermit(
           key,
@@ -568,7 +571,7 @@ export const make = (options: Options): Effect.Effect<
       Stream.unwrapScoped(Effect.gen(function*() {
         const { call, estimate, priority, request } = yield* prepare("streamText", shape)
         const spend = yield* reserveBudget("streamText", call, request, estimate)
-        const worstCase = worstCaseOf(request, estimate)
+        const worstCase = LlmClient.worstCaseUsage(request, estimate.inputTokens)
         const reservation = yield* reservationOf(request, estimate)
         const outcome = yield* Ref.make<Exit.Exit<Option.Option<LlmClient.Usage>, unknown>>(Exit.succeed(Option.none()))
         if (spend !== undefined) yield* Effect.addFinalizer(() => Effect.flatMap(Ref.get(outcome), (exit) => settleSpend(spend, worstCase, exit)))

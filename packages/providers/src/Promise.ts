@@ -497,6 +497,7 @@ export const createClient = (options: ClientOptions): Client => {
 
   const run = async <A>(effect: Effect.Effect<A, Reason, LlmClient.LlmClient | RateLimiter.RateLimiter | Anthropic.AnthropicSdkClient | TokenEstimator.TokenEstimator>, signal: AbortSignal | undefined): Promise<A> => {
     if (closed !== undefined) throw new ClosedError(new ClientClosed())
+    // This module is the edge for code without Effect: the one place a governed call becomes a Promise.
     const exit = await runtime.runPromiseExit(effect, signal === undefined ? {} : { signal })
     if (Exit.isSuccess(exit)) return exit.value
     const failure = Cause.failureOption(exit.cause)
