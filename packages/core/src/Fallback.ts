@@ -40,7 +40,11 @@ export class AllRungsFailed extends Data.TaggedError("AllRungsFailed")<{
 
 const fallbackTags = new Set(["RateLimited", "Overloaded", "CircuitOpen"])
 
-/** The errors that move a call to the next rung: `RateLimited`, `Overloaded`, `CircuitOpen`. */
+/**
+ * The errors that move a call to the next rung: `RateLimited`, `Overloaded`,
+ * `CircuitOpen`. `QuotaExhausted` is not one: the account is out of money for
+ * every model, so the next rung would fail the same way after another request.
+ */
 export const isFallbackError = (error: unknown): boolean =>
   Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" && fallbackTags.has(error._tag)
 

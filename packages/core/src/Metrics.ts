@@ -82,7 +82,7 @@ export const quotaTimeLeft = Metric.gauge("sluice_quota_time_left_seconds", {
 
 /**
  * Calls the Governor made, one per attempt on a rung, by key and outcome
- * (`ok`, `rate_limited`, `overloaded`, `server_error`, `timeout`,
+ * (`ok`, `rate_limited`, `quota_exhausted`, `overloaded`, `server_error`, `timeout`,
  * `network_error`, `bad_request`, `unauthorized`, `not_found`, `shed`,
  * `cost_too_large`, `budget_exceeded`, `circuit_open`, `interrupted`, …: see
  * {@link outcomeOf}).
@@ -123,8 +123,9 @@ export const callRetries = Metric.counter("sluice_call_retries_total", {
 
 /**
  * The `outcome` label of an exit: `ok`, or the error's tag in snake case
- * (`RateLimited` → `rate_limited`), `interrupted`, or `error` for anything
- * untagged.
+ * (`RateLimited` → `rate_limited`, `QuotaExhausted` → `quota_exhausted`: the
+ * account is out of money, which no wait cures, so alert on it apart from
+ * rate limits), `interrupted`, or `error` for anything untagged.
  *
  * @example
  * ```ts

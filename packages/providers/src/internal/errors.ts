@@ -1,6 +1,13 @@
 /**
  * One mapping from an HTTP failure to `LlmClient.ProviderError`, shared by every
  * provider layer so that a 429 means the same thing whoever sent it.
+ *
+ * A failure that says the account is out of money (OpenAI's 429
+ * `insufficient_quota`, Anthropic's `billing_error`, its 400 "credit balance is
+ * too low", a spend limit reached) is `QuotaExhausted`, not `RateLimited`: no
+ * wait helps, so it must neither be retried nor pause the key. The match is
+ * deliberately narrow (see {@link quotaExhaustedCode}); anything else keeps its
+ * status's meaning.
  */
 import * as Duration from "effect/Duration"
 import * as Option from "effect/Option"
@@ -16,6 +23,12 @@ export interface HttpFailure {
   readonly headers: RateLimitHeaders.HeaderInput
   /** The provider's error type (`overloaded_error`, `rate_limit_exceeded`, …), if the body had one. */
   readonly errorType: string | undefined
+  /**
+   * A finer code, when the body had one besides the type: Anthropic's
+   * `error.details.error_code` (`enforced_spend_limit_reached`, …; the SDK's
+   * `APIError.errorCode`).
+   */
+  readonly errorCode?: string | undefined
   readonly detail: string
   /** `now` in epoch milliseconds, for HTTP-date `retry-after` values. */
   readonly now: number
@@ -43,6 +56,52 @@ export const shouldRetry = (headers: RateLimitHeaders.HeaderInput): boolean | un
 export const requestId = (headers: RateLimitHeaders.HeaderInput): string | undefined =>
   header(headers, "request-id") ?? header(headers, "x-request-id")
 
+/**
+ * Codes (an error type or a finer code) that mean the account cannot pay for
+ * any call, whatever the status: OpenAI's `insufficient_quota` (a 429) and
+ * `billing_hard_limit_reached`, Anthropic's `billing_error` type (402) and its
+ * spend-limit codes (`contract_spend_limit_reached` and
+ * `enforced_spend_limit_reached` come as 429 `rate_limit_error`,
+ * `linked_organization_spend_limit_reached` as 402). Anthropic's
+ * `ramp_limit_exceeded` is absent on purpose: it asks for a retry later.
+ */
+const quotaCodes: ReadonlySet<string> = new Set([
+  "insufficient_quota",
+  "billing_hard_limit_reached",
+  "billing_error",
+  "contract_spend_limit_reached",
+  "enforced_spend_limit_reached",
+  "linked_organization_spend_limit_reached"
+])
+
+/**
+ * Messages that say the same where the body has no such code: Anthropic sends
+ * an empty credit balance and a reached monthly spend limit as a 400
+ * `invalid_request_error`, OpenAI's `insufficient_quota` message may reach us
+ * without its code (a gateway, a body kept only as text). Each becomes the code
+ * on the right.
+ */
+const quotaMessages: ReadonlyArray<readonly [RegExp, string]> = [
+  [/credit balance is too low/i, "credit_balance_too_low"],
+  [/reached your specified API usage limits/i, "usage_limit_reached"],
+  [/exceeded your current quota/i, "insufficient_quota"]
+]
+
+/**
+ * The code of a failure that says the account is out of money, or `undefined`:
+ * a billing code in the type or the finer code (any status), a 402, or one of
+ * the billing messages on a 400, 403 or 429. Matching a message is the last
+ * resort (Anthropic says its wording may change), kept to phrases that cannot
+ * describe a request or a rate.
+ */
+export const quotaExhaustedCode = (failure: Pick<HttpFailure, "status" | "errorType" | "errorCode" | "detail">): string | undefined => {
+  if (failure.errorCode !== undefined && quotaCodes.has(failure.errorCode)) return failure.errorCode
+  if (failure.errorType !== undefined && quotaCodes.has(failure.errorType)) return failure.errorType
+  if (failure.status === 402) return failure.errorCode ?? failure.errorType ?? "payment_required"
+  if (failure.status !== 400 && failure.status !== 403 && failure.status !== 429) return undefined
+  return quotaMessages.find(([pattern]) => pattern.test(failure.detail))?.[1]
+}
+
 /** Maps a failed response to the error union. */
 export const fromHttpFailure = (failure: HttpFailure): LlmClient.ProviderError => {
   const base = {
@@ -53,6 +112,8 @@ export const fromHttpFailure = (failure: HttpFailure): LlmClient.ProviderError =
     shouldRetry: shouldRetry(failure.headers),
     requestId: requestId(failure.headers)
   }
+  const quota = quotaExhaustedCode(failure)
+  if (quota !== undefined) return new LlmClient.QuotaExhausted({ ...base, code: quota })
   const retryAfter = Option.getOrUndefined(RateLimitHeaders.retryAfter(failure.headers, failure.now))
   const overloaded = failure.status === 529 || failure.errorType === "overloaded_error"
   if (overloaded) return new LlmClient.Overloaded({ ...base, retryAfter })
