@@ -8,6 +8,19 @@
  *
  * `layerMemory` keeps state in a `Ref` and reads time from the Effect `Clock`,
  * so `TestClock` drives it.
+ *
+ * Snapshots carry their age (`RateLimitSnapshot.observedAt`): headers read at a
+ * stream's start are a minute old at its end. Every store keeps, per dimension,
+ * a short history of what it granted ({@link GrantHistory}) and projects the
+ * provider's `remaining` forward to now before comparing it with its own level
+ * ({@link projectRemaining}); a snapshot older than that history teaches limits
+ * but clamps nothing.
+ *
+ * The memory store reclaims an entry idle for `idleAfter` (full buckets, no
+ * pause) and keeps only the key's definition (its configured or learned limits,
+ * a few numbers per dimension), so the key comes back with full buckets at those
+ * limits, never unlimited. Memory is then bounded by the keys in use plus one
+ * small definition per key ever limited.
  */
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
@@ -29,10 +42,17 @@ export interface Level {
 /** The levels of a key's buckets. A key without buckets has none. */
 export type Levels = { readonly [D in Quota.Dimension]?: Level }
 
+/** Which backend of a store granted a reservation: the shared one, or a local fallback. */
+export type Origin = "shared" | "local"
+
 /** The answer to a reservation. */
 export type Reservation =
-  /** Every dimension was taken, atomically. */
-  | { readonly _tag: "Granted"; readonly levels: Levels }
+  /**
+   * Every dimension was taken, atomically. `origin` names the backend that
+   * granted it (a store with a fallback: `"shared"` or `"local"`); settlements
+   * of that reservation go back to it (`adjust`'s `origin`).
+   */
+  | { readonly _tag: "Granted"; readonly levels: Levels; readonly origin?: Origin | undefined }
   /** Nothing was taken; the cost fits after `delay` at the earliest (store clock). */
   | {
     readonly _tag: "Wait"
@@ -94,8 +114,12 @@ export class LimiterStore extends Context.Tag("@sluice/core/LimiterStore")<Limit
     amounts: Cost.Amounts,
     options: { readonly headroom: number }
   ) => Effect.Effect<Reservation, LimiterStoreError>
-  /** Charges (positive) or refunds (negative) each dimension of a key. */
-  readonly adjust: (key: string, delta: Cost.Delta) => Effect.Effect<Levels, LimiterStoreError>
+  /**
+   * Charges (positive) or refunds (negative) each dimension of a key. `origin`:
+   * the backend that granted the reservation being corrected (from `Granted`),
+   * so that a refund goes where the take was made.
+   */
+  readonly adjust: (key: string, delta: Cost.Delta, origin?: Origin | undefined) => Effect.Effect<Levels, LimiterStoreError>
   /** Folds a provider's snapshot into the key: lowers levels and limits, learns unknown limits, pauses on retry-after. */
   readonly observe: (key: string, snapshot: RateLimitSnapshot) => Effect.Effect<Observation, LimiterStoreError>
   /** Closes the key's gate for `duration` from now (or keeps a later close). Answers how long it stays closed. */
@@ -115,7 +139,84 @@ interface Entry {
   readonly pausedUntil: number
   /** What the provider's `remaining` taught about consumers this store does not see, per dimension. */
   readonly drift: { readonly [D in Quota.Dimension]?: Drift }
+  /** What this store granted per dimension, to discount from a snapshot read before it. */
+  readonly granted: { readonly [D in Quota.Dimension]?: GrantHistory }
+  /** The last operation on the key (for reclaiming idle entries). */
+  readonly touchedAt: number
 }
+
+// ---------------------------------------------------------------------------
+// What was granted since a snapshot was read
+// ---------------------------------------------------------------------------
+
+/**
+ * What a store granted on one dimension, net of settlements, as a cumulative
+ * count with a few time-stamped groups, so that it can tell how much it granted
+ * since any instant of the last few minutes.
+ *
+ * Operations less than {@link grantGroupSpan} apart share a group
+ * (`[first, last, cumulative after]`); at most {@link grantGroups} groups are
+ * kept, so the history covers at least `grantGroups × grantGroupSpan` (three
+ * minutes) of steady traffic and much longer of sparse traffic. `since` is the
+ * earliest instant it accounts for (the bucket's creation, or the end of the
+ * last group dropped), `base` the cumulative count there.
+ */
+export interface GrantHistory {
+  readonly since: number
+  readonly base: number
+  readonly groups: ReadonlyArray<readonly [first: number, last: number, cumulative: number]>
+}
+
+/** Operations closer than this share one group of a {@link GrantHistory}. */
+export const grantGroupSpan = 5_000
+
+/** The most groups a {@link GrantHistory} keeps. */
+export const grantGroups = 36
+
+/** Pure: an empty history, accounting from `now`. */
+export const grantHistory = (now: number): GrantHistory => ({ since: now, base: 0, groups: [] })
+
+/** Pure: the cumulative count of a history. */
+const grantTotal = (history: GrantHistory): number => history.groups.length === 0 ? history.base : history.groups[history.groups.length - 1]![2]
+
+/** Pure: records `amount` granted (negative: refunded) at `now`. */
+export const recordGrant = (history: GrantHistory, amount: number, now: number): GrantHistory => {
+  if (amount === 0) return history
+  const total = grantTotal(history) + amount
+  const groups = history.groups
+  const last = groups[groups.length - 1]
+  if (last !== undefined && now - last[0] < grantGroupSpan) {
+    return { ...history, groups: [...groups.slice(0, -1), [last[0], Math.max(last[1], now), total]] }
+  }
+  const next = [...groups, [now, now, total] as const]
+  if (next.length <= grantGroups) return { ...history, groups: next }
+  const dropped = next[0]!
+  return { since: dropped[1], base: dropped[2], groups: next.slice(1) }
+}
+
+/**
+ * Pure: how much was granted after `at`; undefined when `at` is older than the
+ * history accounts for. Within a group, the count is interpolated over its span.
+ */
+export const grantedSince = (history: GrantHistory, at: number): number | undefined => {
+  if (at < history.since) return undefined
+  const total = grantTotal(history)
+  let before = history.base
+  for (const [first, last, cumulative] of history.groups) {
+    if (at < first) return total - before
+    if (at < last) return total - (before + (cumulative - before) * (at - first) / (last - first))
+    before = cumulative
+  }
+  return total - before
+}
+
+/**
+ * Pure: what the provider's bucket holds now, from a `remaining` read `age`
+ * milliseconds ago: refilled at the provider's rate since (up to capacity),
+ * minus what this store granted since.
+ */
+export const projectRemaining = (remaining: number, age: number, ratePerMilli: number, capacity: number, granted: number): number =>
+  Math.min(capacity, remaining + ratePerMilli * Math.max(0, age)) - granted
 
 /**
  * The refill a bucket has learned to expect. Another consumer on the same key
@@ -175,7 +276,52 @@ export const learnDrift = (
     : [{ nominal, estimate, gap }, rated]
 }
 
-const emptyEntry: Entry = { buckets: {}, limits: {}, pausedUntil: Number.NEGATIVE_INFINITY, drift: {} }
+const emptyEntry: Entry = { buckets: {}, limits: {}, pausedUntil: Number.NEGATIVE_INFINITY, drift: {}, granted: {}, touchedAt: 0 }
+
+/** What survives a reclaimed entry: each dimension's limits. */
+interface Definition {
+  readonly [dimension: string]: { readonly capacity: number; readonly ratePerMilli: number; readonly limit: number }
+}
+
+/** Pure: an entry's definition (the refill it was configured or learned with, unseen consumers aside). */
+const definitionOf = (entry: Entry): Definition | undefined => {
+  const definition: { [dimension: string]: Definition[string] } = {}
+  let any = false
+  for (const dimension of Quota.dimensions) {
+    const bucket = entry.buckets[dimension]
+    if (bucket === undefined) continue
+    any = true
+    definition[dimension] = {
+      capacity: bucket.capacity,
+      ratePerMilli: entry.drift[dimension]?.nominal ?? bucket.ratePerMilli,
+      limit: entry.limits[dimension] ?? bucket.capacity
+    }
+  }
+  return any ? definition : undefined
+}
+
+/** Pure: a reclaimed key back from its definition, buckets full. */
+const restoreEntry = (definition: Definition, now: number): Entry => {
+  const buckets: { [D in Quota.Dimension]?: TokenBucket.TokenBucket } = {}
+  const limits: { [D in Quota.Dimension]?: number } = {}
+  const granted: { [D in Quota.Dimension]?: GrantHistory } = {}
+  for (const dimension of Quota.dimensions) {
+    const limit = definition[dimension]
+    if (limit === undefined) continue
+    buckets[dimension] = TokenBucket.make({ capacity: limit.capacity, ratePerMilli: limit.ratePerMilli, now })
+    limits[dimension] = limit.limit
+    granted[dimension] = grantHistory(now)
+  }
+  return { ...emptyEntry, buckets, limits, granted, touchedAt: now }
+}
+
+/** Whether an entry may be reclaimed: untouched since `idleSince`, unpaused, every bucket full. */
+const isIdle = (entry: Entry, now: number, idleSince: number): boolean =>
+  entry.touchedAt <= idleSince && entry.pausedUntil <= now &&
+  Quota.dimensions.every((dimension) => {
+    const bucket = entry.buckets[dimension]
+    return bucket === undefined || TokenBucket.levelAt(bucket, now) >= bucket.capacity
+  })
 
 const levelsOf = (entry: Entry, now: number): Levels => {
   const levels: { [D in Quota.Dimension]?: Level } = {}
@@ -202,6 +348,7 @@ const mapBuckets = (
 const defineEntry = (entry: Entry, quota: Quota.Quota, now: number): Entry => {
   const buckets: { [D in Quota.Dimension]?: TokenBucket.TokenBucket } = {}
   const limits: { [D in Quota.Dimension]?: number } = {}
+  const granted: { [D in Quota.Dimension]?: GrantHistory } = {}
   for (const dimension of Quota.dimensions) {
     const limit = quota[dimension]
     if (limit === undefined) continue
@@ -212,9 +359,10 @@ const defineEntry = (entry: Entry, quota: Quota.Quota, now: number): Entry => {
       ? TokenBucket.make({ capacity, ratePerMilli: rate, now })
       : TokenBucket.resize(existing, capacity, rate, now)
     limits[dimension] = limit.limit
+    granted[dimension] = entry.granted[dimension] ?? grantHistory(now)
   }
   // New limits start a new account of unseen consumers.
-  return { ...entry, buckets, limits, drift: {} }
+  return { ...entry, buckets, limits, drift: {}, granted }
 }
 
 /** Pure: one reservation on an entry. */
@@ -250,8 +398,23 @@ const reserveEntry = (
   if (reason !== undefined) {
     return [{ _tag: "Wait", delay: Duration.millis(latest - now), reason, levels: levelsOf(entry, now) }, entry]
   }
-  const next: Entry = { ...entry, buckets: mapBuckets(entry, (bucket, dimension) => TokenBucket.take(bucket, amounts[dimension], now)) }
+  const next: Entry = {
+    ...entry,
+    buckets: mapBuckets(entry, (bucket, dimension) => TokenBucket.take(bucket, amounts[dimension], now)),
+    granted: recordGrants(entry, amounts, now)
+  }
   return [{ _tag: "Granted", levels: levelsOf(next, now) }, next]
+}
+
+/** Pure: the entry's grant histories with `amounts` recorded on every bucket's dimension. */
+const recordGrants = (entry: Entry, amounts: Cost.Delta, now: number): Entry["granted"] => {
+  const granted: { [D in Quota.Dimension]?: GrantHistory } = { ...entry.granted }
+  for (const dimension of Quota.dimensions) {
+    const amount = amounts[dimension]
+    if (entry.buckets[dimension] === undefined || amount === undefined || amount === 0) continue
+    granted[dimension] = recordGrant(entry.granted[dimension] ?? grantHistory(now), amount, now)
+  }
+  return granted
 }
 
 const adjustEntry = (entry: Entry, delta: Cost.Delta, now: number): Entry => ({
@@ -259,10 +422,17 @@ const adjustEntry = (entry: Entry, delta: Cost.Delta, now: number): Entry => ({
   buckets: mapBuckets(entry, (bucket, dimension) => {
     const change = delta[dimension]
     return change === undefined || change === 0 ? bucket : TokenBucket.adjust(bucket, change, now)
-  })
+  }),
+  granted: recordGrants(entry, delta, now)
 })
 
-const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, now: number): readonly [Observation, Entry] => {
+/**
+ * Pure: folds a snapshot read `age` milliseconds ago. Its `remaining` is
+ * projected to now ({@link projectRemaining}) before it is compared with the
+ * bucket; a snapshot older than the grant history clamps nothing.
+ */
+const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, age: number, now: number): readonly [Observation, Entry] => {
+  const granted: { [D in Quota.Dimension]?: GrantHistory } = { ...entry.granted }
   const buckets: { [D in Quota.Dimension]?: TokenBucket.TokenBucket } = { ...entry.buckets }
   const limits: { [D in Quota.Dimension]?: number } = { ...entry.limits }
   const drift: { [D in Quota.Dimension]?: Drift } = { ...entry.drift }
@@ -275,13 +445,15 @@ const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, now: number): r
     const stated = state.limit !== undefined && Number.isFinite(state.limit) && state.limit > 0 ? state.limit : undefined
     if (bucket === undefined) {
       if (stated === undefined) continue
+      const rate = stated / Duration.toMillis(discoveredPeriod)
       bucket = TokenBucket.make({
         capacity: stated,
-        ratePerMilli: stated / Duration.toMillis(discoveredPeriod),
+        ratePerMilli: rate,
         now,
-        level: Math.min(stated, state.remaining ?? stated)
+        level: state.remaining === undefined ? stated : projectRemaining(Math.max(0, state.remaining), age, rate, stated, 0)
       })
       limits[dimension] = stated
+      granted[dimension] = grantHistory(now)
       discovered.push(dimension)
     } else if (stated !== undefined && stated < (limits[dimension] ?? bucket.capacity)) {
       const from = limits[dimension] ?? bucket.capacity
@@ -293,61 +465,110 @@ const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, now: number): r
       lowered.push({ dimension, from, to: stated })
     }
     if (state.remaining !== undefined && Number.isFinite(state.remaining)) {
-      const [learned, next] = learnDrift(bucket, drift[dimension], Math.max(0, state.remaining), now)
-      drift[dimension] = learned
-      bucket = next
+      const remaining = Math.max(0, state.remaining)
+      const history = granted[dimension]
+      const since = age <= 0 ? 0 : history === undefined ? undefined : grantedSince(history, now - age)
+      if (since !== undefined) {
+        const nominal = drift[dimension]?.nominal ?? bucket.ratePerMilli
+        const [learned, next] = learnDrift(bucket, drift[dimension], projectRemaining(remaining, age, nominal, bucket.capacity, since), now)
+        drift[dimension] = learned
+        bucket = next
+      }
     }
     buckets[dimension] = bucket
   }
+  // A retry-after counts from the response that carried it.
   const pausedUntil = snapshot.retryAfter === undefined
     ? entry.pausedUntil
-    : Math.max(entry.pausedUntil, now + Duration.toMillis(snapshot.retryAfter))
-  const next: Entry = { buckets, limits, pausedUntil, drift }
+    : Math.max(entry.pausedUntil, now + Duration.toMillis(snapshot.retryAfter) - age)
+  const next: Entry = { ...entry, buckets, limits, pausedUntil, drift, granted }
   return [{ lowered, discovered, levels: levelsOf(next, now) }, next]
+}
+
+/** Options of the memory store. */
+export interface MemoryOptions {
+  /**
+   * An entry untouched this long, with full buckets and no pause, is reclaimed;
+   * its key keeps its limits and comes back with full buckets. Default 10 minutes.
+   */
+  readonly idleAfter?: Duration.DurationInput | undefined
+}
+
+/** The memory store, with the number of entries it holds (for diagnostics and tests). */
+export interface MemoryStore extends Context.Tag.Service<LimiterStore> {
+  /** Entries held now (reclaimed ones not counted; their definitions are). */
+  readonly entries: Effect.Effect<number>
 }
 
 /**
  * The in-memory store: one `Ref` of every key's buckets, time from `Clock`.
+ * Idle entries are swept at most once per `idleAfter`, during an operation, so
+ * the store needs no fiber of its own.
  */
-export const makeMemory: Effect.Effect<LimiterStore["Type"]> = Effect.gen(function*() {
-  const entries = yield* Ref.make(new Map<string, Entry>())
+export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<MemoryStore> =>
+  Effect.gen(function*() {
+    const idleAfter = Duration.toMillis(Duration.decode(options.idleAfter ?? Duration.minutes(10)))
+    const entries = yield* Ref.make(new Map<string, Entry>())
+    /** Limits of reclaimed keys: one small record per key ever limited. */
+    const definitions = new Map<string, Definition>()
+    let sweptAt = Number.NEGATIVE_INFINITY
 
-  const update = <A>(key: string, f: (entry: Entry, now: number) => readonly [A, Entry]): Effect.Effect<A> =>
-    Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
-      Ref.modify(entries, (map) => {
-        const current = map.get(key) ?? emptyEntry
-        const [result, next] = f(current, now)
-        // The Map is owned by this Ref alone; replacing the entry inside the atomic
-        // modify keeps each operation O(1) however many keys there are.
-        if (next !== current) map.set(key, next)
-        return [result, map]
-      }))
+    const sweep = (map: Map<string, Entry>, now: number) => {
+      sweptAt = now
+      for (const [key, entry] of map) {
+        if (!isIdle(entry, now, now - idleAfter)) continue
+        const definition = definitionOf(entry)
+        if (definition !== undefined) definitions.set(key, definition)
+        map.delete(key)
+      }
+    }
 
-  return LimiterStore.of({
-    define: (key, quota) =>
-      update(key, (entry, now) => {
-        const next = defineEntry(entry, quota, now)
-        return [levelsOf(next, now), next]
-      }),
-    reserve: (key, amounts, options) => update(key, (entry, now) => reserveEntry(entry, amounts, options.headroom, now)),
-    adjust: (key, delta) =>
-      update(key, (entry, now) => {
-        const next = adjustEntry(entry, delta, now)
-        return [levelsOf(next, now), next]
-      }),
-    observe: (key, snapshot) => update(key, (entry, now) => observeEntry(entry, snapshot, now)),
-    pause: (key, duration) =>
-      update(key, (entry, now) => {
-        const pausedUntil = Math.max(entry.pausedUntil, now + Duration.toMillis(duration))
-        return [Duration.millis(pausedUntil - now), { ...entry, pausedUntil }]
-      }),
-    state: (key) =>
-      update(key, (entry, now) => [{
-        levels: levelsOf(entry, now),
-        pausedFor: Duration.millis(Math.max(0, entry.pausedUntil - now))
-      }, entry])
+    /** One atomic step on a key; `touch`: the step counts as use (everything but `state`). */
+    const update = <A>(key: string, f: (entry: Entry, now: number) => readonly [A, Entry], touch = true): Effect.Effect<A> =>
+      Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
+        Ref.modify(entries, (map) => {
+          if (now - sweptAt >= idleAfter) sweep(map, now)
+          const stored = map.get(key)
+          const definition = stored === undefined ? definitions.get(key) : undefined
+          const current = stored ?? (definition === undefined ? emptyEntry : restoreEntry(definition, now))
+          const [result, next] = f(current, now)
+          // The Map is owned by this Ref alone; replacing the entry inside the atomic
+          // modify keeps each operation O(1) however many keys there are.
+          if (touch) map.set(key, { ...next, touchedAt: now })
+          else if (next !== current) map.set(key, next)
+          return [result, map]
+        }))
+
+    return {
+      define: (key, quota) =>
+        update(key, (entry, now) => {
+          const next = defineEntry(entry, quota, now)
+          return [levelsOf(next, now), next]
+        }),
+      reserve: (key, amounts, options) => update(key, (entry, now) => reserveEntry(entry, amounts, options.headroom, now)),
+      adjust: (key, delta) =>
+        update(key, (entry, now) => {
+          const next = adjustEntry(entry, delta, now)
+          return [levelsOf(next, now), next]
+        }),
+      observe: (key, snapshot) =>
+        update(key, (entry, now) => observeEntry(entry, snapshot, snapshot.observedAt === undefined ? 0 : Math.max(0, now - snapshot.observedAt), now)),
+      pause: (key, duration) =>
+        update(key, (entry, now) => {
+          const pausedUntil = Math.max(entry.pausedUntil, now + Duration.toMillis(duration))
+          return [Duration.millis(pausedUntil - now), { ...entry, pausedUntil }]
+        }),
+      state: (key) =>
+        update(key, (entry, now) => [{
+          levels: levelsOf(entry, now),
+          pausedFor: Duration.millis(Math.max(0, entry.pausedUntil - now))
+        }, entry], false),
+      entries: Effect.map(Ref.get(entries), (map) => map.size)
+    }
   })
-})
+
+/** The in-memory store with default options. */
+export const makeMemory: Effect.Effect<LimiterStore["Type"]> = makeMemoryWith()
 
 /** The in-memory store, for one process. */
 export const layerMemory: Layer.Layer<LimiterStore> = Layer.effect(LimiterStore, makeMemory)
