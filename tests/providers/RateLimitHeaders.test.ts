@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as RateLimitHeaders from "@sluice/providers/RateLimitHeaders"
-import { Duration, Effect, FastCheck as fc, Logger, Option, Schema, TestClock } from "effect"
+import * as SimulatedClient from "@sluice/providers/SimulatedClient"
+import { Duration, Effect, FastCheck as fc, Fiber, Logger, Option, Schema, TestClock } from "effect"
 
 const NOW = Date.UTC(2026, 10, 22, 14, 0, 0)
 const iso = (offsetMillis: number) => new Date(NOW + offsetMillis).toISOString()
@@ -136,6 +137,26 @@ describe("RateLimitHeaders", () => {
       }, "anthropic").pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
       expect(snapshot.dimensions.inputTokens?.resetAfter).toEqual(Duration.seconds(5))
       expect(logged.some((line) => line.includes("anthropic-ratelimit-output-tokens-remaining"))).toBe(true)
+    }))
+
+  it.effect("a snapshot is stamped with the Clock's time when its headers are read, so a store can tell its age", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(NOW)
+      expect(RateLimitHeaders.parse(new Headers(anthropicOk), NOW - 7, "anthropic").snapshot.observedAt).toBe(NOW - 7)
+      expect(RateLimitHeaders.parse({ "retry-after": "3" }, NOW).snapshot.observedAt).toBe(NOW)
+      const snapshot = yield* RateLimitHeaders.read(new Headers(anthropicOk), "anthropic")
+      expect(snapshot.observedAt).toBe(NOW)
+    }))
+
+  it.scoped("the simulated provider stamps its snapshots with the Clock's time at the response", () =>
+    Effect.gen(function*() {
+      const { client } = yield* SimulatedClient.make()
+      yield* TestClock.setTime(NOW)
+      const response = yield* Effect.fork(client.complete({ model: "claude-sonnet-4-5", maxOutputTokens: 16, messages: [{ role: "user", content: "hi" }] }))
+      yield* TestClock.adjust("1 minute")
+      const answer = yield* Fiber.join(response)
+      expect(answer.rateLimits.observedAt).toBeGreaterThanOrEqual(NOW)
+      expect(answer.rateLimits.observedAt).toBeLessThanOrEqual(NOW + 60_000)
     }))
 
   const knownHeaders = [

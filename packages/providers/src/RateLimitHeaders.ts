@@ -199,8 +199,9 @@ const setState = (dimensions: MutableDimensions, dimension: Dimension, state: Di
 const untilInstant = (instant: number | undefined, now: number): Duration.Duration | undefined =>
   instant === undefined ? undefined : Duration.millis(Math.max(0, instant - now))
 
-const snapshotOf = (dimensions: MutableDimensions, retry: Duration.Duration | undefined): RateLimitSnapshot =>
-  retry === undefined ? { dimensions } : { dimensions, retryAfter: retry }
+/** The snapshot, stamped with the instant its headers were read (`now`): the store discounts what it granted since. */
+const snapshotOf = (dimensions: MutableDimensions, retry: Duration.Duration | undefined, now: number): RateLimitSnapshot =>
+  retry === undefined ? { dimensions, observedAt: now } : { dimensions, retryAfter: retry, observedAt: now }
 
 const readRetryAfter = (reader: Reader, now: number): Duration.Duration | undefined => {
   const millis = reader.get("retry-after-ms", Millis)
@@ -319,7 +320,7 @@ export const parseAnthropic = (headers: HeaderInput, now: number): Parsed => {
   const reader = new Reader(headers)
   const dimensions: MutableDimensions = {}
   readAnthropic(reader, now, dimensions)
-  return { snapshot: snapshotOf(dimensions, readRetryAfter(reader, now)), warnings: reader.warnings }
+  return { snapshot: snapshotOf(dimensions, readRetryAfter(reader, now), now), warnings: reader.warnings }
 }
 
 /** OpenAI's headers (and `retry-after`). */
@@ -327,7 +328,7 @@ export const parseOpenAi = (headers: HeaderInput, now: number): Parsed => {
   const reader = new Reader(headers)
   const dimensions: MutableDimensions = {}
   readOpenAi(reader, dimensions)
-  return { snapshot: snapshotOf(dimensions, readRetryAfter(reader, now)), warnings: reader.warnings }
+  return { snapshot: snapshotOf(dimensions, readRetryAfter(reader, now), now), warnings: reader.warnings }
 }
 
 /** Azure OpenAI's headers: remaining counts and `retry-after-ms` / `retry-after`. */
@@ -338,7 +339,7 @@ export const parseIetf = (headers: HeaderInput, now: number): Parsed => {
   const reader = new Reader(headers)
   const dimensions: MutableDimensions = {}
   readIetf(reader, dimensions)
-  return { snapshot: snapshotOf(dimensions, readRetryAfter(reader, now)), warnings: reader.warnings }
+  return { snapshot: snapshotOf(dimensions, readRetryAfter(reader, now), now), warnings: reader.warnings }
 }
 
 /**
@@ -360,7 +361,7 @@ export const parse = (headers: HeaderInput, now: number, format: Format = "auto"
       readIetf(reader, dimensions)
       readOpenAi(reader, dimensions)
       readAnthropic(reader, now, dimensions)
-      return { snapshot: snapshotOf(dimensions, readRetryAfter(reader, now)), warnings: reader.warnings }
+      return { snapshot: snapshotOf(dimensions, readRetryAfter(reader, now), now), warnings: reader.warnings }
     }
   }
 }
@@ -369,7 +370,11 @@ export const parse = (headers: HeaderInput, now: number, format: Format = "auto"
 export const retryAfter = (headers: HeaderInput, now: number): Option.Option<Duration.Duration> =>
   Option.fromNullable(readRetryAfter(new Reader(headers), now))
 
-/** Parses with `now` from the Effect `Clock` and logs each ignored header. Never fails. */
+/**
+ * Parses with `now` from the Effect `Clock` and logs each ignored header. Never
+ * fails. The snapshot's `observedAt` is that `now`: read the headers when the
+ * response starts (a stream's first bytes), not when it ends.
+ */
 export const read = (headers: HeaderInput, format: Format = "auto"): Effect.Effect<RateLimitSnapshot> =>
   Effect.gen(function*() {
     const { snapshot, warnings } = parse(headers, yield* Clock.currentTimeMillis, format)

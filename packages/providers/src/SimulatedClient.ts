@@ -43,12 +43,13 @@ export class SimulatedStats extends Context.Tag("@sluice/providers/SimulatedClie
   { readonly stats: Effect.Effect<{ readonly keys: ReadonlyArray<Engine.KeyStats> }>; readonly reset: Effect.Effect<void> }
 >() {}
 
-/** The simulator's view of a key as the snapshot a provider's headers would give. */
-const snapshotOf = (views: Engine.Views, retryAfterMs?: number): RateLimitSnapshot => {
-  const state = (view: Engine.BucketView) => ({ limit: view.limit, remaining: view.remaining, resetAfter: Duration.millis(view.fullAfterMs) })
-  const dimensions = { requests: state(views.requests), inputTokens: state(views.inputTokens), outputTokens: state(views.outputTokens) }
-  return retryAfterMs === undefined ? { dimensions } : { dimensions, retryAfter: Duration.millis(retryAfterMs) }
-}
+/** The simulator's view of a key as the snapshot a provider's headers would give, read now (`observedAt`). */
+const snapshotOf = (views: Engine.Views, retryAfterMs?: number): Effect.Effect<RateLimitSnapshot> =>
+  Effect.map(Clock.currentTimeMillis, (observedAt) => {
+    const state = (view: Engine.BucketView) => ({ limit: view.limit, remaining: view.remaining, resetAfter: Duration.millis(view.fullAfterMs) })
+    const dimensions = { requests: state(views.requests), inputTokens: state(views.inputTokens), outputTokens: state(views.outputTokens) }
+    return retryAfterMs === undefined ? { dimensions, observedAt } : { dimensions, retryAfter: Duration.millis(retryAfterMs), observedAt }
+  })
 
 /** One block as the Messages API writes it: `cache_control` for `cacheControl`, `tool_use_id` for `toolUseId`. */
 const toWireBlock = (block: LlmClient.ContentBlock) => {
@@ -120,7 +121,7 @@ export const make = (options: Options = {}): Effect.Effect<
               status: 429,
               detail: "Rate limited (injected burst)",
               retryAfter: Duration.seconds(1),
-              rateLimits: snapshotOf(views, 1_000)
+              rateLimits: yield* snapshotOf(views, 1_000)
             })
           }
           case "none":
@@ -144,7 +145,7 @@ export const make = (options: Options = {}): Effect.Effect<
             detail: `This request would exceed the rate limit of ${admission.limit} ${admission.dimension} per minute`,
             retryAfter: Duration.millis(retryAfterMs),
             dimension: admission.dimension,
-            rateLimits: snapshotOf(admission.views, retryAfterMs)
+            rateLimits: yield* snapshotOf(admission.views, retryAfterMs)
           })
         }
         const answer = Engine.answerFor(body)
@@ -159,7 +160,7 @@ export const make = (options: Options = {}): Effect.Effect<
           content,
           stopReason: answer.stop === "tool_use" ? "tool_use" : answer.stop === "max_tokens" ? "max_tokens" : "end_turn",
           usage: { ...admission.usage, outputTokens: answer.outputTokens },
-          rateLimits: snapshotOf(views)
+          rateLimits: yield* snapshotOf(views)
         } satisfies LlmClient.Response
       }).pipe(Effect.withSpan("SimulatedClient.complete", { attributes: { model: request.model } }))
 
