@@ -125,7 +125,9 @@ describe("TokenEstimator", () => {
           model: "known-text",
           rawInputTokens: exact(question) + 4 + 8,
           inputTokens: withMargin(exact(question) + 4 + 8),
-          outputTokens: 512
+          outputTokens: 512,
+          shape: "plain",
+          toolOverheadTokens: 0
         })
         const system = "You are a careful analyst."
         const full = yield* estimator.estimate({ ...base, model: "known-text", system, tools: [recordTool] })
@@ -204,7 +206,7 @@ describe("TokenEstimator", () => {
         yield* train(estimator, { ...request, model: "terse" }, 0.8, 10)
         expect((yield* estimator.calibration("wordy")).inputRatio).toBeCloseTo(1.3, 2)
         expect((yield* estimator.calibration("terse")).inputRatio).toBeCloseTo(0.8, 2)
-        expect(yield* estimator.calibration("untouched")).toEqual({ model: "untouched", samples: 0, inputRatio: 1, typicalOutput: undefined })
+        expect(yield* estimator.calibration("untouched")).toEqual({ model: "untouched", shape: "plain", samples: 0, inputRatio: 1, typicalOutput: undefined })
         const untouched = yield* estimator.estimate({ ...request, model: "untouched" })
         expect(untouched.inputTokens).toBe(withMargin(untouched.rawInputTokens))
       }))
@@ -241,6 +243,110 @@ describe("TokenEstimator", () => {
         expect((yield* estimator.calibration("unlearned-output")).typicalOutput).toBe(withMargin(40))
       }))
   })
+
+  describe("requests with tools", () => {
+    // The provider's truth: 1.1 × the tokenizer's count, plus its tool-use system prompt when tools are offered.
+    const encodeExact = (text: string) => exact(text)
+    const providerCount = (request: LlmClient.Request, toolPrompt: number) =>
+      Math.round(1.1 * TokenEstimator.countRequest(encodeExact, request)) + (request.tools !== undefined && request.tools.length > 0 ? toolPrompt : 0)
+    const plainCall = (model: string, i: number): LlmClient.Request => ({
+      ...base,
+      model,
+      messages: [{ role: "user", content: `${question} Document ${i}: ${report.slice(0, 400 + (i % 7) * 150)}` }]
+    })
+    const toolCall = (model: string, i: number): LlmClient.Request => ({
+      ...base,
+      model,
+      system: "Extract the summary with the tool.",
+      messages: [{ role: "user", content: `Note ${i}: revenue grew ${i} %.` }],
+      tools: [recordTool],
+      toolChoice: { type: "tool", name: recordTool.name }
+    })
+    const observeTruth = (estimator: TokenEstimator.TokenEstimator["Type"], request: LlmClient.Request, toolPrompt: number) =>
+      Effect.gen(function*() {
+        const estimate = yield* estimator.estimate(request)
+        yield* estimator.observe(estimate, usage(providerCount(request, toolPrompt)))
+        return estimate
+      })
+    /** estimate / (truth × margin): 1 is a perfect reservation. */
+    const fit = (estimate: TokenEstimator.Estimate, request: LlmClient.Request, toolPrompt: number) =>
+      estimate.inputTokens / (providerCount(request, toolPrompt) * 1.05)
+
+    it.layer(TokenEstimator.layer())((it) => {
+      it.effect("a stream of tool calls (true count with the 313-token tool prompt) no longer drags the model's plain estimates", () =>
+        Effect.gen(function*() {
+          const estimator = yield* TokenEstimator.TokenEstimator
+          const model = "claude-sonnet-4-5"
+          for (let i = 0; i < 10; i++) yield* observeTruth(estimator, plainCall(model, i), 313)
+          const plainBefore = fit(yield* estimator.estimate(plainCall(model, 99)), plainCall(model, 99), 313)
+          expect(Math.abs(plainBefore - 1)).toBeLessThan(0.03)
+          for (let i = 0; i < 60; i++) yield* observeTruth(estimator, toolCall(model, i), 313)
+          // Plain calls of the same model are reserved as before the tool calls: within a few %.
+          const plainAfter = fit(yield* estimator.estimate(plainCall(model, 99)), plainCall(model, 99), 313)
+          expect(Math.abs(plainAfter - 1)).toBeLessThan(0.03)
+          // And tool calls are reserved for what the provider counts, overhead included.
+          const tools = fit(yield* estimator.estimate(toolCall(model, 99)), toolCall(model, 99), 313)
+          expect(Math.abs(tools - 1)).toBeLessThan(0.03)
+        }))
+
+      it.effect("a request with tools reserves the model's tool-use prompt by tool choice (Sonnet 4.5: 346 auto, 313 any/tool); a plain one none", () =>
+        Effect.gen(function*() {
+          const estimator = yield* TokenEstimator.TokenEstimator
+          const request = toolCall("claude-sonnet-4-5-20250929", 1)
+          const forced = yield* estimator.estimate(request)
+          expect(forced.shape).toBe("tools")
+          expect(forced.toolOverheadTokens).toBe(313)
+          expect(forced.inputTokens).toBe(withMargin(forced.rawInputTokens + 313))
+          const auto = yield* estimator.estimate({ ...request, toolChoice: undefined })
+          expect(auto.toolOverheadTokens).toBe(346)
+          expect(auto.inputTokens).toBe(withMargin(auto.rawInputTokens + 346))
+          expect((yield* estimator.estimate({ ...request, model: "claude-3-5-haiku-20241022" })).toolOverheadTokens).toBe(340)
+          const plain = yield* estimator.estimate({ ...request, tools: undefined })
+          expect(plain.shape).toBe("plain")
+          expect(plain.toolOverheadTokens).toBe(0)
+        }))
+
+      it.effect("the first tool call of a model starts from the ratio its plain calls taught, then learns its own", () =>
+        Effect.gen(function*() {
+          const estimator = yield* TokenEstimator.TokenEstimator
+          const model = "claude-haiku-4-5"
+          for (let i = 0; i < 10; i++) yield* observeTruth(estimator, plainCall(model, i), 313)
+          const plain = yield* estimator.calibration(model)
+          const tools = yield* estimator.calibration(model, "tools")
+          expect(tools.samples).toBe(0)
+          expect(tools.inputRatio).toBeCloseTo(plain.inputRatio, 10)
+          yield* observeTruth(estimator, toolCall(model, 1), 346)
+          expect((yield* estimator.calibration(model, "tools")).samples).toBe(1)
+          expect((yield* estimator.calibration(model)).samples).toBe(10)
+        }))
+
+      it.effect("a model the table does not know learns its tool calls apart from its plain calls", () =>
+        Effect.gen(function*() {
+          const estimator = yield* TokenEstimator.TokenEstimator
+          const model = "in-house-model"
+          for (let i = 0; i < 10; i++) yield* observeTruth(estimator, plainCall(model, i), 200)
+          for (let i = 0; i < 60; i++) yield* observeTruth(estimator, toolCall(model, i), 200)
+          const plain = fit(yield* estimator.estimate(plainCall(model, 99)), plainCall(model, 99), 200)
+          expect(Math.abs(plain - 1)).toBeLessThan(0.03)
+          // The tool calls' overhead is learned as their ratio (the prompts are alike, so it fits them closely).
+          const tools = fit(yield* estimator.estimate(toolCall(model, 99)), toolCall(model, 99), 200)
+          expect(Math.abs(tools - 1)).toBeLessThan(0.1)
+        }))
+    })
+  })
+
+  it.effect("the toolOverhead option replaces the table: an entry of your own, or {} to turn it off", () =>
+    Effect.gen(function*() {
+      const request: LlmClient.Request = { ...base, model: "llama-3-70b", tools: [recordTool], toolChoice: { type: "any" } }
+      const custom = yield* TokenEstimator.make({ toolOverhead: { "acme/llama-3": { auto: 40, any: 60 } } })
+      expect((yield* custom.estimate(request)).toolOverheadTokens).toBe(60)
+      const otherProvider = yield* TokenEstimator.make({ toolOverhead: { "acme/llama-3": { auto: 40, any: 60 } }, provider: "bedrock" })
+      expect((yield* otherProvider.estimate(request)).toolOverheadTokens).toBe(0)
+      const off = yield* TokenEstimator.make({ toolOverhead: {} })
+      const estimate = yield* off.estimate({ ...request, model: "claude-sonnet-4-5" })
+      expect(estimate.toolOverheadTokens).toBe(0)
+      expect(estimate.inputTokens).toBe(withMargin(estimate.rawInputTokens))
+    }))
 
   describe("with learnOutput", () => {
     const Learning = Layer.effect(TokenEstimator.TokenEstimator, TokenEstimator.make({ learnOutput: true, minSamples: 5 }))

@@ -5,22 +5,34 @@
  * provider knows its own count (Anthropic's tokenizer is not public, and the
  * simulator counts its own way). The estimator counts the whole request with
  * `js-tiktoken` ({@link countRequest}: system prompt, every message and block,
- * tool definitions, framing), then learns per model how the provider's count
- * compares, and corrects later estimates, with a safety margin on top:
+ * tool definitions, framing), then learns per model and request shape how the
+ * provider's count compares, and corrects later estimates, with a safety
+ * margin on top:
  *
- *     inputTokens = ⌈raw × inputRatio × (1 + safetyMargin)⌉
+ *     inputTokens = ⌈(raw × inputRatio + toolOverhead) × (1 + safetyMargin)⌉
  *
- * Calibration (per model): each observed call gives a sample
- * `actual / raw`, where `actual` is the provider's whole input count
+ * Tool use: a request that offers tools also pays the provider's hidden
+ * tool-use system prompt (`toolOverhead`, a few hundred tokens on Claude),
+ * which no count of the request can see. It comes from a table per model
+ * (`ToolOverhead.defaultTable`, overridable with the `toolOverhead` option),
+ * is added unscaled (it is already in the provider's tokens), and is taken out
+ * of the provider's count before calibrating.
+ *
+ * Calibration (per model and shape: `plain` requests, and requests with
+ * `tools`, learn apart, so a stream of one cannot skew the other's estimates;
+ * a shape with fewer than `minSamples` samples starts from the other shape's
+ * ratio): each observed call gives a sample `(actual − toolOverhead) / raw`,
+ * where `actual` is the provider's whole input count
  * (`inputTokens + cacheReadInputTokens + cacheWriteInputTokens`), clamped to
  * [0.25, 4] so one absurd report cannot poison the model. The learned ratio is
  * an exponentially weighted mean with α = max(1/n, 0.1): the plain mean of
  * the first 10 samples (no arbitrary prior), then an EWMA that follows drift
  * over roughly the last 20 calls while one odd call moves it by a tenth of its
  * error at most. Until `minSamples` samples were seen, the ratio used is
- * blended from 1 toward the learned one in proportion to the samples seen
- * (`1 + (learned − 1) × n / minSamples`), so the first call moves estimates by
- * at most 1/minSamples of its error.
+ * blended from its prior (1, or the other shape's ratio) toward the learned
+ * one in proportion to the samples seen (`prior + (learned − prior) × n /
+ * minSamples`), so the first call moves estimates by at most 1/minSamples of
+ * its error.
  *
  * Output: `maxOutputTokens` is reserved unless `learnOutput` is on and
  * `minSamples` outputs were seen; then a high percentile (nearest rank) of the
@@ -64,10 +76,33 @@ import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import { Tiktoken, type TiktokenBPE } from "js-tiktoken/lite"
 import type * as LlmClient from "./LlmClient.js"
+import * as ToolOverhead from "./ToolOverhead.js"
 
 // ---------------------------------------------------------------------------
 // Service
 // ---------------------------------------------------------------------------
+
+/**
+ * The shapes that calibrate apart: `plain` requests, and requests that offer
+ * `tools` (whose tool definitions the provider renders its own way).
+ *
+ * @example
+ * ```ts
+ * const shape: TokenEstimator.Shape = TokenEstimator.shapeOf(request) // "tools" when request.tools is not empty
+ * ```
+ */
+export type Shape = "plain" | "tools"
+
+/**
+ * The shape of a request: `tools` when it offers at least one tool.
+ *
+ * @example
+ * ```ts
+ * TokenEstimator.shapeOf({ model: "m", messages: [], maxOutputTokens: 1 }) // "plain"
+ * ```
+ */
+export const shapeOf = (request: LlmClient.Request): Shape =>
+  request.tools !== undefined && request.tools.length > 0 ? "tools" : "plain"
 
 /**
  * What a request is expected to take. Hand it back to `observe` with the
@@ -86,6 +121,10 @@ export interface Estimate {
   readonly outputTokens: number
   /** The tokenizer's count (with framing) before calibration. */
   readonly rawInputTokens: number
+  /** The shape the estimate was calibrated as; `observe` learns for it. Absent (hand-made estimates): `plain`. */
+  readonly shape?: Shape | undefined
+  /** The provider's tool-use overhead included in `inputTokens` (before the margin); `observe` takes it out. Absent: 0. */
+  readonly toolOverheadTokens?: number | undefined
 }
 
 /**
@@ -94,13 +133,20 @@ export interface Estimate {
  * @example
  * ```ts
  * const { inputRatio, samples } = yield* estimator.calibration("claude-haiku-4-5")
+ * const tools = yield* estimator.calibration("claude-haiku-4-5", "tools")
  * ```
  */
 export interface Calibration {
   readonly model: string
-  /** Calls whose input count was learned from. */
+  /** The request shape this calibration is for. */
+  readonly shape: Shape
+  /** Calls of this shape whose input count was learned from. */
   readonly samples: number
-  /** Provider count / tokenizer count, as estimates use it now (blended toward 1 before `minSamples`). 1 before any sample. */
+  /**
+   * Provider count (less the tool overhead) / tokenizer count, as estimates of
+   * this shape use it now: blended from the prior (the other shape's ratio, or
+   * 1) before `minSamples`. The prior before any sample.
+   */
   readonly inputRatio: number
   /** The learned output reservation (percentile + margin), once `minSamples` outputs were seen; whether used depends on `learnOutput`. */
   readonly typicalOutput: number | undefined
@@ -134,6 +180,15 @@ export interface Options {
   readonly overheadPerMessage?: number | undefined
   /** Framing tokens once per request. Default 8. */
   readonly overheadPerRequest?: number | undefined
+  /**
+   * The provider's tool-use overhead per model, added to requests with tools.
+   * Default `ToolOverhead.defaultTable`; to add or change entries, spread it:
+   * `{ ...ToolOverhead.defaultTable, "acme/llama-3": { auto: 40, any: 40 } }`.
+   * `{}` turns it off (calibration of the `tools` shape then absorbs it).
+   */
+  readonly toolOverhead?: ToolOverhead.Table | undefined
+  /** The provider this estimator's calls go to, to pick `provider/…` entries of `toolOverhead`. Default: entries of any provider. */
+  readonly provider?: string | undefined
 }
 
 /**
@@ -150,8 +205,8 @@ export class TokenEstimator extends Context.Tag("@sluice/core/TokenEstimator")<T
   readonly estimate: (request: LlmClient.Request) => Effect.Effect<Estimate>
   /** Learns from what the provider counted for a call estimated earlier. */
   readonly observe: (estimate: Estimate, usage: LlmClient.Usage) => Effect.Effect<void>
-  /** What has been learned of a model so far. */
-  readonly calibration: (model: string) => Effect.Effect<Calibration>
+  /** What has been learned of a model's requests of a shape (default `plain`) so far. */
+  readonly calibration: (model: string, shape?: Shape) => Effect.Effect<Calibration>
 }>() {}
 
 // ---------------------------------------------------------------------------
@@ -337,11 +392,16 @@ export const encoder = (encoding: Encoding = "o200k_base"): Effect.Effect<Encode
 // Calibration (plain functions over plain data)
 // ---------------------------------------------------------------------------
 
-interface ModelState {
+interface InputState {
   /** Input samples learned from. */
   readonly samples: number
-  /** The exponentially weighted mean of actual / raw. */
+  /** The exponentially weighted mean of (actual − tool overhead) / raw. */
   readonly learnedRatio: number
+}
+
+interface ModelState {
+  /** Input calibration per request shape. */
+  readonly input: { readonly [S in Shape]: InputState }
   /** The last outputs, oldest first, at most `outputWindow`. */
   readonly outputs: ReadonlyArray<number>
   /** The same outputs, ascending. */
@@ -354,6 +414,8 @@ interface Settings {
   readonly learnOutput: boolean
   readonly outputPercentile: number
   readonly overhead: Overhead
+  readonly toolOverhead: ToolOverhead.Table
+  readonly provider: string | undefined
 }
 
 /** Outputs remembered per model, at most. */
@@ -363,7 +425,8 @@ const alpha = 0.1
 const minSampleRatio = 0.25
 const maxSampleRatio = 4
 
-const emptyState: ModelState = { samples: 0, learnedRatio: 1, outputs: [], sortedOutputs: [] }
+const unlearned: InputState = { samples: 0, learnedRatio: 1 }
+const emptyState: ModelState = { input: { plain: unlearned, tools: unlearned }, outputs: [], sortedOutputs: [] }
 
 const clamp = (value: number, min: number, max: number): number => Math.min(max, Math.max(min, value))
 
@@ -378,15 +441,27 @@ const settingsOf = (options: Options): Settings => ({
   overhead: {
     perMessage: Math.ceil(setting(options.overheadPerMessage, defaultOverhead.perMessage, 0, Number.MAX_SAFE_INTEGER)),
     perRequest: Math.ceil(setting(options.overheadPerRequest, defaultOverhead.perRequest, 0, Number.MAX_SAFE_INTEGER))
-  }
+  },
+  toolOverhead: options.toolOverhead ?? ToolOverhead.defaultTable,
+  provider: options.provider
 })
 
 /** `Math.ceil` that ignores floating-point dust: 100 × 1.05 is 105, not 106. */
 const ceil = (value: number): number => Math.ceil(value - 1e-9)
 
-/** The ratio estimates use: blended from 1 toward the learned one until `minSamples`. */
-const inputRatio = (state: ModelState, settings: Settings): number =>
-  1 + (state.learnedRatio - 1) * Math.min(1, state.samples / settings.minSamples)
+/** A learned ratio blended from `prior` toward the learned one until `minSamples`. */
+const blend = (prior: number, input: InputState, settings: Settings): number =>
+  prior + (input.learnedRatio - prior) * Math.min(1, input.samples / settings.minSamples)
+
+const otherShape = (shape: Shape): Shape => shape === "plain" ? "tools" : "plain"
+
+/**
+ * The ratio estimates of `shape` use: its own learned ratio, blended until
+ * `minSamples` from the other shape's (itself blended from 1), so a model's
+ * first tool call starts from what its plain calls taught, and the reverse.
+ */
+const inputRatio = (state: ModelState, shape: Shape, settings: Settings): number =>
+  blend(blend(1, state.input[otherShape(shape)], settings), state.input[shape], settings)
 
 /** The learned output reservation: nearest-rank percentile + margin, once `minSamples` outputs were seen. */
 const typicalOutput = (state: ModelState, settings: Settings): number | undefined => {
@@ -419,18 +494,24 @@ const rememberOutput = (state: ModelState, output: number): ModelState => {
   return { ...state, outputs: [...outputs, output], sortedOutputs: sorted }
 }
 
-const learnInput = (state: ModelState, raw: number, actual: number): ModelState => {
+const learnInput = (state: ModelState, shape: Shape, raw: number, actual: number): ModelState => {
+  const input = state.input[shape]
   const sample = clamp(actual / raw, minSampleRatio, maxSampleRatio)
-  const samples = state.samples + 1
+  const samples = input.samples + 1
   const weight = Math.max(1 / samples, alpha)
-  return { ...state, samples, learnedRatio: state.learnedRatio + weight * (sample - state.learnedRatio) }
+  return { ...state, input: { ...state.input, [shape]: { samples, learnedRatio: input.learnedRatio + weight * (sample - input.learnedRatio) } } }
 }
 
-/** One observation folded in. A missing or non-positive input count teaches nothing about the ratio. */
+/**
+ * One observation folded in: the provider's count less the tool overhead the
+ * estimate added, learned for the estimate's shape. A missing or non-positive
+ * input count teaches nothing about the ratio.
+ */
 const observeState = (state: ModelState, estimate: Estimate, usage: LlmClient.Usage): ModelState => {
   const actual = usage.inputTokens + usage.cacheReadInputTokens + usage.cacheWriteInputTokens
+  const fixed = estimate.toolOverheadTokens !== undefined && Number.isFinite(estimate.toolOverheadTokens) ? Math.max(0, estimate.toolOverheadTokens) : 0
   const withInput = estimate.rawInputTokens > 0 && Number.isFinite(estimate.rawInputTokens) && actual > 0 && Number.isFinite(actual)
-    ? learnInput(state, estimate.rawInputTokens, actual)
+    ? learnInput(state, estimate.shape ?? "plain", estimate.rawInputTokens, actual - fixed)
     : state
   return Number.isFinite(usage.outputTokens) && usage.outputTokens >= 0 ? rememberOutput(withInput, usage.outputTokens) : withInput
 }
@@ -450,22 +531,27 @@ const build = (
       yield* Effect.annotateCurrentSpan("model", request.model)
       const state = yield* stateOf(request.model)
       const raw = countRequest(encode, request, settings.overhead)
+      const shape = shapeOf(request)
+      const toolOverheadTokens = ToolOverhead.ofRequest(settings.toolOverhead, request, settings.provider)
       const learned = settings.learnOutput ? typicalOutput(state, settings) : undefined
       return {
         model: request.model,
         rawInputTokens: raw,
-        inputTokens: ceil(raw * inputRatio(state, settings) * (1 + settings.margin)),
-        outputTokens: learned === undefined ? request.maxOutputTokens : Math.min(request.maxOutputTokens, Math.max(1, learned))
+        inputTokens: ceil((raw * inputRatio(state, shape, settings) + toolOverheadTokens) * (1 + settings.margin)),
+        outputTokens: learned === undefined ? request.maxOutputTokens : Math.min(request.maxOutputTokens, Math.max(1, learned)),
+        shape,
+        toolOverheadTokens
       } satisfies Estimate
     }),
     observe: (estimate, usage) =>
       Ref.update(states, (map) =>
         HashMap.set(map, estimate.model, observeState(Option.getOrElse(HashMap.get(map, estimate.model), () => emptyState), estimate, usage))),
-    calibration: (model) =>
+    calibration: (model, shape = "plain") =>
       Effect.map(stateOf(model), (state): Calibration => ({
         model,
-        samples: state.samples,
-        inputRatio: inputRatio(state, settings),
+        shape,
+        samples: state.input[shape].samples,
+        inputRatio: inputRatio(state, shape, settings),
         typicalOutput: typicalOutput(state, settings)
       }))
   })

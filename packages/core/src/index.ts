@@ -2,6 +2,8 @@
  * `@sluice/core`: provider-neutral quotas and the limiter every LLM call passes.
  */
 
+/** The one path a governed call takes: budget, limiter, call, settlement, exactly once on every exit. */
+export * as Admission from "./Admission.js"
 /** Spend limits per window and scope, reserved before a call and settled after. */
 export * as Budget from "./Budget.js"
 /** Circuit breakers per key: closed / open / half-open. */
@@ -42,3 +44,5 @@ export * as Retry from "./Retry.js"
 export * as TokenBucket from "./TokenBucket.js"
 /** Pre-flight token counts, calibrated against what providers report. */
 export * as TokenEstimator from "./TokenEstimator.js"
+/** The tokens a provider adds to a request with tools (its tool-use system prompt), per model, as data. */
+export * as ToolOverhead from "./ToolOverhead.js"
