@@ -20,13 +20,13 @@ const leaderAndFollower = Effect.gen(function*() {
 })
 
 describe("Coalesce", () => {
-  it.effect("identical requests in flight share one call; metadata does not tell them apart; a different request calls on its own", () =>
+  it.effect("identical requests in flight share one call; a document id does not tell them apart; a different request calls on its own", () =>
     Effect.gen(function*() {
       const coalescer = yield* Coalesce.make<string>()
       const runs = yield* Ref.make(0)
       const gate = yield* Deferred.make<string, string>()
       const a = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
-      const twin = yield* Effect.fork(coalescer.run({ ...request("a"), metadata: { tenant: "t" } }, gated(runs, gate)))
+      const twin = yield* Effect.fork(coalescer.run({ ...request("a"), metadata: { documentId: "doc-7" } }, gated(runs, gate)))
       const other = yield* Effect.fork(coalescer.run(request("b"), gated(runs, gate)))
       yield* TestClock.adjust("1 millis")
       expect(yield* Ref.get(runs)).toBe(2)
@@ -37,6 +37,29 @@ describe("Coalesce", () => {
       // nothing is left in flight: the same request later calls again
       expect(yield* coalescer.run(request("a"), Effect.zipRight(Ref.update(runs, (n) => n + 1), Effect.succeed("again")))).toBe("again")
       expect(yield* Ref.get(runs)).toBe(3)
+    }))
+
+  it.effect("what governs a call tells twins apart: another tenant, job or priority class calls on its own and never reads another's cache", () =>
+    Effect.gen(function*() {
+      const coalescer = yield* Coalesce.make<string>({ cacheTtl: "1 minute" })
+      const runs = yield* Ref.make(0)
+      const gate = yield* Deferred.make<string, string>()
+      const variants: ReadonlyArray<LlmClient.RequestMetadata | undefined> = [
+        undefined,
+        { tenant: "acme" },
+        { tenant: "globex" },
+        { tenant: "acme", job: "nightly" },
+        { tenant: "acme", priority: "interactive" }
+      ]
+      const fibers = yield* Effect.forEach(variants, (metadata) =>
+        Effect.fork(coalescer.run(metadata === undefined ? request("a") : { ...request("a"), metadata }, gated(runs, gate))))
+      yield* TestClock.adjust("1 millis")
+      expect(yield* Ref.get(runs)).toBe(variants.length)
+      yield* Deferred.succeed(gate, "answer")
+      yield* Effect.forEach(fibers, Fiber.join)
+      expect(Coalesce.requestKey({ ...request("a"), metadata: { tenant: "acme" } })).not.toBe(Coalesce.requestKey({ ...request("a"), metadata: { tenant: "globex" } }))
+      // each cached answer is its own tenant's
+      expect((yield* coalescer.cached({ ...request("b"), metadata: { tenant: "acme" } }))._tag).toBe("None")
     }))
 
   it.effect("the leader's failure is every follower's failure", () =>

@@ -3,8 +3,13 @@
  * (and are charged once); an optional response cache with a time to live can
  * answer while a breaker is open.
  *
- * Requests are identical when their canonical JSON (keys sorted, `metadata`
- * left out) is equal; that string is the key, so there are no hash collisions.
+ * Requests are identical when their canonical JSON (keys sorted) is equal,
+ * and so is everything of their `metadata` that governs them: the tenant (its
+ * quota and budget), the job (its budget) and the priority class. A call of
+ * tenant B never joins tenant A's call, nor is answered from A's cache: B's
+ * budget and quota would never be consulted. The document id and the sticky
+ * key do not govern a call and are left out. That string is the key, so there
+ * are no hash collisions.
  */
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
@@ -37,8 +42,12 @@ const canonical = (value: unknown): unknown => {
 
 /** The canonical form of a request: what makes two requests identical. */
 export const requestKey = (request: LlmClient.Request): string => {
-  const { metadata: _metadata, ...rest } = request
-  return JSON.stringify(canonical(rest))
+  const { metadata, ...rest } = request
+  const governance: Record<string, string> = {}
+  if (metadata?.tenant !== undefined) governance.tenant = metadata.tenant
+  if (metadata?.job !== undefined) governance.job = metadata.job
+  if (metadata?.priority !== undefined) governance.priority = metadata.priority
+  return JSON.stringify(canonical(Object.keys(governance).length === 0 ? rest : { ...rest, governance }))
 }
 
 /** Options of a coalescer. */

@@ -45,7 +45,6 @@
  * ```
  */
 import * as Cause from "effect/Cause"
-import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as Data from "effect/Data"
 import * as Either from "effect/Either"
@@ -58,13 +57,11 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import * as Predicate from "effect/Predicate"
 import * as Stream from "effect/Stream"
-import * as Budget from "./Budget.js"
+import * as Admission from "./Admission.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
 import * as Coalesce from "./Coalesce.js"
 import * as Fallback from "./Fallback.js"
-import * as PromptCache from "./PromptCache.js"
 import { tagged } from "./internal/taggedMetric.js"
 import * as LlmClient from "./LlmClient.js"
 import * as Metrics from "./Metrics.js"
@@ -133,6 +130,11 @@ export interface Options {
   readonly priority?: Priority.Class | undefined
   /** What a 429 without a `retry-after` pauses its key for. Default 1 second. */
   readonly pauseWithoutHint?: Duration.DurationInput | undefined
+  /**
+   * How long a call may wait for the limiter before it fails with
+   * `RateLimiter.WaitTimeout`; a request's `metadata.maxWait` wins. Default: no deadline.
+   */
+  readonly maxWait?: Duration.DurationInput | undefined
 }
 
 /** Options that could not be accepted; each issue names its field (`retry.maxAttempts`). */
@@ -169,7 +171,8 @@ const OptionsSchema = Schema.Struct({
   predictCacheReads: Schema.optionalWith(Schema.Boolean, exact),
   promptCacheTtl: Schema.optionalWith(DurationInput, exact),
   priority: Schema.optionalWith(Schema.Literal("interactive", "normal", "batch"), exact),
-  pauseWithoutHint: Schema.optionalWith(DurationInput, exact)
+  pauseWithoutHint: Schema.optionalWith(DurationInput, exact),
+  maxWait: Schema.optionalWith(DurationInput, exact)
 })
 
 /** One issue per field, the deepest: a union's members would otherwise each report the same field. */
@@ -195,11 +198,6 @@ export const validate = (options: Options): Either.Either<Options, InvalidGovern
   )
 }
 
-/** The refusals of the provider after which it charged nothing: the reservation is given back. */
-const refundedTags = new Set(["RateLimited", "Overloaded", "ServerError", "BadRequest", "Unauthorized", "NotFound"])
-
-const nothing = { requests: 0, inputTokens: 0, outputTokens: 0, tokens: 0 }
-
 /** The default quota key: `provider/model`, with `/tenant` when asked. */
 export const defaultKey = (perTenant: boolean) => (request: LlmClient.Request, provider: string): string =>
   perTenant && request.metadata?.tenant !== undefined
@@ -218,13 +216,10 @@ export const make = (options: Options = {}): Effect.Effect<
 > =>
   Effect.gen(function*() {
     const inner = yield* LlmClient.LlmClient
-    const limiter = yield* RateLimiter.RateLimiter
     const estimator = yield* TokenEstimator.TokenEstimator
     const breaker = yield* Effect.serviceOption(CircuitBreaker.CircuitBreaker)
-    const budget = yield* Effect.serviceOption(Budget.Budget)
     const coalescer = yield* Coalesce.make<LlmClient.Response>(options.cacheTtl === undefined ? {} : { cacheTtl: options.cacheTtl })
     const keyOf = options.key ?? defaultKey(options.perTenant ?? false)
-    const pauseWithoutHint = Duration.decode(options.pauseWithoutHint ?? Duration.seconds(1))
     const cacheCounting: Quota.CacheCountingTable = { ...Quota.defaultCacheCounting, ...options.cacheCounting }
     /** What of a call's input counts against the quota, by the provider and the model (looked up once per model). */
     const countingByModel = new Map<string, Quota.CacheCounting>()
@@ -237,33 +232,11 @@ export const make = (options: Options = {}): Effect.Effect<
       }
       return counting
     }
-    const cachePredictor = PromptCache.makePredictor({
-      ttlMillis: Duration.toMillis(Duration.decode(options.promptCacheTtl ?? Duration.minutes(5))),
-      maxEntries: 10_000
+    const admission = yield* Admission.make({
+      pauseWithoutHint: options.pauseWithoutHint ?? Duration.seconds(1),
+      ...(options.predictCacheReads === undefined ? {} : { predictCacheReads: options.predictCacheReads }),
+      ...(options.promptCacheTtl === undefined ? {} : { promptCacheTtl: options.promptCacheTtl })
     })
-    /**
-     * What to reserve for a call: its estimate, less the cache reads its
-     * prefix is expected to make when they do not count; and what to learn
-     * from its answer.
-     */
-    const reservationOf = (request: LlmClient.Request, key: string, estimate: TokenEstimator.Estimate) => {
-      const cost = { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens }
-      // Most calls mark no cache: they reserve their estimate, with no clock read or prefix hashing.
-      if (options.predictCacheReads === false || countingOf(request.model).cacheReadsCount || !LlmClient.marksCache(request)) {
-        return Effect.succeed({ cost, learn: (_: LlmClient.Usage): Effect.Effect<void> => Effect.void })
-      }
-      return Effect.map(Clock.currentTimeMillis, (now) => {
-        const plan = PromptCache.plan(cachePredictor, request, key, estimate.inputTokens, now)
-        return {
-          cost: { ...cost, inputTokens: plan.inputTokens },
-          learn: (usage: LlmClient.Usage) =>
-            Effect.clockWith((clock) => {
-              const outcome = plan.learn(usage, clock.unsafeCurrentTimeMillis())
-              return outcome === undefined ? Effect.void : Metric.increment(counter(Metrics.promptCacheExpectations, key, "outcome", outcome))
-            })
-        }
-      })
-    }
     const pricing = yield* Effect.serviceOption(Pricing.Pricing)
     const prices = Option.match(pricing, { onNone: () => Pricing.defaultTable, onSome: (service) => service.table })
     // Looked up once per model: a model without a price would build an `UnknownModel` error (and its stack) on every call.
@@ -325,71 +298,23 @@ export const make = (options: Options = {}): Effect.Effect<
         })
       })
 
-    /** What the provider's answer (or refusal) tells the limiter. */
-    const learnFromError = (key: string, error: LlmClient.CallError) =>
-      Effect.gen(function*() {
-        if (error._tag !== "RateLimited") return
-        if (error.rateLimits !== undefined) yield* limiter.observe(key, error.rateLimits)
-        yield* limiter.pause(key, error.retryAfter ?? pauseWithoutHint)
-      }).pipe(Effect.ignore)
+    /** The admission path's view of one call on one rung. */
+    const admissionCall = (request: LlmClient.Request, key: string, estimate: TokenEstimator.Estimate): Admission.Call => {
+      const maxWait = request.metadata?.maxWait ?? options.maxWait
+      return {
+        key,
+        request,
+        estimate,
+        counting: countingOf(request.model),
+        priority: request.metadata?.priority ?? options.priority ?? "normal",
+        ...(maxWait === undefined ? {} : { maxWait })
+      }
+    }
 
-    /** One call on one rung: estimate, budget, reserve, call, settle, observe. */
+    /** One call on one rung: estimate, then the admission path (budget, limiter, call, settle, observe, learn). */
     const callOnce = (request: LlmClient.Request, key: string) =>
-      Effect.gen(function*() {
-        const estimate = yield* estimateOf(request)
-        const priority = request.metadata?.priority ?? options.priority ?? "normal"
-        // The budget goes first: a call it refuses never takes quota.
-        const spend = Option.isNone(budget) ? undefined : yield* budget.value.reserve({
-          model: request.model,
-          tenant: request.metadata?.tenant,
-          job: request.metadata?.job,
-          inputTokens: estimate.inputTokens,
-          maxOutputTokens: request.maxOutputTokens,
-          cacheable: LlmClient.marksCache(request)
-        })
-        // Spend follows the quota: refused calls cost nothing; a timeout, reset or
-        // interruption may have run at the provider, so it keeps its worst case.
-        const worstCase = LlmClient.worstCaseUsage(request, estimate.inputTokens)
-        const budgeted = <E, R>(call: Effect.Effect<LlmClient.Response, E, R>) =>
-          spend === undefined
-            ? call
-            : call.pipe(Effect.onExit((exit) =>
-              Effect.ignore(
-                Exit.isSuccess(exit)
-                  ? spend.settle(exit.value.usage)
-                  : Option.match(Cause.failureOption(exit.cause), {
-                    onNone: () => spend.settle(worstCase),
-                    onSome: (error) =>
-                      Predicate.hasProperty(error, "_tag") && refundedTags.has(String(error._tag)) || !Predicate.hasProperty(error, "status") && !Predicate.hasProperty(error, "detail")
-                        ? spend.cancel
-                        : spend.settle(worstCase)
-                  })
-              )
-            ))
-        const reservation = yield* reservationOf(request, key, estimate)
-        return yield* budgeted(limiter.withPermit(
-          key,
-          reservation.cost,
-          (permit) =>
-            inner.complete(request).pipe(
-              Effect.tap((response) =>
-                Effect.all([
-                  permit.settle(LlmClient.usageCost(response.usage, countingOf(request.model))),
-                  reservation.learn(response.usage),
-                  limiter.observe(key, response.rateLimits),
-                  estimator.observe(estimate, response.usage)
-                ], { discard: true }).pipe(Effect.ignore)
-              ),
-              Effect.tapError((error) =>
-                Effect.zipRight(
-                  refundedTags.has(error._tag) ? Effect.ignore(permit.settle(nothing)) : Effect.void,
-                  learnFromError(key, error)
-                )
-              )
-            ),
-          { priority }
-        ))
-      })
+      Effect.flatMap(estimateOf(request), (estimate) =>
+        admission.run(admissionCall(request, key, estimate), inner.complete(request), Admission.answerOfResponse))
 
     const onRung = (request: LlmClient.Request) => (rung: Fallback.Rung): Effect.Effect<LlmClient.Response, LlmClient.CallError> => {
       const routed = { ...request, model: rung.model }
@@ -432,33 +357,19 @@ export const make = (options: Options = {}): Effect.Effect<
     }
 
     /**
-     * A streamed call: reserved like `complete`, settled when the stream's
-     * `Done` arrives. Not retried or coalesced: a stream that already produced
-     * text cannot be replayed safely.
+     * A streamed call: admitted like `complete` (budget and limiter), settled
+     * when the stream's `Done` arrives, refunded when the provider refuses it.
+     * Not retried or coalesced: a stream that already produced text cannot be
+     * replayed safely.
      */
-    const stream = (request: LlmClient.Request): Stream.Stream<LlmClient.StreamEvent, LlmClient.CallError> =>
-      Stream.unwrapScoped(Effect.gen(function*() {
-        const key = keyOf(request, inner.provider)
-        const estimate = yield* estimateOf(request)
-        const reservation = yield* reservationOf(request, key, estimate)
-        const permit = yield* limiter.acquire(key, reservation.cost, {
-          priority: request.metadata?.priority ?? options.priority ?? "normal"
-        })
-        return inner.stream(request).pipe(
-          Stream.tap((event) =>
-            event._tag === "Done"
-              ? Effect.all([
-                countAnswer(key, event.response),
-                permit.settle(LlmClient.usageCost(event.response.usage, countingOf(request.model))),
-                reservation.learn(event.response.usage),
-                limiter.observe(key, event.response.rateLimits),
-                estimator.observe(estimate, event.response.usage)
-              ], { discard: true }).pipe(Effect.ignore)
-              : Effect.void
-          ),
-          Stream.tapError((error) => Effect.zipRight(countOutcome(key, Metrics.outcomeOf(error)), learnFromError(key, error)))
+    const stream = (request: LlmClient.Request): Stream.Stream<LlmClient.StreamEvent, LlmClient.CallError> => {
+      const key = keyOf(request, inner.provider)
+      return Stream.unwrap(Effect.map(estimateOf(request), (estimate) =>
+        admission.stream(admissionCall(request, key, estimate), inner.stream(request), Admission.answerOfEvent))).pipe(
+          Stream.tap((event) => event._tag === "Done" ? countAnswer(key, event.response) : Effect.void),
+          Stream.tapError((error) => countOutcome(key, Metrics.outcomeOf(error)))
         )
-      }))
+    }
 
     return {
       provider: inner.provider,

@@ -102,6 +102,8 @@ export interface RequestMetadata {
    * keeps hitting (a conversation id, a document's shared prefix).
    */
   readonly stickyKey?: string | undefined
+  /** Give up with `RateLimiter.WaitTimeout` when the limiter has not admitted the call within this long. Default: no deadline. */
+  readonly maxWait?: Duration.DurationInput | undefined
 }
 
 /** A model call. */
@@ -320,11 +322,44 @@ export class NetworkError extends Data.TaggedError("NetworkError")<ErrorFields &
   }
 }
 
+/**
+ * 429 with a billing cause (OpenAI's `insufficient_quota`, a spend cap, credits
+ * exhausted): no wait will help, so it is never retried and never pauses the key.
+ */
+export class QuotaExhausted extends Data.TaggedError("QuotaExhausted")<ErrorFields & {
+  /** The provider's error code, e.g. `insufficient_quota`. */
+  readonly code?: string | undefined
+}> {
+  get retryable(): boolean {
+    return false
+  }
+  override get message(): string {
+    return describe("Quota exhausted", this)
+  }
+}
+
 /** Everything a provider call can fail with. Each member says whether it may be retried. */
-export type ProviderError = RateLimited | Overloaded | ServerError | BadRequest | Unauthorized | NotFound | Timeout | NetworkError
+export type ProviderError =
+  | RateLimited
+  | QuotaExhausted
+  | Overloaded
+  | ServerError
+  | BadRequest
+  | Unauthorized
+  | NotFound
+  | Timeout
+  | NetworkError
 
 /** Whether an error may be retried (`x-should-retry` wins over the status). */
 export const isRetryable = (error: ProviderError): boolean => error.retryable
+
+/**
+ * Whether a failed call may have run at the provider, and so be billed: a
+ * timeout or a lost connection may have (the request may have arrived); a
+ * refusal (429, 529, 5xx, 4xx, a billing error) was answered without running.
+ * The admission path charges a call's worst case only when this holds.
+ */
+export const mayHaveRun = (error: ProviderError): boolean => error._tag === "Timeout" || error._tag === "NetworkError"
 
 // ---------------------------------------------------------------------------
 // Service

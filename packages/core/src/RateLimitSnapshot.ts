@@ -24,6 +24,12 @@ export interface RateLimitSnapshot {
   readonly dimensions: { readonly [D in Dimension]?: DimensionState }
   /** A `retry-after` hint: no call on this key should start before it has passed. */
   readonly retryAfter?: Duration.Duration | undefined
+  /**
+   * When the headers were read, in milliseconds on the Effect `Clock` of the
+   * process that read them. A snapshot read at a stream's start and observed at
+   * its end is old: the store discounts what it granted since. Absent: now.
+   */
+  readonly observedAt?: number | undefined
 }
 
 /** A snapshot that says nothing. */

@@ -58,23 +58,19 @@ import * as AiModel from "@effect/ai/Model"
 import * as Prompt from "@effect/ai/Prompt"
 import type * as Response from "@effect/ai/Response"
 import * as Tool from "@effect/ai/Tool"
-import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
-import * as Metric from "effect/Metric"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Predicate from "effect/Predicate"
-import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { Budget, LlmClient, Metrics, PromptCache, Quota, RateLimiter, Retry, TokenEstimator } from "@sluice/core"
+import { Admission, LlmClient, Quota, RateLimiter, Retry, TokenEstimator } from "@sluice/core"
 import type { Priority } from "@sluice/core"
 import * as Errors from "./internal/errors.js"
 import * as RateLimitHeaders from "./RateLimitHeaders.js"
@@ -184,6 +180,8 @@ export interface CallOptions {
   readonly job?: string | undefined
   /** The output to reserve for this call, when it overrides the model's `max_tokens`. */
   readonly maxOutputTokens?: number | undefined
+  /** Give up with `RateLimiter.WaitTimeout` (as an `AiError`) when not admitted within this long. */
+  readonly maxWait?: Duration.DurationInput | undefined
 }
 
 /** The per-call options in effect; empty unless {@link withCall} set them. */
@@ -405,11 +403,6 @@ export const usageOf = (parts: ReadonlyArray<Response.AnyPart>): Option.Option<L
 // The governed model
 // ---------------------------------------------------------------------------
 
-/** The refusals of the provider after which it charged nothing: the reservation is given back. */
-const refundedTags: ReadonlySet<string> = new Set(["RateLimited", "Overloaded", "ServerError", "BadRequest", "Unauthorized", "NotFound"])
-
-const nothing = { requests: 0, inputTokens: 0, outputTokens: 0, tokens: 0 }
-
 /**
  * Builds the governed `LanguageModel` over the one in context, with the
  * `RateLimiter` and `TokenEstimator` in context, and the `Budget` when one is
@@ -422,43 +415,18 @@ export const make = (options: Options): Effect.Effect<
 > =>
   Effect.gen(function*() {
     const inner = yield* LanguageModel.LanguageModel
-    const limiter = yield* RateLimiter.RateLimiter
     const estimator = yield* TokenEstimator.TokenEstimator
-    const budget = yield* Effect.serviceOption(Budget.Budget)
     const providerName = yield* Effect.serviceOption(AiModel.ProviderName)
     const provider = options.provider ?? Option.getOrElse(providerName, () => "anthropic")
     const model = options.model
     const key = options.key ?? `${provider}/${model}`
-    const pauseWithoutHint = Duration.decode(options.pauseWithoutHint ?? Duration.seconds(1))
     const rule = Quota.cacheCountingFor({ ...Quota.defaultCacheCounting, ...options.cacheCounting }, provider, model)
     const counting = options.cacheReadsCount === undefined ? rule : { ...rule, cacheReadsCount: options.cacheReadsCount }
-    const predictor = options.predictCacheReads === false || counting.cacheReadsCount
-      ? undefined
-      : PromptCache.makePredictor({ ttlMillis: Duration.toMillis(Duration.decode(options.promptCacheTtl ?? Duration.minutes(5))), maxEntries: 10_000 })
-    /** What to reserve for a call (less its expected cache reads), and what to learn from its answer. */
-    // One series per outcome of this layer's key, resolved once.
-    const expectations = {
-      read: Metric.tagged(Metric.tagged(Metrics.promptCacheExpectations, "key", key), "outcome", "read"),
-      missed: Metric.tagged(Metric.tagged(Metrics.promptCacheExpectations, "key", key), "outcome", "missed")
-    }
-    const reservationOf = (request: LlmClient.Request, estimate: TokenEstimator.Estimate) => {
-      const cost = { inputTokens: estimate.inputTokens, outputTokens: estimate.outputTokens }
-      // Most calls mark no cache: they reserve their estimate, with no clock read or prefix hashing.
-      if (predictor === undefined || !LlmClient.marksCache(request)) {
-        return Effect.succeed({ cost, learn: (_: LlmClient.Usage): Effect.Effect<void> => Effect.void })
-      }
-      return Effect.map(Clock.currentTimeMillis, (now) => {
-        const plan = PromptCache.plan(predictor, request, key, estimate.inputTokens, now)
-        return {
-          cost: { ...cost, inputTokens: plan.inputTokens },
-          learn: (usage: LlmClient.Usage): Effect.Effect<void> =>
-            Effect.clockWith((clock) => {
-              const outcome = plan.learn(usage, clock.unsafeCurrentTimeMillis())
-              return outcome === undefined ? Effect.void : Metric.increment(expectations[outcome])
-            })
-        }
-      })
-    }
+    const admission = yield* Admission.make({
+      pauseWithoutHint: options.pauseWithoutHint ?? Duration.seconds(1),
+      ...(options.predictCacheReads === undefined ? {} : { predictCacheReads: options.predictCacheReads }),
+      ...(options.promptCacheTtl === undefined ? {} : { promptCacheTtl: options.promptCacheTtl })
+    })
     const readError = classify(provider, model)
 
     const toProviderError = (error: unknown) =>
@@ -466,15 +434,6 @@ export const make = (options: Options): Effect.Effect<
         onNone: () => error,
         onSome: (read): unknown => Object.assign(read, { [OriginalError]: error })
       }))
-
-    /** What a refusal by the provider tells the limiter: a 429's headers and its pause. */
-    const learnFrom = (error: unknown) =>
-      Effect.gen(function*() {
-        if (!Retry.isProviderError(error)) return
-        if (error._tag !== "RateLimited") return
-        if (error.rateLimits !== undefined) yield* limiter.observe(key, error.rateLimits)
-        yield* limiter.pause(key, error.retryAfter ?? pauseWithoutHint)
-      }).pipe(Effect.ignore)
 
     const prepare = (method: string, shape: CallShape) =>
       Effect.gen(function*() {
@@ -488,66 +447,32 @@ export const make = (options: Options): Effect.Effect<
         return { call, request, estimate, priority: call.priority ?? options.priority ?? "normal" }
       })
 
-    const reserveBudget = (method: string, call: CallOptions, request: LlmClient.Request, estimate: TokenEstimator.Estimate) =>
-      Option.isNone(budget)
-        ? Effect.succeed(undefined)
-        : budget.value.reserve({
-          model,
-          tenant: call.tenant,
-          job: call.job,
-          inputTokens: estimate.inputTokens,
-          maxOutputTokens: request.maxOutputTokens,
-          cacheable: LlmClient.marksCache(request)
-        }).pipe(Effect.mapError(refusal(method)))
+    /** The admission path's view of one call. */
+    const admissionCall = (prepared: Effect.Effect.Success<ReturnType<typeof prepare>>): Admission.Call => ({
+      key,
+      request: prepared.request,
+      estimate: prepared.estimate,
+      counting,
+      priority: prepared.priority,
+      ...(prepared.call.maxWait === undefined ? {} : { maxWait: prepared.call.maxWait })
+    })
 
-    /** How a reservation ends: the real cost, nothing (refused by the provider), or the worst case (it may have run). */
-    const settleSpend = (spend: Budget.Reservation | undefined, worstCase: LlmClient.Usage, outcome: Exit.Exit<Option.Option<LlmClient.Usage>, unknown>) => {
-      if (spend === undefined) return Effect.void
-      if (Exit.isSuccess(outcome)) return Effect.ignore(spend.settle(Option.getOrElse(outcome.value, () => worstCase)))
-      const failure = Cause.failureOption(outcome.cause)
-      const refused = Option.isSome(failure) && Retry.isProviderError(failure.value) && refundedTags.has(failure.value._tag)
-      return Effect.ignore(refused ? spend.cancel : spend.settle(worstCase))
-    }
+    /** What a finished `@effect/ai` response tells the admission path: its usage, from the finish part. */
+    const answerOf = (response: { readonly content: ReadonlyArray<Response.AnyPart> }): Admission.Answer | undefined =>
+      Option.match(usageOf(response.content), { onNone: () => undefined, onSome: (usage) => ({ usage }) })
 
-    /** One governed attempt of a whole call: estimate, budget, reserve, call, settle, learn. */
+    /** One governed attempt of a whole call, through the admission path. */
     const attempt = <A extends { readonly content: ReadonlyArray<Response.AnyPart> }>(
       method: string,
       shape: CallShape,
       run: () => Effect.Effect<A, unknown, unknown>
     ): Effect.Effect<A, unknown, unknown> =>
-      Effect.gen(function*() {
-        const { call, estimate, priority, request } = yield* prepare(method, shape)
-        const spend = yield* reserveBudget(method, call, request, estimate)
-        const worstCase = LlmClient.worstCaseUsage(request, estimate.inputTokens)
-        const reservation = yield* reservationOf(request, estimate)
-        return yield* limiter.withPermit(
-          key,
-          reservation.cost,
-          (permit) =>
-            run().pipe(
-              Effect.catchAll((error) => Effect.flip(toProviderError(error))),
-              Effect.tap((response) =>
-                Option.match(usageOf(response.content), {
-                  onNone: () => Effect.void,
-                  onSome: (usage) =>
-                    Effect.all([
-                      permit.settle(LlmClient.usageCost(usage, counting)),
-                      reservation.learn(usage),
-                      estimator.observe(estimate, usage)
-                    ], { discard: true }).pipe(Effect.ignore)
-                })
-              ),
-              Effect.tapError((error) =>
-                Effect.zipRight(
-                  Retry.isProviderError(error) && refundedTags.has(error._tag) ? Effect.ignore(permit.settle(nothing)) : Effect.void,
-                  learnFrom(error)
-                )
-              ),
-              Effect.onExit((exit) => settleSpend(spend, worstCase, Exit.map(exit, (response) => usageOf(response.content))))
-            ),
-          { priority }
-        ).pipe(Effect.catchIf(isLimiterError, (error) => Effect.fail(refusal(method)(error))))
-      })
+      Effect.flatMap(prepare(method, shape), (prepared) =>
+        admission.run(
+          admissionCall(prepared),
+          Effect.catchAll(Effect.suspend(run), (error) => Effect.flip(toProviderError(error))),
+          answerOf
+        )).pipe(Effect.catchIf(Admission.isAdmissionError, (error) => Effect.fail(refusal(method)(error))))
 
     const governed = <A extends { readonly content: ReadonlyArray<Response.AnyPart> }>(
       method: string,
@@ -568,37 +493,15 @@ export const make = (options: Options): Effect.Effect<
      * replayed safely.
      */
     const governedStream = <A>(shape: CallShape, run: () => Stream.Stream<A, unknown, unknown>): Stream.Stream<A, unknown, unknown> =>
-      Stream.unwrapScoped(Effect.gen(function*() {
-        const { call, estimate, priority, request } = yield* prepare("streamText", shape)
-        const spend = yield* reserveBudget("streamText", call, request, estimate)
-        const worstCase = LlmClient.worstCaseUsage(request, estimate.inputTokens)
-        const reservation = yield* reservationOf(request, estimate)
-        const outcome = yield* Ref.make<Exit.Exit<Option.Option<LlmClient.Usage>, unknown>>(Exit.succeed(Option.none()))
-        if (spend !== undefined) yield* Effect.addFinalizer(() => Effect.flatMap(Ref.get(outcome), (exit) => settleSpend(spend, worstCase, exit)))
-        const permit = yield* limiter.acquire(key, reservation.cost, { priority }).pipe(
-          Effect.mapError(refusal("streamText"))
+      Stream.unwrap(Effect.map(prepare("streamText", shape), (prepared) =>
+        admission.stream(
+          admissionCall(prepared),
+          Stream.catchAll(Stream.suspend(run), (error) => Stream.fromEffect(Effect.flip(toProviderError(error)))),
+          (part: A) => answerOf({ content: [part as Response.AnyPart] })
+        ))).pipe(
+          Stream.mapError(originalOf),
+          Stream.catchAll((error) => Admission.isAdmissionError(error) ? Stream.fail(refusal("streamText")(error)) : Stream.fail(error))
         )
-        return run().pipe(
-          Stream.tap((part) => {
-            const usage = usageOf([part as Response.AnyPart])
-            if (Option.isNone(usage)) return Effect.void
-            return Effect.all([
-              Ref.set(outcome, Exit.succeed(usage)),
-              permit.settle(LlmClient.usageCost(usage.value, counting)),
-              reservation.learn(usage.value),
-              estimator.observe(estimate, usage.value)
-            ], { discard: true }).pipe(Effect.ignore)
-          }),
-          Stream.tapError((error) =>
-            Effect.gen(function*() {
-              const read = yield* toProviderError(error)
-              yield* Ref.set(outcome, Exit.fail(read))
-              if (Retry.isProviderError(read) && refundedTags.has(read._tag)) yield* Effect.ignore(permit.settle(nothing))
-              yield* learnFrom(read)
-            })
-          )
-        )
-      }))
 
     // The service's methods are generic in their options; the governed ones keep
     // the underlying model's types and add only `AiError` (a Sluice refusal is
@@ -624,12 +527,6 @@ const OriginalError = Symbol.for("@sluice/providers/EffectAi/OriginalError")
 
 /** The `@effect/ai` error a provider error was read from, or the error itself. */
 const originalOf = (error: unknown): unknown => Predicate.hasProperty(error, OriginalError) ? error[OriginalError] : error
-
-const limiterTags: ReadonlySet<string> = new Set(["CostTooLarge", "Shed", "UnknownKey", "InvalidCost", "LimiterStoreError"])
-
-/** A refusal by the limiter (not by the provider or the call's own code). */
-const isLimiterError = (error: unknown): error is RateLimiter.RateLimiterError =>
-  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" && limiterTags.has(error._tag)
 
 /**
  * A governed `LanguageModel` over the `LanguageModel` below it: provide the
