@@ -8,8 +8,10 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { cli } from "@sluice/examples/extract/Cli"
-import { Console, Effect } from "effect"
+import { cli, defaultLimits } from "@sluice/examples/extract/Cli"
+import { withoutProviderVariables } from "@sluice/examples/providerEnv"
+import { Simulator } from "@sluice/providers"
+import { ConfigProvider, Console, Effect } from "effect"
 import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -18,9 +20,33 @@ import { afterAll } from "vitest"
 
 const dir = mkdtempSync(join(tmpdir(), "sluice-cli-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
+const root = resolve(__dirname, "../..")
 
-/** Runs the command in process with `args`, capturing what it prints. */
-const runCli = (args: ReadonlyArray<string>) =>
+/**
+ * The environment of a spawned job: this process's without any provider
+ * variable (vitest.config.ts removed them already; a child is given its
+ * environment explicitly all the same), plus `extra`.
+ */
+const childEnv = (extra: Record<string, string> = {}) => ({ ...withoutProviderVariables(process.env), ...extra })
+
+/** `pnpm extract …` as a child process: node itself with tsx as a loader (the tsx command would run the script in a grandchild a kill would miss). */
+const spawnExtract = (args: ReadonlyArray<string>, env: Record<string, string>) =>
+  spawn(process.execPath, ["--import", "tsx", "--conditions=@sluice/source", join(root, "packages/examples/src/extract.ts"), ...args], { cwd: root, env })
+
+/** Runs the job as a child process to its end: its exit code and what it printed. */
+const runChild = (args: ReadonlyArray<string>, env: Record<string, string>) =>
+  Effect.async<{ readonly code: number | null; readonly stdout: string; readonly stderr: string }>((resume) => {
+    const child = spawnExtract(args, env)
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    child.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })
+
+/** Runs the command in process with `args`, capturing what it prints; `env` is all the environment `Config` sees. */
+const runCli = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   Effect.gen(function*() {
     const stdout: Array<string> = []
     const stderr: Array<string> = []
@@ -31,7 +57,13 @@ const runCli = (args: ReadonlyArray<string>) =>
       error: (...parts) => Effect.sync(() => void stderr.push(parts.map(String).join(" "))),
       unsafe: { ...base.unsafe, log: (...parts) => void stdout.push(parts.map(String).join(" ")), error: (...parts) => void stderr.push(parts.map(String).join(" ")) }
     }
-    const exit = yield* Effect.exit(cli(["node", "extract", ...args]).pipe(Effect.withConsole(capture), Effect.provide(NodeContext.layer)))
+    const exit = yield* Effect.exit(
+      cli(["node", "extract", ...args]).pipe(
+        Effect.withConsole(capture),
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))),
+        Effect.provide(NodeContext.layer)
+      )
+    )
     return { exit, stdout, stderr }
   })
 
@@ -116,12 +148,7 @@ describe("the extract command", () => {
   it.live("a run killed with SIGKILL part-way and run again ends with every document in exactly one table, once", () =>
     Effect.gen(function*() {
       const db = join(dir, "killed.db")
-      const root = resolve(__dirname, "../..")
-      // node itself with tsx as a loader (the tsx command would run the script in a grandchild the kill would miss).
-      const child = spawn(process.execPath, [
-        "--import", "tsx", "--conditions=@sluice/source", join(root, "packages/examples/src/extract.ts"),
-        "--docs", "200", "--db", db, "--rpm", "60", "--sim-speed", "2", "--report", "none", "--json"
-      ], { stdio: "ignore", cwd: root })
+      const child = spawnExtract(["--docs", "200", "--db", db, "--rpm", "60", "--sim-speed", "2", "--report", "none", "--json"], childEnv())
       // Waits (polling the database, not asserting any time) until some documents are in.
       let before = 0
       for (let i = 0; i < 600 && before < 20; i++) {
@@ -146,4 +173,82 @@ describe("the extract command", () => {
       expect(all.length).toBe(200)
       expect(new Set(all).size).toBe(200)
     }), { timeout: 90_000 })
+
+  it.live("with ANTHROPIC_API_KEY set and no flag, `pnpm start` runs on the simulator and says which flag would call the real API", () =>
+    Effect.gen(function*() {
+      // The key is fake, and the endpoint the SDK would fall back to is a closed local port: were the key to switch
+      // the job to the real provider, the calls would fail here, on this machine, instead of reaching Anthropic.
+      const env = childEnv({ ANTHROPIC_API_KEY: "sk-test", ANTHROPIC_BASE_URL: "http://127.0.0.1:9" })
+      const db = join(dir, "keyed.db")
+      const { code, stderr, stdout } = yield* runChild(["--docs", "6", "--db", db, "--sim-speed", "20", "--report", "none", "--json"], env)
+      expect(code, stderr).toBe(0)
+      expect(JSON.parse(stdout.trim().split("\n").pop()!)).toMatchObject({ documents: 6, succeeded: 6, failed: 0 })
+      const notice = stderr.split("\n").filter((line) => line.includes("ANTHROPIC_API_KEY"))
+      expect(notice).toEqual(["ANTHROPIC_API_KEY is set but not used: this run calls the built-in simulator (--provider anthropic calls the real Anthropic API)"])
+      expect(stderr).toMatch(/on the built-in simulator at http:\/\/127\.0\.0\.1:\d+/)
+    }), { timeout: 90_000 })
+  it.live("a key in the environment and no flag: the in-process run is on the simulator and prints the one-line notice", () =>
+    Effect.gen(function*() {
+      const { exit, stderr, stdout } = yield* runCli(["--docs", "3", "--db", join(dir, "notice.db"), "--report", "none", "--json", "--sim-speed", "20"], { ANTHROPIC_API_KEY: "sk-test" })
+      expect(exit._tag, stderr.join("\n")).toBe("Success")
+      expect(JSON.parse(stdout[0]!)).toMatchObject({ documents: 3, succeeded: 3 })
+      expect(stderr[0]).toBe("ANTHROPIC_API_KEY is set but not used: this run calls the built-in simulator (--provider anthropic calls the real Anthropic API)")
+      expect(stderr.join("\n")).toContain("on the built-in simulator at")
+      expect(stderr.join("\n")).not.toContain("budget $")
+    }))
+
+  it.live("--provider anthropic with no key, or with --provider simulator and --base-url together, or with an unpriced model, refuses before any call", () =>
+    Effect.gen(function*() {
+      const noKey = yield* runCli(["--provider", "anthropic", "--docs", "3", "--db", join(dir, "refused.db")])
+      expect(noKey.exit._tag).toBe("Failure")
+      expect(noKey.stderr).toContain("error: --provider anthropic needs the API key in ANTHROPIC_API_KEY")
+      const both = yield* runCli(["--provider", "simulator", "--base-url", "http://127.0.0.1:9", "--docs", "3", "--db", join(dir, "refused.db")])
+      expect(both.stderr).toContain("error: --provider simulator is the built-in simulator and --base-url an endpoint of your own: give one of them")
+      const unpriced = yield* runCli(["--provider", "anthropic", "--model", "claude-unknown-9", "--docs", "3", "--db", join(dir, "refused.db")], { ANTHROPIC_API_KEY: "sk-test" })
+      expect(unpriced.stderr.join("\n")).toContain("error: no price is known for --model claude-unknown-9")
+      expect(existsSync(join(dir, "refused.db"))).toBe(false)
+    }))
+
+  it.live("--provider anthropic without --budget-usd runs under the default $5 cap, prints the worst case first, and never sends a document whose worst case passes the cap", () =>
+    Effect.scoped(Effect.gen(function*() {
+      // The real-provider path, pointed by --base-url at a simulator of the test's own: nothing leaves the machine.
+      const endpoint = yield* Simulator.serve({ timeScale: 20, quota: defaultLimits })
+      const db = join(dir, "capped.db")
+      const flags = ["--provider", "anthropic", "--base-url", endpoint.url, "--db", db, "--report", "none", "--json"]
+      const key = { ANTHROPIC_API_KEY: "sk-test" }
+      const first = yield* runCli(["--docs", "20", ...flags], key)
+      expect(first.exit._tag, first.stderr.join("\n")).toBe("Success")
+      expect(first.stderr).toContain("budget $5.00 for the job (the default on a real provider; --budget-usd sets another)")
+      const worstLine = first.stderr.find((line) => line.startsWith("worst case "))
+      expect(worstLine).toMatch(
+        /^worst case \$(\d+\.\d\d): 20 documents to send, about [\d,]+ input tokens and 12,000 output tokens \(max_tokens of each\) at claude-haiku-4-5's list price; this run spends at most \$\d+\.\d\d$/
+      )
+      // Printed before the first call, and a true bound on what the calls cost.
+      expect(first.stderr.indexOf(worstLine!)).toBeLessThan(first.stderr.findIndex((line) => line.includes("extracted,")))
+      const summary = JSON.parse(first.stdout[0]!) as Record<string, number>
+      expect(summary).toMatchObject({ documents: 20, succeeded: 20, overBudget: 0 })
+      expect(summary.costUsd).toBeGreaterThan(0)
+      expect(summary.costUsd).toBeLessThanOrEqual(Number(/^worst case \$(\d+\.\d\d)/.exec(worstLine!)![1]))
+
+      // The cap binds: at Opus prices one document of ~400,000 input tokens may cost over $5 at worst, so the budget
+      // refuses it before it is sent (over budget), while a small one goes through.
+      const input = join(dir, "costly.jsonl")
+      writeFileSync(input, [
+        JSON.stringify({ id: "small", text: "Revenue grew in the quarter; margins were strong." }),
+        JSON.stringify({ id: "huge", text: "token ".repeat(400_000) })
+      ].join("\n"))
+      const costly = yield* runCli(["--input", input, "--model", "claude-opus-4-1", ...flags.map((flag) => flag === db ? join(dir, "costly.db") : flag)], key)
+      expect(costly.exit._tag, costly.stderr.join("\n")).toBe("Success")
+      expect(costly.stderr.find((line) => line.startsWith("worst case "))).toMatch(
+        /^worst case \$\d+\.\d\d: 2 documents to send, .* at claude-opus-4-1's list price; this run spends at most \$5\.00 \(the budget\), documents past it are recorded as over budget$/
+      )
+      expect(JSON.parse(costly.stdout[0]!)).toMatchObject({ documents: 2, succeeded: 1, overBudget: 1 })
+      const { extracted, failures } = yield* rowsOf(join(dir, "costly.db"))
+      expect(extracted).toEqual(["small"])
+      expect(failures.map((row) => row.doc_id)).toEqual(["huge"])
+      // The provider saw the small document only.
+      const opus = (yield* endpoint.stats).keys.filter((k) => k.model === "claude-opus-4-1")
+      expect(opus.map((k) => k.accepted)).toEqual([1])
+      expect(opus[0]!.inputTokens).toBeLessThan(1_000)
+    })))
 })

@@ -5,6 +5,10 @@
  * simulator in process on a free port with the default limits, points the
  * real `@anthropic-ai/sdk` at it, and extracts every document into
  * `out/extractions.db`, writing a report to `out/report.html`.
+ *
+ * Only a flag sends documents anywhere else (`--provider anthropic`,
+ * `--base-url URL`); an API key in the environment never does, and a run on a
+ * real provider is always under a budget (see `Provider.ts`).
  */
 import * as Command from "@effect/cli/Command"
 import * as HelpDoc from "@effect/cli/HelpDoc"
@@ -13,13 +17,15 @@ import * as ValidationError from "@effect/cli/ValidationError"
 import { FileSystem } from "@effect/platform"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqliteClient } from "@effect/sql-sqlite-node"
-import type { Pipeline } from "@sluice/core"
+import { type Pipeline, Pricing, TokenEstimator } from "@sluice/core"
 import { Anthropic, Simulator } from "@sluice/providers"
-import { Clock, Config, Console, Data, Deferred, Effect, Fiber, Layer, Option, Redacted, Ref } from "effect"
+import { Clock, Config, Console, Deferred, Effect, Either, Fiber, Layer, Logger, Option, Redacted, Ref, Stream } from "effect"
 import * as Path from "node:path"
 import * as Display from "./Display.js"
 import { inputSource, type Source, syntheticSource } from "./Documents.js"
+import * as Extraction from "./Extraction.js"
 import * as Job from "./Job.js"
+import * as Provider from "./Provider.js"
 import { render } from "./Report.js"
 import * as Store from "./Store.js"
 import type { Limits } from "./Summary.js"
@@ -68,9 +74,19 @@ const options = {
   db: Options.text("db").pipe(Options.withDefault("out/extractions.db"), Options.withDescription("The SQLite database: tables extractions and failures; a rerun resumes from it")),
   fresh: Options.boolean("fresh").pipe(Options.withDescription("Start over: clear the database's extractions, failures and budget before the run")),
   model: Options.text("model").pipe(Options.withDefault("claude-haiku-4-5"), Options.withDescription("The model to call")),
+  provider: Options.choice("provider", Provider.providerNames).pipe(
+    Options.optional,
+    Options.withDescription(
+      "Where the calls go: simulator (the default, built in, nothing leaves the machine) or anthropic (the paid Anthropic API, key from ANTHROPIC_API_KEY; " +
+        `budget $${Provider.defaultBudgetUsd} unless --budget-usd). A key in the environment alone never selects the real API`
+    )
+  ),
   baseUrl: Options.text("base-url").pipe(
     Options.optional,
-    Options.withDescription("An Anthropic-compatible endpoint to call instead of the built-in simulator (with ANTHROPIC_API_KEY set and no --base-url, the real API)")
+    Options.withDescription(
+      "An Anthropic-compatible endpoint to call instead of the built-in simulator, with ANTHROPIC_API_KEY if set (as a real provider: " +
+        `budget $${Provider.defaultBudgetUsd} unless --budget-usd). ANTHROPIC_BASE_URL is not read`
+    )
   ),
   rpm: limit("rpm", defaultLimits.requestsPerMinute, "Requests"),
   itpm: limit("itpm", defaultLimits.inputTokensPerMinute, "Input tokens"),
@@ -82,7 +98,10 @@ const options = {
   ),
   budgetUsd: Options.float("budget-usd").pipe(
     Options.optional,
-    Options.withDescription("Spend at most this many US dollars on the job (over all its runs on this database); documents past it are recorded as over budget"),
+    Options.withDescription(
+      "Spend at most this many US dollars on the job (over all its runs on this database); documents past it are recorded as over budget " +
+        `(default: none on the simulator, $${Provider.defaultBudgetUsd} on a real provider)`
+    ),
     Options.mapEffect(Option.match({ onNone: () => Effect.succeed(Option.none<number>()), onSome: (n) => Effect.map(positive("budget-usd")(n), Option.some) }))
   ),
   report: Options.text("report").pipe(
@@ -108,21 +127,22 @@ const options = {
 type Flags = Command.Command.ParseConfig<typeof options>
 
 /** Flags that parse but do not go together. */
-export class InvalidFlags extends Data.TaggedError("InvalidFlags")<{ readonly message: string }> {}
+export const InvalidFlags = Provider.InvalidFlags
+export type InvalidFlags = Provider.InvalidFlags
 
-/** Where the calls go. */
+/** Where the calls go: the simulator unless a flag says otherwise (`Provider.choose`). */
 const providerOf = (flags: Flags, limits: Limits) =>
   Effect.gen(function*() {
     const apiKey = yield* Config.option(Config.redacted("ANTHROPIC_API_KEY"))
-    if (Option.isSome(flags.baseUrl)) {
+    const choice = yield* Provider.choose({ provider: flags.provider, baseUrl: flags.baseUrl, anthropicKeySet: Option.isSome(apiKey) })
+    if (choice._tag === "Anthropic") {
       return {
-        description: `the endpoint at ${flags.baseUrl.value}`,
+        choice,
+        description: choice.baseUrl === Provider.anthropicApi ? `the Anthropic API (${choice.baseUrl}), paid` : `the endpoint at ${choice.baseUrl}`,
         timeScale: 1,
-        layer: Anthropic.layer({ apiKey: Option.getOrElse(apiKey, () => Redacted.make("sluice-no-key")), baseURL: flags.baseUrl.value })
+        // The base URL always given: the SDK would otherwise take ANTHROPIC_BASE_URL from the environment.
+        layer: Anthropic.layer({ apiKey: Option.getOrElse(apiKey, () => Redacted.make("sluice-no-key")), baseURL: choice.baseUrl })
       }
-    }
-    if (Option.isSome(apiKey)) {
-      return { description: "the Anthropic API (ANTHROPIC_API_KEY is set)", timeScale: 1, layer: Anthropic.layer({ apiKey: apiKey.value }) }
     }
     const quota = {
       requestsPerMinute: Option.getOrElse(flags.simRpm, () => limits.requestsPerMinute),
@@ -137,6 +157,7 @@ const providerOf = (flags: Flags, limits: Limits) =>
       ...(flags.simForeign > 0 ? { foreignLoad: { share: flags.simForeign } } : {})
     })
     return {
+      choice,
       description: `the built-in simulator at ${running.url} (${quota.requestsPerMinute.toLocaleString("en-US")} requests, ` +
         `${quota.inputTokensPerMinute.toLocaleString("en-US")} input and ${quota.outputTokensPerMinute.toLocaleString("en-US")} output tokens a minute` +
         `${flags.simSpeed === 1 ? "" : `, ${flags.simSpeed}× speed`}${flags.simForeign > 0 ? `, ${Math.round(flags.simForeign * 100)} % taken by unseen load` : ""})`,
@@ -165,6 +186,14 @@ const extract = (flags: Flags, stop: Deferred.Deferred<void>) =>
       : syntheticSource(Option.getOrElse(flags.docs, () => 5_000), flags.seed)
     const limits: Limits = { requestsPerMinute: flags.rpm, inputTokensPerMinute: flags.itpm, outputTokensPerMinute: flags.otpm }
     const provider = yield* providerOf(flags, limits)
+    const budget = Provider.budgetOf(provider.choice, flags.budgetUsd)
+    // A real provider's spend is bounded by the budget, which needs the model's price.
+    const price = Pricing.lookup(Pricing.defaultTable, flags.model)
+    if (provider.choice._tag !== "Simulator" && Either.isLeft(price)) {
+      return yield* new Provider.InvalidFlags({
+        message: `no price is known for --model ${flags.model}, so a run on a real provider could not be bounded by a budget; use a model of the price table`
+      })
+    }
     const concurrency = Option.getOrElse(flags.concurrency, () => Job.defaultConcurrency(limits, provider.timeScale))
 
     yield* fs.makeDirectory(Path.dirname(Path.resolve(flags.db)), { recursive: true })
@@ -174,13 +203,23 @@ const extract = (flags: Flags, stop: Deferred.Deferred<void>) =>
     const program = Effect.gen(function*() {
       const store = yield* Store.Store
       const before = yield* store.counts
+      if (provider.choice._tag === "Simulator" && provider.choice.notice !== undefined) yield* out(provider.choice.notice)
       yield* out(`Sluice extraction: ${source.description} → ${flags.db}`)
       yield* out(`model ${flags.model} on ${provider.description}`)
       yield* out(
         `Sluice assumes ${flags.rpm.toLocaleString("en-US")} requests, ${flags.itpm.toLocaleString("en-US")} input and ` +
-          `${flags.otpm.toLocaleString("en-US")} output tokens a minute; ${concurrency} documents in flight at most` +
-          (Option.isSome(flags.budgetUsd) ? `; budget $${flags.budgetUsd.value}` : "")
+          `${flags.otpm.toLocaleString("en-US")} output tokens a minute; ${concurrency} documents in flight at most`
       )
+      const budgetLine = Provider.budgetLine(budget)
+      if (budgetLine !== undefined) yield* out(budgetLine)
+      if (provider.choice._tag !== "Simulator" && Either.isRight(price)) {
+        // Before the first call: what the documents still to send could cost at most.
+        const worst = yield* Provider.worstCase(
+          Stream.filterEffect(source.documents, (document) => Effect.map(store.isExtracted(document.id), (done) => !done)),
+          { request: (document) => Extraction.request(flags.model, document, "extract"), estimator: yield* TokenEstimator.make(), price: price.right }
+        )
+        yield* out(Provider.worstCaseLine(flags.model, worst, budget.usd))
+      }
       if (before.extractions + before.failures > 0) {
         yield* out(`resuming: ${before.extractions.toLocaleString("en-US")} documents already extracted are skipped, ${before.failures.toLocaleString("en-US")} earlier failures are retried (--fresh starts over)`)
       }
@@ -196,7 +235,7 @@ const extract = (flags: Flags, stop: Deferred.Deferred<void>) =>
         limits,
         timeScale: provider.timeScale,
         concurrency,
-        budgetUsd: Option.getOrUndefined(flags.budgetUsd),
+        budgetUsd: budget.usd,
         job: "extract",
         stop: Deferred.await(stop),
         onSnapshot
@@ -240,7 +279,9 @@ const extract = (flags: Flags, stop: Deferred.Deferred<void>) =>
 export const command = Command.make("extract", options, (flags) =>
   Effect.gen(function*() {
     const stop = yield* Deferred.make<void>()
-    const job = yield* Effect.forkDaemon(Effect.scoped(extract(flags, stop)))
+    // With --json, stdout carries the one summary object: Sluice's log lines (a limit lowered by the provider's headers) go to stderr.
+    const logs = flags.json ? Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.stringLogger)) : Layer.empty
+    const job = yield* Effect.forkDaemon(Effect.scoped(extract(flags, stop)).pipe(Effect.provide(logs)))
     yield* Fiber.join(job).pipe(
       Effect.onInterrupt(() =>
         Effect.gen(function*() {
