@@ -19,6 +19,7 @@ import { Simulator } from "@sluice/providers"
 import { Clock, Config, Console, Effect } from "effect"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
+import { withoutProviderVariables } from "./providerEnv.js"
 
 const TIME_SCALE = 20
 const MODEL = "claude-haiku-4-5"
@@ -35,7 +36,8 @@ interface WorkerResult {
 const runWorker = (env: Record<string, string>) =>
   Effect.async<WorkerResult, Error>((resume) => {
     const child = spawn(process.execPath, ["--import", "tsx", "--conditions=@sluice/source", fileURLToPath(new URL("./multi-worker.ts", import.meta.url))], {
-      env: { ...process.env, ...env },
+      // The workers only talk to the simulator: no provider key, token or endpoint of the shell reaches them.
+      env: { ...withoutProviderVariables(process.env), ...env },
       stdio: ["ignore", "pipe", "inherit"]
     })
     let out = ""
