@@ -1,18 +1,38 @@
 /**
- * How close the estimator comes to the simulator's own token count, on
- * synthetic documents of heavy-tailed lengths, before and after calibration.
+ * How close the estimator comes to the provider's token count, on synthetic
+ * documents of heavy-tailed lengths, per request shape, before and after
+ * calibration.
  *
  *   pnpm bench:estimator            (from the repository root)
  *
  * The documents are the same kind the extraction job generates: prose of a few
- * hundred to tens of thousands of tokens, with numbers and punctuation.
+ * hundred to tens of thousands of tokens, with numbers and punctuation. Each is
+ * sent, in a random order, as one of three shapes of the same model:
+ *
+ * - `plain`: a short system prompt and the document;
+ * - `tools`: the extraction job's request (one tool, tool choice forced);
+ * - `cached`: a long instruction prompt marked for the prompt cache, then the
+ *   document (calibrated as plain: the estimator compares the whole input).
+ *
+ * The "provider" is the simulator's count plus, for a request with tools,
+ * Anthropic's published tool-use system prompt for the model (313 tokens for
+ * Sonnet 4.5 with a forced tool): the simulator counts the tool definitions
+ * but not that hidden prompt, which a real Claude bills and rate-limits.
+ *
+ * Four estimators see the same calls: one that never learns ("before
+ * calibration"), the default one, one without the tool-overhead table
+ * (`toolOverhead: {}`), which must learn the overhead as the tools shape's
+ * ratio, and one that reproduces the estimator before shapes and the table
+ * (no table, every call observed as plain: one ratio per model).
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { TokenEstimator } from "@sluice/core"
+import { TokenEstimator, ToolOverhead } from "@sluice/core"
 import type { LlmClient } from "@sluice/core"
 import { Simulator } from "@sluice/providers"
 import { extract } from "@sluice/examples/workload"
 import { Console, Effect, Random } from "effect"
+
+const model = "claude-sonnet-4-5"
 
 const vocabulary = (
   "the revenue quarter growth market customer product launch team report risk cost margin cloud service " +
@@ -32,44 +52,98 @@ const document = (words: number) =>
     return `Report ${words}\n${parts.join(" ")}`
   })
 
-const request = (text: string): LlmClient.Request => extract("claude-sonnet-4-5", { id: "doc", text })
+type Shape = "plain" | "tools" | "cached"
+const shapes: ReadonlyArray<Shape> = ["plain", "tools", "cached"]
 
-/** The Anthropic body the simulator counts. */
-const body = (r: LlmClient.Request) => ({
-  model: r.model,
-  system: r.system,
-  messages: r.messages,
-  tools: r.tools?.map((tool) => ({ name: tool.name, input_schema: tool.inputSchema }))
-})
+/** The long, cacheable instructions of the `cached` shape (~1,500 words). */
+const instructions = Effect.map(document(1_500), (text) => `You are an analyst. Follow these house rules.\n${text}`)
+
+const requestOf = (shape: Shape, text: string, system: string): LlmClient.Request => {
+  switch (shape) {
+    case "plain":
+      return { model, system: "Summarise the document in three sentences.", messages: [{ role: "user", content: text }], maxOutputTokens: 400 }
+    case "tools":
+      return extract(model, { id: "doc", text })
+    case "cached":
+      return { model, system, systemCacheControl: { type: "ephemeral" }, messages: [{ role: "user", content: text }], maxOutputTokens: 400 }
+  }
+}
+
+/** The provider's whole input count: the simulator's, plus the hidden tool-use prompt when tools are offered. */
+const providerCount = (r: LlmClient.Request) =>
+  Simulator.countTokens({
+    model: r.model,
+    system: r.system,
+    messages: r.messages,
+    tools: r.tools?.map((tool) => ({ name: tool.name, input_schema: tool.inputSchema }))
+  }) + ToolOverhead.ofRequest(ToolOverhead.defaultTable, r)
+
+interface Sample {
+  readonly shape: Shape
+  /** Estimate / actual − 1, per estimator. */
+  readonly uncalibrated: number
+  readonly calibrated: number
+  readonly withoutTable: number
+  readonly oneRatio: number
+}
 
 const program = Effect.gen(function*() {
-  const estimator = yield* TokenEstimator.TokenEstimator
+  const uncalibrated = yield* TokenEstimator.make()
+  const calibrated = yield* TokenEstimator.make()
+  const withoutTable = yield* TokenEstimator.make({ toolOverhead: {} })
+  const oneRatio = yield* TokenEstimator.make({ toolOverhead: {} })
+  const system = yield* instructions
   // Heavy-tailed lengths: Pareto, 150 to 20,000 words.
-  const lengths = yield* Effect.replicateEffect(Effect.map(Random.next, (u) => Math.min(20_000, Math.round(150 / Math.pow(1 - u, 1 / 1.1)))), 400)
-  const errors: Array<{ readonly words: number; readonly raw: number; readonly calibrated: number }> = []
+  const lengths = yield* Effect.replicateEffect(Effect.map(Random.next, (u) => Math.min(20_000, Math.round(150 / Math.pow(1 - u, 1 / 1.1)))), 600)
+  const samples: Array<Sample & { readonly index: number }> = []
+  const seen: Record<Shape, number> = { plain: 0, tools: 0, cached: 0 }
   for (const words of lengths) {
-    const r = request(yield* document(words))
-    const estimate = yield* estimator.estimate(r)
-    const actual = Simulator.countTokens(body(r))
-    errors.push({
-      words,
-      raw: estimate.rawInputTokens / actual - 1,
-      calibrated: estimate.inputTokens / actual - 1
+    const shape = shapes[yield* Random.nextIntBetween(0, shapes.length)]!
+    const r = requestOf(shape, yield* document(words), system)
+    const actual = providerCount(r)
+    const usage = { inputTokens: actual, outputTokens: 0, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+    const first = yield* uncalibrated.estimate(r)
+    const learned = yield* calibrated.estimate(r)
+    const bare = yield* withoutTable.estimate(r)
+    const single = yield* oneRatio.estimate(r)
+    samples.push({
+      shape,
+      index: seen[shape]++,
+      uncalibrated: first.inputTokens / actual - 1,
+      calibrated: learned.inputTokens / actual - 1,
+      withoutTable: bare.inputTokens / actual - 1,
+      oneRatio: single.inputTokens / actual - 1
     })
-    yield* estimator.observe(estimate, { inputTokens: actual, outputTokens: 0, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 })
+    yield* calibrated.observe(learned, usage)
+    yield* withoutTable.observe(bare, usage)
+    yield* oneRatio.observe({ ...single, shape: undefined }, usage)
   }
   const summary = (values: ReadonlyArray<number>) => {
+    if (values.length === 0) return "no samples"
     const sorted = [...values].sort((a, b) => a - b)
-    const pct = (p: number) => `${(100 * sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!).toFixed(1)} %`
-    return `median ${pct(0.5)}, p5 ${pct(0.05)}, p95 ${pct(0.95)}`
+    const pct = (p: number) => `${(100 * sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!).toFixed(1).padStart(6)} %`
+    const under = values.filter((v) => v < 0).length
+    return `median ${pct(0.5)}, p5 ${pct(0.05)}, p95 ${pct(0.95)}, under ${under}/${values.length}`
   }
-  const late = errors.slice(50)
-  yield* Console.log(`${errors.length} documents, ${Math.min(...lengths)}–${Math.max(...lengths)} words`)
-  yield* Console.log(`tiktoken o200k vs the simulator's count (estimate / actual − 1):`)
-  yield* Console.log(`  raw, every document:              ${summary(errors.map((e) => e.raw))}`)
-  yield* Console.log(`  calibrated + 5 % margin, after 50: ${summary(late.map((e) => e.calibrated))}`)
-  yield* Console.log(`  under-estimates after calibration: ${late.filter((e) => e.calibrated < 0).length} of ${late.length}`)
-  yield* Console.log(`  learned ratio: ${(yield* estimator.calibration("claude-sonnet-4-5")).inputRatio.toFixed(3)}`)
+  const warmUp = 20
+  yield* Console.log(`${samples.length} calls to ${model}, ${Math.min(...lengths)}–${Math.max(...lengths)} words; estimate / actual − 1, 5 % margin included`)
+  yield* Console.log(`actual = the simulator's count + the tool-use system prompt (${ToolOverhead.tokensFor(ToolOverhead.defaultTable, model, { type: "any" })} tokens, forced tool) for tools`)
+  for (const shape of shapes) {
+    const of = samples.filter((s) => s.shape === shape)
+    const late = of.filter((s) => s.index >= warmUp)
+    yield* Console.log(`${shape} (${of.length} calls):`)
+    const row = (label: string, values: ReadonlyArray<number>) => Console.log(`  ${label.padEnd(46)}${summary(values)}`)
+    yield* row("before calibration (never learns):", of.map((s) => s.uncalibrated))
+    yield* row(`calibrated, after ${warmUp} calls of the shape:`, late.map((s) => s.calibrated))
+    yield* row("calibrated, without the overhead table:", late.map((s) => s.withoutTable))
+    yield* row("one ratio per model, no table (before #18):", late.map((s) => s.oneRatio))
+  }
+  const plain = yield* calibrated.calibration(model, "plain")
+  const tools = yield* calibrated.calibration(model, "tools")
+  const bare = yield* withoutTable.calibration(model, "tools")
+  const single = yield* oneRatio.calibration(model)
+  yield* Console.log(`learned ratios: plain ${plain.inputRatio.toFixed(3)} (${plain.samples} samples, cached included), tools ${tools.inputRatio.toFixed(3)} (${tools.samples});`)
+  yield* Console.log(`  tools without the table ${bare.inputRatio.toFixed(3)}; one ratio per model ${single.inputRatio.toFixed(3)}`)
 })
 
-program.pipe(Effect.provide(TokenEstimator.layer()), Effect.withRandom(Random.make(42)), NodeRuntime.runMain)
+program.pipe(Effect.withRandom(Random.make(42)), NodeRuntime.runMain)
