@@ -20,8 +20,9 @@ export default defineConfig({
   ssr: { resolve: { conditions, externalConditions: conditions } },
   test: {
     include: ["tests/**/*.test.ts"],
-    // Starts a Redis server for the run when none answers at REDIS_URL.
-    globalSetup: ["tests/setup/redis.ts"],
+    // Starts a Redis server for the run when none answers at REDIS_URL; fails the run when no
+    // PostgreSQL answers at DATABASE_URL / PG_URL (.ci/run starts one).
+    globalSetup: ["tests/setup/redis.ts", "tests/setup/postgres.ts"],
     exclude: ["**/node_modules/**"],
     testTimeout: 30_000,
     hookTimeout: 30_000,

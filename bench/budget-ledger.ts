@@ -32,7 +32,7 @@ const program = Effect.gen(function*() {
   const ledger = yield* BudgetRedis.make({ url, prefix })
   const budget = yield* Budget.make({ limits }).pipe(Effect.provideService(Budget.BudgetLedger, ledger), Effect.provide(Pricing.layer()))
   const now = yield* Clock.currentTimeMillis
-  const spend = limits.map((limit, index) => ({ bucket: Budget.bucketOf(Budget.Limit.make(limit as Budget.Limit), index, now).bucket, micros: 10 }))
+  const spend = limits.map((limit, index) => ({ ...Budget.bucketOf(limit as Budget.Limit, index, now), micros: 10 }))
   // The prior spend, written straight into the ledger (a settle with no reservation is plain spend).
   const seeded = performance.now()
   yield* Effect.forEach(Array.from({ length: PRIOR }, (_, i) => i), (i) => ledger.settle(`seed-${i}`, spend, now - 1_000), { concurrency: 256, discard: true })

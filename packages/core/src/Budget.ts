@@ -31,7 +31,7 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as ParseResult from "effect/ParseResult"
-import * as Ref from "effect/Ref"
+import * as Random from "effect/Random"
 import * as Schema from "effect/Schema"
 import type * as LlmClient from "./LlmClient.js"
 import * as Pricing from "./Pricing.js"
@@ -106,13 +106,50 @@ export class BudgetLedgerError extends Data.TaggedError("BudgetLedgerError")<{ r
 // The ledger
 // ---------------------------------------------------------------------------
 
-/** One amount against one limit's bucket. `sinceMs`: only spend after it counts (rolling windows). */
+/**
+ * How a bucket counts its spend. A calendar window is one counter that ends with
+ * the window; a rolling window is a ring of {@link rollingSlices} counters, each
+ * a slice of the window, of which the last `rollingSlices + 1` are summed (so a
+ * spend is remembered for between one window and one window plus a slice: a
+ * budget may remember a little long, never forget early).
+ */
+export type Counting =
+  | { readonly _tag: "calendar"; readonly endsAt: number }
+  | { readonly _tag: "rolling"; readonly windowMs: number }
+
+/** Slices of a rolling window. */
+export const rollingSlices = 60
+
+/** How long a counter outlives its window, for clocks that differ a little between processes. */
+export const counterMarginMs = 3_600_000
+
+/**
+ * The counters of a bucket at `now`: the one a spend made now adds to
+ * (`current`, to be kept for `keepMs` from now, set once when it is created) and
+ * every one whose sum is the spend in the window (`summed`).
+ */
+export const countersAt = (bucket: string, counting: Counting, now: number): {
+  readonly current: string
+  readonly summed: ReadonlyArray<string>
+  readonly keepMs: number
+} => {
+  if (counting._tag === "calendar") {
+    return { current: bucket, summed: [bucket], keepMs: Math.max(0, counting.endsAt - now) + counterMarginMs }
+  }
+  const sliceMs = Math.max(1, Math.ceil(counting.windowMs / rollingSlices))
+  const slice = Math.floor(now / sliceMs)
+  const summed: Array<string> = []
+  for (let k = slice - rollingSlices; k <= slice; k++) summed.push(`${bucket}#${k}`)
+  return { current: `${bucket}#${slice}`, summed, keepMs: (slice + 1) * sliceMs + counting.windowMs - now + counterMarginMs }
+}
+
+/** One amount against one limit's bucket. */
 export interface Charge {
-  /** The limit's bucket for the current window, e.g. `global|day|2026-11-22`. */
+  /** The limit's bucket for the current window, e.g. `0|global|day|2026-11-22`. */
   readonly bucket: string
+  readonly counting: Counting
   readonly limitMicros: number
   readonly micros: number
-  readonly sinceMs: number
 }
 
 /** The answer to a reservation. */
@@ -120,68 +157,124 @@ export type LedgerReservation =
   | { readonly _tag: "Reserved" }
   | { readonly _tag: "Exceeded"; readonly charge: Charge; readonly spentMicros: number; readonly reservedMicros: number }
 
-/** Where spend lives. Every operation is atomic. */
-export class BudgetLedger extends Context.Tag("@sluice/core/Budget/BudgetLedger")<BudgetLedger, {
-  /** Reserves every charge under `id`, or none when one would pass its limit. */
-  readonly reserve: (id: string, charges: ReadonlyArray<Charge>, now: number) => Effect.Effect<LedgerReservation, BudgetLedgerError>
-  /** Replaces the reservation `id` by spend, per bucket. */
-  readonly settle: (id: string, spend: ReadonlyArray<{ readonly bucket: string; readonly micros: number }>, now: number) => Effect.Effect<void, BudgetLedgerError>
-  /** Drops the reservation `id`: nothing was spent. */
-  readonly cancel: (id: string) => Effect.Effect<void, BudgetLedgerError>
-  /** Spend since `sinceMs` and open reservations of a bucket. */
-  readonly usage: (bucket: string, sinceMs: number) => Effect.Effect<{ readonly spentMicros: number; readonly reservedMicros: number }, BudgetLedgerError>
-}>() {}
-
-interface MemoryState {
-  readonly events: Map<string, Array<{ readonly at: number; readonly micros: number }>>
-  readonly reservations: Map<string, ReadonlyArray<{ readonly bucket: string; readonly micros: number }>>
+/** A real cost to record in a bucket. */
+export interface Spend {
+  readonly bucket: string
+  readonly counting: Counting
+  readonly micros: number
 }
 
-const sumSince = (events: ReadonlyArray<{ readonly at: number; readonly micros: number }> | undefined, sinceMs: number) =>
-  (events ?? []).reduce((sum, event) => event.at >= sinceMs ? sum + event.micros : sum, 0)
+/**
+ * Where spend lives. Every operation is atomic and costs a bounded number of
+ * counter reads and writes, however much was spent in the window: spend is kept
+ * as counters per window (or per slice of a rolling window), open reservations
+ * as a counter per bucket beside one entry per reservation.
+ *
+ * A reservation holds until it is settled or cancelled, or until `expiresAt`
+ * (the Budget's clock) has passed: then the next operation on its bucket gives it
+ * back, so a process that died holding one does not keep it for ever.
+ */
+export class BudgetLedger extends Context.Tag("@sluice/core/Budget/BudgetLedger")<BudgetLedger, {
+  /** Reserves every charge under `id` until `expiresAt`, or none when one would pass its limit. */
+  readonly reserve: (id: string, charges: ReadonlyArray<Charge>, now: number, expiresAt: number) => Effect.Effect<LedgerReservation, BudgetLedgerError>
+  /**
+   * Replaces the reservation `id` (if it still holds) by spend; answers, per
+   * entry of `spend`, the bucket's spend in its window after this one.
+   */
+  readonly settle: (id: string, spend: ReadonlyArray<Spend>, now: number) => Effect.Effect<ReadonlyArray<number>, BudgetLedgerError>
+  /** Drops the reservation `id`: nothing was spent. Cancelling an unknown id does nothing. */
+  readonly cancel: (id: string) => Effect.Effect<void, BudgetLedgerError>
+  /** Spend in the window containing `now`, and open reservations, of a bucket. */
+  readonly usage: (bucket: string, counting: Counting, now: number) => Effect.Effect<{ readonly spentMicros: number; readonly reservedMicros: number }, BudgetLedgerError>
+}>() {}
 
-const reservedIn = (reservations: MemoryState["reservations"], bucket: string) => {
-  let total = 0
-  for (const charges of reservations.values()) for (const charge of charges) if (charge.bucket === bucket) total += charge.micros
-  return total
+interface Hold {
+  readonly expiresAt: number
+  readonly charges: ReadonlyArray<{ readonly bucket: string; readonly micros: number }>
+}
+
+/**
+ * The memory ledger's state, with every operation as a plain function of it.
+ * Bounded: counters of past windows and expired reservations are swept at most
+ * once a minute of the Budget's clock, so the maps hold the live windows' counters
+ * (one per calendar bucket, at most `rollingSlices + 1` per rolling one) and the
+ * open reservations.
+ */
+class MemoryLedger {
+  readonly counters = new Map<string, { micros: number; readonly expiresAt: number }>()
+  readonly held = new Map<string, number>()
+  readonly holds = new Map<string, Hold>()
+  private nextSweep = Number.NEGATIVE_INFINITY
+
+  sweep(now: number): void {
+    if (now < this.nextSweep) return
+    this.nextSweep = now + 60_000
+    for (const [name, counter] of this.counters) if (counter.expiresAt <= now) this.counters.delete(name)
+    for (const [id, hold] of this.holds) if (hold.expiresAt <= now) this.release(id)
+  }
+
+  release(id: string): void {
+    const hold = this.holds.get(id)
+    if (hold === undefined) return
+    this.holds.delete(id)
+    for (const { bucket, micros } of hold.charges) {
+      const left = (this.held.get(bucket) ?? 0) - micros
+      if (left > 0) this.held.set(bucket, left)
+      else this.held.delete(bucket)
+    }
+  }
+
+  spent(bucket: string, counting: Counting, now: number): number {
+    let total = 0
+    for (const name of countersAt(bucket, counting, now).summed) {
+      const counter = this.counters.get(name)
+      if (counter !== undefined && counter.expiresAt > now) total += counter.micros
+    }
+    return total
+  }
+
+  reserve(id: string, charges: ReadonlyArray<Charge>, now: number, expiresAt: number): LedgerReservation {
+    this.sweep(now)
+    for (const charge of charges) {
+      const spentMicros = this.spent(charge.bucket, charge.counting, now)
+      const reservedMicros = this.held.get(charge.bucket) ?? 0
+      if (spentMicros + reservedMicros + charge.micros > charge.limitMicros) return { _tag: "Exceeded", charge, spentMicros, reservedMicros }
+    }
+    this.release(id)
+    this.holds.set(id, { expiresAt, charges: charges.map(({ bucket, micros }) => ({ bucket, micros })) })
+    for (const { bucket, micros } of charges) this.held.set(bucket, (this.held.get(bucket) ?? 0) + micros)
+    return { _tag: "Reserved" }
+  }
+
+  settle(id: string, spend: ReadonlyArray<Spend>, now: number): ReadonlyArray<number> {
+    this.sweep(now)
+    this.release(id)
+    return spend.map(({ bucket, counting, micros }) => {
+      const { current, keepMs } = countersAt(bucket, counting, now)
+      const counter = this.counters.get(current)
+      if (counter === undefined || counter.expiresAt <= now) this.counters.set(current, { micros, expiresAt: now + keepMs })
+      else counter.micros += micros
+      return this.spent(bucket, counting, now)
+    })
+  }
+
+  usage(bucket: string, counting: Counting, now: number) {
+    this.sweep(now)
+    return { spentMicros: this.spent(bucket, counting, now), reservedMicros: this.held.get(bucket) ?? 0 }
+  }
 }
 
 /** The ledger in memory: one process, lost on restart. */
-export const makeLedgerMemory: Effect.Effect<BudgetLedger["Type"]> = Effect.map(
-  // Suspended: each ledger needs maps of its own, not ones made once when the module loads.
-  Effect.suspend(() => Ref.make<MemoryState>({ events: new Map(), reservations: new Map() })),
-  (state) =>
-    BudgetLedger.of({
-      reserve: (id, charges) =>
-        Ref.modify(state, (current): readonly [LedgerReservation, MemoryState] => {
-          for (const charge of charges) {
-            const spentMicros = sumSince(current.events.get(charge.bucket), charge.sinceMs)
-            const reservedMicros = reservedIn(current.reservations, charge.bucket)
-            if (spentMicros + reservedMicros + charge.micros > charge.limitMicros) {
-              return [{ _tag: "Exceeded", charge, spentMicros, reservedMicros }, current]
-            }
-          }
-          current.reservations.set(id, charges.map(({ bucket, micros }) => ({ bucket, micros })))
-          return [{ _tag: "Reserved" }, current]
-        }),
-      settle: (id, spend, now) =>
-        Ref.update(state, (current) => {
-          current.reservations.delete(id)
-          for (const { bucket, micros } of spend) {
-            const events = current.events.get(bucket) ?? []
-            events.push({ at: now, micros })
-            current.events.set(bucket, events)
-          }
-          return current
-        }),
-      cancel: (id) => Ref.update(state, (current) => (current.reservations.delete(id), current)),
-      usage: (bucket, sinceMs) =>
-        Effect.map(Ref.get(state), (current) => ({
-          spentMicros: sumSince(current.events.get(bucket), sinceMs),
-          reservedMicros: reservedIn(current.reservations, bucket)
-        }))
-    })
-)
+export const makeLedgerMemory: Effect.Effect<BudgetLedger["Type"]> = Effect.sync(() => {
+  // Each ledger needs maps of its own, not ones made once when the module loads.
+  const state = new MemoryLedger()
+  return BudgetLedger.of({
+    reserve: (id, charges, now, expiresAt) => Effect.sync(() => state.reserve(id, charges, now, expiresAt)),
+    settle: (id, spend, now) => Effect.sync(() => state.settle(id, spend, now)),
+    cancel: (id) => Effect.sync(() => state.release(id)),
+    usage: (bucket, counting, now) => Effect.sync(() => state.usage(bucket, counting, now))
+  })
+})
 
 /** The in-memory ledger. */
 export const layerLedgerMemory: Layer.Layer<BudgetLedger> = Layer.effect(BudgetLedger, makeLedgerMemory)
@@ -202,8 +295,17 @@ export interface ThresholdEvent {
 /** Options of the budget. */
 export interface Options {
   readonly limits: ReadonlyArray<LimitInput>
-  /** Called once per limit, window and threshold crossed. */
+  /**
+   * Called once per limit, window and threshold crossed (a rolling window's
+   * threshold fires again once its spend has fallen back under the line).
+   */
   readonly onThreshold?: ((event: ThresholdEvent) => Effect.Effect<void>) | undefined
+  /**
+   * How long a reservation holds when it is neither settled nor cancelled (its
+   * process died, or the ledger was down when it ended). Default 1 hour. A call
+   * that outlasts it still records its spend when it settles.
+   */
+  readonly reservationTtl?: Duration.DurationInput | undefined
 }
 
 /** What a call is about, for its budget. */
@@ -247,19 +349,41 @@ export const spentUsd = Metric.gauge("sluice_budget_spent_usd", { description: "
 
 const dayMs = 86_400_000
 
-/** The bucket of a limit for the window containing `now`, and where its counting starts. */
-export const bucketOf = (limit: Limit, index: number, now: number): { readonly bucket: string; readonly sinceMs: number } => {
+/** The bucket of a limit for the window containing `now`, and how the ledger counts it. */
+export const bucketOf = (limit: Limit, index: number, now: number): { readonly bucket: string; readonly counting: Counting } => {
   const base = `${index}|${scopeName(limit.scope)}|${windowName(limit.window)}`
   if (limit.window === "day") {
     const start = Math.floor(now / dayMs) * dayMs
-    return { bucket: `${base}|${new Date(start).toISOString().slice(0, 10)}`, sinceMs: start }
+    return { bucket: `${base}|${new Date(start).toISOString().slice(0, 10)}`, counting: { _tag: "calendar", endsAt: start + dayMs } }
   }
   if (limit.window === "month") {
     const date = new Date(now)
     const start = Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), 1)
-    return { bucket: `${base}|${new Date(start).toISOString().slice(0, 7)}`, sinceMs: start }
+    return {
+      bucket: `${base}|${new Date(start).toISOString().slice(0, 7)}`,
+      counting: { _tag: "calendar", endsAt: Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1) }
+    }
   }
-  return { bucket: base, sinceMs: now - Duration.toMillis(Duration.decode(limit.window.rolling as Duration.DurationInput)) }
+  return { bucket: base, counting: { _tag: "rolling", windowMs: Duration.toMillis(Duration.decode(limit.window.rolling as Duration.DurationInput)) } }
+}
+
+/**
+ * The thresholds a settle crossed: those with `before < line <= after`, less
+ * those already fired in this window. A threshold re-arms when the spend is seen
+ * under its line again (a rolling window whose old spend has aged out).
+ * `fired` is the limit's set for its current window; it is updated in place.
+ */
+export const crossedThresholds = (thresholds: ReadonlyArray<number>, limitMicros: number, beforeMicros: number, afterMicros: number, fired: Set<number>): ReadonlyArray<number> => {
+  const crossed: Array<number> = []
+  for (const threshold of thresholds) {
+    const line = threshold * limitMicros
+    if (beforeMicros < line) fired.delete(threshold)
+    if (afterMicros >= line && beforeMicros < line && !fired.has(threshold)) {
+      fired.add(threshold)
+      crossed.push(threshold)
+    }
+  }
+  return crossed
 }
 
 const applies = (limit: Limit, call: Call): boolean =>
@@ -280,27 +404,33 @@ export const make = (options: Options): Effect.Effect<Budget["Type"], InvalidBud
         return yield* new InvalidBudget({ issues: [{ path: "limits.window.rolling", message: `Expected a duration such as "24 hours", got ${JSON.stringify(limit.window.rolling)}` }] })
       }
     }
+    const reservationTtlMs = Duration.toMillis(Duration.decode(options.reservationTtl ?? Duration.hours(1)))
     const pricing = yield* Pricing.Pricing
     const ledger = yield* BudgetLedger
-    const fired = new Set<string>()
+    // Thresholds fired, per limit, in the window of `bucket` only: a new window starts empty,
+    // so the map holds one small set per limit.
+    const fired = new Map<number, { readonly bucket: string; readonly thresholds: Set<number> }>()
+    // Reservation ids are unique across processes sharing a ledger: this budget's random
+    // name (two draws of 53 bits), then a counter.
+    const instance = (yield* Effect.all([Random.nextInt, Random.nextInt])).map((n) => n.toString(36)).join("")
     let counter = 0
 
-    const report = (limit: Limit, bucket: string, beforeMicros: number, afterMicros: number) =>
+    const report = (limit: Limit, index: number, bucket: string, beforeMicros: number, afterMicros: number) =>
       Effect.gen(function*() {
         const limitMicros = Pricing.fromUsd(limit.limitUsd)
         const scope = scopeName(limit.scope)
         const window = windowName(limit.window)
         yield* Metric.set(tag(spentUsd, { scope, window }), Pricing.toUsd(afterMicros))
-        for (const threshold of limit.thresholds ?? [0.5, 0.8, 1]) {
-          const line = threshold * limitMicros
-          const key = `${bucket}|${threshold}`
-          if (afterMicros >= line && beforeMicros < line && !fired.has(key)) {
-            fired.add(key)
-            const event: ThresholdEvent = { scope, window, threshold, spentUsd: Pricing.toUsd(afterMicros), limitUsd: limit.limitUsd }
-            yield* Effect.logWarning(`Sluice budget ${scope} (${window}) passed ${Math.round(threshold * 100)} %: $${event.spentUsd.toFixed(4)} of $${limit.limitUsd}`)
-            yield* Metric.increment(tag(thresholdsCrossed, { scope, window, threshold: String(threshold) }))
-            if (options.onThreshold !== undefined) yield* options.onThreshold(event)
-          }
+        let current = fired.get(index)
+        if (current === undefined || current.bucket !== bucket) {
+          current = { bucket, thresholds: new Set() }
+          fired.set(index, current)
+        }
+        for (const threshold of crossedThresholds(limit.thresholds ?? [0.5, 0.8, 1], limitMicros, beforeMicros, afterMicros, current.thresholds)) {
+          const event: ThresholdEvent = { scope, window, threshold, spentUsd: Pricing.toUsd(afterMicros), limitUsd: limit.limitUsd }
+          yield* Effect.logWarning(`Sluice budget ${scope} (${window}) passed ${Math.round(threshold * 100)} %: $${event.spentUsd.toFixed(4)} of $${limit.limitUsd}`)
+          yield* Metric.increment(tag(thresholdsCrossed, { scope, window, threshold: String(threshold) }))
+          if (options.onThreshold !== undefined) yield* options.onThreshold(event)
         }
       })
 
@@ -309,21 +439,9 @@ export const make = (options: Options): Effect.Effect<Budget["Type"], InvalidBud
         const price = yield* pricing.price(call.model)
         const worst = Pricing.worstCaseMicros(price, call)
         const now = yield* Clock.currentTimeMillis
-        const active = limits.flatMap((limit, index) => applies(limit, call) ? [{ limit, ...bucketOf(limit, index, now) }] : [])
-        const id = `r${++counter}-${now}`
-        const answer = yield* ledger.reserve(id, active.map(({ bucket, limit, sinceMs }) => ({ bucket, sinceMs, limitMicros: Pricing.fromUsd(limit.limitUsd), micros: worst })), now)
-        if (answer._tag === "Exceeded") {
-          const limit = active.find((entry) => entry.bucket === answer.charge.bucket)!.limit
-          yield* Metric.increment(tag(rejections, { scope: scopeName(limit.scope) }))
-          return yield* new BudgetExceeded({
-            scope: scopeName(limit.scope),
-            window: windowName(limit.window),
-            spentUsd: Pricing.toUsd(answer.spentMicros),
-            reservedUsd: Pricing.toUsd(answer.reservedMicros),
-            limitUsd: limit.limitUsd,
-            attemptedUsd: Pricing.toUsd(worst)
-          })
-        }
+        const active = limits.flatMap((limit, index) => applies(limit, call) ? [{ limit, index, ...bucketOf(limit, index, now) }] : [])
+        const id = `${instance}-${++counter}`
+        const charges = active.map(({ bucket, counting, limit }) => ({ bucket, counting, limitMicros: Pricing.fromUsd(limit.limitUsd), micros: worst }))
         let open = true
         const settle = (usage: LlmClient.Usage) =>
           Effect.gen(function*() {
@@ -331,24 +449,47 @@ export const make = (options: Options): Effect.Effect<Budget["Type"], InvalidBud
             open = false
             const actual = Pricing.costMicros(price, usage)
             const at = yield* Clock.currentTimeMillis
-            const before = yield* Effect.forEach(active, ({ bucket, sinceMs }) => ledger.usage(bucket, sinceMs))
-            yield* ledger.settle(id, active.map(({ bucket }) => ({ bucket, micros: actual })), at)
-            yield* Effect.forEach(active, ({ bucket, limit, sinceMs }, i) =>
-              Effect.flatMap(ledger.usage(bucket, sinceMs), (after) => report(limit, bucket, before[i]!.spentMicros, after.spentMicros)))
+            const after = yield* ledger.settle(id, active.map(({ bucket, counting }) => ({ bucket, counting, micros: actual })), at)
+            yield* Effect.forEach(active, ({ bucket, index, limit }, i) => report(limit, index, bucket, after[i]! - actual, after[i]!), { discard: true })
           })
         const cancel = Effect.suspend(() => {
           if (!open) return Effect.void
           open = false
           return ledger.cancel(id)
         })
-        return { reservedUsd: Pricing.toUsd(worst), settle, cancel } satisfies Reservation
+        const reservation: Reservation = { reservedUsd: Pricing.toUsd(worst), settle, cancel }
+        // The ledger's write and the hand-over of the reservation are one step for interruption:
+        // the round trip runs uninterruptibly (an interrupt waits for its answer, bounded by the
+        // ledger's own timeout), and an interrupt pending when it answers gives the reservation
+        // back instead of dropping it. A reserve that failed may still have written (a reply lost
+        // to a timeout): its id is cancelled, best effort.
+        return yield* Effect.uninterruptibleMask((restore) =>
+          Effect.gen(function*() {
+            const answer = yield* ledger.reserve(id, charges, now, now + reservationTtlMs).pipe(
+              Effect.tapError(() => Effect.ignore(ledger.cancel(id)))
+            )
+            if (answer._tag === "Exceeded") {
+              const limit = active.find((entry) => entry.bucket === answer.charge.bucket)!.limit
+              yield* Metric.increment(tag(rejections, { scope: scopeName(limit.scope) }))
+              return yield* new BudgetExceeded({
+                scope: scopeName(limit.scope),
+                window: windowName(limit.window),
+                spentUsd: Pricing.toUsd(answer.spentMicros),
+                reservedUsd: Pricing.toUsd(answer.reservedMicros),
+                limitUsd: limit.limitUsd,
+                attemptedUsd: Pricing.toUsd(worst)
+              })
+            }
+            return yield* restore(Effect.succeed(reservation)).pipe(Effect.onInterrupt(() => Effect.ignore(cancel)))
+          })
+        )
       }).pipe(Effect.withSpan("Budget.reserve", { attributes: { model: call.model }, captureStackTrace: false }))
 
     const status = Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       return yield* Effect.forEach(limits, (limit, index) => {
-        const { bucket, sinceMs } = bucketOf(limit, index, now)
-        return Effect.map(ledger.usage(bucket, sinceMs), (usage): Status => ({
+        const { bucket, counting } = bucketOf(limit, index, now)
+        return Effect.map(ledger.usage(bucket, counting, now), (usage): Status => ({
           scope: scopeName(limit.scope),
           window: windowName(limit.window),
           spentUsd: Pricing.toUsd(usage.spentMicros),

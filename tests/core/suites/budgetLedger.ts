@@ -3,7 +3,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, Pricing } from "@sluice/core"
-import { Effect, Layer, TestClock } from "effect"
+import { Deferred, Effect, Fiber, Layer, TestClock } from "effect"
 
 const haiku = { model: "claude-haiku-4-5", inputTokens: 100_000, maxOutputTokens: 20_000 } // worst case $0.10 + $0.10
 const used = (inputTokens: number, outputTokens: number) => ({ inputTokens, outputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 })
@@ -89,4 +89,79 @@ export const budgetLedgerSuite = (name: string, ledger: () => Layer.Layer<Budget
         yield* reservation.cancel
         expect((yield* budget.status)[0]).toMatchObject({ spentUsd: 0, reservedUsd: 0 })
       }).pipe(Effect.provide(budgetWith({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 1 }] }))))
+
+    it.effect("two budgets sharing the ledger (two processes) reserving at the same instant keep both reservations", () =>
+      Effect.gen(function*() {
+        const limits = [{ scope: { _tag: "global" as const }, window: "day" as const, limitUsd: 10 }]
+        const one = yield* Budget.make({ limits })
+        const two = yield* Budget.make({ limits })
+        const first = yield* one.reserve(haiku)
+        yield* two.reserve(haiku)
+        expect((yield* one.status)[0]?.reservedUsd).toBeCloseTo(0.4, 9)
+        // settling one process's reservation leaves the other's in place
+        yield* first.settle(used(0, 0))
+        expect((yield* two.status)[0]?.reservedUsd).toBeCloseTo(0.2, 9)
+      }).pipe(Effect.provide(Layer.merge(Pricing.layer(), ledger()).pipe(Layer.orDie))))
+
+    it.effect("an interrupt landing while the ledger's reserve is in flight leaves nothing reserved", () =>
+      Effect.gen(function*() {
+        const written = yield* Deferred.make<void>()
+        const reply = yield* Deferred.make<void>()
+        const real = yield* Budget.BudgetLedger
+        // The store has written the reservation; its answer is still on the way.
+        const slow = Budget.BudgetLedger.of({
+          ...real,
+          reserve: (...args) => Effect.zipLeft(real.reserve(...args), Effect.zipRight(Deferred.succeed(written, undefined), Deferred.await(reply)))
+        })
+        const budget = yield* Budget.make({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 10 }] }).pipe(
+          Effect.provideService(Budget.BudgetLedger, slow)
+        )
+        const call = yield* Effect.fork(budget.reserve(haiku))
+        yield* Deferred.await(written)
+        const interrupting = yield* Effect.fork(Fiber.interrupt(call))
+        yield* Effect.yieldNow()
+        yield* Deferred.succeed(reply, undefined)
+        yield* Fiber.join(interrupting)
+        expect((yield* budget.status)[0]).toMatchObject({ reservedUsd: 0 })
+      }).pipe(Effect.provide(Layer.merge(Pricing.layer(), ledger()).pipe(Layer.orDie))))
+
+    it.effect("settle reports thresholds from the ledger's answer, without reading usage", () =>
+      Effect.gen(function*() {
+        const real = yield* Budget.BudgetLedger
+        let reads = 0
+        const counted = Budget.BudgetLedger.of({ ...real, usage: (...args) => Effect.zipRight(Effect.sync(() => reads++), real.usage(...args)) })
+        const fired: Array<number> = []
+        const budget = yield* Budget.make({
+          limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 1 }, { scope: { _tag: "global" }, window: { rolling: "1 hour" }, limitUsd: 1 }],
+          onThreshold: (event) => Effect.sync(() => fired.push(event.threshold))
+        }).pipe(Effect.provideService(Budget.BudgetLedger, counted))
+        yield* Effect.flatMap(budget.reserve(haiku), (r) => r.settle(used(600_000, 0))) // $0.60
+        expect(fired).toEqual([0.5, 0.5])
+        expect(reads).toBe(0)
+      }).pipe(Effect.provide(Layer.merge(Pricing.layer(), ledger()).pipe(Layer.orDie))))
+
+    it.effect("a rolling window's threshold fires again once its spend has fallen back under the line", () =>
+      Effect.gen(function*() {
+        const fired: Array<number> = []
+        const budget = yield* Budget.make({
+          limits: [{ scope: { _tag: "global" }, window: { rolling: "1 hour" }, limitUsd: 1, thresholds: [0.5] }],
+          onThreshold: (event) => Effect.sync(() => fired.push(event.threshold))
+        })
+        const spend = Effect.flatMap(budget.reserve(haiku), (r) => r.settle(used(600_000, 0))) // $0.60
+        yield* spend
+        expect(fired).toEqual([0.5])
+        yield* TestClock.adjust("2 hours")
+        yield* spend
+        expect(fired).toEqual([0.5, 0.5])
+      }).pipe(Effect.provide(Layer.merge(Pricing.layer(), ledger()).pipe(Layer.orDie))))
+
+    it.effect("a reservation never settled (its process died) is given back after reservationTtl", () =>
+      Effect.gen(function*() {
+        const budget = yield* Budget.Budget
+        yield* budget.reserve(haiku) // $0.20 of $0.30, never settled
+        expect((yield* Effect.flip(budget.reserve(haiku)))._tag).toBe("BudgetExceeded")
+        yield* TestClock.adjust("11 minutes")
+        yield* budget.reserve(haiku)
+        expect((yield* budget.status)[0]?.reservedUsd).toBeCloseTo(0.2, 9)
+      }).pipe(Effect.provide(budgetWith({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 0.3 }], reservationTtl: "10 minutes" }))))
   })
