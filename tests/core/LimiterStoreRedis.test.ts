@@ -1,12 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cost, Quota } from "@sluice/core"
+import { Cost, LimiterStore, Quota } from "@sluice/core"
 import * as RedisStore from "@sluice/core/LimiterStore/Redis"
-import { Duration, Effect, Metric, Schedule } from "effect"
+import { Duration, Effect, Metric, Schedule, TestClock } from "effect"
 import { Redis } from "ioredis"
 import { spawn } from "node:child_process"
-import { createServer } from "node:net"
+import { createServer, type Server } from "node:net"
 import { afterAll } from "vitest"
-import { limiterStoreSuite } from "./suites/limiterStore.js"
+import { limiterStoreCases, limiterStoreSuite } from "./suites/limiterStore.js"
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379"
 const prefix = `sluice-test-${process.pid}-${Date.now()}`
@@ -39,7 +39,8 @@ afterAll(async () => {
 const store = (options: Partial<RedisStore.Options> = {}) =>
   RedisStore.make({ url: REDIS_URL, prefix, idleTtl: "1 minute", ...options })
 
-limiterStoreSuite("Redis", () => RedisStore.layer({ url: REDIS_URL, prefix, idleTtl: "1 minute" }), () => `suite/${++keys}`)
+// Strict: the conformance run fails when Redis does not answer instead of passing on the local fallback.
+limiterStoreSuite("Redis", () => RedisStore.layer({ url: REDIS_URL, prefix, idleTtl: "1 minute", strict: true }), () => `suite/${++keys}`, { live: true })
 
 const slow = Quota.decodeSync({ requests: { limit: 5, per: "1 hour" }, inputTokens: { limit: 1_000_000, per: "1 hour" } })
 
@@ -138,3 +139,158 @@ describe("LimiterStore on Redis, several processes", () => {
     }).pipe(Effect.scoped), 30_000)
 })
 
+
+/** A client of the test's own on the shared Redis: `disconnect()` takes Redis away from the store, `connect()` brings it back. */
+const ownClient = Effect.acquireRelease(
+  Effect.promise(async () => {
+    const client = new Redis(REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 1_000, lazyConnect: true, retryStrategy: () => null })
+    client.on("error", () => {})
+    await client.connect()
+    return client
+  }),
+  (client) => Effect.sync(() => client.disconnect())
+)
+
+/** An admin connection to the shared Redis, to inspect and delete the store's keys. */
+const admin = Effect.acquireRelease(Effect.sync(() => new Redis(REDIS_URL)), (redis) => Effect.sync(() => redis.disconnect()))
+
+/** Takes Redis away from a client of our own, once the connection has really ended. */
+const takeAway = (client: Redis) =>
+  Effect.async<void>((resume) => {
+    client.once("end", () => resume(Effect.void))
+    client.disconnect()
+  })
+
+const entryOf = (key: string) => `${prefix}:limiter:${key}`
+
+const granted = (answers: ReadonlyArray<LimiterStore.Reservation>) => answers.filter((answer) => answer._tag === "Granted").length
+
+const reserveTimes = (s: LimiterStore.LimiterStore["Type"], key: string, times: number) =>
+  Effect.all(Array.from({ length: times }, () => s.reserve(key, Cost.amounts({}), { headroom: 0 })))
+
+describe("LimiterStore on Redis: state that expires comes back right", () => {
+  it.scoped("a key discovered from headers keeps its learned limit after its entry expires, in this process and in one that never saw the headers", () =>
+    Effect.gen(function*() {
+      const redis = yield* admin
+      const key = `learned/${++keys}`
+      const a = yield* store()
+      yield* a.observe(key, { dimensions: { requests: { limit: 5, remaining: 5 } } })
+      yield* Effect.promise(() => redis.del(entryOf(key)))
+      expect(granted(yield* reserveTimes(a, key, 8))).toBe(5)
+      yield* Effect.promise(() => redis.del(entryOf(key)))
+      const b = yield* store()
+      expect(granted(yield* reserveTimes(b, key, 8))).toBe(5)
+    }))
+
+  it.scoped("a pause longer than idleTtl, and a bucket that refills slower, keep the entry until they end", () =>
+    Effect.gen(function*() {
+      const redis = yield* admin
+      const paused = `long-pause/${++keys}`
+      const s = yield* store({ idleTtl: "1 second" })
+      yield* s.define(paused, slow)
+      yield* s.pause(paused, Duration.minutes(5))
+      yield* s.reserve(paused, Cost.amounts({}), { headroom: 0 })
+      expect(yield* Effect.promise(() => redis.pttl(entryOf(paused)))).toBeGreaterThan(4 * 60_000)
+      // Five requests an hour: one taken refills in twelve minutes.
+      const drained = `slow-refill/${++keys}`
+      yield* s.define(drained, slow)
+      yield* s.reserve(drained, Cost.amounts({}), { headroom: 0 })
+      expect(yield* Effect.promise(() => redis.pttl(entryOf(drained)))).toBeGreaterThan(11 * 60_000)
+    }))
+})
+
+describe("LimiterStore on Redis: fallback", () => {
+  const quota = Quota.decodeSync({ inputTokens: { limit: 1_000, per: "1 hour" } })
+  const near = (actual: number | undefined, expected: number) => {
+    expect(actual).toBeDefined()
+    expect(Math.abs(actual! - expected)).toBeLessThan(5)
+  }
+
+  it.scoped("a reservation is settled where it was granted: a local one locally after Redis is back, a shared one never into the local share", () =>
+    Effect.gen(function*() {
+      const client = yield* ownClient
+      const s = yield* RedisStore.make({ client, prefix, localShare: 0.5 })
+      const key = `origin/${++keys}`
+      yield* s.define(key, quota)
+      const shared = yield* s.reserve(key, Cost.amounts({ inputTokens: 400 }), { headroom: 0 })
+      expect(shared).toMatchObject({ _tag: "Granted", origin: "shared" })
+      // Redis goes away: the local half of the quota answers.
+      yield* takeAway(client)
+      const local = yield* s.reserve(key, Cost.amounts({ inputTokens: 200 }), { headroom: 0 })
+      expect(local).toMatchObject({ _tag: "Granted", origin: "local" })
+      // The shared reservation's refund cannot reach Redis: it is dropped, not put into the local share.
+      yield* s.adjust(key, { inputTokens: -400 }, "shared")
+      near((yield* s.state(key)).levels.inputTokens?.level, 300)
+      // Redis is back; once the probe finds it, the store answers from it again.
+      yield* Effect.promise(() => client.connect())
+      yield* TestClock.adjust("1 minute")
+      near((yield* s.state(key)).levels.inputTokens?.level, 600)
+      // The local reservation's refund goes to the local share, not to Redis.
+      yield* s.adjust(key, { inputTokens: -200 }, "local")
+      near((yield* s.state(key)).levels.inputTokens?.level, 600)
+    }))
+
+  it.scoped("a key discovered from headers has a local share when Redis goes down, and a limit learned while it is down is learned as the share", () =>
+    Effect.gen(function*() {
+      const client = yield* ownClient
+      const s = yield* RedisStore.make({ client, prefix, localShare: 0.1 })
+      const before = `discovered-before/${++keys}`
+      const during = `discovered-during/${++keys}`
+      yield* s.observe(before, { dimensions: { requests: { limit: 100, remaining: 100 } } })
+      yield* takeAway(client)
+      expect(granted(yield* reserveTimes(s, before, 15))).toBe(10)
+      yield* s.observe(during, { dimensions: { requests: { limit: 100, remaining: 100 } } })
+      expect(granted(yield* reserveTimes(s, during, 15))).toBe(10)
+    }))
+
+  it.scoped("a Redis that hangs costs one timeout, not one per operation: the circuit answers locally and probes one operation at a time", () =>
+    Effect.gen(function*() {
+      // A server that accepts connections and never answers.
+      let received = ""
+      const port = yield* Effect.acquireRelease(
+        Effect.async<readonly [number, Server]>((resume) => {
+          const server = createServer((socket) => {
+            socket.on("data", (chunk) => (received += chunk.toString()))
+          })
+          server.listen(0, "127.0.0.1", () => {
+            const address = server.address()
+            resume(Effect.succeed([typeof address === "object" && address !== null ? address.port : 0, server]))
+          })
+        }),
+        ([, server]) => Effect.sync(() => server.close())
+      ).pipe(Effect.map(([port]) => port))
+      const client = yield* Effect.acquireRelease(
+        Effect.promise(async () => {
+          const client = new Redis(port, "127.0.0.1", { enableReadyCheck: false, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 100, lazyConnect: true })
+          client.on("error", () => {})
+          await client.connect()
+          return client
+        }),
+        (client) => Effect.sync(() => client.disconnect())
+      )
+      // Scripts are sent as EVAL or EVALSHA.
+      const sent = () => (received.match(/\r\neval(sha)?\r\n/gi) ?? []).length
+      const s = yield* RedisStore.make({ client, prefix, localShare: 0.1, probe: Schedule.spaced("10 seconds") })
+      const key = `hang-circuit/${++keys}`
+      yield* s.define(key, Quota.decodeSync({ requests: { limit: 100, per: "1 hour" } }))
+      // The define timed out; twenty reservations then go to the local tenth without asking Redis.
+      expect(granted(yield* reserveTimes(s, key, 20))).toBe(10)
+      expect(sent()).toBe(1)
+      // Ten seconds on, one operation probes Redis; those beside it answer locally.
+      yield* TestClock.adjust("10 seconds")
+      yield* Effect.all(Array.from({ length: 5 }, () => s.state(key)), { concurrency: "unbounded" })
+      expect(sent()).toBe(2)
+    }))
+})
+
+describe("LimiterStore on Redis: the conformance run cannot pass without Redis", () => {
+  it.live("every case of the suite fails against a strict store on a closed port", () =>
+    Effect.gen(function*() {
+      const port = yield* freePort
+      const s = yield* RedisStore.make({ url: `redis://127.0.0.1:${port}`, prefix, strict: true, timeout: "200 millis" })
+      for (const test of limiterStoreCases) {
+        const error = yield* Effect.flip(Effect.provideService(test.run({ key: () => `closed/${++keys}`, elapse: () => Effect.void }), LimiterStore.LimiterStore, s))
+        expect({ name: test.name, tag: (error as { _tag?: string })._tag }).toEqual({ name: test.name, tag: "LimiterStoreError" })
+      }
+    }).pipe(Effect.scoped), 30_000)
+})

@@ -3,21 +3,63 @@
  * quota. Reached by its own subpath (`@sluice/core/LimiterStore/Redis`); its
  * client, `ioredis`, is an optional peer dependency.
  *
- * - Every operation is one atomic Lua script on one key, loaded once and called
- *   by hash (`defineCommand`: EVALSHA, re-sent when the server forgot it).
+ * - Every operation is one atomic Lua script on one limiter key, loaded once and
+ *   called by hash (`defineCommand`: EVALSHA, re-sent when the server forgot it).
  * - Time is the Redis server's (`TIME`), so the clocks of the machines do not
- *   matter; answers are "granted" or "fits after a delay".
+ *   matter; answers are "granted" or "fits after a delay". A snapshot's age is
+ *   sent as a duration measured on this process's `Clock`, never as an instant.
  * - The pause after a 429 and the provider's observed snapshot live in the same
- *   key: one process's 429 pauses every process.
- * - Keys carry a prefix and expire when idle (`idleTtl`, default 10 minutes; a
- *   bucket idle that long is full anyway). The quota travels with every call, so
- *   an expired key comes back with full buckets, never unlimited.
- * - When Redis cannot be reached, the store answers from a local memory store
- *   holding `localShare` of every quota (1/N for N processes), logs and counts
- *   the switch, and goes back to Redis as soon as it answers. While Redis is
- *   down, the fleet can admit at most `N × localShare` of the quota per key on top
- *   of what it had already reserved — at most the quota itself when
- *   `localShare = 1/N` and N is right.
+ *   entry: one process's 429 pauses every process.
+ * - Snapshots carry their age: the script projects a `remaining` read `age` ago
+ *   to now and discounts what it granted since (a per-dimension grant history in
+ *   the entry, `LimiterStore.GrantHistory`); a snapshot older than that history
+ *   teaches limits but clamps nothing.
+ *
+ * State that expires carries what it needs to come back right:
+ *
+ * - An entry expires `idleTtl` (default 10 minutes) after the last operation,
+ *   but never before its pause has ended and its buckets are full again, so an
+ *   expired entry is one that would come back full and unpaused anyway.
+ * - Each key's definition (its configured or learned limits) lives in a second
+ *   key, `<prefix>:limiter:<key>:definition`, rewritten whenever the limits change
+ *   and kept `definitionTtl` (default 24 hours) past the entry. A key whose entry
+ *   expired comes back with full buckets from it, whichever process touches it
+ *   first, even one that never saw the headers that taught the limits; without
+ *   it, from the definition this process sends (configured, or learned from the
+ *   snapshots it observed). A key is unlimited only while nobody has defined it
+ *   and no snapshot has stated its limits. (In a Redis Cluster, give `prefix` a
+ *   hash tag, e.g. `"{sluice}"`, so that both keys share a slot.)
+ *
+ * Fallback (unless `strict`): when Redis fails (refuses, errors, or does not
+ * answer within `timeout`) the store answers from a local memory store holding
+ * `localShare` of every quota — configured limits and learned ones alike, and a
+ * learned limit is learned as `limit × localShare` — and logs and counts the
+ * switch. A circuit then keeps operations off Redis: they are answered locally at
+ * once, and one operation at a time probes Redis on the `probe` schedule
+ * (default: exponential from 100 ms, at most every 5 s) until one succeeds. A
+ * Redis that hangs costs the operations in flight one `timeout`, not every
+ * later operation. Pauses are mirrored into the local store, so a 429 seen
+ * while Redis was up still holds once it is down.
+ *
+ * - Down or hanging: each process admits at most `localShare` of each quota's
+ *   refill (and a bucket of `localShare` of its burst) from the moment it falls
+ *   back, on top of what the fleet had reserved before: with N processes and
+ *   `localShare = 1/N`, the fleet stays within the quota. A key this process has
+ *   no definition for (never defined, no snapshot observed) is unlimited locally
+ *   until a snapshot states its limits.
+ * - Settlements go back where the reservation was taken (`Granted.origin`,
+ *   `adjust`'s `origin`): a reservation granted locally is settled locally even
+ *   after Redis is back; one granted by Redis is settled on Redis, and while Redis
+ *   is unreachable its settlement is dropped — a refund lost leaves the shared
+ *   bucket lower until it refills, a charge lost is at most that call's excess
+ *   over its estimate, which the provider's next `remaining` corrects. Never is
+ *   a shared reservation settled into the local share.
+ * - Restarted (state lost): entries come back full from the definitions this
+ *   process sends (the definition keys are gone too), like a first start: the
+ *   overshoot is at most one full bucket per key, which the provider's headers
+ *   clamp on the first responses.
+ * - `strict: true` disables the fallback: every failure is a `LimiterStoreError`
+ *   (used by the conformance suite, which must fail without Redis).
  *
  * @example
  * ```ts
@@ -29,32 +71,47 @@
  * )
  * ```
  */
-import * as Effect from "effect/Effect"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as Schedule from "effect/Schedule"
+import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import type * as Scope from "effect/Scope"
 import { Redis as IORedis } from "ioredis"
 import type * as Cost from "../Cost.js"
 import * as LimiterStore from "../LimiterStore.js"
-import type * as Quota from "../Quota.js"
+import * as Quota from "../Quota.js"
 import type { RateLimitSnapshot } from "../RateLimitSnapshot.js"
 
-/** The Lua script: `KEYS[1]` the key; `ARGV` op, JSON payload, idle TTL (ms), JSON quota definition or "". */
+/**
+ * The Lua script: `KEYS[1]` the entry, `KEYS[2]` the definition; `ARGV` op, JSON
+ * payload, idle TTL (ms), this process's JSON definition or "", definition TTL (ms).
+ */
 export const script = `
 local key = KEYS[1]
+local defKey = KEYS[2]
 local op = ARGV[1]
 local arg = cjson.decode(ARGV[2])
 local ttl = tonumber(ARGV[3])
+local defTtl = tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local dims = {'requests', 'inputTokens', 'outputTokens', 'tokens'}
+local span, maxGroups = 5000, 36
 local raw = redis.call('GET', key)
 local e
 if raw then e = cjson.decode(raw) else e = { b = {}, l = {}, p = -1 } end
 if type(e.b) ~= 'table' then e.b = {} end
 if type(e.l) ~= 'table' then e.l = {} end
 if type(e.d) ~= 'table' then e.d = {} end
+if type(e.g) ~= 'table' then e.g = {} end
+-- Whether the entry must be written even by an operation that changes nothing (it was missing or came back).
+local fresh = not raw
+-- Whether the definition changed, so that the long-lived definition key is rewritten.
+local redefined = false
 
 local function level(b)
   if b.v >= b.c then return math.min(b.v, b.c) end
@@ -71,11 +128,50 @@ local function levels()
   end
   return out
 end
+-- LimiterStore.GrantHistory: what was granted per dimension, in groups of [first, at first, last, cumulative].
+local function total(h)
+  local n = #h.g
+  if n > 0 then return h.g[n][4] end
+  return h.b
+end
+local function record(d, amount)
+  if type(amount) ~= 'number' or amount == 0 or not e.b[d] then return end
+  local h = e.g[d]
+  if type(h) ~= 'table' or type(h.g) ~= 'table' then h = { s = now, b = 0, g = {} } end
+  local sum = total(h) + amount
+  local last = h.g[#h.g]
+  if last and now - last[1] < span then
+    if now <= last[1] then last[2] = sum end
+    last[3] = math.max(last[3], now)
+    last[4] = sum
+  else
+    table.insert(h.g, { now, sum, now, sum })
+    if #h.g > maxGroups then
+      local dropped = table.remove(h.g, 1)
+      h.s = dropped[3]
+      h.b = dropped[4]
+    end
+  end
+  e.g[d] = h
+end
+local function grantedSince(d, at)
+  local h = e.g[d]
+  if type(h) ~= 'table' or type(h.g) ~= 'table' or at < h.s then return nil end
+  local sum = total(h)
+  local before = h.b
+  for i = 1, #h.g do
+    local g = h.g[i]
+    if at < g[1] then return sum - before end
+    if at < g[3] then return sum - (g[2] + (g[4] - g[2]) * (at - g[1]) / (g[3] - g[1])) end
+    before = g[4]
+  end
+  return sum - before
+end
 local function define(def)
-  local buckets, limits = {}, {}
+  local buckets, limits, grants = {}, {}, {}
   for _, d in ipairs(dims) do
     local q = def[d]
-    if q then
+    if type(q) == 'table' then
       local old = e.b[d]
       if old then
         advance(old)
@@ -84,24 +180,71 @@ local function define(def)
         buckets[d] = { c = q.c, r = q.r, v = q.c, u = now }
       end
       limits[d] = q.l
+      grants[d] = e.g[d] or { s = now, b = 0, g = {} }
     end
   end
   e.b = buckets
   e.l = limits
   e.d = {}
+  e.g = grants
+  redefined = true
+end
+-- The definition that outlives the entry: each bucket's capacity, nominal refill and stated limit.
+local function definition()
+  local out = {}
+  for _, d in ipairs(dims) do
+    local b = e.b[d]
+    if b then
+      local r = b.r
+      if e.d[d] then r = e.d[d].n end
+      out[d] = { c = b.c, r = r, l = e.l[d] or b.c }
+    end
+  end
+  return out
 end
 local function save()
-  redis.call('SET', key, cjson.encode(e), 'PX', ttl)
+  -- The entry lives until its pause has ended and its buckets are full again, and idleTtl at least.
+  local quiet = math.max(0, e.p - now)
+  for _, d in ipairs(dims) do
+    local b = e.b[d]
+    if b then
+      local missing = b.c - level(b)
+      if missing > 0 then
+        if b.r > 0 then quiet = math.max(quiet, missing / b.r) else quiet = math.max(quiet, ttl) end
+      end
+    end
+  end
+  local px = math.max(ttl, math.ceil(math.min(quiet, 2592000000)) + 1000)
+  redis.call('SET', key, cjson.encode(e), 'PX', px)
+  if redefined and next(e.b) ~= nil then
+    redis.call('SET', defKey, cjson.encode(definition()), 'PX', math.max(defTtl, px))
+  elseif fresh and next(e.b) ~= nil then
+    redis.call('PEXPIRE', defKey, math.max(defTtl, px))
+  end
 end
 
-if ARGV[4] ~= '' and (not raw or op == 'define') then define(cjson.decode(ARGV[4])) end
+if op == 'define' then
+  if ARGV[4] ~= '' then define(cjson.decode(ARGV[4])) end
+elseif next(e.b) == nil then
+  -- A key with no buckets (new, or expired) comes back with its definition: the one persisted by any
+  -- process, else this process's (configured or learned); never unlimited while either exists.
+  local persisted = redis.call('GET', defKey)
+  if persisted then
+    define(cjson.decode(persisted))
+    redefined = false
+    fresh = true
+  elseif ARGV[4] ~= '' then
+    define(cjson.decode(ARGV[4]))
+    fresh = true
+  end
+end
 
 if op == 'define' then
   save()
   return cjson.encode({ levels = levels() })
 elseif op == 'reserve' then
   if e.p > now then
-    if not raw then save() end
+    if fresh then save() end
     return cjson.encode({ tag = 'Wait', delay = e.p - now, reason = 'paused', levels = levels() })
   end
   local latest, reason = now, nil
@@ -121,12 +264,16 @@ elseif op == 'reserve' then
     end
   end
   if reason then
-    if not raw then save() end
+    if fresh then save() end
     return cjson.encode({ tag = 'Wait', delay = latest - now, reason = reason, levels = levels() })
   end
   for _, d in ipairs(dims) do
     local b = e.b[d]
-    if b then advance(b); b.v = b.v - arg.amounts[d] end
+    if b then
+      advance(b)
+      b.v = b.v - arg.amounts[d]
+      record(d, arg.amounts[d])
+    end
   end
   save()
   return cjson.encode({ tag = 'Granted', levels = levels() })
@@ -137,11 +284,15 @@ elseif op == 'adjust' then
     if b and change and change ~= 0 then
       advance(b)
       if change >= 0 then b.v = b.v - change else b.v = math.min(b.c, b.v - change) end
+      record(d, change)
     end
   end
   save()
   return cjson.encode({ levels = levels() })
 elseif op == 'observe' then
+  -- A snapshot read age ms ago: its remaining is projected to now (LimiterStore.projectRemaining).
+  local age = 0
+  if type(arg.age) == 'number' and arg.age > 0 then age = arg.age end
   local lowered, discovered = {}, {}
   for _, d in ipairs(dims) do
     local s = arg.dimensions[d]
@@ -152,9 +303,11 @@ elseif op == 'observe' then
       if not b then
         if stated then
           local remaining = stated
-          if type(s.remaining) == 'number' then remaining = math.min(stated, s.remaining) end
+          if type(s.remaining) == 'number' then remaining = math.min(stated, math.max(0, s.remaining) + stated / 60000 * age) end
           b = { c = stated, r = stated / 60000, v = remaining, u = now }
           e.l[d] = stated
+          e.g[d] = { s = now, b = 0, g = {} }
+          redefined = true
           table.insert(discovered, d)
         end
       elseif stated and stated < (e.l[d] or b.c) then
@@ -166,36 +319,44 @@ elseif op == 'observe' then
         local dr = e.d[d]
         if dr then dr.n = dr.n * stated / from; dr.f = dr.f * stated / from end
         e.l[d] = stated
+        redefined = true
         table.insert(lowered, { dimension = d, from = from, to = stated })
       end
       if b and type(s.remaining) == 'number' then
-        -- LimiterStore.learnDrift: refill at nominal - max(0, estimate); a positive gap raises the
-        -- estimate by gap / tau, a change of a non-positive gap moves it by change / (6 tau).
         advance(b)
         local r = math.max(0, s.remaining)
         local dr = e.d[d]
         local nominal = b.r
         local estimate = 0
         if dr then nominal = dr.n; estimate = dr.f end
-        local gap = b.v - (r + 1)
-        if dr and nominal > 0 then
-          local tau = b.c / nominal / 12
-          local bound = 0.9 * nominal
-          local settled = math.min(0, gap) - dr.g
-          estimate = math.min(bound, math.max(-bound, estimate + math.max(0, gap) / tau + settled / (6 * tau)))
-          b.r = nominal - math.max(0, estimate)
+        local known = true
+        if age > 0 then
+          local since = grantedSince(d, now - age)
+          if since == nil then known = false else r = math.min(b.c, r + nominal * age) - since end
         end
-        if gap > 0 then
-          b.v = r
-          e.d[d] = { n = nominal, f = estimate, g = -1 }
-        else
-          e.d[d] = { n = nominal, f = estimate, g = gap }
+        if known then
+          -- LimiterStore.learnDrift: refill at nominal - max(0, estimate); a positive gap raises the
+          -- estimate by gap / tau, a change of a non-positive gap moves it by change / (6 tau).
+          local gap = b.v - (r + 1)
+          if dr and nominal > 0 then
+            local tau = b.c / nominal / 12
+            local bound = 0.9 * nominal
+            local settled = math.min(0, gap) - dr.g
+            estimate = math.min(bound, math.max(-bound, estimate + math.max(0, gap) / tau + settled / (6 * tau)))
+            b.r = nominal - math.max(0, estimate)
+          end
+          if gap > 0 then
+            b.v = r
+            e.d[d] = { n = nominal, f = estimate, g = -1 }
+          else
+            e.d[d] = { n = nominal, f = estimate, g = gap }
+          end
         end
       end
       if b then e.b[d] = b end
     end
   end
-  if type(arg.retryAfter) == 'number' then e.p = math.max(e.p, now + arg.retryAfter) end
+  if type(arg.retryAfter) == 'number' then e.p = math.max(e.p, now + arg.retryAfter - age) end
   save()
   return cjson.encode({ lowered = lowered, discovered = discovered, levels = levels() })
 elseif op == 'pause' then
@@ -215,12 +376,21 @@ export interface Options {
   readonly url?: string | undefined
   /** Prefix of every key. Default "sluice". */
   readonly prefix?: string | undefined
-  /** A key untouched this long expires. Default 10 minutes. */
+  /** A key untouched this long expires, once its pause has ended and its buckets are full. Default 10 minutes. */
   readonly idleTtl?: Duration.DurationInput | undefined
+  /** How long a key's definition (configured or learned limits) outlives its entry. Default 24 hours. */
+  readonly definitionTtl?: Duration.DurationInput | undefined
   /** The share of every quota this process may use while Redis is down (1/N for N processes). Default 1. */
   readonly localShare?: number | undefined
   /** How long one Redis operation may take before the process falls back. Default 1 second. */
   readonly timeout?: Duration.DurationInput | undefined
+  /**
+   * When to probe Redis again after a failure, one operation at a time (its
+   * input: the failure). Default: exponential from 100 ms, at most every 5 seconds.
+   */
+  readonly probe?: Schedule.Schedule<unknown, LimiterStore.LimiterStoreError> | undefined
+  /** No fallback: a Redis failure fails the operation. For conformance tests. Default false. */
+  readonly strict?: boolean | undefined
 }
 
 /** Switches between Redis and the local fallback, by direction. */
@@ -230,34 +400,76 @@ export const fallbacks = Metric.counter("sluice_limiter_store_fallbacks_total", 
 })
 
 interface SluiceCommands {
-  sluiceLimiter(key: string, op: string, payload: string, ttl: string, quota: string): Promise<string>
+  sluiceLimiter(key: string, definitionKey: string, op: string, payload: string, ttl: string, definition: string, definitionTtl: string): Promise<string>
 }
 
-const encodeQuota = (quota: Quota.Quota): string => {
-  const out: Record<string, { c: number; r: number; l: number }> = {}
-  for (const dimension of ["requests", "inputTokens", "outputTokens", "tokens"] as const) {
+/** A key's definition as the script keeps it: per dimension, capacity, refill per ms, stated limit. */
+type Definition = { readonly [D in Quota.Dimension]?: { readonly c: number; readonly r: number; readonly l: number } }
+
+/** Pure: a configured quota as a definition. */
+export const definitionOf = (quota: Quota.Quota): Definition => {
+  const out: { [D in Quota.Dimension]?: Definition[D] } = {}
+  for (const dimension of Quota.dimensions) {
     const limit = quota[dimension]
-    if (limit !== undefined) {
-      out[dimension] = { c: limit.burst ?? limit.limit, r: limit.limit / Duration.toMillis(limit.per), l: limit.limit }
-    }
+    if (limit !== undefined) out[dimension] = { c: Quota.capacity(limit), r: Quota.ratePerMilli(limit), l: limit.limit }
   }
-  return JSON.stringify(out)
+  return out
 }
 
-const scaled = (quota: Quota.Quota, share: number): Quota.Quota => {
+/**
+ * Pure: what a snapshot teaches a definition, as the store does: a limit for a
+ * dimension it lacks (per `LimiterStore.discoveredPeriod`), a lower limit for one
+ * stated above the provider's. The same definition when it teaches nothing.
+ */
+export const learn = (definition: Definition, snapshot: RateLimitSnapshot): Definition => {
+  let out: { [D in Quota.Dimension]?: Definition[D] } | undefined
+  for (const dimension of Quota.dimensions) {
+    const stated = snapshot.dimensions[dimension]?.limit
+    if (stated === undefined || !Number.isFinite(stated) || stated <= 0) continue
+    const known = definition[dimension]
+    const next = known === undefined
+      ? { c: stated, r: stated / Duration.toMillis(LimiterStore.discoveredPeriod), l: stated }
+      : stated < known.l
+      ? { c: Math.min(known.c, stated), r: known.r * stated / known.l, l: stated }
+      : undefined
+    if (next === undefined) continue
+    out = out ?? { ...definition }
+    out[dimension] = next
+  }
+  return out ?? definition
+}
+
+/** Pure: `share` of a definition, as a quota for the local fallback. */
+export const localQuota = (definition: Definition, share: number): Quota.Quota | undefined => {
   const out: { -readonly [D in Quota.Dimension]?: Quota.Limit } = {}
-  for (const dimension of ["requests", "inputTokens", "outputTokens", "tokens"] as const) {
-    const limit = quota[dimension]
-    if (limit !== undefined) {
-      out[dimension] = { ...limit, limit: limit.limit * share, ...(limit.burst === undefined ? {} : { burst: limit.burst * share }) }
-    }
+  let any = false
+  for (const dimension of Quota.dimensions) {
+    const limit = definition[dimension]
+    if (limit === undefined) continue
+    any = true
+    out[dimension] = { limit: limit.l * share, per: Duration.millis(limit.l / limit.r), burst: limit.c * share }
   }
-  return out as Quota.Quota
+  return any ? out as Quota.Quota : undefined
 }
+
+/** Pure: `share` of a snapshot's limits and remaining counts, for the local fallback. */
+export const localSnapshot = (snapshot: RateLimitSnapshot, share: number): RateLimitSnapshot => ({
+  ...snapshot,
+  dimensions: Object.fromEntries(
+    Object.entries(snapshot.dimensions).map(([dimension, state]) => [dimension, {
+      ...state,
+      ...(state?.limit === undefined ? {} : { limit: state.limit * share }),
+      ...(state?.remaining === undefined ? {} : { remaining: state.remaining * share })
+    }])
+  )
+})
 
 /** Lua's cjson turns an empty object into `{}` or `[]` alike: normalise level maps. */
 const levelsOf = (value: unknown): LimiterStore.Levels =>
   Array.isArray(value) || typeof value !== "object" || value === null ? {} : value as LimiterStore.Levels
+
+/** Where an operation goes: Redis, Redis as the circuit's probe, or the local share. */
+type Route = "redis" | "probe" | "local"
 
 /**
  * Builds the Redis store (with its local fallback). A client created from `url`
@@ -290,23 +502,38 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
     client.on("error", () => {
       // Connection errors surface as failed operations, which fall back; nothing to do here.
     })
-    client.defineCommand("sluiceLimiter", { numberOfKeys: 1, lua: script })
+    client.defineCommand("sluiceLimiter", { numberOfKeys: 2, lua: script })
     const redis = client as unknown as IORedis & SluiceCommands
     const prefix = options.prefix ?? "sluice"
-    const ttl = String(Math.max(1_000, Math.round(Duration.toMillis(options.idleTtl ?? Duration.minutes(10)))))
+    const millis = (input: Duration.DurationInput) => String(Math.max(1_000, Math.round(Duration.toMillis(Duration.decode(input)))))
+    const ttl = millis(options.idleTtl ?? Duration.minutes(10))
+    const definitionTtl = millis(options.definitionTtl ?? Duration.hours(24))
     const timeout = Duration.decode(options.timeout ?? Duration.seconds(1))
     const share = options.localShare ?? 1
-    /** Each key's quota, encoded once for the script (it travels with every call). */
-    const quotas = new Map<string, string>()
+    const strict = options.strict === true
+    const probe = options.probe ?? Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("5 seconds")))
+    /** Each key's definition as this process knows it (configured, then learned), and its encoding for the script. */
+    const definitions = new Map<string, { readonly definition: Definition; readonly encoded: string }>()
     const local = yield* LimiterStore.makeMemory
-    let usingLocal = false
+
+    /** The circuit around Redis: open while the local share answers; one probe at a time once `probeAt` has passed. */
+    const circuit = { open: false, probing: false, probeAt: 0, state: probe.initial as unknown }
+
+    /** Records what this process knows of a key and gives the local store its share. */
+    const setDefinition = (key: string, definition: Definition) => {
+      const known = definitions.get(key)
+      if (known !== undefined && known.definition === definition) return Effect.void
+      definitions.set(key, { definition, encoded: JSON.stringify(definition) })
+      const quota = localQuota(definition, share)
+      return quota === undefined ? Effect.void : Effect.asVoid(local.define(key, quota))
+    }
 
     // A client that times its commands out (ours does) needs no timeout of ours; a client given without one gets it.
     const timesOut = client.options.commandTimeout !== undefined && client.options.commandTimeout > 0
     const call = (key: string, op: string, payload: unknown): Effect.Effect<any, LimiterStore.LimiterStoreError> => {
-      const quota = quotas.get(key) ?? ""
+      const entry = `${prefix}:limiter:${key}`
       const sent = Effect.tryPromise({
-        try: () => redis.sluiceLimiter(`${prefix}:limiter:${key}`, op, JSON.stringify(payload), ttl, quota),
+        try: () => redis.sluiceLimiter(entry, `${entry}:definition`, op, JSON.stringify(payload), ttl, definitions.get(key)?.encoded ?? "", definitionTtl),
         catch: (cause) => new LimiterStore.LimiterStoreError({ key, operation: op, cause })
       })
       return (timesOut
@@ -316,81 +543,132 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
         )
     }
 
-    /** Redis when it answers, the local share when it does not; switches are logged and counted. */
-    const either = <A>(key: string, op: string, remote: Effect.Effect<A, LimiterStore.LimiterStoreError>, fallback: Effect.Effect<A, LimiterStore.LimiterStoreError>) =>
-      remote.pipe(
-        Effect.tap(() =>
-          usingLocal
-            ? Effect.zipRight(
-              Effect.sync(() => (usingLocal = false)),
-              Effect.zipRight(Effect.logInfo("Sluice limiter store: Redis answers again; back to the shared quota"), Metric.increment(Metric.tagged(fallbacks, "to", "redis")))
-            )
-            : Effect.void
-        ),
-        Effect.catchAll((error) =>
-          Effect.zipRight(
-            usingLocal
-              ? Effect.void
-              : Effect.zipRight(
-                Effect.sync(() => (usingLocal = true)),
-                Effect.zipRight(
-                  Effect.logWarning(`Sluice limiter store: Redis failed to ${op} (${String(error.cause)}); using the local share (${share}) of each quota until it answers`),
-                  Metric.increment(Metric.tagged(fallbacks, "to", "local"))
-                )
-              ),
-            fallback
-          )
-        ),
-        Effect.withSpan(`LimiterStore.Redis.${op}`, { attributes: { key }, captureStackTrace: false })
+    /** Where the next operation goes; claims the probe when it is due. */
+    const route = (now: number): Route => {
+      if (strict || !circuit.open) return "redis"
+      if (circuit.probing || now < circuit.probeAt) return "local"
+      circuit.probing = true
+      return "probe"
+    }
+
+    const close = Effect.suspend(() => {
+      if (!circuit.open) return Effect.void
+      circuit.open = false
+      circuit.state = probe.initial
+      return Effect.zipRight(
+        Effect.logInfo("Sluice limiter store: Redis answers again; back to the shared quota"),
+        Metric.increment(Metric.tagged(fallbacks, "to", "redis"))
       )
+    })
+
+    /** After a failure: opens the circuit (logged, counted) and sets the next probe from the schedule. */
+    const fail = (op: string, error: LimiterStore.LimiterStoreError, now: number) =>
+      Effect.gen(function*() {
+        const opening = !circuit.open
+        if (opening) circuit.state = probe.initial
+        circuit.open = true
+        const [state, , decision] = yield* probe.step(now, error, circuit.state)
+        circuit.state = state
+        circuit.probeAt = ScheduleDecision.isDone(decision) ? now + 5_000 : ScheduleIntervals.start(decision.intervals)
+        if (opening) {
+          yield* Effect.logWarning(`Sluice limiter store: Redis failed to ${op} (${String(error.cause)}); using the local share (${share}) of each quota until it answers`)
+          yield* Metric.increment(Metric.tagged(fallbacks, "to", "local"))
+        }
+      })
+
+    /**
+     * Redis when the circuit is closed (or this operation is the probe), the local
+     * share otherwise or when Redis fails; answers which one answered.
+     */
+    const either = <A>(
+      key: string,
+      op: string,
+      remote: Effect.Effect<A, LimiterStore.LimiterStoreError>,
+      fallback: Effect.Effect<A, LimiterStore.LimiterStoreError>
+    ): Effect.Effect<readonly [A, LimiterStore.Origin], LimiterStore.LimiterStoreError> =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const path = route(now)
+        if (path === "local") return Effect.map(fallback, (answer) => [answer, "local"] as const)
+        const shared = Effect.map(Effect.zipLeft(remote, close), (answer) => [answer, "shared"] as const)
+        if (strict) return shared
+        const attempt = Effect.catchAll(shared, (error) =>
+          Effect.zipRight(fail(op, error, now), Effect.map(fallback, (answer) => [answer, "local"] as const)))
+        return path === "probe" ? Effect.ensuring(attempt, Effect.sync(() => (circuit.probing = false))) : attempt
+      }).pipe(Effect.withSpan(`LimiterStore.Redis.${op}`, { attributes: { key }, captureStackTrace: false }))
+
+    const answer = <A>(self: Effect.Effect<readonly [A, LimiterStore.Origin], LimiterStore.LimiterStoreError>) => Effect.map(self, ([value]) => value)
+
+    const localLevels = (key: string) => Effect.map(local.state(key), (state) => state.levels)
 
     return LimiterStore.LimiterStore.of({
       define: (key, quota) =>
-        Effect.suspend(() => {
-          quotas.set(key, encodeQuota(quota))
-          // The local share is always defined, so that a fallback finds the quota.
-          return Effect.flatMap(local.define(key, scaled(quota, share)), (localLevels) =>
-            either(key, "define", Effect.map(call(key, "define", {}), (answer) => levelsOf(answer.levels)), Effect.succeed(localLevels)))
-        }),
+        Effect.zipRight(
+          setDefinition(key, definitionOf(quota)),
+          answer(either(key, "define", Effect.map(call(key, "define", {}), (answer) => levelsOf(answer.levels)), localLevels(key)))
+        ),
       reserve: (key, amounts: Cost.Amounts, reserveOptions) =>
-        either(
-          key,
-          "reserve",
-          Effect.map(call(key, "reserve", { amounts, headroom: reserveOptions.headroom }), (answer): LimiterStore.Reservation =>
-            answer.tag === "Granted"
-              ? { _tag: "Granted", levels: levelsOf(answer.levels) }
-              : answer.tag === "TooLarge"
-              ? { _tag: "TooLarge", dimension: answer.dimension, amount: answer.amount, capacity: answer.capacity }
-              : { _tag: "Wait", delay: Duration.millis(answer.delay), reason: answer.reason, levels: levelsOf(answer.levels) }),
-          local.reserve(key, amounts, reserveOptions)
-        ),
-      adjust: (key, delta) => either(key, "adjust", Effect.map(call(key, "adjust", { delta }), (answer) => levelsOf(answer.levels)), local.adjust(key, delta)),
-      observe: (key, snapshot: RateLimitSnapshot) =>
-        either(
-          key,
-          "observe",
-          Effect.map(
-            call(key, "observe", {
-              dimensions: Object.fromEntries(Object.entries(snapshot.dimensions).map(([dimension, state]) => [dimension, { limit: state?.limit, remaining: state?.remaining }])),
-              retryAfter: snapshot.retryAfter === undefined ? undefined : Duration.toMillis(snapshot.retryAfter)
-            }),
-            (answer): LimiterStore.Observation => ({
-              lowered: Array.isArray(answer.lowered) ? answer.lowered : [],
-              discovered: Array.isArray(answer.discovered) ? answer.discovered : [],
-              levels: levelsOf(answer.levels)
-            })
+        Effect.map(
+          either(
+            key,
+            "reserve",
+            Effect.map(call(key, "reserve", { amounts, headroom: reserveOptions.headroom }), (answer): LimiterStore.Reservation =>
+              answer.tag === "Granted"
+                ? { _tag: "Granted", levels: levelsOf(answer.levels) }
+                : answer.tag === "TooLarge"
+                ? { _tag: "TooLarge", dimension: answer.dimension, amount: answer.amount, capacity: answer.capacity }
+                : { _tag: "Wait", delay: Duration.millis(answer.delay), reason: answer.reason, levels: levelsOf(answer.levels) }),
+            local.reserve(key, amounts, reserveOptions)
           ),
-          local.observe(key, snapshot)
+          ([reservation, origin]): LimiterStore.Reservation => reservation._tag === "Granted" ? { ...reservation, origin } : reservation
         ),
+      adjust: (key, delta, origin) => {
+        // A local reservation is settled locally, always; a shared one on Redis, or nowhere while
+        // Redis is unreachable (the shared bucket refills by itself), never into the local share.
+        if (origin === "local") return local.adjust(key, delta)
+        const remote = Effect.map(call(key, "adjust", { delta }), (answer) => levelsOf(answer.levels))
+        return answer(either(key, "adjust", remote, origin === "shared" ? localLevels(key) : local.adjust(key, delta)))
+      },
+      observe: (key, snapshot: RateLimitSnapshot) =>
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          const age = snapshot.observedAt === undefined ? 0 : Math.max(0, now - snapshot.observedAt)
+          // A 429's pause holds locally too, should Redis fail before it ends.
+          if (snapshot.retryAfter !== undefined && !strict) {
+            yield* local.pause(key, Duration.millis(Math.max(0, Duration.toMillis(snapshot.retryAfter) - age)))
+          }
+          const observation = yield* answer(either(
+            key,
+            "observe",
+            Effect.map(
+              call(key, "observe", {
+                dimensions: Object.fromEntries(Object.entries(snapshot.dimensions).map(([dimension, state]) => [dimension, { limit: state?.limit, remaining: state?.remaining }])),
+                retryAfter: snapshot.retryAfter === undefined ? undefined : Duration.toMillis(snapshot.retryAfter),
+                age
+              }),
+              (answer): LimiterStore.Observation => ({
+                lowered: Array.isArray(answer.lowered) ? answer.lowered : [],
+                discovered: Array.isArray(answer.discovered) ? answer.discovered : [],
+                levels: levelsOf(answer.levels)
+              })
+            ),
+            local.observe(key, localSnapshot(snapshot, share))
+          ))
+          // Learned after the store has folded the snapshot, so that it reports what it discovered.
+          yield* setDefinition(key, learn(definitions.get(key)?.definition ?? {}, snapshot))
+          return observation
+        }),
       pause: (key, duration) =>
-        either(key, "pause", Effect.map(call(key, "pause", { ms: Duration.toMillis(duration) }), (answer) => Duration.millis(answer.pausedFor)), local.pause(key, duration)),
+        Effect.zipRight(
+          strict ? Effect.void : local.pause(key, duration),
+          answer(either(key, "pause", Effect.map(call(key, "pause", { ms: Duration.toMillis(duration) }), (answer) => Duration.millis(answer.pausedFor)), local.pause(key, duration)))
+        ),
       state: (key) =>
-        either(
+        answer(either(
           key,
           "state",
           Effect.map(call(key, "state", {}), (answer): LimiterStore.KeyState => ({ levels: levelsOf(answer.levels), pausedFor: Duration.millis(answer.pausedFor) })),
           local.state(key)
-        )
+        ))
     })
   })
 
