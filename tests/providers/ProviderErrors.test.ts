@@ -199,3 +199,17 @@ describe("an account out of money is QuotaExhausted, never RateLimited", () => {
       expect(malformed._tag).toBe("BadRequest")
     }))
 })
+
+describe("readErrorBody", () => {
+  it("reads both providers' bodies, parsed or as text, and maps them to QuotaExhausted with fromHttpFailure", () => {
+    expect(Errors.readErrorBody(openAiInsufficientQuota)).toEqual({ errorType: "insufficient_quota", errorCode: undefined, message: openAiInsufficientQuota.error.message })
+    expect(Errors.readErrorBody(JSON.stringify(anthropicCreditTooLow))).toEqual({ errorType: "invalid_request_error", errorCode: undefined, message: anthropicCreditTooLow.error.message })
+    const spend = { type: "error", error: { type: "rate_limit_error", message: "Monthly threshold crossed.", details: { error_code: "enforced_spend_limit_reached" } } }
+    const read = Errors.readErrorBody(JSON.stringify(spend))
+    expect(read).toEqual({ errorType: "rate_limit_error", errorCode: "enforced_spend_limit_reached", message: "Monthly threshold crossed." })
+    const error = Errors.fromHttpFailure({ provider: "anthropic", model: "m", status: 429, headers: {}, errorType: read.errorType, errorCode: read.errorCode, detail: read.message ?? "", now: 0, rateLimits: { dimensions: {} } })
+    expect(error._tag).toBe("QuotaExhausted")
+    expect(Errors.readErrorBody("<html>bad gateway</html>")).toEqual({ errorType: undefined, errorCode: undefined, message: undefined })
+    expect(Errors.readErrorBody(undefined)).toEqual({ errorType: undefined, errorCode: undefined, message: undefined })
+  })
+})

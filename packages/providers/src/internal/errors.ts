@@ -102,6 +102,39 @@ export const quotaExhaustedCode = (failure: Pick<HttpFailure, "status" | "errorT
   return quotaMessages.find(([pattern]) => pattern.test(failure.detail))?.[1]
 }
 
+/** What an error body says, as {@link fromHttpFailure} takes it. */
+export interface ErrorBody {
+  /** OpenAI's `error.code` when it is a string, else `error.type` (Anthropic's, OpenAI's). */
+  readonly errorType: string | undefined
+  /** Anthropic's `error.details.error_code`. */
+  readonly errorCode: string | undefined
+  readonly message: string | undefined
+}
+
+const parseJson = Option.liftThrowable((text: string): unknown => JSON.parse(text))
+
+const stringField = (record: unknown, key: string): string | undefined => {
+  if (typeof record !== "object" || record === null) return undefined
+  const value = (record as Record<string, unknown>)[key]
+  return typeof value === "string" ? value : undefined
+}
+
+/**
+ * Reads an error body of either shape, parsed or as text (what `@effect/ai`
+ * keeps): Anthropic's `{ type: "error", error: { type, message, details: {
+ * error_code } } }` and OpenAI's `{ error: { type, code, message } }`. Text
+ * that is not JSON, or JSON of another shape, reads as nothing.
+ */
+export const readErrorBody = (body: unknown): ErrorBody => {
+  const parsed = typeof body === "string" ? Option.getOrUndefined(parseJson(body)) : body
+  const error = typeof parsed === "object" && parsed !== null ? (parsed as Record<string, unknown>).error : undefined
+  return {
+    errorType: stringField(error, "code") ?? stringField(error, "type"),
+    errorCode: stringField(typeof error === "object" && error !== null ? (error as Record<string, unknown>).details : undefined, "error_code"),
+    message: stringField(error, "message")
+  }
+}
+
 /** Maps a failed response to the error union. */
 export const fromHttpFailure = (failure: HttpFailure): LlmClient.ProviderError => {
   const base = {
