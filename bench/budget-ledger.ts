@@ -8,6 +8,11 @@
  *
  * REDIS_URL picks the server (default redis://127.0.0.1:6379); the keys live
  * under a prefix of their own and are deleted at the end.
+ *
+ * On the 2-core dev machine (other work running): the ledger that kept every
+ * spend event and re-summed them in its script took p50 4,489 ms, p90 6,487 ms
+ * per reserve+settle; the counter ledger takes p50 6.2 ms, p90 16.1 ms, and no
+ * longer depends on the number of prior events.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Budget, Pricing } from "@sluice/core"
