@@ -24,6 +24,8 @@ describe("ToolOverhead", () => {
     expect(ToolOverhead.tokensFor(table, "claude-3-5-haiku-20241022", { type: "auto" })).toBe(264)
     expect(ToolOverhead.tokensFor(table, "claude-3-5-haiku-20241022", { type: "any" })).toBe(340)
     expect(ToolOverhead.tokensFor(table, "claude-3-opus-20240229", { type: "auto" })).toBe(530)
+    expect(ToolOverhead.tokensFor(table, "claude-3-5-sonnet-20241022", { type: "any" })).toBe(313)
+    expect(ToolOverhead.tokensFor(table, "claude-3-5-sonnet-20240620", { type: "any" })).toBe(261) // the exact (longer) key wins
     expect(ToolOverhead.tokensFor(table, "gpt-4o-mini", { type: "auto" })).toBe(12)
   })
 

@@ -14,11 +14,14 @@
  *
  * Sources, as of November 2026 (check them before you rely on them):
  *
- * - Anthropic publishes the counts in "Tool use with Claude → Pricing"
- *   (docs.anthropic.com/en/docs/agents-and-tools/tool-use/overview#pricing):
- *   Claude 4.x (Opus 4.1, Opus 4, Sonnet 4.5, Sonnet 4, Haiku 4.5), Sonnet 3.7
- *   and Sonnet 3.5: 346 with `auto`/`none`, 313 with `any`/`tool`; Haiku 3.5
- *   and Haiku 3: 264 / 340; Opus 3: 530 / 281; Sonnet 3: 159 / 235.
+ * - Anthropic publishes the counts with its tool-use pricing
+ *   (docs.anthropic.com/en/docs/tool-use-pricing-and-tokens, now "Tool use
+ *   with Claude → Pricing"): Claude 4.x (Opus 4.1, Opus 4, Sonnet 4.5,
+ *   Sonnet 4, Haiku 4.5), Sonnet 3.7 and Sonnet 3.5 (Oct): 346 with
+ *   `auto`/`none`, 313 with `any`/`tool`; Sonnet 3.5 (June, `-20240620`):
+ *   294 / 261; Haiku 3.5 and Haiku 3: 264 / 340; Opus 3: 530 / 281; Sonnet 3:
+ *   159 / 235. The page's older editions list the Claude 3 rows only (with
+ *   `auto` alone for `none`); the 4.x rows are the current edition's.
  * - OpenAI documents no such number. Its cookbook's tool-token recipe
  *   ("How to count tokens with tiktoken", `num_tokens_for_tools`) adds 12
  *   tokens once per request with functions, on top of what each function's
@@ -68,6 +71,7 @@ export const defaultTable: Table = {
   "anthropic/claude-haiku-4": { auto: 346, any: 313 },
   "anthropic/claude-3-7-sonnet": { auto: 346, any: 313 },
   "anthropic/claude-3-5-sonnet": { auto: 346, any: 313 },
+  "anthropic/claude-3-5-sonnet-20240620": { auto: 294, any: 261 },
   "anthropic/claude-3-5-haiku": { auto: 264, any: 340 },
   "anthropic/claude-3-haiku": { auto: 264, any: 340 },
   "anthropic/claude-3-opus": { auto: 530, any: 281 },
