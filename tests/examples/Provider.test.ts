@@ -20,9 +20,9 @@ describe("where the extraction job's calls go", () => {
   })
 
   it("only --provider anthropic or --base-url leave the simulator, and the endpoint is always named", () => {
-    expect(choose({ provider: "anthropic" }, true)).toEqual(Either.right({ _tag: "Anthropic", baseUrl: "https://api.anthropic.com", needsKey: true }))
-    expect(choose({ baseUrl: "http://127.0.0.1:8787" }, false)).toEqual(Either.right({ _tag: "Anthropic", baseUrl: "http://127.0.0.1:8787", needsKey: false }))
-    expect(choose({ provider: "anthropic", baseUrl: "http://gateway:1" }, true)).toEqual(Either.right({ _tag: "Anthropic", baseUrl: "http://gateway:1", needsKey: false }))
+    expect(choose({ provider: "anthropic" }, true)).toEqual(Either.right({ _tag: "Anthropic", baseUrl: "https://api.anthropic.com" }))
+    expect(choose({ baseUrl: "http://127.0.0.1:8787" }, false)).toEqual(Either.right({ _tag: "Anthropic", baseUrl: "http://127.0.0.1:8787" }))
+    expect(choose({ provider: "anthropic", baseUrl: "http://gateway:1" }, true)).toEqual(Either.right({ _tag: "Anthropic", baseUrl: "http://gateway:1" }))
   })
 
   it("refuses --provider anthropic without a key, and --provider simulator with --base-url", () => {
@@ -33,7 +33,7 @@ describe("where the extraction job's calls go", () => {
   })
 
   it("a real provider always has a budget: --budget-usd, else the $5 default; the simulator only when asked", () => {
-    const real: Provider.Choice = { _tag: "Anthropic", baseUrl: Provider.anthropicApi, needsKey: true }
+    const real: Provider.Choice = { _tag: "Anthropic", baseUrl: Provider.anthropicApi }
     const simulator: Provider.Choice = { _tag: "Simulator", notice: undefined }
     expect(Provider.defaultBudgetUsd).toBe(5)
     expect(Provider.budgetOf(real, none)).toEqual({ usd: 5, isDefault: true })

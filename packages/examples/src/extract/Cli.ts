@@ -166,6 +166,9 @@ const providerOf = (flags: Flags, limits: Limits) =>
     }
   })
 
+/** The job's name: its budget's scope and its requests' metadata. */
+const jobName = "extract"
+
 const clearTables = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   for (const table of ["extractions", "failures", "sluice_budget_events", "sluice_budget_reservations"]) {
@@ -216,7 +219,7 @@ const extract = (flags: Flags, stop: Deferred.Deferred<void>) =>
         // Before the first call: what the documents still to send could cost at most.
         const worst = yield* Provider.worstCase(
           Stream.filterEffect(source.documents, (document) => Effect.map(store.isExtracted(document.id), (done) => !done)),
-          { request: (document) => Extraction.request(flags.model, document, "extract"), estimator: yield* TokenEstimator.make(), price: price.right }
+          { request: (document) => Extraction.request(flags.model, document, jobName), estimator: yield* TokenEstimator.make(), price: price.right }
         )
         yield* out(Provider.worstCaseLine(flags.model, worst, budget.usd))
       }
@@ -236,7 +239,7 @@ const extract = (flags: Flags, stop: Deferred.Deferred<void>) =>
         timeScale: provider.timeScale,
         concurrency,
         budgetUsd: budget.usd,
-        job: "extract",
+        job: jobName,
         stop: Deferred.await(stop),
         onSnapshot
       })

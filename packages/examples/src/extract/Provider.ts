@@ -51,10 +51,8 @@ export type Choice =
   }
   | {
     readonly _tag: "Anthropic"
-    /** `anthropicApi`, or the endpoint `--base-url` named. */
+    /** `anthropicApi`, or the endpoint `--base-url` named (which may do without a key). */
     readonly baseUrl: string
-    /** The key is read from `ANTHROPIC_API_KEY`; an endpoint of `--base-url` may do without one. */
-    readonly needsKey: boolean
   }
 
 /** What {@link choose} reads: the flags, and only whether the environment holds a key. */
@@ -81,11 +79,10 @@ export const choose = (request: Request): Either.Either<Choice, InvalidFlags> =>
     return Either.left(new InvalidFlags({ message: "--provider simulator is the built-in simulator and --base-url an endpoint of your own: give one of them" }))
   }
   if (provider === "anthropic" || Option.isSome(request.baseUrl)) {
-    const custom = Option.isSome(request.baseUrl)
-    if (!custom && !request.anthropicKeySet) {
+    if (Option.isNone(request.baseUrl) && !request.anthropicKeySet) {
       return Either.left(new InvalidFlags({ message: "--provider anthropic needs the API key in ANTHROPIC_API_KEY" }))
     }
-    return Either.right({ _tag: "Anthropic", baseUrl: Option.getOrElse(request.baseUrl, () => anthropicApi), needsKey: !custom })
+    return Either.right({ _tag: "Anthropic", baseUrl: Option.getOrElse(request.baseUrl, () => anthropicApi) })
   }
   return Either.right({
     _tag: "Simulator",
