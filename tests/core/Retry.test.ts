@@ -76,8 +76,16 @@ describe("Retry", () => {
         // 1 s (at 1 s), 2 s (at 3 s), 4 s would start at 7 s > 5 s
         expect(millis(yield* Retry.delays({ jitter: "none", maxElapsed: "5 seconds" }, errors))).toEqual([1_000, 2_000])
         // a retry-after beyond maxElapsed stops at once
-        expect(yield* Retry.delays({ maxElapsed: "1 minute" }, [rateLimited("2 minutes")])).toEqual([])
+        expect(yield* Retry.delays({ maxElapsed: "1 minute", maxRetryAfter: "1 hour" }, [rateLimited("2 minutes")])).toEqual([])
       }))
+
+    it("a retry-after beyond maxRetryAfter (default 60 s) is a refusal: no retry, whatever maxElapsed allows", () => {
+      const day = rateLimited("1 day")
+      expect(Retry.decide({ maxElapsed: "30 days" }, { error: day, attempts: 1, elapsed: 0, draw: 0.5 })).toEqual({ _tag: "Stop", reason: "retry-after-too-long" })
+      expect(Retry.decide({}, { error: rateLimited("99999999999999 millis"), attempts: 1, elapsed: 0, draw: 0.5 })._tag).toBe("Stop")
+      expect(Retry.decide({}, { error: rateLimited("60 seconds"), attempts: 1, elapsed: 0, draw: 0.5 })._tag).toBe("Retry")
+      expect(Retry.decide({ maxRetryAfter: "2 hours", maxElapsed: "1 day" }, { error: rateLimited("1 hour"), attempts: 1, elapsed: 0, draw: 0.5 })._tag).toBe("Retry")
+    })
 
     it("only retryable provider errors retry", () => {
       const decide = (error: unknown) => Retry.decide({}, { error, attempts: 1, elapsed: 0, draw: 0.5 })

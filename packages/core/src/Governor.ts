@@ -161,6 +161,7 @@ const OptionsSchema = Schema.Struct({
     maxDelay: Schema.optionalWith(DurationInput, exact),
     maxAttempts: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
     maxElapsed: Schema.optionalWith(DurationInput, exact),
+    maxRetryAfter: Schema.optionalWith(DurationInput, exact),
     jitter: Schema.optionalWith(Schema.Literal("full", "none"), exact)
   })), exact),
   coalesce: Schema.optionalWith(Schema.Boolean, exact),

@@ -20,7 +20,10 @@
  *
  * (`jitter: "none"` takes U = 1). A `retry-after` may exceed `maxDelay` — the
  * provider's word wins — but a retry that would start later than `maxElapsed`
- * after the first attempt began is not made: the last error is returned.
+ * after the first attempt began is not made: the last error is returned. A
+ * `retry-after` longer than `maxRetryAfter` (default 60 seconds, the limiter's
+ * default `maxPause`) ends the retries at once (`retry-after-too-long`): a
+ * provider asking for an hour or a day has refused this call.
  *
  * @example
  * ```ts
@@ -65,6 +68,8 @@ export interface Options {
   readonly maxAttempts?: number | undefined
   /** No retry starts later than this after the first attempt began. Default 10 minutes. */
   readonly maxElapsed?: Duration.DurationInput | undefined
+  /** A `retry-after` longer than this is a refusal: no retry. Default 60 seconds. */
+  readonly maxRetryAfter?: Duration.DurationInput | undefined
   /** `full`: each delay is drawn uniformly from [0, ceiling]; `none`: each delay is the ceiling. Default `full`. */
   readonly jitter?: "full" | "none" | undefined
 }
@@ -76,6 +81,7 @@ export const defaults = {
   maxDelay: Duration.seconds(60),
   maxAttempts: 6,
   maxElapsed: Duration.minutes(10),
+  maxRetryAfter: Duration.seconds(60),
   jitter: "full"
 } as const
 
@@ -85,6 +91,7 @@ interface Resolved {
   readonly maxDelayMillis: number
   readonly maxAttempts: number
   readonly maxElapsedMillis: number
+  readonly maxRetryAfterMillis: number
   readonly jitter: "full" | "none"
 }
 
@@ -94,6 +101,7 @@ const resolve = (options: Options = {}): Resolved => ({
   maxDelayMillis: Math.max(0, Duration.toMillis(options.maxDelay ?? defaults.maxDelay)),
   maxAttempts: Math.max(1, Math.floor(options.maxAttempts ?? defaults.maxAttempts)),
   maxElapsedMillis: Math.max(0, Duration.toMillis(options.maxElapsed ?? defaults.maxElapsed)),
+  maxRetryAfterMillis: Math.max(0, Duration.toMillis(options.maxRetryAfter ?? defaults.maxRetryAfter)),
   jitter: options.jitter ?? defaults.jitter
 })
 
@@ -147,7 +155,7 @@ const ceilingMillis = (resolved: Resolved, retry: number): number =>
   Math.min(resolved.maxDelayMillis, resolved.baseMillis * Math.pow(resolved.factor, Math.max(0, retry - 1)))
 
 /** Why the policy stopped. */
-export type StopReason = "not-retryable" | "max-attempts" | "max-elapsed"
+export type StopReason = "not-retryable" | "max-attempts" | "max-elapsed" | "retry-after-too-long"
 
 /** What the policy does after a failed attempt. */
 export type Decision =
@@ -189,6 +197,11 @@ const decideResolved = (resolved: Resolved, failure: Failure): Decision => {
   const draw = resolved.jitter === "none" ? 1 : Math.min(1, Math.max(0, failure.draw))
   const drawn = Math.round(draw * ceilingMillis(resolved, retry))
   const retryAfter = retryAfterOf(failure.error)
+  // A provider that asks for more than `maxRetryAfter` (an absurd hint, a day) refuses this caller: it gives
+  // up now instead of sleeping for it. The limiter caps the key's pause for everyone else (`maxPause`).
+  if (retryAfter !== undefined && Duration.toMillis(retryAfter) > resolved.maxRetryAfterMillis) {
+    return { _tag: "Stop", reason: "retry-after-too-long" }
+  }
   const delayMillis = retryAfter === undefined ? drawn : Math.max(drawn, Math.ceil(Duration.toMillis(retryAfter)))
   if (Duration.toMillis(failure.elapsed) + delayMillis > resolved.maxElapsedMillis) return { _tag: "Stop", reason: "max-elapsed" }
   return { _tag: "Retry", retry, delay: Duration.millis(delayMillis) }

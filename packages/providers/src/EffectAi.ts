@@ -136,6 +136,7 @@ const OptionsSchema = Schema.Struct({
     maxDelay: Schema.optionalWith(DurationInput, exact),
     maxAttempts: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
     maxElapsed: Schema.optionalWith(DurationInput, exact),
+    maxRetryAfter: Schema.optionalWith(DurationInput, exact),
     jitter: Schema.optionalWith(Schema.Literal("full", "none"), exact)
   })), exact),
   priority: Schema.optionalWith(Schema.Literal("interactive", "normal", "batch"), exact),
