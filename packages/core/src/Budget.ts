@@ -449,13 +449,15 @@ export const make = (options: Options): Effect.Effect<Budget["Type"], InvalidBud
             open = false
             const actual = Pricing.costMicros(price, usage)
             const at = yield* Clock.currentTimeMillis
-            const after = yield* ledger.settle(id, active.map(({ bucket, counting }) => ({ bucket, counting, micros: actual })), at)
+            // One round trip, run to its end once started: an interrupt here must not leave the call
+            // neither settled nor cancelled (it would hold until reservationTtl).
+            const after = yield* Effect.uninterruptible(ledger.settle(id, active.map(({ bucket, counting }) => ({ bucket, counting, micros: actual })), at))
             yield* Effect.forEach(active, ({ bucket, index, limit }, i) => report(limit, index, bucket, after[i]! - actual, after[i]!), { discard: true })
           })
         const cancel = Effect.suspend(() => {
           if (!open) return Effect.void
           open = false
-          return ledger.cancel(id)
+          return Effect.uninterruptible(ledger.cancel(id))
         })
         const reservation: Reservation = { reservedUsd: Pricing.toUsd(worst), settle, cancel }
         // The ledger's write and the hand-over of the reservation are one step for interruption:

@@ -125,6 +125,28 @@ export const budgetLedgerSuite = (name: string, ledger: () => Layer.Layer<Budget
         expect((yield* budget.status)[0]).toMatchObject({ reservedUsd: 0 })
       }).pipe(Effect.provide(Layer.merge(Pricing.layer(), ledger()).pipe(Layer.orDie))))
 
+    it.effect("an interrupt landing while the ledger's settle is in flight still records the spend", () =>
+      Effect.gen(function*() {
+        const sent = yield* Deferred.make<void>()
+        const reply = yield* Deferred.make<void>()
+        const real = yield* Budget.BudgetLedger
+        const slow = Budget.BudgetLedger.of({
+          ...real,
+          settle: (...args) => Effect.zipRight(Effect.zipRight(Deferred.succeed(sent, undefined), Deferred.await(reply)), real.settle(...args))
+        })
+        const budget = yield* Budget.make({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 10 }] }).pipe(
+          Effect.provideService(Budget.BudgetLedger, slow)
+        )
+        const reservation = yield* budget.reserve(haiku)
+        const call = yield* Effect.fork(reservation.settle(used(100_000, 0)))
+        yield* Deferred.await(sent)
+        const interrupting = yield* Effect.fork(Fiber.interrupt(call))
+        yield* Effect.yieldNow()
+        yield* Deferred.succeed(reply, undefined)
+        yield* Fiber.join(interrupting)
+        expect((yield* budget.status)[0]).toMatchObject({ spentUsd: 0.1, reservedUsd: 0 })
+      }).pipe(Effect.provide(Layer.merge(Pricing.layer(), ledger()).pipe(Layer.orDie))))
+
     it.effect("settle reports thresholds from the ledger's answer, without reading usage", () =>
       Effect.gen(function*() {
         const real = yield* Budget.BudgetLedger

@@ -56,10 +56,14 @@ const byBucket = <A extends { readonly bucket: string }>(entries: ReadonlyArray<
 /** Builds the ledger over the `SqlClient` in context, creating its tables if needed. */
 export const make: Effect.Effect<BudgetLedger["Type"], BudgetLedgerError, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
-  yield* sql`CREATE TABLE IF NOT EXISTS sluice_budget_counters (name TEXT PRIMARY KEY, micros BIGINT NOT NULL, expires_at BIGINT NOT NULL)`
-  yield* sql`CREATE INDEX IF NOT EXISTS sluice_budget_counters_expiry ON sluice_budget_counters (expires_at)`
-  yield* sql`CREATE TABLE IF NOT EXISTS sluice_budget_holds (id TEXT NOT NULL, bucket TEXT NOT NULL, micros BIGINT NOT NULL, expires_at BIGINT NOT NULL, PRIMARY KEY (id, bucket))`
-  yield* sql`CREATE INDEX IF NOT EXISTS sluice_budget_holds_expiry ON sluice_budget_holds (bucket, expires_at)`
+  // Processes starting together race on PostgreSQL's CREATE ... IF NOT EXISTS (a unique violation
+  // in its catalog): the loser tries again and finds the tables.
+  yield* Effect.all([
+    sql`CREATE TABLE IF NOT EXISTS sluice_budget_counters (name TEXT PRIMARY KEY, micros BIGINT NOT NULL, expires_at BIGINT NOT NULL)`,
+    sql`CREATE INDEX IF NOT EXISTS sluice_budget_counters_expiry ON sluice_budget_counters (expires_at)`,
+    sql`CREATE TABLE IF NOT EXISTS sluice_budget_holds (id TEXT NOT NULL, bucket TEXT NOT NULL, micros BIGINT NOT NULL, expires_at BIGINT NOT NULL, PRIMARY KEY (id, bucket))`,
+    sql`CREATE INDEX IF NOT EXISTS sluice_budget_holds_expiry ON sluice_budget_holds (bucket, expires_at)`
+  ], { discard: true }).pipe(Effect.retry({ schedule: Schedule.spaced("50 millis"), times: 3 }))
 
   /** Takes the row lock of a bucket's reservation counter, creating it, kept at least until `keepUntil`. */
   const lock = (bucket: string, keepUntil: number) =>
