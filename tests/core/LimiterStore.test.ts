@@ -117,3 +117,24 @@ describe("LimiterStore: idle entries", () => {
       }
     }))
 })
+
+describe("LimiterStore: grant history", () => {
+  it("tells what was granted after an instant, counts refunds, and forgets what is older than its groups", () => {
+    let history = LimiterStore.grantHistory(0)
+    history = LimiterStore.recordGrant(history, 100, 0)
+    history = LimiterStore.recordGrant(history, 50, 1_000)
+    history = LimiterStore.recordGrant(history, -30, 10_000)
+    expect(LimiterStore.grantedSince(history, 0)).toBe(20)
+    expect(LimiterStore.grantedSince(history, 10_000)).toBe(0)
+    expect(LimiterStore.grantedSince(history, 5_000)).toBe(-30)
+    expect(LimiterStore.grantedSince(history, -1)).toBeUndefined()
+    for (let step = 1; step <= LimiterStore.grantGroups; step++) history = LimiterStore.recordGrant(history, 1, 10_000 + step * LimiterStore.grantGroupSpan)
+    expect(LimiterStore.grantedSince(history, 5_000)).toBeUndefined()
+    expect(LimiterStore.grantedSince(history, 10_000 + LimiterStore.grantGroups * LimiterStore.grantGroupSpan)).toBe(0)
+  })
+
+  it("projects a remaining read earlier: refilled up to capacity, less what was granted since", () => {
+    expect(LimiterStore.projectRemaining(30_000, 60_000, 1, 60_000, 0)).toBe(60_000)
+    expect(LimiterStore.projectRemaining(15_000, 20_000, 1, 60_000, 20_000)).toBe(15_000)
+  })
+})

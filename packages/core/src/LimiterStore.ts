@@ -1,10 +1,11 @@
 /**
  * Where bucket state lives.
  *
- * The interface is shaped for a store in another process (Redis, in a later
- * module): every operation is one atomic step on one key, and every answer is
- * relative to the store's own clock — a reservation either is granted or says
- * how long until it fits, so callers never compare clocks with the store.
+ * The interface is shaped for a store in another process (Redis, in
+ * `@sluice/core/LimiterStore/Redis`): every operation is one atomic step on one
+ * key, and every answer is relative to the store's own clock — a reservation
+ * either is granted or says how long until it fits, so callers never compare
+ * clocks with the store.
  *
  * `layerMemory` keeps state in a `Ref` and reads time from the Effect `Clock`,
  * so `TestClock` drives it.
@@ -154,20 +155,21 @@ interface Entry {
  * count with a few time-stamped groups, so that it can tell how much it granted
  * since any instant of the last few minutes.
  *
- * Operations less than {@link grantGroupSpan} apart share a group
- * (`[first, last, cumulative after]`); at most {@link grantGroups} groups are
- * kept, so the history covers at least `grantGroups × grantGroupSpan` (three
- * minutes) of steady traffic and much longer of sparse traffic. `since` is the
- * earliest instant it accounts for (the bucket's creation, or the end of the
- * last group dropped), `base` the cumulative count there.
+ * Operations less than {@link grantGroupSpan} after a group's first share it
+ * (`[first, cumulative after the first instant, last, cumulative after]`); at
+ * most {@link grantGroups} groups are kept, so the history covers at least
+ * `grantGroups × grantGroupSpan` (three minutes) of steady traffic and longer
+ * of sparse traffic. `since` is the earliest instant it accounts for (the
+ * bucket's creation, or the end of the last group dropped), `base` the
+ * cumulative count there.
  */
 export interface GrantHistory {
   readonly since: number
   readonly base: number
-  readonly groups: ReadonlyArray<readonly [first: number, last: number, cumulative: number]>
+  readonly groups: ReadonlyArray<readonly [first: number, atFirst: number, last: number, cumulative: number]>
 }
 
-/** Operations closer than this share one group of a {@link GrantHistory}. */
+/** Operations closer than this to a group's first share the group, in a {@link GrantHistory}. */
 export const grantGroupSpan = 5_000
 
 /** The most groups a {@link GrantHistory} keeps. */
@@ -177,7 +179,7 @@ export const grantGroups = 36
 export const grantHistory = (now: number): GrantHistory => ({ since: now, base: 0, groups: [] })
 
 /** Pure: the cumulative count of a history. */
-const grantTotal = (history: GrantHistory): number => history.groups.length === 0 ? history.base : history.groups[history.groups.length - 1]![2]
+const grantTotal = (history: GrantHistory): number => history.groups.length === 0 ? history.base : history.groups[history.groups.length - 1]![3]
 
 /** Pure: records `amount` granted (negative: refunded) at `now`. */
 export const recordGrant = (history: GrantHistory, amount: number, now: number): GrantHistory => {
@@ -186,12 +188,13 @@ export const recordGrant = (history: GrantHistory, amount: number, now: number):
   const groups = history.groups
   const last = groups[groups.length - 1]
   if (last !== undefined && now - last[0] < grantGroupSpan) {
-    return { ...history, groups: [...groups.slice(0, -1), [last[0], Math.max(last[1], now), total]] }
+    const merged = [last[0], now <= last[0] ? total : last[1], Math.max(last[2], now), total] as const
+    return { ...history, groups: [...groups.slice(0, -1), merged] }
   }
-  const next = [...groups, [now, now, total] as const]
+  const next = [...groups, [now, total, now, total] as const]
   if (next.length <= grantGroups) return { ...history, groups: next }
   const dropped = next[0]!
-  return { since: dropped[1], base: dropped[2], groups: next.slice(1) }
+  return { since: dropped[2], base: dropped[3], groups: next.slice(1) }
 }
 
 /**
@@ -202,9 +205,9 @@ export const grantedSince = (history: GrantHistory, at: number): number | undefi
   if (at < history.since) return undefined
   const total = grantTotal(history)
   let before = history.base
-  for (const [first, last, cumulative] of history.groups) {
+  for (const [first, atFirst, last, cumulative] of history.groups) {
     if (at < first) return total - before
-    if (at < last) return total - (before + (cumulative - before) * (at - first) / (last - first))
+    if (at < last) return total - (atFirst + (cumulative - atFirst) * (at - first) / (last - first))
     before = cumulative
   }
   return total - before
