@@ -178,6 +178,28 @@ describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulato
       expect((yield* statsOf(running))?.accepted ?? 0).toBe(0)
     }))
 
+  it.scopedLive("a limiter refusal (CostTooLarge) leaves no budget reserved, for generateText, generateObject and streamText (#11)", () =>
+    Effect.gen(function*() {
+      const running = yield* Simulator.serve({})
+      const budget = Budget.layer({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 10 }] }).pipe(
+        Layer.provide([Pricing.layer(), Budget.layerLedgerMemory])
+      )
+      // An output bucket of 100 tokens can never hold the 256 reserved for each call.
+      const tiny: Quota.QuotaInput = { requests: { limit: 1_000, per: "1 minute" }, outputTokens: { limit: 100, per: "1 minute" } }
+      const status = yield* Effect.gen(function*() {
+        const text = yield* Effect.flip(LanguageModel.generateText({ prompt: "Too much." }))
+        const object = yield* Effect.flip(LanguageModel.generateObject({ prompt: "Too much.", schema: Schema.Struct({ a: Schema.String }) }))
+        const streamed = yield* Effect.flip(Stream.runDrain(LanguageModel.streamText({ prompt: "Too much." })))
+        for (const error of [text, object, streamed]) {
+          expect(Option.getOrUndefined(Option.map(EffectAi.governanceError(error), (refusal) => refusal._tag))).toBe("CostTooLarge")
+        }
+        return yield* (yield* Budget.Budget).status
+      }).pipe(Effect.provide(governedOn(running.url, tiny).pipe(Layer.provideMerge(budget))))
+      expect(status[0]!.reservedUsd).toBe(0)
+      expect(status[0]!.spentUsd).toBe(0)
+      expect((yield* statsOf(running))?.accepted ?? 0).toBe(0)
+    }))
+
   it.effect("options are validated and each bad field is named", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(Layer.build(
