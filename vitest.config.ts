@@ -3,7 +3,7 @@ import { defineConfig } from "vitest/config"
 import { deleteProviderVariables } from "./packages/examples/src/providerEnv.js"
 
 // No test may reach a paid API: provider keys, tokens and endpoints (every ANTHROPIC_*, OPENAI_*,
-// AZURE_OPENAI_* and *_API_KEY variable) are deleted here, in the main process, before the workers
+// AZURE_OPENAI_*, *_API_KEY and *_AUTH_TOKEN variable) are deleted here, in the main process, before the workers
 // fork, so the workers and every process they spawn inherit an environment without them. A test
 // that needs a key gives one through a ConfigProvider or a child's explicit env, never the shell's.
 deleteProviderVariables(process.env)
