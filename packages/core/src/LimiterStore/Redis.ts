@@ -561,10 +561,15 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
       )
     })
 
-    /** After a failure: opens the circuit (logged, counted) and sets the next probe from the schedule. */
-    const fail = (op: string, error: LimiterStore.LimiterStoreError, now: number) =>
+    /**
+     * After a failure: opens the circuit (logged, counted) and sets the next probe
+     * from the schedule. Operations that were already in flight when it opened
+     * fail too; they do not move the probe.
+     */
+    const fail = (op: string, error: LimiterStore.LimiterStoreError, now: number, path: Route) =>
       Effect.gen(function*() {
         const opening = !circuit.open
+        if (!opening && path !== "probe") return
         if (opening) circuit.state = probe.initial
         circuit.open = true
         const [state, , decision] = yield* probe.step(now, error, circuit.state)
@@ -578,7 +583,8 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
 
     /**
      * Redis when the circuit is closed (or this operation is the probe), the local
-     * share otherwise or when Redis fails; answers which one answered.
+     * share otherwise or when Redis fails; answers which one answered. The probe is
+     * claimed and its release installed in one uninterruptible step.
      */
     const either = <A>(
       key: string,
@@ -586,15 +592,17 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
       remote: Effect.Effect<A, LimiterStore.LimiterStoreError>,
       fallback: Effect.Effect<A, LimiterStore.LimiterStoreError>
     ): Effect.Effect<readonly [A, LimiterStore.Origin], LimiterStore.LimiterStoreError> =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const path = route(now)
-        if (path === "local") return Effect.map(fallback, (answer) => [answer, "local"] as const)
-        const shared = Effect.map(Effect.zipLeft(remote, close), (answer) => [answer, "shared"] as const)
-        if (strict) return shared
-        const attempt = Effect.catchAll(shared, (error) =>
-          Effect.zipRight(fail(op, error, now), Effect.map(fallback, (answer) => [answer, "local"] as const)))
-        return path === "probe" ? Effect.ensuring(attempt, Effect.sync(() => (circuit.probing = false))) : attempt
-      }).pipe(Effect.withSpan(`LimiterStore.Redis.${op}`, { attributes: { key }, captureStackTrace: false }))
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const path = route(now)
+          if (path === "local") return restore(Effect.map(fallback, (answer) => [answer, "local"] as const))
+          const shared = Effect.map(Effect.zipLeft(remote, close), (answer) => [answer, "shared"] as const)
+          if (strict) return restore(shared)
+          const attempt = restore(Effect.catchAll(shared, (error) =>
+            Effect.zipRight(fail(op, error, now, path), Effect.map(fallback, (answer) => [answer, "local"] as const))))
+          return path === "probe" ? Effect.ensuring(attempt, Effect.sync(() => (circuit.probing = false))) : attempt
+        })
+      ).pipe(Effect.withSpan(`LimiterStore.Redis.${op}`, { attributes: { key }, captureStackTrace: false }))
 
     const answer = <A>(self: Effect.Effect<readonly [A, LimiterStore.Origin], LimiterStore.LimiterStoreError>) => Effect.map(self, ([value]) => value)
 
