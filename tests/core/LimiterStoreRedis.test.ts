@@ -243,33 +243,37 @@ describe("LimiterStore on Redis: fallback", () => {
       expect(granted(yield* reserveTimes(s, during, 15))).toBe(10)
     }))
 
+  /** A server that accepts connections and never answers, a client on it, and how many scripts it was sent. */
+  const blackHole = Effect.gen(function*() {
+    let received = ""
+    const port = yield* Effect.acquireRelease(
+      Effect.async<readonly [number, Server]>((resume) => {
+        const server = createServer((socket) => {
+          socket.on("data", (chunk) => (received += chunk.toString()))
+        })
+        server.listen(0, "127.0.0.1", () => {
+          const address = server.address()
+          resume(Effect.succeed([typeof address === "object" && address !== null ? address.port : 0, server]))
+        })
+      }),
+      ([, server]) => Effect.sync(() => server.close())
+    ).pipe(Effect.map(([port]) => port))
+    const client = yield* Effect.acquireRelease(
+      Effect.promise(async () => {
+        const client = new Redis(port, "127.0.0.1", { enableReadyCheck: false, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 100, lazyConnect: true })
+        client.on("error", () => {})
+        await client.connect()
+        return client
+      }),
+      (client) => Effect.sync(() => client.disconnect())
+    )
+    // Scripts are sent as EVAL or EVALSHA.
+    return { client, sent: () => (received.match(/\r\neval(sha)?\r\n/gi) ?? []).length }
+  })
+
   it.scoped("a Redis that hangs costs one timeout, not one per operation: the circuit answers locally and probes one operation at a time", () =>
     Effect.gen(function*() {
-      // A server that accepts connections and never answers.
-      let received = ""
-      const port = yield* Effect.acquireRelease(
-        Effect.async<readonly [number, Server]>((resume) => {
-          const server = createServer((socket) => {
-            socket.on("data", (chunk) => (received += chunk.toString()))
-          })
-          server.listen(0, "127.0.0.1", () => {
-            const address = server.address()
-            resume(Effect.succeed([typeof address === "object" && address !== null ? address.port : 0, server]))
-          })
-        }),
-        ([, server]) => Effect.sync(() => server.close())
-      ).pipe(Effect.map(([port]) => port))
-      const client = yield* Effect.acquireRelease(
-        Effect.promise(async () => {
-          const client = new Redis(port, "127.0.0.1", { enableReadyCheck: false, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 100, lazyConnect: true })
-          client.on("error", () => {})
-          await client.connect()
-          return client
-        }),
-        (client) => Effect.sync(() => client.disconnect())
-      )
-      // Scripts are sent as EVAL or EVALSHA.
-      const sent = () => (received.match(/\r\neval(sha)?\r\n/gi) ?? []).length
+      const { client, sent } = yield* blackHole
       const s = yield* RedisStore.make({ client, prefix, localShare: 0.1, probe: Schedule.spaced("10 seconds") })
       const key = `hang-circuit/${++keys}`
       yield* s.define(key, Quota.decodeSync({ requests: { limit: 100, per: "1 hour" } }))
@@ -280,6 +284,18 @@ describe("LimiterStore on Redis: fallback", () => {
       yield* TestClock.adjust("10 seconds")
       yield* Effect.all(Array.from({ length: 5 }, () => s.state(key)), { concurrency: "unbounded" })
       expect(sent()).toBe(2)
+    }))
+
+  it.scoped("operations in flight when Redis starts hanging open the circuit once: the first probe comes after the schedule's first delay", () =>
+    Effect.gen(function*() {
+      const { client, sent } = yield* blackHole
+      const s = yield* RedisStore.make({ client, prefix, localShare: 0.1, probe: Schedule.exponential("1 second") })
+      const key = `hang-burst/${++keys}`
+      yield* Effect.all(Array.from({ length: 12 }, () => s.state(key)), { concurrency: "unbounded" })
+      expect(sent()).toBe(12)
+      yield* TestClock.adjust("1 second")
+      yield* s.state(key)
+      expect(sent()).toBe(13)
     }))
 })
 
