@@ -520,13 +520,14 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
     const circuit = { open: false, probing: false, probeAt: 0, state: probe.initial as unknown }
 
     /** Records what this process knows of a key and gives the local store its share. */
-    const setDefinition = (key: string, definition: Definition) => {
-      const known = definitions.get(key)
-      if (known !== undefined && known.definition === definition) return Effect.void
-      definitions.set(key, { definition, encoded: JSON.stringify(definition) })
-      const quota = localQuota(definition, share)
-      return quota === undefined ? Effect.void : Effect.asVoid(local.define(key, quota))
-    }
+    const setDefinition = (key: string, definition: Definition) =>
+      Effect.suspend(() => {
+        const known = definitions.get(key)
+        if (known !== undefined && known.definition === definition) return Effect.void
+        definitions.set(key, { definition, encoded: JSON.stringify(definition) })
+        const quota = localQuota(definition, share)
+        return quota === undefined ? Effect.void : Effect.asVoid(local.define(key, quota))
+      })
 
     // A client that times its commands out (ours does) needs no timeout of ours; a client given without one gets it.
     const timesOut = client.options.commandTimeout !== undefined && client.options.commandTimeout > 0
