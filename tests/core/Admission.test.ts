@@ -92,7 +92,7 @@ const scripted = (steps: ReadonlyArray<Step>) => {
     complete,
     stream: (request) =>
       Stream.unwrap(Effect.map(complete(request), (response) =>
-        Stream.make<ReadonlyArray<LlmClient.StreamEvent>>(
+        Stream.make<Array<LlmClient.StreamEvent>>(
           { _tag: "TextDelta", text: "ok" },
           { _tag: "Done", response }
         )))

@@ -168,33 +168,28 @@ export const fromMessage = (message: Sdk.Message, rateLimits: RateLimitSnapshot)
 // Errors
 // ---------------------------------------------------------------------------
 
-const errorType = (error: InstanceType<typeof AnthropicSdk.APIError>): string | undefined => {
-  const body = error.error as { readonly error?: { readonly type?: unknown } } | undefined
-  const type = body?.error?.type
-  return typeof type === "string" ? type : undefined
-}
-
-const errorDetail = (error: InstanceType<typeof AnthropicSdk.APIError>): string => {
-  const body = error.error as { readonly error?: { readonly message?: unknown } } | undefined
-  const message = body?.error?.message
-  return typeof message === "string" ? message : error.message
-}
-
-/** Maps whatever the SDK threw to the error union. */
-const mapError = (provider: string, model: string | undefined, timeoutAfter: Duration.Duration | undefined) =>
+/**
+ * Maps whatever the Anthropic SDK threw to the error union: the one mapping,
+ * used by this layer and by the Promise facade. The body's type, its
+ * `details.error_code` and its message reach `fromHttpFailure`, so a billing
+ * refusal is `QuotaExhausted`, never a `RateLimited` that pauses the key.
+ */
+export const fromSdkError = (provider: string, model: string | undefined, timeoutAfter: Duration.Duration | undefined) =>
 (cause: unknown): Effect.Effect<LlmClient.ProviderError> =>
   Effect.gen(function*() {
     if (cause instanceof AnthropicSdk.APIConnectionTimeoutError) return Errors.timeout(provider, model, timeoutAfter)
     if (cause instanceof AnthropicSdk.APIConnectionError) return Errors.network(provider, model, cause.cause ?? cause)
     if (cause instanceof AnthropicSdk.APIError && cause.status !== undefined) {
       const headers = cause.headers ?? new Headers()
+      const body = Errors.readErrorBody(cause.error)
       return Errors.fromHttpFailure({
         provider,
         model,
         status: cause.status,
         headers,
-        errorType: errorType(cause),
-        detail: errorDetail(cause),
+        errorType: body.errorType,
+        errorCode: body.errorCode,
+        detail: body.message ?? cause.message,
         now: yield* Clock.currentTimeMillis,
         rateLimits: yield* RateLimitHeaders.read(headers, "anthropic")
       })
@@ -221,7 +216,7 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider & { rea
     /** The one place the SDK's promises are entered: the fiber's signal cancels the request. */
     const use = <A>(model: string | undefined, f: (sdk: AnthropicSdk, signal: AbortSignal) => Promise<A>) =>
       Effect.tryPromise({ try: (signal) => f(sdk, signal), catch: (cause) => cause }).pipe(
-        Effect.catchAll((cause) => Effect.flip(mapError(provider, model, timeoutAfter)(cause)))
+        Effect.catchAll((cause) => Effect.flip(fromSdkError(provider, model, timeoutAfter)(cause)))
       )
 
     const complete = (request: LlmClient.Request) =>
@@ -242,7 +237,7 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider & { rea
           client.messages.create({ ...toParams(request), stream: true }, { signal: controller.signal }).withResponse())
         const rateLimits = yield* RateLimitHeaders.read(response.headers, "anthropic")
         return Stream.fromAsyncIterable(data, (cause) => cause).pipe(
-          Stream.catchAll((cause) => Stream.fromEffect(Effect.flip(mapError(provider, request.model, timeoutAfter)(cause)))),
+          Stream.catchAll((cause) => Stream.fromEffect(Effect.flip(fromSdkError(provider, request.model, timeoutAfter)(cause)))),
           Stream.mapAccum(initialAccumulator(), (acc, event) => accumulate(acc, event, rateLimits)),
           Stream.flattenIterables
         )

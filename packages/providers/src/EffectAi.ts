@@ -241,13 +241,16 @@ export const classify = (provider: string, model: string) => (error: unknown): E
   Effect.gen(function*() {
     if (error instanceof AiError.HttpResponseError && error.reason === "StatusCode") {
       const headers = error.response.headers
+      // @effect/ai keeps the body as text: read its type, code and message as the provider layers do.
+      const body = Errors.readErrorBody(error.body)
       return Option.some(Errors.fromHttpFailure({
         provider,
         model,
         status: error.response.status,
         headers,
-        errorType: errorType(error.body),
-        detail: error.description ?? error.message,
+        errorType: body.errorType,
+        errorCode: body.errorCode,
+        detail: body.message ?? error.description ?? error.message,
         now: yield* Clock.currentTimeMillis,
         rateLimits: yield* RateLimitHeaders.read(headers)
       }))
@@ -257,12 +260,6 @@ export const classify = (provider: string, model: string) => (error: unknown): E
     }
     return Option.none()
   })
-
-/** The provider's error type (`overloaded_error`, …) from a response body @effect/ai kept as text. */
-const errorType = (body: string | undefined): string | undefined => {
-  const match = body === undefined ? null : /"type"\s*:\s*"([a-z_]+_error)"/.exec(body)
-  return match?.[1]
-}
 
 // ---------------------------------------------------------------------------
 // Estimation: an @effect/ai prompt as the request the estimator counts

@@ -31,9 +31,7 @@
  * await anthropic.close()
  * ```
  */
-import AnthropicSdk from "@anthropic-ai/sdk"
 import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
-import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
@@ -51,7 +49,6 @@ import * as Schema from "effect/Schema"
 import { Budget, Governor, LlmClient, Pricing, Quota, RateLimiter, TokenEstimator } from "@sluice/core"
 import type { Priority, Retry } from "@sluice/core"
 import * as Anthropic from "./Anthropic.js"
-import * as Errors from "./internal/errors.js"
 import * as RateLimitHeaders from "./RateLimitHeaders.js"
 
 // ---------------------------------------------------------------------------
@@ -382,36 +379,6 @@ export const toRequest = (params: Sdk.MessageCreateParamsNonStreaming, call: Cal
 // The provider under the Governor: the SDK, params in, message out, unchanged
 // ---------------------------------------------------------------------------
 
-const errorBody = (error: InstanceType<typeof AnthropicSdk.APIError>): { readonly type?: unknown; readonly message?: unknown } | undefined =>
-  (error.error as { readonly error?: { readonly type?: unknown; readonly message?: unknown } } | undefined)?.error
-
-/** What the SDK threw, as the error union (the same reading as `Anthropic`'s). */
-const providerError = (model: string | undefined) => (cause: unknown): Effect.Effect<LlmClient.ProviderError> =>
-  Effect.gen(function*() {
-    if (cause instanceof AnthropicSdk.APIConnectionTimeoutError) return Errors.timeout("anthropic", model, undefined)
-    if (cause instanceof AnthropicSdk.APIConnectionError) return Errors.network("anthropic", model, cause.cause ?? cause)
-    if (cause instanceof AnthropicSdk.APIError && cause.status !== undefined) {
-      const headers = cause.headers ?? new Headers()
-      const body = errorBody(cause)
-      return Errors.fromHttpFailure({
-        provider: "anthropic",
-        model,
-        status: cause.status,
-        headers,
-        errorType: typeof body?.type === "string" ? body.type : undefined,
-        detail: typeof body?.message === "string" ? body.message : cause.message,
-        now: yield* Clock.currentTimeMillis,
-        rateLimits: yield* RateLimitHeaders.read(headers, "anthropic")
-      })
-    }
-    return Errors.network("anthropic", model, cause)
-  })
-
-/**
- * An `LlmClient` whose `complete` sends the caller's own params (when the
- * request carries them) and keeps the SDK's message on the response; the rest
- * is `Anthropic`'s.
- */
 const passThrough = (base: Effect.Effect.Success<ReturnType<typeof Anthropic.make>>): LlmClient.Provider => {
   const complete = (request: LlmClient.Request) => {
     const raw = (request as Governed)[RawParams]
@@ -429,7 +396,10 @@ const passThrough = (base: Effect.Effect.Success<ReturnType<typeof Anthropic.mak
 
 /** The one place this module enters the SDK's promises: the fiber's signal cancels the request. */
 const callSdk = <A>(model: string | undefined, f: (signal: AbortSignal) => Promise<A>): Effect.Effect<A, LlmClient.ProviderError> =>
-  Effect.tryPromise({ try: f, catch: (cause) => cause }).pipe(Effect.catchAll((cause) => Effect.flip(providerError(model)(cause))))
+  Effect.tryPromise({ try: f, catch: (cause) => cause }).pipe(
+    // The Anthropic layer's own mapping: one place decides what an SDK error means.
+    Effect.catchAll((cause) => Effect.flip(Anthropic.fromSdkError("anthropic", model, undefined)(cause)))
+  )
 
 // ---------------------------------------------------------------------------
 // The client
