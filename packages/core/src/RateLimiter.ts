@@ -48,9 +48,10 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Cost from "./Cost.js"
 import * as Drain from "./internal/drain.js"
@@ -98,8 +99,19 @@ export class UnknownKey extends Data.TaggedError("UnknownKey")<{ readonly key: s
   }
 }
 
+/** A waiter that was not granted within its `maxWait`: it left its lane holding nothing. */
+export class WaitTimeout extends Data.TaggedError("WaitTimeout")<{
+  readonly key: string
+  readonly priority: Priority.Class
+  readonly maxWait: Duration.Duration
+}> {
+  override get message(): string {
+    return `Waited more than ${Duration.format(this.maxWait)} for key "${this.key}" (${this.priority}) without being granted`
+  }
+}
+
 /** Everything `acquire` can fail with. */
-export type RateLimiterError = CostTooLarge | Shed | UnknownKey | Cost.InvalidCost | LimiterStore.LimiterStoreError
+export type RateLimiterError = CostTooLarge | Shed | UnknownKey | WaitTimeout | Cost.InvalidCost | LimiterStore.LimiterStoreError
 
 // ---------------------------------------------------------------------------
 // Permit and service
@@ -129,6 +141,8 @@ export interface Permit {
 export interface AcquireOptions {
   /** The class to wait in; `normal` when absent. */
   readonly priority?: Priority.Class | undefined
+  /** Give up with `WaitTimeout` when not granted within this long. Default: no deadline. */
+  readonly maxWait?: Duration.DurationInput | undefined
 }
 
 /** What the limiter knows of a key right now. */
@@ -141,6 +155,12 @@ export interface KeyStats {
   readonly discovering: boolean
   readonly levels: LimiterStore.Levels
   readonly pausedFor: Duration.Duration
+  /**
+   * Whether the key has a live runtime (lanes, driver fiber) in this process.
+   * False for a key not used yet, or reclaimed after `idleAfter` without a
+   * call: its state stays in the store and the runtime comes back on the next call.
+   */
+  readonly resident: boolean
 }
 
 /** A time a pause lasts until: a `Date`, or a duration from now. */
@@ -209,6 +229,27 @@ export interface Options {
   readonly recentWindow?: Duration.DurationInput | undefined
   /** A waiter is promoted one class for every `promoteAfter` it waits. Default 1 minute. */
   readonly promoteAfter?: Duration.DurationInput | undefined
+  /**
+   * The longest a key's gate closes for one `pause` or one observed
+   * `retry-after`; a longer hint is cut to it (the caller that got it gives up
+   * instead of waiting, see `Retry`). Default 60 seconds.
+   */
+  readonly maxPause?: Duration.DurationInput | undefined
+  /**
+   * How long a key stays resident (its lanes, driver fiber and metric handles)
+   * with no waiter and nothing in flight before it is reclaimed. Its levels,
+   * pause and learned limits stay in the store and come back on the next call.
+   * Default 2 minutes; never below `recentWindow`, whose memory of recent
+   * higher-class work a reclaim forgets.
+   */
+  readonly idleAfter?: Duration.DurationInput | undefined
+  /**
+   * How many distinct keys get their own `key` label on the limiter's metrics;
+   * further keys share `key="_other"`. Effect's metric registry keeps every
+   * labelled series for the life of the process, so this bounds its size
+   * (about 25 series per key). Default 1,000.
+   */
+  readonly metricKeys?: number | undefined
 }
 
 // ---------------------------------------------------------------------------
@@ -216,22 +257,38 @@ export interface Options {
 // ---------------------------------------------------------------------------
 
 interface Waiter extends LaneWaiter {
+  /**
+   * Completed in the same synchronous step as the waiter leaves its lane
+   * (granted, failed, timed out), so a waiter that is no longer `waiting` always
+   * has its answer: whoever loses a race reads it instead of guessing.
+   */
   readonly deferred: Deferred.Deferred<number, RateLimiterError>
+  /** The backend that granted it, from the store's `Granted`. */
+  origin: LimiterStore.Origin | undefined
 }
 
 interface KeyRuntime {
   readonly key: string
   readonly lanes: Lanes<Waiter>
-  /** Bounds the calls in flight. Only the driver takes from it, so its lack of fairness is harmless. */
-  readonly slots: Effect.Semaphore
+  /**
+   * Slots taken: permits held plus reservations under way (the driver's, a fast
+   * path's). Taken and given back synchronously, so an interrupt can never
+   * separate a slot from the code that gives it back.
+   */
+  taken: number
   /** Opened to wake the driver. */
   readonly wake: Effect.Latch
   maxInFlight: number
+  /** Permits held (granted and not yet released). */
   held: number
   discovering: boolean
   capacities: { [D in Quota.Dimension]?: number }
   /** Last arrival per class rank, for headroom. */
   readonly lastSeen: Array<number>
+  /** The last arrival or release: the key is reclaimed `idleAfter` after it, when nothing waits or is held. */
+  lastActive: number
+  /** Set by the driver when it reclaims the key; an arrival that finds it set asks for a fresh runtime. */
+  retired: boolean
   /** Each bucket's consumption rate, for `sluice_quota_time_left_seconds`. */
   drains: { [D in Quota.Dimension]?: Drain.Drain }
   /** The dimension the head waiter last waited for; undefined once granted. */
@@ -262,14 +319,28 @@ const byDimension = <A>(f: (dimension: Quota.Dimension) => A): Record<Quota.Dime
 /** How often an idle key's time-left gauge is brought up to date. */
 const timeLeftRefresh = Duration.seconds(5)
 
+/** The `key` label shared by the keys past `metricKeys`. */
+export const otherKeysLabel = "_other"
+
 const defaults = {
   maxInFlight: 256,
   lanes: { interactive: 1_000, normal: 10_000, batch: 100_000 },
   maxWaiting: 100_000,
   headroom: 0.1,
   recentWindow: Duration.seconds(10),
-  promoteAfter: Duration.minutes(1)
+  promoteAfter: Duration.minutes(1),
+  maxPause: Duration.seconds(60),
+  // Longer than `promoteAfter` and `recentWindow`, so a reclaim forgets no
+  // state a live key still uses, and than the gap between calls of any key in
+  // steady use, so busy keys do not churn; short enough that a burst of
+  // one-off keys (per-tenant keys, a key per user) is freed within minutes.
+  idleAfter: Duration.minutes(2),
+  metricKeys: 1_000
 } as const
+
+/** A duration cut to `[0, max]`. */
+const capped = (duration: Duration.Duration, max: Duration.Duration): Duration.Duration =>
+  Duration.lessThan(duration, Duration.zero) ? Duration.zero : Duration.min(duration, max)
 
 /**
  * Builds a limiter over the `LimiterStore` in context. Its per-key driver
@@ -290,11 +361,26 @@ export const make = (options: Options = {}): Effect.Effect<
     const headroom = Math.max(0, Math.min(1, options.headroom ?? defaults.headroom))
     const recentMillis = Duration.toMillis(options.recentWindow ?? defaults.recentWindow)
     const promoteAfter = Duration.decode(options.promoteAfter ?? defaults.promoteAfter)
+    const maxPause = Duration.decode(options.maxPause ?? defaults.maxPause)
+    const idleMillis = Math.max(recentMillis, Duration.toMillis(options.idleAfter ?? defaults.idleAfter))
+    const metricKeys = Math.max(0, options.metricKeys ?? defaults.metricKeys)
 
     const runtimes = new Map<string, KeyRuntime>()
     const defined = new Set<string>()
     /** Each defined key's refill per millisecond and dimension, for `admitsIn`. */
     const rates = new Map<string, { [D in Quota.Dimension]?: number }>()
+    /** The keys that have their own metric label; at most `metricKeys`. */
+    const labelled = new Set<string>()
+
+    /** The `key` label of a key's metrics: its own for the first `metricKeys` keys, then `_other`. */
+    const labelOf = (key: string): string => {
+      if (labelled.has(key)) return key
+      if (labelled.size < metricKeys) {
+        labelled.add(key)
+        return key
+      }
+      return otherKeysLabel
+    }
 
     /** A bucket's refill per millisecond: its quota's, or a discovered key's capacity per minute. */
     const refillOf = (key: string, dimension: Quota.Dimension, capacity: number) =>
@@ -353,11 +439,11 @@ export const make = (options: Options = {}): Effect.Effect<
     const setDepth = (runtime: KeyRuntime, priority: Priority.Class) =>
       Metric.set(runtime.metrics.queueDepth[priority], runtime.lanes.size(priority))
 
-    /** Takes a waiter out of its lane with an error, if it is still waiting. */
+    /** Takes a waiter out of its lane with an error, if it is still waiting; its answer in the same step. */
     const failWaiter = (runtime: KeyRuntime, waiter: Waiter, error: RateLimiterError) =>
       Effect.suspend(() =>
         runtime.lanes.leave(waiter, "failed")
-          ? Effect.zipRight(Deferred.fail(waiter.deferred, error), setDepth(runtime, waiter.priority))
+          ? (Deferred.unsafeDone(waiter.deferred, Exit.fail(error)), setDepth(runtime, waiter.priority))
           : Effect.void
       )
 
@@ -378,40 +464,71 @@ export const make = (options: Options = {}): Effect.Effect<
         ? Effect.raceFirst(Effect.sleep(Duration.millis(Math.max(0, Math.ceil(millis)))), runtime.wake.await)
         : runtime.wake.await
 
-    /** One turn of a key's driver: serve the head waiter, or sleep until it can be served. */
-    const turn = (runtime: KeyRuntime): Effect.Effect<void> =>
+    /** Gives back a slot a caller took for a reservation that was not granted, and wakes the driver for it. */
+    const giveBackSlot = (runtime: KeyRuntime) => {
+      runtime.taken--
+      runtime.wake.unsafeOpen()
+    }
+
+    /** The driver's own give-back: it does not wake itself, or a waiting head would spin. */
+    const driverGivesBack = (runtime: KeyRuntime) => {
+      runtime.taken--
+    }
+
+    /**
+     * The driver with no waiter: reclaims the key when it has been idle for
+     * `idleAfter`, else sleeps until then or until something wakes it. The
+     * check and the reclaim are one synchronous step, so no arrival can slip
+     * in between; an arrival holding the old runtime sees `retired` and starts
+     * a fresh one. Answers whether the driver goes on.
+     */
+    const idle = (runtime: KeyRuntime, now: number): Effect.Effect<boolean> => {
+      const reclaimAt = runtime.lastActive + idleMillis
+      if (now >= reclaimAt && runtime.taken === 0 && runtime.lanes.total() === 0) {
+        runtime.retired = true
+        if (runtimes.get(runtime.key) === runtime) runtimes.delete(runtime.key)
+        return Effect.succeed(false)
+      }
+      return Effect.as(sleepOrWake(runtime, reclaimAt - now), true)
+    }
+
+    /** One turn of a key's driver: serve the head waiter, or sleep until it can be served. Answers whether the driver goes on. */
+    const turn = (runtime: KeyRuntime): Effect.Effect<boolean> =>
       Effect.gen(function*() {
         yield* runtime.wake.close
-        const first = runtime.lanes.head(yield* Clock.currentTimeMillis, promoteAfter)
-        if (first === undefined) return yield* runtime.wake.await
-        yield* runtime.slots.take(1)
         const now = yield* Clock.currentTimeMillis
         const head = runtime.lanes.head(now, promoteAfter)
-        if (head === undefined) return yield* runtime.slots.release(1)
+        if (head === undefined) return yield* idle(runtime, now)
+        // A release opens the latch, so this wakes when a slot frees.
+        if (runtime.taken >= runtime.maxInFlight) return yield* Effect.as(runtime.wake.await, true)
+        runtime.taken++
         const room = headroomFor(runtime, head.rank, now)
         const reservation = yield* Effect.either(store.reserve(runtime.key, head.waiter.amounts, { headroom: room.fraction }))
         if (Either.isLeft(reservation)) {
-          yield* runtime.slots.release(1)
-          return yield* failWaiter(runtime, head.waiter, reservation.left)
+          driverGivesBack(runtime)
+          yield* failWaiter(runtime, head.waiter, reservation.left)
+          return true
         }
         const answer = reservation.right
         switch (answer._tag) {
           case "Granted": {
             runtime.blockedOn = undefined
             yield* rememberLevels(runtime, answer.levels)
-            return yield* grant(runtime, head.waiter)
+            yield* grant(runtime, head.waiter, answer.origin)
+            return true
           }
           case "TooLarge": {
-            yield* runtime.slots.release(1)
+            driverGivesBack(runtime)
             runtime.capacities[answer.dimension] = answer.capacity
-            return yield* failWaiter(
+            yield* failWaiter(
               runtime,
               head.waiter,
               new CostTooLarge({ key: runtime.key, dimension: answer.dimension, amount: answer.amount, capacity: answer.capacity })
             )
+            return true
           }
           case "Wait": {
-            yield* runtime.slots.release(1)
+            driverGivesBack(runtime)
             runtime.blockedOn = answer.reason === "paused" ? undefined : answer.reason
             yield* rememberLevels(runtime, answer.levels)
             const wakeAt = Math.min(
@@ -419,67 +536,84 @@ export const make = (options: Options = {}): Effect.Effect<
               runtime.lanes.nextPromotion(now, promoteAfter),
               room.until
             )
-            return yield* sleepOrWake(runtime, wakeAt - now)
+            yield* sleepOrWake(runtime, wakeAt - now)
+            return true
           }
         }
       })
 
-    /** Hands the reserved capacity and the held slot to the head waiter, or takes them back if it left. */
-    const grant = (runtime: KeyRuntime, waiter: Waiter) =>
+    /**
+     * Hands the reserved capacity and the taken slot to the head waiter — its
+     * state, its count and its answer in one synchronous step — or, if it left
+     * while the store answered, gives both back to where they came from.
+     */
+    const grant = (runtime: KeyRuntime, waiter: Waiter, origin: LimiterStore.Origin | undefined) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         if (!runtime.lanes.leave(waiter, "granted")) {
-          // It left while the store answered: give everything back.
-          yield* runtime.slots.release(1)
-          return yield* Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts)))
+          driverGivesBack(runtime)
+          return yield* Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts), origin))
         }
+        waiter.origin = origin
         runtime.held++
+        Deferred.unsafeDone(waiter.deferred, Exit.succeed(now))
         yield* Metric.set(runtime.metrics.inFlight, runtime.held)
         yield* setDepth(runtime, waiter.priority)
         yield* Metric.increment(runtime.metrics.grants[waiter.priority])
         yield* Metric.update(runtime.metrics.waitSeconds[waiter.priority], Math.max(0, now - waiter.arrivedAt) / 1000)
-        yield* Deferred.succeed(waiter.deferred, now)
       })
 
-    const drive = (runtime: KeyRuntime): Effect.Effect<never> =>
-      turn(runtime).pipe(
-        Effect.catchAllCause((cause) =>
-          Effect.gen(function*() {
-            yield* Effect.logError(`Sluice limiter driver for key "${runtime.key}" failed; failing its waiters`, cause)
-            for (const waiter of runtime.lanes.all()) {
-              if (runtime.lanes.leave(waiter, "failed")) yield* Deferred.failCause(waiter.deferred, cause as never)
-            }
-          })
-        ),
-        Effect.forever
-      )
+    const drive = (runtime: KeyRuntime): Effect.Effect<boolean> =>
+      Effect.iterate(true, {
+        while: (alive) => alive,
+        body: () =>
+          turn(runtime).pipe(
+            Effect.catchAllCause((cause) =>
+              Effect.gen(function*() {
+                yield* Effect.logError(`Sluice limiter driver for key "${runtime.key}" failed; failing its waiters`, cause)
+                for (const waiter of runtime.lanes.all()) {
+                  if (runtime.lanes.leave(waiter, "failed")) Deferred.unsafeDone(waiter.deferred, Exit.failCause(cause as never))
+                }
+                return true
+              })
+            )
+          )
+      })
 
-    const newRuntime = (key: string, known: boolean): KeyRuntime => {
+    const newRuntime = (key: string, known: boolean, now: number): KeyRuntime => {
       const size = known || !discover ? maxInFlight : 1
+      const label = labelOf(key)
       return {
         key,
         lanes: new Lanes<Waiter>(),
-        slots: Effect.unsafeMakeSemaphore(size),
+        taken: 0,
         wake: Effect.unsafeMakeLatch(false),
         maxInFlight: size,
         held: 0,
         discovering: !known && discover,
         capacities: {},
         lastSeen: Priority.classes.map(() => Number.NEGATIVE_INFINITY),
+        lastActive: now,
+        retired: false,
         drains: {},
         blockedOn: undefined,
         metrics: {
-          queueDepth: byClass((priority) => withTags(Metrics.queueDepth, { key, class: priority })),
-          waitSeconds: byClass((priority) => withTags(Metrics.waitSeconds, { key, class: priority })),
-          grants: byClass((priority) => withTags(Metrics.grants, { key, class: priority })),
-          bucketLevel: byDimension((dimension) => withTags(Metrics.bucketLevel, { key, dimension: dimension })),
-          inFlight: withTags(Metrics.inFlight, { key }),
-          timeLeft: byDimension((dimension) => withTags(Metrics.quotaTimeLeft, { key, dimension }))
+          queueDepth: byClass((priority) => withTags(Metrics.queueDepth, { key: label, class: priority })),
+          waitSeconds: byClass((priority) => withTags(Metrics.waitSeconds, { key: label, class: priority })),
+          grants: byClass((priority) => withTags(Metrics.grants, { key: label, class: priority })),
+          bucketLevel: byDimension((dimension) => withTags(Metrics.bucketLevel, { key: label, dimension: dimension })),
+          inFlight: withTags(Metrics.inFlight, { key: label }),
+          timeLeft: byDimension((dimension) => withTags(Metrics.quotaTimeLeft, { key: label, dimension }))
         }
       }
     }
 
-    /** The runtime of a key, created (and its driver started) on first use. */
+    /**
+     * The runtime of a key, created (and its driver started) on first use, or
+     * again after it was reclaimed: from the store's state, so a key whose
+     * buckets the store knows (defined, or learned from headers) is governed
+     * at once and not discovered again.
+     */
     const runtimeFor = (key: string): Effect.Effect<KeyRuntime, UnknownKey | LimiterStore.LimiterStoreError> =>
       Effect.suspend(() => {
         const existing = runtimes.get(key)
@@ -491,7 +625,7 @@ export const make = (options: Options = {}): Effect.Effect<
           if (again !== undefined) return again
           const known = defined.has(key) || Quota.dimensions.some((dimension) => state.levels[dimension] !== undefined)
           if (!known && !discover) return yield* new UnknownKey({ key })
-          const runtime = newRuntime(key, known)
+          const runtime = newRuntime(key, known, yield* Clock.currentTimeMillis)
           runtimes.set(key, runtime)
           yield* rememberLevels(runtime, state.levels)
           yield* Effect.forkIn(drive(runtime), scope)
@@ -507,51 +641,60 @@ export const make = (options: Options = {}): Effect.Effect<
         if (!runtime.discovering) return Effect.void
         runtime.discovering = false
         runtime.maxInFlight = maxInFlight
-        return Effect.zipRight(
-          runtime.slots.resize(maxInFlight),
-          Effect.logInfo(`Sluice learned the limits of key "${runtime.key}"; up to ${maxInFlight} calls in flight`)
-        )
+        runtime.wake.unsafeOpen()
+        return Effect.logInfo(`Sluice learned the limits of key "${runtime.key}"; up to ${maxInFlight} calls in flight`)
       })
 
-    /** Queues a waiter, shedding by the lane and queue bounds. Fails when the waiter itself is shed. */
-    const enqueue = (runtime: KeyRuntime, waiter: Waiter): Effect.Effect<void, Shed> =>
-      Effect.gen(function*() {
-        const { lanes } = runtime
-        if (lanes.size(waiter.priority) >= laneBounds[waiter.priority]) {
-          yield* Metric.increment(withTags(Metrics.shed, { key: runtime.key, class: waiter.priority, reason: "lane-full" }))
-          return yield* new Shed({ key: runtime.key, priority: waiter.priority, reason: "lane-full", waiting: lanes.size(waiter.priority) })
+    /**
+     * Puts a waiter in its lane, shedding by the lane and queue bounds, in one
+     * synchronous step with the check that the runtime is still live. Answers
+     * `retired` (ask for a fresh runtime), the `Shed` of the waiter itself, or
+     * the waiter it displaced (to fail), if any.
+     */
+    const publish = (runtime: KeyRuntime, waiter: Waiter):
+      | { readonly _tag: "Retired" }
+      | { readonly _tag: "Shed"; readonly error: Shed }
+      | { readonly _tag: "Queued"; readonly displaced: Waiter | undefined } => {
+      if (runtime.retired) return { _tag: "Retired" }
+      const { lanes } = runtime
+      if (lanes.size(waiter.priority) >= laneBounds[waiter.priority]) {
+        return { _tag: "Shed", error: new Shed({ key: runtime.key, priority: waiter.priority, reason: "lane-full", waiting: lanes.size(waiter.priority) }) }
+      }
+      let displaced: Waiter | undefined
+      if (lanes.total() >= maxWaiting) {
+        const lowest = lanes.lowest()
+        if (lowest === undefined || Priority.rank(lowest.priority) >= Priority.rank(waiter.priority)) {
+          return { _tag: "Shed", error: new Shed({ key: runtime.key, priority: waiter.priority, reason: "queue-full", waiting: lanes.total() }) }
         }
-        if (lanes.total() >= maxWaiting) {
-          const lowest = lanes.lowest()
-          if (lowest === undefined || Priority.rank(lowest.priority) >= Priority.rank(waiter.priority)) {
-            yield* Metric.increment(withTags(Metrics.shed, { key: runtime.key, class: waiter.priority, reason: "queue-full" }))
-            return yield* new Shed({ key: runtime.key, priority: waiter.priority, reason: "queue-full", waiting: lanes.total() })
-          }
-          yield* Metric.increment(withTags(Metrics.shed, { key: runtime.key, class: lowest.priority, reason: "displaced" }))
-          yield* failWaiter(runtime, lowest, new Shed({ key: runtime.key, priority: lowest.priority, reason: "displaced", waiting: lanes.total() }))
-        }
-        lanes.push(waiter)
-        yield* setDepth(runtime, waiter.priority)
-        yield* wake(runtime)
-      })
+        displaced = lowest
+      }
+      lanes.push(waiter)
+      runtime.wake.unsafeOpen()
+      return { _tag: "Queued", displaced }
+    }
 
-    /** Gives back a granted permit nobody will use. */
-    const abandon = (runtime: KeyRuntime, waiter: Waiter) =>
-      Effect.zipRight(release(runtime), Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts))))
+    const shedCounter = (key: string, priority: Priority.Class, reason: Shed["reason"]) =>
+      Metric.increment(withTags(Metrics.shed, { key: labelOf(key), class: priority, reason }))
 
+    /** Frees a permit's slot: its finalizer. */
     const release = (runtime: KeyRuntime) =>
-      Effect.suspend(() => {
-        runtime.held--
-        return Effect.all([
-          runtime.slots.release(1),
-          Metric.set(runtime.metrics.inFlight, runtime.held),
-          wake(runtime)
-        ], { discard: true })
-      })
+      Effect.clockWith((clock) =>
+        Effect.suspend(() => {
+          runtime.held--
+          runtime.taken--
+          runtime.lastActive = clock.unsafeCurrentTimeMillis()
+          runtime.wake.unsafeOpen()
+          return Metric.set(runtime.metrics.inFlight, runtime.held)
+        })
+      )
+
+    /** Gives back a granted permit nobody will use: its slot, and its reservation to the backend that granted it. */
+    const abandon = (runtime: KeyRuntime, waiter: Waiter) =>
+      Effect.zipRight(release(runtime), Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts), waiter.origin)))
 
     const makePermit = (
       runtime: KeyRuntime,
-      waiter: Pick<Waiter, "priority" | "amounts" | "arrivedAt">,
+      waiter: Pick<Waiter, "priority" | "amounts" | "arrivedAt" | "origin">,
       grantedAt: number
     ): Permit => {
       let charged = waiter.amounts
@@ -566,7 +709,8 @@ export const make = (options: Options = {}): Effect.Effect<
             const delta = Cost.difference(amounts, charged)
             charged = amounts
             if (Cost.isEmpty(delta)) return
-            const levels = yield* store.adjust(runtime.key, delta)
+            // To the backend that granted the reservation: a fallback's take is refunded to the fallback.
+            const levels = yield* store.adjust(runtime.key, delta, waiter.origin)
             yield* rememberLevels(runtime, levels)
             yield* wake(runtime)
           })
@@ -574,78 +718,128 @@ export const make = (options: Options = {}): Effect.Effect<
     }
 
     /**
-     * Reserves at once when the cost fits now; undefined when it must wait (the
-     * caller then queues). Runs uninterruptibly: the slot and the reservation
-     * end up in a permit with its finalizer, or are given back.
+     * Reserves at once, with the slot the caller already took; undefined when
+     * the cost must wait (the caller then queues). Runs uninterruptibly: the
+     * slot and the reservation end up in a permit with its finalizer, or are
+     * given back.
      */
-    const tryAtOnce = (runtime: KeyRuntime, key: string, amounts: Cost.Amounts, priority: Priority.Class, now: number) =>
+    const tryAtOnce = (runtime: KeyRuntime, amounts: Cost.Amounts, priority: Priority.Class, now: number) =>
       Effect.gen(function*() {
-        const taken = yield* runtime.slots.withPermitsIfAvailable(1)(Effect.void)
-        if (Option.isNone(taken)) return undefined
-        yield* runtime.slots.take(1)
-        const answer = yield* Effect.either(store.reserve(key, amounts, { headroom: headroomFor(runtime, Priority.rank(priority), now).fraction }))
+        const answer = yield* Effect.either(store.reserve(runtime.key, amounts, { headroom: headroomFor(runtime, Priority.rank(priority), now).fraction }))
         if (Either.isLeft(answer)) {
-          yield* runtime.slots.release(1)
+          giveBackSlot(runtime)
           return yield* Effect.fail(answer.left)
         }
         const reservation = answer.right
         if (reservation._tag !== "Granted") {
-          yield* runtime.slots.release(1)
+          giveBackSlot(runtime)
           if (reservation._tag === "TooLarge") {
             runtime.capacities[reservation.dimension] = reservation.capacity
-            return yield* new CostTooLarge({ key, dimension: reservation.dimension, amount: reservation.amount, capacity: reservation.capacity })
+            return yield* new CostTooLarge({ key: runtime.key, dimension: reservation.dimension, amount: reservation.amount, capacity: reservation.capacity })
           }
           return undefined
         }
-        yield* rememberLevels(runtime, reservation.levels)
         runtime.held++
+        yield* Effect.addFinalizer(() => release(runtime))
+        yield* rememberLevels(runtime, reservation.levels)
         yield* Metric.set(runtime.metrics.inFlight, runtime.held)
         yield* Metric.increment(runtime.metrics.grants[priority])
         yield* Metric.update(runtime.metrics.waitSeconds[priority], 0)
+        return makePermit(runtime, { priority, amounts, arrivedAt: now, origin: reservation.origin }, now)
+      })
+
+    /**
+     * Waits for a published waiter's answer. Called inside the mask that
+     * published it; only the wait itself is interruptible. On interruption the
+     * waiter leaves its lane, or, granted in the meantime, gives its permit
+     * back. At `maxWait` it leaves with `WaitTimeout` — unless it was granted
+     * at that same instant, when it keeps the permit: its answer decides,
+     * exactly once.
+     */
+    const awaitGrant = (
+      runtime: KeyRuntime,
+      waiter: Waiter,
+      maxWait: Duration.Duration | undefined,
+      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+    ): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
+      Effect.gen(function*() {
+        const waited = Deferred.await(waiter.deferred).pipe(
+          Effect.withSpan("RateLimiter.wait", { attributes: { key: runtime.key, priority: waiter.priority }, captureStackTrace: false })
+        )
+        yield* restore(maxWait === undefined ? Effect.asVoid(waited) : Effect.asVoid(Effect.timeoutOption(waited, maxWait))).pipe(
+          Effect.catchAll(() => Effect.void),
+          Effect.onInterrupt(() =>
+            Effect.suspend(() => {
+              if (runtime.lanes.leave(waiter, "cancelled")) return Effect.zipRight(setDepth(runtime, waiter.priority), wake(runtime))
+              return waiter.state === "granted" ? abandon(runtime, waiter) : Effect.void
+            })
+          )
+        )
+        if (maxWait !== undefined && runtime.lanes.leave(waiter, "failed")) {
+          Deferred.unsafeDone(waiter.deferred, Exit.fail(new WaitTimeout({ key: runtime.key, priority: waiter.priority, maxWait })))
+          runtime.wake.unsafeOpen()
+          yield* setDepth(runtime, waiter.priority)
+        }
+        // The waiter has left its lane, so its answer is in: this does not wait.
+        const grantedAt = yield* Deferred.await(waiter.deferred)
         yield* Effect.addFinalizer(() => release(runtime))
-        return makePermit(runtime, { priority, amounts, arrivedAt: now }, now)
+        return makePermit(runtime, waiter, grantedAt)
       })
 
     const acquire = (key: string, cost: Cost.Cost, acquireOptions?: AcquireOptions): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
       Effect.gen(function*() {
         const amounts = yield* Cost.validate(key, cost)
         const priority = acquireOptions?.priority ?? "normal"
-        const runtime = yield* runtimeFor(key)
-        for (const dimension of Quota.dimensions) {
-          const capacity = runtime.capacities[dimension]
-          if (capacity !== undefined && amounts[dimension] > capacity) {
-            return yield* new CostTooLarge({ key, dimension, amount: amounts[dimension], capacity })
-          }
-        }
-        const now = yield* Clock.currentTimeMillis
-        runtime.lastSeen[Priority.rank(priority)] = now
-        // Fast path: nobody is waiting and a slot is free, so there is no order to
-        // keep: reserve here instead of handing over to the driver.
-        if (runtime.lanes.total() === 0 && runtime.held < runtime.maxInFlight) {
-          const permit = yield* Effect.uninterruptible(tryAtOnce(runtime, key, amounts, priority, now))
-          if (permit !== undefined) return permit
-        }
-        const waiter: Waiter = {
-          seq: runtime.lanes.nextSeq(),
-          priority,
-          arrivedAt: now,
-          amounts,
-          state: "waiting",
-          deferred: yield* Deferred.make<number, RateLimiterError>()
-        }
-        yield* enqueue(runtime, waiter)
-        // Only a call that waits gets a span: on the fast path a span would cost more than the grant.
+        const maxWait = acquireOptions?.maxWait === undefined ? undefined : Duration.decode(acquireOptions.maxWait)
+        // Whatever is taken below (a slot, a place in a lane) is taken inside this
+        // mask, in the same step as the code that gives it back is installed.
         return yield* Effect.uninterruptibleMask((restore) =>
-          restore(Deferred.await(waiter.deferred).pipe(Effect.withSpan("RateLimiter.wait", { attributes: { key, priority }, captureStackTrace: false }))).pipe(
-            Effect.onInterrupt(() =>
-              Effect.suspend(() => {
-                if (runtime.lanes.leave(waiter, "cancelled")) return Effect.zipRight(setDepth(runtime, priority), wake(runtime))
-                return waiter.state === "granted" ? abandon(runtime, waiter) : Effect.void
-              })
-            ),
-            Effect.tap(() => Effect.addFinalizer(() => release(runtime))),
-            Effect.map((grantedAt) => makePermit(runtime, waiter, grantedAt))
-          )
+          Effect.gen(function*() {
+            for (;;) {
+              const runtime = yield* restore(runtimeFor(key))
+              for (const dimension of Quota.dimensions) {
+                const capacity = runtime.capacities[dimension]
+                if (capacity !== undefined && amounts[dimension] > capacity) {
+                  return yield* new CostTooLarge({ key, dimension, amount: amounts[dimension], capacity })
+                }
+              }
+              const now = yield* Clock.currentTimeMillis
+              // Reclaimed since runtimeFor answered: ask again.
+              if (runtime.retired) continue
+              runtime.lastSeen[Priority.rank(priority)] = now
+              runtime.lastActive = now
+              // Fast path: nobody is waiting and a slot is free, so there is no order to
+              // keep: reserve here instead of handing over to the driver.
+              if (runtime.lanes.total() === 0 && runtime.taken < runtime.maxInFlight) {
+                runtime.taken++
+                const permit = yield* tryAtOnce(runtime, amounts, priority, now)
+                if (permit !== undefined) return permit
+              }
+              const waiter: Waiter = {
+                seq: runtime.lanes.nextSeq(),
+                priority,
+                arrivedAt: now,
+                amounts,
+                state: "waiting",
+                deferred: Deferred.unsafeMake<number, RateLimiterError>(FiberId.none),
+                origin: undefined
+              }
+              const published = publish(runtime, waiter)
+              if (published._tag === "Retired") continue
+              if (published._tag === "Shed") {
+                yield* shedCounter(key, priority, published.error.reason)
+                return yield* published.error
+              }
+              if (published.displaced !== undefined) {
+                const lowest = published.displaced
+                yield* shedCounter(key, lowest.priority, "displaced")
+                yield* failWaiter(runtime, lowest, new Shed({ key, priority: lowest.priority, reason: "displaced", waiting: runtime.lanes.total() }))
+              }
+              yield* setDepth(runtime, priority)
+              // Only a call that waits gets a span: on the fast path a span would cost more than the grant.
+              return yield* awaitGrant(runtime, waiter, maxWait, restore)
+            }
+          })
         )
       })
 
@@ -673,7 +867,9 @@ export const make = (options: Options = {}): Effect.Effect<
 
     const observe = (key: string, snapshot: RateLimitSnapshot) =>
       Effect.gen(function*() {
-        const observation = yield* store.observe(key, snapshot)
+        // An absurd retry-after (a day, a typo in a proxy) would close the key for every caller.
+        const bounded = snapshot.retryAfter === undefined ? snapshot : { ...snapshot, retryAfter: capped(snapshot.retryAfter, maxPause) }
+        const observation = yield* store.observe(key, bounded)
         for (const lowered of observation.lowered) {
           // The store slowed the refill in proportion.
           const refill = rates.get(key)
@@ -683,7 +879,7 @@ export const make = (options: Options = {}): Effect.Effect<
             `Sluice lowered the ${lowered.dimension} limit of key "${key}" from ${lowered.from} to ${lowered.to}, the provider's stated limit`
           )
         }
-        if (snapshot.retryAfter !== undefined) yield* Metric.increment(withTags(Metrics.pauses, { key }))
+        if (snapshot.retryAfter !== undefined) yield* Metric.increment(withTags(Metrics.pauses, { key: labelOf(key) }))
         const runtime = runtimes.get(key)
         if (runtime === undefined) return
         yield* rememberLevels(runtime, observation.levels)
@@ -695,8 +891,8 @@ export const make = (options: Options = {}): Effect.Effect<
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const duration = until instanceof Date ? Duration.millis(Math.max(0, until.getTime() - now)) : Duration.decode(until)
-        yield* store.pause(key, duration)
-        yield* Metric.increment(withTags(Metrics.pauses, { key }))
+        yield* store.pause(key, capped(duration, maxPause))
+        yield* Metric.increment(withTags(Metrics.pauses, { key: labelOf(key) }))
         const runtime = runtimes.get(key)
         if (runtime !== undefined) yield* wake(runtime)
       }).pipe(Effect.withSpan("RateLimiter.pause", { attributes: { key }, captureStackTrace: false }))
@@ -711,7 +907,8 @@ export const make = (options: Options = {}): Effect.Effect<
           maxInFlight: runtime?.maxInFlight ?? maxInFlight,
           discovering: runtime?.discovering ?? false,
           levels: state.levels,
-          pausedFor: state.pausedFor
+          pausedFor: state.pausedFor,
+          resident: runtime !== undefined
         }
       })
 
