@@ -14,10 +14,10 @@
  * - `cached`: a long instruction prompt marked for the prompt cache, then the
  *   document (calibrated as plain: the estimator compares the whole input).
  *
- * The "provider" is the simulator's count plus, for a request with tools,
- * Anthropic's published tool-use system prompt for the model (313 tokens for
- * Sonnet 4.5 with a forced tool): the simulator counts the tool definitions
- * but not that hidden prompt, which a real Claude bills and rate-limits.
+ * The "provider" is the simulator's count, which for a request with tools
+ * includes Anthropic's published tool-use system prompt for the model (313
+ * tokens for Sonnet 4.5 with a forced tool), as a real Claude bills and
+ * rate-limits it.
  *
  * Four estimators see the same calls: one that never learns ("before
  * calibration"), the default one, one without the tool-overhead table
@@ -69,14 +69,15 @@ const requestOf = (shape: Shape, text: string, system: string): LlmClient.Reques
   }
 }
 
-/** The provider's whole input count: the simulator's, plus the hidden tool-use prompt when tools are offered. */
+/** The provider's whole input count: the simulator's, the hidden tool-use prompt included when tools are offered. */
 const providerCount = (r: LlmClient.Request) =>
   Simulator.countTokens({
     model: r.model,
     system: r.system,
     messages: r.messages,
-    tools: r.tools?.map((tool) => ({ name: tool.name, input_schema: tool.inputSchema }))
-  }) + ToolOverhead.ofRequest(ToolOverhead.defaultTable, r)
+    tools: r.tools?.map((tool) => ({ name: tool.name, input_schema: tool.inputSchema })),
+    ...(r.toolChoice === undefined ? {} : { tool_choice: r.toolChoice })
+  })
 
 interface Sample {
   readonly shape: Shape
@@ -127,7 +128,7 @@ const program = Effect.gen(function*() {
   }
   const warmUp = 20
   yield* Console.log(`${samples.length} calls to ${model}, ${Math.min(...lengths)}–${Math.max(...lengths)} words; estimate / actual − 1, 5 % margin included`)
-  yield* Console.log(`actual = the simulator's count + the tool-use system prompt (${ToolOverhead.tokensFor(ToolOverhead.defaultTable, model, { type: "any" })} tokens, forced tool) for tools`)
+  yield* Console.log(`actual = the simulator's count, which includes the tool-use system prompt (${ToolOverhead.tokensFor(ToolOverhead.defaultTable, model, { type: "any" })} tokens, forced tool) for tools`)
   for (const shape of shapes) {
     const of = samples.filter((s) => s.shape === shape)
     const late = of.filter((s) => s.index >= warmUp)

@@ -206,10 +206,13 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider & { rea
   Effect.sync(() => {
     const provider = options.provider ?? "anthropic"
     const timeoutAfter = options.timeout === undefined ? undefined : Duration.decode(options.timeout)
+    // Everything explicit: the SDK would otherwise read ANTHROPIC_BASE_URL and ANTHROPIC_AUTH_TOKEN from
+    // the environment behind the layer's back (configuration goes through `layerConfig` and `Config`).
     const sdk = new AnthropicSdk({
       apiKey: Redacted.value(options.apiKey),
+      authToken: null,
       maxRetries: 0,
-      ...(options.baseURL === undefined ? {} : { baseURL: options.baseURL }),
+      baseURL: options.baseURL ?? "https://api.anthropic.com",
       ...(timeoutAfter === undefined ? {} : { timeout: Duration.toMillis(timeoutAfter) })
     })
 

@@ -10,6 +10,7 @@ import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
 import * as TokenBucket from "@sluice/core/TokenBucket"
+import * as ToolOverhead from "@sluice/core/ToolOverhead"
 
 // ---------------------------------------------------------------------------
 // Configuration
@@ -126,8 +127,27 @@ export const countTokens = (body: unknown): number => {
   }
   if (Array.isArray(record.tools)) {
     for (const tool of record.tools) total += countText(JSON.stringify(tool)) + perToolOverhead
+    total += toolUsePrompt(record)
   }
   return total
+}
+
+/**
+ * The hidden tool-use system prompt Anthropic adds (and counts) for a request
+ * that offers tools, by model and tool choice: 313 tokens for a forced tool on
+ * Claude 4.x. Only an Anthropic-shaped body that names its model pays it; the
+ * OpenAI path counts its own per-function overhead.
+ */
+const toolUsePrompt = (record: Record<string, unknown>): number => {
+  if (typeof record.model !== "string" || !Array.isArray(record.tools) || record.tools.length === 0) return 0
+  const choice = record.tool_choice
+  const type = typeof choice === "object" && choice !== null ? (choice as Record<string, unknown>).type : undefined
+  return ToolOverhead.tokensFor(
+    ToolOverhead.defaultTable,
+    record.model,
+    type === "any" ? { type: "any" } : type === "tool" ? { type: "tool", name: "" } : undefined,
+    "anthropic"
+  )
 }
 
 // ---------------------------------------------------------------------------
