@@ -14,7 +14,8 @@ const KEY = "interrupt/model"
  * scheduling costs more ops than it has, and it never gets anywhere.
  */
 const MIN_OPS = 10
-const SWEEP_OPS = Number(process.env.SWEEP_OPS ?? 8)
+// Five settings of the yield point × every interrupt step keeps the suite near a minute; SWEEP_OPS=40 sweeps wider.
+const SWEEP_OPS = Number(process.env.SWEEP_OPS ?? 5)
 const MAX_YIELDS = Number(process.env.SWEEP_YIELDS ?? 16)
 
 /** A quota that refills so slowly that a test's milliseconds add nothing measurable: a full bucket means every take came back. */
