@@ -20,7 +20,7 @@
  * | refused by Sluice, or interrupted before it was sent | never taken, or refunded by the limiter | cancelled |
  *
  * "Sent" is the instant the provider call starts: the worst case is charged
- * only when the request may have reached the provider (`LlmClient.mayHaveRun`).
+ * only when the request may have reached the provider (`SluiceError.classify(error).mayHaveRun`).
  *
  * A 429 observes its headers and closes the key's gate (`RateLimiter.pause`,
  * capped there by `maxPause`) for every waiter at once.
@@ -49,7 +49,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import * as Predicate from "effect/Predicate"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Budget from "./Budget.js"
@@ -62,6 +61,7 @@ import * as PromptCache from "./PromptCache.js"
 import type * as Quota from "./Quota.js"
 import * as RateLimiter from "./RateLimiter.js"
 import type { RateLimitSnapshot } from "./RateLimitSnapshot.js"
+import * as SluiceError from "./SluiceError.js"
 import * as TokenEstimator from "./TokenEstimator.js"
 
 /** Options of an admission path. Every field has a default. */
@@ -129,21 +129,13 @@ export interface Admission {
   ) => Stream.Stream<A, E | AdmissionError, R>
 }
 
-const admissionTags: ReadonlySet<string> = new Set([
-  "CostTooLarge",
-  "Shed",
-  "UnknownKey",
-  "WaitTimeout",
-  "InvalidCost",
-  "LimiterStoreError",
-  "BudgetExceeded",
-  "BudgetLedgerError",
-  "UnknownModel"
-])
+const admissionOrigins: ReadonlySet<SluiceError.Origin | undefined> = new Set(["limiter", "budget", "pricing"] as const)
 
-/** Whether a failure is admission's own refusal (the limiter's or the budget's), not the call's. */
-export const isAdmissionError = (error: unknown): error is AdmissionError =>
-  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" && admissionTags.has(error._tag)
+/**
+ * Whether a failure is admission's own refusal (the limiter's, the budget's or
+ * the price table's), not the call's: `SluiceError.classify(error).origin`.
+ */
+export const isAdmissionError = (error: unknown): error is AdmissionError => admissionOrigins.has(SluiceError.classify(error).origin)
 
 /** `answerOf` for an `LlmClient.Response`. */
 export const answerOfResponse = (response: LlmClient.Response): Answer => ({
@@ -154,13 +146,6 @@ export const answerOfResponse = (response: LlmClient.Response): Answer => ({
 /** `answerOf` for `LlmClient.StreamEvent`s: the `Done` event carries the answer. */
 export const answerOfEvent = (event: LlmClient.StreamEvent): Answer | undefined =>
   event._tag === "Done" ? answerOfResponse(event.response) : undefined
-
-/** A provider error from anything a call failed with. */
-const providerErrorOf = (error: unknown): LlmClient.ProviderError | undefined =>
-  Predicate.hasProperty(error, "_tag") && Predicate.hasProperty(error, "retryable") && typeof error.retryable === "boolean" &&
-    Predicate.hasProperty(error, "provider")
-    ? error as unknown as LlmClient.ProviderError
-    : undefined
 
 /**
  * Where one attempt stands, for its release: `waiting` until the provider call
@@ -270,11 +255,12 @@ export const make = (options: Options = {}): Effect.Effect<
 
     /** The call failed after it was sent: the stage it leaves, and what the limiter learns. */
     const onFailure = (call: Call, permit: RateLimiter.Permit, error: unknown): Effect.Effect<Stage> => {
-      const provider = providerErrorOf(error)
-      if (provider === undefined || LlmClient.mayHaveRun(provider)) {
-        return Effect.as(provider === undefined ? Effect.void : learnFromError(call.key, provider), sent)
-      }
-      return Effect.as(Effect.zipRight(Effect.ignore(permit.settle(nothing)), learnFromError(call.key, provider)), refused)
+      // Only the provider's own refusal is refunded. Anything else that ends a
+      // sent call (a defect, an error Sluice does not know, an inner layer's
+      // refusal) is charged as sent.
+      if (!SluiceError.isProviderError(error)) return Effect.succeed(sent)
+      if (SluiceError.classify(error).mayHaveRun) return Effect.as(learnFromError(call.key, error), sent)
+      return Effect.as(Effect.zipRight(Effect.ignore(permit.settle(nothing)), learnFromError(call.key, error)), refused)
     }
 
     /**

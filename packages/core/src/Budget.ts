@@ -35,6 +35,7 @@ import * as Random from "effect/Random"
 import * as Schema from "effect/Schema"
 import type * as LlmClient from "./LlmClient.js"
 import * as Pricing from "./Pricing.js"
+import { BudgetExceeded, BudgetLedgerError } from "./SluiceError.js"
 
 // ---------------------------------------------------------------------------
 // Limits
@@ -81,26 +82,8 @@ const windowName = (window: Window): string => typeof window === "string" ? wind
 // Errors
 // ---------------------------------------------------------------------------
 
-/** A call would pass a limit: refused before any money was spent. */
-export class BudgetExceeded extends Data.TaggedError("BudgetExceeded")<{
-  readonly scope: string
-  readonly window: string
-  readonly spentUsd: number
-  readonly reservedUsd: number
-  readonly limitUsd: number
-  readonly attemptedUsd: number
-}> {
-  override get message(): string {
-    return `Budget exceeded for ${this.scope} (${this.window}): spent $${this.spentUsd.toFixed(4)}, reserved $${this.reservedUsd.toFixed(4)}, limit $${this.limitUsd.toFixed(2)}; this call needs up to $${this.attemptedUsd.toFixed(4)}`
-  }
-}
-
-/** The ledger could not be read or written. */
-export class BudgetLedgerError extends Data.TaggedError("BudgetLedgerError")<{ readonly operation: string; readonly cause: unknown }> {
-  override get message(): string {
-    return `Budget ledger failed to ${this.operation}: ${String(this.cause)}`
-  }
-}
+// Defined in `SluiceError` with every error a call can fail with; named here as the budget's.
+export { BudgetExceeded, BudgetLedgerError } from "./SluiceError.js"
 
 // ---------------------------------------------------------------------------
 // The ledger

@@ -43,7 +43,6 @@
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
-import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -53,6 +52,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Retry from "./Retry.js"
+import { CircuitOpen, type CircuitReason } from "./SluiceError.js"
 
 // ---------------------------------------------------------------------------
 // States, reasons, errors
@@ -65,34 +65,12 @@ export type State = "closed" | "half-open" | "open"
  * Why a breaker opened: a run of failures, the failure rate over the window,
  * or a failed probe while half-open.
  */
-export type Reason = "consecutive-failures" | "failure-rate" | "probe-failed"
+export type Reason = CircuitReason
+
+// Defined in `SluiceError` with every error a call can fail with; named here as the breaker's.
+export { CircuitOpen } from "./SluiceError.js"
 
 const formatInstant = (millis: number): string => new Date(millis).toISOString()
-
-/**
- * A call refused because the key's breaker is open, or half-open with every
- * probe slot taken. `probeAt` is the instant (ms on the `Clock`) from which a
- * probe is let through — in the past when the breaker is already half-open.
- */
-export class CircuitOpen extends Data.TaggedError("CircuitOpen")<{
-  readonly key: string
-  /** When the breaker opened (ms, Clock). */
-  readonly openedAt: number
-  /** When it lets (or began letting) a probe through (ms, Clock). */
-  readonly probeAt: number
-  readonly reason: Reason
-  /** `open`, or `half-open` when the call was refused because the probes were taken. */
-  readonly state: "open" | "half-open"
-}> {
-  override get message(): string {
-    const since = `open since ${formatInstant(this.openedAt)} (${this.reason})`
-    return this.state === "open"
-      ? `Circuit breaker for key "${this.key}" is ${since}; it lets a probe through at ${formatInstant(this.probeAt)}`
-      : `Circuit breaker for key "${this.key}" is half-open, ${since}; its probes, under way since ${
-        formatInstant(this.probeAt)
-      }, decide whether it closes`
-  }
-}
 
 /** A change of state of one key's breaker, as `onTransition` receives it. */
 export interface Transition {

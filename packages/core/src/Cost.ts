@@ -13,10 +13,10 @@
  * // { requests: 1, inputTokens: 1200, outputTokens: 512, tokens: 1712 }
  * ```
  */
-import * as Data from "effect/Data"
 import * as Either from "effect/Either"
 import type { Dimension } from "./Quota.js"
 import { dimensions } from "./Quota.js"
+import { InvalidCost } from "./SluiceError.js"
 
 /** What a call takes, as the caller knows it. Missing dimensions get their defaults. */
 export interface Cost {
@@ -32,16 +32,8 @@ export type Amounts = { readonly [D in Dimension]: number }
 /** A change per dimension: positive charges the bucket, negative refunds it. */
 export type Delta = { readonly [D in Dimension]?: number }
 
-/** A cost with a negative, infinite or non-numeric amount. */
-export class InvalidCost extends Data.TaggedError("InvalidCost")<{
-  readonly key: string
-  readonly dimension: Dimension
-  readonly value: unknown
-}> {
-  override get message(): string {
-    return `Invalid cost for key "${this.key}": ${this.dimension} must be a finite number >= 0, got ${String(this.value)}`
-  }
-}
+// Defined in `SluiceError` with every error a call can fail with; named here as the cost's.
+export { InvalidCost } from "./SluiceError.js"
 
 /** Fills in the defaults: one request, `tokens` = input + output. */
 export const amounts = (cost: Cost): Amounts => {

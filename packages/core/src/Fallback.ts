@@ -14,9 +14,10 @@
  * )
  * ```
  */
-import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Predicate from "effect/Predicate"
+import * as SluiceError from "./SluiceError.js"
+import { AllRungsFailed } from "./SluiceError.js"
 
 /** One rung: a model, and the quota key its calls count against (derived from the model when absent). */
 export interface Rung {
@@ -24,29 +25,16 @@ export interface Rung {
   readonly key?: string | undefined
 }
 
-/** Every rung failed; `attempts` holds each rung's reason, in order. */
-export class AllRungsFailed extends Data.TaggedError("AllRungsFailed")<{
-  readonly attempts: ReadonlyArray<{ readonly model: string; readonly key: string | undefined; readonly error: unknown }>
-}> {
-  override get message(): string {
-    const reasons = this.attempts.map(({ error, model }) => {
-      const tag = Predicate.hasProperty(error, "_tag") ? String(error._tag) : "Error"
-      const text = Predicate.hasProperty(error, "message") ? String(error.message) : String(error)
-      return `${model}: ${tag} (${text})`
-    })
-    return `Every model of the ladder failed: ${reasons.join("; ")}`
-  }
-}
-
-const fallbackTags = new Set(["RateLimited", "Overloaded", "CircuitOpen"])
+// Defined in `SluiceError` with every error a call can fail with; named here as the ladder's.
+export { AllRungsFailed } from "./SluiceError.js"
 
 /**
  * The errors that move a call to the next rung: `RateLimited`, `Overloaded`,
  * `CircuitOpen`. `QuotaExhausted` is not one: the account is out of money for
  * every model, so the next rung would fail the same way after another request.
+ * `SluiceError.classify(error).fallback`.
  */
-export const isFallbackError = (error: unknown): boolean =>
-  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" && fallbackTags.has(error._tag)
+export const isFallbackError = (error: unknown): boolean => SluiceError.classify(error).fallback
 
 /**
  * Tries `attempt` on each rung in order. An error for which `fallsBack` holds

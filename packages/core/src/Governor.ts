@@ -324,7 +324,7 @@ export const make = (options: Options = {}): Effect.Effect<
       if (Option.isNone(breaker)) return call
       return breaker.value.run(key, call).pipe(
         Effect.catchTag("CircuitOpen", (open) =>
-          Effect.zipRight(countOutcome(key, "circuit_open"), coalescer.cached(routed)).pipe(Effect.flatMap(Option.match({
+          Effect.zipRight(countOutcome(key, Metrics.outcomeOf(open)), coalescer.cached(routed)).pipe(Effect.flatMap(Option.match({
             onNone: () => Effect.fail<LlmClient.CallError>(open),
             onSome: Effect.succeed
           }))))

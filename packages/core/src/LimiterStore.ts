@@ -24,7 +24,6 @@
  * small definition per key ever limited.
  */
 import * as Context from "effect/Context"
-import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -32,6 +31,7 @@ import * as Ref from "effect/Ref"
 import type * as Cost from "./Cost.js"
 import * as Quota from "./Quota.js"
 import type { RateLimitSnapshot } from "./RateLimitSnapshot.js"
+import { LimiterStoreError } from "./SluiceError.js"
 import * as TokenBucket from "./TokenBucket.js"
 
 /** One bucket's level and capacity, as last seen by the store. */
@@ -85,16 +85,8 @@ export interface KeyState {
   readonly pausedFor: Duration.Duration
 }
 
-/** The store could not be reached or answered nonsense. */
-export class LimiterStoreError extends Data.TaggedError("LimiterStoreError")<{
-  readonly key: string
-  readonly operation: string
-  readonly cause: unknown
-}> {
-  override get message(): string {
-    return `Limiter store failed to ${this.operation} key "${this.key}": ${String(this.cause)}`
-  }
-}
+// Defined in `SluiceError` with every error a call can fail with; named here as the store's.
+export { LimiterStoreError } from "./SluiceError.js"
 
 /** The period assumed for a limit learned from headers: Anthropic and OpenAI state per-minute limits. */
 export const discoveredPeriod: Duration.Duration = Duration.minutes(1)

@@ -22,19 +22,14 @@
  * ```
  */
 import * as Context from "effect/Context"
-import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import type * as Stream from "effect/Stream"
 import type * as Cost from "./Cost.js"
-import type { UnknownModel } from "./Pricing.js"
 import type * as Priority from "./Priority.js"
-import type * as Quota from "./Quota.js"
-import type { BudgetExceeded, BudgetLedgerError } from "./Budget.js"
-import type { CircuitOpen } from "./CircuitBreaker.js"
-import type { AllRungsFailed } from "./Fallback.js"
-import type { RateLimiterError } from "./RateLimiter.js"
 import type { RateLimitSnapshot } from "./RateLimitSnapshot.js"
+import * as SluiceError from "./SluiceError.js"
+import type { CallError, ProviderError } from "./SluiceError.js"
 
 // ---------------------------------------------------------------------------
 // Requests
@@ -214,166 +209,43 @@ export const usageCost = (
 })
 
 // ---------------------------------------------------------------------------
-// Errors
+// Errors: defined in `SluiceError`, the bottom of core, and named here as the contract's
 // ---------------------------------------------------------------------------
 
-interface ErrorFields {
-  /** The provider that answered: "anthropic", "openai", "simulator", … */
-  readonly provider: string
-  readonly model?: string | undefined
-  /** The HTTP status, when there was one. */
-  readonly status?: number | undefined
-  /** The provider's own message. */
-  readonly detail: string
-  /** The provider's `x-should-retry` verdict, which wins over the status. */
-  readonly shouldRetry?: boolean | undefined
-  /** The provider's request id, for support tickets. */
-  readonly requestId?: string | undefined
-}
-
-const describe = (name: string, fields: ErrorFields): string =>
-  `${name} from ${fields.provider}${fields.model === undefined ? "" : ` (${fields.model})`}${fields.status === undefined ? "" : `, HTTP ${fields.status}`}: ${fields.detail}`
-
-/** 429: a quota ran out. `retryAfter` is the provider's hint, `dimension` which bucket ran out. */
-export class RateLimited extends Data.TaggedError("RateLimited")<ErrorFields & {
-  readonly retryAfter?: Duration.Duration | undefined
-  readonly dimension?: Quota.Dimension | undefined
-  readonly rateLimits?: RateLimitSnapshot | undefined
-}> {
-  get retryable(): boolean {
-    return this.shouldRetry ?? true
-  }
-  override get message(): string {
-    return describe("Rate limited", this)
-  }
-}
-
-/** 529 (Anthropic) or 503 with an overloaded body: the provider as a whole is busy. No quota hint. */
-export class Overloaded extends Data.TaggedError("Overloaded")<ErrorFields & {
-  readonly retryAfter?: Duration.Duration | undefined
-}> {
-  get retryable(): boolean {
-    return this.shouldRetry ?? true
-  }
-  override get message(): string {
-    return describe("Overloaded", this)
-  }
-}
-
-/** 500, 502, 503, 504: transient trouble on the provider's side. */
-export class ServerError extends Data.TaggedError("ServerError")<ErrorFields & {
-  readonly retryAfter?: Duration.Duration | undefined
-}> {
-  get retryable(): boolean {
-    return this.shouldRetry ?? true
-  }
-  override get message(): string {
-    return describe("Server error", this)
-  }
-}
-
-/** 400, 413, 422: the request itself is wrong; retrying cannot help. */
-export class BadRequest extends Data.TaggedError("BadRequest")<ErrorFields> {
-  get retryable(): boolean {
-    return this.shouldRetry ?? false
-  }
-  override get message(): string {
-    return describe("Bad request", this)
-  }
-}
-
-/** 401, 403: the key is missing, wrong or not allowed. */
-export class Unauthorized extends Data.TaggedError("Unauthorized")<ErrorFields> {
-  get retryable(): boolean {
-    return this.shouldRetry ?? false
-  }
-  override get message(): string {
-    return describe("Unauthorized", this)
-  }
-}
-
-/** 404: no such model or endpoint. */
-export class NotFound extends Data.TaggedError("NotFound")<ErrorFields> {
-  get retryable(): boolean {
-    return this.shouldRetry ?? false
-  }
-  override get message(): string {
-    return describe("Not found", this)
-  }
-}
-
-/** The call took longer than allowed. */
-export class Timeout extends Data.TaggedError("Timeout")<ErrorFields & { readonly after?: Duration.Duration | undefined }> {
-  get retryable(): boolean {
-    return this.shouldRetry ?? true
-  }
-  override get message(): string {
-    return describe("Timeout", this)
-  }
-}
-
-/** The connection failed or was reset, or the body could not be read. */
-export class NetworkError extends Data.TaggedError("NetworkError")<ErrorFields & { readonly cause?: unknown }> {
-  get retryable(): boolean {
-    return this.shouldRetry ?? true
-  }
-  override get message(): string {
-    return describe("Network error", this)
-  }
-}
-
 /**
- * 429 with a billing cause (OpenAI's `insufficient_quota`, a spend cap, credits
- * exhausted): no wait will help, so it is never retried and never pauses the key.
+ * The provider errors and the unions of the contract. They are defined in
+ * `SluiceError`, which imports no layer above the contract, so that naming the
+ * governance errors here imports neither the limiter, nor the breaker, nor the
+ * budget; the docs are on the definitions.
  */
-export class QuotaExhausted extends Data.TaggedError("QuotaExhausted")<ErrorFields & {
-  /** The provider's error code, e.g. `insufficient_quota`. */
-  readonly code?: string | undefined
-}> {
-  get retryable(): boolean {
-    return false
-  }
-  override get message(): string {
-    return describe("Quota exhausted", this)
-  }
-}
+export {
+  BadRequest,
+  NetworkError,
+  NotFound,
+  Overloaded,
+  QuotaExhausted,
+  RateLimited,
+  ServerError,
+  Timeout,
+  Unauthorized
+} from "./SluiceError.js"
+export type { CallError, GovernanceError, ProviderError, ProviderErrorFields } from "./SluiceError.js"
 
-/** Everything a provider call can fail with. Each member says whether it may be retried. */
-export type ProviderError =
-  | RateLimited
-  | QuotaExhausted
-  | Overloaded
-  | ServerError
-  | BadRequest
-  | Unauthorized
-  | NotFound
-  | Timeout
-  | NetworkError
-
-/** Whether an error may be retried (`x-should-retry` wins over the status). */
-export const isRetryable = (error: ProviderError): boolean => error.retryable
+/** Whether an error may be retried (`x-should-retry` wins over the status): `SluiceError.classify(error).retryable`. */
+export const isRetryable = (error: ProviderError): boolean => SluiceError.classify(error).retryable
 
 /**
  * Whether a failed call may have run at the provider, and so be billed: a
  * timeout or a lost connection may have (the request may have arrived); a
  * refusal (429, 529, 5xx, 4xx, a billing error) was answered without running.
  * The admission path charges a call's worst case only when this holds.
+ * `SluiceError.classify(error).mayHaveRun`.
  */
-export const mayHaveRun = (error: ProviderError): boolean => error._tag === "Timeout" || error._tag === "NetworkError"
+export const mayHaveRun = (error: ProviderError): boolean => SluiceError.classify(error).mayHaveRun
 
 // ---------------------------------------------------------------------------
 // Service
 // ---------------------------------------------------------------------------
-
-/**
- * Sluice refused or gave up on a call before or instead of the provider: the
- * limiter shed it or its cost can never fit, a breaker is open, every rung of
- * a ladder failed, the budget would be exceeded.
- */
-export type GovernanceError = RateLimiterError | CircuitOpen | AllRungsFailed | BudgetExceeded | BudgetLedgerError | UnknownModel
-
-/** Everything a call through an `LlmClient` can fail with. */
-export type CallError = ProviderError | GovernanceError
 
 /** A model client whose calls fail with `E`. */
 export interface Client<E> {

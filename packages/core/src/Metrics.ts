@@ -29,6 +29,7 @@
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import type * as MetricState from "effect/MetricState"
+import * as SluiceError from "./SluiceError.js"
 
 /** Time from `acquire` to grant, in seconds (10 ms to about 5.5 min, doubling). */
 export const waitSeconds = Metric.histogram(
@@ -125,17 +126,15 @@ export const callRetries = Metric.counter("sluice_call_retries_total", {
  * The `outcome` label of an exit: `ok`, or the error's tag in snake case
  * (`RateLimited` → `rate_limited`, `QuotaExhausted` → `quota_exhausted`: the
  * account is out of money, which no wait cures, so alert on it apart from
- * rate limits), `interrupted`, or `error` for anything untagged.
+ * rate limits), `interrupted`, or `error` for anything untagged:
+ * `SluiceError.classify(error).outcome`.
  *
  * @example
  * ```ts
  * Metrics.outcomeOf(new LlmClient.RateLimited({ provider: "anthropic", detail: "" })) // "rate_limited"
  * ```
  */
-export const outcomeOf = (error: unknown): string =>
-  typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string"
-    ? error._tag.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toLowerCase()
-    : "error"
+export const outcomeOf = (error: unknown): string => SluiceError.classify(error).outcome
 
 /**
  * Pure: seconds until a bucket at `level` runs out when it is consumed at

@@ -20,6 +20,7 @@ import * as Layer from "effect/Layer"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as LlmClient from "./LlmClient.js"
+import { UnknownModel } from "./SluiceError.js"
 
 const UsdPerMTok = Schema.Number.pipe(Schema.finite(), Schema.nonNegative())
 
@@ -50,12 +51,8 @@ export const defaultTable: PriceTable = {
   "gpt-4.1-mini": { inputPerMTok: 0.4, outputPerMTok: 1.6, cacheReadPerMTok: 0.1, cacheWritePerMTok: 0.4 }
 }
 
-/** A model with no entry in the price table. */
-export class UnknownModel extends Data.TaggedError("UnknownModel")<{ readonly model: string }> {
-  override get message(): string {
-    return `No price for model "${this.model}": add it to the price table (Pricing.layer)`
-  }
-}
+// Defined in `SluiceError` with every error a call can fail with; named here as the price table's.
+export { UnknownModel } from "./SluiceError.js"
 
 /** A price table that could not be accepted; each issue names its field (`claude-x.outputPerMTok`). */
 export class InvalidPriceTable extends Data.TaggedError("InvalidPriceTable")<{

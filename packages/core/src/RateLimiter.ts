@@ -43,7 +43,6 @@
  */
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
-import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -62,56 +61,15 @@ import * as Metrics from "./Metrics.js"
 import * as Priority from "./Priority.js"
 import * as Quota from "./Quota.js"
 import type { RateLimitSnapshot } from "./RateLimitSnapshot.js"
+import { CostTooLarge, type RateLimiterError, Shed, UnknownKey, WaitTimeout } from "./SluiceError.js"
 
 // ---------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------
 
-/** A cost larger than a bucket can ever hold: it would wait forever, so it fails at once. */
-export class CostTooLarge extends Data.TaggedError("CostTooLarge")<{
-  readonly key: string
-  readonly dimension: Quota.Dimension
-  readonly amount: number
-  readonly capacity: number
-}> {
-  override get message(): string {
-    return `Cost too large for key "${this.key}": ${this.dimension} needs ${this.amount}, but its bucket holds at most ${this.capacity}`
-  }
-}
-
-/** A waiter turned away because its lane or the whole queue of its key was full. */
-export class Shed extends Data.TaggedError("Shed")<{
-  readonly key: string
-  readonly priority: Priority.Class
-  /** `lane-full`: its class had `lanes[class]` waiters; `queue-full`: the key had `maxWaiting`; `displaced`: a higher class took its place. */
-  readonly reason: "lane-full" | "queue-full" | "displaced"
-  readonly waiting: number
-}> {
-  override get message(): string {
-    return `Shed ${this.priority} call on key "${this.key}" (${this.reason}, ${this.waiting} waiting)`
-  }
-}
-
-/** A key with no quota while discovery is off. */
-export class UnknownKey extends Data.TaggedError("UnknownKey")<{ readonly key: string }> {
-  override get message(): string {
-    return `No quota is defined for key "${this.key}" and discovery is off`
-  }
-}
-
-/** A waiter that was not granted within its `maxWait`: it left its lane holding nothing. */
-export class WaitTimeout extends Data.TaggedError("WaitTimeout")<{
-  readonly key: string
-  readonly priority: Priority.Class
-  readonly maxWait: Duration.Duration
-}> {
-  override get message(): string {
-    return `Waited more than ${Duration.format(this.maxWait)} for key "${this.key}" (${this.priority}) without being granted`
-  }
-}
-
-/** Everything `acquire` can fail with. */
-export type RateLimiterError = CostTooLarge | Shed | UnknownKey | WaitTimeout | Cost.InvalidCost | LimiterStore.LimiterStoreError
+// Defined in `SluiceError` with every error a call can fail with; named here as the limiter's.
+export { CostTooLarge, Shed, UnknownKey, WaitTimeout } from "./SluiceError.js"
+export type { RateLimiterError } from "./SluiceError.js"
 
 // ---------------------------------------------------------------------------
 // Permit and service

@@ -2,7 +2,7 @@
  * The retry policy for model calls: exponential backoff with full jitter, a
  * cap on each delay, a bound on attempts and on total time, and the provider's
  * `retry-after` as the floor of the next delay. Only retryable
- * {@link LlmClient.ProviderError}s retry (`error.retryable`, which already folds
+ * {@link SluiceError.ProviderError}s retry (`error.retryable`, which already folds
  * in `x-should-retry`); every other failure — a `BadRequest`, a limiter's
  * `Shed`, a defect — ends the call at once.
  *
@@ -45,12 +45,11 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Metric from "effect/Metric"
-import * as Predicate from "effect/Predicate"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as ScheduleInterval from "effect/ScheduleInterval"
-import type * as LlmClient from "./LlmClient.js"
+import * as SluiceError from "./SluiceError.js"
 
 // ---------------------------------------------------------------------------
 // Options
@@ -109,28 +108,20 @@ const resolve = (options: Options = {}): Resolved => ({
 // Classification
 // ---------------------------------------------------------------------------
 
-const providerErrorTags: ReadonlySet<string> = new Set<LlmClient.ProviderError["_tag"]>([
-  "RateLimited",
-  "Overloaded",
-  "ServerError",
-  "BadRequest",
-  "Unauthorized",
-  "NotFound",
-  "Timeout",
-  "NetworkError"
-])
-
-/** Whether a value is one of the {@link LlmClient.ProviderError}s (by tag, so that two copies of the package agree). */
-export const isProviderError = (u: unknown): u is LlmClient.ProviderError =>
-  Predicate.hasProperty(u, "_tag") && typeof u._tag === "string" && providerErrorTags.has(u._tag) &&
-  Predicate.hasProperty(u, "retryable") && typeof u.retryable === "boolean"
+/**
+ * Whether a value is one of the {@link SluiceError.ProviderError}s
+ * (`SluiceError.isProviderError`: by its type id and tag, so that two copies of
+ * the package agree).
+ */
+export const isProviderError: (u: unknown) => u is SluiceError.ProviderError = SluiceError.isProviderError
 
 /**
  * Whether a failure may be retried: a provider error whose `retryable` verdict
  * is true (429, 529, 5xx, timeouts, network errors, unless `x-should-retry`
  * said otherwise). Anything else — other tagged errors included — is not.
+ * `SluiceError.classify(u).retryable`.
  */
-export const isRetryable = (u: unknown): boolean => isProviderError(u) && u.retryable
+export const isRetryable = (u: unknown): boolean => SluiceError.classify(u).retryable
 
 /** The provider's `retry-after`, when the error carries one. */
 export const retryAfterOf = (u: unknown): Duration.Duration | undefined =>

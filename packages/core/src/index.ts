@@ -40,6 +40,8 @@ export * as RateLimiter from "./RateLimiter.js"
 export * as Router from "./Router.js"
 /** Retry policy: exponential backoff with full jitter, retry-after floor, bounded attempts and time. */
 export * as Retry from "./Retry.js"
+/** Every error a call can fail with, and the one classification of them (retryable, may have run, fallback, outcome). */
+export * as SluiceError from "./SluiceError.js"
 /** Pure token-bucket arithmetic. */
 export * as TokenBucket from "./TokenBucket.js"
 /** Pre-flight token counts, calibrated against what providers report. */

@@ -70,7 +70,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { Admission, LlmClient, Quota, RateLimiter, Retry, TokenEstimator } from "@sluice/core"
+import { Admission, LlmClient, Quota, RateLimiter, Retry, SluiceError, TokenEstimator } from "@sluice/core"
 import type { Priority } from "@sluice/core"
 import * as Errors from "./internal/errors.js"
 import * as RateLimitHeaders from "./RateLimitHeaders.js"
@@ -222,13 +222,13 @@ export const withCall = (options: CallOptions) => <A, E, R>(self: Effect.Effect<
  *     })))
  * ```
  */
-export const governanceError = (error: unknown): Option.Option<LlmClient.GovernanceError> =>
-  error instanceof AiError.UnknownError && error.module === "Sluice" && Predicate.hasProperty(error.cause, "_tag")
-    ? Option.some(error.cause as LlmClient.GovernanceError)
+export const governanceError = (error: unknown): Option.Option<SluiceError.GovernanceError> =>
+  error instanceof AiError.UnknownError && error.module === "Sluice" && SluiceError.isGovernanceError(error.cause)
+    ? Option.some(error.cause)
     : Option.none()
 
 /** A Sluice refusal as the `AiError` a `LanguageModel` may fail with. */
-const refusal = (method: string) => (error: LlmClient.GovernanceError): AiError.UnknownError =>
+const refusal = (method: string) => (error: SluiceError.GovernanceError): AiError.UnknownError =>
   new AiError.UnknownError({ module: "Sluice", method, description: error.message, cause: error })
 
 /**

@@ -1,5 +1,5 @@
 /**
- * One mapping from an HTTP failure to `LlmClient.ProviderError`, shared by every
+ * One mapping from an HTTP failure to `SluiceError.ProviderError`, shared by every
  * provider layer so that a 429 means the same thing whoever sent it.
  *
  * A failure that says the account is out of money (OpenAI's 429
@@ -11,7 +11,7 @@
  */
 import * as Duration from "effect/Duration"
 import * as Option from "effect/Option"
-import { LlmClient } from "@sluice/core"
+import { SluiceError } from "@sluice/core"
 import type { RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
 import * as RateLimitHeaders from "../RateLimitHeaders.js"
 
@@ -136,7 +136,7 @@ export const readErrorBody = (body: unknown): ErrorBody => {
 }
 
 /** Maps a failed response to the error union. */
-export const fromHttpFailure = (failure: HttpFailure): LlmClient.ProviderError => {
+export const fromHttpFailure = (failure: HttpFailure): SluiceError.ProviderError => {
   const base = {
     provider: failure.provider,
     model: failure.model,
@@ -146,13 +146,13 @@ export const fromHttpFailure = (failure: HttpFailure): LlmClient.ProviderError =
     requestId: requestId(failure.headers)
   }
   const quota = quotaExhaustedCode(failure)
-  if (quota !== undefined) return new LlmClient.QuotaExhausted({ ...base, code: quota })
+  if (quota !== undefined) return new SluiceError.QuotaExhausted({ ...base, code: quota })
   const retryAfter = Option.getOrUndefined(RateLimitHeaders.retryAfter(failure.headers, failure.now))
   const overloaded = failure.status === 529 || failure.errorType === "overloaded_error"
-  if (overloaded) return new LlmClient.Overloaded({ ...base, retryAfter })
+  if (overloaded) return new SluiceError.Overloaded({ ...base, retryAfter })
   switch (failure.status) {
     case 429:
-      return new LlmClient.RateLimited({
+      return new SluiceError.RateLimited({
         ...base,
         retryAfter: retryAfter ?? failure.rateLimits.retryAfter,
         dimension: RateLimitHeaders.exhaustedDimension(failure.rateLimits),
@@ -160,20 +160,20 @@ export const fromHttpFailure = (failure: HttpFailure): LlmClient.ProviderError =
       })
     case 401:
     case 403:
-      return new LlmClient.Unauthorized(base)
+      return new SluiceError.Unauthorized(base)
     case 404:
-      return new LlmClient.NotFound(base)
+      return new SluiceError.NotFound(base)
     case 408:
-      return new LlmClient.Timeout(base)
+      return new SluiceError.Timeout(base)
   }
-  if (failure.status >= 500) return new LlmClient.ServerError({ ...base, retryAfter })
+  if (failure.status >= 500) return new SluiceError.ServerError({ ...base, retryAfter })
   // 400, 413, 422 and every other 4xx: the request itself is wrong.
-  return new LlmClient.BadRequest(base)
+  return new SluiceError.BadRequest(base)
 }
 
 /** A timeout of the whole call. */
 export const timeout = (provider: string, model: string | undefined, after: Duration.Duration | undefined) =>
-  new LlmClient.Timeout({
+  new SluiceError.Timeout({
     provider,
     model,
     detail: after === undefined ? "the request timed out" : `no answer within ${Duration.format(after)}`,
@@ -182,7 +182,7 @@ export const timeout = (provider: string, model: string | undefined, after: Dura
 
 /** The connection failed, was reset, or the body could not be read. */
 export const network = (provider: string, model: string | undefined, cause: unknown) =>
-  new LlmClient.NetworkError({
+  new SluiceError.NetworkError({
     provider,
     model,
     detail: cause instanceof Error ? cause.message : String(cause),
