@@ -28,7 +28,7 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { TokenEstimator, ToolOverhead } from "@sluice/core"
 import type { LlmClient } from "@sluice/core"
-import { Simulator } from "@sluice/providers"
+import { Simulator } from "@sluice/simulator"
 import { extract } from "@sluice/examples/workload"
 import { Console, Effect, Random } from "effect"
 

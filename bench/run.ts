@@ -11,7 +11,7 @@
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Simulator } from "@sluice/providers"
+import { Simulator } from "@sluice/simulator"
 import { Console, Effect, Option } from "effect"
 import { spawn } from "node:child_process"
 import { writeFileSync } from "node:fs"

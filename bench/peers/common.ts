@@ -9,7 +9,9 @@ import * as Extraction from "@sluice/examples/extract/Extraction"
 import type { Limits } from "@sluice/examples/extract/Summary"
 import { Anthropic } from "@sluice/providers"
 import { Chunk, Effect, Stream } from "effect"
-import * as Engine from "../../packages/providers/src/internal/simulator/engine.js"
+// The simulator's own count and answer, reached past its public surface: the ideal needs what it will charge.
+import * as Answers from "../../packages/simulator/src/internal/answers.js"
+import * as Tokens from "../../packages/simulator/src/internal/tokens.js"
 
 export type { Limits }
 
@@ -29,8 +31,8 @@ export const paramsOf = (doc: Doc) => Anthropic.toParams(Extraction.request(MODE
 
 /** The simulator's own count of what a document costs: input tokens, and the output it will write. */
 export const costOf = (doc: Doc): { readonly inputTokens: number; readonly outputTokens: number } => {
-  const body = paramsOf(doc) as unknown as Engine.MessagesBody
-  return { inputTokens: Engine.countTokens(body), outputTokens: Engine.answerFor(body).outputTokens }
+  const body = paramsOf(doc) as unknown as Answers.MessagesBody
+  return { inputTokens: Tokens.countTokens(body), outputTokens: Answers.answerFor(body).outputTokens }
 }
 
 /**

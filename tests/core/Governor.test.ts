@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, CircuitBreaker, Governor, LlmClient, Metrics, Pricing, RateLimiter, TokenEstimator } from "@sluice/core"
-import * as SimulatedClient from "@sluice/providers/SimulatedClient"
+import * as SimulatedClient from "@sluice/simulator/SimulatedClient"
 import { ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Metric, Random, TestClock } from "effect"
 
 const MODEL = "claude-haiku-4-5"

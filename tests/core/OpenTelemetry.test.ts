@@ -13,7 +13,7 @@ import {
 import type { MetricData } from "@opentelemetry/sdk-metrics"
 import { Governor, LlmClient, RateLimiter, TokenEstimator } from "@sluice/core"
 import * as SluiceOtel from "@sluice/core/Metrics/OpenTelemetry"
-import * as SimulatedClient from "@sluice/providers/SimulatedClient"
+import * as SimulatedClient from "@sluice/simulator/SimulatedClient"
 import { Effect, Layer } from "effect"
 
 const MODEL = "claude-haiku-4-5"

@@ -8,7 +8,7 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import { describe, expect, it } from "@effect/vitest"
 import { Governor, LlmClient, Metrics, Pricing, RateLimiter, TokenEstimator } from "@sluice/core"
 import * as Prometheus from "@sluice/core/Metrics/Prometheus"
-import * as SimulatedClient from "@sluice/providers/SimulatedClient"
+import * as SimulatedClient from "@sluice/simulator/SimulatedClient"
 import { Duration, Effect, Exit, Fiber, Layer, Metric, MetricBoundaries, Random, TestClock } from "effect"
 
 // ---------------------------------------------------------------------------

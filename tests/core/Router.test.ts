@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { CircuitBreaker, Cost, LlmClient, RateLimiter, Router, TokenEstimator } from "@sluice/core"
-import * as SimulatedClient from "@sluice/providers/SimulatedClient"
+import * as SimulatedClient from "@sluice/simulator/SimulatedClient"
 import { Clock, Duration, Effect, Exit, Fiber, Layer, Metric, TestClock } from "effect"
 
 const MODEL = "claude-haiku-4-5"

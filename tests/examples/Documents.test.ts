@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
-import { Simulator } from "@sluice/providers"
+import { Simulator } from "@sluice/simulator"
 
 const dir = mkdtempSync(join(tmpdir(), "sluice-docs-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { LlmClient } from "@sluice/core"
 import * as Anthropic from "@sluice/providers/Anthropic"
-import * as Simulator from "@sluice/providers/Simulator"
+import * as Simulator from "@sluice/simulator/Simulator"
 import { Chunk, ConfigProvider, Effect, Redacted, Stream } from "effect"
 
 const extractionTool: LlmClient.Tool = {

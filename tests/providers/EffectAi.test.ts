@@ -5,7 +5,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Budget, Pricing, RateLimiter, TokenEstimator } from "@sluice/core"
 import type { Quota } from "@sluice/core"
 import * as EffectAi from "@sluice/providers/EffectAi"
-import * as Simulator from "@sluice/providers/Simulator"
+import * as Simulator from "@sluice/simulator/Simulator"
 import { Chunk, Effect, Either, Fiber, Layer, Option, Redacted, Schema, Stream } from "effect"
 
 const model = "claude-haiku-4-5"

@@ -2,7 +2,7 @@ import { FetchHttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { LlmClient } from "@sluice/core"
 import * as OpenAiCompatible from "@sluice/providers/OpenAiCompatible"
-import * as Simulator from "@sluice/providers/Simulator"
+import * as Simulator from "@sluice/simulator/Simulator"
 import { Effect, Redacted } from "effect"
 
 const ask = (text: string): LlmClient.Request => ({

@@ -1,6 +1,6 @@
 import AnthropicSdk from "@anthropic-ai/sdk"
 import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
-import * as Simulator from "@sluice/providers/Simulator"
+import * as Simulator from "@sluice/simulator/Simulator"
 import {
   BudgetExceededError,
   ClosedError,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as RateLimitHeaders from "@sluice/providers/RateLimitHeaders"
-import * as SimulatedClient from "@sluice/providers/SimulatedClient"
+import * as SimulatedClient from "@sluice/simulator/SimulatedClient"
 import { Duration, Effect, FastCheck as fc, Fiber, Logger, Option, Schema, TestClock } from "effect"
 
 const NOW = Date.UTC(2026, 10, 22, 14, 0, 0)

@@ -8,7 +8,8 @@
  * part of the input at its own price.
  */
 import { Budget, Governor, LlmClient, Pricing, Quota, RateLimiter, TokenEstimator } from "@sluice/core"
-import { Anthropic, Simulator } from "@sluice/providers"
+import { Anthropic } from "@sluice/providers"
+import { Simulator } from "@sluice/simulator"
 import { Effect, Layer, Redacted } from "effect"
 
 const model = "claude-haiku-4-5"

@@ -7,7 +7,7 @@ import { LanguageModel } from "@effect/ai"
 import { AnthropicClient, AnthropicLanguageModel } from "@effect/ai-anthropic"
 import { FetchHttpClient } from "@effect/platform"
 import { RateLimiter, TokenEstimator } from "@sluice/core"
-import { Simulator } from "@sluice/providers"
+import { Simulator } from "@sluice/simulator"
 import * as EffectAi from "@sluice/providers/EffectAi"
 import { Effect, Layer, Redacted } from "effect"
 

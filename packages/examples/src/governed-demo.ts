@@ -14,7 +14,8 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Governor, LlmClient, RateLimiter, TokenEstimator } from "@sluice/core"
-import { Anthropic, Simulator } from "@sluice/providers"
+import { Anthropic } from "@sluice/providers"
+import { Simulator } from "@sluice/simulator"
 import { Clock, Console, Duration, Effect, Layer, Random, Redacted } from "effect"
 import { documents, extract, limiterQuota } from "./workload.js"
 

@@ -10,7 +10,7 @@ import { FetchHttpClient, HttpClient } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Governor, LlmClient, RateLimiter, TokenEstimator } from "@sluice/core"
 import * as Prometheus from "@sluice/core/Metrics/Prometheus"
-import { SimulatedClient } from "@sluice/providers"
+import { SimulatedClient } from "@sluice/simulator"
 import { Effect, Layer } from "effect"
 
 const port = Number(process.env.PORT ?? 9464)

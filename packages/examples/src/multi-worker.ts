@@ -7,7 +7,8 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Governor, LlmClient, RateLimiter, TokenEstimator } from "@sluice/core"
 import * as RedisStore from "@sluice/core/LimiterStore/Redis"
-import { Anthropic, Simulator } from "@sluice/providers"
+import { Anthropic } from "@sluice/providers"
+import { Simulator } from "@sluice/simulator"
 import { Clock, Config, Effect, Layer, Redacted } from "effect"
 import { documents, extract, limiterQuota } from "./workload.js"
 

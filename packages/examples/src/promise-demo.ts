@@ -3,7 +3,7 @@
  * Effect: the Anthropic SDK's `messages.create`, governed.
  */
 import { Effect } from "effect"
-import { Simulator } from "@sluice/providers"
+import { Simulator } from "@sluice/simulator"
 import { createClient, SluiceError } from "@sluice/providers/Promise"
 
 // A simulated provider allowing 6 requests a (simulated) minute; a minute lasts a second.

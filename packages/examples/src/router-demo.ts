@@ -5,7 +5,7 @@
  */
 import { Effect, Layer } from "effect"
 import { RateLimiter, Router, TokenEstimator } from "@sluice/core"
-import { SimulatedClient } from "@sluice/providers"
+import { SimulatedClient } from "@sluice/simulator"
 
 const sizes = [1, 2, 3]
 const quota = (k: number) => ({ requestsPerMinute: 100 * k, inputTokensPerMinute: 4_000 * k, outputTokensPerMinute: 10_000 * k })

@@ -1,6 +1,8 @@
 /**
- * `@sluice/providers`: provider layers for `LlmClient`, rate-limit header
- * parsers, and the provider simulator (HTTP and in-process).
+ * `@sluice/providers`: provider layers for `LlmClient` and rate-limit header
+ * parsers. The provider simulator is its own package, `@sluice/simulator`, so
+ * that loading this one loads no HTTP server (`node:http`), `@effect/cli` or
+ * `@effect/platform-node`.
  */
 
 /** `LlmClient` over the official Anthropic SDK. */
@@ -9,10 +11,6 @@ export * as Anthropic from "./Anthropic.js"
 export * as OpenAiCompatible from "./OpenAiCompatible.js"
 /** Rate-limit headers of every provider, to one `RateLimitSnapshot`. */
 export * as RateLimitHeaders from "./RateLimitHeaders.js"
-/** An in-process simulated provider as `LlmClient`, for tests under `TestClock`. */
-export * as SimulatedClient from "./SimulatedClient.js"
-/** The HTTP provider simulator. */
-export * as Simulator from "./Simulator.js"
 /** A Promise facade with the Anthropic SDK's `messages` surface, governed (`createClient`). */
 export * as Sluice from "./Promise.js"
 // `EffectAi` (a governed `@effect/ai` `LanguageModel`) is reached by its own

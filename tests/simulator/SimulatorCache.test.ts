@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, Governor, LlmClient, Pricing, RateLimiter, TokenEstimator } from "@sluice/core"
 import * as Anthropic from "@sluice/providers/Anthropic"
-import * as SimulatedClient from "@sluice/providers/SimulatedClient"
-import * as Simulator from "@sluice/providers/Simulator"
+import * as SimulatedClient from "@sluice/simulator/SimulatedClient"
+import * as Simulator from "@sluice/simulator/Simulator"
 import { Chunk, Duration, Effect, Fiber, Layer, Redacted, Stream, TestClock } from "effect"
 
 const MODEL = "claude-haiku-4-5"

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { LlmClient } from "@sluice/core"
-import * as SimulatedClient from "@sluice/providers/SimulatedClient"
+import * as SimulatedClient from "@sluice/simulator/SimulatedClient"
 import { Duration, Effect, Fiber, TestClock } from "effect"
 
 const ask = (text: string, maxOutputTokens = 100): LlmClient.Request => ({

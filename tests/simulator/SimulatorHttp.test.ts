@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import * as Simulator from "@sluice/providers/Simulator"
+import * as Simulator from "@sluice/simulator/Simulator"
 import { Effect } from "effect"
 
 const post = (url: string, body: unknown, headers: Record<string, string> = { "x-api-key": "key-a" }) =>

@@ -12,7 +12,7 @@
  * ```ts
  * import { Effect } from "effect"
  * import { LlmClient } from "@sluice/core"
- * import { SimulatedClient } from "@sluice/providers"
+ * import { SimulatedClient } from "@sluice/simulator"
  *
  * const SimLive = SimulatedClient.layer({ quota: { requestsPerMinute: 50, inputTokensPerMinute: 30_000, outputTokensPerMinute: 8_000 } })
  * // program.pipe(Effect.provide(SimLive)) — then read SimulatedClient.SimulatedStats for what the "provider" saw
@@ -27,7 +27,11 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { LlmClient } from "@sluice/core"
 import type { RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
-import * as Engine from "./internal/simulator/engine.js"
+import * as Answers from "./internal/answers.js"
+import * as Cache from "./internal/promptCache.js"
+import * as Engine from "./internal/engine.js"
+import * as Quota from "./internal/quota.js"
+import * as Tokens from "./internal/tokens.js"
 
 /** Options: the simulator's engine configuration plus the API key the client calls with. */
 export interface Options extends Engine.EngineConfig {
@@ -38,15 +42,15 @@ export interface Options extends Engine.EngineConfig {
 }
 
 /** What the simulated provider counted, per key and model (the judge of 429s and utilisation). */
-export class SimulatedStats extends Context.Tag("@sluice/providers/SimulatedClient/SimulatedStats")<
+export class SimulatedStats extends Context.Tag("@sluice/simulator/SimulatedClient/SimulatedStats")<
   SimulatedStats,
   { readonly stats: Effect.Effect<{ readonly keys: ReadonlyArray<Engine.KeyStats> }>; readonly reset: Effect.Effect<void> }
 >() {}
 
 /** The simulator's view of a key as the snapshot a provider's headers would give, read now (`observedAt`). */
-const snapshotOf = (views: Engine.Views, retryAfterMs?: number): Effect.Effect<RateLimitSnapshot> =>
+const snapshotOf = (views: Quota.Views, retryAfterMs?: number): Effect.Effect<RateLimitSnapshot> =>
   Effect.map(Clock.currentTimeMillis, (observedAt) => {
-    const state = (view: Engine.BucketView) => ({ limit: view.limit, remaining: view.remaining, resetAfter: Duration.millis(view.fullAfterMs) })
+    const state = (view: Quota.BucketView) => ({ limit: view.limit, remaining: view.remaining, resetAfter: Duration.millis(view.fullAfterMs) })
     const dimensions = { requests: state(views.requests), inputTokens: state(views.inputTokens), outputTokens: state(views.outputTokens) }
     return retryAfterMs === undefined ? { dimensions, observedAt } : { dimensions, retryAfter: Duration.millis(retryAfterMs), observedAt }
   })
@@ -64,7 +68,7 @@ const toWireBlock = (block: LlmClient.ContentBlock) => {
 }
 
 /** The Messages API body the engine reads. */
-const toBody = (request: LlmClient.Request): Engine.MessagesBody => ({
+const toBody = (request: LlmClient.Request): Answers.MessagesBody => ({
   model: request.model,
   max_tokens: request.maxOutputTokens,
   messages: request.messages.map((message) => ({
@@ -127,16 +131,16 @@ export const make = (options: Options = {}): Effect.Effect<
           case "none":
             break
         }
-        const breakpoints = Engine.countBreakpoints(body)
-        if (breakpoints > Engine.maxBreakpoints) {
+        const breakpoints = Cache.countBreakpoints(body)
+        if (breakpoints > Cache.maxBreakpoints) {
           return yield* new LlmClient.BadRequest({
             ...base,
             status: 400,
-            detail: `A maximum of ${Engine.maxBreakpoints} blocks with cache_control may be provided. Found ${breakpoints}.`
+            detail: `A maximum of ${Cache.maxBreakpoints} blocks with cache_control may be provided. Found ${breakpoints}.`
           })
         }
-        const inputTokens = Engine.countTokens(body)
-        const admission = yield* engine.admit(apiKey, request.model, inputTokens, "anthropic", request.maxOutputTokens, Engine.cachePrefixes(body))
+        const inputTokens = Tokens.countTokens(body)
+        const admission = yield* engine.admit(apiKey, request.model, inputTokens, "anthropic", request.maxOutputTokens, Cache.cachePrefixes(body))
         if (admission._tag === "Limited") {
           const retryAfterMs = Math.ceil(admission.retryAfterMs / 1000) * 1000
           return yield* new LlmClient.RateLimited({
@@ -148,7 +152,7 @@ export const make = (options: Options = {}): Effect.Effect<
             rateLimits: yield* snapshotOf(admission.views, retryAfterMs)
           })
         }
-        const answer = Engine.answerFor(body)
+        const answer = Answers.answerFor(body)
         yield* engine.latency(answer.outputTokens)
         const views = yield* engine.finish(apiKey, request.model, answer.outputTokens, "anthropic")
         const content: ReadonlyArray<LlmClient.ContentBlock> = answer.kind === "tool"
@@ -173,7 +177,7 @@ export const make = (options: Options = {}): Effect.Effect<
           { _tag: "Done", response }
         ]))
 
-    const countTokens = (request: LlmClient.Request) => Effect.succeed(Engine.countTokens(toBody(request)))
+    const countTokens = (request: LlmClient.Request) => Effect.succeed(Tokens.countTokens(toBody(request)))
 
     return {
       client: { provider, complete, stream, countTokens },

@@ -37,7 +37,7 @@
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { Simulator } from "@sluice/providers"
+ * import { Simulator } from "@sluice/simulator"
  *
  * Effect.scoped(Effect.gen(function*() {
  *   const running = yield* Simulator.serve({ quota: { requestsPerMinute: 50, inputTokensPerMinute: 30_000, outputTokensPerMinute: 8_000 } })
@@ -58,14 +58,18 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { createServer } from "node:http"
-import * as Engine from "./internal/simulator/engine.js"
-import { formatGoDuration } from "./RateLimitHeaders.js"
+import * as Answers from "./internal/answers.js"
+import * as Cache from "./internal/promptCache.js"
+import * as Engine from "./internal/engine.js"
+import * as Quotas from "./internal/quota.js"
+import * as Tokens from "./internal/tokens.js"
+import { formatGoDuration } from "@sluice/providers/RateLimitHeaders"
 import * as Duration from "effect/Duration"
 
 /** Limits per minute for one API key (and each model it calls). */
-export type Quota = Engine.Quota
+export type Quota = Quotas.Quota
 /** The simulated prompt cache: its lifetime in simulated seconds (300) and its minimum prefix in tokens (1,024). */
-export type PromptCache = Engine.PromptCache
+export type PromptCache = Cache.PromptCache
 /** Fault injection; every rate is a probability per request. Off by default. */
 export type Faults = Engine.Faults
 /** Latency added to every answer: base + per output token + uniform jitter, in milliseconds. */
@@ -105,13 +109,13 @@ export class SimulatorError extends Data.TaggedError("SimulatorError")<{ readonl
 }
 
 /** The running simulator, as a service. */
-export class Simulator extends Context.Tag("@sluice/providers/Simulator")<Simulator, Running>() {}
+export class Simulator extends Context.Tag("@sluice/simulator/Simulator")<Simulator, Running>() {}
 
 /** The simulator's own input-token count of a request body (Anthropic or OpenAI shape). */
-export const countTokens: (body: unknown) => number = Engine.countTokens
+export const countTokens: (body: unknown) => number = Tokens.countTokens
 
 /** Anthropic's tier-1 Sonnet limits, the default quota: 50 requests, 30,000 input and 8,000 output tokens a minute. */
-export const defaultQuota: Quota = Engine.defaultQuota
+export const defaultQuota: Quota = Quotas.defaultQuota
 
 // ---------------------------------------------------------------------------
 // Wire helpers
@@ -120,7 +124,7 @@ export const defaultQuota: Quota = Engine.defaultQuota
 let requestCounter = 0
 const newId = (prefix: string) => `${prefix}_sim${(++requestCounter).toString(36).padStart(8, "0")}`
 
-const anthropicHeaders = (views: Engine.Views, now: number): Record<string, string> => {
+const anthropicHeaders = (views: Quotas.Views, now: number): Record<string, string> => {
   const headers: Record<string, string> = {}
   for (const [name, dimension] of [["requests", "requests"], ["input-tokens", "inputTokens"], ["output-tokens", "outputTokens"]] as const) {
     const view = views[dimension]
@@ -131,7 +135,7 @@ const anthropicHeaders = (views: Engine.Views, now: number): Record<string, stri
   return headers
 }
 
-const openAiHeaders = (views: Engine.Views): Record<string, string> => ({
+const openAiHeaders = (views: Quotas.Views): Record<string, string> => ({
   "x-ratelimit-limit-requests": String(views.requests.limit),
   "x-ratelimit-remaining-requests": String(views.requests.remaining),
   "x-ratelimit-reset-requests": formatGoDuration(Duration.millis(views.requests.fullAfterMs)),
@@ -149,7 +153,7 @@ const anthropicError = (status: number, type: string, message: string, headers: 
 const openAiError = (status: number, type: string, code: string | null, message: string, headers: Record<string, string> = {}) =>
   HttpServerResponse.unsafeJson({ error: { message, type, param: null, code } }, { status, headers: { "x-request-id": newId("req"), ...headers } })
 
-const dimensionWords: Record<Engine.Dimension, string> = {
+const dimensionWords: Record<Quotas.Dimension, string> = {
   requests: "requests",
   inputTokens: "input tokens",
   outputTokens: "output tokens",
@@ -194,7 +198,7 @@ const messages = (engine: Engine.Engine) =>
     if (invalid !== undefined) {
       return anthropicError(400, "invalid_request_error", invalid === "body" ? "The request body is not valid JSON" : `${invalid}: Field required or invalid`)
     }
-    const request = body as Engine.MessagesBody
+    const request = body as Answers.MessagesBody
     const fault = yield* engine.fault(apiKey, request.model)
     const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
     switch (fault) {
@@ -214,12 +218,12 @@ const messages = (engine: Engine.Engine) =>
       default:
         break
     }
-    const breakpoints = Engine.countBreakpoints(request)
-    if (breakpoints > Engine.maxBreakpoints) {
-      return anthropicError(400, "invalid_request_error", `A maximum of ${Engine.maxBreakpoints} blocks with cache_control may be provided. Found ${breakpoints}.`)
+    const breakpoints = Cache.countBreakpoints(request)
+    if (breakpoints > Cache.maxBreakpoints) {
+      return anthropicError(400, "invalid_request_error", `A maximum of ${Cache.maxBreakpoints} blocks with cache_control may be provided. Found ${breakpoints}.`)
     }
-    const inputTokens = Engine.countTokens(request)
-    const admission = yield* engine.admit(apiKey, request.model, inputTokens, "anthropic", request.max_tokens, Engine.cachePrefixes(request))
+    const inputTokens = Tokens.countTokens(request)
+    const admission = yield* engine.admit(apiKey, request.model, inputTokens, "anthropic", request.max_tokens, Cache.cachePrefixes(request))
     if (admission._tag === "Limited") {
       return anthropicError(
         429,
@@ -228,7 +232,7 @@ const messages = (engine: Engine.Engine) =>
         { "retry-after": String(Math.ceil(admission.retryAfterMs / 1000)), ...anthropicHeaders(admission.views, now) }
       )
     }
-    const answer = Engine.answerFor(request)
+    const answer = Answers.answerFor(request)
     yield* engine.latency(answer.outputTokens)
     const views = yield* engine.finish(apiKey, request.model, answer.outputTokens, "anthropic")
     const headers = { "request-id": newId("req"), ...anthropicHeaders(views, yield* Effect.clockWith((clock) => clock.currentTimeMillis)) }
@@ -303,7 +307,7 @@ const countTokensHandler = Effect.gen(function*() {
   const body = yield* Effect.catchAll(readJson, () => Effect.succeed<unknown>(undefined))
   const invalid = invalidField(body, false)
   if (invalid !== undefined) return anthropicError(400, "invalid_request_error", `${invalid}: Field required or invalid`)
-  return HttpServerResponse.unsafeJson({ input_tokens: Engine.countTokens(body) })
+  return HttpServerResponse.unsafeJson({ input_tokens: Tokens.countTokens(body) })
 })
 
 const chatCompletions = (engine: Engine.Engine) =>
@@ -317,11 +321,11 @@ const chatCompletions = (engine: Engine.Engine) =>
     const invalid = invalidField(raw, false)
     if (invalid !== undefined) return openAiError(400, "invalid_request_error", null, `'${invalid}' is a required property`)
     const messagesIn = record.messages as ReadonlyArray<{ role: string; content: unknown }>
-    const request: Engine.MessagesBody = {
+    const request: Answers.MessagesBody = {
       model: record.model as string,
       max_tokens: maxTokens,
       messages: messagesIn.filter((message) => message.role !== "system"),
-      system: messagesIn.filter((message) => message.role === "system").map((message) => Engine.contentText(message.content)).join("\n"),
+      system: messagesIn.filter((message) => message.role === "system").map((message) => Tokens.contentText(message.content)).join("\n"),
       ...(Array.isArray(record.tools)
         ? {
           tools: (record.tools as ReadonlyArray<{ function?: { name?: string; parameters?: unknown } }>).map((tool) => ({
@@ -346,7 +350,7 @@ const chatCompletions = (engine: Engine.Engine) =>
       default:
         break
     }
-    const inputTokens = Engine.countTokens({ system: request.system, messages: messagesIn.filter((m) => m.role !== "system"), tools: record.tools })
+    const inputTokens = Tokens.countTokens({ system: request.system, messages: messagesIn.filter((m) => m.role !== "system"), tools: record.tools })
     const admission = yield* engine.admit(apiKey, request.model, inputTokens, "openai", maxTokens)
     if (admission._tag === "Limited") {
       const kind = admission.dimension === "requests" ? "requests" : "tokens"
@@ -356,7 +360,7 @@ const chatCompletions = (engine: Engine.Engine) =>
         ...openAiHeaders(admission.views)
       })
     }
-    const answer = Engine.answerFor(request)
+    const answer = Answers.answerFor(request)
     yield* engine.latency(answer.outputTokens)
     const views = yield* engine.finish(apiKey, request.model, answer.outputTokens, "openai")
     const headers = { "x-request-id": newId("req"), ...openAiHeaders(views) }

@@ -1,5 +1,6 @@
 /**
- * `pnpm simulator`: runs the provider simulator until Ctrl-C.
+ * `pnpm simulator` (from source) or `sluice-simulator` (the package's `bin`,
+ * once built): runs the provider simulator until Ctrl-C.
  *
  *   pnpm simulator --port 8787 --rpm 50 --itpm 30000 --otpm 8000
  *   pnpm simulator --help
