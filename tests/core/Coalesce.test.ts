@@ -62,6 +62,13 @@ describe("Coalesce", () => {
       expect((yield* coalescer.cached({ ...request("b"), metadata: { tenant: "acme" } }))._tag).toBe("None")
     }))
 
+  it("a request's native body is not part of its key: the key is what Sluice reads of a call", () => {
+    const native = (text: string): LlmClient.Native => ({ api: "anthropic", body: { model: "m", max_tokens: 10, messages: [{ role: "user", content: text }], temperature: 0.1 } })
+    expect(Coalesce.requestKey({ ...request("a"), native: native("a") })).toBe(Coalesce.requestKey(request("a")))
+    expect(Coalesce.requestKey({ ...request("a"), native: native("a") })).toBe(Coalesce.requestKey({ ...request("a"), native: native("an image") }))
+    expect(Coalesce.requestKey(request("a"))).not.toContain("anthropic")
+  })
+
   it.effect("the leader's failure is every follower's failure", () =>
     Effect.gen(function*() {
       const { follower, gate, leader, runs } = yield* leaderAndFollower

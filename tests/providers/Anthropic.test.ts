@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { LlmClient } from "@sluice/core"
 import * as Anthropic from "@sluice/providers/Anthropic"
 import * as Simulator from "@sluice/simulator/Simulator"
-import { Chunk, ConfigProvider, Effect, Redacted, Stream } from "effect"
+import { Chunk, ConfigProvider, Effect, Option, Redacted, Stream } from "effect"
 
 const extractionTool: LlmClient.Tool = {
   name: "record_extraction",
@@ -132,6 +132,29 @@ describe("Anthropic layer over the real SDK, against the simulator", () => {
       const streamed = Chunk.toReadonlyArray(yield* Stream.runCollect(client.stream(request)))
       const toolEvent = streamed.find((event) => event._tag === "ToolCall")
       expect(toolEvent?._tag === "ToolCall" ? toolEvent.call.input : undefined).toEqual(call?.input)
+    }))
+
+  it.scoped("a request's native Messages API params are what is sent and counted, with the request's model; its answer carries the SDK's message", () =>
+    Effect.gen(function*() {
+      const { client } = yield* clientOn({})
+      // The translation says "hi"; the native params, which win, ask at length.
+      const long = ask("hi ".repeat(500))
+      const nativeParams = { ...Anthropic.toParams(long), model: "a-model-the-rung-replaces" }
+      const request: LlmClient.Request = { ...ask("hi"), native: Anthropic.native(nativeParams) }
+      expect(yield* client.countTokens!(request)).toBe(yield* client.countTokens!(long))
+      const response = yield* client.complete(request)
+      const message = Option.getOrThrow(Anthropic.messageOf(response))
+      expect(message.type).toBe("message")
+      expect(message.model).toBe("claude-haiku-4-5")
+      expect(message.usage.input_tokens).toBe(response.usage.inputTokens)
+      expect(response.usage.inputTokens).toBe((yield* client.complete(long)).usage.inputTokens)
+      // Without native params, the translation is sent and the answer is Sluice's alone.
+      const plain = yield* client.complete(ask("hi"))
+      expect(plain.native).toBeUndefined()
+      expect(Anthropic.messageOf(plain)._tag).toBe("None")
+      const streamed = Chunk.toReadonlyArray(yield* Stream.runCollect(client.stream(request)))
+      const done = streamed[streamed.length - 1]
+      expect(done?._tag === "Done" ? done.response.usage.inputTokens : undefined).toBe(response.usage.inputTokens)
     }))
 
   it.scoped("the layer reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL through Config, the key redacted", () =>

@@ -1,16 +1,20 @@
 import AnthropicSdk from "@anthropic-ai/sdk"
 import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
+import { LlmClient } from "@sluice/core"
 import * as Simulator from "@sluice/simulator/Simulator"
 import {
   BudgetExceededError,
   ClosedError,
   createClient,
   InvalidOptionsError,
+  layer,
   RateLimitedError,
   SluiceError,
   toRequest
 } from "@sluice/providers/Promise"
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Exit, ManagedRuntime, Scope } from "effect"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
 import { describe, expect, it } from "vitest"
 
 const model = "claude-haiku-4-5"
@@ -23,6 +27,35 @@ const withSimulator = async <A>(config: Simulator.Config, f: (running: Simulator
     return await f(running)
   } finally {
     await Effect.runPromise(Scope.close(scope, Exit.void))
+  }
+}
+
+/**
+ * A Messages API endpoint that records every body it receives, refuses the
+ * models in `limited` with a 429 and answers the others with `message`.
+ */
+const withRecorder = async <A>(limited: ReadonlyArray<string>, message: Sdk.Message, f: (url: string, bodies: Array<Record<string, unknown>>) => Promise<A>): Promise<A> => {
+  const bodies: Array<Record<string, unknown>> = []
+  const server = createServer((req, res) => {
+    let text = ""
+    req.on("data", (chunk: Buffer) => text += chunk.toString())
+    req.on("end", () => {
+      const body = JSON.parse(text) as Record<string, unknown>
+      bodies.push(body)
+      if (limited.includes(String(body.model))) {
+        res.writeHead(429, { "content-type": "application/json", "retry-after": "1" })
+        res.end(JSON.stringify({ type: "error", error: { type: "rate_limit_error", message: "Number of requests has exceeded your rate limit" } }))
+      } else {
+        res.writeHead(200, { "content-type": "application/json" })
+        res.end(JSON.stringify({ ...message, model: body.model }))
+      }
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  try {
+    return await f(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies)
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()))
   }
 }
 
@@ -204,4 +237,65 @@ describe("createClient: the Anthropic SDK's messages surface, governed", () => {
     const plain = toRequest({ model: "claude-haiku-4-5", max_tokens: 100, system: [{ type: "text", text: "Terse." }], messages: [{ role: "user", content: "Hi" }] })
     expect(plain.systemCacheControl).toBeUndefined()
   })
+
+  it("a fallback rung sends the caller's params as they are, with the rung's model, and the caller gets the message the API returned", () => {
+    // Fields and blocks Sluice's own request has no place for: they reach the API only if the params travel whole.
+    const params: Sdk.MessageCreateParamsNonStreaming = {
+      model: "claude-primary",
+      max_tokens: 300,
+      service_tier: "standard_only",
+      metadata: { user_id: "user-7" },
+      system: [{ type: "text", text: "You read receipts.", cache_control: { type: "ephemeral" } }],
+      messages: [{
+        role: "user",
+        content: [
+          { type: "image", source: { type: "base64", media_type: "image/png", data: "iVBORw0KGgo=" } },
+          { type: "text", text: "What is the total?" }
+        ]
+      }]
+    }
+    const answer = {
+      id: "msg_fallback",
+      type: "message",
+      role: "assistant",
+      model: "claude-fallback",
+      content: [{ type: "thinking", thinking: "Add the lines.", signature: "sig-1" }, { type: "text", text: "12.50", citations: null }],
+      stop_reason: "end_turn",
+      stop_sequence: null,
+      usage: { input_tokens: 90, output_tokens: 12, cache_read_input_tokens: 0, cache_creation_input_tokens: 0, service_tier: "standard" }
+    } as unknown as Sdk.Message
+    return withRecorder(["claude-primary"], answer, async (url, bodies) => {
+      const anthropic = createClient({ apiKey: "sim-key", baseURL: url, retry: false, fallback: ["claude-fallback"] })
+      try {
+        const message = await anthropic.messages.create(params)
+        expect(bodies.map((body) => body.model)).toEqual(["claude-primary", "claude-fallback"])
+        expect(bodies[0]).toEqual({ ...params, stream: false })
+        expect(bodies[1]).toEqual({ ...params, model: "claude-fallback", stream: false })
+        expect({ ...message }).toEqual(answer)
+      } finally {
+        await anthropic.close()
+      }
+    })
+  })
+
+  it("the params and the message travel as typed data: `native` on the governed request and response, no symbol-keyed property on either", () =>
+    withSimulator({}, async (running) => {
+      const params = ask("Tell me about token buckets.")
+      const request = toRequest(params, { tenant: "acme" })
+      expect(Object.getOwnPropertySymbols(request)).toEqual([])
+      expect(request.native).toEqual({ api: "anthropic", body: params })
+      expect(request.metadata).toEqual({ tenant: "acme" })
+      const runtime = ManagedRuntime.make(layer({ apiKey: "sim-key", baseURL: running.url }))
+      try {
+        const response = await runtime.runPromise(Effect.flatMap(LlmClient.LlmClient, (client) => client.complete(request)))
+        expect(Object.getOwnPropertySymbols(response)).toEqual([])
+        expect(response.native?.api).toBe("anthropic")
+        const message = response.native?.body as Sdk.Message
+        expect(message.type).toBe("message")
+        expect(message.id).toBe(response.id)
+        expect(message.usage.output_tokens).toBe(response.usage.outputTokens)
+      } finally {
+        await runtime.dispose()
+      }
+    }))
 })

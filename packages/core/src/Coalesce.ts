@@ -10,6 +10,11 @@
  * budget and quota would never be consulted. The document id and the sticky
  * key do not govern a call and are left out. That string is the key, so there
  * are no hash collisions.
+ *
+ * A request's `native` body is left out too: it is opaque to core (it may hold
+ * megabytes of images, or values JSON cannot write), and the key is what Sluice
+ * reads of a call. A client whose native bodies may differ where their
+ * translations agree must not coalesce; the Promise facade turns it off.
  */
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
@@ -42,7 +47,8 @@ const canonical = (value: unknown): unknown => {
 
 /** The canonical form of a request: what makes two requests identical. */
 export const requestKey = (request: LlmClient.Request): string => {
-  const { metadata, ...rest } = request
+  // `native` is left out on purpose (see the module's doc).
+  const { metadata, native: _native, ...rest } = request
   const governance: Record<string, string> = {}
   if (metadata?.tenant !== undefined) governance.tenant = metadata.tenant
   if (metadata?.job !== undefined) governance.job = metadata.job

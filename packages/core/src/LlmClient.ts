@@ -101,6 +101,16 @@ export interface RequestMetadata {
   readonly maxWait?: Duration.DurationInput | undefined
 }
 
+/**
+ * A provider's own request or response object, tagged with the API it speaks
+ * (`"anthropic"`: the Messages API). Core never reads `body`; a provider that
+ * speaks `api` does.
+ */
+export interface Native {
+  readonly api: string
+  readonly body: unknown
+}
+
 /** A model call. */
 export interface Request {
   readonly model: string
@@ -119,6 +129,15 @@ export interface Request {
   readonly temperature?: number | undefined
   readonly stopSequences?: ReadonlyArray<string> | undefined
   readonly metadata?: RequestMetadata | undefined
+  /**
+   * The provider-native request this call was translated from (the Promise
+   * facade's SDK params). A provider that speaks `native.api` sends `body` as
+   * it is, with the `model` of this request (a fallback rung's), and returns
+   * its own response as `Response.native`; any other provider sends the
+   * translation above. Sluice estimates, keys and budgets the call by the
+   * translation only: the two must describe the same call.
+   */
+  readonly native?: Native | undefined
 }
 
 // ---------------------------------------------------------------------------
@@ -149,6 +168,8 @@ export interface Response {
   readonly usage: Usage
   /** What the response's headers said about the quota. */
   readonly rateLimits: RateLimitSnapshot
+  /** The provider's own response object, when the request's `native` body was sent (see `Request.native`). */
+  readonly native?: Native | undefined
 }
 
 /** The text of a response, its text blocks joined. */

@@ -14,6 +14,10 @@
  *   `cacheWriteInputTokens`, `input_tokens` the uncached rest.
  * - The SDK is called through one helper that passes the fiber's `AbortSignal`,
  *   so interrupting a call cancels the HTTP request.
+ * - A request whose `native` is Messages API params ({@link native}) is sent
+ *   as those params, with the request's model (a fallback rung's), and its
+ *   response carries the SDK's `Message` as `native` ({@link messageOf}): the
+ *   Promise facade passes the caller's params through the Governor this way.
  *
  * Configuration through `Config`: `ANTHROPIC_API_KEY` (redacted, never logged)
  * and `ANTHROPIC_BASE_URL` (e.g. the simulator's URL).
@@ -122,6 +126,26 @@ export const toParams = (request: LlmClient.Request): Sdk.MessageCreateParamsNon
   return params
 }
 
+/** The `LlmClient.Native` api this layer speaks, whatever its `provider` name: the Messages API. */
+export const api = "anthropic"
+
+/** Messages API params as a request's `native` body: this layer sends them as they are. */
+export const native = (params: Sdk.MessageCreateParamsNonStreaming): LlmClient.Native => ({ api, body: params })
+
+/**
+ * The Messages API body this layer sends for a request: its `native` params
+ * with the request's model when it has them (whoever set them vouches they
+ * are Messages API params), the translation ({@link toParams}) otherwise.
+ */
+const paramsOf = (request: LlmClient.Request): Sdk.MessageCreateParamsNonStreaming =>
+  request.native?.api === api
+    ? { ...(request.native.body as Sdk.MessageCreateParamsNonStreaming), model: request.model, stream: false }
+    : toParams(request)
+
+/** The SDK's `Message` of a response to a request with `native` params, as the API returned it. */
+export const messageOf = (response: LlmClient.Response): Option.Option<Sdk.Message> =>
+  response.native?.api === api ? Option.some(response.native.body as Sdk.Message) : Option.none()
+
 const toStopReason = (reason: string | null | undefined): LlmClient.StopReason => {
   switch (reason) {
     case "end_turn":
@@ -225,9 +249,11 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider & { rea
     const complete = (request: LlmClient.Request) =>
       Effect.gen(function*() {
         const { data, response } = yield* use(request.model, (client, signal) =>
-          client.messages.create(toParams(request), { signal }).withResponse())
+          client.messages.create(paramsOf(request), { signal }).withResponse())
         const rateLimits = yield* RateLimitHeaders.read(response.headers, "anthropic")
-        return fromMessage(data, rateLimits)
+        const answer = fromMessage(data, rateLimits)
+        // Who sent native params gets the native message back, every field of it.
+        return request.native?.api === api ? { ...answer, native: { api, body: data } } : answer
       }).pipe(Effect.withSpan("Anthropic.complete", { attributes: { model: request.model } }))
 
     const stream = (request: LlmClient.Request): Stream.Stream<LlmClient.StreamEvent, LlmClient.ProviderError> =>
@@ -237,7 +263,7 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider & { rea
           (controller) => Effect.sync(() => controller.abort())
         )
         const { data, response } = yield* use(request.model, (client) =>
-          client.messages.create({ ...toParams(request), stream: true }, { signal: controller.signal }).withResponse())
+          client.messages.create({ ...paramsOf(request), stream: true }, { signal: controller.signal }).withResponse())
         const rateLimits = yield* RateLimitHeaders.read(response.headers, "anthropic")
         return Stream.fromAsyncIterable(data, (cause) => cause).pipe(
           Stream.catchAll((cause) => Stream.fromEffect(Effect.flip(fromSdkError(provider, request.model, timeoutAfter)(cause)))),
@@ -247,7 +273,7 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider & { rea
       }))
 
     const countTokens = (request: LlmClient.Request) => {
-      const params = toParams(request)
+      const params = paramsOf(request)
       return Effect.map(
         use(request.model, (client, signal) =>
           client.messages.countTokens({

@@ -32,7 +32,6 @@
  * ```
  */
 import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
-import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -49,7 +48,6 @@ import * as Schema from "effect/Schema"
 import { Budget, Governor, LlmClient, Pricing, Quota, RateLimiter, TokenEstimator } from "@sluice/core"
 import type { Priority, Retry } from "@sluice/core"
 import * as Anthropic from "./Anthropic.js"
-import * as RateLimitHeaders from "./RateLimitHeaders.js"
 
 // ---------------------------------------------------------------------------
 // Options
@@ -306,13 +304,6 @@ export const toError = (reason: Reason): SluiceError => {
 // Messages API params as the request Sluice estimates
 // ---------------------------------------------------------------------------
 
-/** The caller's params, carried through the Governor to the SDK unchanged (a symbol survives the Governor's spreads). */
-const RawParams = Symbol.for("@sluice/providers/Promise/RawParams")
-/** The SDK's message, carried back through the Governor to the caller. */
-const RawMessage = Symbol.for("@sluice/providers/Promise/RawMessage")
-
-type Governed = LlmClient.Request & { readonly [RawParams]?: Sdk.MessageCreateParamsNonStreaming }
-
 const textOf = (content: unknown): string =>
   typeof content === "string"
     ? content
@@ -341,10 +332,11 @@ const toolChoiceOf = (choice: Sdk.ToolChoice): LlmClient.ToolChoice =>
 
 /**
  * Messages API params as `LlmClient.Request`: what the estimator counts, the
- * quota key and the budget go by. The params themselves travel with it and are
- * what the SDK sends.
+ * quota key and the budget go by. The params themselves travel with it as its
+ * `native` body, which the Anthropic layer sends as it is (with the model of
+ * the rung) and answers with the SDK's message as the response's `native`.
  */
-export const toRequest = (params: Sdk.MessageCreateParamsNonStreaming, call: CallOptions = {}): Governed => {
+export const toRequest = (params: Sdk.MessageCreateParamsNonStreaming, call: CallOptions = {}): LlmClient.Request => {
   const system = params.system === undefined ? undefined : textOf(params.system)
   const tools = params.tools?.map((tool): LlmClient.Tool => {
     const custom = tool as { readonly name: string; readonly description?: string; readonly input_schema?: LlmClient.Tool["inputSchema"] }
@@ -371,30 +363,11 @@ export const toRequest = (params: Sdk.MessageCreateParamsNonStreaming, call: Cal
     maxOutputTokens: params.max_tokens,
     ...(params.stop_sequences === undefined ? {} : { stopSequences: params.stop_sequences }),
     ...(Object.keys(metadata).length === 0 ? {} : { metadata }),
-    [RawParams]: params
+    native: Anthropic.native(params)
   }
 }
 
-// ---------------------------------------------------------------------------
-// The provider under the Governor: the SDK, params in, message out, unchanged
-// ---------------------------------------------------------------------------
-
-const passThrough = (base: Effect.Effect.Success<ReturnType<typeof Anthropic.make>>): LlmClient.Provider => {
-  const complete = (request: LlmClient.Request) => {
-    const raw = (request as Governed)[RawParams]
-    if (raw === undefined) return base.complete(request)
-    return Effect.gen(function*() {
-      // A fallback rung changes the model; everything else is the caller's.
-      const { data, response } = yield* callSdk(request.model, (signal) =>
-        base.sdk.messages.create({ ...raw, model: request.model, stream: false }, { signal }).withResponse())
-      const rateLimits = yield* RateLimitHeaders.read(response.headers, "anthropic")
-      return Object.assign(Anthropic.fromMessage(data, rateLimits), { [RawMessage]: data })
-    }).pipe(Effect.withSpan("Sluice.messages.create", { attributes: { model: request.model } }))
-  }
-  return { provider: base.provider, complete, stream: base.stream, countTokens: base.countTokens }
-}
-
-/** The one place this module enters the SDK's promises: the fiber's signal cancels the request. */
+/** Where this module enters the SDK's promises itself (`countTokens`): the fiber's signal cancels the request. */
 const callSdk = <A>(model: string | undefined, f: (signal: AbortSignal) => Promise<A>): Effect.Effect<A, LlmClient.ProviderError> =>
   Effect.tryPromise({ try: f, catch: (cause) => cause }).pipe(
     // The Anthropic layer's own mapping: one place decides what an SDK error means.
@@ -429,8 +402,8 @@ export const layer = (options: ClientOptions) => {
     ...(options.baseURL === undefined ? {} : { baseURL: options.baseURL }),
     ...(options.timeout === undefined ? {} : { timeout: Duration.decode(options.timeout as Duration.DurationInput) })
   }
-  const provider = Layer.effectContext(Effect.map(Anthropic.make(anthropic), (base) =>
-    Context.make(LlmClient.LlmClient, passThrough(base)).pipe(Context.add(Anthropic.AnthropicSdkClient, base.sdk))))
+  // The Anthropic layer itself: it sends the `native` params `toRequest` attaches.
+  const provider = Anthropic.layer(anthropic)
   const quotas = Object.fromEntries(Object.entries(options.quotas ?? {}).map(([model, quota]) => [keyOf(model), quota]))
   const limiter = RateLimiter.layerMemory({ quotas, ...(options.maxConcurrency === undefined ? {} : { maxInFlight: options.maxConcurrency }) })
   const estimator = TokenEstimator.layer({ learnOutput: options.learnOutput ?? false })
@@ -485,9 +458,11 @@ export const createClient = (options: ClientOptions): Client => {
             if ((params as { readonly stream?: unknown }).stream === true) return yield* new InvalidRequest({ detail: "`stream: true` is not offered by the Promise client" })
             const client = yield* LlmClient.LlmClient
             const response = yield* client.complete(toRequest(params, call))
-            const raw = (response as { readonly [RawMessage]?: Sdk.Message })[RawMessage]
-            // The pass-through provider always keeps the message; without it something is broken.
-            return raw ?? (yield* Effect.dieMessage("Sluice: the SDK's message was lost on the way back"))
+            // The Anthropic layer answers native params with the native message; without it something is broken.
+            return yield* Option.match(Anthropic.messageOf(response), {
+              onNone: () => Effect.dieMessage("Sluice: the SDK's message was lost on the way back"),
+              onSome: Effect.succeed
+            })
           }),
           call.signal
         ),
