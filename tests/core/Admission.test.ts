@@ -323,6 +323,20 @@ describe("Admission: one path, released exactly once on every exit", () => {
     }).pipe(Effect.provide(layer))
   })
 
+  it.effect("requests carrying a provider-native body are never joined: their bodies may differ where their translations agree", () => {
+    const { provider, reached } = scripted([{ _tag: "answer", latency: 1_000, output: 10 }, { _tag: "answer", latency: 1_000, output: 10 }])
+    return Effect.gen(function*() {
+      const client = yield* LlmClient.LlmClient
+      const withImage = (image: string): LlmClient.Request => ({ ...ask("describe the picture"), native: { api: "anthropic", body: { image } } })
+      const a = yield* Effect.fork(client.complete(withImage("cat.png")))
+      const b = yield* Effect.fork(client.complete(withImage("dog.png")))
+      yield* TestClock.adjust("2 seconds")
+      yield* Fiber.join(a)
+      yield* Fiber.join(b)
+      expect(reached.length).toBe(2)
+    }).pipe(Effect.provide(governedOver(provider, { limitUsd: 100, maxInFlight: 2 })))
+  })
+
   it.effect("a billing error (QuotaExhausted) is neither retried nor a pause of the key, and costs nothing (#15)", () => {
     const { provider, reached } = scripted([{ _tag: "fail", latency: 10, error: "QuotaExhausted" }])
     return Effect.gen(function*() {

@@ -324,7 +324,11 @@ export const make = (options: Options = {}): Effect.Effect<
       if (Option.isNone(breaker)) return call
       return breaker.value.run(key, call).pipe(
         Effect.catchTag("CircuitOpen", (open) =>
-          Effect.zipRight(countOutcome(key, Metrics.outcomeOf(open)), coalescer.cached(routed)).pipe(Effect.flatMap(Option.match({
+          Effect.zipRight(
+            countOutcome(key, Metrics.outcomeOf(open)),
+            // A native body is opaque to the coalescing key: its cached twin may be another request.
+            routed.native === undefined ? coalescer.cached(routed) : Effect.succeed(Option.none<LlmClient.Response>())
+          ).pipe(Effect.flatMap(Option.match({
             onNone: () => Effect.fail<LlmClient.CallError>(open),
             onSome: Effect.succeed
           }))))
@@ -353,7 +357,8 @@ export const make = (options: Options = {}): Effect.Effect<
           Fallback.isFallbackError(error)
             ? Effect.fail(new Fallback.AllRungsFailed({ attempts: [...tried, { model: rungs[rungs.length - 1]!.model, key: undefined, error }] }))
             : Effect.fail(error))
-      const governed = options.coalesce === false ? reported : coalescer.run(request, reported)
+      // A request carrying a provider-native body is never joined: two bodies may differ where their translations agree.
+      const governed = options.coalesce === false || request.native !== undefined ? reported : coalescer.run(request, reported)
       return governed.pipe(Effect.withSpan("Governor.complete", { attributes: { model: request.model }, captureStackTrace: false }))
     }
 
