@@ -1,0 +1,640 @@
+/**
+ * The per-key runtime of a limiter: a key's lanes, its slot count, its driver
+ * fiber, the hand-off of a grant to a waiter, the fast path that skips the
+ * driver, the reclaim of an idle key, and its metric handles.
+ *
+ * `RateLimiter.make` resolves its options into {@link Settings} and builds one
+ * registry of keys with {@link make}; every input it needs (the store, the
+ * scope its drivers live in, the settings, the metric labeller) is passed in,
+ * and it imports nothing of the limiter's contract, so `RateLimiter.ts` reads
+ * as types and constructors (as `@effect/sql` keeps `internal/client.ts`
+ * behind `SqlClient.ts`). See the module docs of `RateLimiter.ts` and
+ * `docs/limiter.md` for how the waiting works.
+ */
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import * as Metric from "effect/Metric"
+import type * as Scope from "effect/Scope"
+import * as Cost from "../Cost.js"
+import * as LimiterStore from "../LimiterStore.js"
+import * as Metrics from "../Metrics.js"
+import * as Priority from "../Priority.js"
+import * as Quota from "../Quota.js"
+import { CostTooLarge, type RateLimiterError, Shed, UnknownKey, WaitTimeout } from "../SluiceError.js"
+import * as Drain from "./drain.js"
+import { Lanes, type Waiter as LaneWaiter } from "./lanes.js"
+import { type KeyMetrics, keyMetrics, shedCounter } from "./limiterMetrics.js"
+
+/** The limiter's options that govern a key's runtime, defaults applied and bounds enforced. */
+export interface Settings {
+  readonly maxInFlight: number
+  readonly discover: boolean
+  readonly laneBounds: Readonly<Record<Priority.Class, number>>
+  readonly maxWaiting: number
+  readonly headroom: number
+  readonly recentMillis: number
+  readonly promoteAfter: Duration.Duration
+  readonly idleMillis: number
+}
+
+/** What a registry of keys is made from. */
+export interface Inputs {
+  readonly store: LimiterStore.LimiterStore["Type"]
+  /** Where the drivers are forked: the limiter's layer scope. */
+  readonly scope: Scope.Scope
+  readonly settings: Settings
+  /** The `key` label of a key's metrics (bounded by `metricKeys`). */
+  readonly labelOf: (key: string) => string
+}
+
+/**
+ * A held permit: `RateLimiter.Permit`, restated because this module must not
+ * import its contract (that would be a cycle); `RateLimiter.make` hands these
+ * out as `Permit`s, so the compiler checks the two agree.
+ */
+export interface Permit {
+  readonly key: string
+  readonly priority: Priority.Class
+  readonly reserved: Cost.Amounts
+  readonly waited: Duration.Duration
+  readonly settle: (actual: Cost.Cost) => Effect.Effect<void, Cost.InvalidCost | LimiterStore.LimiterStoreError>
+}
+
+/** A call waiting in one of a key's lanes for the driver to grant it. */
+export interface Waiter extends LaneWaiter {
+  /**
+   * Completed in the same synchronous step as the waiter leaves its lane
+   * (granted, failed, timed out), so a waiter that is no longer `waiting` always
+   * has its answer: whoever loses a race reads it instead of guessing.
+   */
+  readonly deferred: Deferred.Deferred<number, RateLimiterError>
+  /** The backend that granted it, from the store's `Granted`. */
+  origin: LimiterStore.Origin | undefined
+}
+
+/**
+ * One resident key: its lanes, slot counts, discovery state and metric
+ * handles. Mutated only in synchronous steps, by its driver, by an arrival (the
+ * fast path, publishing a waiter) and by a permit's release.
+ */
+export interface KeyRuntime {
+  readonly key: string
+  readonly lanes: Lanes<Waiter>
+  /**
+   * Slots taken: permits held plus reservations under way (the driver's, a fast
+   * path's). Taken and given back synchronously, so an interrupt can never
+   * separate a slot from the code that gives it back.
+   */
+  taken: number
+  /** Opened to wake the driver. */
+  readonly wake: Effect.Latch
+  maxInFlight: number
+  /** Permits held (granted and not yet released). */
+  held: number
+  discovering: boolean
+  capacities: { [D in Quota.Dimension]?: number }
+  /** Last arrival per class rank, for headroom. */
+  readonly lastSeen: Array<number>
+  /** The last arrival or release: the key is reclaimed `idleAfter` after it, when nothing waits or is held. */
+  lastActive: number
+  /** Set by the driver when it reclaims the key; an arrival that finds it set asks for a fresh runtime. */
+  retired: boolean
+  /** Each bucket's consumption rate, for `sluice_quota_time_left_seconds`. */
+  drains: { [D in Quota.Dimension]?: Drain.Drain }
+  /** The dimension the head waiter last waited for; undefined once granted. */
+  blockedOn: Quota.Dimension | undefined
+  readonly metrics: KeyMetrics
+}
+
+/** How often an idle key's time-left gauge is brought up to date. */
+export const timeLeftRefresh = Duration.seconds(5)
+
+const negate = (amounts: Cost.Amounts): Cost.Delta => {
+  const delta: { [D in Quota.Dimension]?: number } = {}
+  for (const dimension of Quota.dimensions) if (amounts[dimension] !== 0) delta[dimension] = -amounts[dimension]
+  return delta
+}
+
+/** The keys of one limiter: their runtimes, and what `define` told it of their quotas. */
+export interface Keys {
+  /** The resident runtime of a key, if any. */
+  readonly get: (key: string) => KeyRuntime | undefined
+  /** Each defined key's refill per millisecond and dimension, for `admitsIn`; lowered by `observe`. */
+  readonly rates: Map<string, { [D in Quota.Dimension]?: number }>
+  /** Waits until `amounts` is granted on `key` (validated already) and returns its permit. */
+  readonly acquire: (
+    key: string,
+    amounts: Cost.Amounts,
+    priority: Priority.Class,
+    maxWait: Duration.Duration | undefined
+  ) => Effect.Effect<Permit, RateLimiterError, Scope.Scope>
+  /** Records a new quota the store accepted, and resets a resident runtime to it. */
+  readonly defined: (key: string, quota: Quota.Quota, levels: LimiterStore.Levels) => Effect.Effect<void>
+  /** Folds levels the store answered into a resident runtime (bucket gauges, capacities, drains). */
+  readonly rememberLevels: (runtime: KeyRuntime, levels: LimiterStore.Levels) => Effect.Effect<void>
+  /** Leaves discovery: the key's limits are known, so it may run `maxInFlight` calls. */
+  readonly endDiscovery: (runtime: KeyRuntime) => Effect.Effect<void>
+  /** Wakes a key's driver: something that could change its answer happened. */
+  readonly wake: (runtime: KeyRuntime) => Effect.Effect<void>
+  /** Brings every resident key's time-left gauges up to date. */
+  readonly refreshTimeLeft: Effect.Effect<void>
+}
+
+/** A registry of keys over `inputs`; drivers are forked into `inputs.scope` on each key's first use. */
+export const make = (inputs: Inputs): Keys => {
+  const { labelOf, scope, settings, store } = inputs
+  const { discover, headroom, idleMillis, laneBounds, maxInFlight, maxWaiting, promoteAfter, recentMillis } = settings
+
+  const runtimes = new Map<string, KeyRuntime>()
+  /** The keys given a quota by `define`: known, so never discovered. */
+  const definedKeys = new Set<string>()
+  /** Each defined key's refill per millisecond and dimension, for `admitsIn`. */
+  const rates = new Map<string, { [D in Quota.Dimension]?: number }>()
+
+  /** A bucket's refill per millisecond: its quota's, or a discovered key's capacity per minute. */
+  const refillOf = (key: string, dimension: Quota.Dimension, capacity: number) =>
+    rates.get(key)?.[dimension] ?? capacity / Duration.toMillis(LimiterStore.discoveredPeriod)
+
+  /** Sets the time-left gauge of a bucket from its level and drain. */
+  const setTimeLeft = (runtime: KeyRuntime, dimension: Quota.Dimension, level: number, capacity: number, now: number) => {
+    const drain = runtime.drains[dimension]
+    if (drain === undefined) return
+    runtime.metrics.timeLeft[dimension].unsafeUpdate(
+      Metrics.timeLeftSeconds({
+        level,
+        consumptionPerSecond: Drain.rateAt(drain, now) * 1000,
+        refillPerSecond: refillOf(runtime.key, dimension, capacity) * 1000,
+        blocked: runtime.blockedOn === dimension && runtime.lanes.total() > 0
+      }),
+      []
+    )
+  }
+
+  // Synchronous: this runs twice per call, and a forEach of Metric.set effects cost a quarter of a grant.
+  const rememberLevels = (runtime: KeyRuntime, levels: LimiterStore.Levels) =>
+    Effect.clockWith((clock) =>
+      Effect.sync(() => {
+        const now = clock.unsafeCurrentTimeMillis()
+        for (const dimension of Quota.dimensions) {
+          const level = levels[dimension]
+          if (level === undefined) continue
+          runtime.capacities[dimension] = level.capacity
+          runtime.metrics.bucketLevel[dimension].unsafeUpdate(level.level, [])
+          runtime.drains[dimension] = Drain.observe(runtime.drains[dimension], level.level, level.capacity, refillOf(runtime.key, dimension, level.capacity), now)
+          setTimeLeft(runtime, dimension, level.level, level.capacity, now)
+        }
+      })
+    )
+
+  /**
+   * Every few seconds, the time-left gauges of every key as if nothing had
+   * happened since its last event: an idle key's drain decays and its gauge
+   * goes back to +Inf instead of keeping its last busy value.
+   */
+  const refreshTimeLeft = Effect.clockWith((clock) =>
+    Effect.sync(() => {
+      const now = clock.unsafeCurrentTimeMillis()
+      for (const runtime of runtimes.values()) {
+        for (const dimension of Quota.dimensions) {
+          const drain = runtime.drains[dimension]
+          const capacity = runtime.capacities[dimension]
+          if (drain === undefined || capacity === undefined) continue
+          setTimeLeft(runtime, dimension, Drain.levelAt(drain, capacity, refillOf(runtime.key, dimension, capacity), now), capacity, now)
+        }
+      }
+    })
+  )
+
+  const setDepth = (runtime: KeyRuntime, priority: Priority.Class) =>
+    Metric.set(runtime.metrics.queueDepth[priority], runtime.lanes.size(priority))
+
+  /** Takes a waiter out of its lane with an error, if it is still waiting; its answer in the same step. */
+  const failWaiter = (runtime: KeyRuntime, waiter: Waiter, error: RateLimiterError) =>
+    Effect.suspend(() =>
+      runtime.lanes.leave(waiter, "failed")
+        ? (Deferred.unsafeDone(waiter.deferred, Exit.fail(error)), setDepth(runtime, waiter.priority))
+        : Effect.void
+    )
+
+  /** Whether the head must leave headroom: a higher class waits or was seen recently. */
+  const headroomFor = (runtime: KeyRuntime, rank: number, now: number): { readonly fraction: number; readonly until: number } => {
+    let until = Number.NEGATIVE_INFINITY
+    for (let higher = Math.floor(rank) + 1; higher <= Priority.topRank; higher++) {
+      if (runtime.lanes.size(Priority.fromRank(higher)) > 0) return { fraction: headroom, until: Number.POSITIVE_INFINITY }
+      const seen = runtime.lastSeen[higher]!
+      if (now - seen < recentMillis) until = Math.max(until, seen + recentMillis)
+    }
+    return until > now ? { fraction: headroom, until } : { fraction: 0, until: Number.POSITIVE_INFINITY }
+  }
+
+  /** Sleeps `millis` (rounded up to the clock's tick) unless something wakes the driver first. */
+  const sleepOrWake = (runtime: KeyRuntime, millis: number) =>
+    Number.isFinite(millis)
+      ? Effect.raceFirst(Effect.sleep(Duration.millis(Math.max(0, Math.ceil(millis)))), runtime.wake.await)
+      : runtime.wake.await
+
+  /** Gives back a slot a caller took for a reservation that was not granted, and wakes the driver for it. */
+  const giveBackSlot = (runtime: KeyRuntime) => {
+    runtime.taken--
+    runtime.wake.unsafeOpen()
+  }
+
+  /** The driver's own give-back: it does not wake itself, or a waiting head would spin. */
+  const driverGivesBack = (runtime: KeyRuntime) => {
+    runtime.taken--
+  }
+
+  /**
+   * The driver with no waiter: reclaims the key when it has been idle for
+   * `idleAfter`, else sleeps until then or until something wakes it. The
+   * check and the reclaim are one synchronous step, so no arrival can slip
+   * in between; an arrival holding the old runtime sees `retired` and starts
+   * a fresh one. Answers whether the driver goes on.
+   */
+  const idle = (runtime: KeyRuntime, now: number): Effect.Effect<boolean> => {
+    const reclaimAt = runtime.lastActive + idleMillis
+    if (now >= reclaimAt && runtime.taken === 0 && runtime.lanes.total() === 0) {
+      runtime.retired = true
+      if (runtimes.get(runtime.key) === runtime) runtimes.delete(runtime.key)
+      return Effect.succeed(false)
+    }
+    return Effect.as(sleepOrWake(runtime, reclaimAt - now), true)
+  }
+
+  /** One turn of a key's driver: serve the head waiter, or sleep until it can be served. Answers whether the driver goes on. */
+  const turn = (runtime: KeyRuntime): Effect.Effect<boolean> =>
+    Effect.gen(function*() {
+      yield* runtime.wake.close
+      const now = yield* Clock.currentTimeMillis
+      const head = runtime.lanes.head(now, promoteAfter)
+      if (head === undefined) return yield* idle(runtime, now)
+      // A release opens the latch, so this wakes when a slot frees.
+      if (runtime.taken >= runtime.maxInFlight) return yield* Effect.as(runtime.wake.await, true)
+      runtime.taken++
+      const room = headroomFor(runtime, head.rank, now)
+      const reservation = yield* Effect.either(store.reserve(runtime.key, head.waiter.amounts, { headroom: room.fraction }))
+      if (Either.isLeft(reservation)) {
+        driverGivesBack(runtime)
+        yield* failWaiter(runtime, head.waiter, reservation.left)
+        return true
+      }
+      const answer = reservation.right
+      switch (answer._tag) {
+        case "Granted": {
+          runtime.blockedOn = undefined
+          yield* rememberLevels(runtime, answer.levels)
+          yield* grant(runtime, head.waiter, answer.origin)
+          return true
+        }
+        case "TooLarge": {
+          driverGivesBack(runtime)
+          runtime.capacities[answer.dimension] = answer.capacity
+          yield* failWaiter(
+            runtime,
+            head.waiter,
+            new CostTooLarge({ key: runtime.key, dimension: answer.dimension, amount: answer.amount, capacity: answer.capacity })
+          )
+          return true
+        }
+        case "Wait": {
+          driverGivesBack(runtime)
+          runtime.blockedOn = answer.reason === "paused" ? undefined : answer.reason
+          yield* rememberLevels(runtime, answer.levels)
+          const wakeAt = Math.min(
+            now + Duration.toMillis(answer.delay),
+            runtime.lanes.nextPromotion(now, promoteAfter),
+            room.until
+          )
+          yield* sleepOrWake(runtime, wakeAt - now)
+          return true
+        }
+      }
+    })
+
+  /**
+   * Hands the reserved capacity and the taken slot to the head waiter — its
+   * state, its count and its answer in one synchronous step — or, if it left
+   * while the store answered, gives both back to where they came from.
+   */
+  const grant = (runtime: KeyRuntime, waiter: Waiter, origin: LimiterStore.Origin | undefined) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      if (!runtime.lanes.leave(waiter, "granted")) {
+        driverGivesBack(runtime)
+        return yield* Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts), origin))
+      }
+      waiter.origin = origin
+      runtime.held++
+      Deferred.unsafeDone(waiter.deferred, Exit.succeed(now))
+      yield* Metric.set(runtime.metrics.inFlight, runtime.held)
+      yield* setDepth(runtime, waiter.priority)
+      yield* Metric.increment(runtime.metrics.grants[waiter.priority])
+      yield* Metric.update(runtime.metrics.waitSeconds[waiter.priority], Math.max(0, now - waiter.arrivedAt) / 1000)
+    })
+
+  const drive = (runtime: KeyRuntime): Effect.Effect<boolean> =>
+    Effect.iterate(true, {
+      while: (alive) => alive,
+      body: () =>
+        turn(runtime).pipe(
+          Effect.catchAllCause((cause) =>
+            Effect.gen(function*() {
+              yield* Effect.logError(`Sluice limiter driver for key "${runtime.key}" failed; failing its waiters`, cause)
+              for (const waiter of runtime.lanes.all()) {
+                if (runtime.lanes.leave(waiter, "failed")) Deferred.unsafeDone(waiter.deferred, Exit.failCause(cause as never))
+              }
+              return true
+            })
+          )
+        )
+    })
+
+  const newRuntime = (key: string, known: boolean, now: number): KeyRuntime => {
+    const size = known || !discover ? maxInFlight : 1
+    const label = labelOf(key)
+    return {
+      key,
+      lanes: new Lanes<Waiter>(),
+      taken: 0,
+      wake: Effect.unsafeMakeLatch(false),
+      maxInFlight: size,
+      held: 0,
+      discovering: !known && discover,
+      capacities: {},
+      lastSeen: Priority.classes.map(() => Number.NEGATIVE_INFINITY),
+      lastActive: now,
+      retired: false,
+      drains: {},
+      blockedOn: undefined,
+      metrics: keyMetrics(label)
+    }
+  }
+
+  /**
+   * The runtime of a key, created (and its driver started) on first use, or
+   * again after it was reclaimed: from the store's state, so a key whose
+   * buckets the store knows (defined, or learned from headers) is governed
+   * at once and not discovered again.
+   */
+  const runtimeFor = (key: string): Effect.Effect<KeyRuntime, UnknownKey | LimiterStore.LimiterStoreError> =>
+    Effect.suspend(() => {
+      const existing = runtimes.get(key)
+      if (existing !== undefined) return Effect.succeed(existing)
+      return Effect.gen(function*() {
+        // Another process (a shared store) may know the key already.
+        const state = yield* store.state(key)
+        const again = runtimes.get(key)
+        if (again !== undefined) return again
+        const known = definedKeys.has(key) || Quota.dimensions.some((dimension) => state.levels[dimension] !== undefined)
+        if (!known && !discover) return yield* new UnknownKey({ key })
+        const runtime = newRuntime(key, known, yield* Clock.currentTimeMillis)
+        runtimes.set(key, runtime)
+        yield* rememberLevels(runtime, state.levels)
+        yield* Effect.forkIn(drive(runtime), scope)
+        return runtime
+      })
+    })
+
+  const wake = (runtime: KeyRuntime) => Effect.sync(() => runtime.wake.unsafeOpen())
+
+  /** Leaves discovery: the key's limits are known, so it may run `maxInFlight` calls. */
+  const endDiscovery = (runtime: KeyRuntime) =>
+    Effect.suspend(() => {
+      if (!runtime.discovering) return Effect.void
+      runtime.discovering = false
+      runtime.maxInFlight = maxInFlight
+      runtime.wake.unsafeOpen()
+      return Effect.logInfo(`Sluice learned the limits of key "${runtime.key}"; up to ${maxInFlight} calls in flight`)
+    })
+
+  /**
+   * Puts a waiter in its lane, shedding by the lane and queue bounds, in one
+   * synchronous step with the check that the runtime is still live. Answers
+   * `retired` (ask for a fresh runtime), the `Shed` of the waiter itself, or
+   * the waiter it displaced (to fail), if any.
+   */
+  const publish = (runtime: KeyRuntime, waiter: Waiter):
+    | { readonly _tag: "Retired" }
+    | { readonly _tag: "Shed"; readonly error: Shed }
+    | { readonly _tag: "Queued"; readonly displaced: Waiter | undefined } => {
+    if (runtime.retired) return { _tag: "Retired" }
+    const { lanes } = runtime
+    if (lanes.size(waiter.priority) >= laneBounds[waiter.priority]) {
+      return { _tag: "Shed", error: new Shed({ key: runtime.key, priority: waiter.priority, reason: "lane-full", waiting: lanes.size(waiter.priority) }) }
+    }
+    let displaced: Waiter | undefined
+    if (lanes.total() >= maxWaiting) {
+      const lowest = lanes.lowest()
+      if (lowest === undefined || Priority.rank(lowest.priority) >= Priority.rank(waiter.priority)) {
+        return { _tag: "Shed", error: new Shed({ key: runtime.key, priority: waiter.priority, reason: "queue-full", waiting: lanes.total() }) }
+      }
+      displaced = lowest
+    }
+    lanes.push(waiter)
+    runtime.wake.unsafeOpen()
+    return { _tag: "Queued", displaced }
+  }
+
+  /** Frees a permit's slot: its finalizer. */
+  const release = (runtime: KeyRuntime) =>
+    Effect.clockWith((clock) =>
+      Effect.suspend(() => {
+        runtime.held--
+        runtime.taken--
+        runtime.lastActive = clock.unsafeCurrentTimeMillis()
+        runtime.wake.unsafeOpen()
+        return Metric.set(runtime.metrics.inFlight, runtime.held)
+      })
+    )
+
+  /** Gives back a granted permit nobody will use: its slot, and its reservation to the backend that granted it. */
+  const abandon = (runtime: KeyRuntime, waiter: Waiter) =>
+    Effect.zipRight(release(runtime), Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts), waiter.origin)))
+
+  const makePermit = (
+    runtime: KeyRuntime,
+    waiter: Pick<Waiter, "priority" | "amounts" | "arrivedAt" | "origin">,
+    grantedAt: number
+  ): Permit => {
+    let charged = waiter.amounts
+    return {
+      key: runtime.key,
+      priority: waiter.priority,
+      reserved: waiter.amounts,
+      waited: Duration.millis(Math.max(0, grantedAt - waiter.arrivedAt)),
+      settle: (actual) =>
+        Effect.gen(function*() {
+          const amounts = yield* Cost.validate(runtime.key, actual)
+          const delta = Cost.difference(amounts, charged)
+          charged = amounts
+          if (Cost.isEmpty(delta)) return
+          // To the backend that granted the reservation: a fallback's take is refunded to the fallback.
+          const levels = yield* store.adjust(runtime.key, delta, waiter.origin)
+          yield* rememberLevels(runtime, levels)
+          yield* wake(runtime)
+        })
+    }
+  }
+
+  /**
+   * Reserves at once, with the slot the caller already took; undefined when
+   * the cost must wait (the caller then queues). Runs uninterruptibly: the
+   * slot and the reservation end up in a permit with its finalizer, or are
+   * given back.
+   */
+  const tryAtOnce = (runtime: KeyRuntime, amounts: Cost.Amounts, priority: Priority.Class, now: number) =>
+    Effect.gen(function*() {
+      const answer = yield* Effect.either(store.reserve(runtime.key, amounts, { headroom: headroomFor(runtime, Priority.rank(priority), now).fraction }))
+      if (Either.isLeft(answer)) {
+        giveBackSlot(runtime)
+        return yield* Effect.fail(answer.left)
+      }
+      const reservation = answer.right
+      if (reservation._tag !== "Granted") {
+        giveBackSlot(runtime)
+        if (reservation._tag === "TooLarge") {
+          runtime.capacities[reservation.dimension] = reservation.capacity
+          return yield* new CostTooLarge({ key: runtime.key, dimension: reservation.dimension, amount: reservation.amount, capacity: reservation.capacity })
+        }
+        return undefined
+      }
+      runtime.held++
+      yield* Effect.addFinalizer(() => release(runtime))
+      yield* rememberLevels(runtime, reservation.levels)
+      yield* Metric.set(runtime.metrics.inFlight, runtime.held)
+      yield* Metric.increment(runtime.metrics.grants[priority])
+      yield* Metric.update(runtime.metrics.waitSeconds[priority], 0)
+      return makePermit(runtime, { priority, amounts, arrivedAt: now, origin: reservation.origin }, now)
+    })
+
+  /**
+   * Waits for a published waiter's answer. Called inside the mask that
+   * published it; only the wait itself is interruptible. On interruption the
+   * waiter leaves its lane, or, granted in the meantime, gives its permit
+   * back. At `maxWait` it leaves with `WaitTimeout` — unless it was granted
+   * at that same instant, when it keeps the permit: its answer decides,
+   * exactly once.
+   */
+  const awaitGrant = (
+    runtime: KeyRuntime,
+    waiter: Waiter,
+    maxWait: Duration.Duration | undefined,
+    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  ): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
+    Effect.gen(function*() {
+      const waited = Deferred.await(waiter.deferred).pipe(
+        Effect.withSpan("RateLimiter.wait", { attributes: { key: runtime.key, priority: waiter.priority }, captureStackTrace: false })
+      )
+      yield* restore(maxWait === undefined ? Effect.asVoid(waited) : Effect.asVoid(Effect.timeoutOption(waited, maxWait))).pipe(
+        Effect.catchAll(() => Effect.void),
+        Effect.onInterrupt(() =>
+          Effect.suspend(() => {
+            if (runtime.lanes.leave(waiter, "cancelled")) return Effect.zipRight(setDepth(runtime, waiter.priority), wake(runtime))
+            return waiter.state === "granted" ? abandon(runtime, waiter) : Effect.void
+          })
+        )
+      )
+      if (maxWait !== undefined && runtime.lanes.leave(waiter, "failed")) {
+        Deferred.unsafeDone(waiter.deferred, Exit.fail(new WaitTimeout({ key: runtime.key, priority: waiter.priority, maxWait })))
+        runtime.wake.unsafeOpen()
+        yield* setDepth(runtime, waiter.priority)
+      }
+      // The waiter has left its lane, so its answer is in: this does not wait.
+      const grantedAt = yield* Deferred.await(waiter.deferred)
+      yield* Effect.addFinalizer(() => release(runtime))
+      return makePermit(runtime, waiter, grantedAt)
+    })
+
+  const acquire = (
+    key: string,
+    amounts: Cost.Amounts,
+    priority: Priority.Class,
+    maxWait: Duration.Duration | undefined
+  ): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
+    // Whatever is taken below (a slot, a place in a lane) is taken inside this
+    // mask, in the same step as the code that gives it back is installed.
+    Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        for (;;) {
+          const runtime = yield* restore(runtimeFor(key))
+          for (const dimension of Quota.dimensions) {
+            const capacity = runtime.capacities[dimension]
+            if (capacity !== undefined && amounts[dimension] > capacity) {
+              return yield* new CostTooLarge({ key, dimension, amount: amounts[dimension], capacity })
+            }
+          }
+          const now = yield* Clock.currentTimeMillis
+          // Reclaimed since runtimeFor answered: ask again.
+          if (runtime.retired) continue
+          runtime.lastSeen[Priority.rank(priority)] = now
+          runtime.lastActive = now
+          // Fast path: nobody is waiting and a slot is free, so there is no order to
+          // keep: reserve here instead of handing over to the driver.
+          if (runtime.lanes.total() === 0 && runtime.taken < runtime.maxInFlight) {
+            runtime.taken++
+            const permit = yield* tryAtOnce(runtime, amounts, priority, now)
+            if (permit !== undefined) return permit
+          }
+          const waiter: Waiter = {
+            seq: runtime.lanes.nextSeq(),
+            priority,
+            arrivedAt: now,
+            amounts,
+            state: "waiting",
+            deferred: Deferred.unsafeMake<number, RateLimiterError>(FiberId.none),
+            origin: undefined
+          }
+          const published = publish(runtime, waiter)
+          if (published._tag === "Retired") continue
+          if (published._tag === "Shed") {
+            yield* shedCounter(labelOf(key), priority, published.error.reason)
+            return yield* published.error
+          }
+          if (published.displaced !== undefined) {
+            const lowest = published.displaced
+            yield* shedCounter(labelOf(key), lowest.priority, "displaced")
+            yield* failWaiter(runtime, lowest, new Shed({ key, priority: lowest.priority, reason: "displaced", waiting: runtime.lanes.total() }))
+          }
+          yield* setDepth(runtime, priority)
+          // Only a call that waits gets a span: on the fast path a span would cost more than the grant.
+          return yield* awaitGrant(runtime, waiter, maxWait, restore)
+        }
+      })
+    )
+
+  const defined = (key: string, quota: Quota.Quota, levels: LimiterStore.Levels) =>
+    Effect.gen(function*() {
+      definedKeys.add(key)
+      const refill: { [D in Quota.Dimension]?: number } = {}
+      for (const dimension of Quota.dimensions) {
+        const limit = quota[dimension]
+        if (limit !== undefined) refill[dimension] = Quota.ratePerMilli(limit)
+      }
+      rates.set(key, refill)
+      const runtime = runtimes.get(key)
+      if (runtime !== undefined) {
+        runtime.capacities = {}
+        // A new quota: the drain starts again from its levels.
+        runtime.drains = {}
+        yield* rememberLevels(runtime, levels)
+        yield* endDiscovery(runtime)
+        yield* wake(runtime)
+      }
+    })
+
+  return {
+    get: (key) => runtimes.get(key),
+    rates,
+    acquire,
+    defined,
+    rememberLevels,
+    endDiscovery,
+    wake,
+    refreshTimeLeft
+  }
+}
