@@ -7,7 +7,8 @@
 #   smoke.mjs  the Promise facade (createClient) from plain JavaScript;
 #   smoke.ts   Governor.layer over Anthropic.layer, type-checked by tsc (NodeNext, strict,
 #              skipLibCheck off: our .d.ts are checked too), then run from tsc's output.
-# Each program exits non-zero unless its call succeeded and the simulator counted it.
+# Each program exits non-zero unless its call succeeded and the simulator counted it. The
+# installed sluice-simulator command must answer --help (its launcher, dist/bin and @effect/cli).
 # Needs the npm registry (effect and its peers, typescript), nothing else. Temp dirs are removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +77,10 @@ npm pkg set type=module private=true
 npm install --no-audit --no-fund --loglevel=error \
   "$(tarball core)" "$(tarball providers)" "$(tarball simulator)" "${deps[@]}"
 cp "$root/scripts/package-smoke/smoke.mjs" "$root/scripts/package-smoke/smoke.ts" "$root/scripts/package-smoke/tsconfig.json" .
+
+step "smoke: the sluice-simulator command starts (--help)"
+help=$(./node_modules/.bin/sluice-simulator --help)
+grep -q "Sluice provider simulator" <<<"$help"
 
 step "smoke: the Promise facade from plain JavaScript"
 node smoke.mjs
