@@ -31,17 +31,27 @@ const limits: ReadonlyArray<Budget.LimitInput> = [
 const call = { model: "claude-haiku-4-5", inputTokens: 1_000, maxOutputTokens: 100 }
 const usage = { inputTokens: 900, outputTokens: 80, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
 
-const quantile = (sorted: ReadonlyArray<number>, q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
+const quantile = (sorted: ReadonlyArray<number>, q: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
 
 const program = Effect.gen(function*() {
   const ledger = yield* BudgetRedis.make({ url, prefix })
-  const budget = yield* Budget.make({ limits }).pipe(Effect.provideService(Budget.BudgetLedger, ledger), Effect.provide(Pricing.layer()))
+  const budget = yield* Budget.make({ limits }).pipe(
+    Effect.provideService(Budget.BudgetLedger, ledger),
+    Effect.provide(Pricing.layer())
+  )
   const now = yield* Clock.currentTimeMillis
   const spend = limits.map((limit, index) => ({ ...Budget.bucketOf(limit as Budget.Limit, index, now), micros: 10 }))
   // The prior spend, written straight into the ledger (a settle with no reservation is plain spend).
   const seeded = performance.now()
-  yield* Effect.forEach(Array.from({ length: PRIOR }, (_, i) => i), (i) => ledger.settle(`seed-${i}`, spend, now - 1_000), { concurrency: 256, discard: true })
-  yield* Console.log(`seeded ${PRIOR.toLocaleString("en-US")} events in ${((performance.now() - seeded) / 1000).toFixed(1)} s`)
+  yield* Effect.forEach(
+    Array.from({ length: PRIOR }, (_, i) => i),
+    (i) => ledger.settle(`seed-${i}`, spend, now - 1_000),
+    { concurrency: 256, discard: true }
+  )
+  yield* Console.log(
+    `seeded ${PRIOR.toLocaleString("en-US")} events in ${((performance.now() - seeded) / 1000).toFixed(1)} s`
+  )
   const timings: Array<number> = []
   for (let i = 0; i < ITERATIONS; i++) {
     const started = performance.now()
@@ -51,7 +61,9 @@ const program = Effect.gen(function*() {
   }
   timings.sort((a, b) => a - b)
   yield* Console.log(
-    `reserve+settle with ${PRIOR.toLocaleString("en-US")} prior events, ${ITERATIONS} calls: p50 ${quantile(timings, 0.5).toFixed(2)} ms, p90 ${quantile(timings, 0.9).toFixed(2)} ms, max ${timings[timings.length - 1]!.toFixed(2)} ms`
+    `reserve+settle with ${PRIOR.toLocaleString("en-US")} prior events, ${ITERATIONS} calls: p50 ${
+      quantile(timings, 0.5).toFixed(2)
+    } ms, p90 ${quantile(timings, 0.9).toFixed(2)} ms, max ${timings[timings.length - 1]!.toFixed(2)} ms`
   )
   yield* Console.log(`status: ${JSON.stringify(yield* budget.status)}`)
 })

@@ -28,8 +28,8 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { TokenEstimator, ToolOverhead } from "@sluice/core"
 import type { LlmClient } from "@sluice/core"
-import { Simulator } from "@sluice/simulator"
 import { extract } from "@sluice/examples/workload"
+import { Simulator } from "@sluice/simulator"
 import { Console, Effect, Random } from "effect"
 
 const model = "claude-sonnet-4-5"
@@ -47,7 +47,15 @@ const document = (words: number) =>
     for (let i = 0; i < words; i++) {
       const word = vocabulary[yield* Random.nextIntBetween(0, vocabulary.length)]!
       const roll = yield* Random.next
-      parts.push(roll < 0.05 ? `${word} ${(yield* Random.nextIntBetween(1, 99_999)).toLocaleString("en-US")}` : roll < 0.12 ? `${word},` : roll < 0.18 ? `${word}.` : word)
+      parts.push(
+        roll < 0.05
+          ? `${word} ${(yield* Random.nextIntBetween(1, 99_999)).toLocaleString("en-US")}`
+          : roll < 0.12
+          ? `${word},`
+          : roll < 0.18
+          ? `${word}.`
+          : word
+      )
     }
     return `Report ${words}\n${parts.join(" ")}`
   })
@@ -61,11 +69,22 @@ const instructions = Effect.map(document(1_500), (text) => `You are an analyst. 
 const requestOf = (shape: Shape, text: string, system: string): LlmClient.Request => {
   switch (shape) {
     case "plain":
-      return { model, system: "Summarise the document in three sentences.", messages: [{ role: "user", content: text }], maxOutputTokens: 400 }
+      return {
+        model,
+        system: "Summarise the document in three sentences.",
+        messages: [{ role: "user", content: text }],
+        maxOutputTokens: 400
+      }
     case "tools":
       return extract(model, { id: "doc", text })
     case "cached":
-      return { model, system, systemCacheControl: { type: "ephemeral" }, messages: [{ role: "user", content: text }], maxOutputTokens: 400 }
+      return {
+        model,
+        system,
+        systemCacheControl: { type: "ephemeral" },
+        messages: [{ role: "user", content: text }],
+        maxOutputTokens: 400
+      }
   }
 }
 
@@ -95,7 +114,10 @@ const program = Effect.gen(function*() {
   const oneRatio = yield* TokenEstimator.make({ toolOverhead: {} })
   const system = yield* instructions
   // Heavy-tailed lengths: Pareto, 150 to 20,000 words.
-  const lengths = yield* Effect.replicateEffect(Effect.map(Random.next, (u) => Math.min(20_000, Math.round(150 / Math.pow(1 - u, 1 / 1.1)))), 600)
+  const lengths = yield* Effect.replicateEffect(
+    Effect.map(Random.next, (u) => Math.min(20_000, Math.round(150 / Math.pow(1 - u, 1 / 1.1)))),
+    600
+  )
   const samples: Array<Sample & { readonly index: number }> = []
   const seen: Record<Shape, number> = { plain: 0, tools: 0, cached: 0 }
   for (const words of lengths) {
@@ -122,13 +144,22 @@ const program = Effect.gen(function*() {
   const summary = (values: ReadonlyArray<number>) => {
     if (values.length === 0) return "no samples"
     const sorted = [...values].sort((a, b) => a - b)
-    const pct = (p: number) => `${(100 * sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!).toFixed(1).padStart(6)} %`
+    const pct = (p: number) =>
+      `${(100 * sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!).toFixed(1).padStart(6)} %`
     const under = values.filter((v) => v < 0).length
     return `median ${pct(0.5)}, p5 ${pct(0.05)}, p95 ${pct(0.95)}, under ${under}/${values.length}`
   }
   const warmUp = 20
-  yield* Console.log(`${samples.length} calls to ${model}, ${Math.min(...lengths)}–${Math.max(...lengths)} words; estimate / actual − 1, 5 % margin included`)
-  yield* Console.log(`actual = the simulator's count, which includes the tool-use system prompt (${ToolOverhead.tokensFor(ToolOverhead.defaultTable, model, { type: "any" })} tokens, forced tool) for tools`)
+  yield* Console.log(
+    `${samples.length} calls to ${model}, ${Math.min(...lengths)}–${
+      Math.max(...lengths)
+    } words; estimate / actual − 1, 5 % margin included`
+  )
+  yield* Console.log(
+    `actual = the simulator's count, which includes the tool-use system prompt (${
+      ToolOverhead.tokensFor(ToolOverhead.defaultTable, model, { type: "any" })
+    } tokens, forced tool) for tools`
+  )
   for (const shape of shapes) {
     const of = samples.filter((s) => s.shape === shape)
     const late = of.filter((s) => s.index >= warmUp)
@@ -143,8 +174,14 @@ const program = Effect.gen(function*() {
   const tools = yield* calibrated.calibration(model, "tools")
   const bare = yield* withoutTable.calibration(model, "tools")
   const single = yield* oneRatio.calibration(model)
-  yield* Console.log(`learned ratios: plain ${plain.inputRatio.toFixed(3)} (${plain.samples} samples, cached included), tools ${tools.inputRatio.toFixed(3)} (${tools.samples});`)
-  yield* Console.log(`  tools without the table ${bare.inputRatio.toFixed(3)}; one ratio per model ${single.inputRatio.toFixed(3)}`)
+  yield* Console.log(
+    `learned ratios: plain ${plain.inputRatio.toFixed(3)} (${plain.samples} samples, cached included), tools ${
+      tools.inputRatio.toFixed(3)
+    } (${tools.samples});`
+  )
+  yield* Console.log(
+    `  tools without the table ${bare.inputRatio.toFixed(3)}; one ratio per model ${single.inputRatio.toFixed(3)}`
+  )
 })
 
 program.pipe(Effect.withRandom(Random.make(42)), NodeRuntime.runMain)

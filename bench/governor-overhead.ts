@@ -13,12 +13,22 @@ import { instantProvider } from "./peers/scale.js"
 
 const N = 20_000
 const MODEL = "claude-haiku-4-5"
-const huge = { requests: { limit: 1e12, per: "1 minute" }, inputTokens: { limit: 1e15, per: "1 minute" }, outputTokens: { limit: 1e15, per: "1 minute" } } as const
+const huge = {
+  requests: { limit: 1e12, per: "1 minute" },
+  inputTokens: { limit: 1e15, per: "1 minute" },
+  outputTokens: { limit: 1e15, per: "1 minute" }
+} as const
 
-const Instant = Layer.succeed(LlmClient.LlmClient, LlmClient.LlmClient.of({ ...instantProvider, provider: "anthropic" }))
+const Instant = Layer.succeed(
+  LlmClient.LlmClient,
+  LlmClient.LlmClient.of({ ...instantProvider, provider: "anthropic" })
+)
 
 /** A character-count estimator, to take tiktoken out of the figure. */
-const Chars = Layer.succeed(TokenEstimator.TokenEstimator, TokenEstimator.makeWith((text) => Math.ceil(text.length / 4)))
+const Chars = Layer.succeed(
+  TokenEstimator.TokenEstimator,
+  TokenEstimator.makeWith((text) => Math.ceil(text.length / 4))
+)
 
 const variants: ReadonlyArray<readonly [string, Governor.Options, Layer.Layer<TokenEstimator.TokenEstimator>]> = [
   ["everything", {}, TokenEstimator.layer()],
@@ -28,30 +38,50 @@ const variants: ReadonlyArray<readonly [string, Governor.Options, Layer.Layer<To
   ["neither, chars", { coalesce: false, retry: false }, Chars]
 ]
 
-const request = (i: number): LlmClient.Request => ({ model: MODEL, messages: [{ role: "user", content: `Document ${i}: quarterly figures and outlook.` }], maxOutputTokens: 50 })
+const request = (i: number): LlmClient.Request => ({
+  model: MODEL,
+  messages: [{ role: "user", content: `Document ${i}: quarterly figures and outlook.` }],
+  maxOutputTokens: 50
+})
 
 const measure = (label: string, options: Governor.Options, estimator: Layer.Layer<TokenEstimator.TokenEstimator>) =>
   Effect.gen(function*() {
     const client = yield* LlmClient.LlmClient
     // Warm up the JIT and the estimator's memo.
-    yield* Effect.forEach(Array.from({ length: 2_000 }, (_, i) => i), (i) => client.complete(request(i)), { concurrency: 64, discard: true })
+    yield* Effect.forEach(Array.from({ length: 2_000 }, (_, i) => i), (i) => client.complete(request(i)), {
+      concurrency: 64,
+      discard: true
+    })
     const started = performance.now()
     const cpu = process.cpuUsage()
-    yield* Effect.forEach(Array.from({ length: N }, (_, i) => i), (i) => client.complete(request(i)), { concurrency: 64, discard: true })
+    yield* Effect.forEach(Array.from({ length: N }, (_, i) => i), (i) => client.complete(request(i)), {
+      concurrency: 64,
+      discard: true
+    })
     const seconds = (performance.now() - started) / 1000
     const used = process.cpuUsage(cpu)
     const cpuMillis = (used.user + used.system) / 1000
     yield* Console.log(
-      `${label.padEnd(16)} ${Math.round(N / seconds).toLocaleString("en-US").padStart(7)} calls/s   ${(1000 * seconds / N).toFixed(3)} ms a call   ${(cpuMillis / N).toFixed(3)} ms of CPU a call`
+      `${label.padEnd(16)} ${Math.round(N / seconds).toLocaleString("en-US").padStart(7)} calls/s   ${
+        (1000 * seconds / N).toFixed(3)
+      } ms a call   ${(cpuMillis / N).toFixed(3)} ms of CPU a call`
     )
   }).pipe(
-    Effect.provide(Governor.layer(options).pipe(
-      Layer.provide(Instant),
-      Layer.provide(RateLimiter.layerMemory({ quotas: { [`anthropic/${MODEL}`]: huge } })),
-      Layer.provide(estimator)
-    ))
+    Effect.provide(
+      Governor.layer(options).pipe(
+        Layer.provide(Instant),
+        Layer.provide(RateLimiter.layerMemory({ quotas: { [`anthropic/${MODEL}`]: huge } })),
+        Layer.provide(estimator)
+      )
+    )
   )
 
 // `pnpm bench:governor everything` runs one variant.
 const only = process.argv[2]
-NodeRuntime.runMain(Effect.forEach(variants.filter(([label]) => only === undefined || label === only), ([label, options, estimator]) => measure(label, options, estimator), { discard: true }))
+NodeRuntime.runMain(
+  Effect.forEach(
+    variants.filter(([label]) => only === undefined || label === only),
+    ([label, options, estimator]) => measure(label, options, estimator),
+    { discard: true }
+  )
+)

@@ -27,7 +27,13 @@ const program = Effect.gen(function*() {
   yield* TestClock.adjust(Duration.minutes(3))
   const reclaimed = heapMb()
   const after = (yield* limiter.stats("tenant-0/model")).resident
-  console.log(`keys=${keys} heap: start ${before} MB, after one call each ${loaded} MB (resident: ${resident}), after idleAfter ${reclaimed} MB (resident: ${after})`)
-}).pipe(Effect.scoped, Effect.provide(RateLimiter.layerMemory({ maxInFlight: 4 })), Effect.provide(TestContext.TestContext))
+  console.log(
+    `keys=${keys} heap: start ${before} MB, after one call each ${loaded} MB (resident: ${resident}), after idleAfter ${reclaimed} MB (resident: ${after})`
+  )
+}).pipe(
+  Effect.scoped,
+  Effect.provide(RateLimiter.layerMemory({ maxInFlight: 4 })),
+  Effect.provide(TestContext.TestContext)
+)
 
 Effect.runPromise(program)

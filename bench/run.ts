@@ -29,8 +29,17 @@ const latency = { baseMs: 500, perOutputTokenMs: 6, jitterMs: 400 }
 const worker = (input: WorkerInput) =>
   Effect.async<RunResult, Error>((resume) => {
     // SLUICE_BENCH_PROFILE=DIR writes a V8 CPU profile of every worker into DIR (open it in Chrome's DevTools).
-    const profile = process.env.SLUICE_BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.SLUICE_BENCH_PROFILE}`] : []
-    const child = spawn(process.execPath, [...profile, "--import", "tsx", "--conditions=@sluice/source", join(root, "bench/peers/worker.ts"), JSON.stringify(input)], {
+    const profile = process.env.SLUICE_BENCH_PROFILE
+      ? ["--cpu-prof", `--cpu-prof-dir=${process.env.SLUICE_BENCH_PROFILE}`]
+      : []
+    const child = spawn(process.execPath, [
+      ...profile,
+      "--import",
+      "tsx",
+      "--conditions=@sluice/source",
+      join(root, "bench/peers/worker.ts"),
+      JSON.stringify(input)
+    ], {
       cwd: root,
       stdio: ["ignore", "pipe", "pipe"]
     })
@@ -83,7 +92,8 @@ const measure = (name: ContenderName, label: string, scenario: Scenario, redisUr
       ...(scenario.foreignShare === undefined ? {} : { foreignLoad: { share: scenario.foreignShare } })
     })
     const docs = yield* workload(scenario.docs, scenario.seed)
-    const idealMs = (idealMinutes(docs, scenario.limits, 1 - (scenario.foreignShare ?? 0)) * 60_000) / scenario.timeScale
+    const idealMs = (idealMinutes(docs, scenario.limits, 1 - (scenario.foreignShare ?? 0)) * 60_000) /
+      scenario.timeScale
     const processes = scenario.processes ?? 1
     const share = name === "static 1/N split" ? 1 / processes : 1
     const limits = {
@@ -133,10 +143,14 @@ const table = (rows: ReadonlyArray<Measured>) => {
     "|---|---|---|---|---|---|---|---|---|"
   ]
   for (const row of rows) {
-    const done = row.completed === row.docs ? `${row.completed}` : `${row.completed} of ${row.docs}${row.timedOut ? " (stopped at 2× ideal)" : ""}`
+    const done = row.completed === row.docs
+      ? `${row.completed}`
+      : `${row.completed} of ${row.docs}${row.timedOut ? " (stopped at 2× ideal)" : ""}`
     const vs = sluice === undefined ? Number.NaN : row.makespanMs / sluice.makespanMs
     lines.push(
-      `| ${row.name} | ${done} | ${row.timedOut ? "> " : ""}${ratio(row.makespanMs / row.idealMs)} | ${ratio(vs)} | ${row.rateLimited} | ${row.overloaded} | ` +
+      `| ${row.name} | ${done} | ${row.timedOut ? "> " : ""}${ratio(row.makespanMs / row.idealMs)} | ${
+        ratio(vs)
+      } | ${row.rateLimited} | ${row.overloaded} | ` +
         `${pct(row.peak.requests)} | ${pct(row.peak.inputTokens)} | ${pct(row.peak.outputTokens)} |`
     )
   }
@@ -153,28 +167,64 @@ const mixedTable = (rows: ReadonlyArray<Measured>) => {
     // SLUICE_BENCH_DEBUG=1: each contender's interactive latencies, in the order the calls finished.
     if (process.env.SLUICE_BENCH_DEBUG) console.log(row.name, JSON.stringify(latencies.map((l) => Math.round(l))))
     const s = (ms: number) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(2)} s` : "—")
-    lines.push(`| ${row.name} | ${s(percentile(latencies, 50))} | ${s(percentile(latencies, 99))} | ${latencies.length} | ${row.timedOut ? "> " : ""}${ratio(row.makespanMs / row.idealMs)} | ${row.rateLimited} |`)
+    lines.push(
+      `| ${row.name} | ${s(percentile(latencies, 50))} | ${s(percentile(latencies, 99))} | ${latencies.length} | ${
+        row.timedOut ? "> " : ""
+      }${ratio(row.makespanMs / row.idealMs)} | ${row.rateLimited} |`
+    )
   }
   return lines.join("\n")
 }
 
-const single: ReadonlyArray<ContenderName> = ["sdk+p-limit", "bottleneck", "p-queue", "effect RateLimiter", "cookbook", "sluice"]
-const fleet: ReadonlyArray<ContenderName> = ["sluice (redis)", "bottleneck (redis)", "@effect/experimental (redis)", "static 1/N split"]
+const single: ReadonlyArray<ContenderName> = [
+  "sdk+p-limit",
+  "bottleneck",
+  "p-queue",
+  "effect RateLimiter",
+  "cookbook",
+  "sluice"
+]
+const fleet: ReadonlyArray<ContenderName> = [
+  "sluice (redis)",
+  "bottleneck (redis)",
+  "@effect/experimental (redis)",
+  "static 1/N split"
+]
 
 const command = Command.make("bench", {
-  quick: Options.boolean("quick").pipe(Options.withDescription("A smoke run: fewer documents, a faster clock, fewer operations")),
-  timeScale: Options.float("time-scale").pipe(Options.optional, Options.withDescription("How many times faster than real time the provider's minute runs (default 40, quick 60)")),
-  scenarios: Options.text("scenarios").pipe(Options.withDefault("1,2,3,4,5,6"), Options.withDescription("Which scenarios to run, e.g. 1,3")),
-  only: Options.text("only").pipe(Options.optional, Options.withDescription("Run only these contenders (comma-separated names)")),
-  out: Options.text("out").pipe(Options.optional, Options.withDescription("Also write the tables (markdown) to this file")),
-  scaleDocs: Options.integer("scale-docs").pipe(Options.optional, Options.withDescription("Documents in scenario 6 (default 50,000; quick 20,000; the issue's figure is 1,000,000, about 10 minutes)"))
+  quick: Options.boolean("quick").pipe(
+    Options.withDescription("A smoke run: fewer documents, a faster clock, fewer operations")
+  ),
+  timeScale: Options.float("time-scale").pipe(
+    Options.optional,
+    Options.withDescription("How many times faster than real time the provider's minute runs (default 40, quick 60)")
+  ),
+  scenarios: Options.text("scenarios").pipe(
+    Options.withDefault("1,2,3,4,5,6"),
+    Options.withDescription("Which scenarios to run, e.g. 1,3")
+  ),
+  only: Options.text("only").pipe(
+    Options.optional,
+    Options.withDescription("Run only these contenders (comma-separated names)")
+  ),
+  out: Options.text("out").pipe(
+    Options.optional,
+    Options.withDescription("Also write the tables (markdown) to this file")
+  ),
+  scaleDocs: Options.integer("scale-docs").pipe(
+    Options.optional,
+    Options.withDescription(
+      "Documents in scenario 6 (default 50,000; quick 20,000; the issue's figure is 1,000,000, about 10 minutes)"
+    )
+  )
 }, (flags) =>
   Effect.gen(function*() {
     const scale = Option.getOrElse(flags.timeScale, () => (flags.quick ? 60 : 40))
     const docs = flags.quick ? 500 : 5_000
     const wanted = new Set(flags.scenarios.split(",").map((s) => s.trim()))
     const only = Option.map(flags.only, (text) => new Set(text.split(",").map((s) => s.trim())))
-    const pick = (names: ReadonlyArray<ContenderName>) => names.filter((name) => Option.isNone(only) || only.value.has(name))
+    const pick = (names: ReadonlyArray<ContenderName>) =>
+      names.filter((name) => Option.isNone(only) || only.value.has(name))
     const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379"
     // The quick run has a tenth of the documents and smaller limits (still above the largest document), so it is a few provider minutes of work too.
     const limits: Limits = flags.quick
@@ -183,14 +233,34 @@ const command = Command.make("bench", {
     const out: Array<string> = []
     const say = (text: string) => Effect.zipRight(Console.log(text), Effect.sync(() => void out.push(text)))
     const started = Date.now()
-    yield* say(`Node ${process.version}, ${cpus().length} cores, ${new Date().toISOString().slice(0, 10)}; ${flags.quick ? "quick" : "full"} run; ` +
-      `one provider minute lasts ${(60 / scale).toFixed(2)} s (time scale ${scale})`)
-    yield* say(`Workload: ${docs.toLocaleString("en-US")} synthetic documents (seed 2026; 200 to 40,000 tokens, median ~320); limits ${limits.requestsPerMinute.toLocaleString("en-US")} requests, ` +
-      `${limits.inputTokensPerMinute.toLocaleString("en-US")} input and ${limits.outputTokensPerMinute.toLocaleString("en-US")} output tokens a minute; answers take 500 ms + 6 ms a token + up to 400 ms (scaled).`)
-    const run = (names: ReadonlyArray<ContenderName>, scenario: Scenario, label: (name: ContenderName) => string = (name) => name) =>
+    yield* say(
+      `Node ${process.version}, ${cpus().length} cores, ${new Date().toISOString().slice(0, 10)}; ${
+        flags.quick ? "quick" : "full"
+      } run; ` +
+        `one provider minute lasts ${(60 / scale).toFixed(2)} s (time scale ${scale})`
+    )
+    yield* say(
+      `Workload: ${
+        docs.toLocaleString("en-US")
+      } synthetic documents (seed 2026; 200 to 40,000 tokens, median ~320); limits ${
+        limits.requestsPerMinute.toLocaleString("en-US")
+      } requests, ` +
+        `${limits.inputTokensPerMinute.toLocaleString("en-US")} input and ${
+          limits.outputTokensPerMinute.toLocaleString("en-US")
+        } output tokens a minute; answers take 500 ms + 6 ms a token + up to 400 ms (scaled).`
+    )
+    const run = (
+      names: ReadonlyArray<ContenderName>,
+      scenario: Scenario,
+      label: (name: ContenderName) => string = (name) => name
+    ) =>
       Effect.forEach(names, (name) =>
         Effect.tap(measure(name, label(name), scenario, redisUrl), (row) =>
-          Console.error(`  ${row.name}: ${row.completed}/${row.docs} in ${(row.makespanMs / 1000).toFixed(1)} s (ideal ${(row.idealMs / 1000).toFixed(1)} s), ${row.rateLimited} × 429`)))
+          Console.error(
+            `  ${row.name}: ${row.completed}/${row.docs} in ${(row.makespanMs / 1000).toFixed(1)} s (ideal ${
+              (row.idealMs / 1000).toFixed(1)
+            } s), ${row.rateLimited} × 429`
+          )))
 
     if (wanted.has("1")) {
       yield* say("\n### 1. Steady batch\n")
@@ -202,16 +272,42 @@ const command = Command.make("bench", {
     }
     if (wanted.has("3")) {
       const batch = Math.round(docs / 5)
-      yield* say(`\n### 3. Mixed priority (${batch} batch documents; interactive calls every ${(15 / scale).toFixed(2)} s on average)\n`)
+      yield* say(
+        `\n### 3. Mixed priority (${batch} batch documents; interactive calls every ${
+          (15 / scale).toFixed(2)
+        } s on average)\n`
+      )
       // Limits at 40 %: the batch is about four provider minutes of work, and saturates them.
-      const share = { requestsPerMinute: limits.requestsPerMinute * 0.4, inputTokensPerMinute: limits.inputTokensPerMinute * 0.4, outputTokensPerMinute: limits.outputTokensPerMinute * 0.4 }
-      yield* say(mixedTable(yield* run(pick(single), { docs: batch, seed: 2026, limits: share, timeScale: scale, interactive: { meanGapSeconds: 15 / scale, seed: 7 } })))
+      const share = {
+        requestsPerMinute: limits.requestsPerMinute * 0.4,
+        inputTokensPerMinute: limits.inputTokensPerMinute * 0.4,
+        outputTokensPerMinute: limits.outputTokensPerMinute * 0.4
+      }
+      yield* say(
+        mixedTable(
+          yield* run(pick(single), {
+            docs: batch,
+            seed: 2026,
+            limits: share,
+            timeScale: scale,
+            interactive: { meanGapSeconds: 15 / scale, seed: 7 }
+          })
+        )
+      )
     }
     if (wanted.has("4")) {
       const fleetDocs = Math.round(docs * 0.4)
-      const fleetLimits = { requestsPerMinute: limits.requestsPerMinute * 0.4, inputTokensPerMinute: limits.inputTokensPerMinute * 0.4, outputTokensPerMinute: limits.outputTokensPerMinute * 0.4 }
+      const fleetLimits = {
+        requestsPerMinute: limits.requestsPerMinute * 0.4,
+        inputTokensPerMinute: limits.inputTokensPerMinute * 0.4,
+        outputTokensPerMinute: limits.outputTokensPerMinute * 0.4
+      }
       yield* say(`\n### 4. Fleet (4 processes, one key, ${fleetDocs.toLocaleString("en-US")} documents)\n`)
-      yield* say(table(yield* run(pick(fleet), { docs: fleetDocs, seed: 2026, limits: fleetLimits, timeScale: scale, processes: 4 })))
+      yield* say(
+        table(
+          yield* run(pick(fleet), { docs: fleetDocs, seed: 2026, limits: fleetLimits, timeScale: scale, processes: 4 })
+        )
+      )
     }
     if (wanted.has("5")) {
       yield* say("\n### 5. Overhead (acquire and settle, no binding limit)\n")
@@ -220,10 +316,19 @@ const command = Command.make("bench", {
     if (wanted.has("6")) {
       yield* say("\n### 6. Scale (tiny documents through the pipeline, in-process provider, no binding limit)\n")
       const { scale: scaleRun } = yield* Effect.promise(() => import("./peers/scale.js"))
-      yield* say(yield* scaleRun({ documents: Option.getOrElse(flags.scaleDocs, () => (flags.quick ? 20_000 : 50_000)) }))
+      yield* say(
+        yield* scaleRun({ documents: Option.getOrElse(flags.scaleDocs, () => (flags.quick ? 20_000 : 50_000)) })
+      )
     }
     yield* say(`\nThe whole run took ${((Date.now() - started) / 60_000).toFixed(1)} minutes.`)
     if (Option.isSome(flags.out)) writeFileSync(flags.out.value, `${out.join("\n")}\n`)
-  })).pipe(Command.withDescription("Sluice against bottleneck, p-queue, p-limit + SDK retries, Effect's RateLimiter, @effect/experimental and the OpenAI cookbook's processor"))
+  })).pipe(
+    Command.withDescription(
+      "Sluice against bottleneck, p-queue, p-limit + SDK retries, Effect's RateLimiter, @effect/experimental and the OpenAI cookbook's processor"
+    )
+  )
 
-Command.run(command, { name: "bench", version: "0.1.0" })(process.argv).pipe(Effect.provide(NodeContext.layer), NodeRuntime.runMain)
+Command.run(command, { name: "bench", version: "0.1.0" })(process.argv).pipe(
+  Effect.provide(NodeContext.layer),
+  NodeRuntime.runMain
+)

@@ -50,7 +50,11 @@ export const idealMinutes = (docs: ReadonlyArray<Doc>, limits: Limits, available
     output += cost.outputTokens
   }
   const minutes = (total: number, limit: number) => Math.max(0, total - limit) / (limit * available)
-  return Math.max(minutes(docs.length, limits.requestsPerMinute), minutes(input, limits.inputTokensPerMinute), minutes(output, limits.outputTokensPerMinute))
+  return Math.max(
+    minutes(docs.length, limits.requestsPerMinute),
+    minutes(input, limits.inputTokensPerMinute),
+    minutes(output, limits.outputTokensPerMinute)
+  )
 }
 
 /** What a contender is given. Times are real milliseconds; the provider's minute lasts `60_000 / timeScale`. */
@@ -81,7 +85,9 @@ export interface RunResult {
 /** The p-th percentile (0–100) of numbers, nearest rank. */
 export const percentile = (values: ReadonlyArray<number>, p: number): number => {
   const sorted = [...values].sort((a, b) => a - b)
-  return sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
+  return sorted.length === 0
+    ? Number.NaN
+    : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
 }
 
 /** Interactive arrivals: exponential gaps (seconds) from a seeded generator. */

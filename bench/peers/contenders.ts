@@ -18,18 +18,33 @@ import { Duration, Effect, Layer, RateLimiter, Redacted, Schedule } from "effect
 import { Redis as IORedis } from "ioredis"
 import pLimit from "p-limit"
 import PQueue from "p-queue"
-import { arrivals, type Doc, interactiveParams, MODEL, paramsOf, roughTokens, type RunContext, type RunResult } from "./common.js"
+import {
+  arrivals,
+  type Doc,
+  interactiveParams,
+  MODEL,
+  paramsOf,
+  roughTokens,
+  type RunContext,
+  type RunResult
+} from "./common.js"
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 const statusOf = (error: unknown): number | undefined =>
-  typeof error === "object" && error !== null && "status" in error && typeof error.status === "number" ? error.status : undefined
+  typeof error === "object" && error !== null && "status" in error && typeof error.status === "number"
+    ? error.status
+    : undefined
 const retryable = (error: unknown) => {
   const status = statusOf(error)
   return status === undefined || status === 429 || status === 529 || status >= 500
 }
 const retryAfterMs = (error: unknown): number | undefined => {
-  const headers = typeof error === "object" && error !== null && "headers" in error ? (error as { headers?: unknown }).headers : undefined
-  const value = headers instanceof Headers ? headers.get("retry-after") : (headers as Record<string, string> | undefined)?.["retry-after"]
+  const headers = typeof error === "object" && error !== null && "headers" in error
+    ? (error as { headers?: unknown }).headers
+    : undefined
+  const value = headers instanceof Headers
+    ? headers.get("retry-after")
+    : (headers as Record<string, string> | undefined)?.["retry-after"]
   const seconds = value === undefined || value === null ? Number.NaN : Number(value)
   return Number.isFinite(seconds) ? seconds * 1000 : undefined
 }
@@ -93,7 +108,8 @@ class Run {
   }
 }
 
-const sdk = (ctx: RunContext, maxRetries: number) => new Anthropic({ baseURL: ctx.baseURL, apiKey: ctx.apiKey, maxRetries })
+const sdk = (ctx: RunContext, maxRetries: number) =>
+  new Anthropic({ baseURL: ctx.baseURL, apiKey: ctx.apiKey, maxRetries })
 
 /** The SDK alone: a `p-limit` pool of 50 and the SDK's own retries (raised to 6 for a batch). */
 export const sdkAlone = async (ctx: RunContext): Promise<RunResult> => {
@@ -101,7 +117,9 @@ export const sdkAlone = async (ctx: RunContext): Promise<RunResult> => {
   const client = sdk(ctx, 6)
   const limit = pLimit(50)
   run.interactive((n) => client.messages.create(interactiveParams(n)))
-  await run.until(Promise.all(ctx.docs.map((doc) => limit(() => run.batch(() => client.messages.create(paramsOf(doc)))))))
+  await run.until(
+    Promise.all(ctx.docs.map((doc) => limit(() => run.batch(() => client.messages.create(paramsOf(doc))))))
+  )
   return run.finish()
 }
 
@@ -110,7 +128,10 @@ export const sdkAlone = async (ctx: RunContext): Promise<RunResult> => {
  * `weight` is its estimated tokens), refilled every provider minute; 50 at
  * once; retries on 429/529/5xx after `retry-after` (its `failed` event).
  */
-export const bottleneck = async (ctx: RunContext, redis?: { readonly url: string; readonly prefix: string }): Promise<RunResult> => {
+export const bottleneck = async (
+  ctx: RunContext,
+  redis?: { readonly url: string; readonly prefix: string }
+): Promise<RunResult> => {
   const run = new Run(ctx)
   const client = sdk(ctx, 0)
   const minute = 60_000 / ctx.timeScale
@@ -135,8 +156,13 @@ export const bottleneck = async (ctx: RunContext, redis?: { readonly url: string
     reservoirRefreshAmount: ctx.limits.inputTokensPerMinute,
     reservoirRefreshInterval: minute
   })
-  requests.on("failed", (error, info) =>
-    info.retryCount < 5 && retryable(error) ? (retryAfterMs(error) ?? (500 * 2 ** info.retryCount) / ctx.timeScale) : undefined)
+  requests.on(
+    "failed",
+    (error, info) =>
+      info.retryCount < 5 && retryable(error)
+        ? (retryAfterMs(error) ?? (500 * 2 ** info.retryCount) / ctx.timeScale)
+        : undefined
+  )
   const call = (params: Anthropic.MessageCreateParamsNonStreaming, weight: number, priority: number) =>
     tokens.schedule({ weight, priority }, () => requests.schedule({ priority }, () => client.messages.create(params)))
   run.interactive((n) => call(interactiveParams(n), 60, 0))
@@ -150,9 +176,17 @@ export const bottleneck = async (ctx: RunContext, redis?: { readonly url: string
 export const pQueue = async (ctx: RunContext): Promise<RunResult> => {
   const run = new Run(ctx)
   const client = sdk(ctx, 2)
-  const queue = new PQueue({ concurrency: 50, intervalCap: Math.max(1, Math.floor(ctx.limits.requestsPerMinute / 60)), interval: 1000 / ctx.timeScale })
+  const queue = new PQueue({
+    concurrency: 50,
+    intervalCap: Math.max(1, Math.floor(ctx.limits.requestsPerMinute / 60)),
+    interval: 1000 / ctx.timeScale
+  })
   run.interactive((n) => queue.add(() => client.messages.create(interactiveParams(n)), { priority: 1 }))
-  await run.until(Promise.all(ctx.docs.map((doc) => queue.add(() => run.batch(() => client.messages.create(paramsOf(doc))), { priority: 0 }))))
+  await run.until(
+    Promise.all(
+      ctx.docs.map((doc) => queue.add(() => run.batch(() => client.messages.create(paramsOf(doc))), { priority: 0 }))
+    )
+  )
   return run.finish()
 }
 
@@ -166,18 +200,38 @@ export const effectRateLimiter = (ctx: RunContext): Promise<RunResult> =>
     const run = new Run(ctx)
     const client = sdk(ctx, 0)
     const minute = Duration.millis(60_000 / ctx.timeScale)
-    const requests = yield* RateLimiter.make({ limit: ctx.limits.requestsPerMinute, interval: minute, algorithm: "token-bucket" })
-    const tokens = yield* RateLimiter.make({ limit: ctx.limits.inputTokensPerMinute, interval: minute, algorithm: "token-bucket" })
-    const policy = Schedule.exponential(Duration.millis(500 / ctx.timeScale)).pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(6)))
+    const requests = yield* RateLimiter.make({
+      limit: ctx.limits.requestsPerMinute,
+      interval: minute,
+      algorithm: "token-bucket"
+    })
+    const tokens = yield* RateLimiter.make({
+      limit: ctx.limits.inputTokensPerMinute,
+      interval: minute,
+      algorithm: "token-bucket"
+    })
+    const policy = Schedule.exponential(Duration.millis(500 / ctx.timeScale)).pipe(
+      Schedule.jittered,
+      Schedule.intersect(Schedule.recurs(6))
+    )
     const call = (params: Anthropic.MessageCreateParamsNonStreaming, cost: number) =>
-      requests(tokens(Effect.tryPromise({ try: (signal) => client.messages.create(params, { signal }), catch: (error) => error })).pipe(RateLimiter.withCost(cost))).pipe(
+      requests(
+        tokens(Effect.tryPromise({
+          try: (signal) => client.messages.create(params, { signal }),
+          catch: (error) => error
+        })).pipe(RateLimiter.withCost(cost))
+      ).pipe(
         Effect.retry({ schedule: policy, while: retryable })
       )
     run.interactive((n) => Effect.runPromise(call(interactiveParams(n), 60)))
-    const all = Effect.forEach(ctx.docs, (doc) => Effect.promise(() => run.batch(() => Effect.runPromise(call(paramsOf(doc), roughTokens(doc))))), {
-      concurrency: 50,
-      discard: true
-    })
+    const all = Effect.forEach(
+      ctx.docs,
+      (doc) => Effect.promise(() => run.batch(() => Effect.runPromise(call(paramsOf(doc), roughTokens(doc))))),
+      {
+        concurrency: 50,
+        discard: true
+      }
+    )
     yield* Effect.promise(() => run.until(Effect.runPromise(all)))
     return run.finish()
   })))
@@ -199,7 +253,11 @@ export const cookbook = async (ctx: RunContext): Promise<RunResult> => {
   let lastUpdate = performance.now()
   let lastRateLimitError = -Infinity
   let inProgress = 0
-  interface Task { readonly params: Anthropic.MessageCreateParamsNonStreaming; readonly tokens: number; attemptsLeft: number }
+  interface Task {
+    readonly params: Anthropic.MessageCreateParamsNonStreaming
+    readonly tokens: number
+    attemptsLeft: number
+  }
   const retries: Array<Task> = []
   const fresh: Array<Task> = ctx.docs.map((doc: Doc) => ({
     params: paramsOf(doc),
@@ -213,8 +271,14 @@ export const cookbook = async (ctx: RunContext): Promise<RunResult> => {
   while (true) {
     if (next === undefined) next = retries.shift() ?? (run.pastDeadline() ? undefined : fresh.shift())
     const now = performance.now()
-    requestCapacity = Math.min(ctx.limits.requestsPerMinute, requestCapacity + perMs(ctx.limits.requestsPerMinute) * (now - lastUpdate))
-    tokenCapacity = Math.min(ctx.limits.inputTokensPerMinute, tokenCapacity + perMs(ctx.limits.inputTokensPerMinute) * (now - lastUpdate))
+    requestCapacity = Math.min(
+      ctx.limits.requestsPerMinute,
+      requestCapacity + perMs(ctx.limits.requestsPerMinute) * (now - lastUpdate)
+    )
+    tokenCapacity = Math.min(
+      ctx.limits.inputTokensPerMinute,
+      tokenCapacity + perMs(ctx.limits.inputTokensPerMinute) * (now - lastUpdate)
+    )
     lastUpdate = now
     if (next !== undefined && requestCapacity >= 1 && tokenCapacity >= next.tokens) {
       requestCapacity -= 1
@@ -236,7 +300,9 @@ export const cookbook = async (ctx: RunContext): Promise<RunResult> => {
         }
       )
     }
-    if (next === undefined && inProgress === 0 && retries.length === 0 && (fresh.length === 0 || run.pastDeadline())) break
+    if (next === undefined && inProgress === 0 && retries.length === 0 && (fresh.length === 0 || run.pastDeadline())) {
+      break
+    }
     await sleep(1)
     const sinceRateLimit = performance.now() - lastRateLimitError
     if (sinceRateLimit < pauseAfterRateLimitMs) await sleep(pauseAfterRateLimitMs - sinceRateLimit)
@@ -253,7 +319,9 @@ export const sluice = (ctx: RunContext, store: "memory" | "redis" = "memory"): P
     const limiterStore = store === "redis" && ctx.redis !== undefined
       ? yield* RedisStore.make({ url: ctx.redis.url, prefix: ctx.redis.prefix, localShare: 1 / 4 })
       : yield* LimiterStore.makeMemory
-    const limiter = yield* SluiceLimiter.make({ quotas: { [`anthropic/${MODEL}`]: quotaOf(ctx.limits, ctx.timeScale) } }).pipe(
+    const limiter = yield* SluiceLimiter.make({
+      quotas: { [`anthropic/${MODEL}`]: quotaOf(ctx.limits, ctx.timeScale) }
+    }).pipe(
       Effect.provideService(LimiterStore.LimiterStore, limiterStore),
       Effect.orDie
     )
@@ -268,42 +336,72 @@ export const sluice = (ctx: RunContext, store: "memory" | "redis" = "memory"): P
         messages: [{ role: "user", content: interactiveParams(n).messages[0]!.content }],
         maxOutputTokens: 120,
         metadata: { priority: "interactive" }
-      })))
-    const all = Effect.forEach(ctx.docs, (doc) => Effect.promise(() => run.batch(() => Effect.runPromise(client.complete(Extraction.request(MODEL, doc, "bench"))))), {
-      concurrency: defaultConcurrency(ctx.limits, ctx.timeScale),
-      discard: true
-    })
+      }))
+    )
+    const all = Effect.forEach(
+      ctx.docs,
+      (doc) =>
+        Effect.promise(() =>
+          run.batch(() => Effect.runPromise(client.complete(Extraction.request(MODEL, doc, "bench"))))
+        ),
+      {
+        concurrency: defaultConcurrency(ctx.limits, ctx.timeScale),
+        discard: true
+      }
+    )
     yield* Effect.promise(() => run.until(Effect.runPromise(all)))
     return run.finish()
   })))
 
 /** `@effect/experimental`'s `RateLimiter` on Redis: token buckets of requests and input tokens (`makeSleep`), 50 at once, exponential jittered retries. */
 export const effectExperimentalRedis = (ctx: RunContext): Promise<RunResult> =>
-  Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const run = new Run(ctx)
-    const client = sdk(ctx, 0)
-    const take = yield* ExperimentalRateLimiter.makeSleep
-    const window = Duration.millis(60_000 / ctx.timeScale)
-    const prefix = ctx.redis?.prefix ?? "bench"
-    const policy = Schedule.exponential(Duration.millis(500 / ctx.timeScale)).pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(6)))
-    const call = (params: Anthropic.MessageCreateParamsNonStreaming, cost: number) =>
-      Effect.gen(function*() {
-        yield* take({ key: `${prefix}:requests`, limit: ctx.limits.requestsPerMinute, window, algorithm: "token-bucket" })
-        yield* take({ key: `${prefix}:tokens`, limit: ctx.limits.inputTokensPerMinute, window, algorithm: "token-bucket", tokens: cost })
-        return yield* Effect.tryPromise({ try: (signal) => client.messages.create(params, { signal }), catch: (error) => error })
-      }).pipe(Effect.retry({ schedule: policy, while: retryable }))
-    const all = Effect.forEach(ctx.docs, (doc) => Effect.promise(() => run.batch(() => Effect.runPromise(call(paramsOf(doc), roughTokens(doc))))), {
-      concurrency: 50,
-      discard: true
-    })
-    yield* Effect.promise(() => run.until(Effect.runPromise(all)))
-    return run.finish()
-  })).pipe(
-    Effect.provide(ExperimentalRateLimiter.layer.pipe(Layer.provide(ExperimentalRedis.layerStore({
-      host: new URL(ctx.redis?.url ?? "redis://127.0.0.1:6379").hostname,
-      port: Number(new URL(ctx.redis?.url ?? "redis://127.0.0.1:6379").port || 6379)
-    }))))
-  ))
+  Effect.runPromise(
+    Effect.scoped(Effect.gen(function*() {
+      const run = new Run(ctx)
+      const client = sdk(ctx, 0)
+      const take = yield* ExperimentalRateLimiter.makeSleep
+      const window = Duration.millis(60_000 / ctx.timeScale)
+      const prefix = ctx.redis?.prefix ?? "bench"
+      const policy = Schedule.exponential(Duration.millis(500 / ctx.timeScale)).pipe(
+        Schedule.jittered,
+        Schedule.intersect(Schedule.recurs(6))
+      )
+      const call = (params: Anthropic.MessageCreateParamsNonStreaming, cost: number) =>
+        Effect.gen(function*() {
+          yield* take({
+            key: `${prefix}:requests`,
+            limit: ctx.limits.requestsPerMinute,
+            window,
+            algorithm: "token-bucket"
+          })
+          yield* take({
+            key: `${prefix}:tokens`,
+            limit: ctx.limits.inputTokensPerMinute,
+            window,
+            algorithm: "token-bucket",
+            tokens: cost
+          })
+          return yield* Effect.tryPromise({
+            try: (signal) => client.messages.create(params, { signal }),
+            catch: (error) => error
+          })
+        }).pipe(Effect.retry({ schedule: policy, while: retryable }))
+      const all = Effect.forEach(ctx.docs, (doc) =>
+        Effect.promise(() => run.batch(() => Effect.runPromise(call(paramsOf(doc), roughTokens(doc))))), {
+        concurrency: 50,
+        discard: true
+      })
+      yield* Effect.promise(() =>
+        run.until(Effect.runPromise(all))
+      )
+      return run.finish()
+    })).pipe(
+      Effect.provide(ExperimentalRateLimiter.layer.pipe(Layer.provide(ExperimentalRedis.layerStore({
+        host: new URL(ctx.redis?.url ?? "redis://127.0.0.1:6379").hostname,
+        port: Number(new URL(ctx.redis?.url ?? "redis://127.0.0.1:6379").port || 6379)
+      }))))
+    )
+  )
 
 /** Every contender by name. */
 export const contenders = {

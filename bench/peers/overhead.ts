@@ -33,17 +33,26 @@ const time = async (name: string, store: Row["store"], n: number, op: () => Prom
   return { name, store, opsPerSecond: n / ((performance.now() - started) / 1000), p99Ms: percentile(latencies, 99) }
 }
 
-const huge = { requests: { limit: 1e12, per: "1 minute" }, inputTokens: { limit: 1e15, per: "1 minute" }, outputTokens: { limit: 1e15, per: "1 minute" } } as const
+const huge = {
+  requests: { limit: 1e12, per: "1 minute" },
+  inputTokens: { limit: 1e15, per: "1 minute" },
+  outputTokens: { limit: 1e15, per: "1 minute" }
+} as const
 
 const sluice = (store: Row["store"], n: number, redisUrl: string, prefix: string) =>
   Effect.scoped(Effect.gen(function*() {
-    const limiterStore = store === "memory" ? yield* LimiterStore.makeMemory : yield* RedisStore.make({ url: redisUrl, prefix })
+    const limiterStore = store === "memory"
+      ? yield* LimiterStore.makeMemory
+      : yield* RedisStore.make({ url: redisUrl, prefix })
     const limiter = yield* RateLimiter.make({ quotas: { "bench/model": huge }, maxInFlight: 1_000 }).pipe(
       Effect.provideService(LimiterStore.LimiterStore, limiterStore),
       Effect.orDie
     )
     const op = () =>
-      Effect.runPromise(limiter.withPermit("bench/model", { inputTokens: 500, outputTokens: 200 }, (permit) => permit.settle({ inputTokens: 480, outputTokens: 150 })))
+      Effect.runPromise(
+        limiter.withPermit("bench/model", { inputTokens: 500, outputTokens: 200 }, (permit) =>
+          permit.settle({ inputTokens: 480, outputTokens: 150 }))
+      )
     return yield* Effect.promise(() => time("sluice", store, n, op))
   }))
 
@@ -54,7 +63,10 @@ const experimental = (store: Row["store"], n: number, redisUrl: string, prefix: 
     : ExperimentalRedis.layerStore({ host: url.hostname, port: Number(url.port || 6379), prefix })
   return Effect.gen(function*() {
     const limiter = yield* ExperimentalRateLimiter.RateLimiter
-    const op = () => Effect.runPromise(limiter.consume({ key: "bench", limit: 1e12, window: "1 minute", tokens: 500, algorithm: "token-bucket" }))
+    const op = () =>
+      Effect.runPromise(
+        limiter.consume({ key: "bench", limit: 1e12, window: "1 minute", tokens: 500, algorithm: "token-bucket" })
+      )
     return yield* Effect.promise(() => time("@effect/experimental", store, n, op))
   }).pipe(Effect.provide(ExperimentalRateLimiter.layer.pipe(Layer.provide(storeLayer))))
 }
@@ -69,47 +81,84 @@ export const overhead = (options: { readonly quick: boolean; readonly redisUrl: 
     const redis = new IORedis({ host: url.hostname, port: Number(url.port || 6379), lazyConnect: false })
     const rows: Array<Row> = []
     rows.push(yield* sluice("memory", nMemory, options.redisUrl, prefix))
-    rows.push(yield* Effect.promise(() => {
-      const flexible = new RateLimiterMemory({ points: 1e12, duration: 60 })
-      return time("rate-limiter-flexible", "memory", nMemory, async () => {
-        await flexible.consume("bench", 500)
-        await flexible.reward("bench", 20)
+    rows.push(
+      yield* Effect.promise(() => {
+        const flexible = new RateLimiterMemory({ points: 1e12, duration: 60 })
+        return time("rate-limiter-flexible", "memory", nMemory, async () => {
+          await flexible.consume("bench", 500)
+          await flexible.reward("bench", 20)
+        })
       })
-    }))
-    rows.push(yield* Effect.promise(() => {
-      const limiter = new Bottleneck({ reservoir: 1e12 })
-      // bottleneck schedules on a timer (about 200 a second one at a time): a twentieth of the calls measures it as well.
-      return time("bottleneck", "memory", Math.max(100, nMemory / 20), () => limiter.schedule({ weight: 1 }, () => Promise.resolve()))
-    }))
+    )
+    rows.push(
+      yield* Effect.promise(() => {
+        const limiter = new Bottleneck({ reservoir: 1e12 })
+        // bottleneck schedules on a timer (about 200 a second one at a time): a twentieth of the calls measures it as well.
+        return time("bottleneck", "memory", Math.max(100, nMemory / 20), () =>
+          limiter.schedule({ weight: 1 }, () =>
+            Promise.resolve()))
+      })
+    )
     rows.push(yield* experimental("memory", nMemory, options.redisUrl, prefix))
     rows.push(yield* sluice("redis", nRedis, options.redisUrl, `${prefix}-sluice`))
-    rows.push(yield* Effect.promise(() => {
-      const flexible = new RateLimiterRedis({ storeClient: redis, points: 1e12, duration: 60, keyPrefix: `${prefix}-rlf` })
-      return time("rate-limiter-flexible", "redis", nRedis, async () => {
-        await flexible.consume("bench", 500)
-        await flexible.reward("bench", 20)
+    rows.push(
+      yield* Effect.promise(() => {
+        const flexible = new RateLimiterRedis({
+          storeClient: redis,
+          points: 1e12,
+          duration: 60,
+          keyPrefix: `${prefix}-rlf`
+        })
+        return time("rate-limiter-flexible", "redis", nRedis, async () => {
+          await flexible.consume("bench", 500)
+          await flexible.reward("bench", 20)
+        })
       })
-    }))
-    rows.push(yield* Effect.promise(async () => {
-      const limiter = new Bottleneck({ reservoir: 1e12, id: `${prefix}-bottleneck`, datastore: "ioredis", clearDatastore: true, Redis: IORedis, clientOptions: { host: url.hostname, port: Number(url.port || 6379) } })
-      await limiter.ready()
-      const row = await time("bottleneck", "redis", Math.max(100, nRedis / 5), () => limiter.schedule({ weight: 1 }, () => Promise.resolve()))
-      await limiter.disconnect()
-      return row
-    }))
+    )
+    rows.push(
+      yield* Effect.promise(async () => {
+        const limiter = new Bottleneck({
+          reservoir: 1e12,
+          id: `${prefix}-bottleneck`,
+          datastore: "ioredis",
+          clearDatastore: true,
+          Redis: IORedis,
+          clientOptions: { host: url.hostname, port: Number(url.port || 6379) }
+        })
+        await limiter.ready()
+        const row = await time("bottleneck", "redis", Math.max(100, nRedis / 5), () =>
+          limiter.schedule({ weight: 1 }, () =>
+            Promise.resolve()))
+        await limiter.disconnect()
+        return row
+      })
+    )
     rows.push(yield* experimental("redis", nRedis, options.redisUrl, `${prefix}-exp`))
     // Clean up every key this scenario wrote.
     yield* Effect.promise(async () => {
       const keys = await redis.keys(`*${prefix}*`)
-      if (keys.length > 0) await redis.del(...keys)
+      if (keys.length > 0) {
+        await redis.del(...keys)
+      }
       await redis.quit()
     })
-    const lines = ["| limiter | store | acquire + settle per second | vs Sluice | p99 latency |", "|---|---|---|---|---|"]
+    const lines = [
+      "| limiter | store | acquire + settle per second | vs Sluice | p99 latency |",
+      "|---|---|---|---|---|"
+    ]
     for (const row of rows) {
-      const base = rows.find((r) => r.name === "sluice" && r.store === row.store)!
-      lines.push(`| ${row.name} | ${row.store} | ${Math.round(row.opsPerSecond).toLocaleString("en-US")} | ${(row.opsPerSecond / base.opsPerSecond).toFixed(2)}× | ${row.p99Ms.toFixed(3)} ms |`)
+      const base = rows.find((r) =>
+        r.name === "sluice" && r.store === row.store
+      )!
+      lines.push(
+        `| ${row.name} | ${row.store} | ${Math.round(row.opsPerSecond).toLocaleString("en-US")} | ${
+          (row.opsPerSecond / base.opsPerSecond).toFixed(2)
+        }× | ${row.p99Ms.toFixed(3)} ms |`
+      )
     }
-    return `${lines.join("\n")}\n\n${nMemory.toLocaleString("en-US")} calls in memory and ${nRedis.toLocaleString("en-US")} on Redis, one at a time. ` +
+    return `${lines.join("\n")}\n\n${nMemory.toLocaleString("en-US")} calls in memory and ${
+      nRedis.toLocaleString("en-US")
+    } on Redis, one at a time. ` +
       "Sluice's operation reserves three dimensions and settles them; rate-limiter-flexible's is consume + reward (one dimension); " +
       "bottleneck's is one scheduled no-op job (a twentieth as many calls in memory, a fifth on Redis: it is timer-paced); @effect/experimental's is one consume (it cannot refund)."
   })

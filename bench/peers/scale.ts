@@ -24,8 +24,15 @@ export const instantProvider: LlmClient.Provider = {
 
 export const scale = (options: { readonly documents: number }) =>
   Effect.scoped(Effect.gen(function*() {
-    const huge = { requests: { limit: 1e12, per: "1 minute" }, inputTokens: { limit: 1e15, per: "1 minute" }, outputTokens: { limit: 1e15, per: "1 minute" } } as const
-    const limiter = yield* RateLimiter.make({ quotas: { "inproc/m": huge }, maxInFlight: 1_000 }).pipe(Effect.provide(LimiterStore.layerMemory), Effect.orDie)
+    const huge = {
+      requests: { limit: 1e12, per: "1 minute" },
+      inputTokens: { limit: 1e15, per: "1 minute" },
+      outputTokens: { limit: 1e15, per: "1 minute" }
+    } as const
+    const limiter = yield* RateLimiter.make({ quotas: { "inproc/m": huge }, maxInFlight: 1_000 }).pipe(
+      Effect.provide(LimiterStore.layerMemory),
+      Effect.orDie
+    )
     const meter = yield* Pipeline.makeMeter()
     const client = yield* Governor.make({ coalesce: false }).pipe(
       Effect.provideService(LlmClient.LlmClient, LlmClient.LlmClient.of(meter.wrap(instantProvider))),
@@ -35,20 +42,32 @@ export const scale = (options: { readonly documents: number }) =>
     const baseline = process.memoryUsage().rss
     let peak = baseline
     const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 100)
-    const documents = Stream.map(Stream.range(1, options.documents), (i) => ({ id: `t${i}`, text: `tiny document ${i}` }))
+    const documents = Stream.map(
+      Stream.range(1, options.documents),
+      (i) => ({ id: `t${i}`, text: `tiny document ${i}` })
+    )
     const started = performance.now()
     const counts = { succeeded: 0, other: 0 }
     yield* Pipeline.run(documents, (doc) =>
-      client.complete({ model: "m", messages: [{ role: "user", content: doc.text }], maxOutputTokens: 4, metadata: { documentId: doc.id } }), { concurrency: 64, meter }).pipe(
-      Stream.runForEach((outcome) => Effect.sync(() => (outcome._tag === "Succeeded" ? counts.succeeded++ : counts.other++))),
-      Effect.provide(Pipeline.layerCheckpointNone)
-    )
+      client.complete({
+        model: "m",
+        messages: [{ role: "user", content: doc.text }],
+        maxOutputTokens: 4,
+        metadata: { documentId: doc.id }
+      }), { concurrency: 64, meter }).pipe(
+        Stream.runForEach((outcome) =>
+          Effect.sync(() => (outcome._tag === "Succeeded" ? counts.succeeded++ : counts.other++))
+        ),
+        Effect.provide(Pipeline.layerCheckpointNone)
+      )
     const seconds = (performance.now() - started) / 1000
     clearInterval(sampler)
     peak = Math.max(peak, process.memoryUsage().rss)
     const mb = (bytes: number) => `${Math.round(bytes / 1_048_576)} MB`
     return `| documents | succeeded | documents per second | resident memory before | peak resident memory |\n|---|---|---|---|---|\n` +
-      `| ${options.documents.toLocaleString("en-US")} | ${counts.succeeded.toLocaleString("en-US")} | ${Math.round(options.documents / seconds).toLocaleString("en-US")} | ${mb(baseline)} | ${mb(peak)} |\n\n` +
+      `| ${options.documents.toLocaleString("en-US")} | ${counts.succeeded.toLocaleString("en-US")} | ${
+        Math.round(options.documents / seconds).toLocaleString("en-US")
+      } | ${mb(baseline)} | ${mb(peak)} |\n\n` +
       "Each document passes the Governor (estimate, limiter acquire and settle, meter) 64 at a time, with no checkpoint " +
       "(`Pipeline.layerCheckpointNone`; the memory checkpoint keeps an entry per document by design, and `Pipeline/Sql` keeps them on disk)."
   }))

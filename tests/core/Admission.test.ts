@@ -20,7 +20,9 @@ type Step =
 /** What the provider saw of one call: answered (billed its usage), refused (billed nothing), or it may have run. */
 interface Reached {
   readonly request: LlmClient.Request
-  outcome: { readonly _tag: "answered"; readonly usage: LlmClient.Usage } | { readonly _tag: "refused" } | { readonly _tag: "may-have-run" }
+  outcome: { readonly _tag: "answered"; readonly usage: LlmClient.Usage } | { readonly _tag: "refused" } | {
+    readonly _tag: "may-have-run"
+  }
 }
 
 const inputOf = (request: LlmClient.Request) =>
@@ -103,13 +105,19 @@ const scripted = (steps: ReadonlyArray<Step>) => {
 /** An estimator that never learns: the worst case of every call is known to the test. */
 const fixedEstimator = (() => {
   const base = TokenEstimator.makeWith((text) => text.length)
-  return Layer.succeed(TokenEstimator.TokenEstimator, TokenEstimator.TokenEstimator.of({ ...base, observe: () => Effect.void }))
+  return Layer.succeed(
+    TokenEstimator.TokenEstimator,
+    TokenEstimator.TokenEstimator.of({ ...base, observe: () => Effect.void })
+  )
 })()
 
 const worstCaseMicros = (request: LlmClient.Request) =>
-  Effect.flatMap(TokenEstimator.TokenEstimator, (estimator) =>
-    Effect.map(estimator.estimate(request), (estimate) =>
-      Pricing.costMicros(price, LlmClient.worstCaseUsage(request, estimate.inputTokens))))
+  Effect.flatMap(
+    TokenEstimator.TokenEstimator,
+    (estimator) =>
+      Effect.map(estimator.estimate(request), (estimate) =>
+        Pricing.costMicros(price, LlmClient.worstCaseUsage(request, estimate.inputTokens)))
+  )
 
 /** What the ledger must hold once every call has ended: the real cost of what was answered, the worst case of what may have run. */
 const expectedSpendMicros = (reached: ReadonlyArray<Reached>) =>
@@ -183,13 +191,27 @@ const conserved = (maxInFlight: number) =>
   })
 
 const stepArbitrary: fc.Arbitrary<Step> = fc.oneof(
-  { weight: 5, arbitrary: fc.record({ _tag: fc.constant("answer" as const), latency: fc.integer({ min: 0, max: 3_000 }), output: fc.integer({ min: 1, max: 300 }) }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      _tag: fc.constant("answer" as const),
+      latency: fc.integer({ min: 0, max: 3_000 }),
+      output: fc.integer({ min: 1, max: 300 })
+    })
+  },
   {
     weight: 3,
     arbitrary: fc.record({
       _tag: fc.constant("fail" as const),
       latency: fc.integer({ min: 0, max: 2_000 }),
-      error: fc.constantFrom("RateLimited" as const, "Overloaded" as const, "ServerError" as const, "QuotaExhausted" as const, "Timeout" as const, "NetworkError" as const)
+      error: fc.constantFrom(
+        "RateLimited" as const,
+        "Overloaded" as const,
+        "ServerError" as const,
+        "QuotaExhausted" as const,
+        "Timeout" as const,
+        "NetworkError" as const
+      )
     })
   },
   { weight: 1, arbitrary: fc.constant({ _tag: "hang" as const }) }
@@ -223,11 +245,15 @@ describe("Admission: one path, released exactly once on every exit", () => {
         for (const [index, call] of calls.entries()) {
           yield* TestClock.adjust(Duration.millis(call.gap))
           const request = ask(`${index}:${"x".repeat(call.length)}`, call.maxOutput)
-          const run: Effect.Effect<unknown, unknown> = call.stream ? Stream.runDrain(client.stream(request)) : client.complete(request)
+          const run: Effect.Effect<unknown, unknown> = call.stream
+            ? Stream.runDrain(client.stream(request))
+            : client.complete(request)
           const fiber = yield* Effect.fork(Effect.withMaxOpsBeforeYield(run, opsBeforeYield))
           fibers.push(fiber)
           if (call.interruptAfter !== undefined) {
-            yield* Effect.fork(Effect.zipRight(Effect.sleep(Duration.millis(call.interruptAfter)), Fiber.interrupt(fiber)))
+            yield* Effect.fork(
+              Effect.zipRight(Effect.sleep(Duration.millis(call.interruptAfter)), Fiber.interrupt(fiber))
+            )
           }
         }
         // Calls that hang (and those queued behind them) end only by interruption.
@@ -273,7 +299,12 @@ describe("Admission: one path, released exactly once on every exit", () => {
       yield* TestClock.adjust("1 second")
       yield* Fiber.join(fiber)
       const status = yield* conserved(2)
-      const usage = { inputTokens: "stream me".length, outputTokens: 40, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+      const usage = {
+        inputTokens: "stream me".length,
+        outputTokens: 40,
+        cacheReadInputTokens: 0,
+        cacheWriteInputTokens: 0
+      }
       expect(Pricing.fromUsd(status.spentUsd)).toBeCloseTo(Pricing.costMicros(price, usage), 0)
     }).pipe(Effect.provide(governedOver(provider, { limitUsd: 100, maxInFlight: 2 })))
   })
@@ -300,7 +331,11 @@ describe("Admission: one path, released exactly once on every exit", () => {
   })
 
   it.effect("tenant B never joins tenant A's call: B's own budget is consulted (#13)", () => {
-    const { provider, reached } = scripted([{ _tag: "answer", latency: 1_000, output: 10 }, { _tag: "answer", latency: 1_000, output: 10 }])
+    const { provider, reached } = scripted([{ _tag: "answer", latency: 1_000, output: 10 }, {
+      _tag: "answer",
+      latency: 1_000,
+      output: 10
+    }])
     const layer = Governor.layer({ retry: false }).pipe(
       Layer.provideMerge(Layer.succeed(LlmClient.LlmClient, provider)),
       Layer.provideMerge(RateLimiter.layerMemory({ quotas: { [KEY]: quota } })),
@@ -324,10 +359,17 @@ describe("Admission: one path, released exactly once on every exit", () => {
   })
 
   it.effect("requests carrying a provider-native body are never joined: their bodies may differ where their translations agree", () => {
-    const { provider, reached } = scripted([{ _tag: "answer", latency: 1_000, output: 10 }, { _tag: "answer", latency: 1_000, output: 10 }])
+    const { provider, reached } = scripted([{ _tag: "answer", latency: 1_000, output: 10 }, {
+      _tag: "answer",
+      latency: 1_000,
+      output: 10
+    }])
     return Effect.gen(function*() {
       const client = yield* LlmClient.LlmClient
-      const withImage = (image: string): LlmClient.Request => ({ ...ask("describe the picture"), native: { api: "anthropic", body: { image } } })
+      const withImage = (image: string): LlmClient.Request => ({
+        ...ask("describe the picture"),
+        native: { api: "anthropic", body: { image } }
+      })
       const a = yield* Effect.fork(client.complete(withImage("cat.png")))
       const b = yield* Effect.fork(client.complete(withImage("dog.png")))
       yield* TestClock.adjust("2 seconds")
@@ -367,7 +409,13 @@ describe("Admission: one path, released exactly once on every exit", () => {
   })
 
   it.effect("a retry-after beyond the retry's maxDelay ends the caller's retries at once (#14)", () => {
-    const huge = new LlmClient.RateLimited({ provider: PROVIDER, model: MODEL, detail: "", status: 429, retryAfter: Duration.days(1) })
+    const huge = new LlmClient.RateLimited({
+      provider: PROVIDER,
+      model: MODEL,
+      detail: "",
+      status: 429,
+      retryAfter: Duration.days(1)
+    })
     let calls = 0
     const provider: LlmClient.Provider = {
       provider: PROVIDER,
@@ -381,6 +429,14 @@ describe("Admission: one path, released exactly once on every exit", () => {
       expect(fiber.unsafePoll()).not.toBeNull()
       expect((yield* Fiber.join(fiber))._tag).toBe("RateLimited")
       expect(calls).toBe(1)
-    }).pipe(Effect.provide(governedOver(provider, { limitUsd: 100, maxInFlight: 2, governor: { retry: { maxAttempts: 6, maxElapsed: "30 days" } } })))
+    }).pipe(
+      Effect.provide(
+        governedOver(provider, {
+          limitUsd: 100,
+          maxInFlight: 2,
+          governor: { retry: { maxAttempts: 6, maxElapsed: "30 days" } }
+        })
+      )
+    )
   })
 })

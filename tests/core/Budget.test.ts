@@ -8,10 +8,14 @@ budgetLedgerSuite("memory", () => Budget.layerLedgerMemory)
 describe("Budget limits", () => {
   it.effect("invalid limits are refused with the field named", () =>
     Effect.gen(function*() {
-      const error = yield* Effect.flip(Budget.make({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: -1 }] }))
+      const error = yield* Effect.flip(
+        Budget.make({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: -1 }] })
+      )
       expect(error._tag).toBe("InvalidBudget")
       expect(error.issues.map((issue) => issue.path)).toEqual(["limits.0.limitUsd"])
-      const rolling = yield* Effect.flip(Budget.make({ limits: [{ scope: { _tag: "global" }, window: { rolling: "a while" }, limitUsd: 1 }] }))
+      const rolling = yield* Effect.flip(
+        Budget.make({ limits: [{ scope: { _tag: "global" }, window: { rolling: "a while" }, limitUsd: 1 }] })
+      )
       expect(rolling.message).toContain("a while")
     }).pipe(Effect.provide(Layer.merge(Pricing.layer(), Budget.layerLedgerMemory).pipe(Layer.orDie))))
 
@@ -32,7 +36,11 @@ describe("Budget arithmetic", () => {
     expect(rolling.current).toBe("b#600")
     // the slice's end, then the window, then the margin
     expect(rolling.keepMs).toBe(30_000 + hour + Budget.counterMarginMs)
-    expect(Budget.countersAt("d", { _tag: "calendar", endsAt: 24 * hour }, 20 * hour)).toEqual({ current: "d", summed: ["d"], keepMs: 4 * hour + Budget.counterMarginMs })
+    expect(Budget.countersAt("d", { _tag: "calendar", endsAt: 24 * hour }, 20 * hour)).toEqual({
+      current: "d",
+      summed: ["d"],
+      keepMs: 4 * hour + Budget.counterMarginMs
+    })
   })
 
   it("a threshold fires when crossed, once, and re-arms when the spend is seen under its line again", () => {

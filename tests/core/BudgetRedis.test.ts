@@ -27,14 +27,24 @@ describe("Budget on Redis, several processes", () => {
       const limits = [{ scope: { _tag: "global" as const }, window: "day" as const, limitUsd: 1 }]
       const budgets = yield* Effect.all(Array.from({ length: 3 }, () =>
         Effect.flatMap(BudgetRedis.make({ url: REDIS_URL, prefix }), (ledger) =>
-          Budget.make({ limits }).pipe(Effect.provideService(Budget.BudgetLedger, ledger), Effect.provide(Pricing.layer()), Effect.orDie))
-      ))
+          Budget.make({ limits }).pipe(
+            Effect.provideService(Budget.BudgetLedger, ledger),
+            Effect.provide(Pricing.layer()),
+            Effect.orDie
+          ))))
       const results = yield* Effect.all(
-        budgets.flatMap((budget) => Array.from({ length: 6 }, () => Effect.either(budget.reserve({ model: "claude-haiku-4-5", inputTokens: 100_000, maxOutputTokens: 20_000 })))),
+        budgets.flatMap((budget) =>
+          Array.from({ length: 6 }, () =>
+            Effect.either(budget.reserve({ model: "claude-haiku-4-5", inputTokens: 100_000, maxOutputTokens: 20_000 })))
+        ),
         { concurrency: "unbounded" }
       )
       // $0.20 each against $1 shared: five fit, whichever process asked
-      expect(results.filter((result) => result._tag === "Right").length).toBe(5)
+      expect(
+        results.filter((result) =>
+          result._tag === "Right"
+        ).length
+      ).toBe(5)
     }))
 })
 
@@ -49,7 +59,11 @@ describe("Budget on Redis, bounded", () => {
       const prefix = `${run}-bounded`
       const ledger = yield* BudgetRedis.make({ url: REDIS_URL, prefix })
       const budget = yield* Budget.make({
-        limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 1_000 }, { scope: { _tag: "global" }, window: { rolling: "1 hour" }, limitUsd: 1_000 }]
+        limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 1_000 }, {
+          scope: { _tag: "global" },
+          window: { rolling: "1 hour" },
+          limitUsd: 1_000
+        }]
       }).pipe(Effect.provideService(Budget.BudgetLedger, ledger), Effect.provide(Pricing.layer()), Effect.orDie)
       for (let i = 0; i < 100; i++) {
         yield* Effect.flatMap(budget.reserve(haiku), (r) => r.settle(usedHaiku))
@@ -79,11 +93,24 @@ describe("Budget on Redis, bounded", () => {
     Effect.gen(function*() {
       yield* TestClock.setTime(Date.UTC(2026, 10, 22, 10))
       const prefix = `${run}-restart`
-      const limits = [{ scope: { _tag: "global" as const }, window: "day" as const, limitUsd: 10 }, { scope: { _tag: "global" as const }, window: { rolling: "1 hour" }, limitUsd: 10 }]
-      const start = Effect.flatMap(BudgetRedis.make({ url: REDIS_URL, prefix }), (ledger) =>
-        Budget.make({ limits }).pipe(Effect.provideService(Budget.BudgetLedger, ledger), Effect.provide(Pricing.layer()), Effect.orDie))
+      const limits = [{ scope: { _tag: "global" as const }, window: "day" as const, limitUsd: 10 }, {
+        scope: { _tag: "global" as const },
+        window: { rolling: "1 hour" },
+        limitUsd: 10
+      }]
+      const start = Effect.flatMap(
+        BudgetRedis.make({ url: REDIS_URL, prefix }),
+        (ledger) =>
+          Budget.make({ limits }).pipe(
+            Effect.provideService(Budget.BudgetLedger, ledger),
+            Effect.provide(Pricing.layer()),
+            Effect.orDie
+          )
+      )
       // the first process spends, then goes away with its client
-      yield* Effect.scoped(Effect.flatMap(start, (before) => Effect.flatMap(before.reserve(haiku), (r) => r.settle(usedHaiku))))
+      yield* Effect.scoped(
+        Effect.flatMap(start, (before) => Effect.flatMap(before.reserve(haiku), (r) => r.settle(usedHaiku)))
+      )
       yield* TestClock.adjust("30 minutes")
       const after = yield* start
       expect((yield* after.status).map((s) => s.spentUsd)).toEqual([0.2, 0.2])

@@ -25,10 +25,16 @@ describe("Budget over SQLite", () => {
   it.effect("the day's spend survives a new layer over the same file", () =>
     Effect.gen(function*() {
       const filename = freshFile()
-      const budgetOn = Budget.layer({ limits }).pipe(Layer.provide(Pricing.layer()), Layer.provide(sqliteLedger(filename)), Layer.orDie)
+      const budgetOn = Budget.layer({ limits }).pipe(
+        Layer.provide(Pricing.layer()),
+        Layer.provide(sqliteLedger(filename)),
+        Layer.orDie
+      )
       yield* Effect.flatMap(Budget.Budget, (budget) =>
-        Effect.flatMap(budget.reserve({ model: "claude-haiku-4-5", inputTokens: 100_000, maxOutputTokens: 20_000 }), (r) => r.settle(used))
-      ).pipe(Effect.provide(budgetOn))
+        Effect.flatMap(
+          budget.reserve({ model: "claude-haiku-4-5", inputTokens: 100_000, maxOutputTokens: 20_000 }),
+          (r) => r.settle(used)
+        )).pipe(Effect.provide(budgetOn))
       const status = yield* Effect.flatMap(Budget.Budget, (budget) => budget.status).pipe(Effect.provide(budgetOn))
       expect(status[0]?.spentUsd).toBeCloseTo(0.2, 9)
     }))
@@ -37,11 +43,24 @@ describe("Budget over SQLite", () => {
     Effect.gen(function*() {
       const budget = yield* Budget.Budget
       const results = yield* Effect.all(
-        Array.from({ length: 20 }, () => Effect.either(budget.reserve({ model: "claude-haiku-4-5", inputTokens: 100_000, maxOutputTokens: 20_000 }))),
+        Array.from({ length: 20 }, () =>
+          Effect.either(budget.reserve({ model: "claude-haiku-4-5", inputTokens: 100_000, maxOutputTokens: 20_000 }))),
         { concurrency: "unbounded" }
       )
       // $0.20 each against $1: five fit
-      expect(results.filter((result) => result._tag === "Right").length).toBe(5)
+      expect(
+        results.filter((result) =>
+          result._tag === "Right"
+        ).length
+      ).toBe(5)
       expect((yield* budget.status)[0]?.reservedUsd).toBeCloseTo(1, 9)
-    }).pipe(Effect.provide(Budget.layer({ limits }).pipe(Layer.provide(Pricing.layer()), Layer.provide(sqliteLedger(freshFile())), Layer.orDie))))
+    }).pipe(
+      Effect.provide(
+        Budget.layer({ limits }).pipe(
+          Layer.provide(Pricing.layer()),
+          Layer.provide(sqliteLedger(freshFile())),
+          Layer.orDie
+        )
+      )
+    ))
 })

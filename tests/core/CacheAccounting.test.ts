@@ -1,11 +1,26 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Budget, Governor, LlmClient, Metrics, Pricing, Quota, RateLimiter, RateLimitSnapshot, TokenEstimator } from "@sluice/core"
+import {
+  Budget,
+  Governor,
+  LlmClient,
+  Metrics,
+  Pricing,
+  Quota,
+  RateLimiter,
+  RateLimitSnapshot,
+  TokenEstimator
+} from "@sluice/core"
 import { Effect, Either, Layer, Metric, Ref } from "effect"
 
 const perMinute = (limit: number) => ({ limit, per: "1 minute" })
 
 /** A usage with every part of the input: 300 plain, 6,000 read from the cache, 1,500 written to it. */
-const cachedUsage: LlmClient.Usage = { inputTokens: 300, cacheReadInputTokens: 6_000, cacheWriteInputTokens: 1_500, outputTokens: 200 }
+const cachedUsage: LlmClient.Usage = {
+  inputTokens: 300,
+  cacheReadInputTokens: 6_000,
+  cacheWriteInputTokens: 1_500,
+  outputTokens: 200
+}
 
 const request: LlmClient.Request = {
   model: "claude-sonnet-4-5",
@@ -16,7 +31,10 @@ const request: LlmClient.Request = {
 }
 
 /** A character-count estimator: these tests are about settlement, not tiktoken. */
-const EstimatorFast = Layer.succeed(TokenEstimator.TokenEstimator, TokenEstimator.makeWith((text) => Math.ceil(text.length / 4)))
+const EstimatorFast = Layer.succeed(
+  TokenEstimator.TokenEstimator,
+  TokenEstimator.makeWith((text) => Math.ceil(text.length / 4))
+)
 
 /**
  * A provider named `provider` that answers every call with `usage`, and
@@ -33,7 +51,14 @@ const fakeProvider = (provider: string, key: string, usage: LlmClient.Usage, dur
           Effect.gen(function*() {
             const levels = (yield* Effect.orDie(limiter.stats(key))).levels
             yield* Ref.set(duringCall, levels.inputTokens?.level ?? levels.tokens?.level)
-            return { id: "msg_1", model: call.model, content: [{ type: "text", text: "ok" }], stopReason: "end_turn", usage, rateLimits: RateLimitSnapshot.empty }
+            return {
+              id: "msg_1",
+              model: call.model,
+              content: [{ type: "text", text: "ok" }],
+              stopReason: "end_turn",
+              usage,
+              rateLimits: RateLimitSnapshot.empty
+            }
           }),
         stream: () => Effect.dieMessage("not streamed") as never
       }))
@@ -56,7 +81,12 @@ const governedBy = (
 }
 
 /** Runs one call through a Governor and answers the input bucket's level during and after it. */
-const settleOnce = (options: Governor.Options, provider: string, quota: Quota.QuotaInput, dimension: "inputTokens" | "tokens") =>
+const settleOnce = (
+  options: Governor.Options,
+  provider: string,
+  quota: Quota.QuotaInput,
+  dimension: "inputTokens" | "tokens"
+) =>
   Effect.gen(function*() {
     const duringCall = yield* Ref.make<number | undefined>(undefined)
     return yield* Effect.gen(function*() {
@@ -71,9 +101,13 @@ const settleOnce = (options: Governor.Options, provider: string, quota: Quota.Qu
 describe("Cache-aware accounting", () => {
   describe("the rules as data", () => {
     it("finds each call's rule by provider and model, the longest prefix winning", () => {
-      const rule = (provider: string, model: string) => Quota.cacheCountingFor(Quota.defaultCacheCounting, provider, model)
+      const rule = (provider: string, model: string) =>
+        Quota.cacheCountingFor(Quota.defaultCacheCounting, provider, model)
       expect(rule("anthropic", "claude-sonnet-4-5")).toEqual({ cacheReadsCount: false, cacheWritesCount: true })
-      expect(rule("anthropic", "claude-sonnet-4-5-20250929")).toEqual({ cacheReadsCount: false, cacheWritesCount: true })
+      expect(rule("anthropic", "claude-sonnet-4-5-20250929")).toEqual({
+        cacheReadsCount: false,
+        cacheWritesCount: true
+      })
       // Claude 3.x models counted cache reads against ITPM
       expect(rule("anthropic", "claude-3-5-haiku-latest")).toEqual({ cacheReadsCount: true, cacheWritesCount: true })
       expect(rule("anthropic-eu", "claude-haiku-4-5")).toEqual({ cacheReadsCount: false, cacheWritesCount: true })
@@ -83,29 +117,56 @@ describe("Cache-aware accounting", () => {
       expect(rule("my-gateway", "llama-3")).toEqual(Quota.countAll)
       expect(Quota.cacheCountingFor({}, "anything", "x")).toEqual(Quota.countAll)
       // an exact provider/model entry beats the provider's
-      const table = { ...Quota.defaultCacheCounting, "anthropic/claude-opus-4-1": { cacheReadsCount: true, cacheWritesCount: false } }
-      expect(Quota.cacheCountingFor(table, "anthropic", "claude-opus-4-1")).toEqual({ cacheReadsCount: true, cacheWritesCount: false })
-      expect(Quota.cacheCountingFor(table, "anthropic", "claude-opus-4")).toEqual({ cacheReadsCount: false, cacheWritesCount: true })
+      const table = {
+        ...Quota.defaultCacheCounting,
+        "anthropic/claude-opus-4-1": { cacheReadsCount: true, cacheWritesCount: false }
+      }
+      expect(Quota.cacheCountingFor(table, "anthropic", "claude-opus-4-1")).toEqual({
+        cacheReadsCount: true,
+        cacheWritesCount: false
+      })
+      expect(Quota.cacheCountingFor(table, "anthropic", "claude-opus-4")).toEqual({
+        cacheReadsCount: false,
+        cacheWritesCount: true
+      })
     })
 
     it("a table with a wrong field is refused, naming the field", () => {
-      const result = Quota.decodeCacheCounting({ anthropic: { cacheReadsCount: "no", cacheWritesCount: true }, openai: { cacheReadsCount: true } })
+      const result = Quota.decodeCacheCounting({
+        anthropic: { cacheReadsCount: "no", cacheWritesCount: true },
+        openai: { cacheReadsCount: true }
+      })
       expect(Either.isLeft(result)).toBe(true)
       if (Either.isLeft(result)) {
-        expect(result.left.issues.map((issue) => issue.path).sort()).toEqual(["anthropic.cacheReadsCount", "openai.cacheWritesCount"])
+        expect(result.left.issues.map((issue) => issue.path).sort()).toEqual([
+          "anthropic.cacheReadsCount",
+          "openai.cacheWritesCount"
+        ])
       }
       expect(Either.isRight(Quota.decodeCacheCounting(Quota.defaultCacheCounting))).toBe(true)
       const invalid = Governor.validate({ cacheCounting: { anthropic: { cacheReadsCount: 1 } } as never })
       expect(Either.isLeft(invalid)).toBe(true)
-      if (Either.isLeft(invalid)) expect(invalid.left.issues.map((issue) => issue.path)).toContain("cacheCounting.anthropic.cacheReadsCount")
+      if (Either.isLeft(invalid)) {
+        expect(invalid.left.issues.map((issue) => issue.path)).toContain("cacheCounting.anthropic.cacheReadsCount")
+      }
     })
 
     it("usageCost counts plain input always, and cache reads and writes as the rule says", () => {
       const anthropic = Quota.cacheCountingFor(Quota.defaultCacheCounting, "anthropic", "claude-sonnet-4-5")
       const openai = Quota.cacheCountingFor(Quota.defaultCacheCounting, "openai", "gpt-4o")
-      expect(LlmClient.usageCost(cachedUsage, anthropic)).toEqual({ requests: 1, inputTokens: 300 + 1_500, outputTokens: 200 })
-      expect(LlmClient.usageCost(cachedUsage, openai)).toEqual({ requests: 1, inputTokens: 300 + 6_000 + 1_500, outputTokens: 200 })
-      expect(LlmClient.usageCost(cachedUsage, { cacheReadsCount: false, cacheWritesCount: false }).inputTokens).toBe(300)
+      expect(LlmClient.usageCost(cachedUsage, anthropic)).toEqual({
+        requests: 1,
+        inputTokens: 300 + 1_500,
+        outputTokens: 200
+      })
+      expect(LlmClient.usageCost(cachedUsage, openai)).toEqual({
+        requests: 1,
+        inputTokens: 300 + 6_000 + 1_500,
+        outputTokens: 200
+      })
+      expect(LlmClient.usageCost(cachedUsage, { cacheReadsCount: false, cacheWritesCount: false }).inputTokens).toBe(
+        300
+      )
       // without a rule, everything counts (the conservative default)
       expect(LlmClient.usageCost(cachedUsage).inputTokens).toBe(7_800)
     })
@@ -158,7 +219,9 @@ describe("Cache-aware accounting", () => {
         const [status] = yield* Effect.gen(function*() {
           yield* (yield* LlmClient.LlmClient).complete(request)
           return yield* (yield* Budget.Budget).status
-        }).pipe(Effect.provide(governedBy({}, "anthropic", anthropicQuota, duringCall).pipe(Layer.provideMerge(BudgetLive))))
+        }).pipe(
+          Effect.provide(governedBy({}, "anthropic", anthropicQuota, duringCall).pipe(Layer.provideMerge(BudgetLive)))
+        )
         // claude-sonnet-4-5: $3 input, $0.30 cache read, $3.75 cache write, $15 output per million tokens
         const expected = (300 * 3 + 6_000 * 0.3 + 1_500 * 3.75 + 200 * 15) / 1_000_000
         expect(status?.spentUsd).toBeCloseTo(expected, 9)
@@ -169,10 +232,19 @@ describe("Cache-aware accounting", () => {
   describe("reservations that expect the cache", () => {
     const key = "anthropic/claude-sonnet-4-5"
     const contract = { ...request, system: "You extract facts from contracts. ".repeat(1_000) }
-    const usage = (plain: number, read: number, write: number): LlmClient.Usage => ({ inputTokens: plain, cacheReadInputTokens: read, cacheWriteInputTokens: write, outputTokens: 100 })
+    const usage = (plain: number, read: number, write: number): LlmClient.Usage => ({
+      inputTokens: plain,
+      cacheReadInputTokens: read,
+      cacheWriteInputTokens: write,
+      outputTokens: 100
+    })
 
     /** A provider that answers each call with the next usage of `script` and records what each call held of the input bucket. */
-    const scripted = (script: ReadonlyArray<LlmClient.Usage>, held: Ref.Ref<ReadonlyArray<number>>, options: Governor.Options = {}) => {
+    const scripted = (
+      script: ReadonlyArray<LlmClient.Usage>,
+      held: Ref.Ref<ReadonlyArray<number>>,
+      options: Governor.Options = {}
+    ) => {
       let next = 0
       let levelBefore = 0
       const provider = Layer.effect(
@@ -184,14 +256,27 @@ describe("Cache-aware accounting", () => {
               Effect.gen(function*() {
                 const level = (yield* Effect.orDie(limiter.stats(key))).levels.inputTokens!.level
                 yield* Ref.update(held, (all) => [...all, levelBefore - level])
-                return { id: "msg", model: call.model, content: [{ type: "text", text: "ok" }], stopReason: "end_turn", usage: script[next++]!, rateLimits: RateLimitSnapshot.empty }
+                return {
+                  id: "msg",
+                  model: call.model,
+                  content: [{ type: "text", text: "ok" }],
+                  stopReason: "end_turn",
+                  usage: script[next++]!,
+                  rateLimits: RateLimitSnapshot.empty
+                }
               }),
             stream: () => Effect.dieMessage("not streamed") as never
           }))
       )
       const governed = Governor.layer({ retry: false, ...options }).pipe(
         Layer.provide(provider),
-        Layer.provideMerge(RateLimiter.layerMemory({ quotas: { [key]: { requests: perMinute(100), inputTokens: perMinute(100_000), outputTokens: perMinute(10_000) } } })),
+        Layer.provideMerge(
+          RateLimiter.layerMemory({
+            quotas: {
+              [key]: { requests: perMinute(100), inputTokens: perMinute(100_000), outputTokens: perMinute(10_000) }
+            }
+          })
+        ),
         Layer.provide(EstimatorFast)
       )
       const call = (text: string, base: LlmClient.Request = contract) =>
@@ -205,9 +290,17 @@ describe("Cache-aware accounting", () => {
     it.effect("a call whose prefix was answered holds only its uncached part; a miss settles in full and drops the prediction", () =>
       Effect.gen(function*() {
         const held = yield* Ref.make<ReadonlyArray<number>>([])
-        const { call, governed } = scripted([usage(50, 0, 8_000), usage(40, 8_000, 0), usage(8_060, 0, 0), usage(45, 0, 8_000)], held)
+        const { call, governed } = scripted([
+          usage(50, 0, 8_000),
+          usage(40, 8_000, 0),
+          usage(8_060, 0, 0),
+          usage(45, 0, 8_000)
+        ], held)
         const expectations = (outcome: string) =>
-          Effect.map(Metric.value(Metric.tagged(Metric.tagged(Metrics.promptCacheExpectations, "key", key), "outcome", outcome)), (state) => state.count)
+          Effect.map(
+            Metric.value(Metric.tagged(Metric.tagged(Metrics.promptCacheExpectations, "key", key), "outcome", outcome)),
+            (state) => state.count
+          )
         const readBefore = yield* expectations("read")
         const missedBefore = yield* expectations("missed")
         const after = yield* Effect.gen(function*() {
@@ -253,11 +346,13 @@ describe("Cache-aware accounting", () => {
             }).pipe(Effect.provide(governed))
             return yield* Ref.get(held)
           })
-        for (const held of [
-          yield* otherPrefix,
-          yield* readsCount({ cacheCounting: { anthropic: { cacheReadsCount: true, cacheWritesCount: true } } }),
-          yield* readsCount({ predictCacheReads: false })
-        ]) {
+        for (
+          const held of [
+            yield* otherPrefix,
+            yield* readsCount({ cacheCounting: { anthropic: { cacheReadsCount: true, cacheWritesCount: true } } }),
+            yield* readsCount({ predictCacheReads: false })
+          ]
+        ) {
           expect(held[0]).toBeGreaterThan(8_000)
           expect(held[1]).toBeGreaterThan(8_000)
         }
@@ -269,15 +364,32 @@ describe("Cache-aware accounting", () => {
       Effect.gen(function*() {
         const price = Either.getOrThrow(Pricing.lookup(Pricing.defaultTable, "claude-sonnet-4-5"))
         // claude-sonnet-4-5: $3 input, $3.75 cache write, $15 output per million tokens
-        expect(Pricing.worstCaseMicros(price, { inputTokens: 1_000_000, maxOutputTokens: 1_000 })).toBe(3_000_000 + 15_000)
-        expect(Pricing.worstCaseMicros(price, { inputTokens: 1_000_000, maxOutputTokens: 1_000, cacheable: true })).toBe(3_750_000 + 15_000)
+        expect(Pricing.worstCaseMicros(price, { inputTokens: 1_000_000, maxOutputTokens: 1_000 })).toBe(
+          3_000_000 + 15_000
+        )
+        expect(Pricing.worstCaseMicros(price, { inputTokens: 1_000_000, maxOutputTokens: 1_000, cacheable: true }))
+          .toBe(3_750_000 + 15_000)
         expect(LlmClient.marksCache(request)).toBe(true)
         expect(LlmClient.marksCache({ ...request, systemCacheControl: undefined })).toBe(false)
-        expect(LlmClient.marksCache({ ...request, systemCacheControl: undefined, messages: [{ role: "user", content: [{ type: "text", text: "x", cacheControl: { type: "ephemeral" } }] }] })).toBe(true)
+        expect(
+          LlmClient.marksCache({
+            ...request,
+            systemCacheControl: undefined,
+            messages: [{ role: "user", content: [{ type: "text", text: "x", cacheControl: { type: "ephemeral" } }] }]
+          })
+        ).toBe(true)
 
         // Through the Governor: a budget between the two worst cases of the same prompt admits it uncached and refuses it cached.
-        const estimate = yield* Effect.flatMap(TokenEstimator.TokenEstimator, (estimator) => estimator.estimate(request)).pipe(Effect.provide(EstimatorFast))
-        const worst = (cacheable: boolean) => Pricing.worstCaseMicros(price, { inputTokens: estimate.inputTokens, maxOutputTokens: request.maxOutputTokens, cacheable })
+        const estimate = yield* Effect.flatMap(
+          TokenEstimator.TokenEstimator,
+          (estimator) => estimator.estimate(request)
+        ).pipe(Effect.provide(EstimatorFast))
+        const worst = (cacheable: boolean) =>
+          Pricing.worstCaseMicros(price, {
+            inputTokens: estimate.inputTokens,
+            maxOutputTokens: request.maxOutputTokens,
+            cacheable
+          })
         const between = Pricing.toUsd((worst(false) + worst(true)) / 2)
         const duringCall = yield* Ref.make<number | undefined>(undefined)
         const tight = Budget.layer({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: between }] }).pipe(
@@ -303,7 +415,12 @@ describe("Cache-aware accounting", () => {
       expect(parts).toEqual({ input: 900, output: 3_000, cacheRead: 1_800, cacheWrite: 5_625 })
       expect(Pricing.costMicros(price, cachedUsage)).toBe(900 + 3_000 + 1_800 + 5_625)
       // the same input uncached costs more than this mix of reads and writes
-      const uncached = Pricing.costMicros(price, { ...cachedUsage, inputTokens: 7_800, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 })
+      const uncached = Pricing.costMicros(price, {
+        ...cachedUsage,
+        inputTokens: 7_800,
+        cacheReadInputTokens: 0,
+        cacheWriteInputTokens: 0
+      })
       expect(uncached).toBeGreaterThan(Pricing.costMicros(price, cachedUsage))
     })
   })

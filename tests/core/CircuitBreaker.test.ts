@@ -20,7 +20,8 @@ const setup = (options: CircuitBreaker.Options) =>
     const breaker = yield* CircuitBreaker.make(options)
     const runs = yield* Ref.make(0)
     const counted = <A, E>(effect: Effect.Effect<A, E>) => Effect.zipRight(Ref.update(runs, (n) => n + 1), effect)
-    const fail = (key: string, error: unknown = unavailable) => Effect.flip(breaker.run(key, counted(Effect.fail(error))))
+    const fail = (key: string, error: unknown = unavailable) =>
+      Effect.flip(breaker.run(key, counted(Effect.fail(error))))
     const succeed = (key: string) => breaker.run(key, counted(Effect.succeed("ok")))
     return { breaker, runs: Ref.get(runs), counted, fail, succeed }
   })
@@ -39,7 +40,14 @@ describe("CircuitBreaker", () => {
 
       const refused = yield* Effect.flip(succeed(key))
       expect(refused).toBeInstanceOf(CircuitBreaker.CircuitOpen)
-      expect(refused).toMatchObject({ _tag: "CircuitOpen", key, openedAt: 1_000, probeAt: 31_000, reason: "consecutive-failures", state: "open" })
+      expect(refused).toMatchObject({
+        _tag: "CircuitOpen",
+        key,
+        openedAt: 1_000,
+        probeAt: 31_000,
+        reason: "consecutive-failures",
+        state: "open"
+      })
       expect(refused.message).toContain(key)
       expect(refused.message).toContain(new Date(31_000).toISOString())
       expect(yield* runs).toBe(3)
@@ -83,7 +91,10 @@ describe("CircuitBreaker", () => {
   it.effect("calls older than the window no longer count toward the failure rate", () =>
     Effect.gen(function*() {
       const key = uniqueKey("window")
-      const { breaker, fail } = yield* setup({ consecutiveFailures: false, failureRate: { minCalls: 10, window: "1 minute" } })
+      const { breaker, fail } = yield* setup({
+        consecutiveFailures: false,
+        failureRate: { minCalls: 10, window: "1 minute" }
+      })
       for (let i = 0; i < 9; i++) yield* fail(key)
       yield* advance(61_000)
       yield* fail(key)
@@ -93,7 +104,11 @@ describe("CircuitBreaker", () => {
   it.effect("after openFor it is half-open and lets exactly halfOpenProbes calls through; the others fail fast", () =>
     Effect.gen(function*() {
       const key = uniqueKey("probes")
-      const { breaker, counted, fail, runs, succeed } = yield* setup({ consecutiveFailures: 1, openFor: "10 seconds", halfOpenProbes: 2 })
+      const { breaker, counted, fail, runs, succeed } = yield* setup({
+        consecutiveFailures: 1,
+        openFor: "10 seconds",
+        halfOpenProbes: 2
+      })
       yield* fail(key)
       yield* advance(9_999)
       expect(yield* Effect.flip(succeed(key))).toMatchObject({ _tag: "CircuitOpen", state: "open", probeAt: 10_000 })
@@ -140,7 +155,11 @@ describe("CircuitBreaker", () => {
       yield* advance(10_000)
       expect(yield* fail(key)).toBe(unavailable)
       expect(yield* breaker.state(key)).toBe("open")
-      expect(yield* Effect.flip(succeed(key))).toMatchObject({ openedAt: 10_000, probeAt: 20_000, reason: "probe-failed" })
+      expect(yield* Effect.flip(succeed(key))).toMatchObject({
+        openedAt: 10_000,
+        probeAt: 20_000,
+        reason: "probe-failed"
+      })
       yield* advance(9_999)
       expect(yield* Effect.flip(succeed(key))).toMatchObject({ _tag: "CircuitOpen" })
       expect(yield* runs).toBe(2)
@@ -227,7 +246,10 @@ describe("CircuitBreaker", () => {
         Metric.tagged(Metric.tagged(Metric.tagged(CircuitBreaker.transitions, "key", key), "from", from), "to", to)
       const count = (from: CircuitBreaker.State, to: CircuitBreaker.State) =>
         Effect.map(Metric.value(counter(from, to)), (state) => state.count)
-      const gauge = Effect.map(Metric.value(Metric.tagged(CircuitBreaker.stateGauge, "key", key)), (state) => state.value)
+      const gauge = Effect.map(
+        Metric.value(Metric.tagged(CircuitBreaker.stateGauge, "key", key)),
+        (state) => state.value
+      )
 
       expect(yield* count("closed", "open")).toBe(0)
       yield* succeed(key)

@@ -2,7 +2,11 @@ import { describe, expect, it } from "@effect/vitest"
 import { Coalesce, type LlmClient } from "@sluice/core"
 import { Deferred, Effect, Exit, Fiber, Option, Ref, TestClock } from "effect"
 
-const request = (text: string): LlmClient.Request => ({ model: "m", messages: [{ role: "user", content: text }], maxOutputTokens: 10 })
+const request = (text: string): LlmClient.Request => ({
+  model: "m",
+  messages: [{ role: "user", content: text }],
+  maxOutputTokens: 10
+})
 
 /** A call that counts its runs and answers when `gate` opens. */
 const gated = (runs: Ref.Ref<number>, gate: Deferred.Deferred<string, string>) =>
@@ -26,7 +30,9 @@ describe("Coalesce", () => {
       const runs = yield* Ref.make(0)
       const gate = yield* Deferred.make<string, string>()
       const a = yield* Effect.fork(coalescer.run(request("a"), gated(runs, gate)))
-      const twin = yield* Effect.fork(coalescer.run({ ...request("a"), metadata: { documentId: "doc-7" } }, gated(runs, gate)))
+      const twin = yield* Effect.fork(
+        coalescer.run({ ...request("a"), metadata: { documentId: "doc-7" } }, gated(runs, gate))
+      )
       const other = yield* Effect.fork(coalescer.run(request("b"), gated(runs, gate)))
       yield* TestClock.adjust("1 millis")
       expect(yield* Ref.get(runs)).toBe(2)
@@ -35,7 +41,9 @@ describe("Coalesce", () => {
       expect(yield* Fiber.join(twin)).toBe("answer")
       expect(yield* Fiber.join(other)).toBe("answer")
       // nothing is left in flight: the same request later calls again
-      expect(yield* coalescer.run(request("a"), Effect.zipRight(Ref.update(runs, (n) => n + 1), Effect.succeed("again")))).toBe("again")
+      expect(
+        yield* coalescer.run(request("a"), Effect.zipRight(Ref.update(runs, (n) => n + 1), Effect.succeed("again")))
+      ).toBe("again")
       expect(yield* Ref.get(runs)).toBe(3)
     }))
 
@@ -51,21 +59,33 @@ describe("Coalesce", () => {
         { tenant: "acme", job: "nightly" },
         { tenant: "acme", priority: "interactive" }
       ]
-      const fibers = yield* Effect.forEach(variants, (metadata) =>
-        Effect.fork(coalescer.run(metadata === undefined ? request("a") : { ...request("a"), metadata }, gated(runs, gate))))
+      const fibers = yield* Effect.forEach(
+        variants,
+        (metadata) =>
+          Effect.fork(
+            coalescer.run(metadata === undefined ? request("a") : { ...request("a"), metadata }, gated(runs, gate))
+          )
+      )
       yield* TestClock.adjust("1 millis")
       expect(yield* Ref.get(runs)).toBe(variants.length)
       yield* Deferred.succeed(gate, "answer")
       yield* Effect.forEach(fibers, Fiber.join)
-      expect(Coalesce.requestKey({ ...request("a"), metadata: { tenant: "acme" } })).not.toBe(Coalesce.requestKey({ ...request("a"), metadata: { tenant: "globex" } }))
+      expect(Coalesce.requestKey({ ...request("a"), metadata: { tenant: "acme" } })).not.toBe(
+        Coalesce.requestKey({ ...request("a"), metadata: { tenant: "globex" } })
+      )
       // each cached answer is its own tenant's
       expect((yield* coalescer.cached({ ...request("b"), metadata: { tenant: "acme" } }))._tag).toBe("None")
     }))
 
   it("a request's native body is not part of its key: the key is what Sluice reads of a call", () => {
-    const native = (text: string): LlmClient.Native => ({ api: "anthropic", body: { model: "m", max_tokens: 10, messages: [{ role: "user", content: text }], temperature: 0.1 } })
+    const native = (text: string): LlmClient.Native => ({
+      api: "anthropic",
+      body: { model: "m", max_tokens: 10, messages: [{ role: "user", content: text }], temperature: 0.1 }
+    })
     expect(Coalesce.requestKey({ ...request("a"), native: native("a") })).toBe(Coalesce.requestKey(request("a")))
-    expect(Coalesce.requestKey({ ...request("a"), native: native("a") })).toBe(Coalesce.requestKey({ ...request("a"), native: native("an image") }))
+    expect(Coalesce.requestKey({ ...request("a"), native: native("a") })).toBe(
+      Coalesce.requestKey({ ...request("a"), native: native("an image") })
+    )
     expect(Coalesce.requestKey(request("a"))).not.toContain("anthropic")
   })
 

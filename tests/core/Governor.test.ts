@@ -1,5 +1,14 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Budget, CircuitBreaker, Governor, LlmClient, Metrics, Pricing, RateLimiter, TokenEstimator } from "@sluice/core"
+import {
+  Budget,
+  CircuitBreaker,
+  Governor,
+  LlmClient,
+  Metrics,
+  Pricing,
+  RateLimiter,
+  TokenEstimator
+} from "@sluice/core"
 import * as SimulatedClient from "@sluice/simulator/SimulatedClient"
 import { ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Metric, Random, TestClock } from "effect"
 
@@ -20,10 +29,17 @@ const ask = (text: string, maxOutputTokens = 100): LlmClient.Request => ({
 })
 
 /** A character-count estimator: these tests are about the Governor, not tiktoken (which takes a second to load). */
-const EstimatorFast = Layer.succeed(TokenEstimator.TokenEstimator, TokenEstimator.makeWith((text) => Math.ceil(text.length / 4)))
+const EstimatorFast = Layer.succeed(
+  TokenEstimator.TokenEstimator,
+  TokenEstimator.makeWith((text) => Math.ceil(text.length / 4))
+)
 
 /** A governed client over the in-process simulator, with the simulator's stats. */
-const governed = (options: Governor.Options, simulator: SimulatedClient.Options = {}, quotas: RateLimiter.Options["quotas"] = { [KEY]: limiterQuota }) =>
+const governed = (
+  options: Governor.Options,
+  simulator: SimulatedClient.Options = {},
+  quotas: RateLimiter.Options["quotas"] = { [KEY]: limiterQuota }
+) =>
   Governor.layer(options).pipe(
     Layer.provideMerge(SimulatedClient.layer({ quota, ...simulator })),
     Layer.provideMerge(RateLimiter.layerMemory({ quotas })),
@@ -39,7 +55,8 @@ const drain = <A, E>(fibers: ReadonlyArray<Fiber.RuntimeFiber<A, E>>) =>
     return yield* Effect.forEach(fibers, Fiber.await)
   })
 
-const grantsOf = (key: string) => Metric.value(Metrics.grants.pipe(Metric.tagged("key", key), Metric.tagged("class", "normal")))
+const grantsOf = (key: string) =>
+  Metric.value(Metrics.grants.pipe(Metric.tagged("key", key), Metric.tagged("class", "normal")))
 
 describe("Governor", () => {
   it.effect("a burst far above the quota finishes with zero 429s from the provider", () =>
@@ -47,8 +64,10 @@ describe("Governor", () => {
       const client = yield* LlmClient.LlmClient
       const sim = yield* SimulatedClient.SimulatedStats
       const fibers = yield* Effect.forEach(
-        Array.from({ length: 150 }, (_, i) => ask(`Document ${i}: quarterly figures for region ${i % 7} and the outlook.`)),
-        (request) => Effect.fork(client.complete(request))
+        Array.from({ length: 150 }, (_, i) =>
+          ask(`Document ${i}: quarterly figures for region ${i % 7} and the outlook.`)),
+        (request) =>
+          Effect.fork(client.complete(request))
       )
       const exits = yield* drain(fibers)
       expect(exits.filter(Exit.isSuccess).length).toBe(150)
@@ -68,7 +87,16 @@ describe("Governor", () => {
         (request) => Effect.fork(client.complete(request))
       )
       const exits = yield* drain(fibers)
-      const typed = new Set(["RateLimited", "Overloaded", "ServerError", "NetworkError", "Timeout", "AllRungsFailed", "Shed", "CostTooLarge"])
+      const typed = new Set([
+        "RateLimited",
+        "Overloaded",
+        "ServerError",
+        "NetworkError",
+        "Timeout",
+        "AllRungsFailed",
+        "Shed",
+        "CostTooLarge"
+      ])
       for (const exit of exits) {
         if (Exit.isSuccess(exit)) continue
         expect(exit.cause._tag).toBe("Fail")
@@ -78,7 +106,16 @@ describe("Governor", () => {
       const [stats] = (yield* sim.stats).keys
       expect((stats?.overloaded ?? 0) + (stats?.serverErrors ?? 0)).toBeGreaterThan(0)
     }).pipe(
-      Effect.provide(governed({ count: "provider" }, { faults: { overloadedRate: 0.2, serverErrorRate: 0.1, bursts: [{ startSeconds: 10, durationSeconds: 5, status: 429 }] }, seed: 7 })),
+      Effect.provide(
+        governed({ count: "provider" }, {
+          faults: {
+            overloadedRate: 0.2,
+            serverErrorRate: 0.1,
+            bursts: [{ startSeconds: 10, durationSeconds: 5, status: 429 }]
+          },
+          seed: 7
+        })
+      ),
       Effect.withRandom(Random.make(3))
     ))
 
@@ -116,7 +153,10 @@ describe("Governor", () => {
       const client = yield* LlmClient.LlmClient
       const sim = yield* SimulatedClient.SimulatedStats
       const before = (yield* grantsOf(KEY)).count
-      const fibers = yield* Effect.all([Effect.fork(client.complete(ask("same question"))), Effect.fork(client.complete(ask("same question")))])
+      const fibers = yield* Effect.all([
+        Effect.fork(client.complete(ask("same question"))),
+        Effect.fork(client.complete(ask("same question")))
+      ])
       yield* TestClock.adjust(Duration.millis(100))
       const [a, b] = yield* Effect.forEach(fibers, Fiber.join)
       expect(a).toBe(b)
@@ -131,18 +171,33 @@ describe("Governor", () => {
       const response = yield* client.complete({ ...ask("who answers?"), model: "claude-opus-4-1" })
       expect(response.model).toBe(MODEL)
       expect((yield* limiter.stats("simulator/claude-opus-4-1")).pausedFor).toEqual(Duration.seconds(30))
-    }).pipe(Effect.provide(Governor.layer({ fallback: [{ model: MODEL }] }).pipe(
-      Layer.provide(Layer.scoped(LlmClient.LlmClient, Effect.map(SimulatedClient.make({ quota }), ({ client }) => ({
-        ...client,
-        // opus is rate limited at the provider; everything else goes to the simulator
-        complete: (request: LlmClient.Request) =>
-          request.model === "claude-opus-4-1"
-            ? Effect.fail(new LlmClient.RateLimited({ provider: "simulator", model: request.model, status: 429, detail: "busy", retryAfter: Duration.seconds(30) }))
-            : client.complete(request)
-      })))),
-      Layer.provideMerge(RateLimiter.layerMemory({ quotas: { "simulator/claude-opus-4-1": limiterQuota, [KEY]: limiterQuota } })),
-      Layer.provide(EstimatorFast)
-    ))))
+    }).pipe(Effect.provide(
+      Governor.layer({ fallback: [{ model: MODEL }] }).pipe(
+        Layer.provide(Layer.scoped(
+          LlmClient.LlmClient,
+          Effect.map(SimulatedClient.make({ quota }), ({ client }) => ({
+            ...client,
+            // opus is rate limited at the provider; everything else goes to the simulator
+            complete: (request: LlmClient.Request) =>
+              request.model === "claude-opus-4-1"
+                ? Effect.fail(
+                  new LlmClient.RateLimited({
+                    provider: "simulator",
+                    model: request.model,
+                    status: 429,
+                    detail: "busy",
+                    retryAfter: Duration.seconds(30)
+                  })
+                )
+                : client.complete(request)
+          }))
+        )),
+        Layer.provideMerge(
+          RateLimiter.layerMemory({ quotas: { "simulator/claude-opus-4-1": limiterQuota, [KEY]: limiterQuota } })
+        ),
+        Layer.provide(EstimatorFast)
+      )
+    )))
 
   it.effect("when every rung fails, AllRungsFailed names each rung's reason", () =>
     Effect.gen(function*() {
@@ -164,16 +219,20 @@ describe("Governor", () => {
       const first = yield* client.complete(ask("cache me"))
       // trip the breaker on the key with provider failures
       for (let i = 0; i < 2; i++) {
-        yield* Effect.ignore(breaker.run(KEY, Effect.fail(new LlmClient.ServerError({ provider: "simulator", detail: "down" }))))
+        yield* Effect.ignore(
+          breaker.run(KEY, Effect.fail(new LlmClient.ServerError({ provider: "simulator", detail: "down" })))
+        )
       }
       expect(yield* breaker.state(KEY)).toBe("open")
       const again = yield* client.complete(ask("cache me"))
       expect(again).toEqual(first)
       const uncached = yield* Effect.flip(client.complete(ask("never seen")))
       expect(uncached._tag).toBe("CircuitOpen")
-    }).pipe(Effect.provide(governed({ cacheTtl: "10 minutes", retry: false, coalesce: true }).pipe(
-      Layer.provideMerge(CircuitBreaker.layer({ consecutiveFailures: 2 }))
-    ))))
+    }).pipe(Effect.provide(
+      governed({ cacheTtl: "10 minutes", retry: false, coalesce: true }).pipe(
+        Layer.provideMerge(CircuitBreaker.layer({ consecutiveFailures: 2 }))
+      )
+    )))
 
   it.effect("a budget rejection takes no quota and makes no call; an accepted call is charged its real cost", () =>
     Effect.gen(function*() {
@@ -191,42 +250,73 @@ describe("Governor", () => {
       expect(error._tag).toBe("BudgetExceeded")
       expect((yield* grantsOf("budget/key")).count - before).toBe(1)
       expect((yield* sim.stats).keys[0]?.accepted).toBe(1)
-    }).pipe(Effect.provide(governed(
-      { key: () => "budget/key", retry: false },
-      {},
-      { "budget/key": { ...limiterQuota, outputTokens: { limit: 1_000_000, per: "1 minute" } } }
-    ).pipe(Layer.provideMerge(Budget.layer({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 0.01 }] }).pipe(
-      Layer.provide([Pricing.layer(), Budget.layerLedgerMemory]),
-      Layer.orDie
-    ))))))
+    }).pipe(Effect.provide(
+      governed(
+        { key: () => "budget/key", retry: false },
+        {},
+        { "budget/key": { ...limiterQuota, outputTokens: { limit: 1_000_000, per: "1 minute" } } }
+      ).pipe(
+        Layer.provideMerge(
+          Budget.layer({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 0.01 }] }).pipe(
+            Layer.provide([Pricing.layer(), Budget.layerLedgerMemory]),
+            Layer.orDie
+          )
+        )
+      )
+    )))
 
   it("plain options are validated, each error naming its field", () => {
-    const result = Governor.validate({ retry: { maxAttempts: 0, maxDelay: "soon" as never }, fallback: [{ model: "" }], count: "guess" as never })
+    const result = Governor.validate({
+      retry: { maxAttempts: 0, maxDelay: "soon" as never },
+      fallback: [{ model: "" }],
+      count: "guess" as never
+    })
     expect(result._tag).toBe("Left")
     if (result._tag === "Left") {
-      expect(result.left.issues.map((issue) => issue.path).sort()).toEqual(["count", "fallback.0.model", "retry.maxAttempts", "retry.maxDelay"])
+      expect(result.left.issues.map((issue) => issue.path).sort()).toEqual([
+        "count",
+        "fallback.0.model",
+        "retry.maxAttempts",
+        "retry.maxDelay"
+      ])
     }
-    expect(Governor.validate({ retry: { maxAttempts: 3, base: "500 millis" }, cacheTtl: "5 minutes" })._tag).toBe("Right")
+    expect(Governor.validate({ retry: { maxAttempts: 3, base: "500 millis" }, cacheTtl: "5 minutes" })._tag).toBe(
+      "Right"
+    )
   })
 
   it.effect("options come from Config, validated, the error naming the variable", () =>
     Effect.gen(function*() {
       const options = yield* Effect.withConfigProvider(
         Governor.config,
-        ConfigProvider.fromMap(new Map([["SLUICE_RETRY_MAX_ATTEMPTS", "3"], ["SLUICE_FALLBACK", "claude-sonnet-4-5, claude-haiku-4-5"], ["SLUICE_CACHE_TTL", "5 minutes"]]))
+        ConfigProvider.fromMap(
+          new Map([["SLUICE_RETRY_MAX_ATTEMPTS", "3"], ["SLUICE_FALLBACK", "claude-sonnet-4-5, claude-haiku-4-5"], [
+            "SLUICE_CACHE_TTL",
+            "5 minutes"
+          ]])
+        )
       )
       expect(options.retry).toMatchObject({ maxAttempts: 3 })
       expect(options.fallback).toEqual([{ model: "claude-sonnet-4-5" }, { model: "claude-haiku-4-5" }])
       expect(options.cacheTtl).toEqual(Duration.minutes(5))
-      const error = yield* Effect.flip(Effect.withConfigProvider(Governor.config, ConfigProvider.fromMap(new Map([["SLUICE_RETRY_MAX_ATTEMPTS", "0"]]))))
+      const error = yield* Effect.flip(
+        Effect.withConfigProvider(
+          Governor.config,
+          ConfigProvider.fromMap(new Map([["SLUICE_RETRY_MAX_ATTEMPTS", "0"]]))
+        )
+      )
       expect(String(error)).toContain("SLUICE_RETRY_MAX_ATTEMPTS")
-      const garbage = yield* Effect.flip(Effect.withConfigProvider(Governor.config, ConfigProvider.fromMap(new Map([["SLUICE_COUNT", "guess"]]))))
+      const garbage = yield* Effect.flip(
+        Effect.withConfigProvider(Governor.config, ConfigProvider.fromMap(new Map([["SLUICE_COUNT", "guess"]])))
+      )
       expect(String(garbage)).toContain("SLUICE_COUNT")
       // the prompt-cache prediction: on for 5 minutes by default, and from the environment
       expect(options).toMatchObject({ predictCacheReads: true, promptCacheTtl: Duration.minutes(5) })
       const cache = yield* Effect.withConfigProvider(
         Governor.config,
-        ConfigProvider.fromMap(new Map([["SLUICE_PREDICT_CACHE_READS", "false"], ["SLUICE_PROMPT_CACHE_TTL", "1 hour"]]))
+        ConfigProvider.fromMap(
+          new Map([["SLUICE_PREDICT_CACHE_READS", "false"], ["SLUICE_PROMPT_CACHE_TTL", "1 hour"]])
+        )
       )
       expect(cache).toMatchObject({ predictCacheReads: false, promptCacheTtl: Duration.hours(1) })
     }))

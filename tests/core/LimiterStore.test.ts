@@ -30,7 +30,9 @@ describe("LimiterStore: unseen consumers", () => {
           if (answer._tag !== "Granted") break
           provider = TokenBucket.take(provider, 2_000, now)
         }
-        yield* store.observe("k", { dimensions: { inputTokens: { remaining: Math.max(0, Math.floor(TokenBucket.levelAt(provider, now))) } } })
+        yield* store.observe("k", {
+          dimensions: { inputTokens: { remaining: Math.max(0, Math.floor(TokenBucket.levelAt(provider, now))) } }
+        })
       }
       // Two simulated minutes on: the provider's bucket is not overdrawn by more than a call or two...
       expect(TokenBucket.levelAt(provider, 120_000)).toBeGreaterThan(-4_000)
@@ -55,10 +57,16 @@ describe("LimiterStore: snapshots carry their age", () => {
       const store = yield* LimiterStore.makeMemory
       yield* store.define("k", quota)
       // An earlier call's fresh headers: the provider's view matches the store's.
-      yield* store.observe("k", { dimensions: { inputTokens: { limit: 60_000, remaining: 60_000 } }, observedAt: yield* Clock.currentTimeMillis })
+      yield* store.observe("k", {
+        dimensions: { inputTokens: { limit: 60_000, remaining: 60_000 } },
+        observedAt: yield* Clock.currentTimeMillis
+      })
       // The stream reserves 30,000 tokens; its headers, read when the response starts, say 30,000 remain.
       expect((yield* store.reserve("k", Cost.amounts({ inputTokens: 30_000 }), { headroom: 0 }))._tag).toBe("Granted")
-      const atStart = { dimensions: { inputTokens: { limit: 60_000, remaining: 30_000 } }, observedAt: yield* Clock.currentTimeMillis }
+      const atStart = {
+        dimensions: { inputTokens: { limit: 60_000, remaining: 30_000 } },
+        observedAt: yield* Clock.currentTimeMillis
+      }
       // The stream runs a minute and its snapshot is folded in at its end.
       yield* TestClock.adjust("60 seconds")
       const observation = yield* store.observe("k", atStart)
@@ -90,7 +98,10 @@ describe("LimiterStore: snapshots carry their age", () => {
       const store = yield* LimiterStore.makeMemory
       yield* TestClock.adjust("1 hour")
       yield* store.define("k", quota)
-      const old = { dimensions: { inputTokens: { limit: 30_000, remaining: 100 } }, observedAt: (yield* Clock.currentTimeMillis) - 60_000 }
+      const old = {
+        dimensions: { inputTokens: { limit: 30_000, remaining: 100 } },
+        observedAt: (yield* Clock.currentTimeMillis) - 60_000
+      }
       const observation = yield* store.observe("k", old)
       expect(observation.lowered).toEqual([{ dimension: "inputTokens", from: 60_000, to: 30_000 }])
       near(observation.levels.inputTokens?.level, 30_000)
@@ -112,8 +123,13 @@ describe("LimiterStore: idle entries", () => {
       expect(yield* store.entries).toBe(1)
       expect((yield* store.state("paused")).pausedFor).toEqual(Duration.minutes(19))
       for (const key of ["configured", "learned"]) {
-        const answers = yield* Effect.all(Array.from({ length: 12 }, () => store.reserve(key, Cost.amounts({}), { headroom: 0 })))
-        expect({ key, granted: answers.filter((answer) => answer._tag === "Granted").length }).toEqual({ key, granted: 10 })
+        const answers = yield* Effect.all(
+          Array.from({ length: 12 }, () => store.reserve(key, Cost.amounts({}), { headroom: 0 }))
+        )
+        expect({ key, granted: answers.filter((answer) => answer._tag === "Granted").length }).toEqual({
+          key,
+          granted: 10
+        })
       }
     }))
 })
@@ -128,7 +144,9 @@ describe("LimiterStore: grant history", () => {
     expect(LimiterStore.grantedSince(history, 10_000)).toBe(0)
     expect(LimiterStore.grantedSince(history, 5_000)).toBe(-30)
     expect(LimiterStore.grantedSince(history, -1)).toBeUndefined()
-    for (let step = 1; step <= LimiterStore.grantGroups; step++) history = LimiterStore.recordGrant(history, 1, 10_000 + step * LimiterStore.grantGroupSpan)
+    for (let step = 1; step <= LimiterStore.grantGroups; step++) {
+      history = LimiterStore.recordGrant(history, 1, 10_000 + step * LimiterStore.grantGroupSpan)
+    }
     expect(LimiterStore.grantedSince(history, 5_000)).toBeUndefined()
     expect(LimiterStore.grantedSince(history, 10_000 + LimiterStore.grantGroups * LimiterStore.grantGroupSpan)).toBe(0)
   })

@@ -25,7 +25,11 @@ const freePort = Effect.promise(() =>
 /** A redis-server of the test's own on `port`, killed with the scope. */
 const redisServer = (port: number) =>
   Effect.acquireRelease(
-    Effect.sync(() => spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })),
+    Effect.sync(() =>
+      spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+        stdio: "ignore"
+      })
+    ),
     (child) => Effect.sync(() => child.kill("SIGKILL"))
   )
 
@@ -40,9 +44,17 @@ const store = (options: Partial<RedisStore.Options> = {}) =>
   RedisStore.make({ url: REDIS_URL, prefix, idleTtl: "1 minute", ...options })
 
 // Strict: the conformance run fails when Redis does not answer instead of passing on the local fallback.
-limiterStoreSuite("Redis", () => RedisStore.layer({ url: REDIS_URL, prefix, idleTtl: "1 minute", strict: true }), () => `suite/${++keys}`, { live: true })
+limiterStoreSuite(
+  "Redis",
+  () => RedisStore.layer({ url: REDIS_URL, prefix, idleTtl: "1 minute", strict: true }),
+  () => `suite/${++keys}`,
+  { live: true }
+)
 
-const slow = Quota.decodeSync({ requests: { limit: 5, per: "1 hour" }, inputTokens: { limit: 1_000_000, per: "1 hour" } })
+const slow = Quota.decodeSync({
+  requests: { limit: 5, per: "1 hour" },
+  inputTokens: { limit: 1_000_000, per: "1 hour" }
+})
 
 describe("LimiterStore on Redis, several processes", () => {
   it.scoped("independent clients hammering one key never admit more than the quota", () =>
@@ -51,12 +63,18 @@ describe("LimiterStore on Redis, several processes", () => {
       const clients = yield* Effect.all(Array.from({ length: 4 }, () => store()))
       yield* Effect.forEach(clients, (client) => client.define(key, slow))
       const answers = yield* Effect.all(
-        clients.flatMap((client) => Array.from({ length: 25 }, () => client.reserve(key, Cost.amounts({ inputTokens: 10 }), { headroom: 0 }))),
+        clients.flatMap((client) =>
+          Array.from({ length: 25 }, () => client.reserve(key, Cost.amounts({ inputTokens: 10 }), { headroom: 0 }))
+        ),
         { concurrency: "unbounded" }
       )
       // five requests an hour: whatever the interleaving, five grants in total
       expect(answers.filter((answer) => answer._tag === "Granted").length).toBe(5)
-      expect(answers.filter((answer) => answer._tag === "Wait").every((answer) => answer._tag === "Wait" && answer.reason === "requests")).toBe(true)
+      expect(
+        answers.filter((answer) => answer._tag === "Wait").every((answer) =>
+          answer._tag === "Wait" && answer.reason === "requests"
+        )
+      ).toBe(true)
     }))
 
   it.scoped("a 429 pause set by one client holds the others", () =>
@@ -74,76 +92,126 @@ describe("LimiterStore on Redis, several processes", () => {
       }
     }))
 
-  it.live("a Redis that hangs is timed out, by the store's own client and around a client given without a command timeout, and the local share answers", () =>
-    Effect.gen(function*() {
-      const port = yield* freePort
-      yield* redisServer(port)
-      // Commands queue until it connects: the first ping answers once the server is up.
-      const admin = yield* Effect.acquireRelease(Effect.sync(() => new Redis(port, "127.0.0.1", { retryStrategy: () => 50 })), (redis) => Effect.sync(() => redis.disconnect()))
-      yield* Effect.tryPromise(() => admin.ping()).pipe(Effect.timeout("5 seconds"))
-      const given = yield* Effect.acquireRelease(Effect.sync(() => new Redis(port, "127.0.0.1", { enableOfflineQueue: false, maxRetriesPerRequest: 0 })), (redis) => Effect.sync(() => redis.disconnect()))
-      yield* Effect.retry(Effect.tryPromise(() => given.ping()), Schedule.spaced("50 millis").pipe(Schedule.upTo("5 seconds")))
-      const own = yield* RedisStore.make({ url: `redis://127.0.0.1:${port}`, prefix, localShare: 0.1, timeout: "200 millis" })
-      const around = yield* RedisStore.make({ client: given, prefix, localShare: 0.1, timeout: "200 millis" })
-      const quota = Quota.decodeSync({ requests: { limit: 100, per: "1 hour" } })
-      for (const [name, store] of [["own", own], ["given", around]] as const) {
-        const key = `hang/${name}/${++keys}`
-        yield* store.define(key, quota)
-        expect((yield* store.reserve(key, Cost.amounts({}), { headroom: 0 }))._tag).toBe("Granted")
-        // Every client's commands now wait 1.5 s at the server: the store gives up after its 200 ms.
-        yield* Effect.tryPromise(() => admin.call("CLIENT", "PAUSE", "1500", "ALL"))
-        const started = Date.now()
-        const answers = yield* Effect.all(Array.from({ length: 12 }, () => store.reserve(key, Cost.amounts({}), { headroom: 0 })), { concurrency: "unbounded" })
-        expect({ name, waited: Date.now() - started < 1_000 }).toEqual({ name, waited: true })
-        // the local tenth of the quota: 10 of 100 requests
-        expect(answers.filter((answer) => answer._tag === "Granted").length).toBe(10)
-        // The admin is paused too: its UNPAUSE answers when the pause ends, and the next store starts on a live server.
-        yield* Effect.tryPromise(() => admin.call("CLIENT", "UNPAUSE"))
-      }
-    }).pipe(Effect.scoped), 30_000)
+  it.live(
+    "a Redis that hangs is timed out, by the store's own client and around a client given without a command timeout, and the local share answers",
+    () =>
+      Effect.gen(function*() {
+        const port = yield* freePort
+        yield* redisServer(port)
+        // Commands queue until it connects: the first ping answers once the server is up.
+        const admin = yield* Effect.acquireRelease(
+          Effect.sync(() => new Redis(port, "127.0.0.1", { retryStrategy: () => 50 })),
+          (redis) => Effect.sync(() => redis.disconnect())
+        )
+        yield* Effect.tryPromise(() => admin.ping()).pipe(Effect.timeout("5 seconds"))
+        const given = yield* Effect.acquireRelease(
+          Effect.sync(() => new Redis(port, "127.0.0.1", { enableOfflineQueue: false, maxRetriesPerRequest: 0 })),
+          (redis) => Effect.sync(() => redis.disconnect())
+        )
+        yield* Effect.retry(
+          Effect.tryPromise(() => given.ping()),
+          Schedule.spaced("50 millis").pipe(Schedule.upTo("5 seconds"))
+        )
+        const own = yield* RedisStore.make({
+          url: `redis://127.0.0.1:${port}`,
+          prefix,
+          localShare: 0.1,
+          timeout: "200 millis"
+        })
+        const around = yield* RedisStore.make({ client: given, prefix, localShare: 0.1, timeout: "200 millis" })
+        const quota = Quota.decodeSync({ requests: { limit: 100, per: "1 hour" } })
+        for (const [name, store] of [["own", own], ["given", around]] as const) {
+          const key = `hang/${name}/${++keys}`
+          yield* store.define(key, quota)
+          expect((yield* store.reserve(key, Cost.amounts({}), { headroom: 0 }))._tag).toBe("Granted")
+          // Every client's commands now wait 1.5 s at the server: the store gives up after its 200 ms.
+          yield* Effect.tryPromise(() => admin.call("CLIENT", "PAUSE", "1500", "ALL"))
+          const started = Date.now()
+          const answers = yield* Effect.all(
+            Array.from({ length: 12 }, () => store.reserve(key, Cost.amounts({}), { headroom: 0 })),
+            { concurrency: "unbounded" }
+          )
+          expect({ name, waited: Date.now() - started < 1_000 }).toEqual({ name, waited: true })
+          // the local tenth of the quota: 10 of 100 requests
+          expect(answers.filter((answer) => answer._tag === "Granted").length).toBe(10)
+          // The admin is paused too: its UNPAUSE answers when the pause ends, and the next store starts on a live server.
+          yield* Effect.tryPromise(() => admin.call("CLIENT", "UNPAUSE"))
+        }
+      }).pipe(Effect.scoped),
+    30_000
+  )
 
-  it.live("when Redis stops the store falls back to its local share, and returns when Redis answers again", () =>
-    Effect.gen(function*() {
-      const port = yield* freePort
-      const startRedis = redisServer(port)
-      const answers = Effect.flatMap(Effect.promise(() => new Redis(port, "127.0.0.1", { lazyConnect: true }).connect().then(() => true, () => false)), (ok) => ok ? Effect.void : Effect.fail("not yet"))
-      const key = `outage/${++keys}`
-      const localQuota = Quota.decodeSync({ requests: { limit: 100, per: "1 hour" } })
-      const toLocal = Metric.tagged(RedisStore.fallbacks, "to", "local")
-      const toRedis = Metric.tagged(RedisStore.fallbacks, "to", "redis")
-      const localBefore = (yield* Metric.value(toLocal)).count
-      const redisBefore = (yield* Metric.value(toRedis)).count
-      // Redis up: the store works on it.
-      const server = yield* redisServer(port)
-      yield* Effect.retry(answers, Schedule.spaced("50 millis").pipe(Schedule.upTo("5 seconds")))
-      const s = yield* RedisStore.make({ url: `redis://127.0.0.1:${port}`, prefix, localShare: 0.1, timeout: "300 millis" })
-      yield* s.define(key, localQuota)
-      yield* Effect.retry(
-        Effect.flatMap(s.reserve(key, Cost.amounts({}), { headroom: 0 }), (answer) => answer._tag === "Granted" ? Effect.void : Effect.fail("wait")),
-        Schedule.spaced("50 millis").pipe(Schedule.upTo("3 seconds"))
-      )
-      // Redis stops: answers come from the local tenth of the quota (10 requests), without hanging.
-      server.kill("SIGKILL")
-      yield* Effect.sleep("200 millis")
-      const during = yield* Effect.all(Array.from({ length: 15 }, () => s.reserve(key, Cost.amounts({}), { headroom: 0 }))).pipe(Effect.timeout("10 seconds"))
-      expect(during.filter((answer) => answer._tag === "Granted").length).toBe(10)
-      expect((yield* Metric.value(toLocal)).count - localBefore).toBe(1)
-      // Redis is back: the store returns to it.
-      yield* startRedis
-      yield* Effect.retry(answers, Schedule.spaced("50 millis").pipe(Schedule.upTo("5 seconds")))
-      yield* Effect.retry(
-        Effect.flatMap(s.state(key), () => Effect.flatMap(Metric.value(toRedis), (value) => value.count > redisBefore ? Effect.void : Effect.fail("still local"))),
-        Schedule.spaced("100 millis").pipe(Schedule.upTo("8 seconds"))
-      )
-      expect((yield* Metric.value(toRedis)).count - redisBefore).toBe(1)
-    }).pipe(Effect.scoped), 30_000)
+  it.live(
+    "when Redis stops the store falls back to its local share, and returns when Redis answers again",
+    () =>
+      Effect.gen(function*() {
+        const port = yield* freePort
+        const startRedis = redisServer(port)
+        const answers = Effect.flatMap(
+          Effect.promise(() =>
+            new Redis(port, "127.0.0.1", { lazyConnect: true }).connect().then(() => true, () => false)
+          ),
+          (ok) => ok ? Effect.void : Effect.fail("not yet")
+        )
+        const key = `outage/${++keys}`
+        const localQuota = Quota.decodeSync({ requests: { limit: 100, per: "1 hour" } })
+        const toLocal = Metric.tagged(RedisStore.fallbacks, "to", "local")
+        const toRedis = Metric.tagged(RedisStore.fallbacks, "to", "redis")
+        const localBefore = (yield* Metric.value(toLocal)).count
+        const redisBefore = (yield* Metric.value(toRedis)).count
+        // Redis up: the store works on it.
+        const server = yield* redisServer(port)
+        yield* Effect.retry(answers, Schedule.spaced("50 millis").pipe(Schedule.upTo("5 seconds")))
+        const s = yield* RedisStore.make({
+          url: `redis://127.0.0.1:${port}`,
+          prefix,
+          localShare: 0.1,
+          timeout: "300 millis"
+        })
+        yield* s.define(key, localQuota)
+        yield* Effect.retry(
+          Effect.flatMap(
+            s.reserve(key, Cost.amounts({}), { headroom: 0 }),
+            (answer) => answer._tag === "Granted" ? Effect.void : Effect.fail("wait")
+          ),
+          Schedule.spaced("50 millis").pipe(Schedule.upTo("3 seconds"))
+        )
+        // Redis stops: answers come from the local tenth of the quota (10 requests), without hanging.
+        server.kill("SIGKILL")
+        yield* Effect.sleep("200 millis")
+        const during = yield* Effect.all(
+          Array.from({ length: 15 }, () => s.reserve(key, Cost.amounts({}), { headroom: 0 }))
+        ).pipe(Effect.timeout("10 seconds"))
+        expect(during.filter((answer) => answer._tag === "Granted").length).toBe(10)
+        expect((yield* Metric.value(toLocal)).count - localBefore).toBe(1)
+        // Redis is back: the store returns to it.
+        yield* startRedis
+        yield* Effect.retry(answers, Schedule.spaced("50 millis").pipe(Schedule.upTo("5 seconds")))
+        yield* Effect.retry(
+          Effect.flatMap(
+            s.state(key),
+            () =>
+              Effect.flatMap(Metric.value(toRedis), (value) =>
+                value.count > redisBefore ? Effect.void : Effect.fail("still local"))
+          ),
+          Schedule.spaced("100 millis").pipe(Schedule.upTo("8 seconds"))
+        )
+        expect((yield* Metric.value(toRedis)).count - redisBefore).toBe(1)
+      }).pipe(Effect.scoped),
+    30_000
+  )
 })
-
 
 /** A client of the test's own on the shared Redis: `disconnect()` takes Redis away from the store, `connect()` brings it back. */
 const ownClient = Effect.acquireRelease(
   Effect.promise(async () => {
-    const client = new Redis(REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 1_000, lazyConnect: true, retryStrategy: () => null })
+    const client = new Redis(REDIS_URL, {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: 1_000,
+      lazyConnect: true,
+      retryStrategy: () => null
+    })
     client.on("error", () => {})
     await client.connect()
     return client
@@ -152,7 +220,10 @@ const ownClient = Effect.acquireRelease(
 )
 
 /** An admin connection to the shared Redis, to inspect and delete the store's keys. */
-const admin = Effect.acquireRelease(Effect.sync(() => new Redis(REDIS_URL)), (redis) => Effect.sync(() => redis.disconnect()))
+const admin = Effect.acquireRelease(
+  Effect.sync(() => new Redis(REDIS_URL)),
+  (redis) => Effect.sync(() => redis.disconnect())
+)
 
 /** Takes Redis away from a client of our own, once the connection has really ended. */
 const takeAway = (client: Redis) =>
@@ -163,7 +234,8 @@ const takeAway = (client: Redis) =>
 
 const entryOf = (key: string) => `${prefix}:limiter:${key}`
 
-const granted = (answers: ReadonlyArray<LimiterStore.Reservation>) => answers.filter((answer) => answer._tag === "Granted").length
+const granted = (answers: ReadonlyArray<LimiterStore.Reservation>) =>
+  answers.filter((answer) => answer._tag === "Granted").length
 
 const reserveTimes = (s: LimiterStore.LimiterStore["Type"], key: string, times: number) =>
   Effect.all(Array.from({ length: times }, () => s.reserve(key, Cost.amounts({}), { headroom: 0 })))
@@ -260,7 +332,13 @@ describe("LimiterStore on Redis: fallback", () => {
     ).pipe(Effect.map(([port]) => port))
     const client = yield* Effect.acquireRelease(
       Effect.promise(async () => {
-        const client = new Redis(port, "127.0.0.1", { enableReadyCheck: false, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 100, lazyConnect: true })
+        const client = new Redis(port, "127.0.0.1", {
+          enableReadyCheck: false,
+          enableOfflineQueue: false,
+          maxRetriesPerRequest: 0,
+          commandTimeout: 100,
+          lazyConnect: true
+        })
         client.on("error", () => {})
         await client.connect()
         return client
@@ -303,10 +381,27 @@ describe("LimiterStore on Redis: the conformance run cannot pass without Redis",
   it.live("every case of the suite fails against a strict store on a closed port", () =>
     Effect.gen(function*() {
       const port = yield* freePort
-      const s = yield* RedisStore.make({ url: `redis://127.0.0.1:${port}`, prefix, strict: true, timeout: "200 millis" })
+      const s = yield* RedisStore.make({
+        url: `redis://127.0.0.1:${port}`,
+        prefix,
+        strict: true,
+        timeout: "200 millis"
+      })
       for (const test of limiterStoreCases) {
-        const error = yield* Effect.flip(Effect.provideService(test.run({ key: () => `closed/${++keys}`, elapse: () => Effect.void }), LimiterStore.LimiterStore, s))
-        expect({ name: test.name, tag: (error as { _tag?: string })._tag }).toEqual({ name: test.name, tag: "LimiterStoreError" })
+        const error = yield* Effect.flip(
+          Effect.provideService(
+            test.run({
+              key: () => `closed/${++keys}`,
+              elapse: () => Effect.void
+            }),
+            LimiterStore.LimiterStore,
+            s
+          )
+        )
+        expect({ name: test.name, tag: (error as { _tag?: string })._tag }).toEqual({
+          name: test.name,
+          tag: "LimiterStoreError"
+        })
       }
     }).pipe(Effect.scoped), 30_000)
 })

@@ -10,7 +10,10 @@ const perMinute = (limit: number) => ({ limit, per: "1 minute" })
 
 /** The time-left gauge of one key and dimension. */
 const timeLeftOf = (key: string, dimension: string) =>
-  Effect.map(Metric.value(Metrics.quotaTimeLeft.pipe(Metric.tagged("key", key), Metric.tagged("dimension", dimension))), (state) => state.value)
+  Effect.map(
+    Metric.value(Metrics.quotaTimeLeft.pipe(Metric.tagged("key", key), Metric.tagged("dimension", dimension))),
+    (state) => state.value
+  )
 
 /** Takes `amount` input tokens on `key` every second, `seconds` times, keeping each reservation. */
 const consume = (key: string, amount: number, seconds: number) =>
@@ -25,10 +28,15 @@ const consume = (key: string, amount: number, seconds: number) =>
 describe("Metrics.timeLeftSeconds", () => {
   it("is the level over the net drain, +Inf when the refill keeps up, 0 when callers wait", () => {
     expect(Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 1_500, refillPerSecond: 1_000 })).toBe(60)
-    expect(Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 1_000, refillPerSecond: 1_000 })).toBe(Number.POSITIVE_INFINITY)
-    expect(Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 0, refillPerSecond: 1_000 })).toBe(Number.POSITIVE_INFINITY)
+    expect(Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 1_000, refillPerSecond: 1_000 })).toBe(
+      Number.POSITIVE_INFINITY
+    )
+    expect(Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 0, refillPerSecond: 1_000 })).toBe(
+      Number.POSITIVE_INFINITY
+    )
     expect(Metrics.timeLeftSeconds({ level: -200, consumptionPerSecond: 1_500, refillPerSecond: 1_000 })).toBe(0)
-    expect(Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 0, refillPerSecond: 1_000, blocked: true })).toBe(0)
+    expect(Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 0, refillPerSecond: 1_000, blocked: true }))
+      .toBe(0)
   })
 })
 
@@ -86,7 +94,10 @@ describe("the limiter's time-left gauge", () => {
       yield* consume(light, 50, 20)
       expect(yield* timeLeftOf(light, "inputTokens")).toBe(Number.POSITIVE_INFINITY)
     }).pipe(Effect.provide(RateLimiter.layerMemory({
-      quotas: { "time-left/busy": { inputTokens: perMinute(6_000) }, "time-left/light": { inputTokens: perMinute(6_000) } }
+      quotas: {
+        "time-left/busy": { inputTokens: perMinute(6_000) },
+        "time-left/light": { inputTokens: perMinute(6_000) }
+      }
     }))))
 
   it.scoped("is 0 on the dimension callers are waiting for, and only on it", () =>
@@ -105,5 +116,11 @@ describe("the limiter's time-left gauge", () => {
       yield* Fiber.join(waiter)
       yield* TestClock.adjust(Duration.minutes(5))
       expect(yield* timeLeftOf(key, "inputTokens")).toBe(Number.POSITIVE_INFINITY)
-    }).pipe(Effect.provide(RateLimiter.layerMemory({ quotas: { "time-left/blocked": { requests: perMinute(600), inputTokens: perMinute(6_000) } } }))))
+    }).pipe(
+      Effect.provide(
+        RateLimiter.layerMemory({
+          quotas: { "time-left/blocked": { requests: perMinute(600), inputTokens: perMinute(6_000) } }
+        })
+      )
+    ))
 })

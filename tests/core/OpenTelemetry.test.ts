@@ -19,11 +19,18 @@ import { Effect, Layer } from "effect"
 const MODEL = "claude-haiku-4-5"
 const KEY = "otel-test/key"
 
-const EstimatorFast = Layer.succeed(TokenEstimator.TokenEstimator, TokenEstimator.makeWith((text) => Math.ceil(text.length / 4)))
+const EstimatorFast = Layer.succeed(
+  TokenEstimator.TokenEstimator,
+  TokenEstimator.makeWith((text) => Math.ceil(text.length / 4))
+)
 
 const Governed = Governor.layer({ key: () => KEY }).pipe(
   Layer.provideMerge(SimulatedClient.layer({})),
-  Layer.provideMerge(RateLimiter.layerMemory({ quotas: { [KEY]: { requests: { limit: 50, per: "1 minute" }, inputTokens: { limit: 30_000, per: "1 minute" } } } })),
+  Layer.provideMerge(
+    RateLimiter.layerMemory({
+      quotas: { [KEY]: { requests: { limit: 50, per: "1 minute" }, inputTokens: { limit: 30_000, per: "1 minute" } } }
+    })
+  ),
   Layer.provide(EstimatorFast)
 )
 
@@ -41,7 +48,11 @@ describe("Metrics/OpenTelemetry", () => {
       const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 60_000 })
       const response = yield* Effect.gen(function*() {
         const client = yield* LlmClient.LlmClient
-        return yield* client.complete({ model: MODEL, messages: [{ role: "user", content: "Count my tokens, please." }], maxOutputTokens: 64 })
+        return yield* client.complete({
+          model: MODEL,
+          messages: [{ role: "user", content: "Count my tokens, please." }],
+          maxOutputTokens: 64
+        })
       }).pipe(Effect.provide(Layer.merge(Governed, SluiceOtel.layer(() => reader, { serviceName: "otel-test" }))))
       // The layer was released: its shutdown flushed the reader one last time.
       const exported = exporter.getMetrics()

@@ -10,7 +10,8 @@ import { afterAll } from "vitest"
 
 class Boom extends Data.TaggedError("Boom")<{ readonly message: string }> {}
 
-const docs = (n: number) => Stream.fromIterable(Array.from({ length: n }, (_, i) => ({ id: `d${i}`, text: i % 7 === 3 ? "" : `text ${i}` })))
+const docs = (n: number) =>
+  Stream.fromIterable(Array.from({ length: n }, (_, i) => ({ id: `d${i}`, text: i % 7 === 3 ? "" : `text ${i}` })))
 
 /** Fails empty documents, succeeds the rest. */
 const process = (doc: { readonly id: string; readonly text: string }) =>
@@ -23,7 +24,9 @@ describe("Pipeline", () => {
   it.effect("every document gets exactly one outcome; failures carry their reason; nothing is dropped", () =>
     Effect.gen(function*() {
       const progress = yield* SubscriptionRef.make(Pipeline.emptyProgress)
-      const outcomes = Chunk.toReadonlyArray(yield* Stream.runCollect(Pipeline.run(docs(50), process, { concurrency: 8, progress })))
+      const outcomes = Chunk.toReadonlyArray(
+        yield* Stream.runCollect(Pipeline.run(docs(50), process, { concurrency: 8, progress }))
+      )
       expect(new Set(outcomes.map((o) => o.id)).size).toBe(50)
       const failed = outcomes.filter((o) => o._tag === "Failed")
       expect(failed.length).toBe(7)
@@ -50,23 +53,34 @@ describe("Pipeline", () => {
 
   it.effect("Shed and BudgetExceeded are outcomes of their own", () =>
     Effect.gen(function*() {
-      const outcomes = Chunk.toReadonlyArray(yield* Stream.runCollect(Pipeline.run(
-        Stream.make({ id: "a" }, { id: "b" }),
-        (doc) => doc.id === "a"
-          ? Effect.fail(new RateLimiter.Shed({ key: "k", priority: "batch", reason: "lane-full", waiting: 3 }))
-          : Effect.fail({ _tag: "BudgetExceeded", message: "over the day's budget" })
-      )))
+      const outcomes = Chunk.toReadonlyArray(
+        yield* Stream.runCollect(Pipeline.run(
+          Stream.make({ id: "a" }, { id: "b" }),
+          (doc) =>
+            doc.id === "a"
+              ? Effect.fail(new RateLimiter.Shed({ key: "k", priority: "batch", reason: "lane-full", waiting: 3 }))
+              : Effect.fail({ _tag: "BudgetExceeded", message: "over the day's budget" })
+        ))
+      )
       expect(outcomes.map((o) => o._tag).sort()).toEqual(["OverBudget", "Shed"])
     }).pipe(Effect.provide(Pipeline.layerCheckpointMemory)))
 
   it.effect("a rerun over the same SQLite checkpoint skips what succeeded and retries what did not", () =>
     Effect.gen(function*() {
-      const CheckpointLive = PipelineSql.layer.pipe(Layer.provide(SqliteClient.layer({ filename: join(dir, "checkpoint.db") })), Layer.orDie)
+      const CheckpointLive = PipelineSql.layer.pipe(
+        Layer.provide(SqliteClient.layer({ filename: join(dir, "checkpoint.db") })),
+        Layer.orDie
+      )
       const calls = yield* Ref.make(0)
-      const counted = (doc: { readonly id: string; readonly text: string }) => Effect.zipRight(Ref.update(calls, (n) => n + 1), process(doc))
-      const first = Chunk.toReadonlyArray(yield* Stream.runCollect(Pipeline.run(docs(20), counted)).pipe(Effect.provide(CheckpointLive)))
+      const counted = (doc: { readonly id: string; readonly text: string }) =>
+        Effect.zipRight(Ref.update(calls, (n) => n + 1), process(doc))
+      const first = Chunk.toReadonlyArray(
+        yield* Stream.runCollect(Pipeline.run(docs(20), counted)).pipe(Effect.provide(CheckpointLive))
+      )
       expect(first.filter((o) => o._tag === "Succeeded").length).toBe(17)
-      const second = Chunk.toReadonlyArray(yield* Stream.runCollect(Pipeline.run(docs(20), counted)).pipe(Effect.provide(CheckpointLive)))
+      const second = Chunk.toReadonlyArray(
+        yield* Stream.runCollect(Pipeline.run(docs(20), counted)).pipe(Effect.provide(CheckpointLive))
+      )
       expect(second.filter((o) => o._tag === "Skipped").length).toBe(17)
       expect(second.filter((o) => o._tag === "Failed").length).toBe(3)
       // 20 calls the first time, only the 3 failures again
@@ -76,7 +90,14 @@ describe("Pipeline", () => {
 
 describe("Pipeline meter and monitor", () => {
   const usage = { inputTokens: 100, outputTokens: 20, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
-  const response = (model: string): LlmClient.Response => ({ id: "r", model, content: [], stopReason: "end_turn", usage, rateLimits: { dimensions: {} } })
+  const response = (model: string): LlmClient.Response => ({
+    id: "r",
+    model,
+    content: [],
+    stopReason: "end_turn",
+    usage,
+    rateLimits: { dimensions: {} }
+  })
 
   /** A provider that answers 429 to a document's first `failFirst` attempts. */
   const flaky = (failFirst: number): LlmClient.Provider => {
@@ -89,14 +110,21 @@ describe("Pipeline meter and monitor", () => {
           const n = (seen.get(id) ?? 0) + 1
           seen.set(id, n)
           return n <= failFirst
-            ? Effect.fail(new LlmClient.RateLimited({ provider: "test", model: request.model, status: 429, detail: "slow down" }))
+            ? Effect.fail(
+              new LlmClient.RateLimited({ provider: "test", model: request.model, status: 429, detail: "slow down" })
+            )
             : Effect.succeed(response(request.model))
         }),
       stream: () => Stream.empty
     }
   }
   const ask = (client: LlmClient.Provider, id: string) =>
-    client.complete({ model: "m", messages: [{ role: "user", content: "hi" }], maxOutputTokens: 10, metadata: { documentId: id } })
+    client.complete({
+      model: "m",
+      messages: [{ role: "user", content: "hi" }],
+      maxOutputTokens: 10,
+      metadata: { documentId: id }
+    })
 
   it.effect("the meter counts every attempt, the 429s under a retry, tokens and cost; a failed outcome carries its attempts", () =>
     Effect.gen(function*() {
@@ -105,7 +133,11 @@ describe("Pipeline meter and monitor", () => {
       // d0 and d1 succeed on their third attempt (two retries each); d2 gives up after two.
       const process = (doc: { readonly id: string }) =>
         ask(client, doc.id).pipe(Effect.retry({ times: doc.id === "d2" ? 1 : 5 }))
-      const outcomes = Chunk.toReadonlyArray(yield* Stream.runCollect(Pipeline.run(Stream.make({ id: "d0" }, { id: "d1" }, { id: "d2" }), process, { meter })))
+      const outcomes = Chunk.toReadonlyArray(
+        yield* Stream.runCollect(
+          Pipeline.run(Stream.make({ id: "d0" }, { id: "d1" }, { id: "d2" }), process, { meter })
+        )
+      )
       const failed = outcomes.find((o) => o._tag === "Failed")
       expect(failed?._tag === "Failed" && failed.attempts).toBe(2)
       expect(yield* SubscriptionRef.get(meter.progress)).toMatchObject({
@@ -135,13 +167,23 @@ describe("Pipeline meter and monitor", () => {
       const progress = yield* SubscriptionRef.make(Pipeline.emptyProgress)
       const limiter = yield* RateLimiter.RateLimiter
       const snapshots = yield* Ref.make<Array<Pipeline.Snapshot>>([])
-      const fiber = yield* Pipeline.monitor(progress, { every: "1 second", window: "10 seconds", total: 100, limiter: { limiter, key: "k" } }).pipe(
+      const fiber = yield* Pipeline.monitor(progress, {
+        every: "1 second",
+        window: "10 seconds",
+        total: 100,
+        limiter: { limiter, key: "k" }
+      }).pipe(
         Stream.runForEach((snapshot) => Ref.update(snapshots, (all) => [...all, snapshot])),
         Effect.fork
       )
       // 60 requests and 6,000 input tokens a minute for 20 seconds, then nothing.
       for (let second = 1; second <= 30; second++) {
-        if (second <= 20) yield* SubscriptionRef.update(progress, (p) => ({ ...p, requests: p.requests + 1, inputTokens: p.inputTokens + 100 }))
+        if (second <= 20) {
+          yield* SubscriptionRef.update(
+            progress,
+            (p) => ({ ...p, requests: p.requests + 1, inputTokens: p.inputTokens + 100 })
+          )
+        }
         yield* TestClock.adjust("1 second")
       }
       yield* Fiber.interrupt(fiber)

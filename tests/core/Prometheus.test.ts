@@ -41,7 +41,10 @@ const parseValue = (text: string, line: number): number => {
 }
 
 /** `{name="value",…}` read character by character: only `\\`, `\"` and `\n` escapes are allowed. */
-const parseLabels = (text: string, line: number): { readonly labels: Record<string, string>; readonly rest: string } => {
+const parseLabels = (
+  text: string,
+  line: number
+): { readonly labels: Record<string, string>; readonly rest: string } => {
   const labels: Record<string, string> = {}
   let i = 1
   while (text[i] !== "}") {
@@ -81,7 +84,9 @@ const familyOf = (families: Map<string, Family>, name: string): Family | undefin
   for (const suffix of ["_bucket", "_sum", "_count", ""]) {
     if (!name.endsWith(suffix)) continue
     const family = families.get(name.slice(0, name.length - suffix.length))
-    if (family !== undefined && (suffix === "" || family.type === "histogram" || family.type === "summary")) return family
+    if (family !== undefined && (suffix === "" || family.type === "histogram" || family.type === "summary")) {
+      return family
+    }
   }
   return undefined
 }
@@ -115,7 +120,9 @@ const parse = (text: string): Map<string, Family> => {
       current = family
       if (kind === "TYPE") {
         if (family.type !== undefined) throw new Error(`line ${n}: second TYPE for ${name}`)
-        if (!["counter", "gauge", "histogram", "summary", "untyped"].includes(rest)) throw new Error(`line ${n}: bad type ${rest}`)
+        if (!["counter", "gauge", "histogram", "summary", "untyped"].includes(rest)) {
+          throw new Error(`line ${n}: bad type ${rest}`)
+        }
         family.type = rest
       } else {
         if (family.help !== undefined) throw new Error(`line ${n}: second HELP for ${name}`)
@@ -134,7 +141,9 @@ const parse = (text: string): Map<string, Family> => {
     const family = familyOf(families, name)
     if (family === undefined || family.type === undefined) throw new Error(`line ${n}: sample ${name} without a TYPE`)
     if (family !== current) throw new Error(`line ${n}: sample ${name} outside its family's block`)
-    if (family.type === "counter" && !name.endsWith("_total")) throw new Error(`line ${n}: counter ${name} without _total`)
+    if (family.type === "counter" && !name.endsWith("_total")) {
+      throw new Error(`line ${n}: counter ${name} without _total`)
+    }
     const id = `${name}${JSON.stringify(Object.entries(labels).sort())}`
     if (seen.has(id)) throw new Error(`line ${n}: series ${id} twice`)
     seen.add(id)
@@ -155,7 +164,9 @@ const parse = (text: string): Map<string, Family> => {
       expect(buckets.at(-1)?.labels.le).toBe("+Inf")
       expect(buckets.at(-1)?.value).toBe(count?.value)
       for (let i = 1; i < buckets.length; i++) {
-        expect(Number(buckets[i]!.labels.le!.replace("+Inf", "Infinity"))).toBeGreaterThan(Number(buckets[i - 1]!.labels.le))
+        expect(Number(buckets[i]!.labels.le!.replace("+Inf", "Infinity"))).toBeGreaterThan(
+          Number(buckets[i - 1]!.labels.le)
+        )
         expect(buckets[i]!.value).toBeGreaterThanOrEqual(buckets[i - 1]!.value)
       }
     }
@@ -166,7 +177,9 @@ const parse = (text: string): Map<string, Family> => {
 /** The value of one series, 0 when absent. */
 const valueOf = (families: Map<string, Family>, name: string, labels: Record<string, string>): number => {
   const family = familyOf(families, name)
-  const sample = family?.samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+  const sample = family?.samples.find((s) =>
+    s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)
+  )
   return sample?.value ?? 0
 }
 
@@ -183,7 +196,10 @@ const sumOf = (families: Map<string, Family>, name: string, labels: Record<strin
 const MODEL = "claude-haiku-4-5"
 const quota = { requestsPerMinute: 60, inputTokensPerMinute: 20_000, outputTokensPerMinute: 4_000 }
 
-const EstimatorFast = Layer.succeed(TokenEstimator.TokenEstimator, TokenEstimator.makeWith((text) => Math.ceil(text.length / 4)))
+const EstimatorFast = Layer.succeed(
+  TokenEstimator.TokenEstimator,
+  TokenEstimator.makeWith((text) => Math.ceil(text.length / 4))
+)
 
 const governed = (key: string) =>
   Governor.layer({ key: () => key, count: "provider", retry: { maxAttempts: 4 } }).pipe(
@@ -211,10 +227,18 @@ describe("Prometheus", () => {
       const client = yield* LlmClient.LlmClient
       const sim = yield* SimulatedClient.SimulatedStats
       const fibers = yield* Effect.forEach(
-        Array.from({ length: 90 }, (_, i) => `Invoice ${i} from supplier ${i % 5}: totals, dates and the terms of payment.`),
-        (text) => Effect.fork(client.complete({ model: MODEL, messages: [{ role: "user", content: text }], maxOutputTokens: 80 }))
+        Array.from(
+          { length: 90 },
+          (_, i) => `Invoice ${i} from supplier ${i % 5}: totals, dates and the terms of payment.`
+        ),
+        (text) =>
+          Effect.fork(
+            client.complete({ model: MODEL, messages: [{ role: "user", content: text }], maxOutputTokens: 80 })
+          )
       )
-      for (let round = 0; round < 60 && fibers.some((fiber) => fiber.unsafePoll() === null); round++) yield* TestClock.adjust(Duration.seconds(10))
+      for (let round = 0; round < 60 && fibers.some((fiber) => fiber.unsafePoll() === null); round++) {
+        yield* TestClock.adjust(Duration.seconds(10))
+      }
       const exits = yield* Effect.forEach(fibers, Fiber.await)
       const succeeded = exits.filter(Exit.isSuccess)
       const [provider] = (yield* sim.stats).keys
@@ -246,16 +270,38 @@ describe("Prometheus", () => {
       expect(families.get("sluice_limiter_wait_seconds")?.type).toBe("histogram")
       expect(families.get("sluice_quota_time_left_seconds")?.type).toBe("gauge")
       expect(families.get("sluice_requests_total")?.help).toContain("by key and outcome")
-      expect(valueOf(families, "sluice_limiter_wait_seconds_bucket", { key, class: "normal", le: "+Inf" })).toBe(attempts)
+      expect(valueOf(families, "sluice_limiter_wait_seconds_bucket", { key, class: "normal", le: "+Inf" })).toBe(
+        attempts
+      )
     }).pipe(Effect.provide(governed("prometheus-test/run")), Effect.withRandom(Random.make(5))))
 
   it.effect("label values and help text are escaped, names sanitised, and every kind of metric renders", () =>
     Effect.gen(function*() {
       const awkward = "a \"quoted\" back\\slash\nand a new line"
-      yield* Metric.increment(Metric.tagged(Metric.counter("prometheus.test-odd name", { description: "help with a \\ and a\nline" }), "weird-label", awkward))
+      yield* Metric.increment(
+        Metric.tagged(
+          Metric.counter("prometheus.test-odd name", { description: "help with a \\ and a\nline" }),
+          "weird-label",
+          awkward
+        )
+      )
       yield* Metric.set(Metric.gauge("prometheus_test_gauge").pipe(Metric.tagged("k", "v")), Number.POSITIVE_INFINITY)
-      yield* Metric.update(Metric.histogram("prometheus_test_seconds", MetricBoundaries.fromIterable([0.5, 1])).pipe(Metric.tagged("k", "v")), 0.7)
-      yield* Metric.update(Metric.summary({ name: "prometheus_test_summary", maxAge: "1 minute", maxSize: 10, error: 0.01, quantiles: [0.5, 0.9] }), 3)
+      yield* Metric.update(
+        Metric.histogram("prometheus_test_seconds", MetricBoundaries.fromIterable([0.5, 1])).pipe(
+          Metric.tagged("k", "v")
+        ),
+        0.7
+      )
+      yield* Metric.update(
+        Metric.summary({
+          name: "prometheus_test_summary",
+          maxAge: "1 minute",
+          maxSize: 10,
+          error: 0.01,
+          quantiles: [0.5, 0.9]
+        }),
+        3
+      )
       yield* Metric.update(Metric.frequency("prometheus_test_frequency"), "x")
       const families = parse(yield* Prometheus.text({ prefix: "prometheus" }))
       expect([...families.keys()].every((name) => name.startsWith("prometheus"))).toBe(true)
@@ -274,7 +320,9 @@ describe("Prometheus", () => {
 
   it.live("the endpoint serves the exposition with its content type; other paths are 404", () =>
     Effect.gen(function*() {
-      yield* Metric.increment(Metric.tagged(Metric.tagged(Metrics.requests, "key", "prometheus-test/http"), "outcome", "ok"))
+      yield* Metric.increment(
+        Metric.tagged(Metric.tagged(Metrics.requests, "key", "prometheus-test/http"), "outcome", "ok")
+      )
       const client = yield* HttpClient.HttpClient
       const response = yield* client.get("/metrics")
       expect(response.status).toBe(200)

@@ -4,10 +4,10 @@ import { Deferred, Duration, Effect, Exit, Fiber, Layer, Ref, TestClock } from "
 
 const flush = TestClock.adjust(0)
 const advance = (millis: number) => TestClock.adjust(Duration.millis(millis))
-const perMinute = (limit: number, burst?: number) => burst === undefined ? { limit, per: "1 minute" } : { limit, per: "1 minute", burst }
+const perMinute = (limit: number, burst?: number) =>
+  burst === undefined ? { limit, per: "1 minute" } : { limit, per: "1 minute", burst }
 
-const withLimiter = (options: RateLimiter.Options) =>
-<A, E>(self: Effect.Effect<A, E, RateLimiter.RateLimiter>) =>
+const withLimiter = (options: RateLimiter.Options) => <A, E>(self: Effect.Effect<A, E, RateLimiter.RateLimiter>) =>
   Effect.scoped(self.pipe(Effect.provide(RateLimiter.layerMemory(options))))
 
 describe("RateLimiter bounds", () => {
@@ -44,7 +44,10 @@ describe("RateLimiter bounds", () => {
         yield* limiter.observe(key, { dimensions: { requests: { limit: 3, remaining: 0 } } })
         yield* advance(15_000)
         expect((yield* limiter.stats(key)).resident).toBe(false)
-        const fibers = yield* Effect.forEach([1, 2], () => Effect.fork(Effect.scoped(Effect.zipRight(limiter.acquire(key, {}), Effect.never))))
+        const fibers = yield* Effect.forEach(
+          [1, 2],
+          () => Effect.fork(Effect.scoped(Effect.zipRight(limiter.acquire(key, {}), Effect.never)))
+        )
         yield* flush
         const stats = yield* limiter.stats(key)
         expect(stats).toMatchObject({ resident: true, discovering: false, maxInFlight: 256 })
@@ -63,7 +66,8 @@ describe("RateLimiter bounds", () => {
         yield* limiter.pause("labels/c", "1 second")
         const { Metric } = yield* Effect.promise(() => import("effect"))
         const { Metrics } = yield* Effect.promise(() => import("@sluice/core"))
-        const count = (key: string) => Effect.map(Metric.value(Metrics.pauses.pipe(Metric.tagged("key", key))), (state) => state.count)
+        const count = (key: string) =>
+          Effect.map(Metric.value(Metrics.pauses.pipe(Metric.tagged("key", key))), (state) => state.count)
         expect(yield* count("labels/a")).toBeGreaterThanOrEqual(1)
         expect(yield* count("labels/c")).toBe(0)
       }).pipe(withLimiter({ metricKeys: 2 })))
@@ -93,7 +97,9 @@ describe("RateLimiter bounds", () => {
         const patient = yield* Effect.fork(Effect.scoped(limiter.acquire(key, {})))
         yield* flush
         yield* advance(500)
-        expect(impatient.unsafePoll()).toEqual(Exit.fail(new RateLimiter.WaitTimeout({ key, priority: "normal", maxWait: Duration.millis(500) })))
+        expect(impatient.unsafePoll()).toEqual(
+          Exit.fail(new RateLimiter.WaitTimeout({ key, priority: "normal", maxWait: Duration.millis(500) }))
+        )
         expect((yield* limiter.stats(key)).waiting.normal).toBe(1)
         yield* advance(500)
         expect(Exit.isSuccess(yield* Fiber.await(patient))).toBe(true)
@@ -107,7 +113,11 @@ describe("RateLimiter bounds", () => {
             const key = "wait/model"
             yield* Effect.scoped(limiter.acquire(key, {}))
             const held = yield* Deferred.make<void>()
-            const waiter = yield* Effect.fork(Effect.scoped(Effect.zipRight(limiter.acquire(key, {}, { maxWait: Duration.millis(deadline) }), Deferred.await(held))))
+            const waiter = yield* Effect.fork(
+              Effect.scoped(
+                Effect.zipRight(limiter.acquire(key, {}, { maxWait: Duration.millis(deadline) }), Deferred.await(held))
+              )
+            )
             yield* flush
             yield* advance(1_000)
             const exit = waiter.unsafePoll()
@@ -119,7 +129,9 @@ describe("RateLimiter bounds", () => {
               yield* Deferred.succeed(held, undefined)
               expect(Exit.isSuccess(yield* Fiber.await(waiter))).toBe(true)
             } else {
-              expect(exit).toEqual(Exit.fail(new RateLimiter.WaitTimeout({ key, priority: "normal", maxWait: Duration.millis(deadline) })))
+              expect(exit).toEqual(
+                Exit.fail(new RateLimiter.WaitTimeout({ key, priority: "normal", maxWait: Duration.millis(deadline) }))
+              )
               expect(stats.inFlight).toBe(0)
               expect(stats.waiting.normal).toBe(0)
               // whatever was reserved for it came back: the next call is granted at once
@@ -135,7 +147,10 @@ describe("RateLimiter bounds", () => {
 
   describe("settlements go to the backend that granted", () => {
     /** The memory store, answering every grant with origin "local" and recording every adjust. */
-    const recordingStore = (adjusts: Ref.Ref<ReadonlyArray<{ readonly delta: unknown; readonly origin: unknown }>>, gate: Ref.Ref<Deferred.Deferred<void> | undefined>) =>
+    const recordingStore = (
+      adjusts: Ref.Ref<ReadonlyArray<{ readonly delta: unknown; readonly origin: unknown }>>,
+      gate: Ref.Ref<Deferred.Deferred<void> | undefined>
+    ) =>
       Layer.effect(
         LimiterStore.LimiterStore,
         Effect.map(LimiterStore.makeMemory, (memory) =>
@@ -148,9 +163,12 @@ describe("RateLimiter bounds", () => {
                 const answer = yield* memory.reserve(key, amounts, options)
                 return answer._tag === "Granted" ? { ...answer, origin: "local" as const } : answer
               }),
-            adjust: (key, delta, origin) => Effect.zipRight(Ref.update(adjusts, (all) => [...all, { delta, origin }]), memory.adjust(key, delta, origin))
-          })
-        )
+            adjust: (key, delta, origin) =>
+              Effect.zipRight(
+                Ref.update(adjusts, (all) => [...all, { delta, origin }]),
+                memory.adjust(key, delta, origin)
+              )
+          }))
       )
 
     it.effect("settle, and the refund of a grant whose waiter left while the store answered, pass the Granted origin to adjust", () =>
@@ -176,7 +194,14 @@ describe("RateLimiter bounds", () => {
           yield* Deferred.succeed(closed, undefined)
           yield* flush
           expect((yield* limiter.stats(key)).inFlight).toBe(0)
-        }).pipe(Effect.provide(RateLimiter.layer({ maxInFlight: 1, quotas: { "origin/model": { inputTokens: perMinute(60_000) } } }).pipe(Layer.provide(recordingStore(adjusts, gate)))), Effect.scoped)
+        }).pipe(
+          Effect.provide(
+            RateLimiter.layer({ maxInFlight: 1, quotas: { "origin/model": { inputTokens: perMinute(60_000) } } }).pipe(
+              Layer.provide(recordingStore(adjusts, gate))
+            )
+          ),
+          Effect.scoped
+        )
         expect(yield* Ref.get(adjusts)).toEqual([
           { delta: { inputTokens: -60, tokens: -60 }, origin: "local" },
           { delta: { requests: -1, inputTokens: -7, tokens: -7 }, origin: "local" }

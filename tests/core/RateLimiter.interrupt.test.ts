@@ -76,7 +76,14 @@ const runUntilDone = (fibers: ReadonlyArray<Fiber.RuntimeFiber<unknown, unknown>
   })
 
 /** One caller: acquire, hold a little, settle to nothing; `held` counts what it holds unsettled. */
-const call = (limiter: RateLimiter.RateLimiter["Type"], key: string, inputTokens: number, priority: Priority.Class, held: Held, hold = 10) =>
+const call = (
+  limiter: RateLimiter.RateLimiter["Type"],
+  key: string,
+  inputTokens: number,
+  priority: Priority.Class,
+  held: Held,
+  hold = 10
+) =>
   Effect.scoped(Effect.gen(function*() {
     const permit = yield* limiter.acquire(key, { inputTokens }, { priority })
     held.requests += 1
@@ -93,11 +100,21 @@ const call = (limiter: RateLimiter.RateLimiter["Type"], key: string, inputTokens
  * times, so across the sweep the interrupt lands on every step of its
  * acquisition: before its lane, in it, at its grant, in its use.
  */
-const sweepOnce = (limiter: RateLimiter.RateLimiter["Type"], key: string, opsBeforeYield: number, yields: number, held: Held) =>
+const sweepOnce = (
+  limiter: RateLimiter.RateLimiter["Type"],
+  key: string,
+  opsBeforeYield: number,
+  yields: number,
+  held: Held
+) =>
   Effect.gen(function*() {
     const first = yield* Effect.forkDaemon(call(limiter, key, 100, "normal", held))
-    const victim = yield* Effect.forkDaemon(call(limiter, key, 200, "interactive", held).pipe(Effect.withMaxOpsBeforeYield(opsBeforeYield)))
-    const third = yield* Effect.forkDaemon(call(limiter, key, 300, "batch", held).pipe(Effect.withMaxOpsBeforeYield(opsBeforeYield + 1)))
+    const victim = yield* Effect.forkDaemon(
+      call(limiter, key, 200, "interactive", held).pipe(Effect.withMaxOpsBeforeYield(opsBeforeYield))
+    )
+    const third = yield* Effect.forkDaemon(
+      call(limiter, key, 300, "batch", held).pipe(Effect.withMaxOpsBeforeYield(opsBeforeYield + 1))
+    )
     for (let i = 0; i < yields; i++) yield* Effect.yieldNow()
     yield* Fiber.interruptFork(victim)
     yield* runUntilDone([first, victim, third])
@@ -108,43 +125,55 @@ const sweepOnce = (limiter: RateLimiter.RateLimiter["Type"], key: string, opsBef
   })
 
 describe("RateLimiter under interruption", () => {
-  it.effect("an interrupt at any step of acquire, use or settle leaves nothing held, nothing waiting, nothing reserved (maxInFlight 1)", () =>
-    Effect.gen(function*() {
-      const leaks: Array<string> = []
-      for (let opsBeforeYield = MIN_OPS; opsBeforeYield < MIN_OPS + SWEEP_OPS; opsBeforeYield++) {
-        for (let yields = 0; yields <= MAX_YIELDS; yields++) {
-          const whole = yield* Effect.scoped(Effect.gen(function*() {
-            const limiter = yield* RateLimiter.RateLimiter
-            const held = { requests: 0, inputTokens: 0 }
-            return yield* Effect.exit(Effect.zipRight(
-              sweepOnce(limiter, KEY, opsBeforeYield, yields, held),
-              Effect.suspend(() => expectKeyWhole(limiter, KEY, { held, slack: { requests: 1, inputTokens: 200 } }))
-            ))
-          }).pipe(Effect.provide(RateLimiter.layerMemory({ maxInFlight: 1, quotas: { [KEY]: slowQuota } }))))
-          if (Exit.isFailure(whole)) leaks.push(`${opsBeforeYield}/${yields}`)
+  it.effect(
+    "an interrupt at any step of acquire, use or settle leaves nothing held, nothing waiting, nothing reserved (maxInFlight 1)",
+    () =>
+      Effect.gen(function*() {
+        const leaks: Array<string> = []
+        for (let opsBeforeYield = MIN_OPS; opsBeforeYield < MIN_OPS + SWEEP_OPS; opsBeforeYield++) {
+          for (let yields = 0; yields <= MAX_YIELDS; yields++) {
+            const whole = yield* Effect.scoped(
+              Effect.gen(function*() {
+                const limiter = yield* RateLimiter.RateLimiter
+                const held = { requests: 0, inputTokens: 0 }
+                return yield* Effect.exit(Effect.zipRight(
+                  sweepOnce(limiter, KEY, opsBeforeYield, yields, held),
+                  Effect.suspend(() => expectKeyWhole(limiter, KEY, { held, slack: { requests: 1, inputTokens: 200 } }))
+                ))
+              }).pipe(Effect.provide(RateLimiter.layerMemory({ maxInFlight: 1, quotas: { [KEY]: slowQuota } })))
+            )
+            if (Exit.isFailure(whole)) leaks.push(`${opsBeforeYield}/${yields}`)
+          }
         }
-      }
-      expect(leaks).toEqual([])
-    }), { timeout: 120_000 })
+        expect(leaks).toEqual([])
+      }),
+    { timeout: 120_000 }
+  )
 
-  it.effect("an interrupt at any step of a call on a key in discovery leaves the key able to grant again", () =>
-    Effect.gen(function*() {
-      const leaks: Array<string> = []
-      for (let opsBeforeYield = MIN_OPS; opsBeforeYield < MIN_OPS + SWEEP_OPS; opsBeforeYield++) {
-        for (let yields = 0; yields <= MAX_YIELDS; yields += 2) {
-          const whole = yield* Effect.scoped(Effect.gen(function*() {
-            const limiter = yield* RateLimiter.RateLimiter
-            const held = { requests: 0, inputTokens: 0 }
-            return yield* Effect.exit(Effect.zipRight(
-              sweepOnce(limiter, "discover/model", opsBeforeYield, yields, held),
-              expectKeyWhole(limiter, "discover/model", undefined)
-            ))
-          }).pipe(Effect.provide(RateLimiter.layerMemory({}))))
-          if (Exit.isFailure(whole)) leaks.push(`${opsBeforeYield}/${yields}`)
+  it.effect(
+    "an interrupt at any step of a call on a key in discovery leaves the key able to grant again",
+    () =>
+      Effect.gen(function*() {
+        const leaks: Array<string> = []
+        for (let opsBeforeYield = MIN_OPS; opsBeforeYield < MIN_OPS + SWEEP_OPS; opsBeforeYield++) {
+          for (let yields = 0; yields <= MAX_YIELDS; yields += 2) {
+            const whole = yield* Effect.scoped(
+              Effect.gen(function*() {
+                const limiter = yield* RateLimiter.RateLimiter
+                const held = { requests: 0, inputTokens: 0 }
+                return yield* Effect.exit(Effect.zipRight(
+                  sweepOnce(limiter, "discover/model", opsBeforeYield, yields, held),
+                  expectKeyWhole(limiter, "discover/model", undefined)
+                ))
+              }).pipe(Effect.provide(RateLimiter.layerMemory({})))
+            )
+            if (Exit.isFailure(whole)) leaks.push(`${opsBeforeYield}/${yields}`)
+          }
         }
-      }
-      expect(leaks).toEqual([])
-    }), { timeout: 120_000 })
+        expect(leaks).toEqual([])
+      }),
+    { timeout: 120_000 }
+  )
 
   it.effect.prop(
     "random programs of acquires, settles and interrupts under TestClock end with nothing held or reserved, and the key grants again",
@@ -172,7 +201,9 @@ describe("RateLimiter under interruption", () => {
         for (const spec of calls) {
           for (let i = 0; i < spec.gap; i++) yield* Effect.yieldNow()
           const fiber = yield* Effect.forkDaemon(
-            call(limiter, KEY, spec.cost, spec.priority, held, spec.hold).pipe(Effect.withMaxOpsBeforeYield(spec.opsBeforeYield))
+            call(limiter, KEY, spec.cost, spec.priority, held, spec.hold).pipe(
+              Effect.withMaxOpsBeforeYield(spec.opsBeforeYield)
+            )
           )
           fibers.push(fiber)
           if (spec.interruptAfter !== undefined) {

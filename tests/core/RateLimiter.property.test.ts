@@ -11,7 +11,12 @@ interface Grant {
 }
 
 /** The most any interval of grants takes from a bucket that started full, over what it may. */
-const worstExcess = (grants: ReadonlyArray<Grant>, amount: (grant: Grant) => number, capacity: number, ratePerMilli: number) => {
+const worstExcess = (
+  grants: ReadonlyArray<Grant>,
+  amount: (grant: Grant) => number,
+  capacity: number,
+  ratePerMilli: number
+) => {
   const sorted = [...grants].sort((a, b) => a.at - b.at)
   let worst = Number.NEGATIVE_INFINITY
   for (let i = 0; i < sorted.length; i++) {
@@ -48,7 +53,9 @@ describe("RateLimiter properties", () => {
         const limiter = yield* RateLimiter.RateLimiter
         const start = yield* Clock.currentTimeMillis
         const grants = yield* Ref.make<ReadonlyArray<Grant>>([])
-        const fibers: Array<{ readonly fiber: Fiber.RuntimeFiber<void, RateLimiter.RateLimiterError>; readonly inputTokens: number }> = []
+        const fibers: Array<
+          { readonly fiber: Fiber.RuntimeFiber<void, RateLimiter.RateLimiterError>; readonly inputTokens: number }
+        > = []
         for (const arrival of arrivals) {
           yield* TestClock.adjust(Duration.millis(arrival.gap))
           const inputTokens = Math.floor(arrival.size * tokenCapacity)
@@ -77,8 +84,10 @@ describe("RateLimiter properties", () => {
         const all = yield* Ref.get(grants)
         expect(all.length).toBe(fibers.filter(({ inputTokens }) => inputTokens <= tokenCapacity).length)
         const tolerance = 1e-6
-        expect(worstExcess(all, (grant) => grant.requests, requestsPerMinute, requestsPerMinute / 60_000)).toBeLessThanOrEqual(tolerance)
-        expect(worstExcess(all, (grant) => grant.inputTokens, tokenCapacity, tokensPerMinute / 60_000)).toBeLessThanOrEqual(tolerance * tokenCapacity)
+        expect(worstExcess(all, (grant) => grant.requests, requestsPerMinute, requestsPerMinute / 60_000))
+          .toBeLessThanOrEqual(tolerance)
+        expect(worstExcess(all, (grant) => grant.inputTokens, tokenCapacity, tokensPerMinute / 60_000))
+          .toBeLessThanOrEqual(tolerance * tokenCapacity)
       }).pipe(
         Effect.scoped,
         Effect.provide(RateLimiter.layerMemory({

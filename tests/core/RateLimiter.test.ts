@@ -12,9 +12,9 @@ const flush = TestClock.adjust(0)
 /** Moves the test clock forward. */
 const advance = (millis: number) => TestClock.adjust(Duration.millis(millis))
 
-const withLimiter = (options: RateLimiter.Options) =>
-<A, E>(self: Effect.Effect<A, E, RateLimiter.RateLimiter | Scope.Scope>) =>
-  Effect.scoped(self).pipe(Effect.provide(RateLimiter.layerMemory(options)))
+const withLimiter =
+  (options: RateLimiter.Options) => <A, E>(self: Effect.Effect<A, E, RateLimiter.RateLimiter | Scope.Scope>) =>
+    Effect.scoped(self).pipe(Effect.provide(RateLimiter.layerMemory(options)))
 
 interface Grant {
   readonly label: string
@@ -38,11 +38,15 @@ const harness = Effect.gen(function*() {
       return permit
     })))
   const granted = Effect.map(Ref.get(log), (grants) => grants.map((grant) => grant.label))
-  const grantTimes = Effect.map(Ref.get(log), (grants) => Object.fromEntries(grants.map((grant) => [grant.label, grant.at])))
+  const grantTimes = Effect.map(
+    Ref.get(log),
+    (grants) => Object.fromEntries(grants.map((grant) => [grant.label, grant.at]))
+  )
   return { limiter, start, granted, grantTimes }
 })
 
-const perMinute = (limit: number, burst?: number) => burst === undefined ? { limit, per: "1 minute" } : { limit, per: "1 minute", burst }
+const perMinute = (limit: number, burst?: number) =>
+  burst === undefined ? { limit, per: "1 minute" } : { limit, per: "1 minute", burst }
 
 describe("RateLimiter", () => {
   describe("timing", () => {
@@ -200,7 +204,9 @@ describe("RateLimiter", () => {
         yield* flush
         expect(yield* granted).toEqual(["first"])
         expect(yield* limiter.stats("new/key")).toMatchObject({ discovering: true, inFlight: 1, maxInFlight: 1 })
-        yield* limiter.observe("new/key", { dimensions: { requests: { limit: 50, remaining: 49 }, inputTokens: { limit: 30_000, remaining: 29_000 } } })
+        yield* limiter.observe("new/key", {
+          dimensions: { requests: { limit: 50, remaining: 49 }, inputTokens: { limit: 30_000, remaining: 29_000 } }
+        })
         yield* flush
         expect(yield* granted).toEqual(["first", "second"])
         const stats = yield* limiter.stats("new/key")
@@ -296,7 +302,13 @@ describe("RateLimiter", () => {
         // 19,000 left: batch-2 fits, but must leave 25 % (15,000) of the bucket, so it waits 6 s
         yield* advance(6_000)
         expect(yield* grantTimes).toEqual({ "interactive": 0, "batch-1": 0, "batch-2": 6_000 })
-      }).pipe(withLimiter({ quotas: { [KEY]: { inputTokens: perMinute(60_000) } }, headroom: 0.25, recentWindow: "30 seconds" })))
+      }).pipe(
+        withLimiter({
+          quotas: { [KEY]: { inputTokens: perMinute(60_000) } },
+          headroom: 0.25,
+          recentWindow: "30 seconds"
+        })
+      ))
 
     it.effect("without recent higher-class work batch uses the whole bucket", () =>
       Effect.gen(function*() {
@@ -306,7 +318,13 @@ describe("RateLimiter", () => {
         yield* start("batch-2", { inputTokens: 10_000 }, { priority: "batch" })
         yield* flush
         expect(yield* grantTimes).toEqual({ "batch-0": 0, "batch-1": 0, "batch-2": 0 })
-      }).pipe(withLimiter({ quotas: { [KEY]: { inputTokens: perMinute(60_000) } }, headroom: 0.25, recentWindow: "30 seconds" })))
+      }).pipe(
+        withLimiter({
+          quotas: { [KEY]: { inputTokens: perMinute(60_000) } },
+          headroom: 0.25,
+          recentWindow: "30 seconds"
+        })
+      ))
 
     it.effect("the headroom ends when interactive work has not been seen for the recent window", () =>
       Effect.gen(function*() {
@@ -325,7 +343,13 @@ describe("RateLimiter", () => {
         const times = yield* grantTimes
         expect(times["batch-1"]).toBe(1_000)
         expect(times["batch-2"]).toBe(10_000)
-      }).pipe(withLimiter({ quotas: { [KEY]: { inputTokens: perMinute(60_000) } }, headroom: 0.25, recentWindow: "10 seconds" })))
+      }).pipe(
+        withLimiter({
+          quotas: { [KEY]: { inputTokens: perMinute(60_000) } },
+          headroom: 0.25,
+          recentWindow: "10 seconds"
+        })
+      ))
 
     it.effect("an interactive call arriving in a saturated batch run waits only for its own cost to refill", () =>
       Effect.gen(function*() {
@@ -380,7 +404,11 @@ describe("RateLimiter", () => {
     it.effect("an arrival to a full lane is shed at once with a typed error", () =>
       Effect.gen(function*() {
         const { limiter, start } = yield* harness
-        const shedMetric = Metrics.shed.pipe(Metric.tagged("key", KEY), Metric.tagged("class", "batch"), Metric.tagged("reason", "lane-full"))
+        const shedMetric = Metrics.shed.pipe(
+          Metric.tagged("key", KEY),
+          Metric.tagged("class", "batch"),
+          Metric.tagged("reason", "lane-full")
+        )
         const before = (yield* Metric.value(shedMetric)).count
         yield* start("drain", {})
         yield* start("b1", {}, { priority: "batch" })
@@ -410,7 +438,11 @@ describe("RateLimiter", () => {
         expect(shedB).toMatchObject({ _tag: "Shed", priority: "batch", reason: "displaced" })
         yield* start("normal-d", {}, { priority: "normal" })
         yield* flush
-        expect(yield* Effect.flip(Fiber.join(a))).toMatchObject({ _tag: "Shed", priority: "batch", reason: "displaced" })
+        expect(yield* Effect.flip(Fiber.join(a))).toMatchObject({
+          _tag: "Shed",
+          priority: "batch",
+          reason: "displaced"
+        })
         // an arrival no higher than everything queued is itself shed
         const e = yield* Effect.flip(Effect.scoped(limiter.acquire(KEY, {}, { priority: "batch" })))
         expect(e).toMatchObject({ _tag: "Shed", reason: "queue-full" })
@@ -457,8 +489,14 @@ describe("RateLimiter", () => {
     it.effect("grants are counted by class and waits recorded", () =>
       Effect.gen(function*() {
         const { start } = yield* harness
-        const grantsMetric = Metrics.grants.pipe(Metric.tagged("key", "metrics/key"), Metric.tagged("class", "interactive"))
-        const waitMetric = Metrics.waitSeconds.pipe(Metric.tagged("key", "metrics/key"), Metric.tagged("class", "interactive"))
+        const grantsMetric = Metrics.grants.pipe(
+          Metric.tagged("key", "metrics/key"),
+          Metric.tagged("class", "interactive")
+        )
+        const waitMetric = Metrics.waitSeconds.pipe(
+          Metric.tagged("key", "metrics/key"),
+          Metric.tagged("class", "interactive")
+        )
         const grantsBefore = (yield* Metric.value(grantsMetric)).count
         const waitsBefore = (yield* Metric.value(waitMetric)).count
         yield* start("a", {}, { priority: "interactive", key: "metrics/key" })
@@ -474,7 +512,10 @@ describe("RateLimiter", () => {
     it.effect("a limiter with an invalid quota fails to start and names the key and field", () =>
       Effect.gen(function*() {
         const error = yield* Effect.flip(
-          Effect.provide(RateLimiter.RateLimiter, RateLimiter.layerMemory({ quotas: { "bad/key": { requests: { limit: 0, per: "1 minute" } } } }))
+          Effect.provide(
+            RateLimiter.RateLimiter,
+            RateLimiter.layerMemory({ quotas: { "bad/key": { requests: { limit: 0, per: "1 minute" } } } })
+          )
         )
         expect(error).toMatchObject({ _tag: "InvalidQuota", key: "bad/key" })
         expect(error.issues[0]?.path).toBe("requests.limit")

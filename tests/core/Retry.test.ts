@@ -7,7 +7,12 @@ const unavailable = new LlmClient.ServerError({ provider: "sim", status: 503, de
 const overloaded = new LlmClient.Overloaded({ provider: "sim", status: 529, detail: "overloaded" })
 const badRequest = new LlmClient.BadRequest({ provider: "sim", status: 400, detail: "bad" })
 const rateLimited = (retryAfter: Duration.DurationInput) =>
-  new LlmClient.RateLimited({ provider: "sim", status: 429, detail: "slow down", retryAfter: Duration.decode(retryAfter) })
+  new LlmClient.RateLimited({
+    provider: "sim",
+    status: 429,
+    detail: "slow down",
+    retryAfter: Duration.decode(retryAfter)
+  })
 
 class Shed extends Data.TaggedError("Shed")<{ readonly key: string }> {}
 
@@ -36,7 +41,11 @@ describe("Retry", () => {
       Effect.gen(function*() {
         const errors = Array.from({ length: 8 }, () => unavailable)
         expect(millis(yield* Retry.delays({}, errors))).toEqual([500, 1_000, 2_000, 4_000, 8_000])
-        expect(millis(yield* Retry.delays({ base: "200 millis", factor: 3, maxAttempts: 4 }, errors))).toEqual([100, 300, 900])
+        expect(millis(yield* Retry.delays({ base: "200 millis", factor: 3, maxAttempts: 4 }, errors))).toEqual([
+          100,
+          300,
+          900
+        ])
       }).pipe(Effect.withRandom(Random.fixed([0.5]))))
 
     it.effect("each draw is uniform under the ceiling: the draws scale each retry's ceiling", () =>
@@ -47,13 +56,25 @@ describe("Retry", () => {
     it.effect("maxDelay caps each ceiling", () =>
       Effect.gen(function*() {
         const errors = Array.from({ length: 6 }, () => unavailable)
-        expect(millis(yield* Retry.delays({ maxDelay: "3 seconds" }, errors))).toEqual([500, 1_000, 1_500, 1_500, 1_500])
+        expect(millis(yield* Retry.delays({ maxDelay: "3 seconds" }, errors))).toEqual([
+          500,
+          1_000,
+          1_500,
+          1_500,
+          1_500
+        ])
       }).pipe(Effect.withRandom(Random.fixed([0.5]))))
 
     it.effect("without jitter each delay is the ceiling", () =>
       Effect.gen(function*() {
         const errors = Array.from({ length: 6 }, () => overloaded)
-        expect(millis(yield* Retry.delays({ jitter: "none", maxDelay: "5 seconds" }, errors))).toEqual([1_000, 2_000, 4_000, 5_000, 5_000])
+        expect(millis(yield* Retry.delays({ jitter: "none", maxDelay: "5 seconds" }, errors))).toEqual([
+          1_000,
+          2_000,
+          4_000,
+          5_000,
+          5_000
+        ])
       }))
 
     it.effect("a retry-after is the floor of the delay and may exceed maxDelay", () =>
@@ -66,7 +87,12 @@ describe("Retry", () => {
         expect(millis(yield* Retry.delays({ maxDelay: "2 seconds" }, [rateLimited("10 seconds")]))).toEqual([10_000])
         // Overloaded and ServerError carry it too
         const busy = new LlmClient.Overloaded({ provider: "sim", detail: "", retryAfter: Duration.seconds(3) })
-        const down = new LlmClient.ServerError({ provider: "sim", detail: "", status: 503, retryAfter: Duration.seconds(4) })
+        const down = new LlmClient.ServerError({
+          provider: "sim",
+          detail: "",
+          status: 503,
+          retryAfter: Duration.seconds(4)
+        })
         expect(millis(yield* Retry.delays({}, [busy, down, unavailable]))).toEqual([3_000, 4_000, 2_000])
       }).pipe(Effect.withRandom(Random.fixed([0.5]))))
 
@@ -76,15 +102,29 @@ describe("Retry", () => {
         // 1 s (at 1 s), 2 s (at 3 s), 4 s would start at 7 s > 5 s
         expect(millis(yield* Retry.delays({ jitter: "none", maxElapsed: "5 seconds" }, errors))).toEqual([1_000, 2_000])
         // a retry-after beyond maxElapsed stops at once
-        expect(yield* Retry.delays({ maxElapsed: "1 minute", maxRetryAfter: "1 hour" }, [rateLimited("2 minutes")])).toEqual([])
+        expect(yield* Retry.delays({ maxElapsed: "1 minute", maxRetryAfter: "1 hour" }, [rateLimited("2 minutes")]))
+          .toEqual([])
       }))
 
     it("a retry-after beyond maxRetryAfter (default 60 s) is a refusal: no retry, whatever maxElapsed allows", () => {
       const day = rateLimited("1 day")
-      expect(Retry.decide({ maxElapsed: "30 days" }, { error: day, attempts: 1, elapsed: 0, draw: 0.5 })).toEqual({ _tag: "Stop", reason: "retry-after-too-long" })
-      expect(Retry.decide({}, { error: rateLimited("99999999999999 millis"), attempts: 1, elapsed: 0, draw: 0.5 })._tag).toBe("Stop")
-      expect(Retry.decide({}, { error: rateLimited("60 seconds"), attempts: 1, elapsed: 0, draw: 0.5 })._tag).toBe("Retry")
-      expect(Retry.decide({ maxRetryAfter: "2 hours", maxElapsed: "1 day" }, { error: rateLimited("1 hour"), attempts: 1, elapsed: 0, draw: 0.5 })._tag).toBe("Retry")
+      expect(Retry.decide({ maxElapsed: "30 days" }, { error: day, attempts: 1, elapsed: 0, draw: 0.5 })).toEqual({
+        _tag: "Stop",
+        reason: "retry-after-too-long"
+      })
+      expect(Retry.decide({}, { error: rateLimited("99999999999999 millis"), attempts: 1, elapsed: 0, draw: 0.5 })._tag)
+        .toBe("Stop")
+      expect(Retry.decide({}, { error: rateLimited("60 seconds"), attempts: 1, elapsed: 0, draw: 0.5 })._tag).toBe(
+        "Retry"
+      )
+      expect(
+        Retry.decide({ maxRetryAfter: "2 hours", maxElapsed: "1 day" }, {
+          error: rateLimited("1 hour"),
+          attempts: 1,
+          elapsed: 0,
+          draw: 0.5
+        })._tag
+      ).toBe("Retry")
     })
 
     it("only retryable provider errors retry", () => {
@@ -196,7 +236,10 @@ describe("Retry", () => {
       Effect.gen(function*() {
         const attempts = yield* Ref.make(0)
         // each attempt takes 2 s before it fails
-        const slow = Ref.update(attempts, (n) => n + 1).pipe(Effect.zipRight(Effect.sleep("2 seconds")), Effect.zipRight(Effect.fail(unavailable)))
+        const slow = Ref.update(attempts, (n) => n + 1).pipe(
+          Effect.zipRight(Effect.sleep("2 seconds")),
+          Effect.zipRight(Effect.fail(unavailable))
+        )
         const fiber = yield* Effect.fork(Retry.retry(slow, { jitter: "none", maxElapsed: "4 seconds" }))
         // fails at 2 s; 1 s delay -> second attempt at 3 s (<= 4 s); fails at 5 s; 5 + 2 > 4: stop
         yield* advance(3_000)
@@ -217,7 +260,9 @@ describe("Retry", () => {
 
     it.effect("the schedule works with Effect.retry on a mixed error channel", () =>
       Effect.gen(function*() {
-        const { attempts, call } = yield* flaky<LlmClient.ProviderError | Shed>([unavailable, unavailable], { thenSucceed: true })
+        const { attempts, call } = yield* flaky<LlmClient.ProviderError | Shed>([unavailable, unavailable], {
+          thenSucceed: true
+        })
         expect(yield* Effect.retry(call, Retry.schedule())).toBe("ok")
         expect(yield* attempts).toBe(3)
       }).pipe(Effect.withRandom(Random.fixed([0]))))
@@ -232,7 +277,10 @@ describe("Retry", () => {
         })
         const { call } = yield* flaky([overloaded, overloaded, badRequest])
         const fiber = yield* Effect.fork(
-          Retry.retry(call).pipe(Logger.withMinimumLogLevel(LogLevel.Debug), Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+          Retry.retry(call).pipe(
+            Logger.withMinimumLogLevel(LogLevel.Debug),
+            Effect.provide(Logger.replace(Logger.defaultLogger, logger))
+          )
         )
         yield* advance(1_500)
         expect(yield* Effect.flip(Fiber.join(fiber))).toBe(badRequest)

@@ -16,7 +16,10 @@ const limiterQuota = (quota: SimQuota) => ({
 })
 
 /** A character-count estimator: these tests are about routing, not tiktoken. */
-const EstimatorFast = Layer.succeed(TokenEstimator.TokenEstimator, TokenEstimator.makeWith((text) => Math.ceil(text.length / 4)))
+const EstimatorFast = Layer.succeed(
+  TokenEstimator.TokenEstimator,
+  TokenEstimator.makeWith((text) => Math.ceil(text.length / 4))
+)
 const Base = Layer.merge(RateLimiter.layerMemory(), EstimatorFast)
 
 interface Spec {
@@ -30,7 +33,8 @@ interface Spec {
 /** A Router over one in-process simulator per deployment, each with its own quota; and each simulator's stats. */
 const pool = (specs: ReadonlyArray<Spec>, options: Omit<Router.Options, "deployments"> = {}) =>
   Effect.gen(function*() {
-    const sims = yield* Effect.forEach(specs, (spec, i) => SimulatedClient.make({ quota: spec.quota, faults: spec.faults, seed: i + 1 }))
+    const sims = yield* Effect.forEach(specs, (spec, i) =>
+      SimulatedClient.make({ quota: spec.quota, faults: spec.faults, seed: i + 1 }))
     const router = yield* Router.make({
       ...options,
       deployments: specs.map((spec, i) => ({
@@ -45,7 +49,8 @@ const pool = (specs: ReadonlyArray<Spec>, options: Omit<Router.Options, "deploym
     const seen = Effect.forEach(specs, (spec, i) =>
       Effect.map(sims[i]!.stats.stats, ({ keys }) => ({
         name: spec.name,
-        accepted: keys.reduce((sum, key) => sum + key.accepted, 0),
+        accepted: keys.reduce((sum, key) =>
+          sum + key.accepted, 0),
         rateLimited: keys.reduce((sum, key) => sum + key.rateLimited, 0),
         overloaded: keys.reduce((sum, key) => sum + key.overloaded, 0),
         inputTokens: keys.reduce((sum, key) => sum + key.inputTokens, 0)
@@ -56,7 +61,10 @@ const pool = (specs: ReadonlyArray<Spec>, options: Omit<Router.Options, "deploym
 /** Call `i`: uneven sizes, about 70 to 500 input tokens. */
 const ask = (i: number, metadata?: LlmClient.RequestMetadata): LlmClient.Request => ({
   model: MODEL,
-  messages: [{ role: "user", content: `Document ${i}: ${"quarterly figures for the northern region and the outlook. ".repeat(4 + (i * 7) % 29)}` }],
+  messages: [{
+    role: "user",
+    content: `Document ${i}: ${"quarterly figures for the northern region and the outlook. ".repeat(4 + (i * 7) % 29)}`
+  }],
   maxOutputTokens: 60,
   ...(metadata === undefined ? {} : { metadata })
 })
@@ -70,7 +78,8 @@ const drain = <A, E>(fibers: ReadonlyArray<Fiber.RuntimeFiber<A, E>>, step: Dura
     return yield* Effect.forEach(fibers, Fiber.await)
   })
 
-const routedTo = (name: string) => Effect.map(Metric.value(Metric.tagged(Router.routed, "deployment", name)), (state) => state.count)
+const routedTo = (name: string) =>
+  Effect.map(Metric.value(Metric.tagged(Router.routed, "deployment", name)), (state) => state.count)
 
 describe("Router", () => {
   it.scoped("a pool of three deployments with quotas 1:2:3 under a saturating load is filled 1:2:3, with no 429s", () =>
@@ -87,7 +96,13 @@ describe("Router", () => {
         { name: "prop-large", quota: times(3) }
       ])
       // 300 calls of 70 to 500 input tokens, 40 at a time: more than twice what the pool admits in a minute.
-      const load = yield* Effect.fork(Effect.forEach(Array.from({ length: 300 }, (_, i) => ask(i)), (request) => Effect.exit(router.complete(request)), { concurrency: 40 }))
+      const load = yield* Effect.fork(
+        Effect.forEach(
+          Array.from({ length: 300 }, (_, i) => ask(i)),
+          (request) => Effect.exit(router.complete(request)),
+          { concurrency: 40 }
+        )
+      )
       const [exit] = yield* drain([load])
       const exits = Exit.isSuccess(exit!) ? exit.value : []
       expect(exits.filter(Exit.isSuccess).length).toBe(300)
@@ -112,7 +127,11 @@ describe("Router", () => {
     at: (second: number) => Effect.Effect<void>
   ) =>
     Effect.gen(function*() {
-      const load = yield* Effect.fork(Effect.forEach(Array.from({ length: calls }, (_, i) => ask(i)), (request) => Effect.exit(complete(request)), { concurrency }))
+      const load = yield* Effect.fork(
+        Effect.forEach(Array.from({ length: calls }, (_, i) => ask(i)), (request) => Effect.exit(complete(request)), {
+          concurrency
+        })
+      )
       for (let second = 1; second < 2_000 && load.unsafePoll() === null; second++) {
         yield* TestClock.adjust("1 second")
         yield* at(second)
@@ -128,8 +147,23 @@ describe("Router", () => {
         { name: "fo429-b", quota: equal, faults: { bursts: [{ startSeconds: 20, durationSeconds: 30, status: 429 }] } },
         { name: "fo429-c", quota: equal }
       ])
-      const snapshots: Record<number, ReadonlyArray<{ readonly name: string; readonly accepted: number; readonly rateLimited: number; readonly inputTokens: number }>> = {}
-      const exits = yield* steady(router.complete, 300, 15, (second) => second === 20 || second === 50 ? Effect.map(seen, (s) => void (snapshots[second] = s)) : Effect.void)
+      const snapshots: Record<
+        number,
+        ReadonlyArray<
+          {
+            readonly name: string
+            readonly accepted: number
+            readonly rateLimited: number
+            readonly inputTokens: number
+          }
+        >
+      > = {}
+      const exits = yield* steady(
+        router.complete,
+        300,
+        15,
+        (second) => second === 20 || second === 50 ? Effect.map(seen, (s) => void (snapshots[second] = s)) : Effect.void
+      )
       expect(exits.every(Exit.isSuccess)).toBe(true)
       const end = yield* seen
       const [before, after] = [snapshots[20]!, snapshots[50]!]
@@ -140,7 +174,8 @@ describe("Router", () => {
       const probes = after[1]!.rateLimited - before[1]!.rateLimited
       expect(probes).toBeLessThan(45)
       // ...and a and c run at their whole quota (the binding 6,000 input tokens a minute each) for those 30 seconds
-      expect(after[0]!.inputTokens - before[0]!.inputTokens + after[2]!.inputTokens - before[2]!.inputTokens).toBeGreaterThan(0.9 * 2 * 6_000 * 0.5)
+      expect(after[0]!.inputTokens - before[0]!.inputTokens + after[2]!.inputTokens - before[2]!.inputTokens)
+        .toBeGreaterThan(0.9 * 2 * 6_000 * 0.5)
       // after it: b is back and takes its third
       const afterwards = [0, 1, 2].map((i) => delta(after, end, i))
       expect(afterwards[1]! / afterwards.reduce((sum, n) => sum + n, 0)).toBeGreaterThan(0.28)
@@ -157,7 +192,10 @@ describe("Router", () => {
         { name: "fobr-c", quota: equal }
       ])
       const states: Record<number, CircuitBreaker.State> = {}
-      const snapshots: Record<number, ReadonlyArray<{ readonly name: string; readonly accepted: number; readonly overloaded: number }>> = {}
+      const snapshots: Record<
+        number,
+        ReadonlyArray<{ readonly name: string; readonly accepted: number; readonly overloaded: number }>
+      > = {}
       const exits = yield* steady(router.complete, 300, 15, (second) =>
         second === 20 || second === 35 || second === 60
           ? Effect.all([seen, breaker.state(`fobr-b/${MODEL}`)]).pipe(Effect.map(([s, state]) => {
@@ -176,11 +214,17 @@ describe("Router", () => {
       expect(end[1]!.accepted).toBeGreaterThan(snapshots[60]![1]!.accepted + 20)
       // the 529s b answered: the three that opened it and the calls already past its breaker, no more
       expect(end[1]!.overloaded).toBeLessThan(20)
-    }).pipe(Effect.provide(Layer.merge(Base, CircuitBreaker.layer({ consecutiveFailures: 3, failureRate: false, openFor: "30 seconds" })))))
+    }).pipe(
+      Effect.provide(
+        Layer.merge(Base, CircuitBreaker.layer({ consecutiveFailures: 3, failureRate: false, openFor: "30 seconds" }))
+      )
+    ))
 
   it.scoped("stickiness keeps a key's calls on one deployment while it is healthy, and moves them when it is not", () =>
     Effect.gen(function*() {
-      const bursts = (start: number) => ({ bursts: [{ startSeconds: start, durationSeconds: 20, status: 429 as const }] })
+      const bursts = (start: number) => ({
+        bursts: [{ startSeconds: start, durationSeconds: 20, status: 429 as const }]
+      })
       const { router, seen } = yield* pool([
         { name: "st-a", quota: equal, faults: bursts(40) },
         { name: "st-b", quota: equal, faults: bursts(70) },
@@ -220,7 +264,14 @@ describe("Router", () => {
     }).pipe(Effect.provide(Base)))
 
   it("the choice: soonest admission, then most left, then weight; a sticky deployment is kept while up and admitting within the bound", () => {
-    const up = (name: string, wait: number, left: number, weight = 1): Router.Candidate => ({ name, weight, down: false, wait, recoversIn: 0, left })
+    const up = (name: string, wait: number, left: number, weight = 1): Router.Candidate => ({
+      name,
+      weight,
+      down: false,
+      wait,
+      recoversIn: 0,
+      left
+    })
     expect(Router.choose([up("a", 800, 0.9), up("b", 200, 0.1)])?.name).toBe("b")
     expect(Router.choose([up("a", 0, 0.4), up("b", 0, 0.6)])?.name).toBe("b")
     expect(Router.choose([up("a", 0, 0.5), up("b", 0, 0.5, 2)])?.name).toBe("b")
@@ -247,12 +298,20 @@ describe("Router", () => {
       yield* Effect.yieldNow()
       expect(Duration.toMillis(yield* limiter.admitsIn(key, { inputTokens: 3_000 }))).toBe(6_000)
       // but not for a higher class
-      expect(Duration.toMillis(yield* limiter.admitsIn(key, { inputTokens: 3_000 }, { priority: "interactive" }))).toBe(2_000)
+      expect(Duration.toMillis(yield* limiter.admitsIn(key, { inputTokens: 3_000 }, { priority: "interactive" }))).toBe(
+        2_000
+      )
       yield* limiter.pause(key, "10 seconds")
       expect(Duration.toMillis(yield* limiter.admitsIn(key, { inputTokens: 3_000 }))).toBe(10_000)
       yield* TestClock.adjust("10 seconds")
       yield* Fiber.join(waiter)
-      expect(RateLimiter.admissionDelay({ levels: { inputTokens: { level: 1_000, capacity: 60_000 } }, pausedFor: Duration.zero }, { inputTokens: 1 }, Cost.amounts({ inputTokens: 3_000 }))).toBe(2_000)
+      expect(
+        RateLimiter.admissionDelay(
+          { levels: { inputTokens: { level: 1_000, capacity: 60_000 } }, pausedFor: Duration.zero },
+          { inputTokens: 1 },
+          Cost.amounts({ inputTokens: 3_000 })
+        )
+      ).toBe(2_000)
     }).pipe(Effect.provide(Base)))
 
   it.scoped("a ladder rung can be a pool: when every deployment of the first rung is rate limited, the calls move to the next rung's pool and spread over it", () =>
@@ -265,8 +324,14 @@ describe("Router", () => {
         { name: "ladder-haiku-1", quota: equal, models: [MODEL] },
         { name: "ladder-haiku-2", quota: equal, models: [MODEL] }
       ], { fallback: [{ model: MODEL }] })
-      const before = yield* Effect.forEach(["ladder-opus-east", "ladder-opus-west", "ladder-haiku-1", "ladder-haiku-2"], routedTo)
-      const fibers = yield* Effect.forEach(Array.from({ length: 40 }, (_, i) => ({ ...ask(i), model: OPUS })), (request) => Effect.fork(router.complete(request)))
+      const before = yield* Effect.forEach(
+        ["ladder-opus-east", "ladder-opus-west", "ladder-haiku-1", "ladder-haiku-2"],
+        routedTo
+      )
+      const fibers = yield* Effect.forEach(
+        Array.from({ length: 40 }, (_, i) => ({ ...ask(i), model: OPUS })),
+        (request) => Effect.fork(router.complete(request))
+      )
       const exits = yield* drain(fibers)
       const models = exits.flatMap((exit) => Exit.isSuccess(exit) ? [exit.value.model] : [])
       expect(models.length).toBe(40)
@@ -279,7 +344,10 @@ describe("Router", () => {
       // the haiku rung is a pool: both of its deployments served
       expect(stats[2]!.accepted).toBeGreaterThan(10)
       expect(stats[3]!.accepted).toBeGreaterThan(10)
-      const after = yield* Effect.forEach(["ladder-opus-east", "ladder-opus-west", "ladder-haiku-1", "ladder-haiku-2"], routedTo)
+      const after = yield* Effect.forEach(
+        ["ladder-opus-east", "ladder-opus-west", "ladder-haiku-1", "ladder-haiku-2"],
+        routedTo
+      )
       expect(after[2]! - before[2]! + after[3]! - before[3]!).toBe(40)
     }).pipe(Effect.provide(Base)))
 })

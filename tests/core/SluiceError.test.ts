@@ -39,85 +39,202 @@ interface Row {
 const table: { readonly [Tag in SluiceError.CallError["_tag"]]: Row } = {
   RateLimited: {
     error: new LlmClient.RateLimited({ ...provider, status: 429, retryAfter: Duration.seconds(7) }),
-    origin: "provider", retryable: true, mayHaveRun: false, fallback: true, outcome: "rate_limited", admission: false
+    origin: "provider",
+    retryable: true,
+    mayHaveRun: false,
+    fallback: true,
+    outcome: "rate_limited",
+    admission: false
   },
   QuotaExhausted: {
     error: new LlmClient.QuotaExhausted({ ...provider, status: 429, code: "insufficient_quota", shouldRetry: true }),
-    origin: "provider", retryable: false, mayHaveRun: false, fallback: false, outcome: "quota_exhausted", admission: false
+    origin: "provider",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "quota_exhausted",
+    admission: false
   },
   Overloaded: {
     error: new LlmClient.Overloaded({ ...provider, status: 529 }),
-    origin: "provider", retryable: true, mayHaveRun: false, fallback: true, outcome: "overloaded", admission: false
+    origin: "provider",
+    retryable: true,
+    mayHaveRun: false,
+    fallback: true,
+    outcome: "overloaded",
+    admission: false
   },
   ServerError: {
     error: new LlmClient.ServerError({ ...provider, status: 503 }),
-    origin: "provider", retryable: true, mayHaveRun: false, fallback: false, outcome: "server_error", admission: false
+    origin: "provider",
+    retryable: true,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "server_error",
+    admission: false
   },
   BadRequest: {
     error: new LlmClient.BadRequest({ ...provider, status: 400 }),
-    origin: "provider", retryable: false, mayHaveRun: false, fallback: false, outcome: "bad_request", admission: false
+    origin: "provider",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "bad_request",
+    admission: false
   },
   Unauthorized: {
     error: new LlmClient.Unauthorized({ ...provider, status: 401 }),
-    origin: "provider", retryable: false, mayHaveRun: false, fallback: false, outcome: "unauthorized", admission: false
+    origin: "provider",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "unauthorized",
+    admission: false
   },
   NotFound: {
     error: new LlmClient.NotFound({ ...provider, status: 404 }),
-    origin: "provider", retryable: false, mayHaveRun: false, fallback: false, outcome: "not_found", admission: false
+    origin: "provider",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "not_found",
+    admission: false
   },
   Timeout: {
     error: new LlmClient.Timeout({ ...provider, after: Duration.seconds(30) }),
-    origin: "provider", retryable: true, mayHaveRun: true, fallback: false, outcome: "timeout", admission: false
+    origin: "provider",
+    retryable: true,
+    mayHaveRun: true,
+    fallback: false,
+    outcome: "timeout",
+    admission: false
   },
   NetworkError: {
     error: new LlmClient.NetworkError({ ...provider, cause: new Error("ECONNRESET") }),
-    origin: "provider", retryable: true, mayHaveRun: true, fallback: false, outcome: "network_error", admission: false
+    origin: "provider",
+    retryable: true,
+    mayHaveRun: true,
+    fallback: false,
+    outcome: "network_error",
+    admission: false
   },
   CostTooLarge: {
     error: new RateLimiter.CostTooLarge({ key: "k", dimension: "inputTokens", amount: 10, capacity: 5 }),
-    origin: "limiter", retryable: false, mayHaveRun: false, fallback: false, outcome: "cost_too_large", admission: true
+    origin: "limiter",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "cost_too_large",
+    admission: true
   },
   Shed: {
     error: new RateLimiter.Shed({ key: "k", priority: "batch", reason: "queue-full", waiting: 3 }),
-    origin: "limiter", retryable: false, mayHaveRun: false, fallback: false, outcome: "shed", admission: true
+    origin: "limiter",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "shed",
+    admission: true
   },
   UnknownKey: {
     error: new RateLimiter.UnknownKey({ key: "k" }),
-    origin: "limiter", retryable: false, mayHaveRun: false, fallback: false, outcome: "unknown_key", admission: true
+    origin: "limiter",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "unknown_key",
+    admission: true
   },
   WaitTimeout: {
     error: new RateLimiter.WaitTimeout({ key: "k", priority: "normal", maxWait: Duration.seconds(2) }),
-    origin: "limiter", retryable: false, mayHaveRun: false, fallback: false, outcome: "wait_timeout", admission: true
+    origin: "limiter",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "wait_timeout",
+    admission: true
   },
   InvalidCost: {
     error: new Cost.InvalidCost({ key: "k", dimension: "requests", value: -1 }),
-    origin: "limiter", retryable: false, mayHaveRun: false, fallback: false, outcome: "invalid_cost", admission: true
+    origin: "limiter",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "invalid_cost",
+    admission: true
   },
   LimiterStoreError: {
     error: new LimiterStore.LimiterStoreError({ key: "k", operation: "reserve", cause: "down" }),
-    origin: "limiter", retryable: false, mayHaveRun: false, fallback: false, outcome: "limiter_store_error", admission: true
+    origin: "limiter",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "limiter_store_error",
+    admission: true
   },
   CircuitOpen: {
-    error: new CircuitBreaker.CircuitOpen({ key: "k", openedAt: 0, probeAt: 30_000, reason: "consecutive-failures", state: "open" }),
-    origin: "breaker", retryable: false, mayHaveRun: false, fallback: true, outcome: "circuit_open", admission: false
+    error: new CircuitBreaker.CircuitOpen({
+      key: "k",
+      openedAt: 0,
+      probeAt: 30_000,
+      reason: "consecutive-failures",
+      state: "open"
+    }),
+    origin: "breaker",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: true,
+    outcome: "circuit_open",
+    admission: false
   },
   AllRungsFailed: {
     error: new Fallback.AllRungsFailed({
-      attempts: [{ model: "claude-opus-4-1", key: undefined, error: new LlmClient.Overloaded({ ...provider, status: 529 }) }]
+      attempts: [{
+        model: "claude-opus-4-1",
+        key: undefined,
+        error: new LlmClient.Overloaded({ ...provider, status: 529 })
+      }]
     }),
-    origin: "fallback", retryable: false, mayHaveRun: false, fallback: false, outcome: "all_rungs_failed", admission: false
+    origin: "fallback",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "all_rungs_failed",
+    admission: false
   },
   BudgetExceeded: {
-    error: new Budget.BudgetExceeded({ scope: "global", window: "day", spentUsd: 1, reservedUsd: 0, limitUsd: 1, attemptedUsd: 0.1 }),
-    origin: "budget", retryable: false, mayHaveRun: false, fallback: false, outcome: "budget_exceeded", admission: true
+    error: new Budget.BudgetExceeded({
+      scope: "global",
+      window: "day",
+      spentUsd: 1,
+      reservedUsd: 0,
+      limitUsd: 1,
+      attemptedUsd: 0.1
+    }),
+    origin: "budget",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "budget_exceeded",
+    admission: true
   },
   BudgetLedgerError: {
     error: new Budget.BudgetLedgerError({ operation: "reserve", cause: "down" }),
-    origin: "budget", retryable: false, mayHaveRun: false, fallback: false, outcome: "budget_ledger_error", admission: true
+    origin: "budget",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "budget_ledger_error",
+    admission: true
   },
   UnknownModel: {
     error: new Pricing.UnknownModel({ model: "gpt-9" }),
-    origin: "pricing", retryable: false, mayHaveRun: false, fallback: false, outcome: "unknown_model", admission: true
+    origin: "pricing",
+    retryable: false,
+    mayHaveRun: false,
+    fallback: false,
+    outcome: "unknown_model",
+    admission: true
   }
 }
 
@@ -154,8 +271,10 @@ describe("SluiceError.classify", () => {
   })
 
   it("x-should-retry wins over the status: a 400 the provider says to retry is retryable, a 429 it says not to is not", () => {
-    expect(SluiceError.classify(new LlmClient.BadRequest({ ...provider, status: 400, shouldRetry: true })).retryable).toBe(true)
-    expect(SluiceError.classify(new LlmClient.RateLimited({ ...provider, status: 429, shouldRetry: false })).retryable).toBe(false)
+    expect(SluiceError.classify(new LlmClient.BadRequest({ ...provider, status: 400, shouldRetry: true })).retryable)
+      .toBe(true)
+    expect(SluiceError.classify(new LlmClient.RateLimited({ ...provider, status: 429, shouldRetry: false })).retryable)
+      .toBe(false)
   })
 
   it("a ladder's failure may have run exactly when one of its rungs' errors may have", () => {
@@ -170,14 +289,26 @@ describe("SluiceError.classify", () => {
   })
 
   it("an error Sluice does not know: not retried, no fallback, may have run, outcome from its tag or `error`", () => {
-    expect(SluiceError.classify(new Error("boom"))).toEqual({ origin: undefined, retryable: false, mayHaveRun: true, fallback: false, outcome: "error" })
+    expect(SluiceError.classify(new Error("boom"))).toEqual({
+      origin: undefined,
+      retryable: false,
+      mayHaveRun: true,
+      fallback: false,
+      outcome: "error"
+    })
     expect(SluiceError.classify("boom").outcome).toBe("error")
     expect(SluiceError.classify(undefined).outcome).toBe("error")
     // A foreign tagged error keeps its label (`Metrics.outcomeOf` gave it before), and a look-alike
     // without the type id is not taken for Sluice's.
     const lookAlike = { _tag: "RateLimited", retryable: true, provider: "x" }
     expect(SluiceError.isSluiceError(lookAlike)).toBe(false)
-    expect(SluiceError.classify(lookAlike)).toEqual({ origin: undefined, retryable: false, mayHaveRun: true, fallback: false, outcome: "rate_limited" })
+    expect(SluiceError.classify(lookAlike)).toEqual({
+      origin: undefined,
+      retryable: false,
+      mayHaveRun: true,
+      fallback: false,
+      outcome: "rate_limited"
+    })
     expect(SluiceError.classify({ _tag: "UnknownError" }).outcome).toBe("unknown_error")
   })
 })
@@ -211,7 +342,11 @@ describe("SluiceError classes", () => {
     expect(table.CircuitOpen.error.message).toBe(
       `Circuit breaker for key "k" is open since 1970-01-01T00:00:00.000Z (consecutive-failures); it lets a probe through at 1970-01-01T00:00:30.000Z`
     )
-    expect(table.AllRungsFailed.error.message).toBe("Every model of the ladder failed: claude-opus-4-1: Overloaded (Overloaded from anthropic (claude-haiku-4-5), HTTP 529: boom)")
-    expect(table.UnknownModel.error.message).toBe(`No price for model "gpt-9": add it to the price table (Pricing.layer)`)
+    expect(table.AllRungsFailed.error.message).toBe(
+      "Every model of the ladder failed: claude-opus-4-1: Overloaded (Overloaded from anthropic (claude-haiku-4-5), HTTP 529: boom)"
+    )
+    expect(table.UnknownModel.error.message).toBe(
+      `No price for model "gpt-9": add it to the price table (Pricing.layer)`
+    )
   })
 })

@@ -72,7 +72,10 @@ describe("TokenBucket", () => {
     {
       capacity: fc.integer({ min: 1, max: 10_000 }),
       ratePerMilli: fc.double({ min: 0.001, max: 50, noNaN: true }),
-      arrivals: fc.array(fc.record({ gap: fc.integer({ min: 0, max: 2_000 }), amount: fc.integer({ min: 0, max: 10_000 }) }), { maxLength: 60 })
+      arrivals: fc.array(
+        fc.record({ gap: fc.integer({ min: 0, max: 2_000 }), amount: fc.integer({ min: 0, max: 10_000 }) }),
+        { maxLength: 60 }
+      )
     },
     ({ arrivals, capacity, ratePerMilli }) => {
       let bucket = TokenBucket.make({ capacity, ratePerMilli, now: 0 })

@@ -36,11 +36,20 @@ const usage = (inputTokens: number, outputTokens = 100): LlmClient.Usage => ({
 const recordTool: LlmClient.Tool = {
   name: "record_summary",
   description: "Record the summary as bullet points",
-  inputSchema: { type: "object", properties: { bullets: { type: "array", items: { type: "string" } } }, required: ["bullets"] }
+  inputSchema: {
+    type: "object",
+    properties: { bullets: { type: "array", items: { type: "string" } } },
+    required: ["bullets"]
+  }
 }
 
 /** Estimates, then reports `ratio` × the raw count as the provider's input, `times` times. */
-const train = (estimator: TokenEstimator.TokenEstimator["Type"], request: LlmClient.Request, ratio: number, times: number) =>
+const train = (
+  estimator: TokenEstimator.TokenEstimator["Type"],
+  request: LlmClient.Request,
+  ratio: number,
+  times: number
+) =>
   Effect.gen(function*() {
     for (let i = 0; i < times; i++) {
       const estimate = yield* estimator.estimate(request)
@@ -57,7 +66,10 @@ describe("TokenEstimator", () => {
         system: "sys",
         messages: [
           { role: "user", content: "hello" },
-          { role: "assistant", content: [{ type: "text", text: "hm" }, { type: "tool_use", id: "t1", name: "look", input: { q: 1 } }] },
+          {
+            role: "assistant",
+            content: [{ type: "text", text: "hm" }, { type: "tool_use", id: "t1", name: "look", input: { q: 1 } }]
+          },
           { role: "user", content: [{ type: "tool_result", toolUseId: "t1", content: "found" }] }
         ],
         tools: [{ name: "look", description: "finds", inputSchema: { type: "object" } }],
@@ -66,9 +78,9 @@ describe("TokenEstimator", () => {
       const expected = 8 + // per request
         (4 + 3) + // system
         (4 + 5) + // "hello"
-        (4 + 2 + (2 + 4 + '{"q":1}'.length)) + // text + tool_use (id, name, input JSON)
+        (4 + 2 + (2 + 4 + "{\"q\":1}".length)) + // text + tool_use (id, name, input JSON)
         (4 + 2 + 5) + // tool_result (tool-use id, content)
-        (4 + 4 + 5 + '{"type":"object"}'.length) // tool (name, description, schema)
+        (4 + 4 + 5 + "{\"type\":\"object\"}".length) // tool (name, description, schema)
       expect(TokenEstimator.countRequest(length, request)).toBe(expected)
       expect(TokenEstimator.countRequest(length, request, { perMessage: 0, perRequest: 0 })).toBe(expected - 8 - 5 * 4)
     })
@@ -78,7 +90,15 @@ describe("TokenEstimator", () => {
       cyclic.self = cyclic
       const request: LlmClient.Request = {
         ...base,
-        messages: [{ role: "assistant", content: [{ type: "tool_use", id: "a", name: "b", input: cyclic }, { type: "tool_use", id: "c", name: "d", input: 1n }] }]
+        messages: [{
+          role: "assistant",
+          content: [{ type: "tool_use", id: "a", name: "b", input: cyclic }, {
+            type: "tool_use",
+            id: "c",
+            name: "d",
+            input: 1n
+          }]
+        }]
       }
       expect(TokenEstimator.countRequest((text) => text.length, request)).toBe(8 + 4 + 4)
     })
@@ -87,7 +107,13 @@ describe("TokenEstimator", () => {
   describe("the tiktoken encoder", () => {
     it.effect.prop(
       "equals js-tiktoken's own count on any text without a piece longer than 64 UTF-8 bytes",
-      { text: fc.oneof(fc.string({ unit: "binary", maxLength: 20 }), fc.string({ unit: "grapheme", maxLength: 120 }), fc.string({ maxLength: 300 })) },
+      {
+        text: fc.oneof(
+          fc.string({ unit: "binary", maxLength: 20 }),
+          fc.string({ unit: "grapheme", maxLength: 120 }),
+          fc.string({ maxLength: 300 })
+        )
+      },
       ({ text }) =>
         Effect.gen(function*() {
           fc.pre(longestPiece(text) <= 64)
@@ -105,15 +131,19 @@ describe("TokenEstimator", () => {
         expect(encode(text)).toBe(exact(text))
       }))
 
-    it.effect("pathological runs (100,000 '=' and an unbroken lowercase run) count quickly and close to tiktoken's rate", () =>
-      Effect.gen(function*() {
-        const encode = yield* TokenEstimator.encoder()
-        const equals = "=".repeat(100_000)
-        const bases = "acgt".repeat(25_000)
-        // js-tiktoken alone needs minutes for either; compare rates on a short run.
-        expect(encode(equals) / equals.length).toBeCloseTo(exact("=".repeat(320)) / 320, 2)
-        expect(Math.abs(encode(bases) / bases.length - exact(bases.slice(0, 320)) / 320)).toBeLessThan(0.05)
-      }), 5_000)
+    it.effect(
+      "pathological runs (100,000 '=' and an unbroken lowercase run) count quickly and close to tiktoken's rate",
+      () =>
+        Effect.gen(function*() {
+          const encode = yield* TokenEstimator.encoder()
+          const equals = "=".repeat(100_000)
+          const bases = "acgt".repeat(25_000)
+          // js-tiktoken alone needs minutes for either; compare rates on a short run.
+          expect(encode(equals) / equals.length).toBeCloseTo(exact("=".repeat(320)) / 320, 2)
+          expect(Math.abs(encode(bases) / bases.length - exact(bases.slice(0, 320)) / 320)).toBeLessThan(0.05)
+        }),
+      5_000
+    )
   })
 
   it.layer(TokenEstimator.layer())((it) => {
@@ -131,7 +161,8 @@ describe("TokenEstimator", () => {
         })
         const system = "You are a careful analyst."
         const full = yield* estimator.estimate({ ...base, model: "known-text", system, tools: [recordTool] })
-        const tool = exact(recordTool.name) + exact(recordTool.description!) + exact(JSON.stringify(recordTool.inputSchema))
+        const tool = exact(recordTool.name) + exact(recordTool.description!) +
+          exact(JSON.stringify(recordTool.inputSchema))
         expect(full.rawInputTokens).toBe(8 + (4 + exact(system)) + (4 + exact(question)) + (4 + tool))
       }))
 
@@ -140,25 +171,43 @@ describe("TokenEstimator", () => {
         const estimator = yield* TokenEstimator.TokenEstimator
         const raw = (request: LlmClient.Request) => Effect.map(estimator.estimate(request), (e) => e.rawInputTokens)
         const plain = yield* raw(base)
-        const toolUse = (input: unknown): LlmClient.Message => ({ role: "assistant", content: [{ type: "tool_use", id: "toolu_01", name: "lookup", input }] })
+        const toolUse = (input: unknown): LlmClient.Message => ({
+          role: "assistant",
+          content: [{ type: "tool_use", id: "toolu_01", name: "lookup", input }]
+        })
         expect(yield* raw({ ...base, system: "You are a careful analyst." })).toBeGreaterThan(plain)
-        expect(yield* raw({ ...base, messages: [...base.messages, { role: "assistant", content: "Which report?" }] })).toBeGreaterThan(plain)
+        expect(yield* raw({ ...base, messages: [...base.messages, { role: "assistant", content: "Which report?" }] }))
+          .toBeGreaterThan(plain)
         expect(yield* raw({ ...base, tools: [recordTool] })).toBeGreaterThan(plain)
-        expect(yield* raw({ ...base, tools: [recordTool, { ...recordTool, name: "second" }] })).toBeGreaterThan(yield* raw({ ...base, tools: [recordTool] }))
+        expect(yield* raw({ ...base, tools: [recordTool, { ...recordTool, name: "second" }] })).toBeGreaterThan(
+          yield* raw({ ...base, tools: [recordTool] })
+        )
         const small = yield* raw({ ...base, messages: [...base.messages, toolUse({ quarter: "Q3" })] })
-        const large = yield* raw({ ...base, messages: [...base.messages, toolUse({ quarter: "Q3", year: 2026, regions: ["EMEA", "APAC"] })] })
+        const large = yield* raw({
+          ...base,
+          messages: [...base.messages, toolUse({ quarter: "Q3", year: 2026, regions: ["EMEA", "APAC"] })]
+        })
         expect(small).toBeGreaterThan(plain)
         expect(large).toBeGreaterThan(small)
-        const result = (content: string): LlmClient.Message => ({ role: "user", content: [{ type: "tool_result", toolUseId: "toolu_01", content }] })
+        const result = (content: string): LlmClient.Message => ({
+          role: "user",
+          content: [{ type: "tool_result", toolUseId: "toolu_01", content }]
+        })
         const short = yield* raw({ ...base, messages: [...base.messages, result("ok")] })
         expect(short).toBeGreaterThan(plain)
-        expect(yield* raw({ ...base, messages: [...base.messages, result(report)] })).toBeGreaterThan(short + exact(report) - exact("ok") - 1)
+        expect(yield* raw({ ...base, messages: [...base.messages, result(report)] })).toBeGreaterThan(
+          short + exact(report) - exact("ok") - 1
+        )
       }))
 
     it.effect("calibration moves the estimate to the provider's count (1.3 × raw) plus the margin", () =>
       Effect.gen(function*() {
         const estimator = yield* TokenEstimator.TokenEstimator
-        const request: LlmClient.Request = { ...base, model: "calibrated", messages: [{ role: "user", content: report }] }
+        const request: LlmClient.Request = {
+          ...base,
+          model: "calibrated",
+          messages: [{ role: "user", content: report }]
+        }
         const before = yield* estimator.estimate(request)
         const target = before.rawInputTokens * 1.3 * 1.05
         let previous = before.inputTokens
@@ -193,7 +242,12 @@ describe("TokenEstimator", () => {
         for (let i = 0; i < 10; i++) {
           const estimate = yield* estimator.estimate(request)
           const raw = estimate.rawInputTokens
-          yield* estimator.observe(estimate, { inputTokens: raw * 0.1, cacheReadInputTokens: raw, cacheWriteInputTokens: raw * 0.2, outputTokens: 50 })
+          yield* estimator.observe(estimate, {
+            inputTokens: raw * 0.1,
+            cacheReadInputTokens: raw,
+            cacheWriteInputTokens: raw * 0.2,
+            outputTokens: 50
+          })
         }
         expect((yield* estimator.calibration("cached")).inputRatio).toBeCloseTo(1.3, 10)
       }))
@@ -206,7 +260,13 @@ describe("TokenEstimator", () => {
         yield* train(estimator, { ...request, model: "terse" }, 0.8, 10)
         expect((yield* estimator.calibration("wordy")).inputRatio).toBeCloseTo(1.3, 2)
         expect((yield* estimator.calibration("terse")).inputRatio).toBeCloseTo(0.8, 2)
-        expect(yield* estimator.calibration("untouched")).toEqual({ model: "untouched", shape: "plain", samples: 0, inputRatio: 1, typicalOutput: undefined })
+        expect(yield* estimator.calibration("untouched")).toEqual({
+          model: "untouched",
+          shape: "plain",
+          samples: 0,
+          inputRatio: 1,
+          typicalOutput: undefined
+        })
         const untouched = yield* estimator.estimate({ ...request, model: "untouched" })
         expect(untouched.inputTokens).toBe(withMargin(untouched.rawInputTokens))
       }))
@@ -221,9 +281,16 @@ describe("TokenEstimator", () => {
       ({ extra, ratio, texts }) =>
         Effect.gen(function*() {
           const estimator = yield* TokenEstimator.TokenEstimator
-          const request: LlmClient.Request = { ...base, model: "property", messages: texts.map((content) => ({ role: "user" as const, content })) }
+          const request: LlmClient.Request = {
+            ...base,
+            model: "property",
+            messages: texts.map((content) => ({ role: "user" as const, content }))
+          }
           yield* train(estimator, request, ratio, 1)
-          const longer: LlmClient.Request = { ...request, messages: [...request.messages, { role: "assistant", content: extra }] }
+          const longer: LlmClient.Request = {
+            ...request,
+            messages: [...request.messages, { role: "assistant", content: extra }]
+          }
           const shorter = yield* estimator.estimate(request)
           const appended = yield* estimator.estimate(longer)
           expect(appended.rawInputTokens).toBeGreaterThanOrEqual(shorter.rawInputTokens + 4)
@@ -248,7 +315,8 @@ describe("TokenEstimator", () => {
     // The provider's truth: 1.1 × the tokenizer's count, plus its tool-use system prompt when tools are offered.
     const encodeExact = (text: string) => exact(text)
     const providerCount = (request: LlmClient.Request, toolPrompt: number) =>
-      Math.round(1.1 * TokenEstimator.countRequest(encodeExact, request)) + (request.tools !== undefined && request.tools.length > 0 ? toolPrompt : 0)
+      Math.round(1.1 * TokenEstimator.countRequest(encodeExact, request)) +
+      (request.tools !== undefined && request.tools.length > 0 ? toolPrompt : 0)
     const plainCall = (model: string, i: number): LlmClient.Request => ({
       ...base,
       model,
@@ -262,7 +330,11 @@ describe("TokenEstimator", () => {
       tools: [recordTool],
       toolChoice: { type: "tool", name: recordTool.name }
     })
-    const observeTruth = (estimator: TokenEstimator.TokenEstimator["Type"], request: LlmClient.Request, toolPrompt: number) =>
+    const observeTruth = (
+      estimator: TokenEstimator.TokenEstimator["Type"],
+      request: LlmClient.Request,
+      toolPrompt: number
+    ) =>
       Effect.gen(function*() {
         const estimate = yield* estimator.estimate(request)
         yield* estimator.observe(estimate, usage(providerCount(request, toolPrompt)))
@@ -300,7 +372,8 @@ describe("TokenEstimator", () => {
           const auto = yield* estimator.estimate({ ...request, toolChoice: undefined })
           expect(auto.toolOverheadTokens).toBe(346)
           expect(auto.inputTokens).toBe(withMargin(auto.rawInputTokens + 346))
-          expect((yield* estimator.estimate({ ...request, model: "claude-3-5-haiku-20241022" })).toolOverheadTokens).toBe(340)
+          expect((yield* estimator.estimate({ ...request, model: "claude-3-5-haiku-20241022" })).toolOverheadTokens)
+            .toBe(340)
           const plain = yield* estimator.estimate({ ...request, tools: undefined })
           expect(plain.shape).toBe("plain")
           expect(plain.toolOverheadTokens).toBe(0)
@@ -337,10 +410,18 @@ describe("TokenEstimator", () => {
 
   it.effect("the toolOverhead option replaces the table: an entry of your own, or {} to turn it off", () =>
     Effect.gen(function*() {
-      const request: LlmClient.Request = { ...base, model: "llama-3-70b", tools: [recordTool], toolChoice: { type: "any" } }
+      const request: LlmClient.Request = {
+        ...base,
+        model: "llama-3-70b",
+        tools: [recordTool],
+        toolChoice: { type: "any" }
+      }
       const custom = yield* TokenEstimator.make({ toolOverhead: { "acme/llama-3": { auto: 40, any: 60 } } })
       expect((yield* custom.estimate(request)).toolOverheadTokens).toBe(60)
-      const otherProvider = yield* TokenEstimator.make({ toolOverhead: { "acme/llama-3": { auto: 40, any: 60 } }, provider: "bedrock" })
+      const otherProvider = yield* TokenEstimator.make({
+        toolOverhead: { "acme/llama-3": { auto: 40, any: 60 } },
+        provider: "bedrock"
+      })
       expect((yield* otherProvider.estimate(request)).toolOverheadTokens).toBe(0)
       const off = yield* TokenEstimator.make({ toolOverhead: {} })
       const estimate = yield* off.estimate({ ...request, model: "claude-sonnet-4-5" })
@@ -349,7 +430,10 @@ describe("TokenEstimator", () => {
     }))
 
   describe("with learnOutput", () => {
-    const Learning = Layer.effect(TokenEstimator.TokenEstimator, TokenEstimator.make({ learnOutput: true, minSamples: 5 }))
+    const Learning = Layer.effect(
+      TokenEstimator.TokenEstimator,
+      TokenEstimator.make({ learnOutput: true, minSamples: 5 })
+    )
     const observeOutputs = (model: string, outputs: ReadonlyArray<number>) =>
       Effect.gen(function*() {
         const estimator = yield* TokenEstimator.TokenEstimator
@@ -366,7 +450,10 @@ describe("TokenEstimator", () => {
         expect((yield* estimator.estimate({ ...base, model: "learning" })).outputTokens).toBe(512)
         expect((yield* estimator.calibration("learning")).typicalOutput).toBeUndefined()
         // Then the rest of 1..100: the nearest-rank 95th percentile of 1..100 is 95.
-        yield* observeOutputs("learning", Array.from({ length: 100 }, (_, i) => i + 1).filter((n) => n % 10 !== 0 || n > 40))
+        yield* observeOutputs(
+          "learning",
+          Array.from({ length: 100 }, (_, i) => i + 1).filter((n) => n % 10 !== 0 || n > 40)
+        )
         expect((yield* estimator.calibration("learning")).typicalOutput).toBe(withMargin(95))
         expect((yield* estimator.estimate({ ...base, model: "learning" })).outputTokens).toBe(withMargin(95))
         expect((yield* estimator.estimate({ ...base, model: "learning", maxOutputTokens: 64 })).outputTokens).toBe(64)
@@ -378,9 +465,13 @@ describe("TokenEstimator", () => {
       Effect.gen(function*() {
         const estimator = yield* TokenEstimator.TokenEstimator
         yield* observeOutputs("window", Array.from({ length: 1_000 }, () => 4_000))
-        expect((yield* estimator.estimate({ ...base, model: "window", maxOutputTokens: 8_192 })).outputTokens).toBe(withMargin(4_000))
+        expect((yield* estimator.estimate({ ...base, model: "window", maxOutputTokens: 8_192 })).outputTokens).toBe(
+          withMargin(4_000)
+        )
         yield* observeOutputs("window", Array.from({ length: 1_000 }, () => 200))
-        expect((yield* estimator.estimate({ ...base, model: "window", maxOutputTokens: 8_192 })).outputTokens).toBe(withMargin(200))
+        expect((yield* estimator.estimate({ ...base, model: "window", maxOutputTokens: 8_192 })).outputTokens).toBe(
+          withMargin(200)
+        )
       }).pipe(Effect.provide(Learning)))
   })
 })

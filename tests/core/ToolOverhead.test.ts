@@ -14,7 +14,16 @@ const request = (model: string, toolChoice?: LlmClient.ToolChoice): LlmClient.Re
 describe("ToolOverhead", () => {
   it("holds Anthropic's published counts by tool choice: auto/none vs any/tool", () => {
     const table = ToolOverhead.defaultTable
-    for (const model of ["claude-opus-4-1-20250805", "claude-opus-4-20250514", "claude-sonnet-4-5", "claude-sonnet-4-20250514", "claude-haiku-4-5", "claude-3-7-sonnet-20250219"]) {
+    for (
+      const model of [
+        "claude-opus-4-1-20250805",
+        "claude-opus-4-20250514",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-20250514",
+        "claude-haiku-4-5",
+        "claude-3-7-sonnet-20250219"
+      ]
+    ) {
       expect(ToolOverhead.tokensFor(table, model, { type: "auto" })).toBe(346)
       expect(ToolOverhead.tokensFor(table, model, { type: "none" })).toBe(346)
       expect(ToolOverhead.tokensFor(table, model, undefined)).toBe(346)
@@ -41,7 +50,10 @@ describe("ToolOverhead", () => {
   })
 
   it("with a provider, keys of another provider do not match; bare keys match any provider", () => {
-    const table: ToolOverhead.Table = { "anthropic/claude-sonnet-4": { auto: 346, any: 313 }, "llama-3": { auto: 9, any: 9 } }
+    const table: ToolOverhead.Table = {
+      "anthropic/claude-sonnet-4": { auto: 346, any: 313 },
+      "llama-3": { auto: 9, any: 9 }
+    }
     expect(ToolOverhead.tokensFor(table, "claude-sonnet-4-5", undefined, "anthropic")).toBe(346)
     expect(ToolOverhead.tokensFor(table, "claude-sonnet-4-5", undefined, "openrouter")).toBe(0)
     expect(ToolOverhead.tokensFor(table, "claude-sonnet-4-5", undefined)).toBe(346)
@@ -49,9 +61,12 @@ describe("ToolOverhead", () => {
   })
 
   it("a request pays it only when it offers at least one tool", () => {
-    expect(ToolOverhead.ofRequest(ToolOverhead.defaultTable, request("claude-sonnet-4-5", { type: "tool", name: "record" }))).toBe(313)
+    expect(
+      ToolOverhead.ofRequest(ToolOverhead.defaultTable, request("claude-sonnet-4-5", { type: "tool", name: "record" }))
+    ).toBe(313)
     expect(ToolOverhead.ofRequest(ToolOverhead.defaultTable, { ...request("claude-sonnet-4-5"), tools: [] })).toBe(0)
-    expect(ToolOverhead.ofRequest(ToolOverhead.defaultTable, { ...request("claude-sonnet-4-5"), tools: undefined })).toBe(0)
+    expect(ToolOverhead.ofRequest(ToolOverhead.defaultTable, { ...request("claude-sonnet-4-5"), tools: undefined }))
+      .toBe(0)
   })
 
   it("decodeTable accepts a table and names every wrong field", () => {

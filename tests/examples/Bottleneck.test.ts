@@ -48,7 +48,9 @@ describe("the bottleneck sentence", () => {
     expect(found.dimension).toBe("inputTokens")
     expect(found.estimatedSeconds).toBeCloseTo(4 * 60 + 20, 6)
     // a 3× factor: input would need 2.33 min, but output still needs 4
-    expect(bottleneck({ work: { ...work, outputTokens: 40_000 }, limits, ...calm, http429: 4, factor: 3 })!.estimatedSeconds).toBeCloseTo(4 * 60 + 20, 6)
+    expect(
+      bottleneck({ work: { ...work, outputTokens: 40_000 }, limits, ...calm, http429: 4, factor: 3 })!.estimatedSeconds
+    ).toBeCloseTo(4 * 60 + 20, 6)
   })
 
   it("counts in provider minutes: a simulator at 40× speed gives wall seconds 40 times shorter", () => {
@@ -58,17 +60,43 @@ describe("the bottleneck sentence", () => {
   })
 
   it("is absent when the work fits in the quota's first minute, whatever the waits", () => {
-    expect(bottleneck({ work: { requests: 10, inputTokens: 1_000, outputTokens: 500 }, limits, ...calm, waitP95Seconds: 9 })).toBeUndefined()
+    expect(
+      bottleneck({ work: { requests: 10, inputTokens: 1_000, outputTokens: 500 }, limits, ...calm, waitP95Seconds: 9 })
+    ).toBeUndefined()
   })
 
   it("stands out in the report, under the headline, and is not repeated among the notes", () => {
     const sentence = bottleneck({ work, limits, ...calm, waitP95Seconds: 40 })!.sentence
     const summary = {
-      documents: 600, succeeded: 600, failed: 0, shed: 0, overBudget: 0, skipped: 0, http429: 0, http529: 0, retries: 0,
-      inputTokens: 300_000, outputTokens: 20_000, costUsd: 1, wallSeconds: 560, requestsPerMinute: 64, inputTokensPerMinute: 32_000,
-      outputTokensPerMinute: 2_100, interrupted: false, waitP95Seconds: 40, bottleneck: sentence
+      documents: 600,
+      succeeded: 600,
+      failed: 0,
+      shed: 0,
+      overBudget: 0,
+      skipped: 0,
+      http429: 0,
+      http529: 0,
+      retries: 0,
+      inputTokens: 300_000,
+      outputTokens: 20_000,
+      costUsd: 1,
+      wallSeconds: 560,
+      requestsPerMinute: 64,
+      inputTokensPerMinute: 32_000,
+      outputTokensPerMinute: 2_100,
+      interrupted: false,
+      waitP95Seconds: 40,
+      bottleneck: sentence
     }
-    const html = Report.render({ title: "Run", generatedAt: "2026-11-22T00:00:00Z", model: "claude-haiku-4-5", limits, samples: [], summary, notes: [sentence, "Another note."] })
+    const html = Report.render({
+      title: "Run",
+      generatedAt: "2026-11-22T00:00:00Z",
+      model: "claude-haiku-4-5",
+      limits,
+      samples: [],
+      summary,
+      notes: [sentence, "Another note."]
+    })
     expect(html).toContain(`<p class="bottleneck">${Report.escapeHtml(sentence)}</p>`)
     expect(html.split(Report.escapeHtml(sentence)).length - 1).toBe(1)
     expect(html).toContain("<li>Another note.</li>")
@@ -80,8 +108,10 @@ describe("the job's summary", () => {
   const dir = mkdtempSync(join(tmpdir(), "sluice-bottleneck-"))
   afterAll(() => rmSync(dir, { recursive: true, force: true }))
   let files = 0
-  const sqlite = () => Store.layer.pipe(Layer.provideMerge(SqliteClient.layer({ filename: join(dir, `run-${++files}.db`) })))
-  const simulator = (quota: Limits) => SimulatedClient.layer({ quota, latency: { baseMs: 500, perOutputTokenMs: 5, jitterMs: 200 }, seed: 3 })
+  const sqlite = () =>
+    Store.layer.pipe(Layer.provideMerge(SqliteClient.layer({ filename: join(dir, `run-${++files}.db`) })))
+  const simulator = (quota: Limits) =>
+    SimulatedClient.layer({ quota, latency: { baseMs: 500, perOutputTokenMs: 5, jitterMs: 200 }, seed: 3 })
   const runOf = (quota: Limits, documents: number) =>
     Effect.gen(function*() {
       const fiber = yield* Effect.fork(Job.run({
@@ -98,9 +128,15 @@ describe("the job's summary", () => {
 
   it.scoped("under a tight request limit says that requests bound the run, with a shorter estimate, in the summary and first among the notes", () =>
     Effect.gen(function*() {
-      const result = yield* runOf({ requestsPerMinute: 20, inputTokensPerMinute: 1_000_000, outputTokensPerMinute: 1_000_000 }, 60)
+      const result = yield* runOf({
+        requestsPerMinute: 20,
+        inputTokensPerMinute: 1_000_000,
+        outputTokensPerMinute: 1_000_000
+      }, 60)
       expect(result.summary.waitP95Seconds).toBeGreaterThan(2)
-      expect(result.summary.bottleneck).toMatch(/^Requests per minute bound this run \(waits of [\d.]+ s at p95\): at 2× that limit \(40 a minute\)/)
+      expect(result.summary.bottleneck).toMatch(
+        /^Requests per minute bound this run \(waits of [\d.]+ s at p95\): at 2× that limit \(40 a minute\)/
+      )
       expect(result.notes[0]).toBe(result.summary.bottleneck)
       // 60 requests at 20 a minute: at least 2 minutes; at 40 a minute, about half a minute of refill
       expect(result.summary.wallSeconds).toBeGreaterThan(120)
@@ -118,7 +154,11 @@ describe("the job's summary", () => {
 
   it.scoped("under roomy limits has no bottleneck sentence", () =>
     Effect.gen(function*() {
-      const result = yield* runOf({ requestsPerMinute: 100_000, inputTokensPerMinute: 100_000_000, outputTokensPerMinute: 10_000_000 }, 20)
+      const result = yield* runOf({
+        requestsPerMinute: 100_000,
+        inputTokensPerMinute: 100_000_000,
+        outputTokensPerMinute: 10_000_000
+      }, 20)
       expect(result.summary.waitP95Seconds ?? 0).toBeLessThan(2)
       expect(result.summary.bottleneck).toBeUndefined()
     }))

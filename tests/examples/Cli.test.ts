@@ -4,9 +4,9 @@
  * simulator is a real server); they assert what happened, never how long it
  * took. The last one kills a child process with SIGKILL part-way and resumes.
  */
-import * as SqlClient from "@effect/sql/SqlClient"
-import { SqliteClient } from "@effect/sql-sqlite-node"
 import { NodeContext } from "@effect/platform-node"
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
 import { cli, defaultLimits } from "@sluice/examples/extract/Cli"
 import { withoutProviderVariables } from "@sluice/examples/providerEnv"
@@ -31,7 +31,13 @@ const childEnv = (extra: Record<string, string> = {}) => ({ ...withoutProviderVa
 
 /** `pnpm extract …` as a child process: node itself with tsx as a loader (the tsx command would run the script in a grandchild a kill would miss). */
 const spawnExtract = (args: ReadonlyArray<string>, env: Record<string, string>) =>
-  spawn(process.execPath, ["--import", "tsx", "--conditions=@sluice/source", join(root, "packages/examples/src/extract.ts"), ...args], { cwd: root, env })
+  spawn(process.execPath, [
+    "--import",
+    "tsx",
+    "--conditions=@sluice/source",
+    join(root, "packages/examples/src/extract.ts"),
+    ...args
+  ], { cwd: root, env })
 
 /** Runs the job as a child process to its end: its exit code and what it printed. */
 const runChild = (args: ReadonlyArray<string>, env: Record<string, string>) =>
@@ -55,7 +61,11 @@ const runCli = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =
       ...base,
       log: (...parts) => Effect.sync(() => void stdout.push(parts.map(String).join(" "))),
       error: (...parts) => Effect.sync(() => void stderr.push(parts.map(String).join(" "))),
-      unsafe: { ...base.unsafe, log: (...parts) => void stdout.push(parts.map(String).join(" ")), error: (...parts) => void stderr.push(parts.map(String).join(" ")) }
+      unsafe: {
+        ...base.unsafe,
+        log: (...parts) => void stdout.push(parts.map(String).join(" ")),
+        error: (...parts) => void stderr.push(parts.map(String).join(" "))
+      }
     }
     const exit = yield* Effect.exit(
       cli(["node", "extract", ...args]).pipe(
@@ -71,14 +81,29 @@ const rowsOf = (filename: string) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const extracted = (yield* sql<{ doc_id: string }>`SELECT doc_id FROM extractions`).map((row) => row.doc_id)
-    const failures = (yield* sql<{ doc_id: string; reason: string }>`SELECT doc_id, reason FROM failures`)
-    const [sums] = yield* sql<{ input: number; output: number; cost: number }>`SELECT SUM(input_tokens) AS input, SUM(output_tokens) AS output, SUM(cost_usd) AS cost FROM extractions`
+    const failures = yield* sql<{ doc_id: string; reason: string }>`SELECT doc_id, reason FROM failures`
+    const [sums] = yield* sql<
+      { input: number; output: number; cost: number }
+    >`SELECT SUM(input_tokens) AS input, SUM(output_tokens) AS output, SUM(cost_usd) AS cost FROM extractions`
     return { extracted, failures, sums: sums! }
   }).pipe(Effect.provide(SqliteClient.layer({ filename })))
 
 const summaryFields = [
-  "documents", "succeeded", "failed", "shed", "overBudget", "http429", "http529", "retries", "inputTokens", "outputTokens",
-  "costUsd", "wallSeconds", "requestsPerMinute", "inputTokensPerMinute", "outputTokensPerMinute"
+  "documents",
+  "succeeded",
+  "failed",
+  "shed",
+  "overBudget",
+  "http429",
+  "http529",
+  "retries",
+  "inputTokens",
+  "outputTokens",
+  "costUsd",
+  "wallSeconds",
+  "requestsPerMinute",
+  "inputTokensPerMinute",
+  "outputTokensPerMinute"
 ]
 
 describe("the extract command", () => {
@@ -86,12 +111,30 @@ describe("the extract command", () => {
     Effect.gen(function*() {
       const db = join(dir, "e2e.db")
       const report = join(dir, "e2e.html")
-      const { exit, stderr, stdout } = yield* runCli(["--docs", "40", "--db", db, "--report", report, "--json", "--sim-speed", "20"])
+      const { exit, stderr, stdout } = yield* runCli([
+        "--docs",
+        "40",
+        "--db",
+        db,
+        "--report",
+        report,
+        "--json",
+        "--sim-speed",
+        "20"
+      ])
       expect(exit._tag, stderr.join("\n")).toBe("Success")
       expect(stdout.length).toBe(1)
       const summary = JSON.parse(stdout[0]!) as Record<string, number>
       for (const field of summaryFields) expect(typeof summary[field], field).toBe("number")
-      expect(summary).toMatchObject({ documents: 40, succeeded: 40, failed: 0, shed: 0, overBudget: 0, http429: 0, http529: 0 })
+      expect(summary).toMatchObject({
+        documents: 40,
+        succeeded: 40,
+        failed: 0,
+        shed: 0,
+        overBudget: 0,
+        http429: 0,
+        http529: 0
+      })
       const { extracted, failures, sums } = yield* rowsOf(db)
       expect(extracted.sort()).toEqual(Array.from({ length: 40 }, (_, i) => `doc-${String(i).padStart(5, "0")}`))
       expect(failures).toEqual([])
@@ -112,15 +155,28 @@ describe("the extract command", () => {
   it.live("bad documents from --input land in failures with their reasons", () =>
     Effect.gen(function*() {
       const input = join(dir, "docs.jsonl")
-      writeFileSync(input, [
-        JSON.stringify({ id: "ok-1", text: "Revenue grew in the quarter; margins were strong." }),
-        JSON.stringify({ id: "blank", text: "   " }),
-        "{ not json",
-        JSON.stringify({ id: "big", text: "token ".repeat(20_000) }),
-        JSON.stringify({ id: "ok-2", text: "The clinical trial enrolled patients." })
-      ].join("\n"))
+      writeFileSync(
+        input,
+        [
+          JSON.stringify({ id: "ok-1", text: "Revenue grew in the quarter; margins were strong." }),
+          JSON.stringify({ id: "blank", text: "   " }),
+          "{ not json",
+          JSON.stringify({ id: "big", text: "token ".repeat(20_000) }),
+          JSON.stringify({ id: "ok-2", text: "The clinical trial enrolled patients." })
+        ].join("\n")
+      )
       const db = join(dir, "bad.db")
-      const { exit, stdout } = yield* runCli(["--input", input, "--db", db, "--itpm", "10000", "--report", "none", "--json"])
+      const { exit, stdout } = yield* runCli([
+        "--input",
+        input,
+        "--db",
+        db,
+        "--itpm",
+        "10000",
+        "--report",
+        "none",
+        "--json"
+      ])
       expect(exit._tag).toBe("Success")
       expect(JSON.parse(stdout[0]!)).toMatchObject({ documents: 5, succeeded: 2, failed: 3 })
       const { extracted, failures } = yield* rowsOf(db)
@@ -135,64 +191,135 @@ describe("the extract command", () => {
     Effect.gen(function*() {
       const zero = yield* runCli(["--docs", "0", "--db", join(dir, "x.db")])
       expect(zero.exit._tag).toBe("Failure")
-      expect([...zero.stdout, ...zero.stderr].join("\n") + String(zero.exit)).toContain("--docs must be a whole number above 0")
+      expect([...zero.stdout, ...zero.stderr].join("\n") + String(zero.exit)).toContain(
+        "--docs must be a whole number above 0"
+      )
       const both = yield* runCli(["--docs", "3", "--input", dir, "--db", join(dir, "x.db")])
       expect(both.exit._tag).toBe("Failure")
-      expect(both.stderr.join("\n")).toContain("error: give --docs (synthetic documents) or --input (your documents), not both")
+      expect(both.stderr.join("\n")).toContain(
+        "error: give --docs (synthetic documents) or --input (your documents), not both"
+      )
       const missing = yield* runCli(["--input", join(dir, "missing"), "--db", join(dir, "x.db")])
-      expect(missing.stderr.join("\n")).toContain(`error: Cannot read --input ${join(dir, "missing")}: no such file or folder`)
+      expect(missing.stderr.join("\n")).toContain(
+        `error: Cannot read --input ${join(dir, "missing")}: no such file or folder`
+      )
       const share = yield* runCli(["--sim-foreign-share", "1.5", "--db", join(dir, "x.db")])
-      expect([...share.stdout, ...share.stderr].join("\n") + String(share.exit)).toContain("--sim-foreign-share must be at least 0 and below 1")
+      expect([...share.stdout, ...share.stderr].join("\n") + String(share.exit)).toContain(
+        "--sim-foreign-share must be at least 0 and below 1"
+      )
     }))
 
-  it.live("a run killed with SIGKILL part-way and run again ends with every document in exactly one table, once", () =>
-    Effect.gen(function*() {
-      const db = join(dir, "killed.db")
-      const child = spawnExtract(["--docs", "200", "--db", db, "--rpm", "60", "--sim-speed", "2", "--report", "none", "--json"], childEnv())
-      // Waits (polling the database, not asserting any time) until some documents are in.
-      let before = 0
-      for (let i = 0; i < 600 && before < 20; i++) {
-        yield* Effect.sleep("100 millis")
-        if (existsSync(db)) before = (yield* Effect.orElseSucceed(rowsOf(db), () => ({ extracted: [] as Array<string> }))).extracted.length
-      }
-      child.kill("SIGKILL")
-      yield* Effect.async<void>((resume) => {
-        if (child.exitCode !== null || child.signalCode !== null) resume(Effect.void)
-        else child.once("exit", () => resume(Effect.void))
-      })
-      const partial = yield* rowsOf(db)
-      expect(partial.extracted.length).toBeGreaterThanOrEqual(20)
-      expect(partial.extracted.length).toBeLessThan(200)
+  it.live(
+    "a run killed with SIGKILL part-way and run again ends with every document in exactly one table, once",
+    () =>
+      Effect.gen(function*() {
+        const db = join(dir, "killed.db")
+        const child = spawnExtract([
+          "--docs",
+          "200",
+          "--db",
+          db,
+          "--rpm",
+          "60",
+          "--sim-speed",
+          "2",
+          "--report",
+          "none",
+          "--json"
+        ], childEnv())
+        // Waits (polling the database, not asserting any time) until some documents are in.
+        let before = 0
+        for (let i = 0; i < 600 && before < 20; i++) {
+          yield* Effect.sleep("100 millis")
+          if (existsSync(db)) {
+            before =
+              (yield* Effect.orElseSucceed(rowsOf(db), () => ({ extracted: [] as Array<string> }))).extracted.length
+          }
+        }
+        child.kill("SIGKILL")
+        yield* Effect.async<void>((resume) => {
+          if (child.exitCode !== null || child.signalCode !== null) resume(Effect.void)
+          else child.once("exit", () => resume(Effect.void))
+        })
+        const partial = yield* rowsOf(db)
+        expect(partial.extracted.length).toBeGreaterThanOrEqual(20)
+        expect(partial.extracted.length).toBeLessThan(200)
 
-      const rerun = yield* runCli(["--docs", "200", "--db", db, "--rpm", "100000", "--itpm", "100000000", "--otpm", "10000000", "--report", "none", "--json", "--sim-speed", "20"])
-      expect(rerun.exit._tag).toBe("Success")
-      const summary = JSON.parse(rerun.stdout[0]!) as Record<string, number>
-      expect(summary.skipped).toBe(partial.extracted.length)
-      const { extracted, failures } = yield* rowsOf(db)
-      const all = [...extracted, ...failures.map((row) => row.doc_id)]
-      expect(all.length).toBe(200)
-      expect(new Set(all).size).toBe(200)
-    }), { timeout: 90_000 })
+        const rerun = yield* runCli([
+          "--docs",
+          "200",
+          "--db",
+          db,
+          "--rpm",
+          "100000",
+          "--itpm",
+          "100000000",
+          "--otpm",
+          "10000000",
+          "--report",
+          "none",
+          "--json",
+          "--sim-speed",
+          "20"
+        ])
+        expect(rerun.exit._tag).toBe("Success")
+        const summary = JSON.parse(rerun.stdout[0]!) as Record<string, number>
+        expect(summary.skipped).toBe(partial.extracted.length)
+        const { extracted, failures } = yield* rowsOf(db)
+        const all = [...extracted, ...failures.map((row) => row.doc_id)]
+        expect(all.length).toBe(200)
+        expect(new Set(all).size).toBe(200)
+      }),
+    { timeout: 90_000 }
+  )
 
-  it.live("with ANTHROPIC_API_KEY set and no flag, `pnpm start` runs on the simulator and says which flag would call the real API", () =>
-    Effect.gen(function*() {
-      // The key is fake, and the endpoint the SDK would fall back to is a closed local port: were the key to switch
-      // the job to the real provider, the calls would fail here, on this machine, instead of reaching Anthropic.
-      const env = childEnv({ ANTHROPIC_API_KEY: "sk-test", ANTHROPIC_BASE_URL: "http://127.0.0.1:9" })
-      const db = join(dir, "keyed.db")
-      const { code, stderr, stdout } = yield* runChild(["--docs", "6", "--db", db, "--sim-speed", "20", "--report", "none", "--json"], env)
-      expect(code, stderr).toBe(0)
-      expect(JSON.parse(stdout.trim().split("\n").pop()!)).toMatchObject({ documents: 6, succeeded: 6, failed: 0 })
-      const notice = stderr.split("\n").filter((line) => line.includes("ANTHROPIC_API_KEY"))
-      expect(notice).toEqual(["ANTHROPIC_API_KEY is set but not used: this run calls the built-in simulator (--provider anthropic calls the real Anthropic API)"])
-      expect(stderr).toMatch(/on the built-in simulator at http:\/\/127\.0\.0\.1:\d+/)
-    }), { timeout: 90_000 })
+  it.live(
+    "with ANTHROPIC_API_KEY set and no flag, `pnpm start` runs on the simulator and says which flag would call the real API",
+    () =>
+      Effect.gen(function*() {
+        // The key is fake, and the endpoint the SDK would fall back to is a closed local port: were the key to switch
+        // the job to the real provider, the calls would fail here, on this machine, instead of reaching Anthropic.
+        const env = childEnv({ ANTHROPIC_API_KEY: "sk-test", ANTHROPIC_BASE_URL: "http://127.0.0.1:9" })
+        const db = join(dir, "keyed.db")
+        const { code, stderr, stdout } = yield* runChild([
+          "--docs",
+          "6",
+          "--db",
+          db,
+          "--sim-speed",
+          "20",
+          "--report",
+          "none",
+          "--json"
+        ], env)
+        expect(code, stderr).toBe(0)
+        expect(JSON.parse(stdout.trim().split("\n").pop()!)).toMatchObject({ documents: 6, succeeded: 6, failed: 0 })
+        const notice = stderr.split("\n").filter((line) => line.includes("ANTHROPIC_API_KEY"))
+        expect(notice).toEqual([
+          "ANTHROPIC_API_KEY is set but not used: this run calls the built-in simulator (--provider anthropic calls the real Anthropic API)"
+        ])
+        expect(stderr).toMatch(/on the built-in simulator at http:\/\/127\.0\.0\.1:\d+/)
+      }),
+    { timeout: 90_000 }
+  )
   it.live("a key in the environment and no flag: the in-process run is on the simulator and prints the one-line notice", () =>
     Effect.gen(function*() {
-      const { exit, stderr, stdout } = yield* runCli(["--docs", "3", "--db", join(dir, "notice.db"), "--report", "none", "--json", "--sim-speed", "20"], { ANTHROPIC_API_KEY: "sk-test" })
+      const { exit, stderr, stdout } = yield* runCli([
+        "--docs",
+        "3",
+        "--db",
+        join(dir, "notice.db"),
+        "--report",
+        "none",
+        "--json",
+        "--sim-speed",
+        "20"
+      ], { ANTHROPIC_API_KEY: "sk-test" })
       expect(exit._tag, stderr.join("\n")).toBe("Success")
       expect(JSON.parse(stdout[0]!)).toMatchObject({ documents: 3, succeeded: 3 })
-      expect(stderr[0]).toBe("ANTHROPIC_API_KEY is set but not used: this run calls the built-in simulator (--provider anthropic calls the real Anthropic API)")
+      expect(stderr[0]).toBe(
+        "ANTHROPIC_API_KEY is set but not used: this run calls the built-in simulator (--provider anthropic calls the real Anthropic API)"
+      )
       expect(stderr.join("\n")).toContain("on the built-in simulator at")
       expect(stderr.join("\n")).not.toContain("budget $")
     }))
@@ -202,9 +329,29 @@ describe("the extract command", () => {
       const noKey = yield* runCli(["--provider", "anthropic", "--docs", "3", "--db", join(dir, "refused.db")])
       expect(noKey.exit._tag).toBe("Failure")
       expect(noKey.stderr).toContain("error: --provider anthropic needs the API key in ANTHROPIC_API_KEY")
-      const both = yield* runCli(["--provider", "simulator", "--base-url", "http://127.0.0.1:9", "--docs", "3", "--db", join(dir, "refused.db")])
-      expect(both.stderr).toContain("error: --provider simulator is the built-in simulator and --base-url an endpoint of your own: give one of them")
-      const unpriced = yield* runCli(["--provider", "anthropic", "--model", "claude-unknown-9", "--docs", "3", "--db", join(dir, "refused.db")], { ANTHROPIC_API_KEY: "sk-test" })
+      const both = yield* runCli([
+        "--provider",
+        "simulator",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--docs",
+        "3",
+        "--db",
+        join(dir, "refused.db")
+      ])
+      expect(both.stderr).toContain(
+        "error: --provider simulator is the built-in simulator and --base-url an endpoint of your own: give one of them"
+      )
+      const unpriced = yield* runCli([
+        "--provider",
+        "anthropic",
+        "--model",
+        "claude-unknown-9",
+        "--docs",
+        "3",
+        "--db",
+        join(dir, "refused.db")
+      ], { ANTHROPIC_API_KEY: "sk-test" })
       expect(unpriced.stderr.join("\n")).toContain("error: no price is known for --model claude-unknown-9")
       expect(existsSync(join(dir, "refused.db"))).toBe(false)
     }))
@@ -218,13 +365,17 @@ describe("the extract command", () => {
       const key = { ANTHROPIC_API_KEY: "sk-test" }
       const first = yield* runCli(["--docs", "20", ...flags], key)
       expect(first.exit._tag, first.stderr.join("\n")).toBe("Success")
-      expect(first.stderr).toContain("budget $5.00 for the job (the default on a real provider; --budget-usd sets another)")
+      expect(first.stderr).toContain(
+        "budget $5.00 for the job (the default on a real provider; --budget-usd sets another)"
+      )
       const worstLine = first.stderr.find((line) => line.startsWith("worst case "))
       expect(worstLine).toMatch(
         /^worst case \$(\d+\.\d\d): 20 documents to send, about [\d,]+ input tokens and 12,000 output tokens \(max_tokens of each\) at claude-haiku-4-5's list price; this run spends at most \$\d+\.\d\d$/
       )
       // Printed before the first call, and a true bound on what the calls cost.
-      expect(first.stderr.indexOf(worstLine!)).toBeLessThan(first.stderr.findIndex((line) => line.includes("extracted,")))
+      expect(first.stderr.indexOf(worstLine!)).toBeLessThan(
+        first.stderr.findIndex((line) => line.includes("extracted,"))
+      )
       const summary = JSON.parse(first.stdout[0]!) as Record<string, number>
       expect(summary).toMatchObject({ documents: 20, succeeded: 20, overBudget: 0 })
       expect(summary.costUsd).toBeGreaterThan(0)
@@ -233,11 +384,20 @@ describe("the extract command", () => {
       // The cap binds: at Opus prices one document of ~400,000 input tokens may cost over $5 at worst, so the budget
       // refuses it before it is sent (over budget), while a small one goes through.
       const input = join(dir, "costly.jsonl")
-      writeFileSync(input, [
-        JSON.stringify({ id: "small", text: "Revenue grew in the quarter; margins were strong." }),
-        JSON.stringify({ id: "huge", text: "token ".repeat(400_000) })
-      ].join("\n"))
-      const costly = yield* runCli(["--input", input, "--model", "claude-opus-4-1", ...flags.map((flag) => flag === db ? join(dir, "costly.db") : flag)], key)
+      writeFileSync(
+        input,
+        [
+          JSON.stringify({ id: "small", text: "Revenue grew in the quarter; margins were strong." }),
+          JSON.stringify({ id: "huge", text: "token ".repeat(400_000) })
+        ].join("\n")
+      )
+      const costly = yield* runCli([
+        "--input",
+        input,
+        "--model",
+        "claude-opus-4-1",
+        ...flags.map((flag) => flag === db ? join(dir, "costly.db") : flag)
+      ], key)
       expect(costly.exit._tag, costly.stderr.join("\n")).toBe("Success")
       expect(costly.stderr.find((line) => line.startsWith("worst case "))).toMatch(
         /^worst case \$\d+\.\d\d: 2 documents to send, .* at claude-opus-4-1's list price; this run spends at most \$5\.00 \(the budget\), documents past it are recorded as over budget$/

@@ -2,19 +2,21 @@ import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import * as Documents from "@sluice/examples/extract/Documents"
 import * as Extraction from "@sluice/examples/extract/Extraction"
+import { Simulator } from "@sluice/simulator"
 import { Chunk, Effect, Either, Stream } from "effect"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
-import { Simulator } from "@sluice/simulator"
 
 const dir = mkdtempSync(join(tmpdir(), "sluice-docs-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
 describe("extraction documents", () => {
   it("synthetic sizes are heavy-tailed: from 200 tokens to tens of thousands, most of them short", () => {
-    const sizes = Array.from({ length: 5_000 }, (_, i) => Documents.syntheticTokens((i + 0.5) / 5_000)).sort((a, b) => a - b)
+    const sizes = Array.from({ length: 5_000 }, (_, i) => Documents.syntheticTokens((i + 0.5) / 5_000)).sort((a, b) =>
+      a - b
+    )
     expect(sizes[0]).toBeGreaterThanOrEqual(200)
     expect(sizes[2_500]).toBeLessThan(400)
     expect(sizes[4_999]).toBeGreaterThanOrEqual(20_000)
@@ -31,7 +33,9 @@ describe("extraction documents", () => {
       expect(a.id).toBe("doc-00017")
       const docs = Chunk.toReadonlyArray(yield* Stream.runCollect(Documents.syntheticSource(300, 1).documents))
       expect(docs.length).toBe(300)
-      const tokens = docs.map((doc) => Simulator.countTokens({ messages: [{ role: "user", content: doc.text }] })).sort((x, y) => x - y)
+      const tokens = docs.map((doc) => Simulator.countTokens({ messages: [{ role: "user", content: doc.text }] })).sort(
+        (x, y) => x - y
+      )
       // The simulator's count of the median document is near the median size drawn (≈ 320 tokens).
       expect(tokens[150]).toBeGreaterThan(220)
       expect(tokens[150]).toBeLessThan(480)
@@ -62,7 +66,10 @@ describe("extraction documents", () => {
       writeFileSync(join(folder, "c.bin"), "ignored")
       const fromFolder = yield* Documents.inputSource(folder)
       expect(fromFolder.count).toBe(2)
-      expect(Chunk.toReadonlyArray(yield* Stream.runCollect(fromFolder.documents)).map((d) => d.id)).toEqual(["a.txt", "b.md"])
+      expect(Chunk.toReadonlyArray(yield* Stream.runCollect(fromFolder.documents)).map((d) => d.id)).toEqual([
+        "a.txt",
+        "b.md"
+      ])
 
       const jsonl = join(dir, "docs.jsonl")
       writeFileSync(jsonl, `{"id":"one","text":"Hello."}\n\n{"id":"two","text":"World."}\nbroken\n`)
@@ -89,7 +96,10 @@ describe("extraction schema", () => {
   const good = { title: "T", summary: "S.", keywords: ["a"], category: "energy", sentiment: "neutral" }
 
   it("the tool's input schema is generated from the Schema", () => {
-    const schema = Extraction.tool.inputSchema as unknown as { properties: Record<string, { enum?: ReadonlyArray<string> }>; required: ReadonlyArray<string> }
+    const schema = Extraction.tool.inputSchema as unknown as {
+      properties: Record<string, { enum?: ReadonlyArray<string> }>
+      required: ReadonlyArray<string>
+    }
     expect(schema.properties.category?.enum).toEqual([...Extraction.categories])
     expect([...schema.required].sort()).toEqual(["category", "keywords", "sentiment", "summary", "title"])
   })

@@ -12,10 +12,33 @@ describe("the test environment", () => {
   })
 
   it("a provider variable is any ANTHROPIC_/OPENAI_/AZURE_OPENAI_ name or any *_API_KEY / *_AUTH_TOKEN", () => {
-    for (const name of ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_IDENTITY_TOKEN_FILE", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "AZURE_OPENAI_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY", "openai_api_key"]) {
+    for (
+      const name of [
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_IDENTITY_TOKEN_FILE",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_ORG_ID",
+        "AZURE_OPENAI_API_KEY",
+        "GEMINI_API_KEY",
+        "MISTRAL_API_KEY",
+        "openai_api_key"
+      ]
+    ) {
       expect(isProviderVariable(name), name).toBe(true)
     }
-    for (const name of ["PATH", "HOME", "REDIS_URL", "NODE_OPTIONS", "SLUICE_TEST_REPORT"]) expect(isProviderVariable(name), name).toBe(false)
-    expect(withoutProviderVariables({ PATH: "/bin", ANTHROPIC_API_KEY: "sk-test", OPENAI_BASE_URL: "https://x", EMPTY: undefined })).toEqual({ PATH: "/bin" })
+    for (const name of ["PATH", "HOME", "REDIS_URL", "NODE_OPTIONS", "SLUICE_TEST_REPORT"]) {
+      expect(isProviderVariable(name), name).toBe(false)
+    }
+    expect(
+      withoutProviderVariables({
+        PATH: "/bin",
+        ANTHROPIC_API_KEY: "sk-test",
+        OPENAI_BASE_URL: "https://x",
+        EMPTY: undefined
+      })
+    ).toEqual({ PATH: "/bin" })
   })
 })

@@ -1,5 +1,5 @@
-import * as SqlClient from "@effect/sql/SqlClient"
 import { SqliteClient } from "@effect/sql-sqlite-node"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
 import { LlmClient } from "@sluice/core"
 import type { Source } from "@sluice/examples/extract/Documents"
@@ -20,8 +20,16 @@ let files = 0
 const freshFile = () => join(dir, `job-${++files}.db`)
 
 const tight: Limits = { requestsPerMinute: 30, inputTokensPerMinute: 20_000, outputTokensPerMinute: 6_000 }
-const roomy: Limits = { requestsPerMinute: 100_000, inputTokensPerMinute: 100_000_000, outputTokensPerMinute: 10_000_000 }
-const simulatorQuota = (limits: Limits) => ({ quota: limits, latency: { baseMs: 500, perOutputTokenMs: 5, jitterMs: 200 }, seed: 3 })
+const roomy: Limits = {
+  requestsPerMinute: 100_000,
+  inputTokensPerMinute: 100_000_000,
+  outputTokensPerMinute: 10_000_000
+}
+const simulatorQuota = (limits: Limits) => ({
+  quota: limits,
+  latency: { baseMs: 500, perOutputTokenMs: 5, jitterMs: 200 },
+  seed: 3
+})
 
 const sqlite = (filename: string) => Store.layer.pipe(Layer.provideMerge(SqliteClient.layer({ filename })))
 
@@ -50,7 +58,9 @@ const drive = <A, E>(fiber: Fiber.RuntimeFiber<A, E>, limitSeconds = 3_600) =>
 const tables = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   const extracted = (yield* sql<{ doc_id: string }>`SELECT doc_id FROM extractions`).map((row) => row.doc_id)
-  const failures = yield* sql<{ doc_id: string; outcome: string; reason: string; attempts: number }>`SELECT doc_id, outcome, reason, attempts FROM failures`
+  const failures = yield* sql<
+    { doc_id: string; outcome: string; reason: string; attempts: number }
+  >`SELECT doc_id, outcome, reason, attempts FROM failures`
   return { extracted, failures }
 })
 
@@ -71,12 +81,15 @@ describe("the extraction job", () => {
       expect(result.summary.inputTokens).toBe(judge.inputTokens)
       expect(result.summary.outputTokens).toBe(judge.outputTokens)
       const sql = yield* SqlClient.SqlClient
-      const [sums] = yield* sql<{ input: number; cost: number }>`SELECT SUM(input_tokens) AS input, SUM(cost_usd) AS cost FROM extractions`
+      const [sums] = yield* sql<
+        { input: number; cost: number }
+      >`SELECT SUM(input_tokens) AS input, SUM(cost_usd) AS cost FROM extractions`
       expect(sums!.input).toBe(result.summary.inputTokens)
       expect(sums!.cost).toBeCloseTo(result.summary.costUsd, 9)
       // 80 documents against 30 requests a minute: the quota binds, and the job used most of what it allowed.
       expect(result.summary.wallSeconds).toBeGreaterThan(60)
-      expect(Math.max(result.utilisation.requests, result.utilisation.inputTokens, result.utilisation.outputTokens)).toBeGreaterThan(0.8)
+      expect(Math.max(result.utilisation.requests, result.utilisation.inputTokens, result.utilisation.outputTokens))
+        .toBeGreaterThan(0.8)
       // Samples were taken through the run and end at the final count.
       expect(result.samples.length).toBeGreaterThan(60)
       expect(result.samples.at(-1)?.done).toBe(80)
@@ -87,14 +100,18 @@ describe("the extraction job", () => {
       const filename = freshFile()
       const source = syntheticSource(60, 9)
       const provider = SimulatedClient.layer(simulatorQuota(tight))
-      const first = yield* Effect.fork(Job.run(config(source, tight)).pipe(Effect.provide(Layer.mergeAll(sqlite(filename), provider))))
+      const first = yield* Effect.fork(
+        Job.run(config(source, tight)).pipe(Effect.provide(Layer.mergeAll(sqlite(filename), provider)))
+      )
       yield* TestClock.adjust("40 seconds")
       yield* Fiber.interrupt(first)
       const partial = yield* tables.pipe(Effect.provide(sqlite(filename)))
       expect(partial.extracted.length).toBeGreaterThan(0)
       expect(partial.extracted.length).toBeLessThan(60)
 
-      const second = yield* Effect.fork(Job.run(config(source, tight)).pipe(Effect.provide(Layer.mergeAll(sqlite(filename), provider))))
+      const second = yield* Effect.fork(
+        Job.run(config(source, tight)).pipe(Effect.provide(Layer.mergeAll(sqlite(filename), provider)))
+      )
       const result = yield* drive(second)
       const done = yield* tables.pipe(Effect.provide(sqlite(filename)))
       expect(result.summary.skipped).toBe(partial.extracted.length)
@@ -144,7 +161,15 @@ describe("the extraction job", () => {
             complete: (request) =>
               Effect.map(client.complete(request), (response) =>
                 request.metadata?.documentId === "bad-answer"
-                  ? { ...response, content: [{ type: "tool_use", id: "t", name: "record_extraction", input: { title: "", summary: "s", keywords: [], category: "sports", sentiment: "happy" } }] }
+                  ? {
+                    ...response,
+                    content: [{
+                      type: "tool_use",
+                      id: "t",
+                      name: "record_extraction",
+                      input: { title: "", summary: "s", keywords: [], category: "sports", sentiment: "happy" }
+                    }]
+                  }
                   : response)
           }))
       )
@@ -156,7 +181,9 @@ describe("the extraction job", () => {
       const reason = (id: string) => failures.find((row) => row.doc_id === id)?.reason ?? ""
       expect(reason("empty")).toMatch(/empty document/)
       expect(reason("binary")).toMatch(/not text/)
-      expect(reason("huge")).toMatch(/too large: it needs about [\d,]+ input tokens, more than the 20,000 a minute the quota can ever admit/)
+      expect(reason("huge")).toMatch(
+        /too large: it needs about [\d,]+ input tokens, more than the 20,000 a minute the quota can ever admit/
+      )
       expect(reason("bad-answer")).toMatch(/does not match the extraction schema/)
       expect(reason("bad-answer")).toMatch(/category/)
       expect(failures.find((row) => row.doc_id === "bad-answer")?.attempts).toBe(1)
@@ -166,7 +193,9 @@ describe("the extraction job", () => {
 
   it.scoped("a budget stops spending: documents past it are recorded as over budget, not dropped", () =>
     Effect.gen(function*() {
-      const fiber = yield* Effect.fork(Job.run(config(syntheticSource(40, 13), roomy, { budgetUsd: 0.02, concurrency: 4 })))
+      const fiber = yield* Effect.fork(
+        Job.run(config(syntheticSource(40, 13), roomy, { budgetUsd: 0.02, concurrency: 4 }))
+      )
       const result = yield* drive(fiber)
       const { extracted, failures } = yield* tables
       expect(result.summary.overBudget).toBeGreaterThan(0)

@@ -9,18 +9,47 @@ import type { Limits, Sample, Summary } from "@sluice/examples/extract/Summary"
 const limits: Limits = { requestsPerMinute: 2_000, inputTokensPerMinute: 4_000_000, outputTokensPerMinute: 200_000 }
 const noLimits: Limits = { requestsPerMinute: 0, inputTokensPerMinute: 0, outputTokensPerMinute: 0 }
 const summary: Summary = {
-  documents: 60, succeeded: 58, failed: 2, shed: 0, overBudget: 0, skipped: 0, http429: 1, http529: 0, retries: 3,
-  inputTokens: 123_456, outputTokens: 7_890, costUsd: 0.1234, wallSeconds: 61.5, requestsPerMinute: 1_500,
-  inputTokensPerMinute: 3_000_000, outputTokensPerMinute: 150_000, interrupted: false
+  documents: 60,
+  succeeded: 58,
+  failed: 2,
+  shed: 0,
+  overBudget: 0,
+  skipped: 0,
+  http429: 1,
+  http529: 0,
+  retries: 3,
+  inputTokens: 123_456,
+  outputTokens: 7_890,
+  costUsd: 0.1234,
+  wallSeconds: 61.5,
+  requestsPerMinute: 1_500,
+  inputTokensPerMinute: 3_000_000,
+  outputTokensPerMinute: 150_000,
+  interrupted: false
 }
 /** The sample at second `at`, its rates scaled by `f` (0 gives an all-zero sample). */
 const sample = (at: number, f = 1): Sample => ({
-  atSeconds: at, requestsPerMinute: 1_500 * f, inputTokensPerMinute: 3_000_000 * f, outputTokensPerMinute: 150_000 * f,
-  queue: { interactive: 0, normal: (at % 3) * f, batch: 10 * f }, inFlight: 8 * f, done: at * f,
-  http429: at > 30 ? f : 0, http529: 0, retries: Math.floor(at / 20) * f, costUsd: (at / 500) * f
+  atSeconds: at,
+  requestsPerMinute: 1_500 * f,
+  inputTokensPerMinute: 3_000_000 * f,
+  outputTokensPerMinute: 150_000 * f,
+  queue: { interactive: 0, normal: (at % 3) * f, batch: 10 * f },
+  inFlight: 8 * f,
+  done: at * f,
+  http429: at > 30 ? f : 0,
+  http529: 0,
+  retries: Math.floor(at / 20) * f,
+  costUsd: (at / 500) * f
 })
 const input = (samples: ReadonlyArray<Sample>, extra: Partial<Report.ReportInput> = {}): Report.ReportInput => ({
-  title: "Run", generatedAt: "2026-11-22T00:00:00Z", model: "claude-haiku-4-5", limits, samples, summary, notes: [], ...extra
+  title: "Run",
+  generatedAt: "2026-11-22T00:00:00Z",
+  model: "claude-haiku-4-5",
+  limits,
+  samples,
+  summary,
+  notes: [],
+  ...extra
 })
 
 /** The `<svg>` element of one chart, or "" when the page has none. */
@@ -67,7 +96,9 @@ describe("the run report", () => {
     expect(limit[0]![0]).toBeCloseTo(Report.xOf(scale, 0), 1)
     expect(limit[1]![0]).toBeCloseTo(Report.xOf(scale, 60), 1)
     expect(svgOf(html, "requests")).toMatch(/data-series="limit"[^>]*stroke-dasharray/)
-    for (const series of ["interactive", "normal", "batch", "inFlight"]) expect(seriesPoints(html, "queue", series).length).toBe(60)
+    for (const series of ["interactive", "normal", "batch", "inFlight"]) {
+      expect(seriesPoints(html, "queue", series).length).toBe(60)
+    }
     for (const series of ["http429", "http529", "retries"]) expect(seriesPoints(html, "errors", series).length).toBe(60)
     // Cumulative retries rise, which is drawn higher (a smaller y).
     const retries = seriesPoints(html, "errors", "retries")
@@ -128,7 +159,10 @@ describe("the run report", () => {
 
   it("formats the summary, one row per field, and escapes what it is given", () => {
     const escaped = Report.render(input(samples, {
-      title: "<b>x</b>", notes: ["<script>alert(1)</script>", "resume with --resume"], model: "m&m", generatedAt: "\"now\""
+      title: "<b>x</b>",
+      notes: ["<script>alert(1)</script>", "resume with --resume"],
+      model: "m&m",
+      generatedAt: "\"now\""
     }))
     expect(escaped).toContain("&lt;script&gt;alert(1)&lt;/script&gt;")
     expect(escaped).not.toContain("<script>")
@@ -136,7 +170,10 @@ describe("the run report", () => {
     expect(escaped).toContain("m&amp;m")
     expect(escaped).toContain("&quot;now&quot;")
     expect(escaped).toContain("<li>resume with --resume</li>")
-    const rows = Array.from(html.matchAll(/<tr><td>([^<]*)<\/td><td>([^<]*)<\/td><\/tr>/g), (m) => [m[1]!, m[2]!] as const)
+    const rows = Array.from(
+      html.matchAll(/<tr><td>([^<]*)<\/td><td>([^<]*)<\/td><\/tr>/g),
+      (m) => [m[1]!, m[2]!] as const
+    )
     expect(rows.length).toBe(Object.keys(summary).length)
     expect(new Set(rows.map(([label]) => label)).size).toBe(rows.length)
     const row = (label: string) => rows.find(([l]) => l === label)?.[1]
@@ -158,7 +195,9 @@ describe("the run report", () => {
       noLimit: Report.render(input(samples, { limits: noLimits })),
       everythingZero: Report.render(input([sample(0, 0)], { limits: noLimits }))
     }
-    for (const [name, page] of Object.entries(cases)) expect([name, page.match(/NaN|Infinity|undefined/)]).toEqual([name, null])
+    for (const [name, page] of Object.entries(cases)) {
+      expect([name, page.match(/NaN|Infinity|undefined/)]).toEqual([name, null])
+    }
     expect(cases.none).toContain("No samples")
     expect(cases.none).not.toContain("<svg")
     // One sample: a dot for the value, and the limit still spans the axis.

@@ -38,7 +38,9 @@ const clientOn = (config: Simulator.Config) =>
 describe("Anthropic layer over the real SDK, against the simulator", () => {
   it.scoped("a call succeeds and every rate-limit header is parsed into the snapshot", () =>
     Effect.gen(function*() {
-      const { client } = yield* clientOn({ quota: { requestsPerMinute: 50, inputTokensPerMinute: 30_000, outputTokensPerMinute: 8_000 } })
+      const { client } = yield* clientOn({
+        quota: { requestsPerMinute: 50, inputTokensPerMinute: 30_000, outputTokensPerMinute: 8_000 }
+      })
       const response = yield* client.complete(ask("Tell me about token buckets."))
       expect(LlmClient.text(response).length).toBeGreaterThan(0)
       expect(response.usage.inputTokens).toBeGreaterThan(0)
@@ -54,7 +56,9 @@ describe("Anthropic layer over the real SDK, against the simulator", () => {
 
   it.scoped("going over a limit yields RateLimited with a retry-after and the bucket that ran out", () =>
     Effect.gen(function*() {
-      const { client } = yield* clientOn({ quota: { requestsPerMinute: 2, inputTokensPerMinute: 30_000, outputTokensPerMinute: 8_000 } })
+      const { client } = yield* clientOn({
+        quota: { requestsPerMinute: 2, inputTokensPerMinute: 30_000, outputTokensPerMinute: 8_000 }
+      })
       yield* client.complete(ask("one"))
       yield* client.complete(ask("two"))
       const error = yield* Effect.flip(client.complete(ask("three")))
@@ -104,7 +108,9 @@ describe("Anthropic layer over the real SDK, against the simulator", () => {
       expect(deltas.length).toBeGreaterThan(0)
       expect(done?._tag).toBe("Done")
       if (done?._tag === "Done") {
-        expect(LlmClient.text(done.response)).toBe(deltas.map((event) => event._tag === "TextDelta" ? event.text : "").join(""))
+        expect(LlmClient.text(done.response)).toBe(
+          deltas.map((event) => event._tag === "TextDelta" ? event.text : "").join("")
+        )
         expect(done.response.usage.outputTokens).toBeGreaterThan(0)
         expect(done.response.rateLimits.dimensions.requests?.limit).toBeDefined()
       }
@@ -114,7 +120,9 @@ describe("Anthropic layer over the real SDK, against the simulator", () => {
     Effect.gen(function*() {
       const { client } = yield* clientOn({})
       const request: LlmClient.Request = {
-        ...ask("Quarterly results\nRevenue grew strongly and the team is delighted with the excellent growth in cloud services."),
+        ...ask(
+          "Quarterly results\nRevenue grew strongly and the team is delighted with the excellent growth in cloud services."
+        ),
         tools: [extractionTool],
         toolChoice: { type: "tool", name: "record_extraction" }
       }

@@ -37,13 +37,19 @@ const governedOn = (url: string, quota: Quota.QuotaInput, options: Partial<Effec
 const statsOf = (running: Simulator.Running) =>
   Effect.map(running.stats, (stats) => stats.keys.find((entry) => entry.model === model))
 
-const document = "Quarterly results\nRevenue grew strongly and the team is delighted with the excellent growth in cloud services."
+const document =
+  "Quarterly results\nRevenue grew strongly and the team is delighted with the excellent growth in cloud services."
 
 describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulator", () => {
   it.scopedLive("generateText goes through and the provider counted exactly the usage the response reports", () =>
     Effect.gen(function*() {
       const running = yield* Simulator.serve({})
-      const response = yield* LanguageModel.generateText({ prompt: [{ role: "system", content: "You are terse." }, { role: "user", content: "Tell me about token buckets." }] }).pipe(
+      const response = yield* LanguageModel.generateText({
+        prompt: [{ role: "system", content: "You are terse." }, {
+          role: "user",
+          content: "Tell me about token buckets."
+        }]
+      }).pipe(
         Effect.provide(governedOn(running.url, slow))
       )
       expect(response.text.length).toBeGreaterThan(0)
@@ -85,7 +91,11 @@ describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulato
         sentiment: Schema.Literal("positive", "neutral", "negative")
       })
       const { levels, response } = yield* Effect.gen(function*() {
-        const response = yield* LanguageModel.generateObject({ prompt: document, schema: Extraction, objectName: "record_extraction" })
+        const response = yield* LanguageModel.generateObject({
+          prompt: document,
+          schema: Extraction,
+          objectName: "record_extraction"
+        })
         const limiter = yield* RateLimiter.RateLimiter
         return { response, levels: (yield* limiter.stats(key)).levels }
       }).pipe(Effect.provide(governedOn(running.url, slow)))
@@ -98,7 +108,9 @@ describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulato
     Effect.gen(function*() {
       const running = yield* Simulator.serve({})
       const { levels, parts } = yield* Effect.gen(function*() {
-        const parts = Chunk.toReadonlyArray(yield* Stream.runCollect(LanguageModel.streamText({ prompt: "Stream me a story." })))
+        const parts = Chunk.toReadonlyArray(
+          yield* Stream.runCollect(LanguageModel.streamText({ prompt: "Stream me a story." }))
+        )
         const limiter = yield* RateLimiter.RateLimiter
         return { parts, levels: (yield* limiter.stats(key)).levels }
       }).pipe(Effect.provide(governedOn(running.url, slow)))
@@ -115,26 +127,42 @@ describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulato
   it.scopedLive("a burst beyond the request quota waits for capacity instead of drawing 429s, where the bare model draws them", () =>
     Effect.gen(function*() {
       // 4 requests a simulated minute; a simulated minute lasts one real second.
-      const simulator = { timeScale: 60, quota: { requestsPerMinute: 4, inputTokensPerMinute: 1_000_000, outputTokensPerMinute: 1_000_000 } }
-      const burst = Array.from({ length: 8 }, (_, i) => LanguageModel.generateText({ prompt: `Question number ${i}: what is a token bucket?` }))
+      const simulator = {
+        timeScale: 60,
+        quota: { requestsPerMinute: 4, inputTokensPerMinute: 1_000_000, outputTokensPerMinute: 1_000_000 }
+      }
+      const burst = Array.from(
+        { length: 8 },
+        (_, i) => LanguageModel.generateText({ prompt: `Question number ${i}: what is a token bucket?` })
+      )
 
       const bare = yield* Simulator.serve(simulator)
-      const unguarded = yield* Effect.all(burst.map(Effect.either), { concurrency: "unbounded" }).pipe(Effect.provide(anthropicOn(bare.url)))
+      const unguarded = yield* Effect.all(burst.map(Effect.either), { concurrency: "unbounded" }).pipe(
+        Effect.provide(anthropicOn(bare.url))
+      )
       expect(unguarded.filter(Either.isLeft).length).toBeGreaterThan(0)
       expect((yield* statsOf(bare))?.rateLimited).toBeGreaterThan(0)
 
       const governed = yield* Simulator.serve(simulator)
       // Configured a little under the provider's 4 a second, as a user would: the first calls reach the
       // provider some milliseconds after the limiter admitted them, and its bucket starts refilling that much later.
-      const quota = { requests: { limit: 3, per: "1 second" }, inputTokens: { limit: 1_000_000, per: "1 second" }, outputTokens: { limit: 1_000_000, per: "1 second" } }
-      const answers = yield* Effect.all(burst, { concurrency: "unbounded" }).pipe(Effect.provide(governedOn(governed.url, quota, { retry: false })))
+      const quota = {
+        requests: { limit: 3, per: "1 second" },
+        inputTokens: { limit: 1_000_000, per: "1 second" },
+        outputTokens: { limit: 1_000_000, per: "1 second" }
+      }
+      const answers = yield* Effect.all(burst, { concurrency: "unbounded" }).pipe(
+        Effect.provide(governedOn(governed.url, quota, { retry: false }))
+      )
       expect(answers.every((answer) => answer.text.length > 0)).toBe(true)
       expect(yield* statsOf(governed)).toMatchObject({ accepted: 8, rateLimited: 0 })
     }))
 
   it.scopedLive("a 429 pauses the key for its retry-after and the call is retried through the limiter until it succeeds", () =>
     Effect.gen(function*() {
-      const running = yield* Simulator.serve({ faults: { bursts: [{ startSeconds: 0, durationSeconds: 0.5, status: 429 }] } })
+      const running = yield* Simulator.serve({
+        faults: { bursts: [{ startSeconds: 0, durationSeconds: 0.5, status: 429 }] }
+      })
       const response = yield* LanguageModel.generateText({ prompt: "Anyone there?" }).pipe(
         Effect.provide(governedOn(running.url, slow, { retry: { base: "10 millis", maxAttempts: 4 } }))
       )
@@ -185,13 +213,20 @@ describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulato
         Layer.provide([Pricing.layer(), Budget.layerLedgerMemory])
       )
       // An output bucket of 100 tokens can never hold the 256 reserved for each call.
-      const tiny: Quota.QuotaInput = { requests: { limit: 1_000, per: "1 minute" }, outputTokens: { limit: 100, per: "1 minute" } }
+      const tiny: Quota.QuotaInput = {
+        requests: { limit: 1_000, per: "1 minute" },
+        outputTokens: { limit: 100, per: "1 minute" }
+      }
       const status = yield* Effect.gen(function*() {
         const text = yield* Effect.flip(LanguageModel.generateText({ prompt: "Too much." }))
-        const object = yield* Effect.flip(LanguageModel.generateObject({ prompt: "Too much.", schema: Schema.Struct({ a: Schema.String }) }))
+        const object = yield* Effect.flip(
+          LanguageModel.generateObject({ prompt: "Too much.", schema: Schema.Struct({ a: Schema.String }) })
+        )
         const streamed = yield* Effect.flip(Stream.runDrain(LanguageModel.streamText({ prompt: "Too much." })))
         for (const error of [text, object, streamed]) {
-          expect(Option.getOrUndefined(Option.map(EffectAi.governanceError(error), (refusal) => refusal._tag))).toBe("CostTooLarge")
+          expect(Option.getOrUndefined(Option.map(EffectAi.governanceError(error), (refusal) => refusal._tag))).toBe(
+            "CostTooLarge"
+          )
         }
         return yield* (yield* Budget.Budget).status
       }).pipe(Effect.provide(governedOn(running.url, tiny).pipe(Layer.provideMerge(budget))))
@@ -202,15 +237,21 @@ describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulato
 
   it.effect("options are validated and each bad field is named", () =>
     Effect.gen(function*() {
-      const error = yield* Effect.flip(Layer.build(
-        EffectAi.layerGoverned({ model: "", maxOutputTokens: -1, retry: { maxAttempts: 0 } }).pipe(
-          Layer.provide(Layer.succeed(LanguageModel.LanguageModel, {} as LanguageModel.Service)),
-          Layer.provide([RateLimiter.layerMemory(), TokenEstimator.layer()])
-        )
-      ).pipe(Effect.scoped))
+      const error = yield* Effect.flip(
+        Layer.build(
+          EffectAi.layerGoverned({ model: "", maxOutputTokens: -1, retry: { maxAttempts: 0 } }).pipe(
+            Layer.provide(Layer.succeed(LanguageModel.LanguageModel, {} as LanguageModel.Service)),
+            Layer.provide([RateLimiter.layerMemory(), TokenEstimator.layer()])
+          )
+        ).pipe(Effect.scoped)
+      )
       expect(error._tag).toBe("InvalidEffectAiOptions")
       if (error._tag === "InvalidEffectAiOptions") {
-        expect(error.issues.map((issue) => issue.path).sort()).toEqual(["maxOutputTokens", "model", "retry.maxAttempts"])
+        expect(error.issues.map((issue) => issue.path).sort()).toEqual([
+          "maxOutputTokens",
+          "model",
+          "retry.maxAttempts"
+        ])
       }
     }))
 
@@ -218,10 +259,17 @@ describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulato
     Effect.gen(function*() {
       // Each answer takes a second, long enough to see which calls hold a permit together.
       const running = yield* Simulator.serve({ latency: { baseMs: 1_000 } })
-      const contract = Array.from({ length: 200 }, (_, i) => `Clause ${i}: the supplier delivers the goods on time and in full.`).join(" ")
+      const contract = Array.from(
+        { length: 200 },
+        (_, i) => `Clause ${i}: the supplier delivers the goods on time and in full.`
+      ).join(" ")
       const ask = (question: string) =>
         LanguageModel.generateText({
-          prompt: [{ role: "system", content: contract, options: { anthropic: { cacheControl: { type: "ephemeral" as const } } } }, { role: "user", content: question }]
+          prompt: [{
+            role: "system",
+            content: contract,
+            options: { anthropic: { cacheControl: { type: "ephemeral" as const } } }
+          }, { role: "user", content: question }]
         })
       // 8,000 input tokens every 10 minutes: one whole prompt (about 3,400 tokens) fits twice, and the refill is 13 a second.
       const tight: Quota.QuotaInput = { ...slow, inputTokens: { limit: 8_000, per: "10 minutes" } }
@@ -229,7 +277,9 @@ describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulato
         yield* ask("warm the cache")
         // While the answers take their second, how many calls hold a permit at once: all five, where whole prompts would fit one or two.
         const limiter = yield* RateLimiter.RateLimiter
-        const burst = yield* Effect.fork(Effect.all(["Who?", "When?", "Where?", "How?", "Why?"].map(ask), { concurrency: "unbounded" }))
+        const burst = yield* Effect.fork(
+          Effect.all(["Who?", "When?", "Where?", "How?", "Why?"].map(ask), { concurrency: "unbounded" })
+        )
         // Live, not TestClock: @effect/ai-anthropic talks HTTP to a real server. The poll asserts no timing, only the most permits held at once.
         let together = 0
         while (burst.unsafePoll() === null) {
@@ -245,42 +295,79 @@ describe("EffectAi.layerGoverned over @effect/ai-anthropic, against the simulato
     }))
 
   it("the request the estimator counts has the system prompt, every turn and the object's schema as a tool", () => {
-    const request = EffectAi.toRequest({
-      prompt: [
-        { role: "system", content: "Be brief." },
-        { role: "user", content: "Hello" },
-        { role: "assistant", content: [{ type: "tool-call", id: "t1", name: "lookup", params: { q: "x" } }] },
-        { role: "tool", content: [{ type: "tool-result", id: "t1", name: "lookup", result: { found: true }, isFailure: false, providerExecuted: false }] }
-      ],
-      schema: Schema.Struct({ title: Schema.String }),
-      objectName: "extraction"
-    }, model, 100)
+    const request = EffectAi.toRequest(
+      {
+        prompt: [
+          { role: "system", content: "Be brief." },
+          { role: "user", content: "Hello" },
+          { role: "assistant", content: [{ type: "tool-call", id: "t1", name: "lookup", params: { q: "x" } }] },
+          {
+            role: "tool",
+            content: [{
+              type: "tool-result",
+              id: "t1",
+              name: "lookup",
+              result: { found: true },
+              isFailure: false,
+              providerExecuted: false
+            }]
+          }
+        ],
+        schema: Schema.Struct({ title: Schema.String }),
+        objectName: "extraction"
+      },
+      model,
+      100
+    )
     expect(request.system).toBe("Be brief.")
     expect(request.maxOutputTokens).toBe(100)
     expect(request.messages.map((message) => message.role)).toEqual(["user", "assistant", "user"])
     expect(request.messages[1]!.content).toEqual([{ type: "tool_use", id: "t1", name: "lookup", input: { q: "x" } }])
-    expect(request.messages[2]!.content).toEqual([{ type: "tool_result", toolUseId: "t1", content: "{\"found\":true}", isError: false }])
+    expect(request.messages[2]!.content).toEqual([{
+      type: "tool_result",
+      toolUseId: "t1",
+      content: "{\"found\":true}",
+      isError: false
+    }])
     expect(request.tools?.[0]?.name).toBe("extraction")
     expect(request.tools?.[0]?.inputSchema).toMatchObject({ type: "object", required: ["title"] })
   })
 
   it("Anthropic cache marks (options.anthropic.cacheControl) on a system message, a part or a message's last part reach the request", () => {
     const mark = { anthropic: { cacheControl: { type: "ephemeral" as const } } }
-    const request = EffectAi.toRequest({
-      prompt: [
-        { role: "system", content: "A long contract.", options: mark },
-        { role: "user", content: [{ type: "text", text: "First." }, { type: "text", text: "Marked part.", options: mark }, { type: "text", text: "Last." }] },
-        { role: "user", content: [{ type: "text", text: "One." }, { type: "text", text: "Two." }], options: mark }
-      ]
-    }, model, 100)
+    const request = EffectAi.toRequest(
+      {
+        prompt: [
+          { role: "system", content: "A long contract.", options: mark },
+          {
+            role: "user",
+            content: [{ type: "text", text: "First." }, { type: "text", text: "Marked part.", options: mark }, {
+              type: "text",
+              text: "Last."
+            }]
+          },
+          { role: "user", content: [{ type: "text", text: "One." }, { type: "text", text: "Two." }], options: mark }
+        ]
+      },
+      model,
+      100
+    )
     expect(request.systemCacheControl).toEqual({ type: "ephemeral" })
     expect(request.messages[0]!.content).toEqual([
       { type: "text", text: "First." },
       { type: "text", text: "Marked part.", cacheControl: { type: "ephemeral" } },
       { type: "text", text: "Last." }
     ])
-    expect(request.messages[1]!.content).toEqual([{ type: "text", text: "One." }, { type: "text", text: "Two.", cacheControl: { type: "ephemeral" } }])
-    const plain = EffectAi.toRequest({ prompt: [{ role: "system", content: "Terse." }, { role: "user", content: "Hi" }] }, model, 100)
+    expect(request.messages[1]!.content).toEqual([{ type: "text", text: "One." }, {
+      type: "text",
+      text: "Two.",
+      cacheControl: { type: "ephemeral" }
+    }])
+    const plain = EffectAi.toRequest(
+      { prompt: [{ role: "system", content: "Terse." }, { role: "user", content: "Hi" }] },
+      model,
+      100
+    )
     expect(plain.systemCacheControl).toBeUndefined()
   })
 })

@@ -40,7 +40,11 @@ describe("OpenAI-compatible layer against the simulator", () => {
         ...ask("Launch day\nThe new product launch went wonderfully well."),
         tools: [{
           name: "record",
-          inputSchema: { type: "object", properties: { title: { type: "string" }, keywords: { type: "array", items: { type: "string" } } }, required: ["title", "keywords"] }
+          inputSchema: {
+            type: "object",
+            properties: { title: { type: "string" }, keywords: { type: "array", items: { type: "string" } } },
+            required: ["title", "keywords"]
+          }
         }],
         toolChoice: { type: "tool", name: "record" }
       })
@@ -52,13 +56,17 @@ describe("OpenAI-compatible layer against the simulator", () => {
 
   it.scoped("over the limit it is RateLimited with a retry-after; a missing key is Unauthorized", () =>
     Effect.gen(function*() {
-      const { client, running } = yield* clientOn({ quota: { requestsPerMinute: 1, inputTokensPerMinute: 30_000, outputTokensPerMinute: 8_000 } })
+      const { client, running } = yield* clientOn({
+        quota: { requestsPerMinute: 1, inputTokensPerMinute: 30_000, outputTokensPerMinute: 8_000 }
+      })
       yield* client.complete(ask("one"))
       const error = yield* Effect.flip(client.complete(ask("two")))
       expect(error._tag).toBe("RateLimited")
       expect(error.retryable).toBe(true)
       if (error._tag === "RateLimited") expect(error.retryAfter).toBeDefined()
-      const anonymous = yield* OpenAiCompatible.make({ apiKey: Redacted.make(""), baseURL: `${running.url}/v1` }).pipe(Effect.provide(FetchHttpClient.layer))
+      const anonymous = yield* OpenAiCompatible.make({ apiKey: Redacted.make(""), baseURL: `${running.url}/v1` }).pipe(
+        Effect.provide(FetchHttpClient.layer)
+      )
       const unauthorized = yield* Effect.flip(anonymous.complete(ask("who am I")))
       expect(unauthorized._tag).toBe("Unauthorized")
       expect(unauthorized.retryable).toBe(false)

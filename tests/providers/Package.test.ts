@@ -23,7 +23,11 @@ const serverModulesLoadedBy = (specifier: string) =>
       ["--import", "tsx", "--conditions=@sluice/source", "--input-type=module", "-e", probe],
       { cwd: root },
       (error, stdout, stderr) =>
-        resume(error === null ? Effect.succeed(JSON.parse(stdout.trim().split("\n").pop()!)) : Effect.fail(new Error(`${error.message}\n${stderr}`)))
+        resume(
+          error === null
+            ? Effect.succeed(JSON.parse(stdout.trim().split("\n").pop()!))
+            : Effect.fail(new Error(`${error.message}\n${stderr}`))
+        )
     )
     return Effect.sync(() => child.kill("SIGKILL"))
   })

@@ -1,7 +1,6 @@
 import AnthropicSdk from "@anthropic-ai/sdk"
 import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
 import { LlmClient } from "@sluice/core"
-import * as Simulator from "@sluice/simulator/Simulator"
 import {
   BudgetExceededError,
   ClosedError,
@@ -12,6 +11,7 @@ import {
   SluiceError,
   toRequest
 } from "@sluice/providers/Promise"
+import * as Simulator from "@sluice/simulator/Simulator"
 import { Effect, Exit, ManagedRuntime, Scope } from "effect"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -20,7 +20,10 @@ import { describe, expect, it } from "vitest"
 const model = "claude-haiku-4-5"
 
 /** Runs `f` against a fresh simulator, stopped afterwards. */
-const withSimulator = async <A>(config: Simulator.Config, f: (running: Simulator.Running) => Promise<A>): Promise<A> => {
+const withSimulator = async <A>(
+  config: Simulator.Config,
+  f: (running: Simulator.Running) => Promise<A>
+): Promise<A> => {
   const scope = Effect.runSync(Scope.make())
   try {
     const running = await Effect.runPromise(Scope.extend(Simulator.serve(config), scope))
@@ -34,7 +37,11 @@ const withSimulator = async <A>(config: Simulator.Config, f: (running: Simulator
  * A Messages API endpoint that records every body it receives, refuses the
  * models in `limited` with a 429 and answers the others with `message`.
  */
-const withRecorder = async <A>(limited: ReadonlyArray<string>, message: Sdk.Message, f: (url: string, bodies: Array<Record<string, unknown>>) => Promise<A>): Promise<A> => {
+const withRecorder = async <A>(
+  limited: ReadonlyArray<string>,
+  message: Sdk.Message,
+  f: (url: string, bodies: Array<Record<string, unknown>>) => Promise<A>
+): Promise<A> => {
   const bodies: Array<Record<string, unknown>> = []
   const server = createServer((req, res) => {
     let text = ""
@@ -44,7 +51,12 @@ const withRecorder = async <A>(limited: ReadonlyArray<string>, message: Sdk.Mess
       bodies.push(body)
       if (limited.includes(String(body.model))) {
         res.writeHead(429, { "content-type": "application/json", "retry-after": "1" })
-        res.end(JSON.stringify({ type: "error", error: { type: "rate_limit_error", message: "Number of requests has exceeded your rate limit" } }))
+        res.end(
+          JSON.stringify({
+            type: "error",
+            error: { type: "rate_limit_error", message: "Number of requests has exceeded your rate limit" }
+          })
+        )
       } else {
         res.writeHead(200, { "content-type": "application/json" })
         res.end(JSON.stringify({ ...message, model: body.model }))
@@ -59,7 +71,8 @@ const withRecorder = async <A>(limited: ReadonlyArray<string>, message: Sdk.Mess
   }
 }
 
-const statsOf = async (running: Simulator.Running) => (await Effect.runPromise(running.stats)).keys.find((entry) => entry.model === model)
+const statsOf = async (running: Simulator.Running) =>
+  (await Effect.runPromise(running.stats)).keys.find((entry) => entry.model === model)
 
 const ask = (text: string): Sdk.MessageCreateParamsNonStreaming => ({
   model,
@@ -89,7 +102,10 @@ describe("createClient: the Anthropic SDK's messages surface, governed", () => {
         expect(after.content[0]?.type).toBe("text")
         expect(after.usage.input_tokens).toBeGreaterThan(0)
         // The provider counted one call each, and the permit was released.
-        expect(await statsOf(running)).toMatchObject({ accepted: 2, outputTokens: before.usage.output_tokens + after.usage.output_tokens })
+        expect(await statsOf(running)).toMatchObject({
+          accepted: 2,
+          outputTokens: before.usage.output_tokens + after.usage.output_tokens
+        })
         expect((await anthropic.stats(model)).inFlight).toBe(0)
       } finally {
         await anthropic.close()
@@ -102,11 +118,20 @@ describe("createClient: the Anthropic SDK's messages surface, governed", () => {
       const anthropic = createClient({ apiKey: "sim-key", baseURL: running.url })
       try {
         const params: Sdk.MessageCreateParamsNonStreaming = {
-          ...ask("Quarterly results\nRevenue grew strongly and the team is delighted with the excellent growth in cloud services."),
+          ...ask(
+            "Quarterly results\nRevenue grew strongly and the team is delighted with the excellent growth in cloud services."
+          ),
           tools: [{
             name: "record_extraction",
             description: "Record what the document is about",
-            input_schema: { type: "object", properties: { title: { type: "string" }, sentiment: { type: "string", enum: ["positive", "neutral", "negative"] } }, required: ["title", "sentiment"] }
+            input_schema: {
+              type: "object",
+              properties: {
+                title: { type: "string" },
+                sentiment: { type: "string", enum: ["positive", "neutral", "negative"] }
+              },
+              required: ["title", "sentiment"]
+            }
           }],
           tool_choice: { type: "tool", name: "record_extraction" }
         }
@@ -124,19 +149,30 @@ describe("createClient: the Anthropic SDK's messages surface, governed", () => {
 
   it("a burst beyond the quota waits for capacity and draws no 429, where the plain SDK draws them", () => {
     // 4 requests a simulated minute; a simulated minute lasts one real second.
-    const simulator = { timeScale: 60, quota: { requestsPerMinute: 4, inputTokensPerMinute: 1_000_000, outputTokensPerMinute: 1_000_000 } }
+    const simulator = {
+      timeScale: 60,
+      quota: { requestsPerMinute: 4, inputTokensPerMinute: 1_000_000, outputTokensPerMinute: 1_000_000 }
+    }
     const burst = Array.from({ length: 6 }, (_, i) => ask(`Question number ${i}: what is a token bucket?`))
     return withSimulator(simulator, async (bare) => {
       const plain = new AnthropicSdk({ apiKey: "sim-key", baseURL: bare.url, maxRetries: 0 })
       const results = await Promise.allSettled(burst.map((params) => plain.messages.create(params)))
-      expect(results.some((result) => result.status === "rejected" && (result.reason as { status?: number }).status === 429)).toBe(true)
+      expect(
+        results.some((result) => result.status === "rejected" && (result.reason as { status?: number }).status === 429)
+      ).toBe(true)
     }).then(() =>
       withSimulator(simulator, async (running) => {
         // A little under the provider's 4 a second, as a user would configure it.
         const anthropic = createClient({
           apiKey: "sim-key",
           baseURL: running.url,
-          quotas: { [model]: { requests: { limit: 3, per: "1 second" }, inputTokens: { limit: 1_000_000, per: "1 second" }, outputTokens: { limit: 1_000_000, per: "1 second" } } }
+          quotas: {
+            [model]: {
+              requests: { limit: 3, per: "1 second" },
+              inputTokens: { limit: 1_000_000, per: "1 second" },
+              outputTokens: { limit: 1_000_000, per: "1 second" }
+            }
+          }
         })
         try {
           const messages = await Promise.all(burst.map((params) => anthropic.messages.create(params)))
@@ -178,39 +214,46 @@ describe("createClient: the Anthropic SDK's messages surface, governed", () => {
   })
 
   it("failures are Error subclasses carrying the typed reason: a budget refusal, a 400, a 429 past the retries", () =>
-    withSimulator({ faults: { bursts: [{ startSeconds: 0, durationSeconds: 60, status: 429 }] } }, async (limited) =>
-      withSimulator({}, async (running) => {
-        const budgeted = createClient({ apiKey: "sim-key", baseURL: running.url, budget: { limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 0.0001 }] } })
-        const open = createClient({ apiKey: "sim-key", baseURL: running.url })
-        const noRetry = createClient({ apiKey: "sim-key", baseURL: limited.url, retry: false })
-        try {
-          const refused = await budgeted.messages.create(ask("Spend my money.")).catch((error: unknown) => error)
-          expect(refused).toBeInstanceOf(Error)
-          expect(refused).toBeInstanceOf(BudgetExceededError)
-          if (refused instanceof BudgetExceededError) {
-            expect(refused._tag).toBe("BudgetExceeded")
-            expect(refused.reason.limitUsd).toBe(0.0001)
-          }
-          // The budget refused before any call reached the provider.
-          expect((await statsOf(running))?.accepted ?? 0).toBe(0)
+    withSimulator(
+      { faults: { bursts: [{ startSeconds: 0, durationSeconds: 60, status: 429 }] } },
+      async (limited) =>
+        withSimulator({}, async (running) => {
+          const budgeted = createClient({
+            apiKey: "sim-key",
+            baseURL: running.url,
+            budget: { limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 0.0001 }] }
+          })
+          const open = createClient({ apiKey: "sim-key", baseURL: running.url })
+          const noRetry = createClient({ apiKey: "sim-key", baseURL: limited.url, retry: false })
+          try {
+            const refused = await budgeted.messages.create(ask("Spend my money.")).catch((error: unknown) => error)
+            expect(refused).toBeInstanceOf(Error)
+            expect(refused).toBeInstanceOf(BudgetExceededError)
+            if (refused instanceof BudgetExceededError) {
+              expect(refused._tag).toBe("BudgetExceeded")
+              expect(refused.reason.limitUsd).toBe(0.0001)
+            }
+            // The budget refused before any call reached the provider.
+            expect((await statsOf(running))?.accepted ?? 0).toBe(0)
 
-          const bad = await open.messages.create({ ...ask("hello"), messages: [] }).catch((error: unknown) => error)
-          expect(bad).toBeInstanceOf(SluiceError)
-          if (bad instanceof SluiceError) {
-            expect(bad._tag).toBe("BadRequest")
-            expect(bad.status).toBe(400)
-          }
+            const bad = await open.messages.create({ ...ask("hello"), messages: [] }).catch((error: unknown) => error)
+            expect(bad).toBeInstanceOf(SluiceError)
+            if (bad instanceof SluiceError) {
+              expect(bad._tag).toBe("BadRequest")
+              expect(bad.status).toBe(400)
+            }
 
-          const limitedError = await noRetry.messages.create(ask("anyone?")).catch((error: unknown) => error)
-          expect(limitedError).toBeInstanceOf(RateLimitedError)
-          if (limitedError instanceof RateLimitedError) {
-            expect(limitedError.status).toBe(429)
-            expect(limitedError.reason.retryAfter).toBeDefined()
+            const limitedError = await noRetry.messages.create(ask("anyone?")).catch((error: unknown) => error)
+            expect(limitedError).toBeInstanceOf(RateLimitedError)
+            if (limitedError instanceof RateLimitedError) {
+              expect(limitedError.status).toBe(429)
+              expect(limitedError.reason.retryAfter).toBeDefined()
+            }
+          } finally {
+            await Promise.all([budgeted.close(), open.close(), noRetry.close()])
           }
-        } finally {
-          await Promise.all([budgeted.close(), open.close(), noRetry.close()])
-        }
-      })))
+        })
+    ))
 
   it("close() releases the client: later calls reject with ClosedError, and closing again is harmless", () =>
     withSimulator({}, async (running) => {
@@ -229,12 +272,24 @@ describe("createClient: the Anthropic SDK's messages surface, governed", () => {
       model: "claude-haiku-4-5",
       max_tokens: 100,
       system: [{ type: "text", text: "A long contract.", cache_control: { type: "ephemeral" } }],
-      messages: [{ role: "user", content: [{ type: "text", text: "Who delivers?", cache_control: { type: "ephemeral" } }] }]
+      messages: [{
+        role: "user",
+        content: [{ type: "text", text: "Who delivers?", cache_control: { type: "ephemeral" } }]
+      }]
     })
     expect(cached.system).toBe("A long contract.")
     expect(cached.systemCacheControl).toEqual({ type: "ephemeral" })
-    expect(cached.messages[0]!.content).toEqual([{ type: "text", text: "Who delivers?", cacheControl: { type: "ephemeral" } }])
-    const plain = toRequest({ model: "claude-haiku-4-5", max_tokens: 100, system: [{ type: "text", text: "Terse." }], messages: [{ role: "user", content: "Hi" }] })
+    expect(cached.messages[0]!.content).toEqual([{
+      type: "text",
+      text: "Who delivers?",
+      cacheControl: { type: "ephemeral" }
+    }])
+    const plain = toRequest({
+      model: "claude-haiku-4-5",
+      max_tokens: 100,
+      system: [{ type: "text", text: "Terse." }],
+      messages: [{ role: "user", content: "Hi" }]
+    })
     expect(plain.systemCacheControl).toBeUndefined()
   })
 
@@ -259,10 +314,20 @@ describe("createClient: the Anthropic SDK's messages surface, governed", () => {
       type: "message",
       role: "assistant",
       model: "claude-fallback",
-      content: [{ type: "thinking", thinking: "Add the lines.", signature: "sig-1" }, { type: "text", text: "12.50", citations: null }],
+      content: [{ type: "thinking", thinking: "Add the lines.", signature: "sig-1" }, {
+        type: "text",
+        text: "12.50",
+        citations: null
+      }],
       stop_reason: "end_turn",
       stop_sequence: null,
-      usage: { input_tokens: 90, output_tokens: 12, cache_read_input_tokens: 0, cache_creation_input_tokens: 0, service_tier: "standard" }
+      usage: {
+        input_tokens: 90,
+        output_tokens: 12,
+        cache_read_input_tokens: 0,
+        cache_creation_input_tokens: 0,
+        service_tier: "standard"
+      }
     } as unknown as Sdk.Message
     return withRecorder(["claude-primary"], answer, async (url, bodies) => {
       const anthropic = createClient({ apiKey: "sim-key", baseURL: url, retry: false, fallback: ["claude-fallback"] })
@@ -287,7 +352,9 @@ describe("createClient: the Anthropic SDK's messages surface, governed", () => {
       expect(request.metadata).toEqual({ tenant: "acme" })
       const runtime = ManagedRuntime.make(layer({ apiKey: "sim-key", baseURL: running.url }))
       try {
-        const response = await runtime.runPromise(Effect.flatMap(LlmClient.LlmClient, (client) => client.complete(request)))
+        const response = await runtime.runPromise(
+          Effect.flatMap(LlmClient.LlmClient, (client) => client.complete(request))
+        )
         expect(Object.getOwnPropertySymbols(response)).toEqual([])
         expect(response.native?.api).toBe("anthropic")
         const message = response.native?.body as Sdk.Message

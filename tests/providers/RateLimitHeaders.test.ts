@@ -26,7 +26,11 @@ describe("RateLimitHeaders", () => {
     const { snapshot, warnings } = RateLimitHeaders.parse(new Headers(anthropicOk), NOW, "anthropic")
     expect(warnings).toEqual([])
     expect(snapshot.dimensions.requests).toEqual({ limit: 50, remaining: 49, resetAfter: Duration.millis(1_200) })
-    expect(snapshot.dimensions.inputTokens).toEqual({ limit: 30_000, remaining: 27_500, resetAfter: Duration.millis(5_000) })
+    expect(snapshot.dimensions.inputTokens).toEqual({
+      limit: 30_000,
+      remaining: 27_500,
+      resetAfter: Duration.millis(5_000)
+    })
     expect(snapshot.dimensions.outputTokens?.remaining).toBe(7_900)
     // the combined "tokens" figure is dropped when input and output are given
     expect(snapshot.dimensions.tokens).toBeUndefined()
@@ -39,20 +43,28 @@ describe("RateLimitHeaders", () => {
   })
 
   it("reads an Anthropic 429: retry-after seconds and the exhausted bucket", () => {
-    const { snapshot } = RateLimitHeaders.parse({ ...anthropicOk, "anthropic-ratelimit-input-tokens-remaining": "0", "retry-after": "12" }, NOW)
+    const { snapshot } = RateLimitHeaders.parse({
+      ...anthropicOk,
+      "anthropic-ratelimit-input-tokens-remaining": "0",
+      "retry-after": "12"
+    }, NOW)
     expect(snapshot.retryAfter).toEqual(Duration.seconds(12))
     expect(RateLimitHeaders.exhaustedDimension(snapshot)).toBe("inputTokens")
   })
 
   it("reads OpenAI's headers with Go durations", () => {
-    const { snapshot, warnings } = RateLimitHeaders.parse({
-      "x-ratelimit-limit-requests": "5000",
-      "x-ratelimit-remaining-requests": "4999",
-      "x-ratelimit-reset-requests": "12ms",
-      "x-ratelimit-limit-tokens": "800000",
-      "x-ratelimit-remaining-tokens": "0",
-      "x-ratelimit-reset-tokens": "6m0s"
-    }, NOW, "openai")
+    const { snapshot, warnings } = RateLimitHeaders.parse(
+      {
+        "x-ratelimit-limit-requests": "5000",
+        "x-ratelimit-remaining-requests": "4999",
+        "x-ratelimit-reset-requests": "12ms",
+        "x-ratelimit-limit-tokens": "800000",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "6m0s"
+      },
+      NOW,
+      "openai"
+    )
     expect(warnings).toEqual([])
     expect(snapshot.dimensions.requests).toEqual({ limit: 5_000, remaining: 4_999, resetAfter: Duration.millis(12) })
     expect(snapshot.dimensions.tokens).toEqual({ limit: 800_000, remaining: 0, resetAfter: Duration.minutes(6) })
@@ -72,12 +84,16 @@ describe("RateLimitHeaders", () => {
   })
 
   it("Azure: retry-after-ms wins over retry-after; remaining counts are read", () => {
-    const { snapshot } = RateLimitHeaders.parse({
-      "x-ratelimit-remaining-requests": "10",
-      "x-ratelimit-remaining-tokens": "2000",
-      "retry-after-ms": "1500",
-      "retry-after": "2"
-    }, NOW, "azure")
+    const { snapshot } = RateLimitHeaders.parse(
+      {
+        "x-ratelimit-remaining-requests": "10",
+        "x-ratelimit-remaining-tokens": "2000",
+        "retry-after-ms": "1500",
+        "retry-after": "2"
+      },
+      NOW,
+      "azure"
+    )
     expect(snapshot.retryAfter).toEqual(Duration.millis(1_500))
     expect(snapshot.dimensions.requests).toEqual({ remaining: 10 })
     expect(snapshot.dimensions.tokens).toEqual({ remaining: 2_000 })
@@ -92,19 +108,41 @@ describe("RateLimitHeaders", () => {
   })
 
   it("reads the IETF RateLimit and RateLimit-Policy fields, both drafts", () => {
-    const structured = RateLimitHeaders.parse({ "ratelimit-policy": "\"default\";q=100;w=60", "ratelimit": "\"default\";r=50;t=30" }, NOW, "ietf")
-    expect(structured.snapshot.dimensions.requests).toEqual({ limit: 100, remaining: 50, resetAfter: Duration.seconds(30) })
-    const older = RateLimitHeaders.parse({ "ratelimit-limit": "100", "ratelimit-remaining": "7", "ratelimit-reset": "12", "ratelimit-policy": "100;w=60" }, NOW, "ietf")
+    const structured = RateLimitHeaders.parse(
+      { "ratelimit-policy": "\"default\";q=100;w=60", "ratelimit": "\"default\";r=50;t=30" },
+      NOW,
+      "ietf"
+    )
+    expect(structured.snapshot.dimensions.requests).toEqual({
+      limit: 100,
+      remaining: 50,
+      resetAfter: Duration.seconds(30)
+    })
+    const older = RateLimitHeaders.parse(
+      { "ratelimit-limit": "100", "ratelimit-remaining": "7", "ratelimit-reset": "12", "ratelimit-policy": "100;w=60" },
+      NOW,
+      "ietf"
+    )
     expect(older.snapshot.dimensions.requests).toEqual({ limit: 100, remaining: 7, resetAfter: Duration.seconds(12) })
-    const tokens = RateLimitHeaders.parse({ "ratelimit-policy": "\"tokens\";q=1000;w=60", "ratelimit": "\"tokens\";r=10;t=1" }, NOW, "ietf")
+    const tokens = RateLimitHeaders.parse(
+      { "ratelimit-policy": "\"tokens\";q=1000;w=60", "ratelimit": "\"tokens\";r=10;t=1" },
+      NOW,
+      "ietf"
+    )
     expect(tokens.snapshot.dimensions.tokens?.remaining).toBe(10)
   })
 
-  it.each(["abc", "-5", "NaN", "1e999", "", "4.5"])("a garbage count %j is ignored with a warning naming the header", (value) => {
-    const { snapshot, warnings } = RateLimitHeaders.parse({ "anthropic-ratelimit-requests-remaining": value, "anthropic-ratelimit-requests-limit": "50" }, NOW)
-    expect(snapshot.dimensions.requests).toEqual({ limit: 50 })
-    expect(warnings.map((warning) => warning.header)).toEqual(["anthropic-ratelimit-requests-remaining"])
-  })
+  it.each(["abc", "-5", "NaN", "1e999", "", "4.5"])(
+    "a garbage count %j is ignored with a warning naming the header",
+    (value) => {
+      const { snapshot, warnings } = RateLimitHeaders.parse({
+        "anthropic-ratelimit-requests-remaining": value,
+        "anthropic-ratelimit-requests-limit": "50"
+      }, NOW)
+      expect(snapshot.dimensions.requests).toEqual({ limit: 50 })
+      expect(warnings.map((warning) => warning.header)).toEqual(["anthropic-ratelimit-requests-remaining"])
+    }
+  )
 
   it("a garbage reset instant is ignored with a warning", () => {
     const { snapshot, warnings } = RateLimitHeaders.parse({ "anthropic-ratelimit-requests-reset": "tomorrow-ish" }, NOW)
@@ -113,7 +151,10 @@ describe("RateLimitHeaders", () => {
   })
 
   it("absurd durations are ignored, never infinite", () => {
-    const { snapshot, warnings } = RateLimitHeaders.parse({ "retry-after": "1e308", "ratelimit": "\"default\";r=5;t=1e308" }, NOW)
+    const { snapshot, warnings } = RateLimitHeaders.parse({
+      "retry-after": "1e308",
+      "ratelimit": "\"default\";r=5;t=1e308"
+    }, NOW)
     expect(snapshot.retryAfter).toBeUndefined()
     expect(snapshot.dimensions.requests).toEqual({ remaining: 5 })
     expect(warnings.map((warning) => warning.header)).toContain("retry-after")
@@ -152,7 +193,13 @@ describe("RateLimitHeaders", () => {
     Effect.gen(function*() {
       const { client } = yield* SimulatedClient.make()
       yield* TestClock.setTime(NOW)
-      const response = yield* Effect.fork(client.complete({ model: "claude-sonnet-4-5", maxOutputTokens: 16, messages: [{ role: "user", content: "hi" }] }))
+      const response = yield* Effect.fork(
+        client.complete({
+          model: "claude-sonnet-4-5",
+          maxOutputTokens: 16,
+          messages: [{ role: "user", content: "hi" }]
+        })
+      )
       yield* TestClock.adjust("1 minute")
       const answer = yield* Fiber.join(response)
       expect(answer.rateLimits.observedAt).toBeGreaterThanOrEqual(NOW)
@@ -161,9 +208,19 @@ describe("RateLimitHeaders", () => {
 
   const knownHeaders = [
     ...Object.keys(anthropicOk),
-    "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
-    "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
-    "retry-after", "retry-after-ms", "ratelimit", "ratelimit-policy", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "retry-after",
+    "retry-after-ms",
+    "ratelimit",
+    "ratelimit-policy",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset"
   ]
 
   it.prop(
@@ -171,13 +228,24 @@ describe("RateLimitHeaders", () => {
     {
       headers: fc.dictionary(
         fc.oneof(fc.constantFrom(...knownHeaders), fc.string({ maxLength: 20 })),
-        fc.oneof(fc.string({ maxLength: 40 }), fc.integer().map(String), fc.double().map(String), fc.date({ noInvalidDate: true }).map((date) => date.toISOString()))
+        fc.oneof(
+          fc.string({ maxLength: 40 }),
+          fc.integer().map(String),
+          fc.double().map(String),
+          fc.date({ noInvalidDate: true }).map((date) => date.toISOString())
+        )
       )
     },
     ({ headers }) => {
       const { snapshot } = RateLimitHeaders.parse(headers, NOW)
       for (const state of Object.values(snapshot.dimensions)) {
-        for (const value of [state?.limit, state?.remaining, state?.resetAfter === undefined ? undefined : Duration.toMillis(state.resetAfter)]) {
+        for (
+          const value of [
+            state?.limit,
+            state?.remaining,
+            state?.resetAfter === undefined ? undefined : Duration.toMillis(state.resetAfter)
+          ]
+        ) {
           if (value === undefined) continue
           expect(Number.isFinite(value)).toBe(true)
           expect(value).toBeGreaterThanOrEqual(0)
@@ -191,10 +259,14 @@ describe("RateLimitHeaders", () => {
     "valid counts and durations round-trip",
     { count: fc.nat(), millis: fc.integer({ min: 0, max: 10 * 3_600_000 }) },
     ({ count, millis }) => {
-      const { snapshot, warnings } = RateLimitHeaders.parse({
-        "x-ratelimit-remaining-tokens": String(count),
-        "x-ratelimit-reset-tokens": RateLimitHeaders.formatGoDuration(Duration.millis(millis))
-      }, NOW, "openai")
+      const { snapshot, warnings } = RateLimitHeaders.parse(
+        {
+          "x-ratelimit-remaining-tokens": String(count),
+          "x-ratelimit-reset-tokens": RateLimitHeaders.formatGoDuration(Duration.millis(millis))
+        },
+        NOW,
+        "openai"
+      )
       expect(warnings).toEqual([])
       expect(snapshot.dimensions.tokens?.remaining).toBe(count)
       expect(Duration.toMillis(snapshot.dimensions.tokens!.resetAfter!)).toBeCloseTo(millis, 6)

@@ -7,7 +7,8 @@
  */
 import { createConnection } from "node:net"
 
-export const postgresUrl = () => process.env.DATABASE_URL ?? process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
+export const postgresUrl = () =>
+  process.env.DATABASE_URL ?? process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"
 
 const answers = (host: string, port: number) =>
   new Promise<boolean>((resolve) => {

@@ -25,7 +25,16 @@ export default async function setup() {
   const url = new URL(process.env.REDIS_URL ?? "redis://127.0.0.1:6379")
   if (await answers(url.hostname, Number(url.port || 6379))) return
   const port = await freePort()
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })
+  const child = spawn("redis-server", [
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--save",
+    "",
+    "--appendonly",
+    "no"
+  ], { stdio: "ignore" })
   child.on("error", () => {
     // No redis-server on this machine: the Redis tests will say they cannot connect.
   })

@@ -9,7 +9,11 @@ const ask = (text: string, maxOutputTokens = 100): LlmClient.Request => ({
   maxOutputTokens
 })
 
-const tier = (requestsPerMinute: number) => ({ requestsPerMinute, inputTokensPerMinute: 30_000, outputTokensPerMinute: 8_000 })
+const tier = (requestsPerMinute: number) => ({
+  requestsPerMinute,
+  inputTokensPerMinute: 30_000,
+  outputTokensPerMinute: 8_000
+})
 
 describe("SimulatedClient (in process, TestClock)", () => {
   it.scoped("over the request limit it answers 429 with a retry-after, and after that long it admits again", () =>

@@ -8,9 +8,15 @@ import { Chunk, Duration, Effect, Fiber, Layer, Redacted, Stream, TestClock } fr
 const MODEL = "claude-haiku-4-5"
 
 /** A long system prompt, about 3,400 tokens by the simulator's count: above the 1,024-token minimum. */
-const SYSTEM = Array.from({ length: 200 }, (_, i) => `Clause ${i}: the supplier delivers the goods on time and in full.`).join(" ")
+const SYSTEM = Array.from(
+  { length: 200 },
+  (_, i) => `Clause ${i}: the supplier delivers the goods on time and in full.`
+).join(" ")
 
-const ask = (text: string, options: { readonly cached?: boolean; readonly system?: string } = {}): LlmClient.Request => ({
+const ask = (
+  text: string,
+  options: { readonly cached?: boolean; readonly system?: string } = {}
+): LlmClient.Request => ({
   model: MODEL,
   system: options.system ?? SYSTEM,
   ...(options.cached === false ? {} : { systemCacheControl: { type: "ephemeral" } as const }),
@@ -20,7 +26,8 @@ const ask = (text: string, options: { readonly cached?: boolean; readonly system
 
 /** The simulator's count of the cached prefix (the system prompt) and of a whole request. */
 const prefixTokens = (system = SYSTEM) => Simulator.countTokens({ system })
-const totalTokens = (text: string) => Simulator.countTokens({ system: SYSTEM, messages: [{ role: "user", content: text }] })
+const totalTokens = (text: string) =>
+  Simulator.countTokens({ system: SYSTEM, messages: [{ role: "user", content: text }] })
 
 const quota = { requestsPerMinute: 100, inputTokensPerMinute: 30_000, outputTokensPerMinute: 10_000 }
 const limiterQuota = {
@@ -30,15 +37,17 @@ const limiterQuota = {
 }
 
 /** A character-count estimator: these tests are about caching, not tiktoken. */
-const EstimatorFast = Layer.succeed(TokenEstimator.TokenEstimator, TokenEstimator.makeWith((text) => Math.ceil(text.length / 4)))
+const EstimatorFast = Layer.succeed(
+  TokenEstimator.TokenEstimator,
+  TokenEstimator.makeWith((text) => Math.ceil(text.length / 4))
+)
 
 const BudgetLive = Budget.layer({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 100 }] }).pipe(
   Layer.provide([Pricing.layer(), Budget.layerLedgerMemory])
 )
 
 /** USD of a usage at the default table's prices for the model, each part at its own price. */
-const usd = (usage: LlmClient.Usage) =>
-  Effect.flatMap(Pricing.make(), (pricing) => pricing.cost(MODEL, usage))
+const usd = (usage: LlmClient.Usage) => Effect.flatMap(Pricing.make(), (pricing) => pricing.cost(MODEL, usage))
 
 describe("Prompt caching end to end", () => {
   describe("the in-process simulator under a Governor (TestClock)", () => {
@@ -54,32 +63,58 @@ describe("Prompt caching end to end", () => {
       Effect.gen(function*() {
         const client = yield* LlmClient.LlmClient
         const limiter = yield* RateLimiter.RateLimiter
-        const questions = ["Who delivers?", "By when are the goods due?", "Is partial delivery allowed?", "What happens when late?"]
+        const questions = [
+          "Who delivers?",
+          "By when are the goods due?",
+          "Is partial delivery allowed?",
+          "What happens when late?"
+        ]
         const responses = []
         for (const question of questions) responses.push(yield* client.complete(ask(question)))
 
         const [first, ...later] = responses
-        expect(first!.usage).toMatchObject({ cacheWriteInputTokens: prefixTokens(), cacheReadInputTokens: 0, inputTokens: totalTokens(questions[0]!) - prefixTokens() })
+        expect(first!.usage).toMatchObject({
+          cacheWriteInputTokens: prefixTokens(),
+          cacheReadInputTokens: 0,
+          inputTokens: totalTokens(questions[0]!) - prefixTokens()
+        })
         later.forEach((response, i) => {
-          expect(response.usage).toMatchObject({ cacheWriteInputTokens: 0, cacheReadInputTokens: prefixTokens(), inputTokens: totalTokens(questions[i + 1]!) - prefixTokens() })
+          expect(response.usage).toMatchObject({
+            cacheWriteInputTokens: 0,
+            cacheReadInputTokens: prefixTokens(),
+            inputTokens: totalTokens(questions[i + 1]!) - prefixTokens()
+          })
         })
 
         // the limiter's input bucket took plain input and the one write, none of the reads
-        const charged = responses.reduce((sum, response) => sum + response.usage.inputTokens + response.usage.cacheWriteInputTokens, 0)
+        const charged = responses.reduce(
+          (sum, response) => sum + response.usage.inputTokens + response.usage.cacheWriteInputTokens,
+          0
+        )
         const level = (yield* limiter.stats(`simulator/${MODEL}`)).levels.inputTokens?.level
         expect(level).toBe(quota.inputTokensPerMinute - charged)
         // and so did the provider's: its remaining agrees with the limiter's view
         expect(responses[3]!.rateLimits.dimensions.inputTokens?.remaining).toBe(quota.inputTokensPerMinute - charged)
 
         const stats = (yield* (yield* SimulatedClient.SimulatedStats).stats).keys[0]!
-        expect(stats).toMatchObject({ accepted: 4, rateLimited: 0, cacheWriteInputTokens: prefixTokens(), cacheReadInputTokens: 3 * prefixTokens() })
+        expect(stats).toMatchObject({
+          accepted: 4,
+          rateLimited: 0,
+          cacheWriteInputTokens: prefixTokens(),
+          cacheReadInputTokens: 3 * prefixTokens()
+        })
 
         // the budget was charged each part at its own price: reads at $0.10, the write at $1.25 per million
         const [status] = yield* (yield* Budget.Budget).status
         let expected = 0
         for (const response of responses) expected += yield* usd(response.usage)
         expect(status?.spentUsd).toBeCloseTo(expected, 9)
-        const uncached = yield* usd({ inputTokens: 4 * totalTokens(questions[1]!), outputTokens: 0, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 })
+        const uncached = yield* usd({
+          inputTokens: 4 * totalTokens(questions[1]!),
+          outputTokens: 0,
+          cacheReadInputTokens: 0,
+          cacheWriteInputTokens: 0
+        })
         expect(status!.spentUsd).toBeLessThan(uncached)
       }).pipe(Effect.provide(governed(`simulator/${MODEL}`))))
 
@@ -103,7 +138,11 @@ describe("Prompt caching end to end", () => {
         // 8,000 input tokens a minute: ten calls that read ~3,400 cached tokens each fit, two uncached ones do not
         const { client, stats } = yield* SimulatedClient.make({ quota: { ...quota, inputTokensPerMinute: 8_000 } })
         for (let i = 0; i < 10; i++) yield* client.complete(ask(`question ${i}`))
-        expect((yield* stats.stats).keys[0]).toMatchObject({ accepted: 10, rateLimited: 0, cacheReadInputTokens: 9 * prefixTokens() })
+        expect((yield* stats.stats).keys[0]).toMatchObject({
+          accepted: 10,
+          rateLimited: 0,
+          cacheReadInputTokens: 9 * prefixTokens()
+        })
         yield* client.complete(ask("uncached a", { cached: false }))
         const refused = yield* Effect.flip(client.complete(ask("uncached b", { cached: false })))
         expect(refused._tag).toBe("RateLimited")
@@ -119,9 +158,14 @@ describe("Prompt caching end to end", () => {
           expect(usage).toMatchObject({ cacheReadInputTokens: 0, cacheWriteInputTokens: 0 })
         }
         const plain = (yield* client.complete(ask("plain", { cached: false }))).usage
-        expect(plain).toMatchObject({ cacheReadInputTokens: 0, cacheWriteInputTokens: 0, inputTokens: totalTokens("plain") })
+        expect(plain).toMatchObject({
+          cacheReadInputTokens: 0,
+          cacheWriteInputTokens: 0,
+          inputTokens: totalTokens("plain")
+        })
         expect((yield* client.complete(ask("haiku"))).usage.cacheWriteInputTokens).toBe(prefixTokens())
-        expect((yield* client.complete({ ...ask("sonnet"), model: "claude-sonnet-4-5" })).usage.cacheWriteInputTokens).toBe(prefixTokens())
+        expect((yield* client.complete({ ...ask("sonnet"), model: "claude-sonnet-4-5" })).usage.cacheWriteInputTokens)
+          .toBe(prefixTokens())
         const other = yield* SimulatedClient.make({ quota, apiKey: "other-key" })
         expect((yield* other.client.complete(ask("other key"))).usage.cacheWriteInputTokens).toBe(prefixTokens())
       }))
@@ -132,7 +176,10 @@ describe("Prompt caching end to end", () => {
         const document = `Contract text. ${SYSTEM}`
         const turn1: LlmClient.Request = {
           model: MODEL,
-          messages: [{ role: "user", content: [{ type: "text", text: document, cacheControl: { type: "ephemeral" } }] }],
+          messages: [{
+            role: "user",
+            content: [{ type: "text", text: document, cacheControl: { type: "ephemeral" } }]
+          }],
           maxOutputTokens: 100
         }
         const first = yield* client.complete(turn1)
@@ -142,7 +189,10 @@ describe("Prompt caching end to end", () => {
           messages: [
             { role: "user", content: [{ type: "text", text: document }] },
             { role: "assistant", content: LlmClient.text(first) },
-            { role: "user", content: [{ type: "text", text: "And the penalties?", cacheControl: { type: "ephemeral" } }] }
+            {
+              role: "user",
+              content: [{ type: "text", text: "And the penalties?", cacheControl: { type: "ephemeral" } }]
+            }
           ]
         }
         const second = (yield* client.complete(turn2)).usage
@@ -159,7 +209,11 @@ describe("Prompt caching end to end", () => {
     const governedTight = (options: Governor.Options) =>
       Governor.layer({ retry: false, ...options }).pipe(
         Layer.provideMerge(SimulatedClient.layer({ quota: tight, latency: { baseMs: 10_000 } })),
-        Layer.provideMerge(RateLimiter.layerMemory({ quotas: { [key]: { ...limiterQuota, inputTokens: { limit: 8_000, per: "1 minute" } } } })),
+        Layer.provideMerge(
+          RateLimiter.layerMemory({
+            quotas: { [key]: { ...limiterQuota, inputTokens: { limit: 8_000, per: "1 minute" } } }
+          })
+        ),
         Layer.provide(EstimatorFast)
       )
 
@@ -170,7 +224,13 @@ describe("Prompt caching end to end", () => {
       const warm = yield* Effect.fork(client.complete(ask("warm the cache")))
       yield* TestClock.adjust("10 seconds")
       yield* Fiber.join(warm)
-      const calls = yield* Effect.fork(Effect.forEach(Array.from({ length: 10 }, (_, i) => ask(`question ${i}`)), (request) => client.complete(request), { concurrency: "unbounded" }))
+      const calls = yield* Effect.fork(
+        Effect.forEach(
+          Array.from({ length: 10 }, (_, i) => ask(`question ${i}`)),
+          (request) => client.complete(request),
+          { concurrency: "unbounded" }
+        )
+      )
       yield* TestClock.adjust("1 second")
       const together = (yield* limiter.stats(key)).inFlight
       yield* TestClock.adjust("5 minutes")
@@ -244,7 +304,11 @@ describe("Prompt caching end to end", () => {
           })
         const document = `Contract text. ${SYSTEM}`
         const marked = (text: string) => [{ type: "text" as const, text, cacheControl: { type: "ephemeral" as const } }]
-        const first = yield* turn({ model: MODEL, messages: [{ role: "user", content: marked(document) }], maxOutputTokens: 100 })
+        const first = yield* turn({
+          model: MODEL,
+          messages: [{ role: "user", content: marked(document) }],
+          maxOutputTokens: 100
+        })
         const whole = prefixTokens()
         expect(first.held).toBeGreaterThan(0.9 * whole)
         const second = yield* turn({
@@ -271,7 +335,9 @@ describe("Prompt caching end to end", () => {
         const key = `anthropic/${MODEL}`
         const layer = Governor.layer({ retry: false }).pipe(
           Layer.provide(Anthropic.layer({ apiKey: Redacted.make("sim-key"), baseURL: running.url })),
-          Layer.provideMerge(RateLimiter.layerMemory({ quotas: { [key]: { ...limiterQuota, inputTokens: { limit, per: "1 minute" } } } })),
+          Layer.provideMerge(
+            RateLimiter.layerMemory({ quotas: { [key]: { ...limiterQuota, inputTokens: { limit, per: "1 minute" } } } })
+          ),
           Layer.provideMerge(BudgetLive),
           Layer.provide(EstimatorFast)
         )
@@ -283,11 +349,18 @@ describe("Prompt caching end to end", () => {
             yield* client.complete(ask("Where to?"))
           ]
           expect(responses.map((response) => response.usage.cacheWriteInputTokens)).toEqual([prefixTokens(), 0, 0])
-          expect(responses.map((response) => response.usage.cacheReadInputTokens)).toEqual([0, prefixTokens(), prefixTokens()])
+          expect(responses.map((response) => response.usage.cacheReadInputTokens)).toEqual([
+            0,
+            prefixTokens(),
+            prefixTokens()
+          ])
           expect(responses[1]!.usage.inputTokens).toBe(totalTokens("By when?") - prefixTokens())
 
           // Real time passes over HTTP, so the buckets refill a little: the reads (~6,000 tokens) must be missing, not exact figures.
-          const charged = responses.reduce((sum, response) => sum + response.usage.inputTokens + response.usage.cacheWriteInputTokens, 0)
+          const charged = responses.reduce(
+            (sum, response) => sum + response.usage.inputTokens + response.usage.cacheWriteInputTokens,
+            0
+          )
           const remaining = responses[2]!.rateLimits.dimensions.inputTokens?.remaining ?? 0
           expect(remaining).toBeGreaterThanOrEqual(limit - charged)
           expect(remaining).toBeLessThan(limit - charged + 1_000)
@@ -301,7 +374,11 @@ describe("Prompt caching end to end", () => {
           expect(status?.spentUsd).toBeCloseTo(expected, 9)
 
           const stats = (yield* running.stats).keys[0]!
-          expect(stats).toMatchObject({ accepted: 3, cacheWriteInputTokens: prefixTokens(), cacheReadInputTokens: 2 * prefixTokens() })
+          expect(stats).toMatchObject({
+            accepted: 3,
+            cacheWriteInputTokens: prefixTokens(),
+            cacheReadInputTokens: 2 * prefixTokens()
+          })
         }).pipe(Effect.provide(layer))
       }))
 
@@ -312,10 +389,18 @@ describe("Prompt caching end to end", () => {
         yield* client.complete(ask("warm the cache"))
         const events = Chunk.toReadonlyArray(yield* Stream.runCollect(client.stream(ask("streamed"))))
         const done = events.find((event) => event._tag === "Done")
-        expect(done?._tag === "Done" && done.response.usage).toMatchObject({ cacheReadInputTokens: prefixTokens(), cacheWriteInputTokens: 0 })
+        expect(done?._tag === "Done" && done.response.usage).toMatchObject({
+          cacheReadInputTokens: prefixTokens(),
+          cacheWriteInputTokens: 0
+        })
 
         const marked = { type: "text" as const, text: "part", cacheControl: { type: "ephemeral" as const } }
-        const error = yield* Effect.flip(client.complete({ ...ask("too many"), messages: [{ role: "user", content: [marked, marked, marked, marked] }] }))
+        const error = yield* Effect.flip(
+          client.complete({
+            ...ask("too many"),
+            messages: [{ role: "user", content: [marked, marked, marked, marked] }]
+          })
+        )
         expect(error._tag).toBe("BadRequest")
         expect(error.detail).toContain("maximum of 4 blocks with cache_control")
       }))

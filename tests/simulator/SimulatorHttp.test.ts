@@ -4,8 +4,16 @@ import { Effect } from "effect"
 
 const post = (url: string, body: unknown, headers: Record<string, string> = { "x-api-key": "key-a" }) =>
   Effect.promise(() =>
-    fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) })
-      .then(async (response) => ({ status: response.status, headers: response.headers, body: await response.json() as Record<string, any> }))
+    fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body: typeof body === "string" ? body : JSON.stringify(body)
+    })
+      .then(async (response) => ({
+        status: response.status,
+        headers: response.headers,
+        body: await response.json() as Record<string, any>
+      }))
   )
 
 const message = { model: "claude-haiku-4-5", max_tokens: 50, messages: [{ role: "user", content: "hello there" }] }
@@ -24,7 +32,9 @@ describe("Simulator over HTTP", () => {
       expect(limited.body).toMatchObject({ type: "error", error: { type: "rate_limit_error" } })
       expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0)
       for (let i = 0; i < 3; i++) expect((yield* post(url, message, { "x-api-key": "key-b" })).status).toBe(200)
-      const stats = yield* Effect.promise(() => fetch(`${running.url}/_sim/stats`).then((response) => response.json() as Promise<Simulator.Stats>))
+      const stats = yield* Effect.promise(() =>
+        fetch(`${running.url}/_sim/stats`).then((response) => response.json() as Promise<Simulator.Stats>)
+      )
       const byKey = Object.fromEntries(stats.keys.map((key) => [key.apiKey, key]))
       expect(byKey["key-a"]).toMatchObject({ accepted: 1, rateLimited: 1 })
       expect(byKey["key-b"]).toMatchObject({ accepted: 3, rateLimited: 0 })
@@ -49,7 +59,10 @@ describe("Simulator over HTTP", () => {
   it.scoped("count_tokens answers the simulator's own count", () =>
     Effect.gen(function*() {
       const running = yield* Simulator.serve({})
-      const counted = yield* post(`${running.url}/v1/messages/count_tokens`, { model: message.model, messages: message.messages })
+      const counted = yield* post(`${running.url}/v1/messages/count_tokens`, {
+        model: message.model,
+        messages: message.messages
+      })
       expect(counted.body.input_tokens).toBe(Simulator.countTokens(message))
     }))
 })

@@ -135,7 +135,8 @@ const admissionOrigins: ReadonlySet<SluiceError.Origin | undefined> = new Set(["
  * Whether a failure is admission's own refusal (the limiter's, the budget's or
  * the price table's), not the call's: `SluiceError.classify(error).origin`.
  */
-export const isAdmissionError = (error: unknown): error is AdmissionError => admissionOrigins.has(SluiceError.classify(error).origin)
+export const isAdmissionError = (error: unknown): error is AdmissionError =>
+  admissionOrigins.has(SluiceError.classify(error).origin)
 
 /** `answerOf` for an `LlmClient.Response`. */
 export const answerOfResponse = (response: LlmClient.Response): Answer => ({
@@ -245,7 +246,12 @@ export const make = (options: Options = {}): Effect.Effect<
       ))
 
     /** The answer came: settle the permit, observe the headers, learn. Never fails the call. */
-    const onAnswer = (call: Call, permit: RateLimiter.Permit, learn: (usage: LlmClient.Usage) => Effect.Effect<void>, answer: Answer) =>
+    const onAnswer = (
+      call: Call,
+      permit: RateLimiter.Permit,
+      learn: (usage: LlmClient.Usage) => Effect.Effect<void>,
+      answer: Answer
+    ) =>
       Effect.all([
         permit.settle(LlmClient.usageCost(answer.usage, call.counting)),
         learn(answer.usage),
@@ -258,8 +264,12 @@ export const make = (options: Options = {}): Effect.Effect<
       // Only the provider's own refusal is refunded. Anything else that ends a
       // sent call (a defect, an error Sluice does not know, an inner layer's
       // refusal) is charged as sent.
-      if (!SluiceError.isProviderError(error)) return Effect.succeed(sent)
-      if (SluiceError.classify(error).mayHaveRun) return Effect.as(learnFromError(call.key, error), sent)
+      if (!SluiceError.isProviderError(error)) {
+        return Effect.succeed(sent)
+      }
+      if (SluiceError.classify(error).mayHaveRun) {
+        return Effect.as(learnFromError(call.key, error), sent)
+      }
       return Effect.as(Effect.zipRight(Effect.ignore(permit.settle(nothing)), learnFromError(call.key, error)), refused)
     }
 
@@ -275,7 +285,11 @@ export const make = (options: Options = {}): Effect.Effect<
       Effect.gen(function*() {
         const plan = yield* limiterPlan(call)
         // Acquired uninterruptibly, released exactly once by the stage reached.
-        yield* Effect.acquireRelease(reserveBudget(call), (spend) => Effect.suspend(() => settleBudget(call, spend, state.stage)))
+        yield* Effect.acquireRelease(
+          reserveBudget(call),
+          (spend) =>
+            Effect.suspend(() => settleBudget(call, spend, state.stage))
+        )
         const permit = yield* limiter.acquire(call.key, plan.cost, {
           priority: call.priority,
           ...(call.maxWait === undefined ? {} : { maxWait: call.maxWait })

@@ -61,7 +61,10 @@ export const Limit = Schema.Struct({
   scope: Scope,
   window: Window,
   limitUsd: Schema.Number.pipe(Schema.finite(), Schema.positive()),
-  thresholds: Schema.optionalWith(Schema.Array(Schema.Number.pipe(Schema.greaterThan(0), Schema.lessThanOrEqualTo(1))), { exact: true })
+  thresholds: Schema.optionalWith(
+    Schema.Array(Schema.Number.pipe(Schema.greaterThan(0), Schema.lessThanOrEqualTo(1))),
+    { exact: true }
+  )
 })
 export type Limit = typeof Limit.Type
 export type LimitInput = typeof Limit.Encoded
@@ -123,7 +126,11 @@ export const countersAt = (bucket: string, counting: Counting, now: number): {
   const slice = Math.floor(now / sliceMs)
   const summed: Array<string> = []
   for (let k = slice - rollingSlices; k <= slice; k++) summed.push(`${bucket}#${k}`)
-  return { current: `${bucket}#${slice}`, summed, keepMs: (slice + 1) * sliceMs + counting.windowMs - now + counterMarginMs }
+  return {
+    current: `${bucket}#${slice}`,
+    summed,
+    keepMs: (slice + 1) * sliceMs + counting.windowMs - now + counterMarginMs
+  }
 }
 
 /** One amount against one limit's bucket. */
@@ -138,7 +145,12 @@ export interface Charge {
 /** The answer to a reservation. */
 export type LedgerReservation =
   | { readonly _tag: "Reserved" }
-  | { readonly _tag: "Exceeded"; readonly charge: Charge; readonly spentMicros: number; readonly reservedMicros: number }
+  | {
+    readonly _tag: "Exceeded"
+    readonly charge: Charge
+    readonly spentMicros: number
+    readonly reservedMicros: number
+  }
 
 /** A real cost to record in a bucket. */
 export interface Spend {
@@ -159,16 +171,29 @@ export interface Spend {
  */
 export class BudgetLedger extends Context.Tag("@sluice/core/Budget/BudgetLedger")<BudgetLedger, {
   /** Reserves every charge under `id` until `expiresAt`, or none when one would pass its limit. */
-  readonly reserve: (id: string, charges: ReadonlyArray<Charge>, now: number, expiresAt: number) => Effect.Effect<LedgerReservation, BudgetLedgerError>
+  readonly reserve: (
+    id: string,
+    charges: ReadonlyArray<Charge>,
+    now: number,
+    expiresAt: number
+  ) => Effect.Effect<LedgerReservation, BudgetLedgerError>
   /**
    * Replaces the reservation `id` (if it still holds) by spend; answers, per
    * entry of `spend`, the bucket's spend in its window after this one.
    */
-  readonly settle: (id: string, spend: ReadonlyArray<Spend>, now: number) => Effect.Effect<ReadonlyArray<number>, BudgetLedgerError>
+  readonly settle: (
+    id: string,
+    spend: ReadonlyArray<Spend>,
+    now: number
+  ) => Effect.Effect<ReadonlyArray<number>, BudgetLedgerError>
   /** Drops the reservation `id`: nothing was spent. Cancelling an unknown id does nothing. */
   readonly cancel: (id: string) => Effect.Effect<void, BudgetLedgerError>
   /** Spend in the window containing `now`, and open reservations, of a bucket. */
-  readonly usage: (bucket: string, counting: Counting, now: number) => Effect.Effect<{ readonly spentMicros: number; readonly reservedMicros: number }, BudgetLedgerError>
+  readonly usage: (
+    bucket: string,
+    counting: Counting,
+    now: number
+  ) => Effect.Effect<{ readonly spentMicros: number; readonly reservedMicros: number }, BudgetLedgerError>
 }>() {}
 
 interface Hold {
@@ -221,7 +246,9 @@ class MemoryLedger {
     for (const charge of charges) {
       const spentMicros = this.spent(charge.bucket, charge.counting, now)
       const reservedMicros = this.held.get(charge.bucket) ?? 0
-      if (spentMicros + reservedMicros + charge.micros > charge.limitMicros) return { _tag: "Exceeded", charge, spentMicros, reservedMicros }
+      if (spentMicros + reservedMicros + charge.micros > charge.limitMicros) {
+        return { _tag: "Exceeded", charge, spentMicros, reservedMicros }
+      }
     }
     this.release(id)
     this.holds.set(id, { expiresAt, charges: charges.map(({ bucket, micros }) => ({ bucket, micros })) })
@@ -235,8 +262,9 @@ class MemoryLedger {
     return spend.map(({ bucket, counting, micros }) => {
       const { current, keepMs } = countersAt(bucket, counting, now)
       const counter = this.counters.get(current)
-      if (counter === undefined || counter.expiresAt <= now) this.counters.set(current, { micros, expiresAt: now + keepMs })
-      else counter.micros += micros
+      if (counter === undefined || counter.expiresAt <= now) {
+        this.counters.set(current, { micros, expiresAt: now + keepMs })
+      } else counter.micros += micros
       return this.spent(bucket, counting, now)
     })
   }
@@ -322,22 +350,39 @@ export interface Status {
 
 /** The budget service. */
 export class Budget extends Context.Tag("@sluice/core/Budget")<Budget, {
-  readonly reserve: (call: Call) => Effect.Effect<Reservation, BudgetExceeded | Pricing.UnknownModel | BudgetLedgerError>
+  readonly reserve: (
+    call: Call
+  ) => Effect.Effect<Reservation, BudgetExceeded | Pricing.UnknownModel | BudgetLedgerError>
   readonly status: Effect.Effect<ReadonlyArray<Status>, BudgetLedgerError>
 }>() {}
 
-export const thresholdsCrossed = Metric.counter("sluice_budget_threshold_total", { description: "Budget thresholds crossed, by scope, window and threshold", incremental: true })
-export const rejections = Metric.counter("sluice_budget_rejections_total", { description: "Calls refused by a budget, by scope", incremental: true })
-export const spentUsd = Metric.gauge("sluice_budget_spent_usd", { description: "Spend in the current window, by scope and window" })
+export const thresholdsCrossed = Metric.counter("sluice_budget_threshold_total", {
+  description: "Budget thresholds crossed, by scope, window and threshold",
+  incremental: true
+})
+export const rejections = Metric.counter("sluice_budget_rejections_total", {
+  description: "Calls refused by a budget, by scope",
+  incremental: true
+})
+export const spentUsd = Metric.gauge("sluice_budget_spent_usd", {
+  description: "Spend in the current window, by scope and window"
+})
 
 const dayMs = 86_400_000
 
 /** The bucket of a limit for the window containing `now`, and how the ledger counts it. */
-export const bucketOf = (limit: Limit, index: number, now: number): { readonly bucket: string; readonly counting: Counting } => {
+export const bucketOf = (
+  limit: Limit,
+  index: number,
+  now: number
+): { readonly bucket: string; readonly counting: Counting } => {
   const base = `${index}|${scopeName(limit.scope)}|${windowName(limit.window)}`
   if (limit.window === "day") {
     const start = Math.floor(now / dayMs) * dayMs
-    return { bucket: `${base}|${new Date(start).toISOString().slice(0, 10)}`, counting: { _tag: "calendar", endsAt: start + dayMs } }
+    return {
+      bucket: `${base}|${new Date(start).toISOString().slice(0, 10)}`,
+      counting: { _tag: "calendar", endsAt: start + dayMs }
+    }
   }
   if (limit.window === "month") {
     const date = new Date(now)
@@ -347,7 +392,13 @@ export const bucketOf = (limit: Limit, index: number, now: number): { readonly b
       counting: { _tag: "calendar", endsAt: Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1) }
     }
   }
-  return { bucket: base, counting: { _tag: "rolling", windowMs: Duration.toMillis(Duration.decode(limit.window.rolling as Duration.DurationInput)) } }
+  return {
+    bucket: base,
+    counting: {
+      _tag: "rolling",
+      windowMs: Duration.toMillis(Duration.decode(limit.window.rolling as Duration.DurationInput))
+    }
+  }
 }
 
 /**
@@ -356,7 +407,13 @@ export const bucketOf = (limit: Limit, index: number, now: number): { readonly b
  * under its line again (a rolling window whose old spend has aged out).
  * `fired` is the limit's set for its current window; it is updated in place.
  */
-export const crossedThresholds = (thresholds: ReadonlyArray<number>, limitMicros: number, beforeMicros: number, afterMicros: number, fired: Set<number>): ReadonlyArray<number> => {
+export const crossedThresholds = (
+  thresholds: ReadonlyArray<number>,
+  limitMicros: number,
+  beforeMicros: number,
+  afterMicros: number,
+  fired: Set<number>
+): ReadonlyArray<number> => {
   const crossed: Array<number> = []
   for (const threshold of thresholds) {
     const line = threshold * limitMicros
@@ -370,7 +427,8 @@ export const crossedThresholds = (thresholds: ReadonlyArray<number>, limitMicros
 }
 
 const applies = (limit: Limit, call: Call): boolean =>
-  limit.scope._tag === "global" || (limit.scope._tag === "tenant" ? call.tenant === limit.scope.id : call.job === limit.scope.id)
+  limit.scope._tag === "global" ||
+  (limit.scope._tag === "tenant" ? call.tenant === limit.scope.id : call.job === limit.scope.id)
 
 const tag = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, tags: Record<string, string>) =>
   Object.entries(tags).reduce((tagged, [name, value]) => Metric.tagged(tagged, name, value), metric)
@@ -380,11 +438,22 @@ export const make = (options: Options): Effect.Effect<Budget["Type"], InvalidBud
   Effect.gen(function*() {
     const limits = yield* Either.mapLeft(
       Schema.decodeUnknownEither(Schema.Array(Limit), { errors: "all", onExcessProperty: "error" })(options.limits),
-      (error) => new InvalidBudget({ issues: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({ path: ["limits", ...issue.path].map(String).join("."), message: issue.message })) })
+      (error) =>
+        new InvalidBudget({
+          issues: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
+            path: ["limits", ...issue.path].map(String).join("."),
+            message: issue.message
+          }))
+        })
     )
     for (const limit of limits) {
       if (typeof limit.window !== "string" && Duration.decodeUnknown(limit.window.rolling)._tag === "None") {
-        return yield* new InvalidBudget({ issues: [{ path: "limits.window.rolling", message: `Expected a duration such as "24 hours", got ${JSON.stringify(limit.window.rolling)}` }] })
+        return yield* new InvalidBudget({
+          issues: [{
+            path: "limits.window.rolling",
+            message: `Expected a duration such as "24 hours", got ${JSON.stringify(limit.window.rolling)}`
+          }]
+        })
       }
     }
     const reservationTtlMs = Duration.toMillis(Duration.decode(options.reservationTtl ?? Duration.hours(1)))
@@ -409,9 +478,27 @@ export const make = (options: Options): Effect.Effect<Budget["Type"], InvalidBud
           current = { bucket, thresholds: new Set() }
           fired.set(index, current)
         }
-        for (const threshold of crossedThresholds(limit.thresholds ?? [0.5, 0.8, 1], limitMicros, beforeMicros, afterMicros, current.thresholds)) {
-          const event: ThresholdEvent = { scope, window, threshold, spentUsd: Pricing.toUsd(afterMicros), limitUsd: limit.limitUsd }
-          yield* Effect.logWarning(`Sluice budget ${scope} (${window}) passed ${Math.round(threshold * 100)} %: $${event.spentUsd.toFixed(4)} of $${limit.limitUsd}`)
+        for (
+          const threshold of crossedThresholds(
+            limit.thresholds ?? [0.5, 0.8, 1],
+            limitMicros,
+            beforeMicros,
+            afterMicros,
+            current.thresholds
+          )
+        ) {
+          const event: ThresholdEvent = {
+            scope,
+            window,
+            threshold,
+            spentUsd: Pricing.toUsd(afterMicros),
+            limitUsd: limit.limitUsd
+          }
+          yield* Effect.logWarning(
+            `Sluice budget ${scope} (${window}) passed ${Math.round(threshold * 100)} %: $${
+              event.spentUsd.toFixed(4)
+            } of $${limit.limitUsd}`
+          )
           yield* Metric.increment(tag(thresholdsCrossed, { scope, window, threshold: String(threshold) }))
           if (options.onThreshold !== undefined) yield* options.onThreshold(event)
         }
@@ -422,9 +509,16 @@ export const make = (options: Options): Effect.Effect<Budget["Type"], InvalidBud
         const price = yield* pricing.price(call.model)
         const worst = Pricing.worstCaseMicros(price, call)
         const now = yield* Clock.currentTimeMillis
-        const active = limits.flatMap((limit, index) => applies(limit, call) ? [{ limit, index, ...bucketOf(limit, index, now) }] : [])
+        const active = limits.flatMap((limit, index) =>
+          applies(limit, call) ? [{ limit, index, ...bucketOf(limit, index, now) }] : []
+        )
         const id = `${instance}-${++counter}`
-        const charges = active.map(({ bucket, counting, limit }) => ({ bucket, counting, limitMicros: Pricing.fromUsd(limit.limitUsd), micros: worst }))
+        const charges = active.map(({ bucket, counting, limit }) => ({
+          bucket,
+          counting,
+          limitMicros: Pricing.fromUsd(limit.limitUsd),
+          micros: worst
+        }))
         let open = true
         const settle = (usage: LlmClient.Usage) =>
           Effect.gen(function*() {
@@ -434,8 +528,14 @@ export const make = (options: Options): Effect.Effect<Budget["Type"], InvalidBud
             const at = yield* Clock.currentTimeMillis
             // One round trip, run to its end once started: an interrupt here must not leave the call
             // neither settled nor cancelled (it would hold until reservationTtl).
-            const after = yield* Effect.uninterruptible(ledger.settle(id, active.map(({ bucket, counting }) => ({ bucket, counting, micros: actual })), at))
-            yield* Effect.forEach(active, ({ bucket, index, limit }, i) => report(limit, index, bucket, after[i]! - actual, after[i]!), { discard: true })
+            const after = yield* Effect.uninterruptible(
+              ledger.settle(id, active.map(({ bucket, counting }) => ({ bucket, counting, micros: actual })), at)
+            )
+            yield* Effect.forEach(
+              active,
+              ({ bucket, index, limit }, i) => report(limit, index, bucket, after[i]! - actual, after[i]!),
+              { discard: true }
+            )
           })
         const cancel = Effect.suspend(() => {
           if (!open) return Effect.void
@@ -488,4 +588,5 @@ export const make = (options: Options): Effect.Effect<Budget["Type"], InvalidBud
   })
 
 /** A budget over the `Pricing` and `BudgetLedger` in context. */
-export const layer = (options: Options): Layer.Layer<Budget, InvalidBudget, Pricing.Pricing | BudgetLedger> => Layer.effect(Budget, make(options))
+export const layer = (options: Options): Layer.Layer<Budget, InvalidBudget, Pricing.Pricing | BudgetLedger> =>
+  Layer.effect(Budget, make(options))

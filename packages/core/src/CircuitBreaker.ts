@@ -140,7 +140,12 @@ export const defaults = {
 
 interface Config {
   readonly consecutiveFailures: number
-  readonly failureRate: { readonly threshold: number; readonly minCalls: number; readonly windowMillis: number; readonly stepMillis: number } | undefined
+  readonly failureRate: {
+    readonly threshold: number
+    readonly minCalls: number
+    readonly windowMillis: number
+    readonly stepMillis: number
+  } | undefined
   readonly openForMillis: number
   readonly halfOpenProbes: number
   readonly isFailure: (error: unknown) => boolean
@@ -178,8 +183,19 @@ interface Bucket {
 
 /** A key's state. `generation` changes on every transition, so late outcomes can be told apart. */
 type KeyState =
-  | { readonly _tag: "Closed"; readonly generation: number; readonly consecutive: number; readonly buckets: ReadonlyArray<Bucket> }
-  | { readonly _tag: "Open"; readonly generation: number; readonly openedAt: number; readonly probeAt: number; readonly reason: Reason }
+  | {
+    readonly _tag: "Closed"
+    readonly generation: number
+    readonly consecutive: number
+    readonly buckets: ReadonlyArray<Bucket>
+  }
+  | {
+    readonly _tag: "Open"
+    readonly generation: number
+    readonly openedAt: number
+    readonly probeAt: number
+    readonly reason: Reason
+  }
   | {
     readonly _tag: "HalfOpen"
     readonly generation: number
@@ -197,7 +213,8 @@ interface Ticket {
 
 const closed = (generation: number): KeyState => ({ _tag: "Closed", generation, consecutive: 0, buckets: [] })
 
-const stateOf = (state: KeyState): State => state._tag === "Closed" ? "closed" : state._tag === "Open" ? "open" : "half-open"
+const stateOf = (state: KeyState): State =>
+  state._tag === "Closed" ? "closed" : state._tag === "Open" ? "open" : "half-open"
 
 const level: Record<State, number> = { closed: 0, "half-open": 1, open: 2 }
 
@@ -225,7 +242,10 @@ const advance = (key: string, state: KeyState, now: number): Step<void> => {
 const admit = (key: string, config: Config, current: KeyState, now: number): Step<Ticket | CircuitOpen> => {
   const advanced = advance(key, current, now)
   const state = advanced.state
-  const refuse = (s: { readonly openedAt: number; readonly probeAt: number; readonly reason: Reason }, as: "open" | "half-open") => ({
+  const refuse = (
+    s: { readonly openedAt: number; readonly probeAt: number; readonly reason: Reason },
+    as: "open" | "half-open"
+  ) => ({
     ...advanced,
     result: new CircuitOpen({ key, openedAt: s.openedAt, probeAt: s.probeAt, reason: s.reason, state: as })
   })
@@ -248,7 +268,12 @@ const prune = (config: Config, buckets: ReadonlyArray<Bucket>, now: number): Rea
   return buckets.filter((bucket) => bucket.start + rate.stepMillis > from)
 }
 
-const recordCall = (config: Config, buckets: ReadonlyArray<Bucket>, now: number, failed: boolean): ReadonlyArray<Bucket> => {
+const recordCall = (
+  config: Config,
+  buckets: ReadonlyArray<Bucket>,
+  now: number,
+  failed: boolean
+): ReadonlyArray<Bucket> => {
   const rate = config.failureRate
   if (rate === undefined) return []
   const kept = prune(config, buckets, now)
@@ -260,7 +285,10 @@ const recordCall = (config: Config, buckets: ReadonlyArray<Bucket>, now: number,
 }
 
 const totals = (buckets: ReadonlyArray<Bucket>) =>
-  buckets.reduce((sum, bucket) => ({ calls: sum.calls + bucket.calls, failures: sum.failures + bucket.failures }), { calls: 0, failures: 0 })
+  buckets.reduce((sum, bucket) => ({ calls: sum.calls + bucket.calls, failures: sum.failures + bucket.failures }), {
+    calls: 0,
+    failures: 0
+  })
 
 const open = (state: KeyState, now: number, config: Config, reason: Reason): KeyState => ({
   _tag: "Open",
@@ -270,7 +298,14 @@ const open = (state: KeyState, now: number, config: Config, reason: Reason): Key
   reason
 })
 
-const settle = (key: string, config: Config, current: KeyState, ticket: Ticket, outcome: Outcome, now: number): Step<void> => {
+const settle = (
+  key: string,
+  config: Config,
+  current: KeyState,
+  ticket: Ticket,
+  outcome: Outcome,
+  now: number
+): Step<void> => {
   const advanced = advance(key, current, now)
   const state = advanced.state
   const unchanged = advanced
@@ -293,11 +328,15 @@ const settle = (key: string, config: Config, current: KeyState, ticket: Ticket, 
       const failed = outcome === "failure"
       const consecutive = failed ? state.consecutive + 1 : 0
       const buckets = recordCall(config, state.buckets, now, failed)
-      if (failed && consecutive >= config.consecutiveFailures) return moveTo(open(state, now, config, "consecutive-failures"))
+      if (failed && consecutive >= config.consecutiveFailures) {
+        return moveTo(open(state, now, config, "consecutive-failures"))
+      }
       const rate = config.failureRate
       if (failed && rate !== undefined) {
         const { calls, failures } = totals(buckets)
-        if (calls >= rate.minCalls && failures / calls > rate.threshold) return moveTo(open(state, now, config, "failure-rate"))
+        if (calls >= rate.minCalls && failures / calls > rate.threshold) {
+          return moveTo(open(state, now, config, "failure-rate"))
+        }
       }
       return { ...advanced, state: { ...state, consecutive, buckets } }
     }
@@ -364,22 +403,35 @@ export const make = (options: Options = {}): Effect.Effect<CircuitBreaker["Type"
       Effect.gen(function*() {
         if (created) yield* Metric.set(Metric.tagged(stateGauge, "key", key), level.closed)
         for (const change of step.transitions) {
-          const counter = Metric.tagged(Metric.tagged(Metric.tagged(transitions, "key", key), "from", change.from), "to", change.to)
+          const counter = Metric.tagged(
+            Metric.tagged(Metric.tagged(transitions, "key", key), "from", change.from),
+            "to",
+            change.to
+          )
           yield* Metric.increment(counter)
           yield* Metric.set(Metric.tagged(stateGauge, "key", key), level[change.to])
           const annotations = { key, from: change.from, to: change.to }
           if (change.to === "open") {
             const probeAt = formatInstant(change.at + config.openForMillis)
             yield* Effect.annotateLogs(
-              Effect.logWarning(`Sluice circuit breaker for key "${key}" opened (${change.reason ?? "unknown"}); it probes at ${probeAt}`),
+              Effect.logWarning(
+                `Sluice circuit breaker for key "${key}" opened (${
+                  change.reason ?? "unknown"
+                }); it probes at ${probeAt}`
+              ),
               annotations
             )
           } else {
-            yield* Effect.annotateLogs(Effect.logInfo(`Sluice circuit breaker for key "${key}" is ${change.to}`), annotations)
+            yield* Effect.annotateLogs(
+              Effect.logInfo(`Sluice circuit breaker for key "${key}" is ${change.to}`),
+              annotations
+            )
           }
           if (options.onTransition !== undefined) {
             yield* options.onTransition(change).pipe(
-              Effect.catchAllDefect((defect) => Effect.logError(`Sluice circuit breaker onTransition failed for key "${key}"`, Cause.die(defect)))
+              Effect.catchAllDefect((defect) =>
+                Effect.logError(`Sluice circuit breaker onTransition failed for key "${key}"`, Cause.die(defect))
+              )
             )
           }
         }
@@ -413,7 +465,9 @@ export const make = (options: Options = {}): Effect.Effect<CircuitBreaker["Type"
             ticket instanceof CircuitOpen
               ? Effect.fail(ticket)
               : restore(effect).pipe(
-                Effect.onExit((exit) => update(key, (state, now) => settle(key, config, state, ticket, outcomeOf(exit), now)))
+                Effect.onExit((exit) =>
+                  update(key, (state, now) => settle(key, config, state, ticket, outcomeOf(exit), now))
+                )
               )
         )
       )

@@ -40,7 +40,9 @@ export const cacheHits = Metric.counter("sluice_cache_hits_total", {
 const canonical = (value: unknown): unknown => {
   if (Array.isArray(value)) return value.map(canonical)
   if (typeof value === "object" && value !== null) {
-    return Object.fromEntries(Object.keys(value).sort().map((key) => [key, canonical((value as Record<string, unknown>)[key])]))
+    return Object.fromEntries(
+      Object.keys(value).sort().map((key) => [key, canonical((value as Record<string, unknown>)[key])])
+    )
   }
   return value
 }
@@ -118,7 +120,8 @@ export const make = <A>(options: Options = {}): Effect.Effect<Coalescer<A>> =>
             })
           )
         )
-        return ttl === undefined ? settled : Effect.tap(settled, (value) => remember(key, value))
+        return ttl === undefined ? settled : Effect.tap(settled, (value) =>
+          remember(key, value))
       })
 
     const cached = (request: LlmClient.Request) =>

@@ -55,7 +55,9 @@ export const ladder = <A, E, R>(
       if (!fallsBack(error, index)) return Effect.fail(error)
       tried.push({ model: rung.model, key: rung.key, error })
       return Effect.zipRight(
-        Effect.logWarning(`Sluice fell back from ${rung.model}: ${Predicate.hasProperty(error, "_tag") ? String(error._tag) : "error"}`),
+        Effect.logWarning(
+          `Sluice fell back from ${rung.model}: ${Predicate.hasProperty(error, "_tag") ? String(error._tag) : "error"}`
+        ),
         step(index + 1)
       )
     })

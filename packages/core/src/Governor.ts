@@ -46,17 +46,17 @@
  */
 import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
-import * as Data from "effect/Data"
-import * as Either from "effect/Either"
-import * as ParseResult from "effect/ParseResult"
-import * as Schema from "effect/Schema"
 import type * as ConfigError from "effect/ConfigError"
+import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as Admission from "./Admission.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
@@ -147,23 +147,37 @@ export class InvalidGovernorOptions extends Data.TaggedError("InvalidGovernorOpt
 }
 
 const DurationInput = Schema.Union(Schema.String, Schema.Number, Schema.DurationFromSelf).pipe(
-  Schema.filter((input) => Duration.decodeUnknown(input)._tag === "Some" || `Expected a duration such as "30 seconds", got ${JSON.stringify(input)}`)
+  Schema.filter((input) =>
+    Duration.decodeUnknown(input)._tag === "Some" ||
+    `Expected a duration such as "30 seconds", got ${JSON.stringify(input)}`
+  )
 )
 const exact = { exact: true } as const
 
 /** The data part of the options (functions aside), as a schema. */
 const OptionsSchema = Schema.Struct({
   perTenant: Schema.optionalWith(Schema.Boolean, exact),
-  fallback: Schema.optionalWith(Schema.Array(Schema.Struct({ model: Schema.NonEmptyString, key: Schema.optionalWith(Schema.NonEmptyString, exact) })), exact),
-  retry: Schema.optionalWith(Schema.Union(Schema.Literal(false), Schema.Struct({
-    base: Schema.optionalWith(DurationInput, exact),
-    factor: Schema.optionalWith(Schema.Number.pipe(Schema.finite(), Schema.greaterThanOrEqualTo(1)), exact),
-    maxDelay: Schema.optionalWith(DurationInput, exact),
-    maxAttempts: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
-    maxElapsed: Schema.optionalWith(DurationInput, exact),
-    maxRetryAfter: Schema.optionalWith(DurationInput, exact),
-    jitter: Schema.optionalWith(Schema.Literal("full", "none"), exact)
-  })), exact),
+  fallback: Schema.optionalWith(
+    Schema.Array(
+      Schema.Struct({ model: Schema.NonEmptyString, key: Schema.optionalWith(Schema.NonEmptyString, exact) })
+    ),
+    exact
+  ),
+  retry: Schema.optionalWith(
+    Schema.Union(
+      Schema.Literal(false),
+      Schema.Struct({
+        base: Schema.optionalWith(DurationInput, exact),
+        factor: Schema.optionalWith(Schema.Number.pipe(Schema.finite(), Schema.greaterThanOrEqualTo(1)), exact),
+        maxDelay: Schema.optionalWith(DurationInput, exact),
+        maxAttempts: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
+        maxElapsed: Schema.optionalWith(DurationInput, exact),
+        maxRetryAfter: Schema.optionalWith(DurationInput, exact),
+        jitter: Schema.optionalWith(Schema.Literal("full", "none"), exact)
+      })
+    ),
+    exact
+  ),
   coalesce: Schema.optionalWith(Schema.Boolean, exact),
   cacheTtl: Schema.optionalWith(DurationInput, exact),
   count: Schema.optionalWith(Schema.Literal("estimate", "provider"), exact),
@@ -193,8 +207,11 @@ const deepestIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>) =
 export const validate = (options: Options): Either.Either<Options, InvalidGovernorOptions> => {
   const { key: _key, ...data } = options
   return Either.map(
-    Either.mapLeft(Schema.decodeUnknownEither(OptionsSchema, { errors: "all", onExcessProperty: "error" })(data), (error) =>
-      new InvalidGovernorOptions({ issues: deepestIssues(ParseResult.ArrayFormatter.formatErrorSync(error)) })),
+    Either.mapLeft(
+      Schema.decodeUnknownEither(OptionsSchema, { errors: "all", onExcessProperty: "error" })(data),
+      (error) =>
+        new InvalidGovernorOptions({ issues: deepestIssues(ParseResult.ArrayFormatter.formatErrorSync(error)) })
+    ),
     () => options
   )
 }
@@ -219,7 +236,9 @@ export const make = (options: Options = {}): Effect.Effect<
     const inner = yield* LlmClient.LlmClient
     const estimator = yield* TokenEstimator.TokenEstimator
     const breaker = yield* Effect.serviceOption(CircuitBreaker.CircuitBreaker)
-    const coalescer = yield* Coalesce.make<LlmClient.Response>(options.cacheTtl === undefined ? {} : { cacheTtl: options.cacheTtl })
+    const coalescer = yield* Coalesce.make<LlmClient.Response>(
+      options.cacheTtl === undefined ? {} : { cacheTtl: options.cacheTtl }
+    )
     const keyOf = options.key ?? defaultKey(options.perTenant ?? false)
     const cacheCounting: Quota.CacheCountingTable = { ...Quota.defaultCacheCounting, ...options.cacheCounting }
     /** What of a call's input counts against the quota, by the provider and the model (looked up once per model). */
@@ -263,7 +282,8 @@ export const make = (options: Options = {}): Effect.Effect<
       }
       return found
     }
-    const countOutcome = (key: string, outcome: string) => Metric.increment(counter(Metrics.requests, key, "outcome", outcome))
+    const countOutcome = (key: string, outcome: string) =>
+      Metric.increment(counter(Metrics.requests, key, "outcome", outcome))
     /** A call the provider answered: `ok`, its tokens by direction, its cost at the table's price. */
     const countAnswer = (key: string, response: LlmClient.Response) =>
       Effect.suspend(() => {
@@ -275,7 +295,9 @@ export const make = (options: Options = {}): Effect.Effect<
           Metric.incrementBy(counter(Metrics.tokens, key, "direction", "output"), usage.outputTokens),
           Metric.incrementBy(counter(Metrics.tokens, key, "direction", "cache_read"), usage.cacheReadInputTokens),
           Metric.incrementBy(counter(Metrics.tokens, key, "direction", "cache_write"), usage.cacheWriteInputTokens),
-          price === undefined ? Effect.void : Metric.incrementBy(counter(Metrics.costUsd, key, "", ""), Pricing.toUsd(Pricing.costMicros(price, usage)))
+          price === undefined
+            ? Effect.void
+            : Metric.incrementBy(counter(Metrics.costUsd, key, "", ""), Pricing.toUsd(Pricing.costMicros(price, usage)))
         ], { discard: true })
       })
     /** Counts one attempt on a key by how it ended. */
@@ -283,10 +305,13 @@ export const make = (options: Options = {}): Effect.Effect<
       Effect.onExit(call, (exit) =>
         Exit.isSuccess(exit)
           ? countAnswer(key, exit.value)
-          : countOutcome(key, Option.match(Cause.failureOption(exit.cause), {
-            onNone: () => Cause.isInterruptedOnly(exit.cause) ? "interrupted" : "error",
-            onSome: Metrics.outcomeOf
-          })))
+          : countOutcome(
+            key,
+            Option.match(Cause.failureOption(exit.cause), {
+              onNone: () => Cause.isInterruptedOnly(exit.cause) ? "interrupted" : "error",
+              onSome: Metrics.outcomeOf
+            })
+          ))
 
     const estimateOf = (request: LlmClient.Request) =>
       Effect.gen(function*() {
@@ -300,7 +325,11 @@ export const make = (options: Options = {}): Effect.Effect<
       })
 
     /** The admission path's view of one call on one rung. */
-    const admissionCall = (request: LlmClient.Request, key: string, estimate: TokenEstimator.Estimate): Admission.Call => {
+    const admissionCall = (
+      request: LlmClient.Request,
+      key: string,
+      estimate: TokenEstimator.Estimate
+    ): Admission.Call => {
       const maxWait = request.metadata?.maxWait ?? options.maxWait
       return {
         key,
@@ -317,23 +346,27 @@ export const make = (options: Options = {}): Effect.Effect<
       Effect.flatMap(estimateOf(request), (estimate) =>
         admission.run(admissionCall(request, key, estimate), inner.complete(request), Admission.answerOfResponse))
 
-    const onRung = (request: LlmClient.Request) => (rung: Fallback.Rung): Effect.Effect<LlmClient.Response, LlmClient.CallError> => {
-      const routed = { ...request, model: rung.model }
-      const key = rung.key ?? keyOf(routed, inner.provider)
-      const call = counted(key, callOnce(routed, key))
-      if (Option.isNone(breaker)) return call
-      return breaker.value.run(key, call).pipe(
-        Effect.catchTag("CircuitOpen", (open) =>
-          Effect.zipRight(
-            countOutcome(key, Metrics.outcomeOf(open)),
-            // A native body is opaque to the coalescing key: its cached twin may be another request.
-            routed.native === undefined ? coalescer.cached(routed) : Effect.succeed(Option.none<LlmClient.Response>())
-          ).pipe(Effect.flatMap(Option.match({
-            onNone: () => Effect.fail<LlmClient.CallError>(open),
-            onSome: Effect.succeed
-          }))))
-      )
-    }
+    const onRung =
+      (request: LlmClient.Request) => (rung: Fallback.Rung): Effect.Effect<LlmClient.Response, LlmClient.CallError> => {
+        const routed = { ...request, model: rung.model }
+        const key = rung.key ?? keyOf(routed, inner.provider)
+        const call = counted(key, callOnce(routed, key))
+        if (Option.isNone(breaker)) {
+          return call
+        }
+        return breaker.value.run(key, call).pipe(
+          Effect.catchTag("CircuitOpen", (open) =>
+            Effect.zipRight(
+              countOutcome(key, Metrics.outcomeOf(open)),
+              // A native body is opaque to the coalescing key: its cached twin may be another request.
+              routed.native === undefined ? coalescer.cached(routed) : Effect.succeed(Option.none<LlmClient.Response>())
+            ).pipe(Effect.flatMap(Option.match({
+              onNone: () =>
+                Effect.fail<LlmClient.CallError>(open),
+              onSome: Effect.succeed
+            }))))
+        )
+      }
 
     const complete = (request: LlmClient.Request): Effect.Effect<LlmClient.Response, LlmClient.CallError> => {
       const rungs: ReadonlyArray<Fallback.Rung> = [{ model: request.model }, ...(options.fallback ?? [])]
@@ -347,19 +380,32 @@ export const make = (options: Options = {}): Effect.Effect<
           : Metric.increment(counter(Metrics.callRetries, keyOf(request, inner.provider), "error", failedWith))
         return Effect.zipRight(
           retrying,
-          Fallback.ladder(rungs, onRung(request), (error, index) => index < rungs.length - 1 && Fallback.isFallbackError(error), tried)
-        ).pipe(Effect.tapError((error) => Effect.sync(() => void (failedWith = Metrics.outcomeOf(error)))))
+          Fallback.ladder(rungs, onRung(request), (error, index) =>
+            index < rungs.length - 1 && Fallback.isFallbackError(error), tried)
+        ).pipe(Effect.tapError((error) =>
+          Effect.sync(() =>
+            void (failedWith = Metrics.outcomeOf(error))
+          )
+        ))
       })
       const retried = options.retry === false ? pass : Retry.retry(pass, options.retry ?? {})
       const reported = rungs.length === 1
         ? retried
         : Effect.catchAll(retried, (error) =>
           Fallback.isFallbackError(error)
-            ? Effect.fail(new Fallback.AllRungsFailed({ attempts: [...tried, { model: rungs[rungs.length - 1]!.model, key: undefined, error }] }))
+            ? Effect.fail(
+              new Fallback.AllRungsFailed({
+                attempts: [...tried, { model: rungs[rungs.length - 1]!.model, key: undefined, error }]
+              })
+            )
             : Effect.fail(error))
       // A request carrying a provider-native body is never joined: two bodies may differ where their translations agree.
-      const governed = options.coalesce === false || request.native !== undefined ? reported : coalescer.run(request, reported)
-      return governed.pipe(Effect.withSpan("Governor.complete", { attributes: { model: request.model }, captureStackTrace: false }))
+      const governed = options.coalesce === false || request.native !== undefined
+        ? reported
+        : coalescer.run(request, reported)
+      return governed.pipe(
+        Effect.withSpan("Governor.complete", { attributes: { model: request.model }, captureStackTrace: false })
+      )
     }
 
     /**
@@ -372,8 +418,12 @@ export const make = (options: Options = {}): Effect.Effect<
       const key = keyOf(request, inner.provider)
       return Stream.unwrap(Effect.map(estimateOf(request), (estimate) =>
         admission.stream(admissionCall(request, key, estimate), inner.stream(request), Admission.answerOfEvent))).pipe(
-          Stream.tap((event) => event._tag === "Done" ? countAnswer(key, event.response) : Effect.void),
-          Stream.tapError((error) => countOutcome(key, Metrics.outcomeOf(error)))
+          Stream.tap((event) =>
+            event._tag === "Done" ? countAnswer(key, event.response) : Effect.void
+          ),
+          Stream.tapError((error) =>
+            countOutcome(key, Metrics.outcomeOf(error))
+          )
         )
     }
 
@@ -390,7 +440,11 @@ export const layer = (options: Options = {}): Layer.Layer<
   LlmClient.LlmClient,
   InvalidGovernorOptions,
   LlmClient.LlmClient | RateLimiter.RateLimiter | TokenEstimator.TokenEstimator
-> => Layer.effect(LlmClient.LlmClient, Effect.flatMap(validate(options), (valid) => Effect.map(make(valid), LlmClient.LlmClient.of)))
+> =>
+  Layer.effect(
+    LlmClient.LlmClient,
+    Effect.flatMap(validate(options), (valid) => Effect.map(make(valid), LlmClient.LlmClient.of))
+  )
 
 /**
  * The Governor's options from configuration (environment variables by
@@ -429,7 +483,12 @@ export const config: Config.Config<Options> = Config.all({
   predictCacheReads: Config.boolean("SLUICE_PREDICT_CACHE_READS").pipe(Config.withDefault(true)),
   promptCacheTtl: Config.duration("SLUICE_PROMPT_CACHE_TTL").pipe(Config.withDefault(Duration.minutes(5)))
 }).pipe(Config.map((values): Options => ({
-  retry: { maxAttempts: values.maxAttempts, base: values.base, maxDelay: values.maxDelay, maxElapsed: values.maxElapsed },
+  retry: {
+    maxAttempts: values.maxAttempts,
+    base: values.base,
+    maxDelay: values.maxDelay,
+    maxElapsed: values.maxElapsed
+  },
   fallback: values.fallback.map((model) => ({ model })),
   coalesce: values.coalesce,
   count: values.count,
@@ -442,5 +501,8 @@ export const config: Config.Config<Options> = Config.all({
 /** A governed `LlmClient` configured from the environment (see {@link config}). */
 export const layerConfig = (
   options: Config.Config<Options> = config
-): Layer.Layer<LlmClient.LlmClient, ConfigError.ConfigError | InvalidGovernorOptions, LlmClient.LlmClient | RateLimiter.RateLimiter | TokenEstimator.TokenEstimator> =>
-  Layer.unwrapEffect(Effect.map(options, layer))
+): Layer.Layer<
+  LlmClient.LlmClient,
+  ConfigError.ConfigError | InvalidGovernorOptions,
+  LlmClient.LlmClient | RateLimiter.RateLimiter | TokenEstimator.TokenEstimator
+> => Layer.unwrapEffect(Effect.map(options, layer))

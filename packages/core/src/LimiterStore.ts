@@ -112,7 +112,11 @@ export class LimiterStore extends Context.Tag("@sluice/core/LimiterStore")<Limit
    * the backend that granted the reservation being corrected (from `Granted`),
    * so that a refund goes where the take was made.
    */
-  readonly adjust: (key: string, delta: Cost.Delta, origin?: Origin | undefined) => Effect.Effect<Levels, LimiterStoreError>
+  readonly adjust: (
+    key: string,
+    delta: Cost.Delta,
+    origin?: Origin | undefined
+  ) => Effect.Effect<Levels, LimiterStoreError>
   /** Folds a provider's snapshot into the key: lowers levels and limits, learns unknown limits, pauses on retry-after. */
   readonly observe: (key: string, snapshot: RateLimitSnapshot) => Effect.Effect<Observation, LimiterStoreError>
   /** Closes the key's gate for `duration` from now (or keeps a later close). Answers how long it stays closed. */
@@ -171,7 +175,8 @@ export const grantGroups = 36
 export const grantHistory = (now: number): GrantHistory => ({ since: now, base: 0, groups: [] })
 
 /** Pure: the cumulative count of a history. */
-const grantTotal = (history: GrantHistory): number => history.groups.length === 0 ? history.base : history.groups[history.groups.length - 1]![3]
+const grantTotal = (history: GrantHistory): number =>
+  history.groups.length === 0 ? history.base : history.groups[history.groups.length - 1]![3]
 
 /** Pure: records `amount` granted (negative: refunded) at `now`. */
 export const recordGrant = (history: GrantHistory, amount: number, now: number): GrantHistory => {
@@ -210,8 +215,13 @@ export const grantedSince = (history: GrantHistory, at: number): number | undefi
  * milliseconds ago: refilled at the provider's rate since (up to capacity),
  * minus what this store granted since.
  */
-export const projectRemaining = (remaining: number, age: number, ratePerMilli: number, capacity: number, granted: number): number =>
-  Math.min(capacity, remaining + ratePerMilli * Math.max(0, age)) - granted
+export const projectRemaining = (
+  remaining: number,
+  age: number,
+  ratePerMilli: number,
+  capacity: number,
+  granted: number
+): number => Math.min(capacity, remaining + ratePerMilli * Math.max(0, age)) - granted
 
 /**
  * The refill a bucket has learned to expect. Another consumer on the same key
@@ -271,7 +281,14 @@ export const learnDrift = (
     : [{ nominal, estimate, gap }, rated]
 }
 
-const emptyEntry: Entry = { buckets: {}, limits: {}, pausedUntil: Number.NEGATIVE_INFINITY, drift: {}, granted: {}, touchedAt: 0 }
+const emptyEntry: Entry = {
+  buckets: {},
+  limits: {},
+  pausedUntil: Number.NEGATIVE_INFINITY,
+  drift: {},
+  granted: {},
+  touchedAt: 0
+}
 
 /** What survives a reclaimed entry: each dimension's limits. */
 interface Definition {
@@ -426,7 +443,12 @@ const adjustEntry = (entry: Entry, delta: Cost.Delta, now: number): Entry => ({
  * projected to now ({@link projectRemaining}) before it is compared with the
  * bucket; a snapshot older than the grant history clamps nothing.
  */
-const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, age: number, now: number): readonly [Observation, Entry] => {
+const observeEntry = (
+  entry: Entry,
+  snapshot: RateLimitSnapshot,
+  age: number,
+  now: number
+): readonly [Observation, Entry] => {
   const granted: { [D in Quota.Dimension]?: GrantHistory } = { ...entry.granted }
   const buckets: { [D in Quota.Dimension]?: TokenBucket.TokenBucket } = { ...entry.buckets }
   const limits: { [D in Quota.Dimension]?: number } = { ...entry.limits }
@@ -437,7 +459,9 @@ const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, age: number, no
     const state = snapshot.dimensions[dimension]
     if (state === undefined) continue
     let bucket = buckets[dimension]
-    const stated = state.limit !== undefined && Number.isFinite(state.limit) && state.limit > 0 ? state.limit : undefined
+    const stated = state.limit !== undefined && Number.isFinite(state.limit) && state.limit > 0
+      ? state.limit
+      : undefined
     if (bucket === undefined) {
       if (stated === undefined) continue
       const rate = stated / Duration.toMillis(discoveredPeriod)
@@ -445,7 +469,9 @@ const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, age: number, no
         capacity: stated,
         ratePerMilli: rate,
         now,
-        level: state.remaining === undefined ? stated : projectRemaining(Math.max(0, state.remaining), age, rate, stated, 0)
+        level: state.remaining === undefined
+          ? stated
+          : projectRemaining(Math.max(0, state.remaining), age, rate, stated, 0)
       })
       limits[dimension] = stated
       granted[dimension] = grantHistory(now)
@@ -455,7 +481,9 @@ const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, age: number, no
       const scale = stated / from
       bucket = TokenBucket.resize(bucket, Math.min(bucket.capacity, stated), bucket.ratePerMilli * scale, now)
       const learned = drift[dimension]
-      if (learned !== undefined) drift[dimension] = { ...learned, nominal: learned.nominal * scale, estimate: learned.estimate * scale }
+      if (learned !== undefined) {
+        drift[dimension] = { ...learned, nominal: learned.nominal * scale, estimate: learned.estimate * scale }
+      }
       limits[dimension] = stated
       lowered.push({ dimension, from, to: stated })
     }
@@ -465,7 +493,12 @@ const observeEntry = (entry: Entry, snapshot: RateLimitSnapshot, age: number, no
       const since = age <= 0 ? 0 : history === undefined ? undefined : grantedSince(history, now - age)
       if (since !== undefined) {
         const nominal = drift[dimension]?.nominal ?? bucket.ratePerMilli
-        const [learned, next] = learnDrift(bucket, drift[dimension], projectRemaining(remaining, age, nominal, bucket.capacity, since), now)
+        const [learned, next] = learnDrift(
+          bucket,
+          drift[dimension],
+          projectRemaining(remaining, age, nominal, bucket.capacity, since),
+          now
+        )
         drift[dimension] = learned
         bucket = next
       }
@@ -519,7 +552,11 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
     }
 
     /** One atomic step on a key; `touch`: the step counts as use (everything but `state`). */
-    const update = <A>(key: string, f: (entry: Entry, now: number) => readonly [A, Entry], touch = true): Effect.Effect<A> =>
+    const update = <A>(
+      key: string,
+      f: (entry: Entry, now: number) => readonly [A, Entry],
+      touch = true
+    ): Effect.Effect<A> =>
       Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
         Ref.modify(entries, (map) => {
           if (now - sweptAt >= idleAfter) sweep(map, now)
@@ -540,14 +577,21 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
           const next = defineEntry(entry, quota, now)
           return [levelsOf(next, now), next]
         }),
-      reserve: (key, amounts, options) => update(key, (entry, now) => reserveEntry(entry, amounts, options.headroom, now)),
+      reserve: (key, amounts, options) =>
+        update(key, (entry, now) => reserveEntry(entry, amounts, options.headroom, now)),
       adjust: (key, delta) =>
         update(key, (entry, now) => {
           const next = adjustEntry(entry, delta, now)
           return [levelsOf(next, now), next]
         }),
       observe: (key, snapshot) =>
-        update(key, (entry, now) => observeEntry(entry, snapshot, snapshot.observedAt === undefined ? 0 : Math.max(0, now - snapshot.observedAt), now)),
+        update(key, (entry, now) =>
+          observeEntry(
+            entry,
+            snapshot,
+            snapshot.observedAt === undefined ? 0 : Math.max(0, now - snapshot.observedAt),
+            now
+          )),
       pause: (key, duration) =>
         update(key, (entry, now) => {
           const pausedUntil = Math.max(entry.pausedUntil, now + Duration.toMillis(duration))

@@ -189,7 +189,10 @@ export type StreamEvent =
 /** Whether a request marks a prompt-cache breakpoint (`systemCacheControl`, or `cacheControl` on a block). */
 export const marksCache = (request: Request): boolean =>
   request.systemCacheControl !== undefined ||
-  request.messages.some((message) => typeof message.content !== "string" && message.content.some((block) => block.type === "text" && block.cacheControl !== undefined))
+  request.messages.some((message) =>
+    typeof message.content !== "string" &&
+    message.content.some((block) => block.type === "text" && block.cacheControl !== undefined)
+  )
 
 /**
  * The most a call whose input is estimated at `inputTokens` may have used when
@@ -199,7 +202,12 @@ export const marksCache = (request: Request): boolean =>
  */
 export const worstCaseUsage = (request: Request, inputTokens: number): Usage =>
   marksCache(request)
-    ? { inputTokens: 0, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: inputTokens }
+    ? {
+      inputTokens: 0,
+      outputTokens: request.maxOutputTokens,
+      cacheReadInputTokens: 0,
+      cacheWriteInputTokens: inputTokens
+    }
     : { inputTokens, outputTokens: request.maxOutputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
 
 /**

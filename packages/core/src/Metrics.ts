@@ -78,7 +78,8 @@ export const pauses = Metric.counter("sluice_limiter_pauses_total", {
  * Refreshed on every limiter event of the key and every few seconds.
  */
 export const quotaTimeLeft = Metric.gauge("sluice_quota_time_left_seconds", {
-  description: "Seconds until the quota runs out at the current rate (+Inf: not draining; 0: callers are waiting on it), by key and dimension"
+  description:
+    "Seconds until the quota runs out at the current rate (+Inf: not draining; 0: callers are waiting on it), by key and dimension"
 })
 
 /**

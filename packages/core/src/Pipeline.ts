@@ -37,7 +37,13 @@ export interface Document {
 /** What happened to one document. */
 export type Outcome<A> =
   | { readonly _tag: "Succeeded"; readonly id: string; readonly value: A }
-  | { readonly _tag: "Failed"; readonly id: string; readonly reason: string; readonly error: unknown; readonly attempts: number }
+  | {
+    readonly _tag: "Failed"
+    readonly id: string
+    readonly reason: string
+    readonly error: unknown
+    readonly attempts: number
+  }
   | { readonly _tag: "Shed"; readonly id: string; readonly reason: string }
   | { readonly _tag: "OverBudget"; readonly id: string; readonly reason: string }
   | { readonly _tag: "Skipped"; readonly id: string }
@@ -46,7 +52,12 @@ export type Outcome<A> =
 export type Recorded = Exclude<Outcome<unknown>, { readonly _tag: "Skipped" }>
 
 /** How a checkpoint names an outcome. */
-export const statusOf = { Succeeded: "succeeded", Failed: "failed", Shed: "shed", OverBudget: "over-budget" } as const satisfies Record<Recorded["_tag"], string>
+export const statusOf = {
+  Succeeded: "succeeded",
+  Failed: "failed",
+  Shed: "shed",
+  OverBudget: "over-budget"
+} as const satisfies Record<Recorded["_tag"], string>
 
 /**
  * Counts so far: documents by outcome, and (when a {@link Meter} watches the
@@ -134,20 +145,26 @@ export const makeMeter = (options: MeterOptions = {}): Effect.Effect<Meter> =>
     const progress = options.progress ?? (yield* SubscriptionRef.make(emptyProgress))
     // Attempts of the documents in flight; a document leaves when its outcome is taken.
     const attempts = new Map<string, number>()
-    const count = (request: LlmClient.Request, answer: { readonly response?: LlmClient.Response; readonly error?: unknown }) =>
+    const count = (
+      request: LlmClient.Request,
+      answer: { readonly response?: LlmClient.Response; readonly error?: unknown }
+    ) =>
       Effect.suspend(() => {
         const id = request.metadata?.documentId
         if (id !== undefined) attempts.set(id, (attempts.get(id) ?? 0) + 1)
         const usage = answer.response?.usage
         const tag = tagOf(answer.error)
-        const cost = usage === undefined || options.price === undefined ? 0 : options.price(answer.response?.model ?? request.model, usage)
+        const cost = usage === undefined || options.price === undefined
+          ? 0
+          : options.price(answer.response?.model ?? request.model, usage)
         return SubscriptionRef.update(progress, (p) => ({
           ...p,
           attempts: p.attempts + 1,
           requests: p.requests + (usage === undefined ? 0 : 1),
           rateLimited: p.rateLimited + (tag === "RateLimited" ? 1 : 0),
           overloaded: p.overloaded + (tag === "Overloaded" ? 1 : 0),
-          inputTokens: p.inputTokens + (usage === undefined ? 0 : usage.inputTokens + usage.cacheReadInputTokens + usage.cacheWriteInputTokens),
+          inputTokens: p.inputTokens +
+            (usage === undefined ? 0 : usage.inputTokens + usage.cacheReadInputTokens + usage.cacheWriteInputTokens),
           outputTokens: p.outputTokens + (usage?.outputTokens ?? 0),
           costMicros: p.costMicros + cost
         }))
@@ -175,7 +192,9 @@ export const makeMeter = (options: MeterOptions = {}): Effect.Effect<Meter> =>
   })
 
 /** The checkpoint could not be read or written. */
-export class CheckpointError extends Data.TaggedError("CheckpointError")<{ readonly operation: string; readonly cause: unknown }> {
+export class CheckpointError
+  extends Data.TaggedError("CheckpointError")<{ readonly operation: string; readonly cause: unknown }>
+{
   override get message(): string {
     return `Checkpoint failed to ${this.operation}: ${String(this.cause)}`
   }
@@ -245,7 +264,8 @@ export const run = <D extends Document, A, E, R, E2, R2>(
     const checkpoint = yield* Checkpoint
     const meter = options.meter
     const progress = options.progress ?? meter?.progress
-    const count = (f: (p: Progress) => Progress) => progress === undefined ? Effect.void : SubscriptionRef.update(progress, f)
+    const count = (f: (p: Progress) => Progress) =>
+      progress === undefined ? Effect.void : SubscriptionRef.update(progress, f)
     const one = (document: D): Effect.Effect<Outcome<A>, CheckpointError, R> =>
       Effect.gen(function*() {
         if (yield* checkpoint.succeeded(document.id)) {
@@ -358,7 +378,12 @@ export const monitor = (
     const tick = Effect.gen(function*() {
       const elapsedMillis = (yield* Clock.currentTimeMillis) - start
       const current = yield* SubscriptionRef.get(progress)
-      const point: Point = { at: elapsedMillis, requests: current.requests, inputTokens: current.inputTokens, outputTokens: current.outputTokens }
+      const point: Point = {
+        at: elapsedMillis,
+        requests: current.requests,
+        inputTokens: current.inputTokens,
+        outputTokens: current.outputTokens
+      }
       // Keep the newest point at least `window` old, so the rate spans the whole window.
       history.push(point)
       const cut = history.findIndex((p) => p.at > elapsedMillis - window)
@@ -373,7 +398,10 @@ export const monitor = (
         progress: current,
         perMinute,
         limits: options.limits ?? {},
-        queue: Option.match(stats, { onNone: () => ({ interactive: 0, normal: 0, batch: 0 }), onSome: (s) => s.waiting }),
+        queue: Option.match(stats, {
+          onNone: () => ({ interactive: 0, normal: 0, batch: 0 }),
+          onSome: (s) => s.waiting
+        }),
         limiterInFlight: Option.match(stats, { onNone: () => current.inFlight, onSome: (s) => s.inFlight })
       } satisfies Snapshot
     })

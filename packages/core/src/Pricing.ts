@@ -69,7 +69,10 @@ export const decodeTable = (input: unknown): Either.Either<PriceTable, InvalidPr
     Schema.decodeUnknownEither(PriceTable, { errors: "all", onExcessProperty: "error" })(input),
     (error) =>
       new InvalidPriceTable({
-        issues: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({ path: issue.path.map(String).join("."), message: issue.message }))
+        issues: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
+          path: issue.path.map(String).join("."),
+          message: issue.message
+        }))
       })
   )
 
@@ -121,7 +124,10 @@ export interface WorstCaseCall {
  * `cacheable` and writes cost more (Anthropic's: 1.25× the input price).
  */
 export const worstCaseMicros = (price: ModelPrice, call: WorstCaseCall): number =>
-  micros(call.inputTokens, call.cacheable === true ? Math.max(price.inputPerMTok, price.cacheWritePerMTok) : price.inputPerMTok) +
+  micros(
+    call.inputTokens,
+    call.cacheable === true ? Math.max(price.inputPerMTok, price.cacheWritePerMTok) : price.inputPerMTok
+  ) +
   micros(call.maxOutputTokens, price.outputPerMTok)
 
 /** USD of micro-dollars. */
@@ -153,4 +159,5 @@ export const make = (input: unknown = defaultTable): Effect.Effect<Pricing["Type
   })
 
 /** Pricing from a table, the default one when absent. */
-export const layer = (table: unknown = defaultTable): Layer.Layer<Pricing, InvalidPriceTable> => Layer.effect(Pricing, make(table))
+export const layer = (table: unknown = defaultTable): Layer.Layer<Pricing, InvalidPriceTable> =>
+  Layer.effect(Pricing, make(table))

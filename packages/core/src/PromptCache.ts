@@ -161,7 +161,13 @@ export interface Plan {
  * // reserve plan.inputTokens; after the answer: plan.learn(response.usage, later)
  * ```
  */
-export const plan = (predictor: Predictor, request: LlmClient.Request, key: string, inputTokens: number, now: number): Plan => {
+export const plan = (
+  predictor: Predictor,
+  request: LlmClient.Request,
+  key: string,
+  inputTokens: number,
+  now: number
+): Plan => {
   const cached = prefixes(request, key)
   if (cached === undefined) return { inputTokens, learn: () => undefined }
   const hit = predictor.expected(cached.candidates, now)

@@ -46,12 +46,18 @@ export const Period: Schema.Schema<Duration.Duration, string | number> = Schema.
       Option.match(Duration.decodeUnknown(input), {
         onNone: () =>
           ParseResult.fail(
-            new ParseResult.Type(ast, input, `Expected a period such as "1 minute" or a number of milliseconds, actual ${JSON.stringify(input)}`)
+            new ParseResult.Type(
+              ast,
+              input,
+              `Expected a period such as "1 minute" or a number of milliseconds, actual ${JSON.stringify(input)}`
+            )
           ),
         onSome: (duration) =>
           Duration.isFinite(duration) && Duration.toMillis(duration) > 0
             ? ParseResult.succeed(duration)
-            : ParseResult.fail(new ParseResult.Type(ast, input, `Expected a finite, positive period, actual ${JSON.stringify(input)}`))
+            : ParseResult.fail(
+              new ParseResult.Type(ast, input, `Expected a finite, positive period, actual ${JSON.stringify(input)}`)
+            )
       }),
     encode: (duration) => ParseResult.succeed(Duration.toMillis(duration))
   }
@@ -82,7 +88,10 @@ export const Quota = Schema.Struct({
   outputTokens: Schema.optionalWith(Limit, { exact: true }),
   tokens: Schema.optionalWith(Limit, { exact: true })
 }).pipe(
-  Schema.filter((quota) => dimensions.some((dimension) => quota[dimension] !== undefined) || "A quota needs at least one of requests, inputTokens, outputTokens, tokens")
+  Schema.filter((quota) =>
+    dimensions.some((dimension) => quota[dimension] !== undefined) ||
+    "A quota needs at least one of requests, inputTokens, outputTokens, tokens"
+  )
 )
 
 /** A decoded quota. */
@@ -143,7 +152,9 @@ export const ratePerMilli = (limit: Limit): number => limit.limit / Duration.toM
  * The key of a quota: `provider/model`, with `/tenant` when a tenant has its own
  * quota. Use the deployment name in place of the model for Azure.
  */
-export const key = (parts: { readonly provider: string; readonly model: string; readonly tenant?: string | undefined }): string =>
+export const key = (
+  parts: { readonly provider: string; readonly model: string; readonly tenant?: string | undefined }
+): string =>
   parts.tenant === undefined ? `${parts.provider}/${parts.model}` : `${parts.provider}/${parts.model}/${parts.tenant}`
 
 // ---------------------------------------------------------------------------
@@ -208,7 +219,10 @@ export const defaultCacheCounting: CacheCountingTable = {
 
 /** Validates a cache-counting table; the error names every wrong field (`anthropic.cacheReadsCount`). */
 export const decodeCacheCounting = (input: unknown): Either.Either<CacheCountingTable, InvalidQuota> =>
-  Either.mapLeft(Schema.decodeUnknownEither(CacheCountingTable, { onExcessProperty: "error", errors: "all" })(input), toInvalidQuota(undefined))
+  Either.mapLeft(
+    Schema.decodeUnknownEither(CacheCountingTable, { onExcessProperty: "error", errors: "all" })(input),
+    toInvalidQuota(undefined)
+  )
 
 /**
  * The rule of a call to `model` through `provider`: the entry for
@@ -229,7 +243,10 @@ export const cacheCountingFor = (table: CacheCountingTable, provider: string, mo
   if (exact !== undefined) return exact
   let best: string | undefined
   for (const candidate of Object.keys(table)) {
-    if ((name.startsWith(`${candidate}/`) || name.startsWith(`${candidate}-`)) && (best === undefined || candidate.length > best.length)) best = candidate
+    if (
+      (name.startsWith(`${candidate}/`) || name.startsWith(`${candidate}-`)) &&
+      (best === undefined || candidate.length > best.length)
+    ) best = candidate
   }
   return best !== undefined ? table[best]! : table["*"] ?? countAll
 }

@@ -125,7 +125,11 @@ export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLim
    * Waits until `cost` fits in every bucket of `key`, reserves it atomically
    * and returns a permit held until the scope closes.
    */
-  readonly acquire: (key: string, cost: Cost.Cost, options?: AcquireOptions) => Effect.Effect<Permit, RateLimiterError, Scope.Scope>
+  readonly acquire: (
+    key: string,
+    cost: Cost.Cost,
+    options?: AcquireOptions
+  ) => Effect.Effect<Permit, RateLimiterError, Scope.Scope>
   /** `acquire`, run `use` with the permit, release. */
   readonly withPermit: <A, E, R>(
     key: string,
@@ -134,7 +138,10 @@ export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLim
     options?: AcquireOptions
   ) => Effect.Effect<A, E | RateLimiterError, R>
   /** Sets or replaces a key's quota. */
-  readonly define: (key: string, quota: Quota.QuotaInput) => Effect.Effect<void, Quota.InvalidQuota | LimiterStore.LimiterStoreError>
+  readonly define: (
+    key: string,
+    quota: Quota.QuotaInput
+  ) => Effect.Effect<void, Quota.InvalidQuota | LimiterStore.LimiterStoreError>
   /** Folds what the provider said into the key: never above its `remaining`; learns limits; pauses on retry-after. */
   readonly observe: (key: string, snapshot: RateLimitSnapshot) => Effect.Effect<void, LimiterStore.LimiterStoreError>
   /** Closes the key's gate: every waiter resumes at the same instant, once. */
@@ -153,7 +160,11 @@ export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLim
    * const wait = yield* limiter.admitsIn("azure-east/gpt-4o", { inputTokens: 1_800, outputTokens: 512 })
    * ```
    */
-  readonly admitsIn: (key: string, cost: Cost.Cost, options?: AcquireOptions) => Effect.Effect<Duration.Duration, Cost.InvalidCost | LimiterStore.LimiterStoreError>
+  readonly admitsIn: (
+    key: string,
+    cost: Cost.Cost,
+    options?: AcquireOptions
+  ) => Effect.Effect<Duration.Duration, Cost.InvalidCost | LimiterStore.LimiterStoreError>
 }>() {}
 
 /** Options of a limiter. Every field has a default. */
@@ -243,7 +254,18 @@ const resolve = (options: Options): Resolved => {
   const maxPause = Duration.decode(options.maxPause ?? defaults.maxPause)
   const idleMillis = Math.max(recentMillis, Duration.toMillis(options.idleAfter ?? defaults.idleAfter))
   const metricKeys = Math.max(0, options.metricKeys ?? defaults.metricKeys)
-  return { maxInFlight, discover, laneBounds, maxWaiting, headroom, recentMillis, promoteAfter, maxPause, idleMillis, metricKeys }
+  return {
+    maxInFlight,
+    discover,
+    laneBounds,
+    maxWaiting,
+    headroom,
+    recentMillis,
+    promoteAfter,
+    maxPause,
+    idleMillis,
+    metricKeys
+  }
 }
 
 /** A duration cut to `[0, max]`. */
@@ -269,7 +291,11 @@ export const make = (options: Options = {}): Effect.Effect<
     const labelOf = LimiterMetrics.makeLabeller(settings.metricKeys)
     const keys = KeyRuntime.make({ store, scope, settings, labelOf })
 
-    const acquire = (key: string, cost: Cost.Cost, acquireOptions?: AcquireOptions): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
+    const acquire = (
+      key: string,
+      cost: Cost.Cost,
+      acquireOptions?: AcquireOptions
+    ): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
       Effect.gen(function*() {
         const amounts = yield* Cost.validate(key, cost)
         const priority = acquireOptions?.priority ?? "normal"
@@ -287,7 +313,9 @@ export const make = (options: Options = {}): Effect.Effect<
     const observe = (key: string, snapshot: RateLimitSnapshot) =>
       Effect.gen(function*() {
         // An absurd retry-after (a day, a typo in a proxy) would close the key for every caller.
-        const bounded = snapshot.retryAfter === undefined ? snapshot : { ...snapshot, retryAfter: capped(snapshot.retryAfter, maxPause) }
+        const bounded = snapshot.retryAfter === undefined
+          ? snapshot
+          : { ...snapshot, retryAfter: capped(snapshot.retryAfter, maxPause) }
         const observation = yield* store.observe(key, bounded)
         for (const lowered of observation.lowered) {
           // The store slowed the refill in proportion.
@@ -302,14 +330,18 @@ export const make = (options: Options = {}): Effect.Effect<
         const runtime = keys.get(key)
         if (runtime === undefined) return
         yield* keys.rememberLevels(runtime, observation.levels)
-        if (Quota.dimensions.some((dimension) => observation.levels[dimension] !== undefined)) yield* keys.endDiscovery(runtime)
+        if (Quota.dimensions.some((dimension) => observation.levels[dimension] !== undefined)) {
+          yield* keys.endDiscovery(runtime)
+        }
         yield* keys.wake(runtime)
       }).pipe(Effect.withSpan("RateLimiter.observe", { attributes: { key }, captureStackTrace: false }))
 
     const pause = (key: string, until: PauseUntil) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const duration = until instanceof Date ? Duration.millis(Math.max(0, until.getTime() - now)) : Duration.decode(until)
+        const duration = until instanceof Date
+          ? Duration.millis(Math.max(0, until.getTime() - now))
+          : Duration.decode(until)
         yield* store.pause(key, capped(duration, maxPause))
         yield* LimiterMetrics.pauseCounter(labelOf(key))
         const runtime = keys.get(key)
@@ -341,16 +373,24 @@ export const make = (options: Options = {}): Effect.Effect<
           state,
           keys.rates.get(key) ?? {},
           amounts,
-          runtime === undefined ? [] : Priority.classes.filter((priority) => Priority.rank(priority) >= rank).map((priority) => runtime.lanes.queued(priority))
+          runtime === undefined
+            ? []
+            : Priority.classes.filter((priority) => Priority.rank(priority) >= rank).map((priority) =>
+              runtime.lanes.queued(priority)
+            )
         ))
       })
 
     for (const [key, quota] of Object.entries(options.quotas ?? {})) yield* define(key, quota)
-    yield* Effect.forkIn(Effect.forever(Effect.zipRight(Effect.sleep(KeyRuntime.timeLeftRefresh), keys.refreshTimeLeft)), scope)
+    yield* Effect.forkIn(
+      Effect.forever(Effect.zipRight(Effect.sleep(KeyRuntime.timeLeftRefresh), keys.refreshTimeLeft)),
+      scope
+    )
 
     return RateLimiter.of({
       acquire,
-      withPermit: (key, cost, use, acquireOptions) => Effect.scoped(Effect.flatMap(acquire(key, cost, acquireOptions), use)),
+      withPermit: (key, cost, use, acquireOptions) =>
+        Effect.scoped(Effect.flatMap(acquire(key, cost, acquireOptions), use)),
       define,
       observe,
       pause,
@@ -395,7 +435,9 @@ export const admissionDelay = (
 }
 
 /** A limiter over the `LimiterStore` in context. */
-export const layer = (options: Options = {}): Layer.Layer<RateLimiter, Quota.InvalidQuota | LimiterStore.LimiterStoreError, LimiterStore.LimiterStore> =>
+export const layer = (
+  options: Options = {}
+): Layer.Layer<RateLimiter, Quota.InvalidQuota | LimiterStore.LimiterStoreError, LimiterStore.LimiterStore> =>
   Layer.scoped(RateLimiter, make(options))
 
 /** A limiter with its own in-memory store: one process. */

@@ -194,7 +194,9 @@ const decideResolved = (resolved: Resolved, failure: Failure): Decision => {
     return { _tag: "Stop", reason: "retry-after-too-long" }
   }
   const delayMillis = retryAfter === undefined ? drawn : Math.max(drawn, Math.ceil(Duration.toMillis(retryAfter)))
-  if (Duration.toMillis(failure.elapsed) + delayMillis > resolved.maxElapsedMillis) return { _tag: "Stop", reason: "max-elapsed" }
+  if (Duration.toMillis(failure.elapsed) + delayMillis > resolved.maxElapsedMillis) {
+    return { _tag: "Stop", reason: "max-elapsed" }
+  }
   return { _tag: "Retry", retry, delay: Duration.millis(delayMillis) }
 }
 
@@ -216,7 +218,10 @@ const nextDecision = (resolved: Resolved, failure: Omit<Failure, "draw">): Effec
  * // [500 millis, 1 second]
  * ```
  */
-export const delays = (options: Options, errors: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<Duration.Duration>> =>
+export const delays = (
+  options: Options,
+  errors: ReadonlyArray<unknown>
+): Effect.Effect<ReadonlyArray<Duration.Duration>> =>
   Effect.gen(function*() {
     const resolved = resolve(options)
     const waited: Array<Duration.Duration> = []
@@ -251,7 +256,10 @@ interface State {
   readonly startedAt: number | undefined
 }
 
-const policy = (options: Options | undefined, startedAt: number | undefined): Schedule.Schedule<Duration.Duration, unknown> => {
+const policy = (
+  options: Options | undefined,
+  startedAt: number | undefined
+): Schedule.Schedule<Duration.Duration, unknown> => {
   const resolved = resolve(options)
   const step = Schedule.makeWithState<State, unknown, Duration.Duration>(
     { failures: 0, startedAt },
@@ -259,21 +267,29 @@ const policy = (options: Options | undefined, startedAt: number | undefined): Sc
       const attempts = state.failures + 1
       const start = state.startedAt ?? now
       const next: State = { failures: attempts, startedAt: start }
-      return Effect.flatMap(nextDecision(resolved, { error, attempts, elapsed: Math.max(0, now - start) }), (decision) => {
-        if (decision._tag === "Stop") return Effect.succeed([next, Duration.zero, ScheduleDecision.done] as const)
-        const tag = isProviderError(error) ? error._tag : "Unknown"
-        return Effect.logDebug(`Sluice retry ${decision.retry} after ${tag} in ${Duration.format(decision.delay)}`).pipe(
-          Effect.annotateLogs({ error: tag, retry: decision.retry, delayMillis: Duration.toMillis(decision.delay) }),
-          Effect.zipRight(Metric.increment(Metric.tagged(retries, "error", tag))),
-          Effect.as(
-            [
-              next,
-              decision.delay,
-              ScheduleDecision.continueWith(ScheduleInterval.after(now + Duration.toMillis(decision.delay)))
-            ] as const
-          )
-        )
-      })
+      return Effect.flatMap(
+        nextDecision(resolved, { error, attempts, elapsed: Math.max(0, now - start) }),
+        (decision) => {
+          if (decision._tag === "Stop") return Effect.succeed([next, Duration.zero, ScheduleDecision.done] as const)
+          const tag = isProviderError(error) ? error._tag : "Unknown"
+          return Effect.logDebug(`Sluice retry ${decision.retry} after ${tag} in ${Duration.format(decision.delay)}`)
+            .pipe(
+              Effect.annotateLogs({
+                error: tag,
+                retry: decision.retry,
+                delayMillis: Duration.toMillis(decision.delay)
+              }),
+              Effect.zipRight(Metric.increment(Metric.tagged(retries, "error", tag))),
+              Effect.as(
+                [
+                  next,
+                  decision.delay,
+                  ScheduleDecision.continueWith(ScheduleInterval.after(now + Duration.toMillis(decision.delay)))
+                ] as const
+              )
+            )
+        }
+      )
     }
   )
   // The step checks retryability itself (so a non-retryable error draws, logs

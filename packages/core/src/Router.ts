@@ -134,25 +134,38 @@ export class InvalidRouterOptions extends Data.TaggedError("InvalidRouterOptions
   }
 }
 
-const serves = (deployment: Deployment, model: string): boolean => deployment.models === undefined || deployment.models.includes(model)
+const serves = (deployment: Deployment, model: string): boolean =>
+  deployment.models === undefined || deployment.models.includes(model)
 
 /** Checks the options; the error names every wrong field. */
 export const validate = (options: Options): Either.Either<Options, InvalidRouterOptions> => {
   const issues: Array<{ path: string; message: string }> = []
-  if (options.deployments.length === 0) issues.push({ path: "deployments", message: "A pool needs at least one deployment" })
+  if (options.deployments.length === 0) {
+    issues.push({ path: "deployments", message: "A pool needs at least one deployment" })
+  }
   const names = new Set<string>()
   options.deployments.forEach((deployment, index) => {
     if (deployment.name === "") issues.push({ path: `deployments.${index}.name`, message: "A deployment needs a name" })
-    if (names.has(deployment.name)) issues.push({ path: `deployments.${index}.name`, message: `Duplicate deployment name "${deployment.name}"` })
+    if (names.has(deployment.name)) {
+      issues.push({ path: `deployments.${index}.name`, message: `Duplicate deployment name "${deployment.name}"` })
+    }
     names.add(deployment.name)
     const weight = deployment.weight
     if (weight !== undefined && !(Number.isFinite(weight) && weight > 0)) {
-      issues.push({ path: `deployments.${index}.weight`, message: `Expected a finite number > 0, got ${String(weight)}` })
+      issues.push({
+        path: `deployments.${index}.weight`,
+        message: `Expected a finite number > 0, got ${String(weight)}`
+      })
     }
     if (deployment.quota !== undefined) {
       const decoded = Quota.decodeEither(deployment.quota, deployment.name)
       if (Either.isLeft(decoded)) {
-        for (const issue of decoded.left.issues) issues.push({ path: `deployments.${index}.quota${issue.path === "" ? "" : `.${issue.path}`}`, message: issue.message })
+        for (const issue of decoded.left.issues) {
+          issues.push({
+            path: `deployments.${index}.quota${issue.path === "" ? "" : `.${issue.path}`}`,
+            message: issue.message
+          })
+        }
       }
     }
   })
@@ -162,13 +175,19 @@ export const validate = (options: Options): Either.Either<Options, InvalidRouter
     }
   })
   if (options.stickyWithin !== undefined && Option.isNone(Duration.decodeUnknown(options.stickyWithin))) {
-    issues.push({ path: "stickyWithin", message: `Expected a duration such as "2 seconds", got ${JSON.stringify(options.stickyWithin)}` })
+    issues.push({
+      path: "stickyWithin",
+      message: `Expected a duration such as "2 seconds", got ${JSON.stringify(options.stickyWithin)}`
+    })
   }
   if (options.maxStickyKeys !== undefined && !(Number.isInteger(options.maxStickyKeys) && options.maxStickyKeys >= 0)) {
     issues.push({ path: "maxStickyKeys", message: `Expected an integer >= 0, got ${String(options.maxStickyKeys)}` })
   }
-  const governed = Governor.validate({ ...options.governor, ...(options.retry === undefined ? {} : { retry: options.retry }) })
-  if (Either.isLeft(governed)) issues.push(...governed.left.issues)
+  const governed = Governor.validate({
+    ...options.governor,
+    ...(options.retry === undefined ? {} : { retry: options.retry })
+  })
+  if (Either.isLeft(governed)) { for (const issue of governed.left.issues) issues.push(issue) }
   return issues.length === 0 ? Either.right(options) : Either.left(new InvalidRouterOptions({ issues }))
 }
 
@@ -215,7 +234,8 @@ export const choose = (
   const up = candidates.filter((candidate) => !candidate.down)
   const better = up.length > 0
     ? (a: Candidate, b: Candidate) => Math.ceil(a.wait) - Math.ceil(b.wait) || b.left - a.left || b.weight - a.weight
-    : (a: Candidate, b: Candidate) => Math.ceil(a.recoversIn) - Math.ceil(b.recoversIn) || Math.ceil(a.wait) - Math.ceil(b.wait) || b.weight - a.weight
+    : (a: Candidate, b: Candidate) =>
+      Math.ceil(a.recoversIn) - Math.ceil(b.recoversIn) || Math.ceil(a.wait) - Math.ceil(b.wait) || b.weight - a.weight
   let best: Candidate | undefined
   for (const candidate of up.length > 0 ? up : candidates) {
     if (best === undefined || better(candidate, best) < 0) best = candidate
@@ -284,11 +304,16 @@ export const make = (options: Options): Effect.Effect<
 
     const members: ReadonlyArray<Member> = yield* Effect.forEach(options.deployments, (deployment, index) => {
       const keyOf = (model: string) =>
-        deployment.key === undefined ? `${deployment.name}/${model}` : typeof deployment.key === "string" ? deployment.key : deployment.key(model)
+        deployment.key === undefined
+          ? `${deployment.name}/${model}`
+          : typeof deployment.key === "string"
+          ? deployment.key
+          : deployment.key(model)
       return Effect.map(
-        Governor.make({ ...options.governor, key: (request) => keyOf(request.model), retry: false, coalesce: false }).pipe(
-          Effect.provideService(LlmClient.LlmClient, deployment.client)
-        ),
+        Governor.make({ ...options.governor, key: (request) => keyOf(request.model), retry: false, coalesce: false })
+          .pipe(
+            Effect.provideService(LlmClient.LlmClient, deployment.client)
+          ),
         (governed): Member => ({ deployment, index, weight: deployment.weight ?? 1, governed, keyOf })
       )
     })
@@ -300,7 +325,9 @@ export const make = (options: Options): Effect.Effect<
         if (member.deployment.quota === undefined || defined.has(key)) return Effect.void
         defined.add(key)
         return limiter.define(key, member.deployment.quota).pipe(
-          Effect.catchAll((error) => Effect.logError(`Sluice router could not define the quota of deployment "${member.deployment.name}"`, error))
+          Effect.catchAll((error) =>
+            Effect.logError(`Sluice router could not define the quota of deployment "${member.deployment.name}"`, error)
+          )
         )
       })
 
@@ -337,7 +364,14 @@ export const make = (options: Options): Effect.Effect<
       }).pipe(
         // A limiter that cannot tell (its store is down) must not stop the routing.
         Effect.catchAll(() =>
-          Effect.succeed<Candidate>({ name: member.deployment.name, weight: member.weight, down: false, wait: 0, recoversIn: 0, left: 0 })
+          Effect.succeed<Candidate>({
+            name: member.deployment.name,
+            weight: member.weight,
+            down: false,
+            wait: 0,
+            recoversIn: 0,
+            left: 0
+          })
         )
       )
 
@@ -351,7 +385,8 @@ export const make = (options: Options): Effect.Effect<
         const candidates = yield* Effect.forEach(pool, (member) => look(member, request.model, amounts, priority, now))
         const stickyKey = stickyOf(request)
         const stuck = stickyKey === undefined ? undefined : stickiness.get(stickyKey)
-        const chosen = choose(candidates, stuck === undefined ? undefined : { name: stuck, within: stickyWithin }) ?? candidates[0]!
+        const chosen = choose(candidates, stuck === undefined ? undefined : { name: stuck, within: stickyWithin }) ??
+          candidates[0]!
         const member = pool.find((m) => m.deployment.name === chosen.name)!
         if (stickyKey !== undefined) {
           if (stuck !== undefined && stuck !== chosen.name) {
@@ -366,7 +401,12 @@ export const make = (options: Options): Effect.Effect<
     const poolOf = (model: string) => members.filter((member) => serves(member.deployment, model))
 
     const unserved = (model: string) =>
-      new LlmClient.NotFound({ provider, model, status: 404, detail: `No deployment of the router serves model "${model}"` })
+      new LlmClient.NotFound({
+        provider,
+        model,
+        status: 404,
+        detail: `No deployment of the router serves model "${model}"`
+      })
 
     /**
      * One rung: route, call, and on a rate limit, overload or open breaker
@@ -375,35 +415,44 @@ export const make = (options: Options): Effect.Effect<
      * (`RateLimited`, its `retryAfter` the soonest recovery) instead of
      * waiting for a pause to end.
      */
-    const onPool = (request: LlmClient.Request, hasNext: boolean): Effect.Effect<LlmClient.Response, LlmClient.CallError> => {
+    const onPool = (
+      request: LlmClient.Request,
+      hasNext: boolean
+    ): Effect.Effect<LlmClient.Response, LlmClient.CallError> => {
       const pool = poolOf(request.model)
       if (pool.length === 0) return Effect.fail(unserved(request.model))
       const attempt = (tried: ReadonlySet<string>): Effect.Effect<LlmClient.Response, LlmClient.CallError> =>
-        Effect.flatMap(route(request, pool.filter((member) => !tried.has(member.deployment.name))), ({ chosen, member }) =>
-          hasNext && chosen.down
-            ? Effect.fail(
-              new LlmClient.RateLimited({
-                provider,
-                model: request.model,
-                detail: `Every deployment serving ${request.model} is paused after a 429 or has its breaker open`,
-                retryAfter: Duration.millis(Math.ceil(chosen.recoversIn))
-              })
-            )
-            : Effect.zipRight(
-              Metric.increment(Metric.tagged(routed, "deployment", chosen.name)),
-              member.governed.complete(request)
-            ).pipe(
-            Effect.withSpan("Router.deployment", { attributes: { deployment: member.deployment.name, model: request.model }, captureStackTrace: false }),
-            Effect.catchAll((error) => {
-              const next = new Set(tried).add(member.deployment.name)
-              return Fallback.isFallbackError(error) && next.size < pool.length
-                ? Effect.zipRight(
-                  Effect.logDebug(`Sluice router failed over from "${member.deployment.name}": ${error._tag}`),
-                  attempt(next)
-                )
-                : Effect.fail(error)
-            })
-          ))
+        Effect.flatMap(
+          route(request, pool.filter((member) => !tried.has(member.deployment.name))),
+          ({ chosen, member }) =>
+            hasNext && chosen.down
+              ? Effect.fail(
+                new LlmClient.RateLimited({
+                  provider,
+                  model: request.model,
+                  detail: `Every deployment serving ${request.model} is paused after a 429 or has its breaker open`,
+                  retryAfter: Duration.millis(Math.ceil(chosen.recoversIn))
+                })
+              )
+              : Effect.zipRight(
+                Metric.increment(Metric.tagged(routed, "deployment", chosen.name)),
+                member.governed.complete(request)
+              ).pipe(
+                Effect.withSpan("Router.deployment", {
+                  attributes: { deployment: member.deployment.name, model: request.model },
+                  captureStackTrace: false
+                }),
+                Effect.catchAll((error) => {
+                  const next = new Set(tried).add(member.deployment.name)
+                  return Fallback.isFallbackError(error) && next.size < pool.length
+                    ? Effect.zipRight(
+                      Effect.logDebug(`Sluice router failed over from "${member.deployment.name}": ${error._tag}`),
+                      attempt(next)
+                    )
+                    : Effect.fail(error)
+                })
+              )
+        )
       return attempt(new Set())
     }
 
@@ -424,10 +473,16 @@ export const make = (options: Options): Effect.Effect<
         ? retried
         : Effect.catchAll(retried, (error) =>
           Fallback.isFallbackError(error)
-            ? Effect.fail(new Fallback.AllRungsFailed({ attempts: [...tried, { model: rungs[rungs.length - 1]!.model, key: undefined, error }] }))
+            ? Effect.fail(
+              new Fallback.AllRungsFailed({
+                attempts: [...tried, { model: rungs[rungs.length - 1]!.model, key: undefined, error }]
+              })
+            )
             : Effect.fail(error))
       const coalesced = options.coalesce === false ? reported : coalescer.run(request, reported)
-      return coalesced.pipe(Effect.withSpan("Router.complete", { attributes: { model: request.model }, captureStackTrace: false }))
+      return coalesced.pipe(
+        Effect.withSpan("Router.complete", { attributes: { model: request.model }, captureStackTrace: false })
+      )
     }
 
     /** A streamed call: routed once (a stream that produced text cannot move), not retried. */
@@ -443,7 +498,9 @@ export const make = (options: Options): Effect.Effect<
 
     const countTokens = (request: LlmClient.Request): Effect.Effect<number, LlmClient.CallError> => {
       const counter = poolOf(request.model).find((member) => member.deployment.client.countTokens !== undefined)
-      return counter === undefined ? Effect.fail(unserved(request.model)) : counter.deployment.client.countTokens!(request)
+      return counter === undefined
+        ? Effect.fail(unserved(request.model))
+        : counter.deployment.client.countTokens!(request)
     }
 
     return { provider, complete, stream, countTokens }
@@ -463,7 +520,11 @@ export const layer = (options: Options): Layer.Layer<
   LlmClient.LlmClient,
   InvalidRouterOptions,
   RateLimiter.RateLimiter | TokenEstimator.TokenEstimator
-> => Layer.effect(LlmClient.LlmClient, Effect.flatMap(validate(options), (valid) => Effect.map(make(valid), LlmClient.LlmClient.of)))
+> =>
+  Layer.effect(
+    LlmClient.LlmClient,
+    Effect.flatMap(validate(options), (valid) => Effect.map(make(valid), LlmClient.LlmClient.of))
+  )
 
 /**
  * A Router as the `LlmClient`, its options built by an effect (which may open

@@ -84,14 +84,18 @@ export interface ProviderErrorFields {
 }
 
 const describe = (name: string, fields: ProviderErrorFields): string =>
-  `${name} from ${fields.provider}${fields.model === undefined ? "" : ` (${fields.model})`}${fields.status === undefined ? "" : `, HTTP ${fields.status}`}: ${fields.detail}`
+  `${name} from ${fields.provider}${fields.model === undefined ? "" : ` (${fields.model})`}${
+    fields.status === undefined ? "" : `, HTTP ${fields.status}`
+  }: ${fields.detail}`
 
 /** 429: a quota ran out. `retryAfter` is the provider's hint, `dimension` which bucket ran out. */
-export class RateLimited extends Data.TaggedError("RateLimited")<ProviderErrorFields & {
-  readonly retryAfter?: Duration.Duration | undefined
-  readonly dimension?: Quota.Dimension | undefined
-  readonly rateLimits?: RateLimitSnapshot | undefined
-}> {
+export class RateLimited extends Data.TaggedError("RateLimited")<
+  ProviderErrorFields & {
+    readonly retryAfter?: Duration.Duration | undefined
+    readonly dimension?: Quota.Dimension | undefined
+    readonly rateLimits?: RateLimitSnapshot | undefined
+  }
+> {
   get [TypeId](): TypeId {
     return TypeId
   }
@@ -104,9 +108,11 @@ export class RateLimited extends Data.TaggedError("RateLimited")<ProviderErrorFi
 }
 
 /** 529 (Anthropic) or 503 with an overloaded body: the provider as a whole is busy. No quota hint. */
-export class Overloaded extends Data.TaggedError("Overloaded")<ProviderErrorFields & {
-  readonly retryAfter?: Duration.Duration | undefined
-}> {
+export class Overloaded extends Data.TaggedError("Overloaded")<
+  ProviderErrorFields & {
+    readonly retryAfter?: Duration.Duration | undefined
+  }
+> {
   get [TypeId](): TypeId {
     return TypeId
   }
@@ -119,9 +125,11 @@ export class Overloaded extends Data.TaggedError("Overloaded")<ProviderErrorFiel
 }
 
 /** 500, 502, 503, 504: transient trouble on the provider's side. */
-export class ServerError extends Data.TaggedError("ServerError")<ProviderErrorFields & {
-  readonly retryAfter?: Duration.Duration | undefined
-}> {
+export class ServerError extends Data.TaggedError("ServerError")<
+  ProviderErrorFields & {
+    readonly retryAfter?: Duration.Duration | undefined
+  }
+> {
   get [TypeId](): TypeId {
     return TypeId
   }
@@ -173,7 +181,9 @@ export class NotFound extends Data.TaggedError("NotFound")<ProviderErrorFields> 
 }
 
 /** The call took longer than allowed. */
-export class Timeout extends Data.TaggedError("Timeout")<ProviderErrorFields & { readonly after?: Duration.Duration | undefined }> {
+export class Timeout
+  extends Data.TaggedError("Timeout")<ProviderErrorFields & { readonly after?: Duration.Duration | undefined }>
+{
   get [TypeId](): TypeId {
     return TypeId
   }
@@ -202,10 +212,12 @@ export class NetworkError extends Data.TaggedError("NetworkError")<ProviderError
  * 429 with a billing cause (OpenAI's `insufficient_quota`, a spend cap, credits
  * exhausted): no wait will help, so it is never retried and never pauses the key.
  */
-export class QuotaExhausted extends Data.TaggedError("QuotaExhausted")<ProviderErrorFields & {
-  /** The provider's error code, e.g. `insufficient_quota`. */
-  readonly code?: string | undefined
-}> {
+export class QuotaExhausted extends Data.TaggedError("QuotaExhausted")<
+  ProviderErrorFields & {
+    /** The provider's error code, e.g. `insufficient_quota`. */
+    readonly code?: string | undefined
+  }
+> {
   get [TypeId](): TypeId {
     return TypeId
   }
@@ -284,7 +296,9 @@ export class WaitTimeout extends Data.TaggedError("WaitTimeout")<{
     return TypeId
   }
   override get message(): string {
-    return `Waited more than ${Duration.format(this.maxWait)} for key "${this.key}" (${this.priority}) without being granted`
+    return `Waited more than ${
+      Duration.format(this.maxWait)
+    } for key "${this.key}" (${this.priority}) without being granted`
   }
 }
 
@@ -298,7 +312,9 @@ export class InvalidCost extends Data.TaggedError("InvalidCost")<{
     return TypeId
   }
   override get message(): string {
-    return `Invalid cost for key "${this.key}": ${this.dimension} must be a finite number >= 0, got ${String(this.value)}`
+    return `Invalid cost for key "${this.key}": ${this.dimension} must be a finite number >= 0, got ${
+      String(this.value)
+    }`
   }
 }
 
@@ -361,7 +377,9 @@ export class CircuitOpen extends Data.TaggedError("CircuitOpen")<{
 
 /** Every rung of a model ladder failed; `attempts` holds each rung's reason, in order. */
 export class AllRungsFailed extends Data.TaggedError("AllRungsFailed")<{
-  readonly attempts: ReadonlyArray<{ readonly model: string; readonly key: string | undefined; readonly error: unknown }>
+  readonly attempts: ReadonlyArray<
+    { readonly model: string; readonly key: string | undefined; readonly error: unknown }
+  >
 }> {
   get [TypeId](): TypeId {
     return TypeId
@@ -389,12 +407,16 @@ export class BudgetExceeded extends Data.TaggedError("BudgetExceeded")<{
     return TypeId
   }
   override get message(): string {
-    return `Budget exceeded for ${this.scope} (${this.window}): spent $${this.spentUsd.toFixed(4)}, reserved $${this.reservedUsd.toFixed(4)}, limit $${this.limitUsd.toFixed(2)}; this call needs up to $${this.attemptedUsd.toFixed(4)}`
+    return `Budget exceeded for ${this.scope} (${this.window}): spent $${this.spentUsd.toFixed(4)}, reserved $${
+      this.reservedUsd.toFixed(4)
+    }, limit $${this.limitUsd.toFixed(2)}; this call needs up to $${this.attemptedUsd.toFixed(4)}`
   }
 }
 
 /** The budget's ledger could not be read or written. */
-export class BudgetLedgerError extends Data.TaggedError("BudgetLedgerError")<{ readonly operation: string; readonly cause: unknown }> {
+export class BudgetLedgerError
+  extends Data.TaggedError("BudgetLedgerError")<{ readonly operation: string; readonly cause: unknown }>
+{
   get [TypeId](): TypeId {
     return TypeId
   }
@@ -418,7 +440,13 @@ export class UnknownModel extends Data.TaggedError("UnknownModel")<{ readonly mo
  * limiter shed it or its cost can never fit, a breaker is open, every rung of
  * a ladder failed, the budget would be exceeded.
  */
-export type GovernanceError = RateLimiterError | CircuitOpen | AllRungsFailed | BudgetExceeded | BudgetLedgerError | UnknownModel
+export type GovernanceError =
+  | RateLimiterError
+  | CircuitOpen
+  | AllRungsFailed
+  | BudgetExceeded
+  | BudgetLedgerError
+  | UnknownModel
 
 /** Everything a call through an `LlmClient` can fail with. */
 export type CallError = ProviderError | GovernanceError
@@ -521,14 +549,18 @@ export const classify = (error: unknown): Verdict => {
       retryable: false,
       mayHaveRun: true,
       fallback: false,
-      outcome: Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" ? outcomeOfTag(error._tag) : "error"
+      outcome: Predicate.hasProperty(error, "_tag") && typeof error._tag === "string"
+        ? outcomeOfTag(error._tag)
+        : "error"
     }
   }
   const { fallback, mayHaveRun, origin } = traits[error._tag]
   return {
     origin,
     retryable: origin === "provider" && "retryable" in error && error.retryable,
-    mayHaveRun: error._tag === "AllRungsFailed" ? error.attempts.some((attempt) => classify(attempt.error).mayHaveRun) : mayHaveRun,
+    mayHaveRun: error._tag === "AllRungsFailed"
+      ? error.attempts.some((attempt) => classify(attempt.error).mayHaveRun)
+      : mayHaveRun,
     fallback,
     outcome: outcomeOfTag(error._tag)
   }

@@ -286,7 +286,11 @@ const countBlock = (encode: Encoder, block: LlmClient.ContentBlock): number => {
  * }) // 2 + 4 + 8
  * ```
  */
-export const countRequest = (encode: Encoder, request: LlmClient.Request, overhead: Overhead = defaultOverhead): number => {
+export const countRequest = (
+  encode: Encoder,
+  request: LlmClient.Request,
+  overhead: Overhead = defaultOverhead
+): number => {
   let total = overhead.perRequest
   if (request.system !== undefined && request.system !== "") total += overhead.perMessage + encode(request.system)
   for (const message of request.messages) {
@@ -295,7 +299,8 @@ export const countRequest = (encode: Encoder, request: LlmClient.Request, overhe
     else for (const block of message.content) total += countBlock(encode, block)
   }
   for (const tool of request.tools ?? []) {
-    total += overhead.perMessage + encode(tool.name) + encode(tool.description ?? "") + encode(jsonText(tool.inputSchema))
+    total += overhead.perMessage + encode(tool.name) + encode(tool.description ?? "") +
+      encode(jsonText(tool.inputSchema))
   }
   return total
 }
@@ -378,7 +383,9 @@ export const encoder = (encoding: Encoding = "o200k_base"): Effect.Effect<Encode
   Effect.suspend(() => {
     const loaded = encoders.get(encoding)
     if (loaded !== undefined) return Effect.succeed(loaded)
-    return Effect.promise(() => encoding === "cl100k_base" ? import("js-tiktoken/ranks/cl100k_base") : import("js-tiktoken/ranks/o200k_base")).pipe(
+    return Effect.promise(() =>
+      encoding === "cl100k_base" ? import("js-tiktoken/ranks/cl100k_base") : import("js-tiktoken/ranks/o200k_base")
+    ).pipe(
       Effect.map((ranks) => {
         const encode = encoders.get(encoding) ?? tiktokenEncoder(ranks.default)
         encoders.set(encoding, encode)
@@ -499,7 +506,13 @@ const learnInput = (state: ModelState, shape: Shape, raw: number, actual: number
   const sample = clamp(actual / raw, minSampleRatio, maxSampleRatio)
   const samples = input.samples + 1
   const weight = Math.max(1 / samples, alpha)
-  return { ...state, input: { ...state.input, [shape]: { samples, learnedRatio: input.learnedRatio + weight * (sample - input.learnedRatio) } } }
+  return {
+    ...state,
+    input: {
+      ...state.input,
+      [shape]: { samples, learnedRatio: input.learnedRatio + weight * (sample - input.learnedRatio) }
+    }
+  }
 }
 
 /**
@@ -509,11 +522,16 @@ const learnInput = (state: ModelState, shape: Shape, raw: number, actual: number
  */
 const observeState = (state: ModelState, estimate: Estimate, usage: LlmClient.Usage): ModelState => {
   const actual = usage.inputTokens + usage.cacheReadInputTokens + usage.cacheWriteInputTokens
-  const fixed = estimate.toolOverheadTokens !== undefined && Number.isFinite(estimate.toolOverheadTokens) ? Math.max(0, estimate.toolOverheadTokens) : 0
-  const withInput = estimate.rawInputTokens > 0 && Number.isFinite(estimate.rawInputTokens) && actual > 0 && Number.isFinite(actual)
-    ? learnInput(state, estimate.shape ?? "plain", estimate.rawInputTokens, actual - fixed)
-    : state
-  return Number.isFinite(usage.outputTokens) && usage.outputTokens >= 0 ? rememberOutput(withInput, usage.outputTokens) : withInput
+  const fixed = estimate.toolOverheadTokens !== undefined && Number.isFinite(estimate.toolOverheadTokens)
+    ? Math.max(0, estimate.toolOverheadTokens)
+    : 0
+  const withInput =
+    estimate.rawInputTokens > 0 && Number.isFinite(estimate.rawInputTokens) && actual > 0 && Number.isFinite(actual)
+      ? learnInput(state, estimate.shape ?? "plain", estimate.rawInputTokens, actual - fixed)
+      : state
+  return Number.isFinite(usage.outputTokens) && usage.outputTokens >= 0
+    ? rememberOutput(withInput, usage.outputTokens)
+    : withInput
 }
 
 // ---------------------------------------------------------------------------
@@ -525,7 +543,8 @@ const build = (
   settings: Settings,
   states: Ref.Ref<HashMap.HashMap<string, ModelState>>
 ): TokenEstimator["Type"] => {
-  const stateOf = (model: string) => Effect.map(Ref.get(states), (map) => Option.getOrElse(HashMap.get(map, model), () => emptyState))
+  const stateOf = (model: string) =>
+    Effect.map(Ref.get(states), (map) => Option.getOrElse(HashMap.get(map, model), () => emptyState))
   return TokenEstimator.of({
     estimate: Effect.fn("TokenEstimator.estimate")(function*(request: LlmClient.Request) {
       yield* Effect.annotateCurrentSpan("model", request.model)
@@ -538,14 +557,23 @@ const build = (
         model: request.model,
         rawInputTokens: raw,
         inputTokens: ceil((raw * inputRatio(state, shape, settings) + toolOverheadTokens) * (1 + settings.margin)),
-        outputTokens: learned === undefined ? request.maxOutputTokens : Math.min(request.maxOutputTokens, Math.max(1, learned)),
+        outputTokens: learned === undefined
+          ? request.maxOutputTokens
+          : Math.min(request.maxOutputTokens, Math.max(1, learned)),
         shape,
         toolOverheadTokens
       } satisfies Estimate
     }),
     observe: (estimate, usage) =>
-      Ref.update(states, (map) =>
-        HashMap.set(map, estimate.model, observeState(Option.getOrElse(HashMap.get(map, estimate.model), () => emptyState), estimate, usage))),
+      Ref.update(
+        states,
+        (map) =>
+          HashMap.set(
+            map,
+            estimate.model,
+            observeState(Option.getOrElse(HashMap.get(map, estimate.model), () => emptyState), estimate, usage)
+          )
+      ),
     calibration: (model, shape = "plain") =>
       Effect.map(stateOf(model), (state): Calibration => ({
         model,

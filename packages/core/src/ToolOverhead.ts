@@ -107,14 +107,19 @@ export const decodeTable = (input: unknown): Either.Either<Table, InvalidToolOve
     Schema.decodeUnknownEither(Table, { errors: "all", onExcessProperty: "error" })(input),
     (error) =>
       new InvalidToolOverheadTable({
-        issues: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({ path: issue.path.map(String).join("."), message: issue.message }))
+        issues: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
+          path: issue.path.map(String).join("."),
+          message: issue.message
+        }))
       })
   )
 
 /** `provider/model` split at the first `/`; a key without one is for any provider. */
 const splitKey = (key: string): { readonly provider: string | undefined; readonly model: string } => {
   const slash = key.indexOf("/")
-  return slash < 0 ? { provider: undefined, model: key } : { provider: key.slice(0, slash), model: key.slice(slash + 1) }
+  return slash < 0
+    ? { provider: undefined, model: key }
+    : { provider: key.slice(0, slash), model: key.slice(slash + 1) }
 }
 
 /**
@@ -134,7 +139,9 @@ export const lookup = (table: Table, model: string, provider?: string | undefine
     const parts = splitKey(key)
     if (provider !== undefined && parts.provider !== undefined && parts.provider !== provider) continue
     const matches = model === parts.model || model.startsWith(`${parts.model}-`)
-    if (matches && (best === undefined || parts.model.length > best.length)) best = { length: parts.model.length, entry }
+    if (matches && (best === undefined || parts.model.length > best.length)) {
+      best = { length: parts.model.length, entry }
+    }
   }
   return best?.entry
 }
@@ -173,4 +180,6 @@ export const tokensFor = (
  * ```
  */
 export const ofRequest = (table: Table, request: LlmClient.Request, provider?: string | undefined): number =>
-  request.tools === undefined || request.tools.length === 0 ? 0 : tokensFor(table, request.model, request.toolChoice, provider)
+  request.tools === undefined || request.tools.length === 0
+    ? 0
+    : tokensFor(table, request.model, request.toolChoice, provider)

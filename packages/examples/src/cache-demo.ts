@@ -14,11 +14,23 @@ import { Effect, Layer, Redacted } from "effect"
 
 const model = "claude-haiku-4-5"
 const key = `anthropic/${model}`
-const contract = Array.from({ length: 300 }, (_, i) => `Clause ${i + 1}: the supplier delivers the goods on time and in full.`).join(" ")
-const questions = ["Who delivers?", "By when?", "Where to?", "Is partial delivery allowed?", "What if late?", "Who pays freight?"]
+const contract = Array.from(
+  { length: 300 },
+  (_, i) => `Clause ${i + 1}: the supplier delivers the goods on time and in full.`
+).join(" ")
+const questions = [
+  "Who delivers?",
+  "By when?",
+  "Where to?",
+  "Is partial delivery allowed?",
+  "What if late?",
+  "Who pays freight?"
+]
 
 const main = Effect.gen(function*() {
-  const simulator = yield* Simulator.serve({ quota: { requestsPerMinute: 1_000, inputTokensPerMinute: 50_000, outputTokensPerMinute: 20_000 } })
+  const simulator = yield* Simulator.serve({
+    quota: { requestsPerMinute: 1_000, inputTokensPerMinute: 50_000, outputTokensPerMinute: 20_000 }
+  })
 
   const Governed = Governor.layer().pipe(
     Layer.provide(Anthropic.layer({ apiKey: Redacted.make("sim-key"), baseURL: simulator.url })),
@@ -50,11 +62,16 @@ const main = Effect.gen(function*() {
         maxOutputTokens: 200
       })
       // The rule the Governor settled by: for Anthropic's current models, cache reads are free against ITPM.
-      const counted = LlmClient.usageCost(usage, Quota.cacheCountingFor(Quota.defaultCacheCounting, "anthropic", model)).inputTokens
+      const counted =
+        LlmClient.usageCost(usage, Quota.cacheCountingFor(Quota.defaultCacheCounting, "anthropic", model)).inputTokens
       const price = yield* pricing.cost(model, usage)
       console.log(
-        `${String(i + 1).padStart(4)}  ${String(usage.inputTokens).padStart(5)}  ${String(usage.cacheWriteInputTokens).padStart(11)}  ` +
-          `${String(usage.cacheReadInputTokens).padStart(10)}  ${String(usage.outputTokens).padStart(6)}  ${String(counted).padStart(21)}  $${price.toFixed(6)}`
+        `${String(i + 1).padStart(4)}  ${String(usage.inputTokens).padStart(5)}  ${
+          String(usage.cacheWriteInputTokens).padStart(11)
+        }  ` +
+          `${String(usage.cacheReadInputTokens).padStart(10)}  ${String(usage.outputTokens).padStart(6)}  ${
+            String(counted).padStart(21)
+          }  $${price.toFixed(6)}`
       )
     }
     const [spent] = yield* budget.status
@@ -65,8 +82,14 @@ const main = Effect.gen(function*() {
       cacheWriteInputTokens: 0
     })
     const stats = (yield* simulator.stats).keys[0]
-    console.log(`the budget was charged $${spent?.spentUsd.toFixed(6)}; the contract alone, uncached, would have cost $${uncached.toFixed(6)}`)
-    console.log(`the provider saw ${stats?.accepted} calls, ${stats?.rateLimited} 429s, ${stats?.cacheReadInputTokens} tokens read from its cache`)
+    console.log(
+      `the budget was charged $${spent?.spentUsd.toFixed(6)}; the contract alone, uncached, would have cost $${
+        uncached.toFixed(6)
+      }`
+    )
+    console.log(
+      `the provider saw ${stats?.accepted} calls, ${stats?.rateLimited} 429s, ${stats?.cacheReadInputTokens} tokens read from its cache`
+    )
   }).pipe(Effect.provide(Governed))
 })
 

@@ -7,8 +7,8 @@ import { LanguageModel } from "@effect/ai"
 import { AnthropicClient, AnthropicLanguageModel } from "@effect/ai-anthropic"
 import { FetchHttpClient } from "@effect/platform"
 import { RateLimiter, TokenEstimator } from "@sluice/core"
-import { Simulator } from "@sluice/simulator"
 import * as EffectAi from "@sluice/providers/EffectAi"
+import { Simulator } from "@sluice/simulator"
 import { Effect, Layer, Redacted } from "effect"
 
 // The app, written against @effect/ai only: unchanged by Sluice.
@@ -20,7 +20,10 @@ const app = Effect.forEach(
 
 const main = Effect.gen(function*() {
   // A simulated provider allowing 6 requests a (simulated) minute; a minute lasts a second.
-  const simulator = yield* Simulator.serve({ timeScale: 60, quota: { requestsPerMinute: 6, inputTokensPerMinute: 100_000, outputTokensPerMinute: 100_000 } })
+  const simulator = yield* Simulator.serve({
+    timeScale: 60,
+    quota: { requestsPerMinute: 6, inputTokensPerMinute: 100_000, outputTokensPerMinute: 100_000 }
+  })
 
   // The one layer more: a governed LanguageModel over @effect/ai-anthropic's.
   const Model = EffectAi.layerGoverned({ model: "claude-haiku-4-5", maxOutputTokens: 256 }).pipe(
@@ -43,7 +46,10 @@ const main = Effect.gen(function*() {
 
   const outputs = yield* app.pipe(Effect.provide(Model))
   const stats = yield* simulator.stats
-  console.log(`${outputs.length} answers; the provider saw`, stats.keys.map(({ accepted, rateLimited }) => ({ accepted, rateLimited })))
+  console.log(
+    `${outputs.length} answers; the provider saw`,
+    stats.keys.map(({ accepted, rateLimited }) => ({ accepted, rateLimited }))
+  )
 })
 
 Effect.runPromise(Effect.scoped(main))

@@ -31,13 +31,17 @@ const program = (url: string, stats: Effect.Effect<Simulator.Stats>) =>
     let done = 0
     let failed = 0
     const seconds = Effect.map(Clock.currentTimeMillis, (now) => ((now - start) / 1000).toFixed(1))
-    yield* Console.log(`simulator at ${url}: ${quota.requestsPerMinute} requests, ${quota.inputTokensPerMinute} input and ${quota.outputTokensPerMinute} output tokens per minute, time ×${TIME_SCALE}`)
+    yield* Console.log(
+      `simulator at ${url}: ${quota.requestsPerMinute} requests, ${quota.inputTokensPerMinute} input and ${quota.outputTokensPerMinute} output tokens per minute, time ×${TIME_SCALE}`
+    )
 
     const docs = yield* documents(DOCUMENTS, 2026)
     const batch = Effect.forEach(docs, (doc) =>
       client.complete(extract(MODEL, doc)).pipe(
         Effect.tap(() => Effect.sync(() => done++)),
-        Effect.tapError((error) => Effect.zipRight(Effect.sync(() => failed++), Console.error(`${doc.id}: ${error.message}`))),
+        Effect.tapError((error) =>
+          Effect.zipRight(Effect.sync(() => failed++), Console.error(`${doc.id}: ${error.message}`))
+        ),
         Effect.either
       ), { concurrency: 32 })
 
@@ -45,8 +49,15 @@ const program = (url: string, stats: Effect.Effect<Simulator.Stats>) =>
       Effect.gen(function*() {
         yield* Effect.sleep(Duration.seconds(3))
         const asked = yield* Clock.currentTimeMillis
-        yield* client.complete({ model: MODEL, messages: [{ role: "user", content: `Quick question ${i}: what is a token bucket?` }], maxOutputTokens: 100, metadata: { priority: "interactive" } })
-        yield* Console.log(`${yield* seconds}s  interactive call ${i} answered after ${((yield* Clock.currentTimeMillis) - asked)} ms`)
+        yield* client.complete({
+          model: MODEL,
+          messages: [{ role: "user", content: `Quick question ${i}: what is a token bucket?` }],
+          maxOutputTokens: 100,
+          metadata: { priority: "interactive" }
+        })
+        yield* Console.log(
+          `${yield* seconds}s  interactive call ${i} answered after ${((yield* Clock.currentTimeMillis) - asked)} ms`
+        )
       }), { concurrency: 1 })
 
     const progress = Effect.gen(function*() {
@@ -64,19 +75,32 @@ const program = (url: string, stats: Effect.Effect<Simulator.Stats>) =>
     const wall = finished?.wall ?? 0
     const [key] = (finished?.stats.keys ?? []).filter((k) => k.model === MODEL)
     yield* Console.log("")
-    yield* Console.log(`${done} of ${DOCUMENTS} documents extracted, ${failed} failed; the batch took ${wall.toFixed(1)} s (${(wall * TIME_SCALE / 60).toFixed(1)} simulated minutes)`)
-    yield* Console.log(`the simulator counted: ${key?.accepted ?? 0} calls accepted, ${key?.rateLimited ?? 0} answered 429, ${key?.inputTokens ?? 0} input and ${key?.outputTokens ?? 0} output tokens`)
+    yield* Console.log(
+      `${done} of ${DOCUMENTS} documents extracted, ${failed} failed; the batch took ${wall.toFixed(1)} s (${
+        (wall * TIME_SCALE / 60).toFixed(1)
+      } simulated minutes)`
+    )
+    yield* Console.log(
+      `the simulator counted: ${key?.accepted ?? 0} calls accepted, ${key?.rateLimited ?? 0} answered 429, ${
+        key?.inputTokens ?? 0
+      } input and ${key?.outputTokens ?? 0} output tokens`
+    )
     // Of what the quota allowed over the run (a full bucket at the start plus the refill since), how much was used.
     const minutes = (wall * TIME_SCALE) / 60
     const share = (used: number, perMinute: number) => `${((100 * used) / (perMinute * (1 + minutes))).toFixed(0)} %`
     yield* Console.log(
       `of what the quota allowed over the run: requests ${share(key?.accepted ?? 0, quota.requestsPerMinute)}, ` +
-        `input tokens ${share(key?.inputTokens ?? 0, quota.inputTokensPerMinute)}, output tokens ${share(key?.outputTokens ?? 0, quota.outputTokensPerMinute)}`
+        `input tokens ${share(key?.inputTokens ?? 0, quota.inputTokensPerMinute)}, output tokens ${
+          share(key?.outputTokens ?? 0, quota.outputTokensPerMinute)
+        }`
     )
   })
 
 const main = Effect.gen(function*() {
-  const running = yield* Simulator.serve({ timeScale: TIME_SCALE, latency: { baseMs: 400, perOutputTokenMs: 10, jitterMs: 300 } })
+  const running = yield* Simulator.serve({
+    timeScale: TIME_SCALE,
+    latency: { baseMs: 400, perOutputTokenMs: 10, jitterMs: 300 }
+  })
   // The limiter is told the same quota, scaled: a simulated minute lasts 60 / TIME_SCALE seconds.
   const GovernedLive = Governor.layer({ count: "estimate" }).pipe(
     Layer.provide(Anthropic.layer({ apiKey: Redacted.make("sim-key"), baseURL: running.url })),

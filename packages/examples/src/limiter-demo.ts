@@ -43,7 +43,11 @@ const program = Effect.gen(function*() {
   const call = (id: string, estimate: number, priority: Priority.Class) =>
     limiter.withPermit(KEY, { inputTokens: estimate, outputTokens: maxOutput }, (permit) =>
       Effect.gen(function*() {
-        yield* Console.log(`${yield* elapsed}s  ${priority.padEnd(11)} ${id.padEnd(8)} ${String(estimate).padStart(6)} tokens  waited ${Duration.format(permit.waited)}`)
+        yield* Console.log(
+          `${yield* elapsed}s  ${priority.padEnd(11)} ${id.padEnd(8)} ${String(estimate).padStart(6)} tokens  waited ${
+            Duration.format(permit.waited)
+          }`
+        )
         yield* Effect.sleep(Duration.millis(yield* Random.nextIntBetween(150, 450)))
         // The provider counts tokens its own way and rarely writes max_tokens.
         const inputTokens = Math.round(estimate * (yield* Random.nextRange(0.95, 1.1)))
@@ -54,8 +58,11 @@ const program = Effect.gen(function*() {
 
   const sizes = yield* Effect.replicateEffect(documentTokens, documents)
   const batch = Effect.forEach(sizes, (size, i) => call(`doc-${i}`, size, "batch"), { concurrency: 16 })
-  const interactive = Effect.forEach(Arr.range(1, interactiveCalls), (i) =>
-    Effect.delay(call(`user-${i}`, 800, "interactive"), Duration.seconds(1)), { concurrency: 1 })
+  const interactive = Effect.forEach(
+    Arr.range(1, interactiveCalls),
+    (i) => Effect.delay(call(`user-${i}`, 800, "interactive"), Duration.seconds(1)),
+    { concurrency: 1 }
+  )
 
   const [batchOutcomes, interactiveOutcomes] = yield* Effect.all([batch, interactive], { concurrency: 2 })
   const makespan = (yield* Clock.currentTimeMillis) - start
@@ -74,11 +81,27 @@ const program = Effect.gen(function*() {
   })
   const waits = interactiveOutcomes.map((outcome) => outcome.waitedMs).sort((a, b) => a - b)
   yield* Console.log("")
-  yield* Console.log(`${all.length} calls, ${used.inputTokens} input and ${used.outputTokens} output tokens (as the stand-in model counted them)`)
-  yield* Console.log(`all done after ${(makespan / 1000).toFixed(1)} s; of what the quota allowed in that time, used: ${utilisation.join(", ")}`)
-  yield* Console.log(`interactive waits: median ${waits[Math.floor(waits.length / 2)]} ms, max ${waits[waits.length - 1]} ms`)
+  yield* Console.log(
+    `${all.length} calls, ${used.inputTokens} input and ${used.outputTokens} output tokens (as the stand-in model counted them)`
+  )
+  yield* Console.log(
+    `all done after ${(makespan / 1000).toFixed(1)} s; of what the quota allowed in that time, used: ${
+      utilisation.join(", ")
+    }`
+  )
+  yield* Console.log(
+    `interactive waits: median ${waits[Math.floor(waits.length / 2)]} ms, max ${waits[waits.length - 1]} ms`
+  )
   const stats = yield* limiter.stats(KEY)
-  yield* Console.log(`left in the buckets: ${JSON.stringify(Object.fromEntries(Object.entries(stats.levels).map(([dimension, level]) => [dimension, Math.round(level.level)])))}`)
+  yield* Console.log(
+    `left in the buckets: ${
+      JSON.stringify(
+        Object.fromEntries(
+          Object.entries(stats.levels).map(([dimension, level]) => [dimension, Math.round(level.level)])
+        )
+      )
+    }`
+  )
 })
 
 const LimiterLive = RateLimiter.layerMemory({

@@ -38,7 +38,16 @@ interface Waits {
 }
 
 /** One pass: the batch plus interactive arrivals, over a fresh simulator. */
-const pass = (config: { readonly limits: Limits; readonly speed: number; readonly docs: number; readonly arrivalSeconds: number; readonly priorities: boolean; readonly seed: number }) =>
+const pass = (
+  config: {
+    readonly limits: Limits
+    readonly speed: number
+    readonly docs: number
+    readonly arrivalSeconds: number
+    readonly priorities: boolean
+    readonly seed: number
+  }
+) =>
   Effect.scoped(Effect.gen(function*() {
     const running = yield* Simulator.serve({
       quota: config.limits,
@@ -58,11 +67,14 @@ const pass = (config: { readonly limits: Limits; readonly speed: number; readonl
           const id = request.metadata?.documentId ?? ""
           return yield* sdk.complete(request).pipe(
             Effect.tapError((error) => Effect.sync(() => error._tag === "RateLimited" && waits.rateLimited++)),
-            Effect.ensuring(Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => providerMillis.set(id, (providerMillis.get(id) ?? 0) + now - started))))
+            Effect.ensuring(Effect.flatMap(Clock.currentTimeMillis, (now) =>
+              Effect.sync(() => providerMillis.set(id, (providerMillis.get(id) ?? 0) + now - started))))
           )
         })
     }
-    const limiter = yield* RateLimiter.make({ quotas: { [`anthropic/${MODEL}`]: quotaOf(config.limits, config.speed) } }).pipe(
+    const limiter = yield* RateLimiter.make({
+      quotas: { [`anthropic/${MODEL}`]: quotaOf(config.limits, config.speed) }
+    }).pipe(
       Effect.provideServiceEffect(LimiterStore.LimiterStore, LimiterStore.makeMemory),
       Effect.orDie
     )
@@ -77,15 +89,25 @@ const pass = (config: { readonly limits: Limits; readonly speed: number; readonl
         yield* client.complete(request)
         const total = (yield* Clock.currentTimeMillis) - started
         into.push(total - (providerMillis.get(request.metadata?.documentId ?? "") ?? 0))
-      }).pipe(Effect.catchAll((error) => Console.error(`${request.metadata?.documentId}: ${error.message}`)))
+      }).pipe(Effect.catchAll((error) =>
+        Console.error(`${request.metadata?.documentId}: ${error.message}`)
+      ))
 
     const started = yield* Clock.currentTimeMillis
     const source = syntheticSource(config.docs, config.seed)
     const batch = yield* source.documents.pipe(
       Stream.mapEffect((doc) =>
-        call({ ...Extraction.request(MODEL, doc, "mixed"), metadata: { documentId: doc.id, priority: config.priorities ? "batch" : "normal" } }, waits.batch), { concurrency: 64 }),
+        call({
+          ...Extraction.request(MODEL, doc, "mixed"),
+          metadata: { documentId: doc.id, priority: config.priorities ? "batch" : "normal" }
+        }, waits.batch), { concurrency: 64 }),
       Stream.runDrain,
-      Effect.zipRight(Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => (waits.batchSeconds = (now - started) / 1000)))),
+      Effect.zipRight(
+        Effect.flatMap(
+          Clock.currentTimeMillis,
+          (now) => Effect.sync(() => (waits.batchSeconds = (now - started) / 1000))
+        )
+      ),
       Effect.fork
     )
     // Interactive arrivals: exponential gaps with the given mean, until the batch ends.
@@ -114,28 +136,55 @@ const row = (name: string, waits: ReadonlyArray<number>) => {
 
 const command = Command.make("mixed-load", {
   docs: Options.integer("docs").pipe(Options.withDefault(400), Options.withDescription("Batch documents per pass")),
-  speed: Options.float("speed").pipe(Options.withDefault(10), Options.withDescription("How many times faster than real time the simulator's minute runs")),
-  arrival: Options.float("arrival").pipe(Options.withDefault(0.5), Options.withDescription("Mean seconds between interactive arrivals (exponential)")),
+  speed: Options.float("speed").pipe(
+    Options.withDefault(10),
+    Options.withDescription("How many times faster than real time the simulator's minute runs")
+  ),
+  arrival: Options.float("arrival").pipe(
+    Options.withDefault(0.5),
+    Options.withDescription("Mean seconds between interactive arrivals (exponential)")
+  ),
   seed: Options.integer("seed").pipe(Options.withDefault(7), Options.withDescription("Seed of documents and arrivals"))
 }, ({ arrival, docs, seed, speed }) =>
   Effect.gen(function*() {
     const limits: Limits = { requestsPerMinute: 120, inputTokensPerMinute: 60_000, outputTokensPerMinute: 12_000 }
     yield* Console.log(
-      `quota ${limits.requestsPerMinute} requests, ${limits.inputTokensPerMinute.toLocaleString("en-US")} input and ${limits.outputTokensPerMinute.toLocaleString("en-US")} output tokens a minute; ` +
-        `a minute lasts ${(60 / speed).toFixed(1)} s; ${docs} batch documents, 64 in flight; an interactive call every ${arrival} s on average`
+      `quota ${limits.requestsPerMinute} requests, ${limits.inputTokensPerMinute.toLocaleString("en-US")} input and ${
+        limits.outputTokensPerMinute.toLocaleString("en-US")
+      } output tokens a minute; ` +
+        `a minute lasts ${
+          (60 / speed).toFixed(1)
+        } s; ${docs} batch documents, 64 in flight; an interactive call every ${arrival} s on average`
     )
     const results: Array<readonly [string, Waits]> = []
     for (const priorities of [true, false]) {
-      yield* Console.log(priorities ? "\npass 1: interactive and batch classes" : "\npass 2: every call in one class (no priorities)")
+      yield* Console.log(
+        priorities ? "\npass 1: interactive and batch classes" : "\npass 2: every call in one class (no priorities)"
+      )
       const waits = yield* pass({ limits, speed, docs, arrivalSeconds: arrival, priorities, seed })
       results.push([priorities ? "priorities" : "one class", waits] as const)
-      yield* Console.log(`${"class".padEnd(12)} ${"calls".padStart(6)} ${"p50".padStart(9)} ${"p95".padStart(9)} ${"p99".padStart(9)}   (time waiting in Sluice)`)
+      yield* Console.log(
+        `${"class".padEnd(12)} ${"calls".padStart(6)} ${"p50".padStart(9)} ${"p95".padStart(9)} ${
+          "p99".padStart(9)
+        }   (time waiting in Sluice)`
+      )
       yield* Console.log(row("interactive", waits.interactive))
       yield* Console.log(row("batch", waits.batch))
       yield* Console.log(`batch took ${waits.batchSeconds.toFixed(1)} s; ${waits.rateLimited} × 429`)
     }
     const [withClasses, without] = results.map(([, w]) => percentile([...w.interactive].sort((a, b) => a - b), 50))
-    yield* Console.log(`\ninteractive p50 wait: ${((withClasses ?? 0) / 1000).toFixed(2)} s with priorities, ${((without ?? 0) / 1000).toFixed(2)} s without`)
-  })).pipe(Command.withDescription("A saturating batch and random interactive calls on one key: the wait of each class, with and without priorities"))
+    yield* Console.log(
+      `\ninteractive p50 wait: ${((withClasses ?? 0) / 1000).toFixed(2)} s with priorities, ${
+        ((without ?? 0) / 1000).toFixed(2)
+      } s without`
+    )
+  })).pipe(
+    Command.withDescription(
+      "A saturating batch and random interactive calls on one key: the wait of each class, with and without priorities"
+    )
+  )
 
-Command.run(command, { name: "mixed-load", version: "0.1.0" })(process.argv).pipe(Effect.provide(NodeContext.layer), NodeRuntime.runMain)
+Command.run(command, { name: "mixed-load", version: "0.1.0" })(process.argv).pipe(
+  Effect.provide(NodeContext.layer),
+  NodeRuntime.runMain
+)

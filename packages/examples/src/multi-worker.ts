@@ -29,7 +29,9 @@ const program = Effect.gen(function*() {
   const key = `anthropic/${MODEL}`
   const quota = limiterQuota(Simulator.defaultQuota, timeScale, mode === "shared" ? 1 : 1 / workers)
   const LimiterLive = mode === "shared"
-    ? RateLimiter.layer({ quotas: { [key]: quota } }).pipe(Layer.provide(RedisStore.layer({ url: redisUrl, prefix, localShare: 1 / workers })))
+    ? RateLimiter.layer({ quotas: { [key]: quota } }).pipe(
+      Layer.provide(RedisStore.layer({ url: redisUrl, prefix, localShare: 1 / workers }))
+    )
     : RateLimiter.layerMemory({ quotas: { [key]: quota } })
   // The provider's own count (count_tokens): exact from the first call, before any calibration.
   const GovernedLive = Governor.layer({ count: "provider" }).pipe(
@@ -39,14 +41,27 @@ const program = Effect.gen(function*() {
   )
   const start = yield* Clock.currentTimeMillis
   let rateLimited = 0
-  const outcomes = yield* Effect.flatMap(LlmClient.LlmClient, (client) =>
-    Effect.forEach(mine, (doc) =>
-      client.complete(extract(MODEL, doc)).pipe(
-        Effect.tapError((error) => Effect.sync(() => error._tag === "RateLimited" && rateLimited++)),
-        Effect.either
-      ), { concurrency: 16 })).pipe(Effect.provide(GovernedLive), Effect.orDie)
+  const outcomes = yield* Effect.flatMap(
+    LlmClient.LlmClient,
+    (client) =>
+      Effect.forEach(mine, (doc) =>
+        client.complete(extract(MODEL, doc)).pipe(
+          Effect.tapError((error) => Effect.sync(() => error._tag === "RateLimited" && rateLimited++)),
+          Effect.either
+        ), { concurrency: 16 })
+  ).pipe(Effect.provide(GovernedLive), Effect.orDie)
   const seconds = ((yield* Clock.currentTimeMillis) - start) / 1000
-  process.stdout.write(`${JSON.stringify({ worker, documents: mine.length, succeeded: outcomes.filter((o) => o._tag === "Right").length, seconds, rateLimitedErrors: rateLimited })}\n`)
+  process.stdout.write(
+    `${
+      JSON.stringify({
+        worker,
+        documents: mine.length,
+        succeeded: outcomes.filter((o) => o._tag === "Right").length,
+        seconds,
+        rateLimitedErrors: rateLimited
+      })
+    }\n`
+  )
 })
 
 program.pipe(NodeRuntime.runMain)

@@ -35,7 +35,12 @@ interface WorkerResult {
 
 const runWorker = (env: Record<string, string>) =>
   Effect.async<WorkerResult, Error>((resume) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "--conditions=@sluice/source", fileURLToPath(new URL("./multi-worker.ts", import.meta.url))], {
+    const child = spawn(process.execPath, [
+      "--import",
+      "tsx",
+      "--conditions=@sluice/source",
+      fileURLToPath(new URL("./multi-worker.ts", import.meta.url))
+    ], {
       // The workers only talk to the simulator: no provider key, token or endpoint of the shell reaches them.
       env: { ...withoutProviderVariables(process.env), ...env },
       stdio: ["ignore", "pipe", "inherit"]
@@ -44,9 +49,11 @@ const runWorker = (env: Record<string, string>) =>
     child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()))
     child.on("exit", (code) => {
       const line = out.trim().split("\n").pop() ?? ""
-      code === 0 && line.startsWith("{")
-        ? resume(Effect.succeed(JSON.parse(line) as WorkerResult))
-        : resume(Effect.fail(new Error(`worker ${env.WORKER} exited with ${code}: ${out}`)))
+      resume(
+        code === 0 && line.startsWith("{")
+          ? Effect.succeed(JSON.parse(line) as WorkerResult)
+          : Effect.fail(new Error(`worker ${env.WORKER} exited with ${code}: ${out}`))
+      )
     })
     return Effect.sync(() => child.kill("SIGTERM"))
   })
@@ -56,17 +63,21 @@ const phase = (mode: "shared" | "split", workers: number, docs: number, running:
     yield* running.reset
     const start = yield* Clock.currentTimeMillis
     const prefix = `sluice-example-${process.pid}-${start}`
-    const results = yield* Effect.forEach(Array.from({ length: workers }, (_, worker) => worker), (worker) =>
-      runWorker({
-        SIM_URL: running.url,
-        WORKER: String(worker),
-        WORKERS: String(workers),
-        DOCS: String(docs),
-        MODE: mode,
-        TIME_SCALE: String(TIME_SCALE),
-        REDIS_URL: redisUrl,
-        PREFIX: prefix
-      }), { concurrency: "unbounded" })
+    const results = yield* Effect.forEach(
+      Array.from({ length: workers }, (_, worker) => worker),
+      (worker) =>
+        runWorker({
+          SIM_URL: running.url,
+          WORKER: String(worker),
+          WORKERS: String(workers),
+          DOCS: String(docs),
+          MODE: mode,
+          TIME_SCALE: String(TIME_SCALE),
+          REDIS_URL: redisUrl,
+          PREFIX: prefix
+        }),
+      { concurrency: "unbounded" }
+    )
     // The workers' own processing time: process start-up (tsx, tokenizer ranks) is not the quota's.
     const wall = Math.max(...results.map((r) => r.seconds))
     const key = (yield* running.stats).keys.find((k) => k.model === MODEL)
@@ -83,21 +94,44 @@ const phase = (mode: "shared" | "split", workers: number, docs: number, running:
     }
   })
 
-const workersOption = Options.integer("workers").pipe(Options.withDefault(4), Options.withDescription("Worker processes sharing the key"))
-const docsOption = Options.integer("docs").pipe(Options.withDefault(160), Options.withDescription("Documents in all, split between the workers"))
+const workersOption = Options.integer("workers").pipe(
+  Options.withDefault(4),
+  Options.withDescription("Worker processes sharing the key")
+)
+const docsOption = Options.integer("docs").pipe(
+  Options.withDefault(160),
+  Options.withDescription("Documents in all, split between the workers")
+)
 
-const multi = Command.make("multi", { workers: workersOption, docs: docsOption }, ({ docs, workers }) =>
-  Effect.gen(function*() {
-    const redisUrl = yield* Config.string("REDIS_URL").pipe(Config.withDefault("redis://127.0.0.1:6379"))
-    const running = yield* Simulator.serve({ timeScale: TIME_SCALE, latency: { baseMs: 400, perOutputTokenMs: 10, jitterMs: 300 } })
-    yield* Console.log(`simulator ${running.url}: ${quota.requestsPerMinute} RPM, ${quota.inputTokensPerMinute} ITPM, ${quota.outputTokensPerMinute} OTPM, time ×${TIME_SCALE}; ${workers} workers, ${docs} documents; Redis ${redisUrl}`)
-    const rows = []
-    for (const mode of ["shared", "split"] as const) {
-      const row = yield* phase(mode, workers, docs, running, redisUrl)
-      rows.push(row)
-      yield* Console.log(`${mode === "shared" ? "shared quota (Redis)" : `static 1/${workers} split   `}  ${row.succeeded}/${docs} done in ${row.wall.toFixed(1)} s  429s ${row.http429}  used of the quota: requests ${row.requests.toFixed(0)} %, input ${row.inputTokens.toFixed(0)} %, output ${row.outputTokens.toFixed(0)} %`)
-    }
-  }).pipe(Effect.scoped))
+const multi = Command.make(
+  "multi",
+  { workers: workersOption, docs: docsOption },
+  ({ docs, workers }) =>
+    Effect.gen(function*() {
+      const redisUrl = yield* Config.string("REDIS_URL").pipe(Config.withDefault("redis://127.0.0.1:6379"))
+      const running = yield* Simulator.serve({
+        timeScale: TIME_SCALE,
+        latency: { baseMs: 400, perOutputTokenMs: 10, jitterMs: 300 }
+      })
+      yield* Console.log(
+        `simulator ${running.url}: ${quota.requestsPerMinute} RPM, ${quota.inputTokensPerMinute} ITPM, ${quota.outputTokensPerMinute} OTPM, time ×${TIME_SCALE}; ${workers} workers, ${docs} documents; Redis ${redisUrl}`
+      )
+      const rows = []
+      for (const mode of ["shared", "split"] as const) {
+        const row = yield* phase(mode, workers, docs, running, redisUrl)
+        rows.push(row)
+        yield* Console.log(
+          `${
+            mode === "shared" ? "shared quota (Redis)" : `static 1/${workers} split   `
+          }  ${row.succeeded}/${docs} done in ${
+            row.wall.toFixed(1)
+          } s  429s ${row.http429}  used of the quota: requests ${row.requests.toFixed(0)} %, input ${
+            row.inputTokens.toFixed(0)
+          } %, output ${row.outputTokens.toFixed(0)} %`
+        )
+      }
+    }).pipe(Effect.scoped)
+)
 
 Command.run(multi, { name: "Sluice multi-process example", version: "0.1.0" })(process.argv).pipe(
   Effect.provide(NodeContext.layer),

@@ -2,13 +2,16 @@
  * `pnpm example:promise`: the Promise facade, for code that does not use
  * Effect: the Anthropic SDK's `messages.create`, governed.
  */
-import { Effect } from "effect"
-import { Simulator } from "@sluice/simulator"
 import { createClient, SluiceError } from "@sluice/providers/Promise"
+import { Simulator } from "@sluice/simulator"
+import { Effect } from "effect"
 
 // A simulated provider allowing 6 requests a (simulated) minute; a minute lasts a second.
 const simulator = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-  const running = yield* Simulator.serve({ timeScale: 60, quota: { requestsPerMinute: 6, inputTokensPerMinute: 100_000, outputTokensPerMinute: 100_000 } })
+  const running = yield* Simulator.serve({
+    timeScale: 60,
+    quota: { requestsPerMinute: 6, inputTokensPerMinute: 100_000, outputTokensPerMinute: 100_000 }
+  })
   yield* Effect.promise(() => demo(running.url))
   return yield* running.stats
 })))
@@ -35,7 +38,12 @@ async function demo(baseURL: string) {
         max_tokens: 256,
         messages: [{ role: "user", content: `Question ${i}: what is a token bucket?` }]
       })))
-    console.log(`${messages.length} answers; the first:`, messages[0]!.stop_reason, messages[0]!.usage.output_tokens, "output tokens")
+    console.log(
+      `${messages.length} answers; the first:`,
+      messages[0]!.stop_reason,
+      messages[0]!.usage.output_tokens,
+      "output tokens"
+    )
   } catch (error) {
     if (error instanceof SluiceError) console.error(error._tag, error.message)
     throw error

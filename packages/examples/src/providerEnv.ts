@@ -21,7 +21,8 @@ export const providerPrefixes: ReadonlyArray<string> = ["ANTHROPIC_", "OPENAI_",
 /** Whether a variable may name a provider's key, token or endpoint: a provider prefix, or a name ending in `_API_KEY` / `_AUTH_TOKEN`. */
 export const isProviderVariable = (name: string): boolean => {
   const upper = name.toUpperCase()
-  return providerPrefixes.some((prefix) => upper.startsWith(prefix)) || upper.endsWith("_API_KEY") || upper.endsWith("_AUTH_TOKEN")
+  return providerPrefixes.some((prefix) => upper.startsWith(prefix)) || upper.endsWith("_API_KEY") ||
+    upper.endsWith("_AUTH_TOKEN")
 }
 
 /**

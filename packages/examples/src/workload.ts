@@ -54,7 +54,11 @@ export const extract = (model: string, doc: { readonly id: string; readonly text
 
 /** A limiter quota from per-minute limits, with the minute compressed by `timeScale`. */
 export const limiterQuota = (
-  perMinute: { readonly requestsPerMinute: number; readonly inputTokensPerMinute: number; readonly outputTokensPerMinute: number },
+  perMinute: {
+    readonly requestsPerMinute: number
+    readonly inputTokensPerMinute: number
+    readonly outputTokensPerMinute: number
+  },
   timeScale: number,
   share = 1
 ) => {

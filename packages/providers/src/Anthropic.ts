@@ -34,6 +34,8 @@
  */
 import AnthropicSdk from "@anthropic-ai/sdk"
 import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
+import { LlmClient } from "@sluice/core"
+import type { RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -44,8 +46,6 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
-import { LlmClient } from "@sluice/core"
-import type { RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
 import * as Errors from "./internal/errors.js"
 import * as RateLimitHeaders from "./RateLimitHeaders.js"
 
@@ -198,28 +198,29 @@ export const fromMessage = (message: Sdk.Message, rateLimits: RateLimitSnapshot)
  * `details.error_code` and its message reach `fromHttpFailure`, so a billing
  * refusal is `QuotaExhausted`, never a `RateLimited` that pauses the key.
  */
-export const fromSdkError = (provider: string, model: string | undefined, timeoutAfter: Duration.Duration | undefined) =>
-(cause: unknown): Effect.Effect<LlmClient.ProviderError> =>
-  Effect.gen(function*() {
-    if (cause instanceof AnthropicSdk.APIConnectionTimeoutError) return Errors.timeout(provider, model, timeoutAfter)
-    if (cause instanceof AnthropicSdk.APIConnectionError) return Errors.network(provider, model, cause.cause ?? cause)
-    if (cause instanceof AnthropicSdk.APIError && cause.status !== undefined) {
-      const headers = cause.headers ?? new Headers()
-      const body = Errors.readErrorBody(cause.error)
-      return Errors.fromHttpFailure({
-        provider,
-        model,
-        status: cause.status,
-        headers,
-        errorType: body.errorType,
-        errorCode: body.errorCode,
-        detail: body.message ?? cause.message,
-        now: yield* Clock.currentTimeMillis,
-        rateLimits: yield* RateLimitHeaders.read(headers, "anthropic")
-      })
-    }
-    return Errors.network(provider, model, cause)
-  })
+export const fromSdkError =
+  (provider: string, model: string | undefined, timeoutAfter: Duration.Duration | undefined) =>
+  (cause: unknown): Effect.Effect<LlmClient.ProviderError> =>
+    Effect.gen(function*() {
+      if (cause instanceof AnthropicSdk.APIConnectionTimeoutError) return Errors.timeout(provider, model, timeoutAfter)
+      if (cause instanceof AnthropicSdk.APIConnectionError) return Errors.network(provider, model, cause.cause ?? cause)
+      if (cause instanceof AnthropicSdk.APIError && cause.status !== undefined) {
+        const headers = cause.headers ?? new Headers()
+        const body = Errors.readErrorBody(cause.error)
+        return Errors.fromHttpFailure({
+          provider,
+          model,
+          status: cause.status,
+          headers,
+          errorType: body.errorType,
+          errorCode: body.errorCode,
+          detail: body.message ?? cause.message,
+          now: yield* Clock.currentTimeMillis,
+          rateLimits: yield* RateLimitHeaders.read(headers, "anthropic")
+        })
+      }
+      return Errors.network(provider, model, cause)
+    })
 
 // ---------------------------------------------------------------------------
 // The client
@@ -262,11 +263,16 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider & { rea
           Effect.sync(() => new AbortController()),
           (controller) => Effect.sync(() => controller.abort())
         )
-        const { data, response } = yield* use(request.model, (client) =>
-          client.messages.create({ ...paramsOf(request), stream: true }, { signal: controller.signal }).withResponse())
+        const { data, response } = yield* use(
+          request.model,
+          (client) =>
+            client.messages.create({ ...paramsOf(request), stream: true }, { signal: controller.signal }).withResponse()
+        )
         const rateLimits = yield* RateLimitHeaders.read(response.headers, "anthropic")
         return Stream.fromAsyncIterable(data, (cause) => cause).pipe(
-          Stream.catchAll((cause) => Stream.fromEffect(Effect.flip(fromSdkError(provider, request.model, timeoutAfter)(cause)))),
+          Stream.catchAll((cause) =>
+            Stream.fromEffect(Effect.flip(fromSdkError(provider, request.model, timeoutAfter)(cause)))
+          ),
           Stream.mapAccum(initialAccumulator(), (acc, event) => accumulate(acc, event, rateLimits)),
           Stream.flattenIterables
         )
@@ -296,7 +302,10 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider & { rea
 interface Accumulator {
   readonly id: string
   readonly model: string
-  readonly blocks: Map<number, { type: "text"; text: string } | { type: "tool_use"; id: string; name: string; json: string }>
+  readonly blocks: Map<
+    number,
+    { type: "text"; text: string } | { type: "tool_use"; id: string; name: string; json: string }
+  >
   readonly content: Array<LlmClient.ContentBlock>
   usage: Partial<Sdk.Usage>
   stopReason: string | null
@@ -332,7 +341,9 @@ const accumulate = (
     case "content_block_start": {
       const block = event.content_block
       if (block.type === "text") acc.blocks.set(event.index, { type: "text", text: block.text })
-      if (block.type === "tool_use") acc.blocks.set(event.index, { type: "tool_use", id: block.id, name: block.name, json: "" })
+      if (block.type === "tool_use") {
+        acc.blocks.set(event.index, { type: "tool_use", id: block.id, name: block.name, json: "" })
+      }
       return [acc, block.type === "text" && block.text !== "" ? [{ _tag: "TextDelta", text: block.text }] : []]
     }
     case "content_block_delta": {
@@ -352,7 +363,12 @@ const accumulate = (
         acc.content.push({ type: "text", text: block.text })
         return [acc, []]
       }
-      const call: LlmClient.ToolUseBlock = { type: "tool_use", id: block.id, name: block.name, input: parseJson(block.json) }
+      const call: LlmClient.ToolUseBlock = {
+        type: "tool_use",
+        id: block.id,
+        name: block.name,
+        input: parseJson(block.json)
+      }
       acc.content.push(call)
       return [acc, [{ _tag: "ToolCall", call }]]
     }
@@ -388,8 +404,12 @@ const accumulate = (
 
 /** `LlmClient` and the raw SDK, from options. */
 export const layer = (options: Options): Layer.Layer<LlmClient.LlmClient | AnthropicSdkClient> =>
-  Layer.effectContext(Effect.map(make(options), (client) =>
-    Context.make(LlmClient.LlmClient, LlmClient.LlmClient.of(client)).pipe(Context.add(AnthropicSdkClient, client.sdk))))
+  Layer.effectContext(
+    Effect.map(make(options), (client) =>
+      Context.make(LlmClient.LlmClient, LlmClient.LlmClient.of(client)).pipe(
+        Context.add(AnthropicSdkClient, client.sdk)
+      ))
+  )
 
 /** The configuration read by {@link layerConfig}. */
 export const config: Config.Config<Options> = Config.all({
@@ -398,5 +418,7 @@ export const config: Config.Config<Options> = Config.all({
 })
 
 /** `LlmClient` from `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` (or another `Config` of options). */
-export const layerConfig = (options: Config.Config<Options> = config): Layer.Layer<LlmClient.LlmClient | AnthropicSdkClient, ConfigError.ConfigError> =>
+export const layerConfig = (
+  options: Config.Config<Options> = config
+): Layer.Layer<LlmClient.LlmClient | AnthropicSdkClient, ConfigError.ConfigError> =>
   Layer.unwrapEffect(Effect.map(options, layer))

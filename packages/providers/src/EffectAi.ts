@@ -58,6 +58,8 @@ import * as AiModel from "@effect/ai/Model"
 import * as Prompt from "@effect/ai/Prompt"
 import type * as Response from "@effect/ai/Response"
 import * as Tool from "@effect/ai/Tool"
+import { Admission, LlmClient, Quota, RateLimiter, Retry, SluiceError, TokenEstimator } from "@sluice/core"
+import type { Priority } from "@sluice/core"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
@@ -70,8 +72,6 @@ import * as ParseResult from "effect/ParseResult"
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { Admission, LlmClient, Quota, RateLimiter, Retry, SluiceError, TokenEstimator } from "@sluice/core"
-import type { Priority } from "@sluice/core"
 import * as Errors from "./internal/errors.js"
 import * as RateLimitHeaders from "./RateLimitHeaders.js"
 
@@ -123,29 +123,44 @@ export class InvalidEffectAiOptions extends Data.TaggedError("InvalidEffectAiOpt
 
 const exact = { exact: true } as const
 const DurationInput = Schema.Union(Schema.String, Schema.Number, Schema.DurationFromSelf).pipe(
-  Schema.filter((input) => Option.isSome(Duration.decodeUnknown(input)) || `Expected a duration such as "30 seconds", got ${JSON.stringify(input)}`)
+  Schema.filter((input) =>
+    Option.isSome(Duration.decodeUnknown(input)) ||
+    `Expected a duration such as "30 seconds", got ${JSON.stringify(input)}`
+  )
 )
 const OptionsSchema = Schema.Struct({
   model: Schema.NonEmptyString,
   provider: Schema.optionalWith(Schema.NonEmptyString, exact),
   key: Schema.optionalWith(Schema.NonEmptyString, exact),
   maxOutputTokens: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
-  retry: Schema.optionalWith(Schema.Union(Schema.Literal(false), Schema.Struct({
-    base: Schema.optionalWith(DurationInput, exact),
-    factor: Schema.optionalWith(Schema.Number.pipe(Schema.finite(), Schema.greaterThanOrEqualTo(1)), exact),
-    maxDelay: Schema.optionalWith(DurationInput, exact),
-    maxAttempts: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
-    maxElapsed: Schema.optionalWith(DurationInput, exact),
-    maxRetryAfter: Schema.optionalWith(DurationInput, exact),
-    jitter: Schema.optionalWith(Schema.Literal("full", "none"), exact)
-  })), exact),
+  retry: Schema.optionalWith(
+    Schema.Union(
+      Schema.Literal(false),
+      Schema.Struct({
+        base: Schema.optionalWith(DurationInput, exact),
+        factor: Schema.optionalWith(Schema.Number.pipe(Schema.finite(), Schema.greaterThanOrEqualTo(1)), exact),
+        maxDelay: Schema.optionalWith(DurationInput, exact),
+        maxAttempts: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
+        maxElapsed: Schema.optionalWith(DurationInput, exact),
+        maxRetryAfter: Schema.optionalWith(DurationInput, exact),
+        jitter: Schema.optionalWith(Schema.Literal("full", "none"), exact)
+      })
+    ),
+    exact
+  ),
   priority: Schema.optionalWith(Schema.Literal("interactive", "normal", "batch"), exact),
   cacheCounting: Schema.optionalWith(Quota.CacheCountingTable, exact),
   cacheReadsCount: Schema.optionalWith(Schema.Boolean, exact),
   predictCacheReads: Schema.optionalWith(Schema.Boolean, exact),
-  promptCacheTtl: Schema.optionalWith(Schema.Union(Schema.String, Schema.Number, Schema.DurationFromSelf).pipe(
-    Schema.filter((input) => Duration.decodeUnknown(input)._tag === "Some" || `Expected a duration such as "5 minutes", got ${JSON.stringify(input)}`)
-  ), exact),
+  promptCacheTtl: Schema.optionalWith(
+    Schema.Union(Schema.String, Schema.Number, Schema.DurationFromSelf).pipe(
+      Schema.filter((input) =>
+        Duration.decodeUnknown(input)._tag === "Some" ||
+        `Expected a duration such as "5 minutes", got ${JSON.stringify(input)}`
+      )
+    ),
+    exact
+  ),
   pauseWithoutHint: Schema.optionalWith(DurationInput, exact)
 })
 
@@ -165,8 +180,11 @@ const deepestIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>) =
 /** Checks the options; the error names every wrong field. */
 export const validate = (options: Options): Either.Either<Options, InvalidEffectAiOptions> =>
   Either.map(
-    Either.mapLeft(Schema.decodeUnknownEither(OptionsSchema, { errors: "all", onExcessProperty: "error" })(options), (error) =>
-      new InvalidEffectAiOptions({ issues: deepestIssues(ParseResult.ArrayFormatter.formatErrorSync(error)) })),
+    Either.mapLeft(
+      Schema.decodeUnknownEither(OptionsSchema, { errors: "all", onExcessProperty: "error" })(options),
+      (error) =>
+        new InvalidEffectAiOptions({ issues: deepestIssues(ParseResult.ArrayFormatter.formatErrorSync(error)) })
+    ),
     () => options
   )
 
@@ -237,29 +255,30 @@ const refusal = (method: string) => (error: SluiceError.GovernanceError): AiErro
  * 529, 5xx, 4xx) or a lost connection. Other failures (malformed output, a
  * tool's own error) are not the provider's and stay as they are.
  */
-export const classify = (provider: string, model: string) => (error: unknown): Effect.Effect<Option.Option<LlmClient.ProviderError>> =>
-  Effect.gen(function*() {
-    if (error instanceof AiError.HttpResponseError && error.reason === "StatusCode") {
-      const headers = error.response.headers
-      // @effect/ai keeps the body as text: read its type, code and message as the provider layers do.
-      const body = Errors.readErrorBody(error.body)
-      return Option.some(Errors.fromHttpFailure({
-        provider,
-        model,
-        status: error.response.status,
-        headers,
-        errorType: body.errorType,
-        errorCode: body.errorCode,
-        detail: body.message ?? error.description ?? error.message,
-        now: yield* Clock.currentTimeMillis,
-        rateLimits: yield* RateLimitHeaders.read(headers)
-      }))
-    }
-    if (error instanceof AiError.HttpRequestError && error.reason === "Transport") {
-      return Option.some(Errors.network(provider, model, error))
-    }
-    return Option.none()
-  })
+export const classify =
+  (provider: string, model: string) => (error: unknown): Effect.Effect<Option.Option<LlmClient.ProviderError>> =>
+    Effect.gen(function*() {
+      if (error instanceof AiError.HttpResponseError && error.reason === "StatusCode") {
+        const headers = error.response.headers
+        // @effect/ai keeps the body as text: read its type, code and message as the provider layers do.
+        const body = Errors.readErrorBody(error.body)
+        return Option.some(Errors.fromHttpFailure({
+          provider,
+          model,
+          status: error.response.status,
+          headers,
+          errorType: body.errorType,
+          errorCode: body.errorCode,
+          detail: body.message ?? error.description ?? error.message,
+          now: yield* Clock.currentTimeMillis,
+          rateLimits: yield* RateLimitHeaders.read(headers)
+        }))
+      }
+      if (error instanceof AiError.HttpRequestError && error.reason === "Transport") {
+        return Option.some(Errors.network(provider, model, error))
+      }
+      return Option.none()
+    })
 
 // ---------------------------------------------------------------------------
 // Estimation: an @effect/ai prompt as the request the estimator counts
@@ -275,7 +294,10 @@ const json = (value: unknown): string => {
 }
 
 /** A file part counts as a short marker: its bytes are not text, and calibration absorbs the difference. */
-const filePart = (part: Prompt.FilePart): LlmClient.TextBlock => ({ type: "text", text: `[file ${part.mediaType}${part.fileName === undefined ? "" : ` ${part.fileName}`}]` })
+const filePart = (part: Prompt.FilePart): LlmClient.TextBlock => ({
+  type: "text",
+  text: `[file ${part.mediaType}${part.fileName === undefined ? "" : ` ${part.fileName}`}]`
+})
 
 /** Anthropic's cache mark on a prompt part or message (`options.anthropic.cacheControl`), as `@effect/ai-anthropic` reads it. */
 const cacheControlOf = (item: { readonly options: unknown }): { readonly type: "ephemeral" } | undefined =>
@@ -297,7 +319,9 @@ const toBlocks = (
       case "text":
       case "reasoning": {
         const mark = cacheControlOf(part) ?? (index === parts.length - 1 ? messageMark : undefined)
-        return mark === undefined ? { type: "text", text: part.text } : { type: "text", text: part.text, cacheControl: mark }
+        return mark === undefined
+          ? { type: "text", text: part.text }
+          : { type: "text", text: part.text, cacheControl: mark }
       }
       case "file":
         return filePart(part)
@@ -385,10 +409,11 @@ export const usageOf = (parts: ReadonlyArray<Response.AnyPart>): Option.Option<L
   const finish = parts.find((part): part is Response.FinishPart => part.type === "finish")
   if (finish === undefined) return Option.none()
   const raw: unknown = finish.metadata?.["anthropic"]
-  const written = Predicate.hasProperty(raw, "usage") && Predicate.hasProperty(raw.usage, "cache_creation_input_tokens") &&
+  const written =
+    Predicate.hasProperty(raw, "usage") && Predicate.hasProperty(raw.usage, "cache_creation_input_tokens") &&
       typeof raw.usage.cache_creation_input_tokens === "number"
-    ? raw.usage.cache_creation_input_tokens
-    : 0
+      ? raw.usage.cache_creation_input_tokens
+      : 0
   return Option.some({
     inputTokens: finish.usage.inputTokens ?? 0,
     outputTokens: finish.usage.outputTokens ?? 0,
@@ -419,7 +444,9 @@ export const make = (options: Options): Effect.Effect<
     const model = options.model
     const key = options.key ?? `${provider}/${model}`
     const rule = Quota.cacheCountingFor({ ...Quota.defaultCacheCounting, ...options.cacheCounting }, provider, model)
-    const counting = options.cacheReadsCount === undefined ? rule : { ...rule, cacheReadsCount: options.cacheReadsCount }
+    const counting = options.cacheReadsCount === undefined
+      ? rule
+      : { ...rule, cacheReadsCount: options.cacheReadsCount }
     const admission = yield* Admission.make({
       pauseWithoutHint: options.pauseWithoutHint ?? Duration.seconds(1),
       ...(options.predictCacheReads === undefined ? {} : { predictCacheReads: options.predictCacheReads }),
@@ -428,10 +455,13 @@ export const make = (options: Options): Effect.Effect<
     const readError = classify(provider, model)
 
     const toProviderError = (error: unknown) =>
-      Effect.map(readError(error), Option.match({
-        onNone: () => error,
-        onSome: (read): unknown => Object.assign(read, { [OriginalError]: error })
-      }))
+      Effect.map(
+        readError(error),
+        Option.match({
+          onNone: () => error,
+          onSome: (read): unknown => Object.assign(read, { [OriginalError]: error })
+        })
+      )
 
     const prepare = (method: string, shape: CallShape) =>
       Effect.gen(function*() {
@@ -439,7 +469,8 @@ export const make = (options: Options): Effect.Effect<
         const request = yield* Effect.try({
           try: () => toRequest(shape, model, call.maxOutputTokens ?? options.maxOutputTokens ?? 4_096),
           // The prompt is not one @effect/ai accepts: the same error the model itself would raise.
-          catch: (cause) => new AiError.MalformedInput({ module: "Sluice", method, description: "The prompt could not be read", cause })
+          catch: (cause) =>
+            new AiError.MalformedInput({ module: "Sluice", method, description: "The prompt could not be read", cause })
         })
         const estimate = yield* estimator.estimate(request)
         return { call, request, estimate, priority: call.priority ?? options.priority ?? "normal" }
@@ -490,7 +521,10 @@ export const make = (options: Options): Effect.Effect<
      * arrives. Not retried: a stream that already produced text cannot be
      * replayed safely.
      */
-    const governedStream = <A>(shape: CallShape, run: () => Stream.Stream<A, unknown, unknown>): Stream.Stream<A, unknown, unknown> =>
+    const governedStream = <A>(
+      shape: CallShape,
+      run: () => Stream.Stream<A, unknown, unknown>
+    ): Stream.Stream<A, unknown, unknown> =>
       Stream.unwrap(Effect.map(prepare("streamText", shape), (prepared) =>
         admission.stream(
           admissionCall(prepared),
@@ -498,7 +532,9 @@ export const make = (options: Options): Effect.Effect<
           (part: A) => answerOf({ content: [part as Response.AnyPart] })
         ))).pipe(
           Stream.mapError(originalOf),
-          Stream.catchAll((error) => Admission.isAdmissionError(error) ? Stream.fail(refusal("streamText")(error)) : Stream.fail(error))
+          Stream.catchAll((error) =>
+            Admission.isAdmissionError(error) ? Stream.fail(refusal("streamText")(error)) : Stream.fail(error)
+          )
         )
 
     // The service's methods are generic in their options; the governed ones keep
@@ -511,7 +547,8 @@ export const make = (options: Options): Effect.Effect<
         governed("generateObject", call, () =>
           inner.generateObject(call))) as LanguageModel.Service["generateObject"],
       streamText: ((call: LanguageModel.GenerateTextOptions<{}>) =>
-        governedStream(call, () => inner.streamText(call))) as LanguageModel.Service["streamText"]
+        governedStream(call, () =>
+          inner.streamText(call))) as LanguageModel.Service["streamText"]
     }
     return service
   })
@@ -524,7 +561,8 @@ export const make = (options: Options): Effect.Effect<
 const OriginalError = Symbol.for("@sluice/providers/EffectAi/OriginalError")
 
 /** The `@effect/ai` error a provider error was read from, or the error itself. */
-const originalOf = (error: unknown): unknown => Predicate.hasProperty(error, OriginalError) ? error[OriginalError] : error
+const originalOf = (error: unknown): unknown =>
+  Predicate.hasProperty(error, OriginalError) ? error[OriginalError] : error
 
 /**
  * A governed `LanguageModel` over the `LanguageModel` below it: provide the

@@ -23,6 +23,7 @@
  */
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import { LlmClient } from "@sluice/core"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -33,7 +34,6 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { LlmClient } from "@sluice/core"
 import * as Errors from "./internal/errors.js"
 import * as RateLimitHeaders from "./RateLimitHeaders.js"
 
@@ -74,7 +74,9 @@ const ChatCompletion = Schema.Struct({
   usage: Schema.optional(Schema.Struct({
     prompt_tokens: Schema.Number,
     completion_tokens: Schema.Number,
-    prompt_tokens_details: Schema.optional(Schema.NullOr(Schema.Struct({ cached_tokens: Schema.optional(Schema.Number) })))
+    prompt_tokens_details: Schema.optional(
+      Schema.NullOr(Schema.Struct({ cached_tokens: Schema.optional(Schema.Number) }))
+    )
   }))
 })
 
@@ -104,14 +106,20 @@ export const toBody = (request: LlmClient.Request): Record<string, unknown> => {
       continue
     }
     const results = message.content.filter((block) => block.type === "tool_result")
-    for (const result of results) messages.push({ role: "tool", tool_call_id: result.toolUseId, content: result.content })
+    for (const result of results) {
+      messages.push({ role: "tool", tool_call_id: result.toolUseId, content: result.content })
+    }
     const calls = message.content.filter((block) => block.type === "tool_use")
     const text = textOf(message.content)
     if (calls.length > 0) {
       messages.push({
         role: "assistant",
         content: text === "" ? null : text,
-        tool_calls: calls.map((call) => ({ id: call.id, type: "function", function: { name: call.name, arguments: JSON.stringify(call.input) } }))
+        tool_calls: calls.map((call) => ({
+          id: call.id,
+          type: "function",
+          function: { name: call.name, arguments: JSON.stringify(call.input) }
+        }))
       })
     } else if (text !== "" || results.length === 0) {
       messages.push({ role: message.role, content: text })
@@ -121,7 +129,11 @@ export const toBody = (request: LlmClient.Request): Record<string, unknown> => {
   if (request.tools !== undefined) {
     body.tools = request.tools.map((tool) => ({
       type: "function",
-      function: { name: tool.name, ...(tool.description === undefined ? {} : { description: tool.description }), parameters: tool.inputSchema }
+      function: {
+        name: tool.name,
+        ...(tool.description === undefined ? {} : { description: tool.description }),
+        parameters: tool.inputSchema
+      }
     }))
   }
   if (request.toolChoice !== undefined) {
@@ -183,13 +195,21 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider, never,
           HttpClientRequest.bodyUnsafeJson(toBody(request))
         )
         const response = yield* http.execute(base).pipe(
-          Effect.timeoutFail({ duration: timeoutAfter, onTimeout: () => Errors.timeout(provider, request.model, timeoutAfter) }),
+          Effect.timeoutFail({
+            duration: timeoutAfter,
+            onTimeout: () => Errors.timeout(provider, request.model, timeoutAfter)
+          }),
           Effect.catchTag("RequestError", (error) => Effect.fail(Errors.network(provider, request.model, error))),
           Effect.catchTag("ResponseError", (error) => Effect.fail(Errors.network(provider, request.model, error)))
         )
         const rateLimits = yield* RateLimitHeaders.read(response.headers, "auto")
-        const body = yield* Effect.catchAll(response.json, (error) =>
-          response.status >= 400 ? Effect.succeed<unknown>(undefined) : Effect.fail(Errors.network(provider, request.model, error)))
+        const body = yield* Effect.catchAll(
+          response.json,
+          (error) =>
+            response.status >= 400
+              ? Effect.succeed<unknown>(undefined)
+              : Effect.fail(Errors.network(provider, request.model, error))
+        )
         if (response.status >= 400) {
           const wire = Option.getOrUndefined(decodeErrorBody(body))
           return yield* Effect.fail(Errors.fromHttpFailure({
@@ -205,13 +225,24 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider, never,
         }
         const completion = decodeCompletion(body)
         if (completion._tag === "Left") {
-          return yield* Effect.fail(Errors.network(provider, request.model, new Error(`malformed chat completion body: ${completion.left.message}`)))
+          return yield* Effect.fail(
+            Errors.network(
+              provider,
+              request.model,
+              new Error(`malformed chat completion body: ${completion.left.message}`)
+            )
+          )
         }
         const choice = completion.right.choices[0]
         const content: Array<LlmClient.ContentBlock> = []
         if (choice.message.content) content.push({ type: "text", text: choice.message.content })
         for (const call of choice.message.tool_calls ?? []) {
-          content.push({ type: "tool_use", id: call.id, name: call.function.name, input: parseArguments(call.function.arguments) })
+          content.push({
+            type: "tool_use",
+            id: call.id,
+            name: call.function.name,
+            input: parseArguments(call.function.arguments)
+          })
         }
         const usage = completion.right.usage
         const cached = usage?.prompt_tokens_details?.cached_tokens ?? 0
@@ -234,7 +265,9 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider, never,
       Stream.flatMap(Stream.fromEffect(complete(request)), (response) =>
         Stream.fromIterable<LlmClient.StreamEvent>([
           ...response.content.map((block): LlmClient.StreamEvent =>
-            block.type === "tool_use" ? { _tag: "ToolCall", call: block } : { _tag: "TextDelta", text: block.type === "text" ? block.text : "" }
+            block.type === "tool_use"
+              ? { _tag: "ToolCall", call: block }
+              : { _tag: "TextDelta", text: block.type === "text" ? block.text : "" }
           ),
           { _tag: "Done", response }
         ]))
@@ -255,4 +288,5 @@ export const config: Config.Config<Options> = Config.all({
 /** `LlmClient` from `OPENAI_API_KEY` and `OPENAI_BASE_URL` (or another `Config` of options). */
 export const layerConfig = (
   options: Config.Config<Options> = config
-): Layer.Layer<LlmClient.LlmClient, ConfigError.ConfigError, HttpClient.HttpClient> => Layer.unwrapEffect(Effect.map(options, layer))
+): Layer.Layer<LlmClient.LlmClient, ConfigError.ConfigError, HttpClient.HttpClient> =>
+  Layer.unwrapEffect(Effect.map(options, layer))

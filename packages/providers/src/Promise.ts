@@ -32,12 +32,14 @@
  * ```
  */
 import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
+import { Budget, Governor, LlmClient, Pricing, Quota, RateLimiter, TokenEstimator } from "@sluice/core"
+import type { Priority, Retry } from "@sluice/core"
+import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
-import * as Cause from "effect/Cause"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Option from "effect/Option"
@@ -45,8 +47,6 @@ import * as ParseResult from "effect/ParseResult"
 import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import { Budget, Governor, LlmClient, Pricing, Quota, RateLimiter, TokenEstimator } from "@sluice/core"
-import type { Priority, Retry } from "@sluice/core"
 import * as Anthropic from "./Anthropic.js"
 
 // ---------------------------------------------------------------------------
@@ -121,17 +121,26 @@ export class InvalidRequest extends Data.TaggedError("InvalidRequest")<{ readonl
 
 const exact = { exact: true } as const
 const DurationInput = Schema.Union(Schema.String, Schema.Number).pipe(
-  Schema.filter((input) => Option.isSome(Duration.decodeUnknown(input)) || `Expected milliseconds or a duration such as "2 minutes", got ${JSON.stringify(input)}`)
+  Schema.filter((input) =>
+    Option.isSome(Duration.decodeUnknown(input)) ||
+    `Expected milliseconds or a duration such as "2 minutes", got ${JSON.stringify(input)}`
+  )
 )
 
 /** The options Governor does not validate itself. */
 const ClientSchema = Schema.Struct({
   apiKey: Schema.NonEmptyString.annotations({ message: () => "Expected the API key, a non-empty string" }),
-  baseURL: Schema.optionalWith(Schema.String.pipe(Schema.filter((url) => URL.canParse(url) || `Expected a URL, got ${JSON.stringify(url)}`)), exact),
+  baseURL: Schema.optionalWith(
+    Schema.String.pipe(Schema.filter((url) => URL.canParse(url) || `Expected a URL, got ${JSON.stringify(url)}`)),
+    exact
+  ),
   timeout: Schema.optionalWith(DurationInput, exact),
   quotas: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.encodedSchema(Quota.Quota) }), exact),
   maxConcurrency: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
-  budget: Schema.optionalWith(Schema.Struct({ limits: Schema.Array(Budget.Limit), prices: Schema.optionalWith(Pricing.PriceTable, exact) }), exact),
+  budget: Schema.optionalWith(
+    Schema.Struct({ limits: Schema.Array(Budget.Limit), prices: Schema.optionalWith(Pricing.PriceTable, exact) }),
+    exact
+  ),
   learnOutput: Schema.optionalWith(Schema.Boolean, exact)
 })
 
@@ -148,7 +157,10 @@ const deepestIssues = (issues: ReadonlyArray<{ readonly path: string; readonly m
 }
 
 const formatted = (error: ParseResult.ParseError) =>
-  ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({ path: issue.path.map(String).join("."), message: issue.message }))
+  ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
+    path: issue.path.map(String).join("."),
+    message: issue.message
+  }))
 
 /** The Governor's options of a client's. */
 const governorOptions = (options: ClientOptions): Governor.Options => ({
@@ -165,26 +177,37 @@ const governorOptions = (options: ClientOptions): Governor.Options => ({
  * checked whole (their limits and periods), not only their shape.
  */
 export const validate = (options: ClientOptions): Either.Either<ClientOptions, InvalidClientOptions> => {
-  if (!Predicate.isRecord(options)) return Either.left(new InvalidClientOptions({ issues: [{ path: "", message: "Expected an options object" }] }))
+  if (!Predicate.isRecord(options)) {
+    return Either.left(new InvalidClientOptions({ issues: [{ path: "", message: "Expected an options object" }] }))
+  }
   const issues: Array<{ readonly path: string; readonly message: string }> = []
   const known = new Set<string>([...Object.keys(ClientSchema.fields), ...governorFields])
   for (const name of Object.keys(options)) if (!known.has(name)) issues.push({ path: name, message: "Unknown option" })
   const { fallback: _fallback, priority: _priority, retry: _retry, ...own } = options
   const decoded = Schema.decodeUnknownEither(ClientSchema, { errors: "all" })(own)
-  if (Either.isLeft(decoded)) issues.push(...formatted(decoded.left))
+  if (Either.isLeft(decoded)) { for (const issue of formatted(decoded.left)) issues.push(issue) }
   for (const [model, quota] of Object.entries(Predicate.isRecord(options.quotas) ? options.quotas : {})) {
     const checked = Quota.decodeEither(quota, model)
-    if (Either.isLeft(checked)) issues.push(...checked.left.issues.map((issue) => ({ path: `quotas.${model}.${issue.path}`.replace(/\.$/, ""), message: issue.message })))
+    if (Either.isLeft(checked)) {
+      for (const issue of checked.left.issues) {
+        issues.push({ path: `quotas.${model}.${issue.path}`.replace(/\.$/, ""), message: issue.message })
+      }
+    }
   }
-  if (options.fallback !== undefined && !(Array.isArray(options.fallback) && options.fallback.every((model) => typeof model === "string" && model !== ""))) {
+  if (
+    options.fallback !== undefined &&
+    !(Array.isArray(options.fallback) && options.fallback.every((model) => typeof model === "string" && model !== ""))
+  ) {
     issues.push({ path: "fallback", message: "Expected an array of model names" })
   }
   const governor = Governor.validate({
     ...(options.retry === undefined ? {} : { retry: options.retry }),
     ...(options.priority === undefined ? {} : { priority: options.priority })
   })
-  if (Either.isLeft(governor)) issues.push(...governor.left.issues)
-  return issues.length === 0 ? Either.right(options) : Either.left(new InvalidClientOptions({ issues: deepestIssues(issues) }))
+  if (Either.isLeft(governor)) { for (const issue of governor.left.issues) issues.push(issue) }
+  return issues.length === 0
+    ? Either.right(options)
+    : Either.left(new InvalidClientOptions({ issues: deepestIssues(issues) }))
 }
 
 // ---------------------------------------------------------------------------
@@ -227,7 +250,9 @@ export class SluiceError<R extends Reason = Reason> extends Error {
     this.name = "SluiceError"
     this._tag = reason._tag
     this.reason = reason
-    this.status = Predicate.hasProperty(reason, "status") && typeof reason.status === "number" ? reason.status : undefined
+    this.status = Predicate.hasProperty(reason, "status") && typeof reason.status === "number"
+      ? reason.status
+      : undefined
   }
 }
 
@@ -308,18 +333,29 @@ const textOf = (content: unknown): string =>
   typeof content === "string"
     ? content
     : Array.isArray(content)
-    ? content.map((block) => Predicate.hasProperty(block, "text") && typeof block.text === "string" ? block.text : `[${Predicate.hasProperty(block, "type") ? String(block.type) : "block"}]`).join("\n")
+    ? content.map((block) =>
+      Predicate.hasProperty(block, "text") && typeof block.text === "string"
+        ? block.text
+        : `[${Predicate.hasProperty(block, "type") ? String(block.type) : "block"}]`
+    ).join("\n")
     : ""
 
 /** A block as Sluice counts it; what is not text (images, documents, thinking signatures) counts as a short marker. */
 const blockOf = (block: Sdk.ContentBlockParam): LlmClient.ContentBlock => {
   switch (block.type) {
     case "text":
-      return block.cache_control ? { type: "text", text: block.text, cacheControl: { type: "ephemeral" } } : { type: "text", text: block.text }
+      return block.cache_control
+        ? { type: "text", text: block.text, cacheControl: { type: "ephemeral" } }
+        : { type: "text", text: block.text }
     case "tool_use":
       return { type: "tool_use", id: block.id, name: block.name, input: block.input }
     case "tool_result":
-      return { type: "tool_result", toolUseId: block.tool_use_id, content: textOf(block.content), ...(block.is_error == null ? {} : { isError: block.is_error }) }
+      return {
+        type: "tool_result",
+        toolUseId: block.tool_use_id,
+        content: textOf(block.content),
+        ...(block.is_error == null ? {} : { isError: block.is_error })
+      }
     case "thinking":
       return { type: "text", text: block.thinking }
     default:
@@ -339,8 +375,16 @@ const toolChoiceOf = (choice: Sdk.ToolChoice): LlmClient.ToolChoice =>
 export const toRequest = (params: Sdk.MessageCreateParamsNonStreaming, call: CallOptions = {}): LlmClient.Request => {
   const system = params.system === undefined ? undefined : textOf(params.system)
   const tools = params.tools?.map((tool): LlmClient.Tool => {
-    const custom = tool as { readonly name: string; readonly description?: string; readonly input_schema?: LlmClient.Tool["inputSchema"] }
-    return { name: custom.name, description: custom.description, inputSchema: custom.input_schema ?? { type: "object" } }
+    const custom = tool as {
+      readonly name: string
+      readonly description?: string
+      readonly input_schema?: LlmClient.Tool["inputSchema"]
+    }
+    return {
+      name: custom.name,
+      description: custom.description,
+      inputSchema: custom.input_schema ?? { type: "object" }
+    }
   })
   const metadata: LlmClient.RequestMetadata = {
     ...(call.priority === undefined ? {} : { priority: call.priority }),
@@ -368,7 +412,10 @@ export const toRequest = (params: Sdk.MessageCreateParamsNonStreaming, call: Cal
 }
 
 /** Where this module enters the SDK's promises itself (`countTokens`): the fiber's signal cancels the request. */
-const callSdk = <A>(model: string | undefined, f: (signal: AbortSignal) => Promise<A>): Effect.Effect<A, LlmClient.ProviderError> =>
+const callSdk = <A>(
+  model: string | undefined,
+  f: (signal: AbortSignal) => Promise<A>
+): Effect.Effect<A, LlmClient.ProviderError> =>
   Effect.tryPromise({ try: f, catch: (cause) => cause }).pipe(
     // The Anthropic layer's own mapping: one place decides what an SDK error means.
     Effect.catchAll((cause) => Effect.flip(Anthropic.fromSdkError("anthropic", model, undefined)(cause)))
@@ -384,7 +431,10 @@ export interface Client {
     /** `anthropic.messages.create(params)`, governed. Streaming (`stream: true`) is not offered: use the Effect API's `stream`. */
     readonly create: (params: Sdk.MessageCreateParamsNonStreaming, options?: CallOptions) => Promise<Sdk.Message>
     /** `anthropic.messages.countTokens(params)`: the provider's own count (not governed: it has its own limit). */
-    readonly countTokens: (params: Sdk.MessageCountTokensParams, options?: CallOptions) => Promise<Sdk.MessageTokensCount>
+    readonly countTokens: (
+      params: Sdk.MessageCountTokensParams,
+      options?: CallOptions
+    ) => Promise<Sdk.MessageTokensCount>
   }
   /** Live figures of a model's quota: waiting calls, calls in flight, bucket levels. */
   readonly stats: (model: string) => Promise<RateLimiter.KeyStats>
@@ -393,7 +443,8 @@ export interface Client {
 }
 
 /** The quota key of a model: the Governor's default, `anthropic/model`. */
-const keyOf = (model: string): string => Governor.defaultKey(false)({ model, messages: [], maxOutputTokens: 1 }, "anthropic")
+const keyOf = (model: string): string =>
+  Governor.defaultKey(false)({ model, messages: [], maxOutputTokens: 1 }, "anthropic")
 
 /** Everything a client runs on, from valid options: the governed `LlmClient`, the SDK, the limiter, the estimator, the budget. */
 export const layer = (options: ClientOptions) => {
@@ -405,7 +456,10 @@ export const layer = (options: ClientOptions) => {
   // The Anthropic layer itself: it sends the `native` params `toRequest` attaches.
   const provider = Anthropic.layer(anthropic)
   const quotas = Object.fromEntries(Object.entries(options.quotas ?? {}).map(([model, quota]) => [keyOf(model), quota]))
-  const limiter = RateLimiter.layerMemory({ quotas, ...(options.maxConcurrency === undefined ? {} : { maxInFlight: options.maxConcurrency }) })
+  const limiter = RateLimiter.layerMemory({
+    quotas,
+    ...(options.maxConcurrency === undefined ? {} : { maxInFlight: options.maxConcurrency })
+  })
   const estimator = TokenEstimator.layer({ learnOutput: options.learnOutput ?? false })
   const budget = options.budget === undefined
     ? Layer.empty
@@ -438,7 +492,14 @@ export const createClient = (options: ClientOptions): Client => {
   const runtime = ManagedRuntime.make(layer(valid.right))
   let closed: Promise<void> | undefined
 
-  const run = async <A>(effect: Effect.Effect<A, Reason, LlmClient.LlmClient | RateLimiter.RateLimiter | Anthropic.AnthropicSdkClient | TokenEstimator.TokenEstimator>, signal: AbortSignal | undefined): Promise<A> => {
+  const run = async <A>(
+    effect: Effect.Effect<
+      A,
+      Reason,
+      LlmClient.LlmClient | RateLimiter.RateLimiter | Anthropic.AnthropicSdkClient | TokenEstimator.TokenEstimator
+    >,
+    signal: AbortSignal | undefined
+  ): Promise<A> => {
     if (closed !== undefined) throw new ClosedError(new ClientClosed())
     // This module is the edge for code without Effect: the one place a governed call becomes a Promise.
     const exit = await runtime.runPromiseExit(effect, signal === undefined ? {} : { signal })
@@ -454,8 +515,12 @@ export const createClient = (options: ClientOptions): Client => {
       create: (params, call = {}) =>
         run(
           Effect.gen(function*() {
-            if (!Predicate.isRecord(params) || !Array.isArray(params.messages)) return yield* new InvalidRequest({ detail: "Expected Messages API params with `messages`" })
-            if ((params as { readonly stream?: unknown }).stream === true) return yield* new InvalidRequest({ detail: "`stream: true` is not offered by the Promise client" })
+            if (!Predicate.isRecord(params) || !Array.isArray(params.messages)) {
+              return yield* new InvalidRequest({ detail: "Expected Messages API params with `messages`" })
+            }
+            if ((params as { readonly stream?: unknown }).stream === true) {
+              return yield* new InvalidRequest({ detail: "`stream: true` is not offered by the Promise client" })
+            }
             const client = yield* LlmClient.LlmClient
             const response = yield* client.complete(toRequest(params, call))
             // The Anthropic layer answers native params with the native message; without it something is broken.

@@ -22,6 +22,8 @@
  * const snapshot = RateLimitHeaders.read(response.headers, "anthropic") // Effect<RateLimitSnapshot>
  * ```
  */
+import type { Dimension } from "@sluice/core/Quota"
+import type { DimensionState, RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -29,8 +31,6 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
-import type { Dimension } from "@sluice/core/Quota"
-import type { DimensionState, RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
 
 /** Headers as a `Headers` object or a plain record (names in any case, values possibly repeated). */
 export type HeaderInput = Headers | { readonly [name: string]: string | ReadonlyArray<string> | undefined }
@@ -64,9 +64,16 @@ export const Count: Schema.Schema<number, string> = Schema.compose(
 /** A non-negative number of seconds such as `7` or `0.25`. */
 export const Seconds: Schema.Schema<Duration.Duration, string> = Schema.transform(
   // At most a year: a larger value is garbage, and seconds × 1000 must stay finite.
-  Schema.compose(Schema.Trim, Schema.NumberFromString.pipe(Schema.nonNegative(), Schema.finite(), Schema.lessThanOrEqualTo(31_536_000))),
+  Schema.compose(
+    Schema.Trim,
+    Schema.NumberFromString.pipe(Schema.nonNegative(), Schema.finite(), Schema.lessThanOrEqualTo(31_536_000))
+  ),
   Schema.DurationFromSelf,
-  { strict: true, decode: (seconds) => Duration.millis(seconds * 1000), encode: (duration) => Duration.toMillis(duration) / 1000 }
+  {
+    strict: true,
+    decode: (seconds) => Duration.millis(seconds * 1000),
+    encode: (duration) => Duration.toMillis(duration) / 1000
+  }
 )
 
 /** A non-negative number of milliseconds such as `1500` (Azure's `retry-after-ms`). */
@@ -76,7 +83,16 @@ export const Millis: Schema.Schema<Duration.Duration, string> = Schema.transform
   { strict: true, decode: (millis) => Duration.millis(millis), encode: (duration) => Duration.toMillis(duration) }
 )
 
-const goUnits: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1_000, ms: 1, us: 0.001, "µs": 0.001, "μs": 0.001, ns: 0.000001 }
+const goUnits: Record<string, number> = {
+  h: 3_600_000,
+  m: 60_000,
+  s: 1_000,
+  ms: 1,
+  us: 0.001,
+  "µs": 0.001,
+  "μs": 0.001,
+  ns: 0.000001
+}
 const goDurationPattern = /^(?:(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|μs|ns))+$/
 
 /** A Go duration such as `1s`, `6m0s`, `20ms`, `1h2m3.5s` (OpenAI's resets). */
@@ -88,7 +104,9 @@ export const GoDuration: Schema.Schema<Duration.Duration, string> = Schema.trans
     decode: (text, _, ast) => {
       if (text === "0") return ParseResult.succeed(Duration.zero)
       if (!goDurationPattern.test(text)) {
-        return ParseResult.fail(new ParseResult.Type(ast, text, "Expected a duration such as 1s, 6m0s, 20ms or 1h2m3.5s"))
+        return ParseResult.fail(
+          new ParseResult.Type(ast, text, "Expected a duration such as 1s, 6m0s, 20ms or 1h2m3.5s")
+        )
       }
       let millis = 0
       for (const [, amount, unit] of text.matchAll(/(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|μs|ns)/g)) {
@@ -155,7 +173,9 @@ const valuesOf = (headers: HeaderInput, name: string): ReadonlyArray<string> => 
   for (const [key, value] of Object.entries(headers)) {
     if (key.toLowerCase() !== name) continue
     if (typeof value === "string") found.push(value)
-    else if (Array.isArray(value)) found.push(...(value as ReadonlyArray<string>).filter((item) => typeof item === "string"))
+    else if (Array.isArray(value)) {
+      for (const item of value as ReadonlyArray<unknown>) if (typeof item === "string") found.push(item)
+    }
   }
   return found
 }
@@ -200,7 +220,11 @@ const untilInstant = (instant: number | undefined, now: number): Duration.Durati
   instant === undefined ? undefined : Duration.millis(Math.max(0, instant - now))
 
 /** The snapshot, stamped with the instant its headers were read (`now`): the store discounts what it granted since. */
-const snapshotOf = (dimensions: MutableDimensions, retry: Duration.Duration | undefined, now: number): RateLimitSnapshot =>
+const snapshotOf = (
+  dimensions: MutableDimensions,
+  retry: Duration.Duration | undefined,
+  now: number
+): RateLimitSnapshot =>
   retry === undefined ? { dimensions, observedAt: now } : { dimensions, retryAfter: retry, observedAt: now }
 
 const readRetryAfter = (reader: Reader, now: number): Duration.Duration | undefined => {
@@ -262,7 +286,9 @@ const parseSfList = (text: string): ReadonlyArray<SfItem> =>
     const params: Record<string, string> = {}
     for (const part of rest) {
       const [key, value] = part.split("=")
-      if (key !== undefined && value !== undefined) params[key.trim().toLowerCase()] = value.trim().replace(/^"|"$/g, "")
+      if (key !== undefined && value !== undefined) {
+        params[key.trim().toLowerCase()] = value.trim().replace(/^"|"$/g, "")
+      }
     }
     const quoted = /^"(.*)"$/.exec(head)
     const numeric = Number(head)
@@ -286,12 +312,15 @@ const readIetf = (reader: Reader, dimensions: MutableDimensions) => {
   const states = valuesOf(reader.headers, "ratelimit")
   for (const text of states) {
     const items = parseSfList(text)
-    if (items.length === 0 || items.every((item) => item.params.r === undefined && item.params.remaining === undefined)) {
+    if (
+      items.length === 0 || items.every((item) => item.params.r === undefined && item.params.remaining === undefined)
+    ) {
       reader.warnings.push({ header: "ratelimit", value: text, reason: "Expected items such as \"default\";r=50;t=30" })
       continue
     }
     for (const item of items) {
-      const policy = policies.find((candidate) => candidate.name !== undefined && candidate.name === item.name) ?? policies[0]
+      const policy = policies.find((candidate) => candidate.name !== undefined && candidate.name === item.name) ??
+        policies[0]
       const seconds = nonNegative(item.params.t ?? item.params.reset)
       const reset = seconds === undefined || seconds > 31_536_000 ? undefined : seconds
       setState(dimensions, ietfDimension(policy ?? item), {
@@ -303,7 +332,10 @@ const readIetf = (reader: Reader, dimensions: MutableDimensions) => {
   }
   if (states.length === 0) {
     // The older draft: three separate fields.
-    const limit = reader.get("ratelimit-limit", Schema.compose(Schema.Trim, Schema.NumberFromString.pipe(Schema.nonNegative(), Schema.finite())))
+    const limit = reader.get(
+      "ratelimit-limit",
+      Schema.compose(Schema.Trim, Schema.NumberFromString.pipe(Schema.nonNegative(), Schema.finite()))
+    )
     const remaining = reader.get("ratelimit-remaining", Count)
     const reset = reader.get("ratelimit-reset", Seconds)
     const policy = policies[0]
@@ -379,7 +411,9 @@ export const read = (headers: HeaderInput, format: Format = "auto"): Effect.Effe
   Effect.gen(function*() {
     const { snapshot, warnings } = parse(headers, yield* Clock.currentTimeMillis, format)
     for (const warning of warnings) {
-      yield* Effect.logWarning(`Ignored rate-limit header ${warning.header}: ${JSON.stringify(warning.value)} (${warning.reason})`)
+      yield* Effect.logWarning(
+        `Ignored rate-limit header ${warning.header}: ${JSON.stringify(warning.value)} (${warning.reason})`
+      )
     }
     return snapshot
   })

@@ -18,6 +18,8 @@
  * // program.pipe(Effect.provide(SimLive)) — then read SimulatedClient.SimulatedStats for what the "provider" saw
  * ```
  */
+import { LlmClient } from "@sluice/core"
+import type { RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -25,11 +27,9 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { LlmClient } from "@sluice/core"
-import type { RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
 import * as Answers from "./internal/answers.js"
-import * as Cache from "./internal/promptCache.js"
 import * as Engine from "./internal/engine.js"
+import * as Cache from "./internal/promptCache.js"
 import * as Quota from "./internal/quota.js"
 import * as Tokens from "./internal/tokens.js"
 
@@ -44,22 +44,37 @@ export interface Options extends Engine.EngineConfig {
 /** What the simulated provider counted, per key and model (the judge of 429s and utilisation). */
 export class SimulatedStats extends Context.Tag("@sluice/simulator/SimulatedClient/SimulatedStats")<
   SimulatedStats,
-  { readonly stats: Effect.Effect<{ readonly keys: ReadonlyArray<Engine.KeyStats> }>; readonly reset: Effect.Effect<void> }
+  {
+    readonly stats: Effect.Effect<{ readonly keys: ReadonlyArray<Engine.KeyStats> }>
+    readonly reset: Effect.Effect<void>
+  }
 >() {}
 
 /** The simulator's view of a key as the snapshot a provider's headers would give, read now (`observedAt`). */
 const snapshotOf = (views: Quota.Views, retryAfterMs?: number): Effect.Effect<RateLimitSnapshot> =>
   Effect.map(Clock.currentTimeMillis, (observedAt) => {
-    const state = (view: Quota.BucketView) => ({ limit: view.limit, remaining: view.remaining, resetAfter: Duration.millis(view.fullAfterMs) })
-    const dimensions = { requests: state(views.requests), inputTokens: state(views.inputTokens), outputTokens: state(views.outputTokens) }
-    return retryAfterMs === undefined ? { dimensions, observedAt } : { dimensions, retryAfter: Duration.millis(retryAfterMs), observedAt }
+    const state = (view: Quota.BucketView) => ({
+      limit: view.limit,
+      remaining: view.remaining,
+      resetAfter: Duration.millis(view.fullAfterMs)
+    })
+    const dimensions = {
+      requests: state(views.requests),
+      inputTokens: state(views.inputTokens),
+      outputTokens: state(views.outputTokens)
+    }
+    return retryAfterMs === undefined
+      ? { dimensions, observedAt }
+      : { dimensions, retryAfter: Duration.millis(retryAfterMs), observedAt }
   })
 
 /** One block as the Messages API writes it: `cache_control` for `cacheControl`, `tool_use_id` for `toolUseId`. */
 const toWireBlock = (block: LlmClient.ContentBlock) => {
   switch (block.type) {
     case "text":
-      return block.cacheControl === undefined ? { type: "text", text: block.text } : { type: "text", text: block.text, cache_control: block.cacheControl }
+      return block.cacheControl === undefined
+        ? { type: "text", text: block.text }
+        : { type: "text", text: block.text, cache_control: block.cacheControl }
     case "tool_result":
       return { ...block, tool_use_id: block.toolUseId }
     default:
@@ -82,7 +97,13 @@ const toBody = (request: LlmClient.Request): Answers.MessagesBody => ({
     : { system: [{ type: "text", text: request.system, cache_control: request.systemCacheControl }] }),
   ...(request.tools === undefined
     ? {}
-    : { tools: request.tools.map((tool) => ({ name: tool.name, description: tool.description, input_schema: tool.inputSchema })) }),
+    : {
+      tools: request.tools.map((tool) => ({
+        name: tool.name,
+        description: tool.description,
+        input_schema: tool.inputSchema
+      }))
+    }),
   ...(request.toolChoice === undefined ? {} : { tool_choice: request.toolChoice })
 })
 
@@ -103,10 +124,18 @@ export const make = (options: Options = {}): Effect.Effect<
       Effect.gen(function*() {
         const base = { provider, model: request.model }
         if (request.messages.length === 0) {
-          return yield* new LlmClient.BadRequest({ ...base, status: 400, detail: "messages: at least one message is required" })
+          return yield* new LlmClient.BadRequest({
+            ...base,
+            status: 400,
+            detail: "messages: at least one message is required"
+          })
         }
         if (!Number.isInteger(request.maxOutputTokens) || request.maxOutputTokens < 1) {
-          return yield* new LlmClient.BadRequest({ ...base, status: 400, detail: `max_tokens: must be a positive integer, got ${request.maxOutputTokens}` })
+          return yield* new LlmClient.BadRequest({
+            ...base,
+            status: 400,
+            detail: `max_tokens: must be a positive integer, got ${request.maxOutputTokens}`
+          })
         }
         const body = toBody(request)
         switch (yield* engine.fault(apiKey, request.model)) {
@@ -136,11 +165,19 @@ export const make = (options: Options = {}): Effect.Effect<
           return yield* new LlmClient.BadRequest({
             ...base,
             status: 400,
-            detail: `A maximum of ${Cache.maxBreakpoints} blocks with cache_control may be provided. Found ${breakpoints}.`
+            detail:
+              `A maximum of ${Cache.maxBreakpoints} blocks with cache_control may be provided. Found ${breakpoints}.`
           })
         }
         const inputTokens = Tokens.countTokens(body)
-        const admission = yield* engine.admit(apiKey, request.model, inputTokens, "anthropic", request.maxOutputTokens, Cache.cachePrefixes(body))
+        const admission = yield* engine.admit(
+          apiKey,
+          request.model,
+          inputTokens,
+          "anthropic",
+          request.maxOutputTokens,
+          Cache.cachePrefixes(body)
+        )
         if (admission._tag === "Limited") {
           const retryAfterMs = Math.ceil(admission.retryAfterMs / 1000) * 1000
           return yield* new LlmClient.RateLimited({
@@ -162,7 +199,11 @@ export const make = (options: Options = {}): Effect.Effect<
           id: `msg_sim${++counter}_${yield* Clock.currentTimeMillis}`,
           model: request.model,
           content,
-          stopReason: answer.stop === "tool_use" ? "tool_use" : answer.stop === "max_tokens" ? "max_tokens" : "end_turn",
+          stopReason: answer.stop === "tool_use"
+            ? "tool_use"
+            : answer.stop === "max_tokens"
+            ? "max_tokens"
+            : "end_turn",
           usage: { ...admission.usage, outputTokens: answer.outputTokens },
           rateLimits: yield* snapshotOf(views)
         } satisfies LlmClient.Response
@@ -172,7 +213,11 @@ export const make = (options: Options = {}): Effect.Effect<
       Stream.flatMap(Stream.fromEffect(complete(request)), (response) =>
         Stream.fromIterable<LlmClient.StreamEvent>([
           ...response.content.flatMap((block): ReadonlyArray<LlmClient.StreamEvent> =>
-            block.type === "tool_use" ? [{ _tag: "ToolCall", call: block }] : block.type === "text" ? [{ _tag: "TextDelta", text: block.text }] : []
+            block.type === "tool_use"
+              ? [{ _tag: "ToolCall", call: block }]
+              : block.type === "text"
+              ? [{ _tag: "TextDelta", text: block.text }]
+              : []
           ),
           { _tag: "Done", response }
         ]))
@@ -187,5 +232,7 @@ export const make = (options: Options = {}): Effect.Effect<
 
 /** The simulated provider as `LlmClient`, with its stats. */
 export const layer = (options: Options = {}): Layer.Layer<LlmClient.LlmClient | SimulatedStats> =>
-  Layer.scopedContext(Effect.map(make(options), ({ client, stats }) =>
-    Context.make(LlmClient.LlmClient, LlmClient.LlmClient.of(client)).pipe(Context.add(SimulatedStats, stats))))
+  Layer.scopedContext(
+    Effect.map(make(options), ({ client, stats }) =>
+      Context.make(LlmClient.LlmClient, LlmClient.LlmClient.of(client)).pipe(Context.add(SimulatedStats, stats)))
+  )

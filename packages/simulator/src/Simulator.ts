@@ -45,26 +45,26 @@
  * }))
  * ```
  */
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
+import { formatGoDuration } from "@sluice/providers/RateLimitHeaders"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { createServer } from "node:http"
 import * as Answers from "./internal/answers.js"
-import * as Cache from "./internal/promptCache.js"
 import * as Engine from "./internal/engine.js"
+import * as Cache from "./internal/promptCache.js"
 import * as Quotas from "./internal/quota.js"
 import * as Tokens from "./internal/tokens.js"
-import { formatGoDuration } from "@sluice/providers/RateLimitHeaders"
-import * as Duration from "effect/Duration"
 
 /** Limits per minute for one API key (and each model it calls). */
 export type Quota = Quotas.Quota
@@ -102,7 +102,9 @@ export interface Running {
 }
 
 /** The simulator could not start. */
-export class SimulatorError extends Data.TaggedError("SimulatorError")<{ readonly reason: string; readonly cause?: unknown }> {
+export class SimulatorError
+  extends Data.TaggedError("SimulatorError")<{ readonly reason: string; readonly cause?: unknown }>
+{
   override get message(): string {
     return `Simulator: ${this.reason}`
   }
@@ -126,11 +128,19 @@ const newId = (prefix: string) => `${prefix}_sim${(++requestCounter).toString(36
 
 const anthropicHeaders = (views: Quotas.Views, now: number): Record<string, string> => {
   const headers: Record<string, string> = {}
-  for (const [name, dimension] of [["requests", "requests"], ["input-tokens", "inputTokens"], ["output-tokens", "outputTokens"]] as const) {
+  for (
+    const [name, dimension] of [["requests", "requests"], ["input-tokens", "inputTokens"], [
+      "output-tokens",
+      "outputTokens"
+    ]] as const
+  ) {
     const view = views[dimension]
     headers[`anthropic-ratelimit-${name}-limit`] = String(view.limit)
     headers[`anthropic-ratelimit-${name}-remaining`] = String(view.remaining)
-    headers[`anthropic-ratelimit-${name}-reset`] = new Date(now + view.fullAfterMs).toISOString().replace(/\.\d{3}Z$/, "Z")
+    headers[`anthropic-ratelimit-${name}-reset`] = new Date(now + view.fullAfterMs).toISOString().replace(
+      /\.\d{3}Z$/,
+      "Z"
+    )
   }
   return headers
 }
@@ -150,8 +160,17 @@ const anthropicError = (status: number, type: string, message: string, headers: 
     headers: { "request-id": newId("req"), ...headers }
   })
 
-const openAiError = (status: number, type: string, code: string | null, message: string, headers: Record<string, string> = {}) =>
-  HttpServerResponse.unsafeJson({ error: { message, type, param: null, code } }, { status, headers: { "x-request-id": newId("req"), ...headers } })
+const openAiError = (
+  status: number,
+  type: string,
+  code: string | null,
+  message: string,
+  headers: Record<string, string> = {}
+) =>
+  HttpServerResponse.unsafeJson({ error: { message, type, param: null, code } }, {
+    status,
+    headers: { "x-request-id": newId("req"), ...headers }
+  })
 
 const dimensionWords: Record<Quotas.Dimension, string> = {
   requests: "requests",
@@ -168,12 +187,17 @@ const invalidField = (body: unknown, needsMaxTokens: boolean): string | undefine
   const record = body as Record<string, unknown>
   if (typeof record.model !== "string" || record.model === "") return "model"
   if (!Array.isArray(record.messages) || record.messages.length === 0) return "messages"
-  if (needsMaxTokens && (typeof record.max_tokens !== "number" || !Number.isInteger(record.max_tokens) || record.max_tokens < 1)) return "max_tokens"
+  if (
+    needsMaxTokens &&
+    (typeof record.max_tokens !== "number" || !Number.isInteger(record.max_tokens) || record.max_tokens < 1)
+  ) return "max_tokens"
   return undefined
 }
 
-const destroySocket = Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
-  Effect.sync(() => NodeHttpServerRequest.toIncomingMessage(request).socket.destroy()))
+const destroySocket = Effect.flatMap(
+  HttpServerRequest.HttpServerRequest,
+  (request) => Effect.sync(() => NodeHttpServerRequest.toIncomingMessage(request).socket.destroy())
+)
 
 // ---------------------------------------------------------------------------
 // Handlers
@@ -196,7 +220,11 @@ const messages = (engine: Engine.Engine) =>
     const body = yield* Effect.catchAll(readJson, () => Effect.succeed<unknown>(undefined))
     const invalid = invalidField(body, true)
     if (invalid !== undefined) {
-      return anthropicError(400, "invalid_request_error", invalid === "body" ? "The request body is not valid JSON" : `${invalid}: Field required or invalid`)
+      return anthropicError(
+        400,
+        "invalid_request_error",
+        invalid === "body" ? "The request body is not valid JSON" : `${invalid}: Field required or invalid`
+      )
     }
     const request = body as Answers.MessagesBody
     const fault = yield* engine.fault(apiKey, request.model)
@@ -220,22 +248,38 @@ const messages = (engine: Engine.Engine) =>
     }
     const breakpoints = Cache.countBreakpoints(request)
     if (breakpoints > Cache.maxBreakpoints) {
-      return anthropicError(400, "invalid_request_error", `A maximum of ${Cache.maxBreakpoints} blocks with cache_control may be provided. Found ${breakpoints}.`)
+      return anthropicError(
+        400,
+        "invalid_request_error",
+        `A maximum of ${Cache.maxBreakpoints} blocks with cache_control may be provided. Found ${breakpoints}.`
+      )
     }
     const inputTokens = Tokens.countTokens(request)
-    const admission = yield* engine.admit(apiKey, request.model, inputTokens, "anthropic", request.max_tokens, Cache.cachePrefixes(request))
+    const admission = yield* engine.admit(
+      apiKey,
+      request.model,
+      inputTokens,
+      "anthropic",
+      request.max_tokens,
+      Cache.cachePrefixes(request)
+    )
     if (admission._tag === "Limited") {
       return anthropicError(
         429,
         "rate_limit_error",
-        `This request would exceed the rate limit for your organization of ${admission.limit.toLocaleString("en-US")} ${dimensionWords[admission.dimension]} per minute. Please reduce the prompt length or the maximum tokens requested, or try again later.`,
+        `This request would exceed the rate limit for your organization of ${admission.limit.toLocaleString("en-US")} ${
+          dimensionWords[admission.dimension]
+        } per minute. Please reduce the prompt length or the maximum tokens requested, or try again later.`,
         { "retry-after": String(Math.ceil(admission.retryAfterMs / 1000)), ...anthropicHeaders(admission.views, now) }
       )
     }
     const answer = Answers.answerFor(request)
     yield* engine.latency(answer.outputTokens)
     const views = yield* engine.finish(apiKey, request.model, answer.outputTokens, "anthropic")
-    const headers = { "request-id": newId("req"), ...anthropicHeaders(views, yield* Effect.clockWith((clock) => clock.currentTimeMillis)) }
+    const headers = {
+      "request-id": newId("req"),
+      ...anthropicHeaders(views, yield* Effect.clockWith((clock) => clock.currentTimeMillis))
+    }
     const id = newId("msg")
     const content = answer.kind === "tool"
       ? [{ type: "tool_use", id: newId("toolu"), name: answer.tool, input: answer.input }]
@@ -247,10 +291,17 @@ const messages = (engine: Engine.Engine) =>
       cache_read_input_tokens: admission.usage.cacheReadInputTokens
     }
     if (fault === "malformed") {
-      return HttpServerResponse.text(`{"id":"${id}","type":"message","content":[{"type":"te`, { status: 200, headers, contentType: "application/json" })
+      return HttpServerResponse.text(`{"id":"${id}","type":"message","content":[{"type":"te`, {
+        status: 200,
+        headers,
+        contentType: "application/json"
+      })
     }
     if (request.stream === true) {
-      return HttpServerResponse.stream(sse(id, request.model, content, usage, answer.stop), { contentType: "text/event-stream", headers })
+      return HttpServerResponse.stream(sse(id, request.model, content, usage, answer.stop), {
+        contentType: "text/event-stream",
+        headers
+      })
     }
     return HttpServerResponse.unsafeJson({
       id,
@@ -276,59 +327,107 @@ const sse = (
     "message_start",
     {
       type: "message_start",
-      message: { id, type: "message", role: "assistant", model, content: [], stop_reason: null, stop_sequence: null, usage: { ...usage, output_tokens: 1 } }
+      message: {
+        id,
+        type: "message",
+        role: "assistant",
+        model,
+        content: [],
+        stop_reason: null,
+        stop_sequence: null,
+        usage: { ...usage, output_tokens: 1 }
+      }
     }
   ]]
   content.forEach((block, index) => {
     if (block.type === "text") {
-      events.push(["content_block_start", { type: "content_block_start", index, content_block: { type: "text", text: "" } }])
+      events.push(["content_block_start", {
+        type: "content_block_start",
+        index,
+        content_block: { type: "text", text: "" }
+      }])
       const words = String(block.text).match(/\S+\s*/g) ?? []
       for (let i = 0; i < words.length; i += 4) {
-        events.push(["content_block_delta", { type: "content_block_delta", index, delta: { type: "text_delta", text: words.slice(i, i + 4).join("") } }])
+        events.push(["content_block_delta", {
+          type: "content_block_delta",
+          index,
+          delta: { type: "text_delta", text: words.slice(i, i + 4).join("") }
+        }])
       }
     } else {
-      events.push(["content_block_start", { type: "content_block_start", index, content_block: { type: "tool_use", id: block.id, name: block.name, input: {} } }])
+      events.push(["content_block_start", {
+        type: "content_block_start",
+        index,
+        content_block: { type: "tool_use", id: block.id, name: block.name, input: {} }
+      }])
       const json = JSON.stringify(block.input)
       for (let i = 0; i < json.length; i += 40) {
-        events.push(["content_block_delta", { type: "content_block_delta", index, delta: { type: "input_json_delta", partial_json: json.slice(i, i + 40) } }])
+        events.push(["content_block_delta", {
+          type: "content_block_delta",
+          index,
+          delta: { type: "input_json_delta", partial_json: json.slice(i, i + 40) }
+        }])
       }
     }
     events.push(["content_block_stop", { type: "content_block_stop", index }])
   })
-  events.push(["message_delta", { type: "message_delta", delta: { stop_reason: stop, stop_sequence: null }, usage: { output_tokens: usage.output_tokens } }])
+  events.push(["message_delta", {
+    type: "message_delta",
+    delta: { stop_reason: stop, stop_sequence: null },
+    usage: { output_tokens: usage.output_tokens }
+  }])
   events.push(["message_stop", { type: "message_stop" }])
   const encoder = new TextEncoder()
-  return Stream.fromIterable(events.map(([event, data]) => encoder.encode(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)))
+  return Stream.fromIterable(
+    events.map(([event, data]) => encoder.encode(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`))
+  )
 }
 
 const countTokensHandler = Effect.gen(function*() {
   const apiKey = yield* anthropicKey
-  if (apiKey === undefined || apiKey === "") return anthropicError(401, "authentication_error", "x-api-key header (or Authorization: Bearer) is required")
+  if (apiKey === undefined || apiKey === "") {
+    return anthropicError(401, "authentication_error", "x-api-key header (or Authorization: Bearer) is required")
+  }
   const body = yield* Effect.catchAll(readJson, () => Effect.succeed<unknown>(undefined))
   const invalid = invalidField(body, false)
-  if (invalid !== undefined) return anthropicError(400, "invalid_request_error", `${invalid}: Field required or invalid`)
+  if (invalid !== undefined) {
+    return anthropicError(400, "invalid_request_error", `${invalid}: Field required or invalid`)
+  }
   return HttpServerResponse.unsafeJson({ input_tokens: Tokens.countTokens(body) })
 })
 
 const chatCompletions = (engine: Engine.Engine) =>
   Effect.gen(function*() {
     const authorization = (yield* HttpServerRequest.HttpServerRequest).headers["authorization"] ?? ""
-    const apiKey = authorization.replace(/^Bearer\b\s*/i, "").trim() || (yield* HttpServerRequest.HttpServerRequest).headers["api-key"] || ""
-    if (apiKey === "") return openAiError(401, "invalid_request_error", "invalid_api_key", "You didn't provide an API key.")
+    const apiKey = authorization.replace(/^Bearer\b\s*/i, "").trim() ||
+      (yield* HttpServerRequest.HttpServerRequest).headers["api-key"] || ""
+    if (apiKey === "") {
+      return openAiError(401, "invalid_request_error", "invalid_api_key", "You didn't provide an API key.")
+    }
     const raw = yield* Effect.catchAll(readJson, () => Effect.succeed<unknown>(undefined))
     const record = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>
-    const maxTokens = typeof record.max_tokens === "number" ? record.max_tokens : typeof record.max_completion_tokens === "number" ? record.max_completion_tokens : 1_024
+    const maxTokens = typeof record.max_tokens === "number"
+      ? record.max_tokens
+      : typeof record.max_completion_tokens === "number"
+      ? record.max_completion_tokens
+      : 1_024
     const invalid = invalidField(raw, false)
-    if (invalid !== undefined) return openAiError(400, "invalid_request_error", null, `'${invalid}' is a required property`)
+    if (invalid !== undefined) {
+      return openAiError(400, "invalid_request_error", null, `'${invalid}' is a required property`)
+    }
     const messagesIn = record.messages as ReadonlyArray<{ role: string; content: unknown }>
     const request: Answers.MessagesBody = {
       model: record.model as string,
       max_tokens: maxTokens,
       messages: messagesIn.filter((message) => message.role !== "system"),
-      system: messagesIn.filter((message) => message.role === "system").map((message) => Tokens.contentText(message.content)).join("\n"),
+      system: messagesIn.filter((message) => message.role === "system").map((message) =>
+        Tokens.contentText(message.content)
+      ).join("\n"),
       ...(Array.isArray(record.tools)
         ? {
-          tools: (record.tools as ReadonlyArray<{ function?: { name?: string; parameters?: unknown } }>).map((tool) => ({
+          tools: (record.tools as ReadonlyArray<{ function?: { name?: string; parameters?: unknown } }>).map((
+            tool
+          ) => ({
             name: tool.function?.name ?? "tool",
             input_schema: tool.function?.parameters
           }))
@@ -340,9 +439,16 @@ const chatCompletions = (engine: Engine.Engine) =>
     switch (fault) {
       case "overloaded":
       case "server-error":
-        return openAiError(fault === "overloaded" ? 503 : 500, "server_error", null, "The server had an error while processing your request.")
+        return openAiError(
+          fault === "overloaded" ? 503 : 500,
+          "server_error",
+          null,
+          "The server had an error while processing your request."
+        )
       case "rate-limited":
-        return openAiError(429, "requests", "rate_limit_exceeded", "Rate limit reached (injected burst).", { "retry-after": "1" })
+        return openAiError(429, "requests", "rate_limit_exceeded", "Rate limit reached (injected burst).", {
+          "retry-after": "1"
+        })
       case "reset": {
         yield* destroySocket
         return HttpServerResponse.empty({ status: 500 })
@@ -350,31 +456,63 @@ const chatCompletions = (engine: Engine.Engine) =>
       default:
         break
     }
-    const inputTokens = Tokens.countTokens({ system: request.system, messages: messagesIn.filter((m) => m.role !== "system"), tools: record.tools })
+    const inputTokens = Tokens.countTokens({
+      system: request.system,
+      messages: messagesIn.filter((m) => m.role !== "system"),
+      tools: record.tools
+    })
     const admission = yield* engine.admit(apiKey, request.model, inputTokens, "openai", maxTokens)
     if (admission._tag === "Limited") {
       const kind = admission.dimension === "requests" ? "requests" : "tokens"
-      return openAiError(429, kind, "rate_limit_exceeded", `Rate limit reached for ${request.model} on ${kind} per min (RPM/TPM): Limit ${admission.limit}. Please try again in ${formatGoDuration(Duration.millis(admission.retryAfterMs))}.`, {
-        "retry-after": String(Math.ceil(admission.retryAfterMs / 1000)),
-        "retry-after-ms": String(admission.retryAfterMs),
-        ...openAiHeaders(admission.views)
-      })
+      return openAiError(
+        429,
+        kind,
+        "rate_limit_exceeded",
+        `Rate limit reached for ${request.model} on ${kind} per min (RPM/TPM): Limit ${admission.limit}. Please try again in ${
+          formatGoDuration(Duration.millis(admission.retryAfterMs))
+        }.`,
+        {
+          "retry-after": String(Math.ceil(admission.retryAfterMs / 1000)),
+          "retry-after-ms": String(admission.retryAfterMs),
+          ...openAiHeaders(admission.views)
+        }
+      )
     }
     const answer = Answers.answerFor(request)
     yield* engine.latency(answer.outputTokens)
     const views = yield* engine.finish(apiKey, request.model, answer.outputTokens, "openai")
     const headers = { "x-request-id": newId("req"), ...openAiHeaders(views) }
-    if (fault === "malformed") return HttpServerResponse.text(`{"id":"chatcmpl`, { headers, contentType: "application/json" })
+    if (fault === "malformed") {
+      return HttpServerResponse.text(`{"id":"chatcmpl`, { headers, contentType: "application/json" })
+    }
     const message = answer.kind === "tool"
-      ? { role: "assistant", content: null, tool_calls: [{ id: newId("call"), type: "function", function: { name: answer.tool, arguments: JSON.stringify(answer.input) } }] }
+      ? {
+        role: "assistant",
+        content: null,
+        tool_calls: [{
+          id: newId("call"),
+          type: "function",
+          function: { name: answer.tool, arguments: JSON.stringify(answer.input) }
+        }]
+      }
       : { role: "assistant", content: answer.text }
     return HttpServerResponse.unsafeJson({
       id: newId("chatcmpl"),
       object: "chat.completion",
-      created: Math.floor((yield* Effect.clockWith((clock) => clock.currentTimeMillis)) / 1000),
+      created: Math.floor(
+        (yield* Effect.clockWith((clock) => clock.currentTimeMillis)) / 1000
+      ),
       model: request.model,
-      choices: [{ index: 0, message, finish_reason: answer.kind === "tool" ? "tool_calls" : answer.stop === "max_tokens" ? "length" : "stop" }],
-      usage: { prompt_tokens: inputTokens, completion_tokens: answer.outputTokens, total_tokens: inputTokens + answer.outputTokens }
+      choices: [{
+        index: 0,
+        message,
+        finish_reason: answer.kind === "tool" ? "tool_calls" : answer.stop === "max_tokens" ? "length" : "stop"
+      }],
+      usage: {
+        prompt_tokens: inputTokens,
+        completion_tokens: answer.outputTokens,
+        total_tokens: inputTokens + answer.outputTokens
+      }
     }, { headers })
   })
 
@@ -393,17 +531,30 @@ export const serve = (config: Config = {}): Effect.Effect<Running, SimulatorErro
   Effect.gen(function*() {
     const engine = yield* Engine.make(config)
     const host = config.host ?? "127.0.0.1"
-    const context = yield* Layer.build(NodeHttpServer.layer(() => createServer(), { port: config.port ?? 0, host })).pipe(
-      Effect.mapError((cause) => new SimulatorError({ reason: `cannot listen on ${host}:${config.port ?? 0}`, cause }))
-    )
+    const context = yield* Layer.build(NodeHttpServer.layer(() => createServer(), { port: config.port ?? 0, host }))
+      .pipe(
+        Effect.mapError((cause) =>
+          new SimulatorError({ reason: `cannot listen on ${host}:${config.port ?? 0}`, cause })
+        )
+      )
     const server = Context.get(context, HttpServer.HttpServer)
-    yield* server.serve(HttpRouter.toHttpApp(router(engine)).pipe(Effect.flatten, Effect.catchAll(() =>
-      Effect.succeed(HttpServerResponse.unsafeJson({ type: "error", error: { type: "not_found_error", message: "Not found" } }, { status: 404 }))
-    )))
+    yield* server.serve(
+      HttpRouter.toHttpApp(router(engine)).pipe(
+        Effect.flatten,
+        Effect.catchAll(() =>
+          Effect.succeed(
+            HttpServerResponse.unsafeJson({ type: "error", error: { type: "not_found_error", message: "Not found" } }, {
+              status: 404
+            })
+          )
+        )
+      )
+    )
     const address = server.address
     const port = address._tag === "TcpAddress" ? address.port : 0
     return { url: `http://${host}:${port}`, port, stats: engine.stats, reset: engine.reset }
   })
 
 /** The simulator as a layer, for a whole test suite or program. */
-export const layer = (config: Config = {}): Layer.Layer<Simulator, SimulatorError> => Layer.scoped(Simulator, serve(config))
+export const layer = (config: Config = {}): Layer.Layer<Simulator, SimulatorError> =>
+  Layer.scoped(Simulator, serve(config))

@@ -6,7 +6,12 @@ import { Budget, Pricing } from "@sluice/core"
 import { Deferred, Effect, Fiber, Layer, TestClock } from "effect"
 
 const haiku = { model: "claude-haiku-4-5", inputTokens: 100_000, maxOutputTokens: 20_000 } // worst case $0.10 + $0.10
-const used = (inputTokens: number, outputTokens: number) => ({ inputTokens, outputTokens, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 })
+const used = (inputTokens: number, outputTokens: number) => ({
+  inputTokens,
+  outputTokens,
+  cacheReadInputTokens: 0,
+  cacheWriteInputTokens: 0
+})
 
 export const budgetLedgerSuite = (name: string, ledger: () => Layer.Layer<Budget.BudgetLedger, unknown>) =>
   describe(`Budget over the ${name} ledger`, () => {
@@ -58,7 +63,9 @@ export const budgetLedgerSuite = (name: string, ledger: () => Layer.Layer<Budget
           yield* reservation.settle(used(90_000, 0)) // $0.09 each
         }
         expect(fired).toEqual([0.5, 0.8])
-        const last = yield* Effect.either(budget.reserve({ ...haiku, maxOutputTokens: 0, inputTokens: 50_000, job: "j1" }))
+        const last = yield* Effect.either(
+          budget.reserve({ ...haiku, maxOutputTokens: 0, inputTokens: 50_000, job: "j1" })
+        )
         expect(last._tag).toBe("Right")
         if (last._tag === "Right") yield* last.right.settle(used(100_000, 0)) // $0.10: exactly the limit
         expect(fired).toEqual([0.5, 0.8, 1])
@@ -111,11 +118,16 @@ export const budgetLedgerSuite = (name: string, ledger: () => Layer.Layer<Budget
         // The store has written the reservation; its answer is still on the way.
         const slow = Budget.BudgetLedger.of({
           ...real,
-          reserve: (...args) => Effect.zipLeft(real.reserve(...args), Effect.zipRight(Deferred.succeed(written, undefined), Deferred.await(reply)))
+          reserve: (...args) =>
+            Effect.zipLeft(
+              real.reserve(...args),
+              Effect.zipRight(Deferred.succeed(written, undefined), Deferred.await(reply))
+            )
         })
-        const budget = yield* Budget.make({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 10 }] }).pipe(
-          Effect.provideService(Budget.BudgetLedger, slow)
-        )
+        const budget = yield* Budget.make({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 10 }] })
+          .pipe(
+            Effect.provideService(Budget.BudgetLedger, slow)
+          )
         const call = yield* Effect.fork(budget.reserve(haiku))
         yield* Deferred.await(written)
         const interrupting = yield* Effect.fork(Fiber.interrupt(call))
@@ -132,11 +144,16 @@ export const budgetLedgerSuite = (name: string, ledger: () => Layer.Layer<Budget
         const real = yield* Budget.BudgetLedger
         const slow = Budget.BudgetLedger.of({
           ...real,
-          settle: (...args) => Effect.zipRight(Effect.zipRight(Deferred.succeed(sent, undefined), Deferred.await(reply)), real.settle(...args))
+          settle: (...args) =>
+            Effect.zipRight(
+              Effect.zipRight(Deferred.succeed(sent, undefined), Deferred.await(reply)),
+              real.settle(...args)
+            )
         })
-        const budget = yield* Budget.make({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 10 }] }).pipe(
-          Effect.provideService(Budget.BudgetLedger, slow)
-        )
+        const budget = yield* Budget.make({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 10 }] })
+          .pipe(
+            Effect.provideService(Budget.BudgetLedger, slow)
+          )
         const reservation = yield* budget.reserve(haiku)
         const call = yield* Effect.fork(reservation.settle(used(100_000, 0)))
         yield* Deferred.await(sent)
@@ -151,10 +168,17 @@ export const budgetLedgerSuite = (name: string, ledger: () => Layer.Layer<Budget
       Effect.gen(function*() {
         const real = yield* Budget.BudgetLedger
         let reads = 0
-        const counted = Budget.BudgetLedger.of({ ...real, usage: (...args) => Effect.zipRight(Effect.sync(() => reads++), real.usage(...args)) })
+        const counted = Budget.BudgetLedger.of({
+          ...real,
+          usage: (...args) => Effect.zipRight(Effect.sync(() => reads++), real.usage(...args))
+        })
         const fired: Array<number> = []
         const budget = yield* Budget.make({
-          limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 1 }, { scope: { _tag: "global" }, window: { rolling: "1 hour" }, limitUsd: 1 }],
+          limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 1 }, {
+            scope: { _tag: "global" },
+            window: { rolling: "1 hour" },
+            limitUsd: 1
+          }],
           onThreshold: (event) => Effect.sync(() => fired.push(event.threshold))
         }).pipe(Effect.provideService(Budget.BudgetLedger, counted))
         yield* Effect.flatMap(budget.reserve(haiku), (r) => r.settle(used(600_000, 0))) // $0.60
@@ -185,5 +209,12 @@ export const budgetLedgerSuite = (name: string, ledger: () => Layer.Layer<Budget
         yield* TestClock.adjust("11 minutes")
         yield* budget.reserve(haiku)
         expect((yield* budget.status)[0]?.reservedUsd).toBeCloseTo(0.2, 9)
-      }).pipe(Effect.provide(budgetWith({ limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 0.3 }], reservationTtl: "10 minutes" }))))
+      }).pipe(
+        Effect.provide(
+          budgetWith({
+            limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 0.3 }],
+            reservationTtl: "10 minutes"
+          })
+        )
+      ))
   })

@@ -130,7 +130,10 @@ export const make = (options: Options): Effect.Effect<BudgetLedger["Type"], neve
       Effect.sync(() =>
         new IORedis(options.url ?? "redis://127.0.0.1:6379", {
           maxRetriesPerRequest: 1,
-          commandTimeout: Math.max(1, Math.round(Duration.toMillis(Duration.decode(options.timeout ?? Duration.seconds(2)))))
+          commandTimeout: Math.max(
+            1,
+            Math.round(Duration.toMillis(Duration.decode(options.timeout ?? Duration.seconds(2))))
+          )
         })
       ),
       (redis) => Effect.sync(() => redis.disconnect())
@@ -170,7 +173,12 @@ export const make = (options: Options): Effect.Effect<BudgetLedger["Type"], neve
           (answer): LedgerReservation =>
             answer[0] === "Reserved"
               ? { _tag: "Reserved" }
-              : { _tag: "Exceeded", charge: charges[Number(answer[1]) - 1]!, spentMicros: Number(answer[2]), reservedMicros: Number(answer[3]) }
+              : {
+                _tag: "Exceeded",
+                charge: charges[Number(answer[1]) - 1]!,
+                spentMicros: Number(answer[2]),
+                reservedMicros: Number(answer[3])
+              }
         ),
       settle: (id, spend, now) =>
         Effect.map(

@@ -400,7 +400,15 @@ export const fallbacks = Metric.counter("sluice_limiter_store_fallbacks_total", 
 })
 
 interface SluiceCommands {
-  sluiceLimiter(key: string, definitionKey: string, op: string, payload: string, ttl: string, definition: string, definitionTtl: string): Promise<string>
+  sluiceLimiter(
+    key: string,
+    definitionKey: string,
+    op: string,
+    payload: string,
+    ttl: string,
+    definition: string,
+    definitionTtl: string
+  ): Promise<string>
 }
 
 /** A key's definition as the script keeps it: per dimension, capacity, refill per ms, stated limit. */
@@ -484,7 +492,10 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
           enableOfflineQueue: false,
           maxRetriesPerRequest: 0,
           // The client times each command out itself: cheaper than a timer fiber raced against every call.
-          commandTimeout: Math.max(1, Math.round(Duration.toMillis(Duration.decode(options.timeout ?? Duration.seconds(1))))),
+          commandTimeout: Math.max(
+            1,
+            Math.round(Duration.toMillis(Duration.decode(options.timeout ?? Duration.seconds(1))))
+          ),
           lazyConnect: true,
           retryStrategy: (times) => Math.min(1_000, times * 100)
         })
@@ -495,7 +506,13 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
       Effect.tap((redis) =>
         Effect.tryPromise(() => redis.connect()).pipe(
           Effect.timeout(options.timeout ?? Duration.seconds(1)),
-          Effect.catchAll((cause) => Effect.logWarning(`Sluice limiter store: Redis did not answer at start (${String(cause)}); using the local share until it does`))
+          Effect.catchAll((cause) =>
+            Effect.logWarning(
+              `Sluice limiter store: Redis did not answer at start (${
+                String(cause)
+              }); using the local share until it does`
+            )
+          )
         )
       )
     ))
@@ -505,7 +522,8 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
     client.defineCommand("sluiceLimiter", { numberOfKeys: 2, lua: script })
     const redis = client as unknown as IORedis & SluiceCommands
     const prefix = options.prefix ?? "sluice"
-    const millis = (input: Duration.DurationInput) => String(Math.max(1_000, Math.round(Duration.toMillis(Duration.decode(input)))))
+    const millis = (input: Duration.DurationInput) =>
+      String(Math.max(1_000, Math.round(Duration.toMillis(Duration.decode(input)))))
     const ttl = millis(options.idleTtl ?? Duration.minutes(10))
     const definitionTtl = millis(options.definitionTtl ?? Duration.hours(24))
     const timeout = Duration.decode(options.timeout ?? Duration.seconds(1))
@@ -534,12 +552,24 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
     const call = (key: string, op: string, payload: unknown): Effect.Effect<any, LimiterStore.LimiterStoreError> => {
       const entry = `${prefix}:limiter:${key}`
       const sent = Effect.tryPromise({
-        try: () => redis.sluiceLimiter(entry, `${entry}:definition`, op, JSON.stringify(payload), ttl, definitions.get(key)?.encoded ?? "", definitionTtl),
+        try: () =>
+          redis.sluiceLimiter(
+            entry,
+            `${entry}:definition`,
+            op,
+            JSON.stringify(payload),
+            ttl,
+            definitions.get(key)?.encoded ?? "",
+            definitionTtl
+          ),
         catch: (cause) => new LimiterStore.LimiterStoreError({ key, operation: op, cause })
       })
       return (timesOut
         ? sent
-        : Effect.timeoutFail(sent, { duration: timeout, onTimeout: () => new LimiterStore.LimiterStoreError({ key, operation: op, cause: "timed out" }) })).pipe(
+        : Effect.timeoutFail(sent, {
+          duration: timeout,
+          onTimeout: () => new LimiterStore.LimiterStoreError({ key, operation: op, cause: "timed out" })
+        })).pipe(
           Effect.map((answer) => JSON.parse(answer) as unknown)
         )
     }
@@ -577,7 +607,11 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
         circuit.state = state
         circuit.probeAt = ScheduleDecision.isDone(decision) ? now + 5_000 : ScheduleIntervals.start(decision.intervals)
         if (opening) {
-          yield* Effect.logWarning(`Sluice limiter store: Redis failed to ${op} (${String(error.cause)}); using the local share (${share}) of each quota until it answers`)
+          yield* Effect.logWarning(
+            `Sluice limiter store: Redis failed to ${op} (${
+              String(error.cause)
+            }); using the local share (${share}) of each quota until it answers`
+          )
           yield* Metric.increment(Metric.tagged(fallbacks, "to", "local"))
         }
       })
@@ -600,12 +634,16 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
           const shared = Effect.map(Effect.zipLeft(remote, close), (answer) => [answer, "shared"] as const)
           if (strict) return restore(shared)
           const attempt = restore(Effect.catchAll(shared, (error) =>
-            Effect.zipRight(fail(op, error, now, path), Effect.map(fallback, (answer) => [answer, "local"] as const))))
+            Effect.zipRight(
+              fail(op, error, now, path),
+              Effect.map(fallback, (answer) => [answer, "local"] as const)
+            )))
           return path === "probe" ? Effect.ensuring(attempt, Effect.sync(() => (circuit.probing = false))) : attempt
         })
       ).pipe(Effect.withSpan(`LimiterStore.Redis.${op}`, { attributes: { key }, captureStackTrace: false }))
 
-    const answer = <A>(self: Effect.Effect<readonly [A, LimiterStore.Origin], LimiterStore.LimiterStoreError>) => Effect.map(self, ([value]) => value)
+    const answer = <A>(self: Effect.Effect<readonly [A, LimiterStore.Origin], LimiterStore.LimiterStoreError>) =>
+      Effect.map(self, ([value]) => value)
 
     const localLevels = (key: string) => Effect.map(local.state(key), (state) => state.levels)
 
@@ -613,22 +651,36 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
       define: (key, quota) =>
         Effect.zipRight(
           setDefinition(key, definitionOf(quota)),
-          answer(either(key, "define", Effect.map(call(key, "define", {}), (answer) => levelsOf(answer.levels)), localLevels(key)))
+          answer(either(
+            key,
+            "define",
+            Effect.map(call(key, "define", {}), (answer) => levelsOf(answer.levels)),
+            localLevels(key)
+          ))
         ),
       reserve: (key, amounts: Cost.Amounts, reserveOptions) =>
         Effect.map(
           either(
             key,
             "reserve",
-            Effect.map(call(key, "reserve", { amounts, headroom: reserveOptions.headroom }), (answer): LimiterStore.Reservation =>
-              answer.tag === "Granted"
-                ? { _tag: "Granted", levels: levelsOf(answer.levels) }
-                : answer.tag === "TooLarge"
-                ? { _tag: "TooLarge", dimension: answer.dimension, amount: answer.amount, capacity: answer.capacity }
-                : { _tag: "Wait", delay: Duration.millis(answer.delay), reason: answer.reason, levels: levelsOf(answer.levels) }),
+            Effect.map(
+              call(key, "reserve", { amounts, headroom: reserveOptions.headroom }),
+              (answer): LimiterStore.Reservation =>
+                answer.tag === "Granted"
+                  ? { _tag: "Granted", levels: levelsOf(answer.levels) }
+                  : answer.tag === "TooLarge"
+                  ? { _tag: "TooLarge", dimension: answer.dimension, amount: answer.amount, capacity: answer.capacity }
+                  : {
+                    _tag: "Wait",
+                    delay: Duration.millis(answer.delay),
+                    reason: answer.reason,
+                    levels: levelsOf(answer.levels)
+                  }
+            ),
             local.reserve(key, amounts, reserveOptions)
           ),
-          ([reservation, origin]): LimiterStore.Reservation => reservation._tag === "Granted" ? { ...reservation, origin } : reservation
+          ([reservation, origin]): LimiterStore.Reservation =>
+            reservation._tag === "Granted" ? { ...reservation, origin } : reservation
         ),
       adjust: (key, delta, origin) => {
         // A local reservation is settled locally, always; a shared one on Redis, or nowhere while
@@ -650,7 +702,11 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
             "observe",
             Effect.map(
               call(key, "observe", {
-                dimensions: Object.fromEntries(Object.entries(snapshot.dimensions).map(([dimension, state]) => [dimension, { limit: state?.limit, remaining: state?.remaining }])),
+                dimensions: Object.fromEntries(
+                  Object.entries(snapshot.dimensions).map((
+                    [dimension, state]
+                  ) => [dimension, { limit: state?.limit, remaining: state?.remaining }])
+                ),
                 retryAfter: snapshot.retryAfter === undefined ? undefined : Duration.toMillis(snapshot.retryAfter),
                 age
               }),
@@ -669,17 +725,32 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
       pause: (key, duration) =>
         Effect.zipRight(
           strict ? Effect.void : local.pause(key, duration),
-          answer(either(key, "pause", Effect.map(call(key, "pause", { ms: Duration.toMillis(duration) }), (answer) => Duration.millis(answer.pausedFor)), local.pause(key, duration)))
+          answer(either(
+            key,
+            "pause",
+            Effect.map(
+              call(key, "pause", { ms: Duration.toMillis(duration) }),
+              (answer) => Duration.millis(answer.pausedFor)
+            ),
+            local.pause(key, duration)
+          ))
         ),
       state: (key) =>
         answer(either(
           key,
           "state",
-          Effect.map(call(key, "state", {}), (answer): LimiterStore.KeyState => ({ levels: levelsOf(answer.levels), pausedFor: Duration.millis(answer.pausedFor) })),
+          Effect.map(
+            call(key, "state", {}),
+            (answer): LimiterStore.KeyState => ({
+              levels: levelsOf(answer.levels),
+              pausedFor: Duration.millis(answer.pausedFor)
+            })
+          ),
           local.state(key)
         ))
     })
   })
 
 /** The Redis store as a layer. */
-export const layer = (options: Options): Layer.Layer<LimiterStore.LimiterStore> => Layer.scoped(LimiterStore.LimiterStore, make(options))
+export const layer = (options: Options): Layer.Layer<LimiterStore.LimiterStore> =>
+  Layer.scoped(LimiterStore.LimiterStore, make(options))

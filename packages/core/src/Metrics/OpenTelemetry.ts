@@ -59,10 +59,11 @@ export const layer = (
   readers: () => MetricReader | readonly [MetricReader, ...Array<MetricReader>],
   options: Options = {}
 ): Layer.Layer<never> =>
-  Metrics.layer(readers, options.shutdownTimeout === undefined ? {} : { shutdownTimeout: options.shutdownTimeout }).pipe(
-    Layer.provide(Resource.layer({
-      serviceName: options.serviceName ?? "sluice",
-      ...(options.serviceVersion === undefined ? {} : { serviceVersion: options.serviceVersion }),
-      ...(options.attributes === undefined ? {} : { attributes: options.attributes })
-    }))
-  )
+  Metrics.layer(readers, options.shutdownTimeout === undefined ? {} : { shutdownTimeout: options.shutdownTimeout })
+    .pipe(
+      Layer.provide(Resource.layer({
+        serviceName: options.serviceName ?? "sluice",
+        ...(options.serviceVersion === undefined ? {} : { serviceVersion: options.serviceVersion }),
+        ...(options.attributes === undefined ? {} : { attributes: options.attributes })
+      }))
+    )

@@ -84,7 +84,8 @@ export const sanitizeLabelName = (name: string): string => {
 }
 
 /** A label value escaped for the exposition format: backslash, double quote and line feed. */
-export const escapeLabelValue = (value: string): string => value.replace(/\\/g, "\\\\").replace(/"/g, "\\\"").replace(/\n/g, "\\n")
+export const escapeLabelValue = (value: string): string =>
+  value.replace(/\\/g, "\\\\").replace(/"/g, "\\\"").replace(/\n/g, "\\n")
 
 /** Help text escaped for the exposition format: backslash and line feed. */
 export const escapeHelp = (text: string): string => text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
@@ -109,16 +110,28 @@ const labelText = (labels: ReadonlyArray<readonly [string, string]>): string => 
 const withTotal = (name: string) => (name.endsWith("_total") ? name : `${name}_total`)
 
 /** The family a pair belongs to, its name and type, and its sample lines. */
-const samplesOf = (pair: MetricPair.MetricPair.Untyped): { readonly name: string; readonly type: FamilyType; readonly lines: ReadonlyArray<string> } | undefined => {
+const samplesOf = (
+  pair: MetricPair.MetricPair.Untyped
+): { readonly name: string; readonly type: FamilyType; readonly lines: ReadonlyArray<string> } | undefined => {
   const base = sanitizeName(pair.metricKey.name)
-  const tags: ReadonlyArray<readonly [string, string]> = pair.metricKey.tags.map((label) => [label.key, label.value] as const)
+  const tags: ReadonlyArray<readonly [string, string]> = pair.metricKey.tags.map((label) =>
+    [label.key, label.value] as const
+  )
   const state = pair.metricState
   if (MetricState.isCounterState(state)) {
     const name = withTotal(base)
-    return { name, type: "counter", lines: [`${name}${labelText(tags)} ${formatValue(state.count as number | bigint)}`] }
+    return {
+      name,
+      type: "counter",
+      lines: [`${name}${labelText(tags)} ${formatValue(state.count as number | bigint)}`]
+    }
   }
   if (MetricState.isGaugeState(state)) {
-    return { name: base, type: "gauge", lines: [`${base}${labelText(tags)} ${formatValue(state.value as number | bigint)}`] }
+    return {
+      name: base,
+      type: "gauge",
+      lines: [`${base}${labelText(tags)} ${formatValue(state.value as number | bigint)}`]
+    }
   }
   if (MetricState.isHistogramState(state)) {
     const lines: Array<string> = []
@@ -138,7 +151,9 @@ const samplesOf = (pair: MetricPair.MetricPair.Untyped): { readonly name: string
       type: "summary",
       lines: [
         ...state.quantiles.map(([q, value]) =>
-          `${base}${labelText([...tags, ["quantile", formatValue(q)]])} ${formatValue(Option.getOrElse(value, () => Number.NaN))}`
+          `${base}${labelText([...tags, ["quantile", formatValue(q)]])} ${
+            formatValue(Option.getOrElse(value, () => Number.NaN))
+          }`
         ),
         `${base}_sum${labelText(tags)} ${formatValue(state.sum)}`,
         `${base}_count${labelText(tags)} ${formatValue(state.count)}`
@@ -150,7 +165,9 @@ const samplesOf = (pair: MetricPair.MetricPair.Untyped): { readonly name: string
     return {
       name,
       type: "counter",
-      lines: [...state.occurrences].map(([value, count]) => `${name}${labelText([...tags, ["value", value]])} ${formatValue(count)}`)
+      lines: [...state.occurrences].map(([value, count]) =>
+        `${name}${labelText([...tags, ["value", value]])} ${formatValue(count)}`
+      )
     }
   }
   return undefined
@@ -179,7 +196,12 @@ export const render = (pairs: Iterable<MetricPair.MetricPair.Untyped>, options: 
     if (options.prefix !== undefined && !samples.name.startsWith(options.prefix)) continue
     let family = families.get(samples.name)
     if (family === undefined) {
-      family = { name: samples.name, type: samples.type, help: Option.getOrUndefined(pair.metricKey.description), series: new Map() }
+      family = {
+        name: samples.name,
+        type: samples.type,
+        help: Option.getOrUndefined(pair.metricKey.description),
+        series: new Map()
+      }
       families.set(samples.name, family)
     }
     if (family.type !== samples.type) continue
@@ -190,7 +212,9 @@ export const render = (pairs: Iterable<MetricPair.MetricPair.Untyped>, options: 
   for (const family of [...families.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
     if (family.help !== undefined && family.help !== "") out.push(`# HELP ${family.name} ${escapeHelp(family.help)}`)
     out.push(`# TYPE ${family.name} ${family.type}`)
-    for (const id of [...family.series.keys()].sort()) out.push(...family.series.get(id)!)
+    for (const id of [...family.series.keys()].sort()) {
+      for (const line of family.series.get(id)!) out.push(line)
+    }
   }
   return out.length === 0 ? "" : `${out.join("\n")}\n`
 }
@@ -203,7 +227,8 @@ export const render = (pairs: Iterable<MetricPair.MetricPair.Untyped>, options: 
  * const body = yield* Prometheus.text({ prefix: "sluice_" })
  * ```
  */
-export const text = (options: Options = {}): Effect.Effect<string> => Effect.map(Metric.snapshot, (pairs) => render(pairs, options))
+export const text = (options: Options = {}): Effect.Effect<string> =>
+  Effect.map(Metric.snapshot, (pairs) => render(pairs, options))
 
 /**
  * A request handler answering with the metrics, `Content-Type`

@@ -21,14 +21,23 @@ export const make: Effect.Effect<Checkpoint["Type"], CheckpointError, SqlClient.
         Effect.mapError((cause) => new CheckpointError({ operation: "read", cause }))
       ),
     record: (outcome) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        sql`INSERT INTO sluice_checkpoint (doc_id, status, reason, updated_at) VALUES (${outcome.id}, ${statusOf[outcome._tag]}, ${outcome._tag === "Succeeded" ? null : outcome.reason}, ${now})
-            ON CONFLICT (doc_id) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at`).pipe(
+      Effect.flatMap(
+        Clock.currentTimeMillis,
+        (now) =>
+          sql`INSERT INTO sluice_checkpoint (doc_id, status, reason, updated_at) VALUES (${outcome.id}, ${
+            statusOf[outcome._tag]
+          }, ${outcome._tag === "Succeeded" ? null : outcome.reason}, ${now})
+            ON CONFLICT (doc_id) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at`
+      ).pipe(
         Effect.asVoid,
         Effect.mapError((cause) => new CheckpointError({ operation: "record", cause }))
       )
   })
-}).pipe(Effect.mapError((error) => error instanceof CheckpointError ? error : new CheckpointError({ operation: "create its table", cause: error })))
+}).pipe(
+  Effect.mapError((error) =>
+    error instanceof CheckpointError ? error : new CheckpointError({ operation: "create its table", cause: error })
+  )
+)
 
 /** The checkpoint over the `SqlClient` in context. */
 export const layer: Layer.Layer<Checkpoint, CheckpointError, SqlClient.SqlClient> = Layer.effect(Checkpoint, make)

@@ -36,7 +36,12 @@ export const observe = (
   const elapsed = Math.max(0, now - previous.at)
   const expected = Math.max(previous.level, Math.min(capacity, previous.level + refillPerMilli * elapsed))
   const consumed = expected - level
-  return { level, at: now, rate: previous.rate * Math.exp(-elapsed / window) + consumed / window, since: previous.since }
+  return {
+    level,
+    at: now,
+    rate: previous.rate * Math.exp(-elapsed / window) + consumed / window,
+    since: previous.since
+  }
 }
 
 /** The consumption rate now (units per millisecond, never negative), decayed since the last reading. */

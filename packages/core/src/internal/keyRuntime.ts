@@ -161,7 +161,13 @@ export const make = (inputs: Inputs): Keys => {
     rates.get(key)?.[dimension] ?? capacity / Duration.toMillis(LimiterStore.discoveredPeriod)
 
   /** Sets the time-left gauge of a bucket from its level and drain. */
-  const setTimeLeft = (runtime: KeyRuntime, dimension: Quota.Dimension, level: number, capacity: number, now: number) => {
+  const setTimeLeft = (
+    runtime: KeyRuntime,
+    dimension: Quota.Dimension,
+    level: number,
+    capacity: number,
+    now: number
+  ) => {
     const drain = runtime.drains[dimension]
     if (drain === undefined) return
     runtime.metrics.timeLeft[dimension].unsafeUpdate(
@@ -185,7 +191,13 @@ export const make = (inputs: Inputs): Keys => {
           if (level === undefined) continue
           runtime.capacities[dimension] = level.capacity
           runtime.metrics.bucketLevel[dimension].unsafeUpdate(level.level, [])
-          runtime.drains[dimension] = Drain.observe(runtime.drains[dimension], level.level, level.capacity, refillOf(runtime.key, dimension, level.capacity), now)
+          runtime.drains[dimension] = Drain.observe(
+            runtime.drains[dimension],
+            level.level,
+            level.capacity,
+            refillOf(runtime.key, dimension, level.capacity),
+            now
+          )
           setTimeLeft(runtime, dimension, level.level, level.capacity, now)
         }
       })
@@ -204,7 +216,13 @@ export const make = (inputs: Inputs): Keys => {
           const drain = runtime.drains[dimension]
           const capacity = runtime.capacities[dimension]
           if (drain === undefined || capacity === undefined) continue
-          setTimeLeft(runtime, dimension, Drain.levelAt(drain, capacity, refillOf(runtime.key, dimension, capacity), now), capacity, now)
+          setTimeLeft(
+            runtime,
+            dimension,
+            Drain.levelAt(drain, capacity, refillOf(runtime.key, dimension, capacity), now),
+            capacity,
+            now
+          )
         }
       }
     })
@@ -222,10 +240,16 @@ export const make = (inputs: Inputs): Keys => {
     )
 
   /** Whether the head must leave headroom: a higher class waits or was seen recently. */
-  const headroomFor = (runtime: KeyRuntime, rank: number, now: number): { readonly fraction: number; readonly until: number } => {
+  const headroomFor = (
+    runtime: KeyRuntime,
+    rank: number,
+    now: number
+  ): { readonly fraction: number; readonly until: number } => {
     let until = Number.NEGATIVE_INFINITY
     for (let higher = Math.floor(rank) + 1; higher <= Priority.topRank; higher++) {
-      if (runtime.lanes.size(Priority.fromRank(higher)) > 0) return { fraction: headroom, until: Number.POSITIVE_INFINITY }
+      if (runtime.lanes.size(Priority.fromRank(higher)) > 0) {
+        return { fraction: headroom, until: Number.POSITIVE_INFINITY }
+      }
       const seen = runtime.lastSeen[higher]!
       if (now - seen < recentMillis) until = Math.max(until, seen + recentMillis)
     }
@@ -277,7 +301,9 @@ export const make = (inputs: Inputs): Keys => {
       if (runtime.taken >= runtime.maxInFlight) return yield* Effect.as(runtime.wake.await, true)
       runtime.taken++
       const room = headroomFor(runtime, head.rank, now)
-      const reservation = yield* Effect.either(store.reserve(runtime.key, head.waiter.amounts, { headroom: room.fraction }))
+      const reservation = yield* Effect.either(
+        store.reserve(runtime.key, head.waiter.amounts, { headroom: room.fraction })
+      )
       if (Either.isLeft(reservation)) {
         driverGivesBack(runtime)
         yield* failWaiter(runtime, head.waiter, reservation.left)
@@ -297,7 +323,12 @@ export const make = (inputs: Inputs): Keys => {
           yield* failWaiter(
             runtime,
             head.waiter,
-            new CostTooLarge({ key: runtime.key, dimension: answer.dimension, amount: answer.amount, capacity: answer.capacity })
+            new CostTooLarge({
+              key: runtime.key,
+              dimension: answer.dimension,
+              amount: answer.amount,
+              capacity: answer.capacity
+            })
           )
           return true
         }
@@ -344,9 +375,14 @@ export const make = (inputs: Inputs): Keys => {
         turn(runtime).pipe(
           Effect.catchAllCause((cause) =>
             Effect.gen(function*() {
-              yield* Effect.logError(`Sluice limiter driver for key "${runtime.key}" failed; failing its waiters`, cause)
+              yield* Effect.logError(
+                `Sluice limiter driver for key "${runtime.key}" failed; failing its waiters`,
+                cause
+              )
               for (const waiter of runtime.lanes.all()) {
-                if (runtime.lanes.leave(waiter, "failed")) Deferred.unsafeDone(waiter.deferred, Exit.failCause(cause as never))
+                if (runtime.lanes.leave(waiter, "failed")) {
+                  Deferred.unsafeDone(waiter.deferred, Exit.failCause(cause as never))
+                }
               }
               return true
             })
@@ -390,7 +426,8 @@ export const make = (inputs: Inputs): Keys => {
         const state = yield* store.state(key)
         const again = runtimes.get(key)
         if (again !== undefined) return again
-        const known = definedKeys.has(key) || Quota.dimensions.some((dimension) => state.levels[dimension] !== undefined)
+        const known = definedKeys.has(key) ||
+          Quota.dimensions.some((dimension) => state.levels[dimension] !== undefined)
         if (!known && !discover) return yield* new UnknownKey({ key })
         const runtime = newRuntime(key, known, yield* Clock.currentTimeMillis)
         runtimes.set(key, runtime)
@@ -421,17 +458,29 @@ export const make = (inputs: Inputs): Keys => {
   const publish = (runtime: KeyRuntime, waiter: Waiter):
     | { readonly _tag: "Retired" }
     | { readonly _tag: "Shed"; readonly error: Shed }
-    | { readonly _tag: "Queued"; readonly displaced: Waiter | undefined } => {
+    | { readonly _tag: "Queued"; readonly displaced: Waiter | undefined } =>
+  {
     if (runtime.retired) return { _tag: "Retired" }
     const { lanes } = runtime
     if (lanes.size(waiter.priority) >= laneBounds[waiter.priority]) {
-      return { _tag: "Shed", error: new Shed({ key: runtime.key, priority: waiter.priority, reason: "lane-full", waiting: lanes.size(waiter.priority) }) }
+      return {
+        _tag: "Shed",
+        error: new Shed({
+          key: runtime.key,
+          priority: waiter.priority,
+          reason: "lane-full",
+          waiting: lanes.size(waiter.priority)
+        })
+      }
     }
     let displaced: Waiter | undefined
     if (lanes.total() >= maxWaiting) {
       const lowest = lanes.lowest()
       if (lowest === undefined || Priority.rank(lowest.priority) >= Priority.rank(waiter.priority)) {
-        return { _tag: "Shed", error: new Shed({ key: runtime.key, priority: waiter.priority, reason: "queue-full", waiting: lanes.total() }) }
+        return {
+          _tag: "Shed",
+          error: new Shed({ key: runtime.key, priority: waiter.priority, reason: "queue-full", waiting: lanes.total() })
+        }
       }
       displaced = lowest
     }
@@ -489,7 +538,9 @@ export const make = (inputs: Inputs): Keys => {
    */
   const tryAtOnce = (runtime: KeyRuntime, amounts: Cost.Amounts, priority: Priority.Class, now: number) =>
     Effect.gen(function*() {
-      const answer = yield* Effect.either(store.reserve(runtime.key, amounts, { headroom: headroomFor(runtime, Priority.rank(priority), now).fraction }))
+      const answer = yield* Effect.either(
+        store.reserve(runtime.key, amounts, { headroom: headroomFor(runtime, Priority.rank(priority), now).fraction })
+      )
       if (Either.isLeft(answer)) {
         giveBackSlot(runtime)
         return yield* Effect.fail(answer.left)
@@ -499,7 +550,12 @@ export const make = (inputs: Inputs): Keys => {
         giveBackSlot(runtime)
         if (reservation._tag === "TooLarge") {
           runtime.capacities[reservation.dimension] = reservation.capacity
-          return yield* new CostTooLarge({ key: runtime.key, dimension: reservation.dimension, amount: reservation.amount, capacity: reservation.capacity })
+          return yield* new CostTooLarge({
+            key: runtime.key,
+            dimension: reservation.dimension,
+            amount: reservation.amount,
+            capacity: reservation.capacity
+          })
         }
         return undefined
       }
@@ -528,19 +584,29 @@ export const make = (inputs: Inputs): Keys => {
   ): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
     Effect.gen(function*() {
       const waited = Deferred.await(waiter.deferred).pipe(
-        Effect.withSpan("RateLimiter.wait", { attributes: { key: runtime.key, priority: waiter.priority }, captureStackTrace: false })
+        Effect.withSpan("RateLimiter.wait", {
+          attributes: { key: runtime.key, priority: waiter.priority },
+          captureStackTrace: false
+        })
       )
-      yield* restore(maxWait === undefined ? Effect.asVoid(waited) : Effect.asVoid(Effect.timeoutOption(waited, maxWait))).pipe(
+      yield* restore(
+        maxWait === undefined ? Effect.asVoid(waited) : Effect.asVoid(Effect.timeoutOption(waited, maxWait))
+      ).pipe(
         Effect.catchAll(() => Effect.void),
         Effect.onInterrupt(() =>
           Effect.suspend(() => {
-            if (runtime.lanes.leave(waiter, "cancelled")) return Effect.zipRight(setDepth(runtime, waiter.priority), wake(runtime))
+            if (runtime.lanes.leave(waiter, "cancelled")) {
+              return Effect.zipRight(setDepth(runtime, waiter.priority), wake(runtime))
+            }
             return waiter.state === "granted" ? abandon(runtime, waiter) : Effect.void
           })
         )
       )
       if (maxWait !== undefined && runtime.lanes.leave(waiter, "failed")) {
-        Deferred.unsafeDone(waiter.deferred, Exit.fail(new WaitTimeout({ key: runtime.key, priority: waiter.priority, maxWait })))
+        Deferred.unsafeDone(
+          waiter.deferred,
+          Exit.fail(new WaitTimeout({ key: runtime.key, priority: waiter.priority, maxWait }))
+        )
         runtime.wake.unsafeOpen()
         yield* setDepth(runtime, waiter.priority)
       }
@@ -598,7 +664,11 @@ export const make = (inputs: Inputs): Keys => {
           if (published.displaced !== undefined) {
             const lowest = published.displaced
             yield* shedCounter(labelOf(key), lowest.priority, "displaced")
-            yield* failWaiter(runtime, lowest, new Shed({ key, priority: lowest.priority, reason: "displaced", waiting: runtime.lanes.total() }))
+            yield* failWaiter(
+              runtime,
+              lowest,
+              new Shed({ key, priority: lowest.priority, reason: "displaced", waiting: runtime.lanes.total() })
+            )
           }
           yield* setDepth(runtime, priority)
           // Only a call that waits gets a span: on the fast path a span would cost more than the grant.

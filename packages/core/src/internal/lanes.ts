@@ -63,8 +63,16 @@ type Sum = { -readonly [D in keyof Cost.Amounts]: number }
 const emptySum = (): Sum => ({ requests: 0, inputTokens: 0, outputTokens: 0, tokens: 0 })
 
 export class Lanes<W extends Waiter> {
-  private readonly lanes: Record<Priority.Class, Lane<W>> = { batch: new Lane(), normal: new Lane(), interactive: new Lane() }
-  private readonly sums: Record<Priority.Class, Sum> = { batch: emptySum(), normal: emptySum(), interactive: emptySum() }
+  private readonly lanes: Record<Priority.Class, Lane<W>> = {
+    batch: new Lane(),
+    normal: new Lane(),
+    interactive: new Lane()
+  }
+  private readonly sums: Record<Priority.Class, Sum> = {
+    batch: emptySum(),
+    normal: emptySum(),
+    interactive: emptySum()
+  }
   private seq = 0
 
   nextSeq(): number {

@@ -26,7 +26,10 @@ export const byDimension = <A>(f: (dimension: Quota.Dimension) => A): Record<Quo
 })
 
 /** A metric with tags, added data-first (the piped form loses the metric's input type). */
-export const withTags: <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, tags: Record<string, string>) => Metric.Metric<Type, In, Out> = tagged
+export const withTags: <Type, In, Out>(
+  metric: Metric.Metric<Type, In, Out>,
+  tags: Record<string, string>
+) => Metric.Metric<Type, In, Out> = tagged
 
 /** The metric handles of one resident key, resolved once when its runtime is made. */
 export interface KeyMetrics {
@@ -43,7 +46,7 @@ export const keyMetrics = (label: string): KeyMetrics => ({
   queueDepth: byClass((priority) => withTags(Metrics.queueDepth, { key: label, class: priority })),
   waitSeconds: byClass((priority) => withTags(Metrics.waitSeconds, { key: label, class: priority })),
   grants: byClass((priority) => withTags(Metrics.grants, { key: label, class: priority })),
-  bucketLevel: byDimension((dimension) => withTags(Metrics.bucketLevel, { key: label, dimension: dimension })),
+  bucketLevel: byDimension((dimension) => withTags(Metrics.bucketLevel, { key: label, dimension })),
   inFlight: withTags(Metrics.inFlight, { key: label }),
   timeLeft: byDimension((dimension) => withTags(Metrics.quotaTimeLeft, { key: label, dimension }))
 })

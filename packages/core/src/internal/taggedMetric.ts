@@ -9,9 +9,14 @@ import * as Metric from "effect/Metric"
 import * as MetricLabel from "effect/MetricLabel"
 
 /** `metric` with `tags`, resolved once: updates reuse one label array. */
-export const tagged = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, tags: Readonly<Record<string, string>>): Metric.Metric<Type, In, Out> => {
+export const tagged = <Type, In, Out>(
+  metric: Metric.Metric<Type, In, Out>,
+  tags: Readonly<Record<string, string>>
+): Metric.Metric<Type, In, Out> => {
   const labels = Object.entries(tags).map(([name, value]) => MetricLabel.make(name, value))
-  const withExtra = (extra: ReadonlyArray<MetricLabel.MetricLabel>) => (extra.length === 0 ? labels : [...labels, ...extra])
+  const withExtra = (
+    extra: ReadonlyArray<MetricLabel.MetricLabel>
+  ) => (extra.length === 0 ? labels : [...labels, ...extra])
   return Metric.make(
     metric.keyType,
     (input: In, extra: ReadonlyArray<MetricLabel.MetricLabel>) => metric.unsafeUpdate(input, withExtra(extra)),

@@ -10,7 +10,13 @@ const int = (n: number) => Math.round(n).toLocaleString("en-US")
 
 /** 1,234 → "1.2k", 1,234,567 → "1.23M". */
 export const compact = (n: number): string =>
-  n >= 1_000_000 ? `${(n / 1_000_000).toFixed(2)}M` : n >= 10_000 ? `${(n / 1_000).toFixed(0)}k` : n >= 1_000 ? `${(n / 1_000).toFixed(1)}k` : `${Math.round(n)}`
+  n >= 1_000_000
+    ? `${(n / 1_000_000).toFixed(2)}M`
+    : n >= 10_000
+    ? `${(n / 1_000).toFixed(0)}k`
+    : n >= 1_000
+    ? `${(n / 1_000).toFixed(1)}k`
+    : `${Math.round(n)}`
 
 /** Seconds as `1m05s`. */
 export const clock = (seconds: number): string => {
@@ -54,7 +60,9 @@ export const bar = (snapshot: Pipeline.Snapshot, limits: Limits, timeScale: numb
     `429 ${p.rateLimited}`,
     ...(p.failed + p.shed + p.overBudget > 0 ? [`failed ${p.failed + p.shed + p.overBudget}`] : []),
     `$${(p.costMicros / 1_000_000).toFixed(2)}`,
-    left === undefined ? clock(snapshot.elapsedMillis / 1000) : `${clock(snapshot.elapsedMillis / 1000)} eta ${clock(left)}`
+    left === undefined
+      ? clock(snapshot.elapsedMillis / 1000)
+      : `${clock(snapshot.elapsedMillis / 1000)} eta ${clock(left)}`
   ]
   const line = parts.join(" │ ")
   return line.length > width ? line.slice(0, width - 1) + "…" : line
@@ -66,9 +74,13 @@ export const line = (snapshot: Pipeline.Snapshot, limits: Limits, timeScale: num
   const rate = ratesOf(snapshot, timeScale)
   const failed = p.failed + p.shed + p.overBudget
   return [
-    `[${(snapshot.elapsedMillis / 1000).toFixed(0).padStart(4)} s] ${int(Pipeline.done(p))}/${int(snapshot.total ?? 0)} documents` +
+    `[${(snapshot.elapsedMillis / 1000).toFixed(0).padStart(4)} s] ${int(Pipeline.done(p))}/${
+      int(snapshot.total ?? 0)
+    } documents` +
     (failed > 0 ? ` (${int(failed)} failed)` : "") + (p.skipped > 0 ? ` (${int(p.skipped)} already done)` : ""),
-    `${int(rate.requests)} req/min (${share(rate.requests, limits.requestsPerMinute)} of ${int(limits.requestsPerMinute)})`,
+    `${int(rate.requests)} req/min (${share(rate.requests, limits.requestsPerMinute)} of ${
+      int(limits.requestsPerMinute)
+    })`,
     `${int(rate.inputTokens)} input tok/min (${share(rate.inputTokens, limits.inputTokensPerMinute)})`,
     `${int(rate.outputTokens)} output tok/min (${share(rate.outputTokens, limits.outputTokensPerMinute)})`,
     `queue batch ${snapshot.queue.batch} normal ${snapshot.queue.normal} interactive ${snapshot.queue.interactive}`,

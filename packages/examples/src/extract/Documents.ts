@@ -37,13 +37,19 @@ export class InputError extends Data.TaggedError("InputError")<{ readonly path: 
 // ---------------------------------------------------------------------------
 
 const topics = {
-  finance: "revenue quarter earnings margin dividend investors shares bank loan credit interest inflation market portfolio bond audit",
-  technology: "software cloud platform network latency database deployment engineers security model compute chip release api developers",
-  health: "patients trial clinical hospital treatment dosage vaccine outcomes physicians diagnosis therapy nurses study symptoms care",
-  energy: "solar wind grid turbine battery storage power utility emissions oil gas pipeline capacity megawatts refinery",
-  other: "community festival travel weather museum sports league season garden recipe library volunteers school transport tourism"
+  finance:
+    "revenue quarter earnings margin dividend investors shares bank loan credit interest inflation market portfolio bond audit",
+  technology:
+    "software cloud platform network latency database deployment engineers security model compute chip release api developers",
+  health:
+    "patients trial clinical hospital treatment dosage vaccine outcomes physicians diagnosis therapy nurses study symptoms care",
+  energy:
+    "solar wind grid turbine battery storage power utility emissions oil gas pipeline capacity megawatts refinery",
+  other:
+    "community festival travel weather museum sports league season garden recipe library volunteers school transport tourism"
 } as const
-const common = "the a of and to in for with on by from that this was were will has have new report team year plan".split(" ")
+const common = "the a of and to in for with on by from that this was were will has have new report team year plan"
+  .split(" ")
 const tone = {
   positive: "strong growth excellent record improved success gains beat upbeat confident".split(" "),
   negative: "decline losses weak shortfall risk delays cuts downturn concerns missed".split(" "),
@@ -77,7 +83,9 @@ export const synthetic = (index: number, seed: number): Effect.Effect<Document> 
       }
     }
     if (sentence.length > 0) sentences.push(sentence[0]![0]!.toUpperCase() + sentence.join(" ").slice(1) + ".")
-    const title = `${topic[0]!.toUpperCase()}${topic.slice(1)} report ${index}: ${topical[index % topical.length]} ${moody[index % moody.length]}`
+    const title = `${topic[0]!.toUpperCase()}${topic.slice(1)} report ${index}: ${topical[index % topical.length]} ${
+      moody[index % moody.length]
+    }`
     return { id: `doc-${String(index).padStart(5, "0")}`, text: `${title}\n\n${sentences.join(" ")}` }
   }).pipe(Effect.withRandom(Random.make(`${seed}:${index}`)))
 
@@ -101,7 +109,9 @@ export const problemOf = (text: string): string | undefined => {
     if (code === 0) return "not text: it contains NUL bytes (a binary file?)"
     if (code === 0xfffd || (code < 32 && code !== 9 && code !== 10 && code !== 13)) control++
   }
-  return control > text.length * 0.05 ? `not text: ${control} of ${text.length} characters are control characters or invalid UTF-8` : undefined
+  return control > text.length * 0.05
+    ? `not text: ${control} of ${text.length} characters are control characters or invalid UTF-8`
+    : undefined
 }
 
 const withProblem = (doc: { readonly id: string; readonly text: string }): Document => {
@@ -113,7 +123,9 @@ const withProblem = (doc: { readonly id: string; readonly text: string }): Docum
 export const folderSource = (path: string) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
-    const names = yield* fs.readDirectory(path).pipe(Effect.mapError((error) => new InputError({ path, reason: error.message })))
+    const names = yield* fs.readDirectory(path).pipe(
+      Effect.mapError((error) => new InputError({ path, reason: error.message }))
+    )
     const files = names.filter((name) => /\.(txt|md)$/i.test(name)).sort()
     if (files.length === 0) return yield* new InputError({ path, reason: "the folder holds no .txt or .md files" })
     return {
@@ -122,7 +134,9 @@ export const folderSource = (path: string) =>
       documents: Stream.mapEffect(Stream.fromIterable(files), (name) =>
         fs.readFile(Path.join(path, name)).pipe(
           Effect.map((bytes) => withProblem({ id: name, text: new TextDecoder("utf-8").decode(bytes) })),
-          Effect.catchAll((error) => Effect.succeed<Document>({ id: name, text: "", problem: `unreadable: ${error.message}` }))
+          Effect.catchAll((error) =>
+            Effect.succeed<Document>({ id: name, text: "", problem: `unreadable: ${error.message}` })
+          )
         ))
     } satisfies Source
   })
@@ -133,7 +147,11 @@ const decodeLine = Schema.decodeUnknownOption(Line)
 /** One line of a `.jsonl` file as a document; a line that is not `{id, text}` becomes a document with a problem, named by its line number. */
 export const lineDocument = (line: string, number: number): Document =>
   Option.match(decodeLine(line), {
-    onNone: () => ({ id: `line-${number}`, text: "", problem: `line ${number} is not a JSON object with a string "text" and an "id"` }),
+    onNone: () => ({
+      id: `line-${number}`,
+      text: "",
+      problem: `line ${number} is not a JSON object with a string "text" and an "id"`
+    }),
     onSome: ({ id, text }) => withProblem({ id: String(id), text })
   })
 
@@ -160,7 +178,9 @@ export const jsonlSource = (path: string) =>
 export const inputSource = (path: string) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
-    const info = yield* fs.stat(path).pipe(Effect.mapError(() => new InputError({ path, reason: "no such file or folder" })))
+    const info = yield* fs.stat(path).pipe(
+      Effect.mapError(() => new InputError({ path, reason: "no such file or folder" }))
+    )
     if (info.type === "Directory") return yield* folderSource(path)
     if (/\.jsonl$/i.test(path)) return yield* jsonlSource(path)
     return yield* new InputError({ path, reason: "expected a folder of .txt/.md files or a .jsonl file" })

@@ -16,7 +16,9 @@ const Text = (max: number) => Schema.String.pipe(Schema.minLength(1), Schema.max
 export const Extraction = Schema.Struct({
   title: Text(300).annotations({ description: "The document's title, or a short one written for it" }),
   summary: Text(2_000).annotations({ description: "Two or three sentences" }),
-  keywords: Schema.Array(Text(60)).pipe(Schema.minItems(1), Schema.maxItems(12)).annotations({ description: "Up to 12 keywords" }),
+  keywords: Schema.Array(Text(60)).pipe(Schema.minItems(1), Schema.maxItems(12)).annotations({
+    description: "Up to 12 keywords"
+  }),
   category: Schema.Literal(...categories),
   sentiment: Schema.Literal(...sentiments)
 })
@@ -47,7 +49,9 @@ export const request = (model: string, document: Document, job: string): LlmClie
 })
 
 /** The model's answer was not a valid extraction. */
-export class InvalidAnswer extends Data.TaggedError("InvalidAnswer")<{ readonly documentId: string; readonly detail: string }> {
+export class InvalidAnswer
+  extends Data.TaggedError("InvalidAnswer")<{ readonly documentId: string; readonly detail: string }>
+{
   override get message(): string {
     return `the model's answer does not match the extraction schema: ${this.detail}`
   }
@@ -55,16 +59,25 @@ export class InvalidAnswer extends Data.TaggedError("InvalidAnswer")<{ readonly 
 
 /** The extraction in a response, decoded; an `InvalidAnswer` naming what was wrong otherwise. */
 export const decode = (documentId: string, response: LlmClient.Response): Either.Either<Extraction, InvalidAnswer> => {
-  const call = response.content.find((block): block is LlmClient.ToolUseBlock => block.type === "tool_use" && block.name === tool.name)
+  const call = response.content.find((block): block is LlmClient.ToolUseBlock =>
+    block.type === "tool_use" && block.name === tool.name
+  )
   if (call === undefined) {
-    return Either.left(new InvalidAnswer({ documentId, detail: `no ${tool.name} call in the answer (stop reason ${response.stopReason})` }))
+    return Either.left(
+      new InvalidAnswer({
+        documentId,
+        detail: `no ${tool.name} call in the answer (stop reason ${response.stopReason})`
+      })
+    )
   }
   return Either.mapLeft(
     Schema.decodeUnknownEither(Extraction, { errors: "all" })(call.input),
     (error) =>
       new InvalidAnswer({
         documentId,
-        detail: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => `${issue.path.join(".") || "answer"}: ${issue.message}`).join("; ")
+        detail: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) =>
+          `${issue.path.join(".") || "answer"}: ${issue.message}`
+        ).join("; ")
       })
   )
 }

@@ -11,9 +11,34 @@
  * database (so a resumed job keeps counting what it spent).
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Budget, Governor, LimiterStore, LlmClient, Metrics, Pipeline, Pricing, Priority, RateLimiter, TokenEstimator } from "@sluice/core"
+import {
+  Budget,
+  Governor,
+  LimiterStore,
+  LlmClient,
+  Metrics,
+  Pipeline,
+  Pricing,
+  Priority,
+  RateLimiter,
+  TokenEstimator
+} from "@sluice/core"
 import * as BudgetSql from "@sluice/core/Budget/Sql"
-import { Chunk, Clock, Data, Duration, Effect, Either, Fiber, Layer, Metric, MetricState, Option, Ref, Stream } from "effect"
+import {
+  Chunk,
+  Clock,
+  Data,
+  Duration,
+  Effect,
+  Either,
+  Fiber,
+  Layer,
+  Metric,
+  MetricState,
+  Option,
+  Ref,
+  Stream
+} from "effect"
 import type { Source } from "./Documents.js"
 import * as Extraction from "./Extraction.js"
 import { layerCheckpoint, Store } from "./Store.js"
@@ -52,7 +77,9 @@ export interface Result {
 }
 
 /** A document rejected before any call. */
-export class DocumentRejected extends Data.TaggedError("DocumentRejected")<{ readonly documentId: string; readonly reason: string }> {
+export class DocumentRejected
+  extends Data.TaggedError("DocumentRejected")<{ readonly documentId: string; readonly reason: string }>
+{
   override get message(): string {
     return this.reason
   }
@@ -66,7 +93,9 @@ export class DocumentTooLarge extends Data.TaggedError("DocumentTooLarge")<{
   readonly perMinute: number
 }> {
   override get message(): string {
-    return `too large: it needs about ${this.amount.toLocaleString("en-US")} ${this.dimension === "inputTokens" ? "input tokens" : this.dimension}, ` +
+    return `too large: it needs about ${this.amount.toLocaleString("en-US")} ${
+      this.dimension === "inputTokens" ? "input tokens" : this.dimension
+    }, ` +
       `more than the ${this.perMinute.toLocaleString("en-US")} a minute the quota can ever admit`
   }
 }
@@ -109,10 +138,17 @@ const percent = (x: number) => `${(100 * x).toFixed(0)} %`
 /** The limiter's wait histograms of a key, every class summed into one (they share their boundaries). */
 export const waitsOf = (key: string): Effect.Effect<MetricState.MetricState.Histogram> =>
   Effect.map(
-    Effect.forEach(Priority.classes, (priority) => Metric.value(Metrics.waitSeconds.pipe(Metric.tagged("key", key), Metric.tagged("class", priority)))),
+    Effect.forEach(Priority.classes, (priority) =>
+      Metric.value(Metrics.waitSeconds.pipe(Metric.tagged("key", key), Metric.tagged("class", priority)))),
     (states) =>
       MetricState.histogram({
-        buckets: states[0]!.buckets.map(([upper], i) => [upper, states.reduce((sum, state) => sum + (state.buckets[i]?.[1] ?? 0), 0)] as const),
+        buckets: states[0]!.buckets.map(([upper], i) =>
+          [
+            upper,
+            states.reduce((sum, state) =>
+              sum + (state.buckets[i]?.[1] ?? 0), 0)
+          ] as const
+        ),
         count: states.reduce((sum, state) => sum + state.count, 0),
         min: Math.min(...states.map((state) => state.min)),
         max: Math.max(...states.map((state) => state.max)),
@@ -127,7 +163,9 @@ export const run = (config: Config) =>
     const store = yield* Store
     const prices = yield* Pricing.make()
     const price = Either.getOrUndefined(Pricing.lookup(Pricing.defaultTable, config.model))
-    const meter = yield* Pipeline.makeMeter(price === undefined ? {} : { price: (_model, usage) => Pricing.costMicros(price, usage) })
+    const meter = yield* Pipeline.makeMeter(
+      price === undefined ? {} : { price: (_model, usage) => Pricing.costMicros(price, usage) }
+    )
     const key = `${provider.provider}/${config.model}`
     const limiter = yield* RateLimiter.make({ quotas: { [key]: quotaOf(config.limits, config.timeScale) } }).pipe(
       Effect.provideServiceEffect(LimiterStore.LimiterStore, LimiterStore.makeMemory),
@@ -136,7 +174,13 @@ export const run = (config: Config) =>
     const budget = config.budgetUsd === undefined
       ? Option.none<Budget.Budget["Type"]>()
       : Option.some(
-        yield* Budget.make({ limits: [{ scope: { _tag: "job", id: config.job }, window: { rolling: "3650 days" }, limitUsd: config.budgetUsd }] }).pipe(
+        yield* Budget.make({
+          limits: [{
+            scope: { _tag: "job", id: config.job },
+            window: { rolling: "3650 days" },
+            limitUsd: config.budgetUsd
+          }]
+        }).pipe(
           Effect.provideService(Pricing.Pricing, prices),
           Effect.provideServiceEffect(Budget.BudgetLedger, BudgetSql.make)
         )
@@ -150,7 +194,9 @@ export const run = (config: Config) =>
 
     const extract = (document: { readonly id: string; readonly text: string; readonly problem?: string | undefined }) =>
       Effect.gen(function*() {
-        if (document.problem !== undefined) return yield* new DocumentRejected({ documentId: document.id, reason: document.problem })
+        if (document.problem !== undefined) {
+          return yield* new DocumentRejected({ documentId: document.id, reason: document.problem })
+        }
         const response = yield* client.complete(Extraction.request(config.model, document, config.job)).pipe(
           Effect.catchTag("CostTooLarge", (error) =>
             new DocumentTooLarge({
@@ -159,7 +205,9 @@ export const run = (config: Config) =>
               amount: error.amount,
               perMinute: error.dimension === "requests"
                 ? config.limits.requestsPerMinute
-                : error.dimension === "outputTokens" ? config.limits.outputTokensPerMinute : config.limits.inputTokensPerMinute
+                : error.dimension === "outputTokens"
+                ? config.limits.outputTokensPerMinute
+                : config.limits.inputTokensPerMinute
             }))
         )
         const extraction = yield* Extraction.decode(document.id, response)
@@ -169,7 +217,8 @@ export const run = (config: Config) =>
           docId: document.id,
           extraction,
           model: response.model,
-          inputTokens: response.usage.inputTokens + response.usage.cacheReadInputTokens + response.usage.cacheWriteInputTokens,
+          inputTokens: response.usage.inputTokens + response.usage.cacheReadInputTokens +
+            response.usage.cacheWriteInputTokens,
           outputTokens: response.usage.outputTokens,
           costUsd
         }))
@@ -183,7 +232,11 @@ export const run = (config: Config) =>
     const snapshots = Pipeline.monitor(meter.progress, {
       every: config.every ?? Duration.seconds(1),
       total: config.source.count,
-      limits: { requests: config.limits.requestsPerMinute, inputTokens: config.limits.inputTokensPerMinute, outputTokens: config.limits.outputTokensPerMinute },
+      limits: {
+        requests: config.limits.requestsPerMinute,
+        inputTokens: config.limits.inputTokensPerMinute,
+        outputTokens: config.limits.outputTokensPerMinute
+      },
       limiter: { limiter, key }
     })
     const record = (snapshot: Pipeline.Snapshot) =>
@@ -262,11 +315,23 @@ export const run = (config: Config) =>
     const notes = [
       ...(bound === undefined ? [] : [bound.sentence]),
       `Of what the quota allowed over the run (a full minute's bucket at the start plus the refill since), the run used ` +
-      `requests ${percent(utilisation.requests)}, input tokens ${percent(utilisation.inputTokens)}, output tokens ${percent(utilisation.outputTokens)}.`,
-      ...(config.timeScale === 1 ? [] : [`The provider's minute lasted ${(60 / config.timeScale).toFixed(1)} s (simulator at ${config.timeScale}× speed); per-minute figures are per provider minute.`]),
+      `requests ${percent(utilisation.requests)}, input tokens ${percent(utilisation.inputTokens)}, output tokens ${
+        percent(utilisation.outputTokens)
+      }.`,
+      ...(config.timeScale === 1
+        ? []
+        : [
+          `The provider's minute lasted ${
+            (60 / config.timeScale).toFixed(1)
+          } s (simulator at ${config.timeScale}× speed); per-minute figures are per provider minute.`
+        ]),
       ...(price === undefined ? [`No price is known for ${config.model}: costs are shown as 0.`] : []),
       ...(interrupted
-        ? [`Stopped before the end: ${(config.source.count - Pipeline.done(progress)).toLocaleString("en-US")} documents were not started. Run the same command again to resume; extracted documents are skipped.`]
+        ? [
+          `Stopped before the end: ${
+            (config.source.count - Pipeline.done(progress)).toLocaleString("en-US")
+          } documents were not started. Run the same command again to resume; extracted documents are skipped.`
+        ]
         : [])
     ]
     return { summary, samples: Chunk.toReadonlyArray(yield* Ref.get(samples)), notes, utilisation } satisfies Result

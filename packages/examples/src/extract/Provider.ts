@@ -76,7 +76,12 @@ export interface Request {
 export const choose = (request: Request): Either.Either<Choice, InvalidFlags> => {
   const provider = Option.getOrUndefined(request.provider)
   if (provider === "simulator" && Option.isSome(request.baseUrl)) {
-    return Either.left(new InvalidFlags({ message: "--provider simulator is the built-in simulator and --base-url an endpoint of your own: give one of them" }))
+    return Either.left(
+      new InvalidFlags({
+        message:
+          "--provider simulator is the built-in simulator and --base-url an endpoint of your own: give one of them"
+      })
+    )
   }
   if (provider === "anthropic" || Option.isSome(request.baseUrl)) {
     if (Option.isNone(request.baseUrl) && !request.anthropicKeySet) {
@@ -136,7 +141,10 @@ export const worstCase = <E, R>(
       return Effect.map(options.estimator.estimate(request), (estimate) => ({
         inputTokens: estimate.inputTokens,
         outputTokens: request.maxOutputTokens,
-        micros: Pricing.worstCaseMicros(options.price, { inputTokens: estimate.inputTokens, maxOutputTokens: request.maxOutputTokens })
+        micros: Pricing.worstCaseMicros(options.price, {
+          inputTokens: estimate.inputTokens,
+          maxOutputTokens: request.maxOutputTokens
+        })
       }))
     }),
     Stream.runFold(
@@ -168,7 +176,11 @@ export const budgetLine = (budget: BudgetChoice): string | undefined =>
 export const worstCaseLine = (model: string, worst: WorstCase, budgetUsd: number | undefined): string => {
   const total = Pricing.toUsd(worst.micros)
   const most = budgetUsd === undefined ? total : Math.min(total, budgetUsd)
-  return `worst case ${usd(total)}: ${count(worst.documents)} documents to send, about ${count(worst.inputTokens)} input tokens ` +
-    `and ${count(worst.outputTokens)} output tokens (max_tokens of each) at ${model}'s list price; this run spends at most ${usd(most)}` +
+  return `worst case ${usd(total)}: ${count(worst.documents)} documents to send, about ${
+    count(worst.inputTokens)
+  } input tokens ` +
+    `and ${
+      count(worst.outputTokens)
+    } output tokens (max_tokens of each) at ${model}'s list price; this run spends at most ${usd(most)}` +
     (budgetUsd !== undefined && total > budgetUsd ? ` (the budget), documents past it are recorded as over budget` : "")
 }

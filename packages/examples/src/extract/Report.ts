@@ -125,7 +125,13 @@ interface Axis {
 }
 
 /** One chart: axes, ticks, series and legend, as inline SVG. The y range is the largest value (or `yFloor`) × 1.1. */
-const chart = (id: string, title: string, unit: "s" | "min", series: ReadonlyArray<Series>, axis: Axis = {}): string => {
+const chart = (
+  id: string,
+  title: string,
+  unit: "s" | "min",
+  series: ReadonlyArray<Series>,
+  axis: Axis = {}
+): string => {
   const xs = series.flatMap((line) => line.points.map(([x]) => x))
   const ys = series.flatMap((line) => line.points.map(([, y]) => y))
   const s = scale(largest(xs, 0), largest(ys, axis.yFloor ?? 0) * 1.1)
@@ -133,7 +139,9 @@ const chart = (id: string, title: string, unit: "s" | "min", series: ReadonlyArr
   const yTicks = ticks(s.yMax, axis.integer === true)
   const grid = [
     ...yTicks.map((v) =>
-      `<line x1="${s.left}" x2="${s.width - s.right}" y1="${round(yOf(s, v))}" y2="${round(yOf(s, v))}" class="grid"/>` +
+      `<line x1="${s.left}" x2="${s.width - s.right}" y1="${round(yOf(s, v))}" y2="${
+        round(yOf(s, v))
+      }" class="grid"/>` +
       `<text x="${s.left - 6}" y="${round(yOf(s, v) + 4)}" text-anchor="end">${short(v)}</text>`
     ),
     ...xTicks.map((v) =>
@@ -142,18 +150,28 @@ const chart = (id: string, title: string, unit: "s" | "min", series: ReadonlyArr
   ].join("")
   const lines = series.map((line) =>
     line.points.length === 1
-      ? `<circle data-series="${line.name}" cx="${round(xOf(s, line.points[0]![0]))}" cy="${round(yOf(s, line.points[0]![1]))}" r="3" fill="${colours[line.name]}"/>`
-      : `<polyline data-series="${line.name}" fill="none" stroke="${colours[line.name]}" stroke-width="2"${line.dashed === true ? ` stroke-dasharray="6 4"` : ""} points="${polyline(line.points, s)}"/>`
+      ? `<circle data-series="${line.name}" cx="${round(xOf(s, line.points[0]![0]))}" cy="${
+        round(yOf(s, line.points[0]![1]))
+      }" r="3" fill="${colours[line.name]}"/>`
+      : `<polyline data-series="${line.name}" fill="none" stroke="${colours[line.name]}" stroke-width="2"${
+        line.dashed === true ? ` stroke-dasharray="6 4"` : ""
+      } points="${polyline(line.points, s)}"/>`
   ).join("")
   const legend = series.map((line, i) =>
-    `<g transform="translate(${s.left + 8 + i * 96},${s.top - 12})"><rect width="10" height="10" y="-9" fill="${colours[line.name]}"/><text x="14">${escapeHtml(line.label)}</text></g>`
+    `<g transform="translate(${s.left + 8 + i * 96},${s.top - 12})"><rect width="10" height="10" y="-9" fill="${
+      colours[line.name]
+    }"/><text x="14">${escapeHtml(line.label)}</text></g>`
   ).join("")
   return `<figure><figcaption>${escapeHtml(title)}</figcaption>` +
-    `<svg data-chart="${id}" viewBox="0 0 ${s.width} ${s.height}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="${escapeHtml(title)}">` +
+    `<svg data-chart="${id}" viewBox="0 0 ${s.width} ${s.height}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="${
+      escapeHtml(title)
+    }">` +
     `<title>${escapeHtml(title)}</title>` +
     `<g class="axis">${grid}<line x1="${s.left}" x2="${s.left}" y1="${s.top}" y2="${s.height - s.bottom}"/>` +
     `<line x1="${s.left}" x2="${s.width - s.right}" y1="${s.height - s.bottom}" y2="${s.height - s.bottom}"/>` +
-    `<text x="${s.width - s.right}" y="${s.height - 4}" text-anchor="end">${unit === "s" ? "seconds" : "minutes"}</text></g>` +
+    `<text x="${s.width - s.right}" y="${s.height - 4}" text-anchor="end">${
+      unit === "s" ? "seconds" : "minutes"
+    }</text></g>` +
     `${lines}${legend}</svg></figure>`
 }
 
@@ -195,13 +213,21 @@ export const render = (input: ReportInput): string => {
         { name: "http529", label: "529s", points: along((s) => s.http529) },
         { name: "retries", label: "retries", points: along((s) => s.retries) }
       ], { yFloor: 1, integer: true }),
-      chart("done", "Documents with an outcome", unit, [{ name: "done", label: "done", points: along((s) => s.done) }], {
-        yFloor: summary.documents,
-        integer: true
-      })
+      chart(
+        "done",
+        "Documents with an outcome",
+        unit,
+        [{ name: "done", label: "done", points: along((s) => s.done) }],
+        {
+          yFloor: summary.documents,
+          integer: true
+        }
+      )
     ].join("")
   const ofLimit = (rate: number, limit: number) =>
-    limit > 0 && Number.isFinite(rate) ? `${int(rate)} (${Math.round((100 * rate) / limit)} % of ${int(limit)})` : `${int(rate)} (limit ${int(limit)})`
+    limit > 0 && Number.isFinite(rate)
+      ? `${int(rate)} (${Math.round((100 * rate) / limit)} % of ${int(limit)})`
+      : `${int(rate)} (limit ${int(limit)})`
   const rows: ReadonlyArray<readonly [string, string]> = [
     ["Documents", int(summary.documents)],
     ["Succeeded", int(summary.succeeded)],
@@ -216,7 +242,9 @@ export const render = (input: ReportInput): string => {
     ["Output tokens", int(summary.outputTokens)],
     ["Cost", `$${fixed(summary.costUsd, 4)}`],
     ["Wall time", `${fixed(summary.wallSeconds, 1)} s`],
-    ...(summary.waitP95Seconds === undefined ? [] : [["Limiter wait, 95th percentile", `${fixed(summary.waitP95Seconds, 2)} s`] as const]),
+    ...(summary.waitP95Seconds === undefined
+      ? []
+      : [["Limiter wait, 95th percentile", `${fixed(summary.waitP95Seconds, 2)} s`] as const]),
     ["Requests per minute", ofLimit(summary.requestsPerMinute, limits.requestsPerMinute)],
     ["Input tokens per minute", ofLimit(summary.inputTokensPerMinute, limits.inputTokensPerMinute)],
     ["Output tokens per minute", ofLimit(summary.outputTokensPerMinute, limits.outputTokensPerMinute)],
@@ -247,10 +275,26 @@ td:last-child{text-align:right;font-variant-numeric:tabular-nums}
 </style></head>
 <body><main>
 <h1>${escapeHtml(input.title)}</h1>
-<p class="meta">${escapeHtml(input.model)} · generated ${escapeHtml(input.generatedAt)} · limits ${int(limits.requestsPerMinute)} requests, ${int(limits.inputTokensPerMinute)} input and ${int(limits.outputTokensPerMinute)} output tokens a minute</p>
-<p class="headline">${int(summary.succeeded)} of ${int(summary.documents)} documents extracted, ${int(summary.failed + summary.shed + summary.overBudget)} not (failed ${int(summary.failed)}, shed ${int(summary.shed)}, over budget ${int(summary.overBudget)})${summary.skipped > 0 ? `, ${int(summary.skipped)} skipped` : ""} · ${int(summary.http429)} × 429 · ${fixed(summary.wallSeconds, 1)} s${summary.interrupted ? " · stopped early" : ""}</p>
-${summary.bottleneck === undefined ? "" : `<p class="bottleneck">${escapeHtml(summary.bottleneck)}</p>\n`}<section class="grid-charts">${charts}</section>
-<table>${rows.map(([label, value]) => `<tr><td>${escapeHtml(label)}</td><td>${escapeHtml(value)}</td></tr>`).join("")}</table>
+<p class="meta">${escapeHtml(input.model)} · generated ${escapeHtml(input.generatedAt)} · limits ${
+    int(limits.requestsPerMinute)
+  } requests, ${int(limits.inputTokensPerMinute)} input and ${
+    int(limits.outputTokensPerMinute)
+  } output tokens a minute</p>
+<p class="headline">${int(summary.succeeded)} of ${int(summary.documents)} documents extracted, ${
+    int(summary.failed + summary.shed + summary.overBudget)
+  } not (failed ${int(summary.failed)}, shed ${int(summary.shed)}, over budget ${int(summary.overBudget)})${
+    summary.skipped > 0 ? `, ${int(summary.skipped)} skipped` : ""
+  } · ${int(summary.http429)} × 429 · ${fixed(summary.wallSeconds, 1)} s${
+    summary.interrupted ? " · stopped early" : ""
+  }</p>
+${
+    summary.bottleneck === undefined
+      ? ""
+      : `<p class="bottleneck">${escapeHtml(summary.bottleneck)}</p>\n`
+  }<section class="grid-charts">${charts}</section>
+<table>${
+    rows.map(([label, value]) => `<tr><td>${escapeHtml(label)}</td><td>${escapeHtml(value)}</td></tr>`).join("")
+  }</table>
 ${notes.length > 0 ? `<ul class="notes">${notes.map((note) => `<li>${escapeHtml(note)}</li>`).join("")}</ul>` : ""}
 </main></body></html>
 `

@@ -64,25 +64,32 @@ export const make = Effect.gen(function*() {
     last_error_at TEXT NOT NULL
   )`
   return Store.of({
-    isExtracted: (docId) => Effect.map(sql`SELECT 1 AS found FROM extractions WHERE doc_id = ${docId}`, (rows) => rows.length > 0),
+    isExtracted: (docId) =>
+      Effect.map(sql`SELECT 1 AS found FROM extractions WHERE doc_id = ${docId}`, (rows) => rows.length > 0),
     saveExtraction: (row) =>
       Effect.flatMap(iso, (now) =>
         sql.withTransaction(Effect.zipRight(
           sql`INSERT INTO extractions (doc_id, title, summary, category, sentiment, keywords, model, input_tokens, output_tokens, cost_usd, created_at)
               VALUES (${row.docId}, ${row.extraction.title}, ${row.extraction.summary}, ${row.extraction.category}, ${row.extraction.sentiment},
-                      ${JSON.stringify(row.extraction.keywords)}, ${row.model}, ${row.inputTokens}, ${row.outputTokens}, ${row.costUsd}, ${now})
+                      ${
+            JSON.stringify(row.extraction.keywords)
+          }, ${row.model}, ${row.inputTokens}, ${row.outputTokens}, ${row.costUsd}, ${now})
               ON CONFLICT (doc_id) DO UPDATE SET title = excluded.title, summary = excluded.summary, category = excluded.category,
                 sentiment = excluded.sentiment, keywords = excluded.keywords, model = excluded.model, input_tokens = excluded.input_tokens,
                 output_tokens = excluded.output_tokens, cost_usd = excluded.cost_usd, created_at = excluded.created_at`,
           sql`DELETE FROM failures WHERE doc_id = ${row.docId}`
         ))),
     saveFailure: (row) =>
-      Effect.flatMap(iso, (now) =>
-        sql`INSERT INTO failures (doc_id, outcome, reason, attempts, last_error_at) VALUES (${row.docId}, ${row.outcome}, ${row.reason}, ${row.attempts}, ${now})
+      Effect.flatMap(
+        iso,
+        (now) =>
+          sql`INSERT INTO failures (doc_id, outcome, reason, attempts, last_error_at) VALUES (${row.docId}, ${row.outcome}, ${row.reason}, ${row.attempts}, ${now})
             ON CONFLICT (doc_id) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason, attempts = excluded.attempts, last_error_at = excluded.last_error_at`
       ).pipe(Effect.asVoid),
     counts: Effect.map(
-      sql<{ extractions: number; failures: number }>`SELECT (SELECT COUNT(*) FROM extractions) AS extractions, (SELECT COUNT(*) FROM failures) AS failures`,
+      sql<
+        { extractions: number; failures: number }
+      >`SELECT (SELECT COUNT(*) FROM extractions) AS extractions, (SELECT COUNT(*) FROM failures) AS failures`,
       (rows) => ({ extractions: Number(rows[0]?.extractions ?? 0), failures: Number(rows[0]?.failures ?? 0) })
     )
   })

@@ -61,7 +61,11 @@ export interface Sample {
 export type Dimension = "requests" | "inputTokens" | "outputTokens"
 
 const limitOf = (limits: Limits, dimension: Dimension): number =>
-  dimension === "requests" ? limits.requestsPerMinute : dimension === "inputTokens" ? limits.inputTokensPerMinute : limits.outputTokensPerMinute
+  dimension === "requests"
+    ? limits.requestsPerMinute
+    : dimension === "inputTokens"
+    ? limits.inputTokensPerMinute
+    : limits.outputTokensPerMinute
 
 const titles: Record<Dimension, string> = {
   requests: "Requests per minute",
@@ -144,13 +148,19 @@ export const bottleneck = (input: BottleneckInput): Bottleneck | undefined => {
     const limit = limitOf(input.limits, dimension) * multiple
     return limit > 0 ? Math.max(0, input.work[dimension] - limit) / limit : 0
   }
-  const binding = dimensions.reduce((best, dimension) => (leastMinutes(dimension) > leastMinutes(best) ? dimension : best))
+  const binding = dimensions.reduce((
+    best,
+    dimension
+  ) => (leastMinutes(dimension) > leastMinutes(best) ? dimension : best))
   const bound = leastMinutes(binding)
   if (!(bound > 0)) return undefined
   const minutesPerSecond = input.timeScale / 60
   const wallMinutes = input.wallSeconds * minutesPerSecond
   const rest = Math.max(0, wallMinutes - bound)
-  const after = Math.max(leastMinutes(binding, factor), ...dimensions.filter((d) => d !== binding).map((d) => leastMinutes(d)))
+  const after = Math.max(
+    leastMinutes(binding, factor),
+    ...dimensions.filter((d) => d !== binding).map((d) => leastMinutes(d))
+  )
   const estimatedSeconds = (after + rest) / minutesPerSecond
   const signs = [
     ...(waited ? [`waits of ${input.waitP95Seconds!.toFixed(1)} s at p95`] : []),
@@ -162,7 +172,10 @@ export const bottleneck = (input: BottleneckInput): Bottleneck | undefined => {
     factor,
     wallSeconds: input.wallSeconds,
     estimatedSeconds,
-    sentence: `${titles[binding]} bound this run (${signs}): at ${factor}× that limit (${higher} a minute) it would have finished in about ` +
+    sentence:
+      `${
+        titles[binding]
+      } bound this run (${signs}): at ${factor}× that limit (${higher} a minute) it would have finished in about ` +
       `${clock(estimatedSeconds)} instead of ${clock(input.wallSeconds)}.`
   }
 }

@@ -9,10 +9,10 @@
  * deliberately narrow (see {@link quotaExhaustedCode}); anything else keeps its
  * status's meaning.
  */
-import * as Duration from "effect/Duration"
-import * as Option from "effect/Option"
 import { SluiceError } from "@sluice/core"
 import type { RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
+import * as Duration from "effect/Duration"
+import * as Option from "effect/Option"
 import * as RateLimitHeaders from "../RateLimitHeaders.js"
 
 /** What a failed HTTP exchange told us. */
@@ -94,7 +94,9 @@ const quotaMessages: ReadonlyArray<readonly [RegExp, string]> = [
  * resort (Anthropic says its wording may change), kept to phrases that cannot
  * describe a request or a rate.
  */
-export const quotaExhaustedCode = (failure: Pick<HttpFailure, "status" | "errorType" | "errorCode" | "detail">): string | undefined => {
+export const quotaExhaustedCode = (
+  failure: Pick<HttpFailure, "status" | "errorType" | "errorCode" | "detail">
+): string | undefined => {
   if (failure.errorCode !== undefined && quotaCodes.has(failure.errorCode)) return failure.errorCode
   if (failure.errorType !== undefined && quotaCodes.has(failure.errorType)) return failure.errorType
   if (failure.status === 402) return failure.errorCode ?? failure.errorType ?? "payment_required"
@@ -130,7 +132,10 @@ export const readErrorBody = (body: unknown): ErrorBody => {
   const error = typeof parsed === "object" && parsed !== null ? (parsed as Record<string, unknown>).error : undefined
   return {
     errorType: stringField(error, "code") ?? stringField(error, "type"),
-    errorCode: stringField(typeof error === "object" && error !== null ? (error as Record<string, unknown>).details : undefined, "error_code"),
+    errorCode: stringField(
+      typeof error === "object" && error !== null ? (error as Record<string, unknown>).details : undefined,
+      "error_code"
+    ),
     message: stringField(error, "message")
   }
 }

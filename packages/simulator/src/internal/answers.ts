@@ -9,10 +9,17 @@ import { hash } from "./hash.js"
 import { contentText, countText } from "./tokens.js"
 
 const stopwords = new Set(
-  "a an and are as at be but by for from has have he her his i in into is it its of on or our she that the their them they this to was we were will with you your not no so if than then there these those which who what when where how all any can could would should may might also more most very just about over under after before between".split(" ")
+  "a an and are as at be but by for from has have he her his i in into is it its of on or our she that the their them they this to was we were will with you your not no so if than then there these those which who what when where how all any can could would should may might also more most very just about over under after before between"
+    .split(" ")
 )
-const positiveWords = new Set("good great excellent strong growth grew gain gains delighted happy success successful improved improve wonderful positive record best win wins benefit love".split(" "))
-const negativeWords = new Set("bad poor weak loss losses decline declined fell fail failed failure risk problem problems negative worst crisis concern concerns angry sad lawsuit".split(" "))
+const positiveWords = new Set(
+  "good great excellent strong growth grew gain gains delighted happy success successful improved improve wonderful positive record best win wins benefit love"
+    .split(" ")
+)
+const negativeWords = new Set(
+  "bad poor weak loss losses decline declined fell fail failed failure risk problem problems negative worst crisis concern concerns angry sad lawsuit"
+    .split(" ")
+)
 
 const wordsOf = (text: string): ReadonlyArray<string> => text.toLowerCase().match(/[a-z][a-z'-]+/g) ?? []
 
@@ -22,7 +29,9 @@ const keywordsOf = (text: string, count: number): ReadonlyArray<string> => {
     if (word.length < 4 || stopwords.has(word)) continue
     frequency.set(word, (frequency.get(word) ?? 0) + 1)
   }
-  return [...frequency.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, count).map(([word]) => word)
+  return [...frequency.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, count).map(([word]) =>
+    word
+  )
 }
 
 const titleOf = (text: string): string => {
@@ -56,10 +65,14 @@ const pickEnum = (values: ReadonlyArray<unknown>, name: string, text: string): u
   }
   // A value named in the text wins; else one chosen by the text's hash.
   const lower = text.toLowerCase()
-  const named = values.find((value) => typeof value === "string" && value.length > 2 && lower.includes(value.toLowerCase()))
+  const named = values.find((value) =>
+    typeof value === "string" && value.length > 2 && lower.includes(value.toLowerCase())
+  )
   if (named !== undefined) return named
   for (const keyword of keywordsOf(text, 10)) {
-    const related = values.find((value) => typeof value === "string" && value.toLowerCase().startsWith(keyword.slice(0, 4)))
+    const related = values.find((value) =>
+      typeof value === "string" && value.toLowerCase().startsWith(keyword.slice(0, 4))
+    )
     if (related !== undefined) return related
   }
   return values[hash(text) % values.length]
@@ -72,7 +85,11 @@ export const fillSchema = (schema: unknown, text: string, name = ""): unknown =>
   const type = Array.isArray(node.type) ? node.type.find((item) => item !== "null") : node.type
   switch (type) {
     case "object": {
-      const properties = (typeof node.properties === "object" && node.properties !== null ? node.properties : {}) as Record<string, unknown>
+      const properties =
+        (typeof node.properties === "object" && node.properties !== null ? node.properties : {}) as Record<
+          string,
+          unknown
+        >
       return Object.fromEntries(Object.entries(properties).map(([key, value]) => [key, fillSchema(value, text, key)]))
     }
     case "array": {
@@ -93,7 +110,13 @@ export const fillSchema = (schema: unknown, text: string, name = ""): unknown =>
     default: {
       if (/title|headline|name/i.test(name)) return titleOf(text)
       if (/summary|abstract|description/i.test(name)) return summaryOf(text)
-      if (/sentiment/i.test(name)) return sentimentScore(text) > 0 ? "positive" : sentimentScore(text) < 0 ? "negative" : "neutral"
+      if (/sentiment/i.test(name)) {
+        return sentimentScore(text) > 0
+          ? "positive"
+          : sentimentScore(text) < 0
+          ? "negative"
+          : "neutral"
+      }
       if (/categor|topic|label/i.test(name)) return keywordsOf(text, 1)[0] ?? "general"
       return summaryOf(text).slice(0, 80)
     }
@@ -126,7 +149,9 @@ export interface MessagesBody {
   readonly max_tokens: number
   readonly messages: ReadonlyArray<{ readonly role: string; readonly content: unknown }>
   readonly system?: unknown
-  readonly tools?: ReadonlyArray<{ readonly name: string; readonly input_schema?: unknown; readonly parameters?: unknown }>
+  readonly tools?: ReadonlyArray<
+    { readonly name: string; readonly input_schema?: unknown; readonly parameters?: unknown }
+  >
   readonly tool_choice?: unknown
   readonly stream?: boolean
 }
@@ -147,7 +172,8 @@ export const chosenTool = (body: MessagesBody): { readonly name: string; readonl
   if (choice === "none" || (typeof choice === "object" && choice?.type === "none")) return undefined
   const wanted = typeof choice === "object" ? choice?.name ?? choice?.function?.name : undefined
   const tool = tools.find((candidate) => candidate.name === wanted) ?? tools[0]!
-  const schema = tool.input_schema ?? (tool as { function?: { parameters?: unknown } }).function?.parameters ?? tool.parameters
+  const schema = tool.input_schema ?? (tool as { function?: { parameters?: unknown } }).function?.parameters ??
+    tool.parameters
   const name = tool.name ?? (tool as { function?: { name?: string } }).function?.name ?? "tool"
   return { name, schema }
 }
@@ -160,7 +186,13 @@ export const answerFor = (body: MessagesBody) => {
     const input = fillSchema(tool.schema, prompt) as Record<string, unknown>
     const outputTokens = countText(JSON.stringify(input)) + 9
     const stop = outputTokens > body.max_tokens ? "max_tokens" : "tool_use"
-    return { kind: "tool" as const, tool: tool.name, input, outputTokens: Math.min(outputTokens, body.max_tokens), stop }
+    return {
+      kind: "tool" as const,
+      tool: tool.name,
+      input,
+      outputTokens: Math.min(outputTokens, body.max_tokens),
+      stop
+    }
   }
   const text = textAnswer(prompt, answerLength(prompt, body.max_tokens))
   return { kind: "text" as const, text, outputTokens: Math.min(body.max_tokens, countText(text)), stop: "end_turn" }

@@ -8,13 +8,13 @@
  * Time comes only from the Effect `Clock` and randomness only from `Random`,
  * so it runs under `TestClock`.
  */
+import * as TokenBucket from "@sluice/core/TokenBucket"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
-import * as TokenBucket from "@sluice/core/TokenBucket"
 import * as Cache from "./promptCache.js"
 import * as Quota from "./quota.js"
 
@@ -27,7 +27,11 @@ export interface Faults {
   readonly serverErrorRate?: number | undefined
   readonly resetRate?: number | undefined
   readonly malformedRate?: number | undefined
-  readonly bursts?: ReadonlyArray<{ readonly startSeconds: number; readonly durationSeconds: number; readonly status: 429 | 529 | 503 }> | undefined
+  readonly bursts?:
+    | ReadonlyArray<
+      { readonly startSeconds: number; readonly durationSeconds: number; readonly status: 429 | 529 | 503 }
+    >
+    | undefined
 }
 
 export interface Latency {
@@ -95,7 +99,11 @@ export interface KeyStats {
   readonly cacheWriteInputTokens: number
   readonly foreignInputTokens: number
   /** The busiest minute's use of each limit; input counts what the limit charged (uncached + cache writes). */
-  readonly bestMinuteUtilisation: { readonly requests: number; readonly inputTokens: number; readonly outputTokens: number }
+  readonly bestMinuteUtilisation: {
+    readonly requests: number
+    readonly inputTokens: number
+    readonly outputTokens: number
+  }
 }
 
 /** What a fault roll decided for one request. */
@@ -120,7 +128,12 @@ export interface Engine {
     prefixes?: ReadonlyArray<Cache.CachePrefix>
   ) => Effect.Effect<Quota.Admission>
   /** Charges the output of an admitted call and answers the headers after it. */
-  readonly finish: (apiKey: string, model: string, outputTokens: number, flavour: Quota.Flavour) => Effect.Effect<Quota.Views>
+  readonly finish: (
+    apiKey: string,
+    model: string,
+    outputTokens: number,
+    flavour: Quota.Flavour
+  ) => Effect.Effect<Quota.Views>
   readonly views: (apiKey: string, model: string) => Effect.Effect<Quota.Views>
   readonly fault: (apiKey: string, model: string) => Effect.Effect<Fault>
   readonly latency: (outputTokens: number) => Effect.Effect<void>
@@ -218,7 +231,9 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
         const entry = entryFor(apiKey, model, now)
         const plan = Cache.plan(entry.cache, cacheMinimum, inputTokens, prefixes, now)
         // Anthropic's rule: cache reads are free against the input limit, writes count. OpenAI counts all input.
-        const charged = flavour === "anthropic" ? plan.usage.inputTokens + plan.usage.cacheWriteInputTokens : inputTokens
+        const charged = flavour === "anthropic"
+          ? plan.usage.inputTokens + plan.usage.cacheWriteInputTokens
+          : inputTokens
         const needs = Quota.needsOf(flavour, charged, maxTokens)
         const worst = Quota.refusal(entry.buckets, needs, now)
         if (worst !== undefined) {
@@ -262,7 +277,9 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
         const now = yield* Clock.currentTimeMillis
         const entry = entryFor(apiKey, model, now)
         const elapsedSeconds = (now - (yield* Ref.get(startRef))) / 1000
-        const burst = faults.bursts?.find((b) => elapsedSeconds >= b.startSeconds && elapsedSeconds < b.startSeconds + b.durationSeconds)
+        const burst = faults.bursts?.find((b) =>
+          elapsedSeconds >= b.startSeconds && elapsedSeconds < b.startSeconds + b.durationSeconds
+        )
         if (burst !== undefined) {
           if (burst.status === 429) {
             entry.rateLimited++
@@ -294,7 +311,9 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
     const latency = (outputTokens: number) =>
       Effect.gen(function*() {
         const settings = config.latency ?? {}
-        const jitter = settings.jitterMs === undefined || settings.jitterMs <= 0 ? 0 : (yield* random.next) * settings.jitterMs
+        const jitter = settings.jitterMs === undefined || settings.jitterMs <= 0
+          ? 0
+          : (yield* random.next) * settings.jitterMs
         const millis = (settings.baseMs ?? 0) + (settings.perOutputTokenMs ?? 0) * outputTokens + jitter
         if (millis > 0) yield* Effect.sleep(Duration.millis(millis / timeScale))
       })
@@ -317,8 +336,10 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
       }))
     }))
 
-    const reset = Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      Effect.zipRight(Ref.set(startRef, now), Effect.sync(() => entries.clear())))
+    const reset = Effect.flatMap(
+      Clock.currentTimeMillis,
+      (now) => Effect.zipRight(Ref.set(startRef, now), Effect.sync(() => entries.clear()))
+    )
 
     // Another consumer on the same key: takes its share of every bucket's refill, tick by tick.
     const share = config.foreignLoad?.share ?? 0

@@ -45,7 +45,9 @@ export const countBreakpoints = (body: unknown): number => {
   if (Array.isArray(record.system)) count += record.system.filter(isMarked).length
   if (Array.isArray(record.messages)) {
     for (const message of record.messages) {
-      const content = typeof message === "object" && message !== null ? (message as Record<string, unknown>).content : undefined
+      const content = typeof message === "object" && message !== null
+        ? (message as Record<string, unknown>).content
+        : undefined
       if (Array.isArray(content)) count += content.filter(isMarked).length
     }
   }
@@ -63,12 +65,17 @@ export const cachePrefixes = (body: unknown): ReadonlyArray<CachePrefix> => {
   const record = body as Record<string, unknown>
   const tools: ReadonlyArray<unknown> = Array.isArray(record.tools) ? record.tools : []
   const system: unknown = record.system
-  const messages: ReadonlyArray<{ readonly role?: unknown; readonly content?: unknown }> = Array.isArray(record.messages) ? record.messages : []
+  const messages: ReadonlyArray<{ readonly role?: unknown; readonly content?: unknown }> =
+    Array.isArray(record.messages) ? record.messages : []
   // Every block in order, with the prefix body that ends at it.
   const blocks: Array<{ readonly block: unknown; readonly kind: string; readonly prefix: () => unknown }> = []
-  tools.forEach((tool, i) => blocks.push({ block: tool, kind: "tool", prefix: () => ({ tools: tools.slice(0, i + 1) }) }))
+  tools.forEach((tool, i) =>
+    blocks.push({ block: tool, kind: "tool", prefix: () => ({ tools: tools.slice(0, i + 1) }) })
+  )
   if (Array.isArray(system)) {
-    system.forEach((block, i) => blocks.push({ block, kind: "system", prefix: () => ({ tools, system: system.slice(0, i + 1) }) }))
+    system.forEach((block, i) =>
+      blocks.push({ block, kind: "system", prefix: () => ({ tools, system: system.slice(0, i + 1) }) })
+    )
   } else if (typeof system === "string" && system !== "") {
     blocks.push({ block: system, kind: "system", prefix: () => ({ tools, system }) })
   }
@@ -78,9 +85,18 @@ export const cachePrefixes = (body: unknown): ReadonlyArray<CachePrefix> => {
     const content = message?.content
     if (Array.isArray(content)) {
       content.forEach((block, b) =>
-        blocks.push({ block, kind: b === 0 ? `${kind}:start` : kind, prefix: () => ({ tools, system, messages: [...before, { ...message, content: content.slice(0, b + 1) }] }) }))
+        blocks.push({
+          block,
+          kind: b === 0 ? `${kind}:start` : kind,
+          prefix: () => ({ tools, system, messages: [...before, { ...message, content: content.slice(0, b + 1) }] })
+        })
+      )
     } else {
-      blocks.push({ block: content, kind: `${kind}:start`, prefix: () => ({ tools, system, messages: [...before, message] }) })
+      blocks.push({
+        block: content,
+        kind: `${kind}:start`,
+        prefix: () => ({ tools, system, messages: [...before, message] })
+      })
     }
   })
   const marked = blocks.flatMap((entry, position) => isMarked(entry.block) ? [position] : [])
@@ -150,14 +166,22 @@ export interface Plan {
 }
 
 /** What the cache reads and writes for a call: the longest live prefix is read, the breakpoints past it written. */
-export const plan = (store: Store, minimumTokens: number, inputTokens: number, prefixes: ReadonlyArray<CachePrefix>, now: number): Plan => {
+export const plan = (
+  store: Store,
+  minimumTokens: number,
+  inputTokens: number,
+  prefixes: ReadonlyArray<CachePrefix>,
+  now: number
+): Plan => {
   let hit: CachePrefix | undefined
   for (let i = prefixes.length - 1; i >= 0 && hit === undefined; i--) {
     const expires = store.expiries.get(prefixes[i]!.id)
     if (expires !== undefined && expires > now) hit = prefixes[i]
   }
   const read = Math.min(inputTokens, hit?.tokens() ?? 0)
-  const writes = prefixes.filter((prefix) => prefix.breakpoint && prefix.position > (hit?.position ?? -1) && prefix.tokens() >= minimumTokens)
+  const writes = prefixes.filter((prefix) =>
+    prefix.breakpoint && prefix.position > (hit?.position ?? -1) && prefix.tokens() >= minimumTokens
+  )
   const written = writes.length === 0 ? read : Math.min(inputTokens, writes[writes.length - 1]!.tokens())
   const usage: CacheUsage = {
     inputTokens: inputTokens - Math.max(read, written),

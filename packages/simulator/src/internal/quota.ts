@@ -42,7 +42,13 @@ export type Views = Record<Dimension, BucketView>
 /** A call admitted, with its input split by the cache, or refused by the limit that binds and when it would fit. */
 export type Admission =
   | { readonly _tag: "Admitted"; readonly views: Views; readonly usage: CacheUsage }
-  | { readonly _tag: "Limited"; readonly views: Views; readonly dimension: Dimension; readonly retryAfterMs: number; readonly limit: number }
+  | {
+    readonly _tag: "Limited"
+    readonly views: Views
+    readonly dimension: Dimension
+    readonly retryAfterMs: number
+    readonly limit: number
+  }
 
 const perMinute = (limit: number, minuteMs: number, now: number) =>
   TokenBucket.make({ capacity: limit, ratePerMilli: limit / minuteMs, now })
@@ -77,7 +83,11 @@ export const viewsOf = (buckets: Buckets, now: number): Views => ({
  * input its limit charges, and some output left (a probe of 1, not taken).
  * OpenAI: a request, and input + `max_tokens` in the combined bucket.
  */
-export const needsOf = (flavour: Flavour, charged: number, maxTokens: number): ReadonlyArray<readonly [Dimension, number]> =>
+export const needsOf = (
+  flavour: Flavour,
+  charged: number,
+  maxTokens: number
+): ReadonlyArray<readonly [Dimension, number]> =>
   flavour === "anthropic"
     ? [["requests", 1], ["inputTokens", charged], ["outputTokens", 1]]
     : [["requests", 1], ["tokens", charged + maxTokens]]
@@ -97,7 +107,8 @@ export const refusal = (
 }
 
 /** Real milliseconds until a refused call would fit: at least 1, a minute when it never fits. */
-export const retryAfterMs = (at: number, now: number): number => Number.isFinite(at) ? Math.max(1, Math.ceil(at - now)) : 60_000
+export const retryAfterMs = (at: number, now: number): number =>
+  Number.isFinite(at) ? Math.max(1, Math.ceil(at - now)) : 60_000
 
 /** The buckets after an admitted call's needs are taken; an Anthropic call's charged input also drains the combined bucket. */
 export const takeInput = (

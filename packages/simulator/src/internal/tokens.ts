@@ -40,7 +40,9 @@ const blockText = (block: unknown): string => {
     case "tool_result":
       return typeof record.content === "string"
         ? record.content
-        : Array.isArray(record.content) ? record.content.map(blockText).join("\n") : ""
+        : Array.isArray(record.content)
+        ? record.content.map(blockText).join("\n")
+        : ""
     default:
       return ""
   }
@@ -60,7 +62,9 @@ export const countTokens = (body: unknown): number => {
   else if (Array.isArray(system)) total += countText(system.map(blockText).join("\n")) + perMessageOverhead
   if (Array.isArray(record.messages)) {
     for (const message of record.messages) {
-      const content = typeof message === "object" && message !== null ? (message as Record<string, unknown>).content : undefined
+      const content = typeof message === "object" && message !== null
+        ? (message as Record<string, unknown>).content
+        : undefined
       total += countText(contentText(content)) + perMessageOverhead
     }
   }
