@@ -41,6 +41,8 @@
  *     )
  *   })
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -64,7 +66,12 @@ import type { RateLimitSnapshot } from "./RateLimitSnapshot.js"
 import * as SluiceError from "./SluiceError.js"
 import * as TokenEstimator from "./TokenEstimator.js"
 
-/** Options of an admission path. Every field has a default. */
+/**
+ * Options of an admission path. Every field has a default.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /** What a 429 without a `retry-after` closes its key's gate for. Default 1 second. */
   readonly pauseWithoutHint?: Duration.DurationInput | undefined
@@ -77,7 +84,12 @@ export interface Options {
   readonly promptCacheTtl?: Duration.DurationInput | undefined
 }
 
-/** One call, as the admission path needs to know it. */
+/**
+ * One call, as the admission path needs to know it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Call {
   /** The quota key. */
   readonly key: string
@@ -92,20 +104,35 @@ export interface Call {
   readonly maxWait?: Duration.DurationInput | undefined
 }
 
-/** What an answer tells the admission path: the provider's usage, and its rate-limit headers when there are any. */
+/**
+ * What an answer tells the admission path: the provider's usage, and its rate-limit headers when there are any.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Answer {
   readonly usage: LlmClient.Usage
   readonly rateLimits?: RateLimitSnapshot | undefined
 }
 
-/** Everything admission itself can refuse a call with. */
+/**
+ * Everything admission itself can refuse a call with.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type AdmissionError =
   | RateLimiter.RateLimiterError
   | Budget.BudgetExceeded
   | Budget.BudgetLedgerError
   | Pricing.UnknownModel
 
-/** The admission path. */
+/**
+ * The admission path.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Admission {
   /**
    * One governed attempt of a whole call. `answerOf` reads the usage (and
@@ -134,17 +161,30 @@ const admissionOrigins: ReadonlySet<SluiceError.Origin | undefined> = new Set(["
 /**
  * Whether a failure is admission's own refusal (the limiter's, the budget's or
  * the price table's), not the call's: `SluiceError.classify(error).origin`.
+ *
+ * @since 0.1.0
+ * @category guards
  */
 export const isAdmissionError = (error: unknown): error is AdmissionError =>
   admissionOrigins.has(SluiceError.classify(error).origin)
 
-/** `answerOf` for an `LlmClient.Response`. */
+/**
+ * `answerOf` for an `LlmClient.Response`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const answerOfResponse = (response: LlmClient.Response): Answer => ({
   usage: response.usage,
   rateLimits: response.rateLimits
 })
 
-/** `answerOf` for `LlmClient.StreamEvent`s: the `Done` event carries the answer. */
+/**
+ * `answerOf` for `LlmClient.StreamEvent`s: the `Done` event carries the answer.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const answerOfEvent = (event: LlmClient.StreamEvent): Answer | undefined =>
   event._tag === "Done" ? answerOfResponse(event.response) : undefined
 
@@ -167,6 +207,9 @@ const nothing = { requests: 0, inputTokens: 0, outputTokens: 0, tokens: 0 }
 /**
  * Builds the admission path over the `RateLimiter` and `TokenEstimator` in
  * context, and the `Budget` when one is provided.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options = {}): Effect.Effect<
   Admission,

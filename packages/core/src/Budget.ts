@@ -21,6 +21,8 @@
  *   limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 50 }, { scope: { _tag: "tenant", id: "acme" }, window: "month", limitUsd: 200 }]
  * }).pipe(Layer.provide([Pricing.layer(), Budget.layerLedgerMemory]))
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -41,22 +43,45 @@ import { BudgetExceeded, BudgetLedgerError } from "./SluiceError.js"
 // Limits
 // ---------------------------------------------------------------------------
 
-/** Who a limit applies to. */
+/**
+ * Who a limit applies to.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const Scope = Schema.Union(
   Schema.TaggedStruct("global", {}),
   Schema.TaggedStruct("tenant", { id: Schema.NonEmptyString }),
   Schema.TaggedStruct("job", { id: Schema.NonEmptyString })
 )
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type Scope = typeof Scope.Type
 
-/** A calendar UTC day or month, or a rolling duration such as "24 hours". */
+/**
+ * A calendar UTC day or month, or a rolling duration such as "24 hours".
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const Window = Schema.Union(
   Schema.Literal("day", "month"),
   Schema.Struct({ rolling: Schema.Union(Schema.String, Schema.Number) })
 )
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type Window = typeof Window.Type
 
-/** One limit: at most `limitUsd` per window in a scope, with thresholds to report. */
+/**
+ * One limit: at most `limitUsd` per window in a scope, with thresholds to report.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const Limit = Schema.Struct({
   scope: Scope,
   window: Window,
@@ -66,10 +91,23 @@ export const Limit = Schema.Struct({
     { exact: true }
   )
 })
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type Limit = typeof Limit.Type
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type LimitInput = typeof Limit.Encoded
 
-/** Limits that could not be accepted; each issue names its field (`limits.0.limitUsd`). */
+/**
+ * Limits that could not be accepted; each issue names its field (`limits.0.limitUsd`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidBudget extends Data.TaggedError("InvalidBudget")<{
   readonly issues: ReadonlyArray<{ readonly path: string; readonly message: string }>
 }> {
@@ -86,7 +124,18 @@ const windowName = (window: Window): string => typeof window === "string" ? wind
 // ---------------------------------------------------------------------------
 
 // Defined in `SluiceError` with every error a call can fail with; named here as the budget's.
-export { BudgetExceeded, BudgetLedgerError } from "./SluiceError.js"
+export {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  BudgetExceeded,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  BudgetLedgerError
+} from "./SluiceError.js"
 
 // ---------------------------------------------------------------------------
 // The ledger
@@ -98,21 +147,37 @@ export { BudgetExceeded, BudgetLedgerError } from "./SluiceError.js"
  * a slice of the window, of which the last `rollingSlices + 1` are summed (so a
  * spend is remembered for between one window and one window plus a slice: a
  * budget may remember a little long, never forget early).
+ *
+ * @since 0.1.0
+ * @category models
  */
 export type Counting =
   | { readonly _tag: "calendar"; readonly endsAt: number }
   | { readonly _tag: "rolling"; readonly windowMs: number }
 
-/** Slices of a rolling window. */
+/**
+ * Slices of a rolling window.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const rollingSlices = 60
 
-/** How long a counter outlives its window, for clocks that differ a little between processes. */
+/**
+ * How long a counter outlives its window, for clocks that differ a little between processes.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const counterMarginMs = 3_600_000
 
 /**
  * The counters of a bucket at `now`: the one a spend made now adds to
  * (`current`, to be kept for `keepMs` from now, set once when it is created) and
  * every one whose sum is the spend in the window (`summed`).
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const countersAt = (bucket: string, counting: Counting, now: number): {
   readonly current: string
@@ -133,7 +198,12 @@ export const countersAt = (bucket: string, counting: Counting, now: number): {
   }
 }
 
-/** One amount against one limit's bucket. */
+/**
+ * One amount against one limit's bucket.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Charge {
   /** The limit's bucket for the current window, e.g. `0|global|day|2026-11-22`. */
   readonly bucket: string
@@ -142,7 +212,12 @@ export interface Charge {
   readonly micros: number
 }
 
-/** The answer to a reservation. */
+/**
+ * The answer to a reservation.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type LedgerReservation =
   | { readonly _tag: "Reserved" }
   | {
@@ -152,7 +227,12 @@ export type LedgerReservation =
     readonly reservedMicros: number
   }
 
-/** A real cost to record in a bucket. */
+/**
+ * A real cost to record in a bucket.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Spend {
   readonly bucket: string
   readonly counting: Counting
@@ -168,6 +248,9 @@ export interface Spend {
  * A reservation holds until it is settled or cancelled, or until `expiresAt`
  * (the Budget's clock) has passed: then the next operation on its bucket gives it
  * back, so a process that died holding one does not keep it for ever.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class BudgetLedger extends Context.Tag("@sluice/core/Budget/BudgetLedger")<BudgetLedger, {
   /** Reserves every charge under `id` until `expiresAt`, or none when one would pass its limit. */
@@ -275,7 +358,12 @@ class MemoryLedger {
   }
 }
 
-/** The ledger in memory: one process, lost on restart. */
+/**
+ * The ledger in memory: one process, lost on restart.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const makeLedgerMemory: Effect.Effect<BudgetLedger["Type"]> = Effect.sync(() => {
   // Each ledger needs maps of its own, not ones made once when the module loads.
   const state = new MemoryLedger()
@@ -287,14 +375,24 @@ export const makeLedgerMemory: Effect.Effect<BudgetLedger["Type"]> = Effect.sync
   })
 })
 
-/** The in-memory ledger. */
+/**
+ * The in-memory ledger.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerLedgerMemory: Layer.Layer<BudgetLedger> = Layer.effect(BudgetLedger, makeLedgerMemory)
 
 // ---------------------------------------------------------------------------
 // The service
 // ---------------------------------------------------------------------------
 
-/** A threshold crossed. */
+/**
+ * A threshold crossed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface ThresholdEvent {
   readonly scope: string
   readonly window: string
@@ -303,7 +401,12 @@ export interface ThresholdEvent {
   readonly limitUsd: number
 }
 
-/** Options of the budget. */
+/**
+ * Options of the budget.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   readonly limits: ReadonlyArray<LimitInput>
   /**
@@ -319,7 +422,12 @@ export interface Options {
   readonly reservationTtl?: Duration.DurationInput | undefined
 }
 
-/** What a call is about, for its budget. */
+/**
+ * What a call is about, for its budget.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Call {
   readonly model: string
   readonly tenant?: string | undefined
@@ -330,7 +438,12 @@ export interface Call {
   readonly cacheable?: boolean | undefined
 }
 
-/** A reservation held for one call. */
+/**
+ * A reservation held for one call.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Reservation {
   readonly reservedUsd: number
   /** Replaces the reservation by the real cost of `usage`. */
@@ -339,7 +452,12 @@ export interface Reservation {
   readonly cancel: Effect.Effect<void, BudgetLedgerError>
 }
 
-/** One limit's state now. */
+/**
+ * One limit's state now.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Status {
   readonly scope: string
   readonly window: string
@@ -348,7 +466,12 @@ export interface Status {
   readonly limitUsd: number
 }
 
-/** The budget service. */
+/**
+ * The budget service.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class Budget extends Context.Tag("@sluice/core/Budget")<Budget, {
   readonly reserve: (
     call: Call
@@ -356,21 +479,38 @@ export class Budget extends Context.Tag("@sluice/core/Budget")<Budget, {
   readonly status: Effect.Effect<ReadonlyArray<Status>, BudgetLedgerError>
 }>() {}
 
+/**
+ * @since 0.1.0
+ * @category utilities
+ */
 export const thresholdsCrossed = Metric.counter("sluice_budget_threshold_total", {
   description: "Budget thresholds crossed, by scope, window and threshold",
   incremental: true
 })
+/**
+ * @since 0.1.0
+ * @category utilities
+ */
 export const rejections = Metric.counter("sluice_budget_rejections_total", {
   description: "Calls refused by a budget, by scope",
   incremental: true
 })
+/**
+ * @since 0.1.0
+ * @category utilities
+ */
 export const spentUsd = Metric.gauge("sluice_budget_spent_usd", {
   description: "Spend in the current window, by scope and window"
 })
 
 const dayMs = 86_400_000
 
-/** The bucket of a limit for the window containing `now`, and how the ledger counts it. */
+/**
+ * The bucket of a limit for the window containing `now`, and how the ledger counts it.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const bucketOf = (
   limit: Limit,
   index: number,
@@ -406,6 +546,9 @@ export const bucketOf = (
  * those already fired in this window. A threshold re-arms when the spend is seen
  * under its line again (a rolling window whose old spend has aged out).
  * `fired` is the limit's set for its current window; it is updated in place.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const crossedThresholds = (
   thresholds: ReadonlyArray<number>,
@@ -433,7 +576,12 @@ const applies = (limit: Limit, call: Call): boolean =>
 const tag = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>, tags: Record<string, string>) =>
   Object.entries(tags).reduce((tagged, [name, value]) => Metric.tagged(tagged, name, value), metric)
 
-/** Builds a budget over the `Pricing` and `BudgetLedger` in context. */
+/**
+ * Builds a budget over the `Pricing` and `BudgetLedger` in context.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = (options: Options): Effect.Effect<Budget["Type"], InvalidBudget, Pricing.Pricing | BudgetLedger> =>
   Effect.gen(function*() {
     const limits = yield* Either.mapLeft(
@@ -587,6 +735,11 @@ export const make = (options: Options): Effect.Effect<Budget["Type"], InvalidBud
     return Budget.of({ reserve, status })
   })
 
-/** A budget over the `Pricing` and `BudgetLedger` in context. */
+/**
+ * A budget over the `Pricing` and `BudgetLedger` in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer = (options: Options): Layer.Layer<Budget, InvalidBudget, Pricing.Pricing | BudgetLedger> =>
   Layer.effect(Budget, make(options))

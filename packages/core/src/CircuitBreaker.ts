@@ -39,6 +39,8 @@
  *
  * const BreakerLive = CircuitBreaker.layer({ consecutiveFailures: 5, openFor: "30 seconds" })
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -58,21 +60,40 @@ import { CircuitOpen, type CircuitReason } from "./SluiceError.js"
 // States, reasons, errors
 // ---------------------------------------------------------------------------
 
-/** Where a key's breaker stands. */
+/**
+ * Where a key's breaker stands.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type State = "closed" | "half-open" | "open"
 
 /**
  * Why a breaker opened: a run of failures, the failure rate over the window,
  * or a failed probe while half-open.
+ *
+ * @since 0.1.0
+ * @category models
  */
 export type Reason = CircuitReason
 
 // Defined in `SluiceError` with every error a call can fail with; named here as the breaker's.
-export { CircuitOpen } from "./SluiceError.js"
+export {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  CircuitOpen
+} from "./SluiceError.js"
 
 const formatInstant = (millis: number): string => new Date(millis).toISOString()
 
-/** A change of state of one key's breaker, as `onTransition` receives it. */
+/**
+ * A change of state of one key's breaker, as `onTransition` receives it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Transition {
   readonly key: string
   readonly from: State
@@ -83,7 +104,12 @@ export interface Transition {
   readonly reason?: Reason | undefined
 }
 
-/** What a key's breaker knows right now. */
+/**
+ * What a key's breaker knows right now.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Stats {
   readonly key: string
   readonly state: State
@@ -104,7 +130,12 @@ export interface Stats {
 // Options
 // ---------------------------------------------------------------------------
 
-/** Opening on the failure rate over a sliding window. */
+/**
+ * Opening on the failure rate over a sliding window.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface FailureRateOptions {
   /** Opens when the share of failed calls is more than this. Default 0.5. */
   readonly threshold?: number | undefined
@@ -114,7 +145,12 @@ export interface FailureRateOptions {
   readonly window?: Duration.DurationInput | undefined
 }
 
-/** The breaker's knobs. Every field has a default ({@link defaults}). */
+/**
+ * The breaker's knobs. Every field has a default ({@link defaults}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /** Opens after this many counted failures in a row; `false` turns the rule off. Default 5. */
   readonly consecutiveFailures?: number | false | undefined
@@ -130,7 +166,12 @@ export interface Options {
   readonly onTransition?: ((transition: Transition) => Effect.Effect<void>) | undefined
 }
 
-/** The defaults of {@link Options}. */
+/**
+ * The defaults of {@link Options}.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
 export const defaults = {
   consecutiveFailures: 5,
   failureRate: { threshold: 0.5, minCalls: 20, window: Duration.minutes(1) },
@@ -347,13 +388,23 @@ const settle = (
 // Metrics
 // ---------------------------------------------------------------------------
 
-/** Transitions, tagged `key`, `from` and `to`. */
+/**
+ * Transitions, tagged `key`, `from` and `to`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const transitions = Metric.counter("sluice_breaker_transitions_total", {
   description: "Circuit breaker transitions, by key and the states left and entered",
   incremental: true
 })
 
-/** Each key's state: 0 closed, 1 half-open, 2 open. */
+/**
+ * Each key's state: 0 closed, 1 half-open, 2 open.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const stateGauge = Metric.gauge("sluice_breaker_state", {
   description: "Circuit breaker state by key: 0 closed, 1 half-open, 2 open"
 })
@@ -372,6 +423,9 @@ export const stateGauge = Metric.gauge("sluice_breaker_state", {
  *   Effect.catchTag("CircuitOpen", (open) => fallback(request))
  * )
  * ```
+ *
+ * @since 0.1.0
+ * @category services
  */
 export class CircuitBreaker extends Context.Tag("@sluice/core/CircuitBreaker")<CircuitBreaker, {
   /**
@@ -393,6 +447,9 @@ export class CircuitBreaker extends Context.Tag("@sluice/core/CircuitBreaker")<C
  * ```ts
  * const breaker = yield* CircuitBreaker.make({ consecutiveFailures: 3, openFor: "10 seconds" })
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options = {}): Effect.Effect<CircuitBreaker["Type"]> =>
   Effect.gen(function*() {
@@ -505,5 +562,8 @@ export const make = (options: Options = {}): Effect.Effect<CircuitBreaker["Type"
  * ```ts
  * const BreakerLive = CircuitBreaker.layer({ failureRate: { threshold: 0.5, minCalls: 20, window: "1 minute" } })
  * ```
+ *
+ * @since 0.1.0
+ * @category layers
  */
 export const layer = (options: Options = {}): Layer.Layer<CircuitBreaker> => Layer.effect(CircuitBreaker, make(options))

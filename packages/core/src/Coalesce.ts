@@ -15,6 +15,8 @@
  * megabytes of images, or values JSON cannot write), and the key is what Sluice
  * reads of a call. A client whose native bodies may differ where their
  * translations agree must not coalesce; the Promise facade turns it off.
+ *
+ * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
@@ -25,13 +27,23 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import type * as LlmClient from "./LlmClient.js"
 
-/** Calls that joined another identical call in flight instead of calling. */
+/**
+ * Calls that joined another identical call in flight instead of calling.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const coalesced = Metric.counter("sluice_coalesced_total", {
   description: "Calls answered by an identical call already in flight",
   incremental: true
 })
 
-/** Calls answered from the response cache. */
+/**
+ * Calls answered from the response cache.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const cacheHits = Metric.counter("sluice_cache_hits_total", {
   description: "Calls answered from the response cache",
   incremental: true
@@ -47,7 +59,12 @@ const canonical = (value: unknown): unknown => {
   return value
 }
 
-/** The canonical form of a request: what makes two requests identical. */
+/**
+ * The canonical form of a request: what makes two requests identical.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const requestKey = (request: LlmClient.Request): string => {
   // `native` is left out on purpose (see the module's doc).
   const { metadata, native: _native, ...rest } = request
@@ -58,7 +75,12 @@ export const requestKey = (request: LlmClient.Request): string => {
   return JSON.stringify(canonical(Object.keys(governance).length === 0 ? rest : { ...rest, governance }))
 }
 
-/** Options of a coalescer. */
+/**
+ * Options of a coalescer.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /** Keep successful responses this long, to answer when the provider cannot (an open breaker). Off when absent. */
   readonly cacheTtl?: Duration.DurationInput | undefined
@@ -66,7 +88,12 @@ export interface Options {
   readonly cacheSize?: number | undefined
 }
 
-/** A coalescer over responses of type `A`. */
+/**
+ * A coalescer over responses of type `A`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Coalescer<A> {
   /** Runs `call`, unless an identical request is in flight: then its result is shared. */
   readonly run: <E, R>(request: LlmClient.Request, call: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
@@ -79,7 +106,12 @@ interface InFlight<A> {
   deferred: Deferred.Deferred<A, unknown> | undefined
 }
 
-/** Builds a coalescer. */
+/**
+ * Builds a coalescer.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = <A>(options: Options = {}): Effect.Effect<Coalescer<A>> =>
   Effect.sync(() => {
     const inFlight = new Map<string, InFlight<A>>()

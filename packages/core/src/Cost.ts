@@ -12,13 +12,20 @@
  * Cost.amounts({ inputTokens: 1_200, outputTokens: 512 })
  * // { requests: 1, inputTokens: 1200, outputTokens: 512, tokens: 1712 }
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Either from "effect/Either"
 import type { Dimension } from "./Quota.js"
 import { dimensions } from "./Quota.js"
 import { InvalidCost } from "./SluiceError.js"
 
-/** What a call takes, as the caller knows it. Missing dimensions get their defaults. */
+/**
+ * What a call takes, as the caller knows it. Missing dimensions get their defaults.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Cost {
   readonly requests?: number | undefined
   readonly inputTokens?: number | undefined
@@ -26,16 +33,37 @@ export interface Cost {
   readonly tokens?: number | undefined
 }
 
-/** A cost with every dimension filled in. */
+/**
+ * A cost with every dimension filled in.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Amounts = { readonly [D in Dimension]: number }
 
-/** A change per dimension: positive charges the bucket, negative refunds it. */
+/**
+ * A change per dimension: positive charges the bucket, negative refunds it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Delta = { readonly [D in Dimension]?: number }
 
 // Defined in `SluiceError` with every error a call can fail with; named here as the cost's.
-export { InvalidCost } from "./SluiceError.js"
+export {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  InvalidCost
+} from "./SluiceError.js"
 
-/** Fills in the defaults: one request, `tokens` = input + output. */
+/**
+ * Fills in the defaults: one request, `tokens` = input + output.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const amounts = (cost: Cost): Amounts => {
   const inputTokens = cost.inputTokens ?? 0
   const outputTokens = cost.outputTokens ?? 0
@@ -47,7 +75,12 @@ export const amounts = (cost: Cost): Amounts => {
   }
 }
 
-/** Checks a cost and fills in its defaults; the error names the wrong dimension. */
+/**
+ * Checks a cost and fills in its defaults; the error names the wrong dimension.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const validate = (key: string, cost: Cost): Either.Either<Amounts, InvalidCost> => {
   for (const dimension of dimensions) {
     const value: unknown = cost[dimension]
@@ -58,7 +91,12 @@ export const validate = (key: string, cost: Cost): Either.Either<Amounts, Invali
   return Either.right(amounts(cost))
 }
 
-/** What `actual` adds to (positive) or gives back from (negative) `reserved`, per dimension. */
+/**
+ * What `actual` adds to (positive) or gives back from (negative) `reserved`, per dimension.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const difference = (actual: Amounts, reserved: Amounts): Delta => {
   const delta: { [D in Dimension]?: number } = {}
   for (const dimension of dimensions) {
@@ -68,5 +106,10 @@ export const difference = (actual: Amounts, reserved: Amounts): Delta => {
   return delta
 }
 
-/** Whether a delta changes nothing. */
+/**
+ * Whether a delta changes nothing.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
 export const isEmpty = (delta: Delta): boolean => dimensions.every((dimension) => (delta[dimension] ?? 0) === 0)

@@ -13,26 +13,42 @@
  *   (rung) => client.complete({ ...request, model: rung.model })
  * )
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
 import * as Predicate from "effect/Predicate"
 import * as SluiceError from "./SluiceError.js"
 import { AllRungsFailed } from "./SluiceError.js"
 
-/** One rung: a model, and the quota key its calls count against (derived from the model when absent). */
+/**
+ * One rung: a model, and the quota key its calls count against (derived from the model when absent).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Rung {
   readonly model: string
   readonly key?: string | undefined
 }
 
 // Defined in `SluiceError` with every error a call can fail with; named here as the ladder's.
-export { AllRungsFailed } from "./SluiceError.js"
+export {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  AllRungsFailed
+} from "./SluiceError.js"
 
 /**
  * The errors that move a call to the next rung: `RateLimited`, `Overloaded`,
  * `CircuitOpen`. `QuotaExhausted` is not one: the account is out of money for
  * every model, so the next rung would fail the same way after another request.
  * `SluiceError.classify(error).fallback`.
+ *
+ * @since 0.1.0
+ * @category guards
  */
 export const isFallbackError = (error: unknown): boolean => SluiceError.classify(error).fallback
 
@@ -41,6 +57,9 @@ export const isFallbackError = (error: unknown): boolean => SluiceError.classify
  * moves on to the next rung; any other error fails the call at once. When the
  * last rung falls back too, the call fails with {@link AllRungsFailed}. Each
  * fallen rung is pushed onto `tried` (pass your own array to read them after).
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const ladder = <A, E, R>(
   rungs: ReadonlyArray<Rung>,

@@ -43,6 +43,8 @@
  * )
  * const answer = Effect.flatMap(LlmClient.LlmClient, (client) => client.complete(request))
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
@@ -72,7 +74,12 @@ import * as RateLimiter from "./RateLimiter.js"
 import * as Retry from "./Retry.js"
 import * as TokenEstimator from "./TokenEstimator.js"
 
-/** Options of a Governor. Every field has a default. */
+/**
+ * Options of a Governor. Every field has a default.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /**
    * The quota key of a call. Default: `provider/model`, plus `/tenant` when the
@@ -137,7 +144,12 @@ export interface Options {
   readonly maxWait?: Duration.DurationInput | undefined
 }
 
-/** Options that could not be accepted; each issue names its field (`retry.maxAttempts`). */
+/**
+ * Options that could not be accepted; each issue names its field (`retry.maxAttempts`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidGovernorOptions extends Data.TaggedError("InvalidGovernorOptions")<{
   readonly issues: ReadonlyArray<{ readonly path: string; readonly message: string }>
 }> {
@@ -203,7 +215,12 @@ const deepestIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>) =
     .map((path) => ({ path, message: byPath.get(path)! }))
 }
 
-/** Checks plain options; the error names every wrong field. */
+/**
+ * Checks plain options; the error names every wrong field.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const validate = (options: Options): Either.Either<Options, InvalidGovernorOptions> => {
   const { key: _key, ...data } = options
   return Either.map(
@@ -216,7 +233,12 @@ export const validate = (options: Options): Either.Either<Options, InvalidGovern
   )
 }
 
-/** The default quota key: `provider/model`, with `/tenant` when asked. */
+/**
+ * The default quota key: `provider/model`, with `/tenant` when asked.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
 export const defaultKey = (perTenant: boolean) => (request: LlmClient.Request, provider: string): string =>
   perTenant && request.metadata?.tenant !== undefined
     ? `${provider}/${request.model}/${request.metadata.tenant}`
@@ -226,6 +248,9 @@ export const defaultKey = (perTenant: boolean) => (request: LlmClient.Request, p
  * Builds a governed client over the `LlmClient` in context. Uses the
  * `RateLimiter` and `TokenEstimator` in context, and a `CircuitBreaker` when
  * one is provided.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options = {}): Effect.Effect<
   LlmClient.Client<LlmClient.CallError>,
@@ -435,7 +460,12 @@ export const make = (options: Options = {}): Effect.Effect<
     }
   })
 
-/** A governed `LlmClient` over the `LlmClient` below it. */
+/**
+ * A governed `LlmClient` over the `LlmClient` below it.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer = (options: Options = {}): Layer.Layer<
   LlmClient.LlmClient,
   InvalidGovernorOptions,
@@ -463,6 +493,9 @@ export const layer = (options: Options = {}): Layer.Layer<
  * | `SLUICE_PER_TENANT` | tenants have their own quota keys (boolean) | false |
  * | `SLUICE_PREDICT_CACHE_READS` | reserve only what a cached prefix will count (boolean) | true |
  * | `SLUICE_PROMPT_CACHE_TTL` | how long a cached prefix is expected to live (duration) | 5 minutes |
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const config: Config.Config<Options> = Config.all({
   maxAttempts: Config.integer("SLUICE_RETRY_MAX_ATTEMPTS").pipe(
@@ -498,7 +531,12 @@ export const config: Config.Config<Options> = Config.all({
   ...(Option.isSome(values.cacheTtl) ? { cacheTtl: values.cacheTtl.value } : {})
 })))
 
-/** A governed `LlmClient` configured from the environment (see {@link config}). */
+/**
+ * A governed `LlmClient` configured from the environment (see {@link config}).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerConfig = (
   options: Config.Config<Options> = config
 ): Layer.Layer<

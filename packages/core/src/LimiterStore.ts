@@ -22,6 +22,8 @@
  * a few numbers per dimension), so the key comes back with full buckets at those
  * limits, never unlimited. Memory is then bounded by the keys in use plus one
  * small definition per key ever limited.
+ *
+ * @since 0.1.0
  */
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -34,19 +36,39 @@ import type { RateLimitSnapshot } from "./RateLimitSnapshot.js"
 import { LimiterStoreError } from "./SluiceError.js"
 import * as TokenBucket from "./TokenBucket.js"
 
-/** One bucket's level and capacity, as last seen by the store. */
+/**
+ * One bucket's level and capacity, as last seen by the store.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Level {
   readonly level: number
   readonly capacity: number
 }
 
-/** The levels of a key's buckets. A key without buckets has none. */
+/**
+ * The levels of a key's buckets. A key without buckets has none.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Levels = { readonly [D in Quota.Dimension]?: Level }
 
-/** Which backend of a store granted a reservation: the shared one, or a local fallback. */
+/**
+ * Which backend of a store granted a reservation: the shared one, or a local fallback.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Origin = "shared" | "local"
 
-/** The answer to a reservation. */
+/**
+ * The answer to a reservation.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Reservation =
   /**
    * Every dimension was taken, atomically. `origin` names the backend that
@@ -70,7 +92,12 @@ export type Reservation =
     readonly capacity: number
   }
 
-/** What folding a provider's snapshot changed. */
+/**
+ * What folding a provider's snapshot changed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Observation {
   /** Configured limits above the provider's stated limit, now lowered to it. */
   readonly lowered: ReadonlyArray<{ readonly dimension: Quota.Dimension; readonly from: number; readonly to: number }>
@@ -79,20 +106,39 @@ export interface Observation {
   readonly levels: Levels
 }
 
-/** A key's state: its levels and how long its gate stays closed. */
+/**
+ * A key's state: its levels and how long its gate stays closed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface KeyState {
   readonly levels: Levels
   readonly pausedFor: Duration.Duration
 }
 
 // Defined in `SluiceError` with every error a call can fail with; named here as the store's.
-export { LimiterStoreError } from "./SluiceError.js"
+export {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  LimiterStoreError
+} from "./SluiceError.js"
 
-/** The period assumed for a limit learned from headers: Anthropic and OpenAI state per-minute limits. */
+/**
+ * The period assumed for a limit learned from headers: Anthropic and OpenAI state per-minute limits.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const discoveredPeriod: Duration.Duration = Duration.minutes(1)
 
 /**
  * Where bucket state lives. Every operation is atomic per key.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class LimiterStore extends Context.Tag("@sluice/core/LimiterStore")<LimiterStore, {
   /** Sets a key's limits. Existing levels are kept (cut to a lower capacity); new buckets start full. */
@@ -158,6 +204,9 @@ interface Entry {
  * of sparse traffic. `since` is the earliest instant it accounts for (the
  * bucket's creation, or the end of the last group dropped), `base` the
  * cumulative count there.
+ *
+ * @since 0.1.0
+ * @category models
  */
 export interface GrantHistory {
   readonly since: number
@@ -165,20 +214,40 @@ export interface GrantHistory {
   readonly groups: ReadonlyArray<readonly [first: number, atFirst: number, last: number, cumulative: number]>
 }
 
-/** Operations closer than this to a group's first share the group, in a {@link GrantHistory}. */
+/**
+ * Operations closer than this to a group's first share the group, in a {@link GrantHistory}.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const grantGroupSpan = 5_000
 
-/** The most groups a {@link GrantHistory} keeps. */
+/**
+ * The most groups a {@link GrantHistory} keeps.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const grantGroups = 36
 
-/** Pure: an empty history, accounting from `now`. */
+/**
+ * Pure: an empty history, accounting from `now`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const grantHistory = (now: number): GrantHistory => ({ since: now, base: 0, groups: [] })
 
 /** Pure: the cumulative count of a history. */
 const grantTotal = (history: GrantHistory): number =>
   history.groups.length === 0 ? history.base : history.groups[history.groups.length - 1]![3]
 
-/** Pure: records `amount` granted (negative: refunded) at `now`. */
+/**
+ * Pure: records `amount` granted (negative: refunded) at `now`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const recordGrant = (history: GrantHistory, amount: number, now: number): GrantHistory => {
   if (amount === 0) return history
   const total = grantTotal(history) + amount
@@ -197,6 +266,9 @@ export const recordGrant = (history: GrantHistory, amount: number, now: number):
 /**
  * Pure: how much was granted after `at`; undefined when `at` is older than the
  * history accounts for. Within a group, the count is interpolated over its span.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const grantedSince = (history: GrantHistory, at: number): number | undefined => {
   if (at < history.since) return undefined
@@ -214,6 +286,9 @@ export const grantedSince = (history: GrantHistory, at: number): number | undefi
  * Pure: what the provider's bucket holds now, from a `remaining` read `age`
  * milliseconds ago: refilled at the provider's rate since (up to capacity),
  * minus what this store granted since.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const projectRemaining = (
   remaining: number,
@@ -242,6 +317,9 @@ export const projectRemaining = (
  *
  * The estimate is signed, within ±90 % of the nominal refill, so noise around
  * zero cancels out instead of ratcheting up.
+ *
+ * @since 0.1.0
+ * @category models
  */
 export interface Drift {
   /** The configured refill, per millisecond. */
@@ -252,10 +330,20 @@ export interface Drift {
   readonly gap: number
 }
 
-/** The most of a bucket's refill that may be credited to unseen consumers. */
+/**
+ * The most of a bucket's refill that may be credited to unseen consumers.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const maxForeignShare = 0.9
 
-/** Pure: folds one observed `remaining` into a bucket's drift; answers the new drift and the bucket at its new rate. */
+/**
+ * Pure: folds one observed `remaining` into a bucket's drift; answers the new drift and the bucket at its new rate.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const learnDrift = (
   bucket: TokenBucket.TokenBucket,
   drift: Drift | undefined,
@@ -513,7 +601,12 @@ const observeEntry = (
   return [{ lowered, discovered, levels: levelsOf(next, now) }, next]
 }
 
-/** Options of the memory store. */
+/**
+ * Options of the memory store.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface MemoryOptions {
   /**
    * An entry untouched this long, with full buckets and no pause, is reclaimed;
@@ -522,7 +615,12 @@ export interface MemoryOptions {
   readonly idleAfter?: Duration.DurationInput | undefined
 }
 
-/** The memory store, with the number of entries it holds (for diagnostics and tests). */
+/**
+ * The memory store, with the number of entries it holds (for diagnostics and tests).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface MemoryStore extends Context.Tag.Service<LimiterStore> {
   /** Entries held now (reclaimed ones not counted; their definitions are). */
   readonly entries: Effect.Effect<number>
@@ -532,6 +630,9 @@ export interface MemoryStore extends Context.Tag.Service<LimiterStore> {
  * The in-memory store: one `Ref` of every key's buckets, time from `Clock`.
  * Idle entries are swept at most once per `idleAfter`, during an operation, so
  * the store needs no fiber of its own.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<MemoryStore> =>
   Effect.gen(function*() {
@@ -606,8 +707,18 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
     }
   })
 
-/** The in-memory store with default options. */
+/**
+ * The in-memory store with default options.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const makeMemory: Effect.Effect<LimiterStore["Type"]> = makeMemoryWith()
 
-/** The in-memory store, for one process. */
+/**
+ * The in-memory store, for one process.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerMemory: Layer.Layer<LimiterStore> = Layer.effect(LimiterStore, makeMemory)

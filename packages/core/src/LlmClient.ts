@@ -20,6 +20,8 @@
  *   return LlmClient.text(response)
  * })
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
@@ -35,14 +37,24 @@ import type { CallError, ProviderError } from "./SluiceError.js"
 // Requests
 // ---------------------------------------------------------------------------
 
-/** Plain text. `cacheControl` marks a prompt-cache breakpoint (Anthropic). */
+/**
+ * Plain text. `cacheControl` marks a prompt-cache breakpoint (Anthropic).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface TextBlock {
   readonly type: "text"
   readonly text: string
   readonly cacheControl?: { readonly type: "ephemeral" } | undefined
 }
 
-/** The model asks for a tool to be called. */
+/**
+ * The model asks for a tool to be called.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface ToolUseBlock {
   readonly type: "tool_use"
   readonly id: string
@@ -50,7 +62,12 @@ export interface ToolUseBlock {
   readonly input: unknown
 }
 
-/** The caller answers a tool call. */
+/**
+ * The caller answers a tool call.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface ToolResultBlock {
   readonly type: "tool_result"
   readonly toolUseId: string
@@ -58,30 +75,55 @@ export interface ToolResultBlock {
   readonly isError?: boolean | undefined
 }
 
-/** One block of a message. */
+/**
+ * One block of a message.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type ContentBlock = TextBlock | ToolUseBlock | ToolResultBlock
 
-/** One turn of the conversation. */
+/**
+ * One turn of the conversation.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Message {
   readonly role: "user" | "assistant"
   readonly content: string | ReadonlyArray<ContentBlock>
 }
 
-/** A tool the model may call; `inputSchema` is a JSON Schema object. */
+/**
+ * A tool the model may call; `inputSchema` is a JSON Schema object.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Tool {
   readonly name: string
   readonly description?: string | undefined
   readonly inputSchema: { readonly type: "object"; readonly [key: string]: unknown }
 }
 
-/** How the model must use tools. */
+/**
+ * How the model must use tools.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type ToolChoice =
   | { readonly type: "auto" }
   | { readonly type: "any" }
   | { readonly type: "tool"; readonly name: string }
   | { readonly type: "none" }
 
-/** What Sluice needs to know about a call besides the call itself. */
+/**
+ * What Sluice needs to know about a call besides the call itself.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface RequestMetadata {
   /** The tenant whose quota and budget the call counts against. */
   readonly tenant?: string | undefined
@@ -105,13 +147,21 @@ export interface RequestMetadata {
  * A provider's own request or response object, tagged with the API it speaks
  * (`"anthropic"`: the Messages API). Core never reads `body`; a provider that
  * speaks `api` does.
+ *
+ * @since 0.1.0
+ * @category models
  */
 export interface Native {
   readonly api: string
   readonly body: unknown
 }
 
-/** A model call. */
+/**
+ * A model call.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Request {
   readonly model: string
   readonly system?: string | undefined
@@ -144,7 +194,12 @@ export interface Request {
 // Responses
 // ---------------------------------------------------------------------------
 
-/** What the provider counted for one call. Input is split as providers bill it. */
+/**
+ * What the provider counted for one call. Input is split as providers bill it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Usage {
   /** Input tokens not read from or written to the prompt cache. */
   readonly inputTokens: number
@@ -155,10 +210,20 @@ export interface Usage {
   readonly cacheWriteInputTokens: number
 }
 
-/** Why the model stopped. */
+/**
+ * Why the model stopped.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type StopReason = "end_turn" | "max_tokens" | "stop_sequence" | "tool_use" | "refusal" | "other"
 
-/** A model's answer. */
+/**
+ * A model's answer.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Response {
   readonly id: string
   /** The model that answered (a fallback may differ from the one asked). */
@@ -172,21 +237,41 @@ export interface Response {
   readonly native?: Native | undefined
 }
 
-/** The text of a response, its text blocks joined. */
+/**
+ * The text of a response, its text blocks joined.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const text = (response: Response): string =>
   response.content.flatMap((block) => block.type === "text" ? [block.text] : []).join("")
 
-/** The tool calls of a response. */
+/**
+ * The tool calls of a response.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const toolCalls = (response: Response): ReadonlyArray<ToolUseBlock> =>
   response.content.filter((block): block is ToolUseBlock => block.type === "tool_use")
 
-/** One event of a streamed answer. The stream ends with `Done`, which carries the usage. */
+/**
+ * One event of a streamed answer. The stream ends with `Done`, which carries the usage.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type StreamEvent =
   | { readonly _tag: "TextDelta"; readonly text: string }
   | { readonly _tag: "ToolCall"; readonly call: ToolUseBlock }
   | { readonly _tag: "Done"; readonly response: Response }
 
-/** Whether a request marks a prompt-cache breakpoint (`systemCacheControl`, or `cacheControl` on a block). */
+/**
+ * Whether a request marks a prompt-cache breakpoint (`systemCacheControl`, or `cacheControl` on a block).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const marksCache = (request: Request): boolean =>
   request.systemCacheControl !== undefined ||
   request.messages.some((message) =>
@@ -199,6 +284,9 @@ export const marksCache = (request: Request): boolean =>
  * its answer never came (a timeout, a reset, an interruption): all of its
  * output, and its input as plain input, or as cache writes (the dearer price)
  * when the request marks the cache.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const worstCaseUsage = (request: Request, inputTokens: number): Usage =>
   marksCache(request)
@@ -225,6 +313,9 @@ export const worstCaseUsage = (request: Request, inputTokens: number): Usage =>
  * LlmClient.usageCost(usage, Quota.cacheCountingFor(Quota.defaultCacheCounting, "anthropic", "claude-sonnet-4-5"))
  * // { requests: 1, inputTokens: 40, outputTokens: 120 }: Anthropic does not count cache reads against ITPM
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const usageCost = (
   usage: Usage,
@@ -248,19 +339,81 @@ export const usageCost = (
  * budget; the docs are on the definitions.
  */
 export {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
   BadRequest,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
   NetworkError,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
   NotFound,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
   Overloaded,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
   QuotaExhausted,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
   RateLimited,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
   ServerError,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
   Timeout,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
   Unauthorized
 } from "./SluiceError.js"
-export type { CallError, GovernanceError, ProviderError, ProviderErrorFields } from "./SluiceError.js"
+export type {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  CallError,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  GovernanceError,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  ProviderError,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  ProviderErrorFields
+} from "./SluiceError.js"
 
-/** Whether an error may be retried (`x-should-retry` wins over the status): `SluiceError.classify(error).retryable`. */
+/**
+ * Whether an error may be retried (`x-should-retry` wins over the status): `SluiceError.classify(error).retryable`.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
 export const isRetryable = (error: ProviderError): boolean => SluiceError.classify(error).retryable
 
 /**
@@ -269,6 +422,9 @@ export const isRetryable = (error: ProviderError): boolean => SluiceError.classi
  * refusal (429, 529, 5xx, 4xx, a billing error) was answered without running.
  * The admission path charges a call's worst case only when this holds.
  * `SluiceError.classify(error).mayHaveRun`.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const mayHaveRun = (error: ProviderError): boolean => SluiceError.classify(error).mayHaveRun
 
@@ -276,7 +432,12 @@ export const mayHaveRun = (error: ProviderError): boolean => SluiceError.classif
 // Service
 // ---------------------------------------------------------------------------
 
-/** A model client whose calls fail with `E`. */
+/**
+ * A model client whose calls fail with `E`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Client<E> {
   /** The provider's name, as errors report it. */
   readonly provider: string
@@ -288,11 +449,19 @@ export interface Client<E> {
   readonly countTokens?: ((request: Request) => Effect.Effect<number, E>) | undefined
 }
 
-/** What a provider layer builds: a client whose calls fail only with `ProviderError`. */
+/**
+ * What a provider layer builds: a client whose calls fail only with `ProviderError`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Provider = Client<ProviderError>
 
 /**
  * A model client. Providers implement it (failing with `ProviderError` only);
  * the Governor wraps one and is one (adding `GovernanceError`s).
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class LlmClient extends Context.Tag("@sluice/core/LlmClient")<LlmClient, Client<CallError>>() {}

@@ -25,47 +25,84 @@
  * `sluice_cache_hits_total` (Coalesce), `sluice_limiter_store_fallbacks_total`
  * (the Redis store). `docs/metrics.md` lists them all; `Metrics/Prometheus`
  * and `Metrics/OpenTelemetry` export them.
+ *
+ * @since 0.1.0
  */
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import type * as MetricState from "effect/MetricState"
 import * as SluiceError from "./SluiceError.js"
 
-/** Time from `acquire` to grant, in seconds (10 ms to about 5.5 min, doubling). */
+/**
+ * Time from `acquire` to grant, in seconds (10 ms to about 5.5 min, doubling).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const waitSeconds = Metric.histogram(
   "sluice_limiter_wait_seconds",
   MetricBoundaries.exponential({ start: 0.01, factor: 2, count: 16 }),
   "Time a call waited for its permit, by key and priority class"
 )
 
-/** Waiters queued, by key and class. */
+/**
+ * Waiters queued, by key and class.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const queueDepth = Metric.gauge("sluice_limiter_queue_depth", {
   description: "Callers waiting for a permit, by key and priority class"
 })
 
-/** A bucket's level after the last operation on it, by key and dimension. */
+/**
+ * A bucket's level after the last operation on it, by key and dimension.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const bucketLevel = Metric.gauge("sluice_limiter_bucket_level", {
   description: "Units left in a bucket, by key and dimension (negative: a debt from under-reservation)"
 })
 
-/** Permits held, by key. */
+/**
+ * Permits held, by key.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const inFlight = Metric.gauge("sluice_limiter_in_flight", {
   description: "Permits granted and not yet released, by key"
 })
 
-/** Permits granted, by key and class. */
+/**
+ * Permits granted, by key and class.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const grants = Metric.counter("sluice_limiter_grants_total", {
   description: "Permits granted, by key and priority class",
   incremental: true
 })
 
-/** Waiters shed, by key, class and reason. */
+/**
+ * Waiters shed, by key, class and reason.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const shed = Metric.counter("sluice_limiter_shed_total", {
   description: "Callers turned away because their lane or the queue was full",
   incremental: true
 })
 
-/** Gates closed on a key (pauses after a 429). */
+/**
+ * Gates closed on a key (pauses after a 429).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const pauses = Metric.counter("sluice_limiter_pauses_total", {
   description: "Times a key's gate was closed by a pause",
   incremental: true
@@ -76,6 +113,9 @@ export const pauses = Metric.counter("sluice_limiter_pauses_total", {
  * dimension: the level over the net drain (consumption minus refill). `+Inf`
  * while the bucket is not draining; 0 while callers wait on this dimension.
  * Refreshed on every limiter event of the key and every few seconds.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const quotaTimeLeft = Metric.gauge("sluice_quota_time_left_seconds", {
   description:
@@ -88,19 +128,32 @@ export const quotaTimeLeft = Metric.gauge("sluice_quota_time_left_seconds", {
  * `network_error`, `bad_request`, `unauthorized`, `not_found`, `shed`,
  * `cost_too_large`, `budget_exceeded`, `circuit_open`, `interrupted`, …: see
  * {@link outcomeOf}).
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const requests = Metric.counter("sluice_requests_total", {
   description: "Calls made through the Governor, one per attempt, by key and outcome",
   incremental: true
 })
 
-/** Tokens the provider reported, by key and direction (`input`, `output`, `cache_read`, `cache_write`). */
+/**
+ * Tokens the provider reported, by key and direction (`input`, `output`, `cache_read`, `cache_write`).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const tokens = Metric.counter("sluice_tokens_total", {
   description: "Tokens the provider reported, by key and direction (input, output, cache_read, cache_write)",
   incremental: true
 })
 
-/** Spend in US dollars at the price table's prices, by key. */
+/**
+ * Spend in US dollars at the price table's prices, by key.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const costUsd = Metric.counter("sluice_cost_usd_total", {
   description: "Spend in USD at the price table's prices, by key",
   incremental: true
@@ -111,13 +164,21 @@ export const costUsd = Metric.counter("sluice_cost_usd_total", {
  * by key and how it went: `read` (the provider read the cache) or `missed`
  * (it did not; the settlement charged the rest). Many misses mean the cache
  * expires or is evicted sooner than `promptCacheTtl`.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const promptCacheExpectations = Metric.counter("sluice_prompt_cache_expectations_total", {
   description: "Calls that reserved less for expected prompt-cache reads, by key and outcome (read, missed)",
   incremental: true
 })
 
-/** Calls the Governor ran again after a retryable failure, by the key of the call's model and the error retried. */
+/**
+ * Calls the Governor ran again after a retryable failure, by the key of the call's model and the error retried.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const callRetries = Metric.counter("sluice_call_retries_total", {
   description: "Calls retried by the Governor, by key and the error retried",
   incremental: true
@@ -134,6 +195,9 @@ export const callRetries = Metric.counter("sluice_call_retries_total", {
  * ```ts
  * Metrics.outcomeOf(new LlmClient.RateLimited({ provider: "anthropic", detail: "" })) // "rate_limited"
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const outcomeOf = (error: unknown): string => SluiceError.classify(error).outcome
 
@@ -152,6 +216,9 @@ export const outcomeOf = (error: unknown): string => SluiceError.classify(error)
  * Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 1_500, refillPerSecond: 1_000 }) // 60
  * Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 500, refillPerSecond: 1_000 }) // Infinity
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const timeLeftSeconds = (bucket: {
   readonly level: number
@@ -178,6 +245,9 @@ export const timeLeftSeconds = (bucket: {
  * const state = yield* Metric.value(Metrics.waitSeconds.pipe(Metric.tagged("key", key), Metric.tagged("class", "batch")))
  * Metrics.quantile(state, 0.95) // seconds, p95 of the waits
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const quantile = (
   state: MetricState.MetricState.Histogram,

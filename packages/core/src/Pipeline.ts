@@ -13,6 +13,8 @@
  * ```ts
  * const outcomes = Pipeline.run(documents, (doc) => client.complete(requestFor(doc)), { concurrency: 32 })
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -29,12 +31,22 @@ import type * as LlmClient from "./LlmClient.js"
 import type * as Priority from "./Priority.js"
 import type * as RateLimiter from "./RateLimiter.js"
 
-/** Anything with an id. */
+/**
+ * Anything with an id.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Document {
   readonly id: string
 }
 
-/** What happened to one document. */
+/**
+ * What happened to one document.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Outcome<A> =
   | { readonly _tag: "Succeeded"; readonly id: string; readonly value: A }
   | {
@@ -48,10 +60,20 @@ export type Outcome<A> =
   | { readonly _tag: "OverBudget"; readonly id: string; readonly reason: string }
   | { readonly _tag: "Skipped"; readonly id: string }
 
-/** An outcome a checkpoint records: every one but `Skipped`. */
+/**
+ * An outcome a checkpoint records: every one but `Skipped`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Recorded = Exclude<Outcome<unknown>, { readonly _tag: "Skipped" }>
 
-/** How a checkpoint names an outcome. */
+/**
+ * How a checkpoint names an outcome.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const statusOf = {
   Succeeded: "succeeded",
   Failed: "failed",
@@ -63,6 +85,9 @@ export const statusOf = {
  * Counts so far: documents by outcome, and (when a {@link Meter} watches the
  * provider) the calls under them: every attempt, the 429s and 529s, retries,
  * tokens and cost as the provider reported them.
+ *
+ * @since 0.1.0
+ * @category models
  */
 export interface Progress {
   readonly started: number
@@ -88,6 +113,10 @@ export interface Progress {
   readonly costMicros: number
 }
 
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
 export const emptyProgress: Progress = {
   started: 0,
   succeeded: 0,
@@ -106,7 +135,12 @@ export const emptyProgress: Progress = {
   costMicros: 0
 }
 
-/** Documents with an outcome (skipped ones included). */
+/**
+ * Documents with an outcome (skipped ones included).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const done = (progress: Progress): number =>
   progress.succeeded + progress.failed + progress.shed + progress.overBudget + progress.skipped
 
@@ -119,6 +153,9 @@ export const done = (progress: Progress): number =>
  * the provider and the Governor, so that it sees every attempt (a retry is a
  * second attempt) and every 429 the Governor absorbs; a request whose
  * `metadata.documentId` names a document is counted against that document.
+ *
+ * @since 0.1.0
+ * @category models
  */
 export interface Meter {
   readonly progress: SubscriptionRef.SubscriptionRef<Progress>
@@ -128,7 +165,12 @@ export interface Meter {
   readonly takeAttempts: (documentId: string) => Effect.Effect<number>
 }
 
-/** Options of a meter. */
+/**
+ * Options of a meter.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface MeterOptions {
   /** The cost of a call's usage in micro-dollars (see `Pricing.costMicros`); unpriced when absent. */
   readonly price?: ((model: string, usage: LlmClient.Usage) => number) | undefined
@@ -139,7 +181,12 @@ export interface MeterOptions {
 const tagOf = (error: unknown): string | undefined =>
   Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" ? error._tag : undefined
 
-/** Builds a meter. */
+/**
+ * Builds a meter.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const makeMeter = (options: MeterOptions = {}): Effect.Effect<Meter> =>
   Effect.gen(function*() {
     const progress = options.progress ?? (yield* SubscriptionRef.make(emptyProgress))
@@ -191,7 +238,12 @@ export const makeMeter = (options: MeterOptions = {}): Effect.Effect<Meter> =>
     return { progress, wrap, takeAttempts }
   })
 
-/** The checkpoint could not be read or written. */
+/**
+ * The checkpoint could not be read or written.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class CheckpointError
   extends Data.TaggedError("CheckpointError")<{ readonly operation: string; readonly cause: unknown }>
 {
@@ -200,7 +252,12 @@ export class CheckpointError
   }
 }
 
-/** Where outcomes are recorded, so that a rerun resumes. */
+/**
+ * Where outcomes are recorded, so that a rerun resumes.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class Checkpoint extends Context.Tag("@sluice/core/Pipeline/Checkpoint")<Checkpoint, {
   /** Whether the document succeeded in an earlier run. */
   readonly succeeded: (id: string) => Effect.Effect<boolean, CheckpointError>
@@ -208,7 +265,12 @@ export class Checkpoint extends Context.Tag("@sluice/core/Pipeline/Checkpoint")<
   readonly record: (outcome: Recorded) => Effect.Effect<void, CheckpointError>
 }>() {}
 
-/** A checkpoint in memory: one run of one process. It keeps one entry per document. */
+/**
+ * A checkpoint in memory: one run of one process. It keeps one entry per document.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerCheckpointMemory: Layer.Layer<Checkpoint> = Layer.sync(Checkpoint, () => {
   const statuses = new Map<string, string>()
   return Checkpoint.of({
@@ -217,13 +279,23 @@ export const layerCheckpointMemory: Layer.Layer<Checkpoint> = Layer.sync(Checkpo
   })
 })
 
-/** No checkpoint: nothing is skipped and nothing kept (a run that need not resume, over any number of documents). */
+/**
+ * No checkpoint: nothing is skipped and nothing kept (a run that need not resume, over any number of documents).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerCheckpointNone: Layer.Layer<Checkpoint> = Layer.succeed(
   Checkpoint,
   Checkpoint.of({ succeeded: () => Effect.succeed(false), record: () => Effect.void })
 )
 
-/** Options of a run. */
+/**
+ * Options of a run.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /** Documents in flight at once. Default 16. */
   readonly concurrency?: number | undefined
@@ -238,7 +310,12 @@ const reasonOf = (error: unknown): string =>
     ? error.message
     : String(error)
 
-/** The outcome of a failure: `Shed` and `BudgetExceeded` have outcomes of their own. */
+/**
+ * The outcome of a failure: `Shed` and `BudgetExceeded` have outcomes of their own.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const classify = (id: string, error: unknown, attempts = 0): Outcome<never> => {
   switch (tagOf(error)) {
     case "Shed":
@@ -254,6 +331,9 @@ export const classify = (id: string, error: unknown, attempts = 0): Outcome<neve
  * Runs `process` once per document, `concurrency` at a time, and emits every
  * document's outcome (in completion order). A failure of `process` is an
  * outcome, not a failure of the stream; a failure to read the checkpoint is.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const run = <D extends Document, A, E, R, E2, R2>(
   documents: Stream.Stream<D, E2, R2>,
@@ -297,21 +377,36 @@ export const run = <D extends Document, A, E, R, E2, R2>(
 // Monitor: a progress stream for front ends
 // ---------------------------------------------------------------------------
 
-/** Per-minute limits to show rates against. */
+/**
+ * Per-minute limits to show rates against.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Limits {
   readonly requests?: number | undefined
   readonly inputTokens?: number | undefined
   readonly outputTokens?: number | undefined
 }
 
-/** Rates per minute. */
+/**
+ * Rates per minute.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Rates {
   readonly requests: number
   readonly inputTokens: number
   readonly outputTokens: number
 }
 
-/** What a progress display shows at one instant. */
+/**
+ * What a progress display shows at one instant.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Snapshot {
   /** Milliseconds since the monitor started. */
   readonly elapsedMillis: number
@@ -327,7 +422,12 @@ export interface Snapshot {
   readonly limiterInFlight: number
 }
 
-/** Options of {@link monitor}. */
+/**
+ * Options of {@link monitor}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface MonitorOptions {
   /** How often a snapshot is taken. Default 1 second. */
   readonly every?: Duration.DurationInput | undefined
@@ -349,6 +449,9 @@ interface Point {
 /**
  * Rates per minute between the oldest point of `history` and `now` (pure).
  * `history` is ordered by time; an empty or instantaneous history gives zeros.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const ratesPerMinute = (history: ReadonlyArray<Point>, now: Point): Rates => {
   const first = history[0]
@@ -365,6 +468,9 @@ export const ratesPerMinute = (history: ReadonlyArray<Point>, now: Point): Rates
  * A snapshot of the run every `every` (the first at once): counts, rates per
  * minute over the last `window` against the limits, and the limiter's queue by
  * class. It never ends; take it until the run does (`Stream.interruptWhen`).
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const monitor = (
   progress: SubscriptionRef.SubscriptionRef<Progress>,

@@ -11,6 +11,8 @@
  *
  * Money is kept in integer micro-dollars (1e-6 USD) wherever it is added up,
  * so sums do not drift; the API speaks USD as numbers.
+ *
+ * @since 0.1.0
  */
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
@@ -24,20 +26,43 @@ import { UnknownModel } from "./SluiceError.js"
 
 const UsdPerMTok = Schema.Number.pipe(Schema.finite(), Schema.nonNegative())
 
-/** One model's prices, USD per million tokens. */
+/**
+ * One model's prices, USD per million tokens.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const ModelPrice = Schema.Struct({
   inputPerMTok: UsdPerMTok,
   outputPerMTok: UsdPerMTok,
   cacheReadPerMTok: UsdPerMTok,
   cacheWritePerMTok: UsdPerMTok
 })
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type ModelPrice = typeof ModelPrice.Type
 
-/** A price table: model name (or prefix) to its prices. */
+/**
+ * A price table: model name (or prefix) to its prices.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const PriceTable = Schema.Record({ key: Schema.String, value: ModelPrice })
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type PriceTable = typeof PriceTable.Type
 
-/** List prices per million tokens (input, output, cache read, cache write). Replace them with yours. */
+/**
+ * List prices per million tokens (input, output, cache read, cache write). Replace them with yours.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
 export const defaultTable: PriceTable = {
   "claude-opus-4-1": { inputPerMTok: 15, outputPerMTok: 75, cacheReadPerMTok: 1.5, cacheWritePerMTok: 18.75 },
   "claude-opus-4": { inputPerMTok: 15, outputPerMTok: 75, cacheReadPerMTok: 1.5, cacheWritePerMTok: 18.75 },
@@ -52,9 +77,20 @@ export const defaultTable: PriceTable = {
 }
 
 // Defined in `SluiceError` with every error a call can fail with; named here as the price table's.
-export { UnknownModel } from "./SluiceError.js"
+export {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  UnknownModel
+} from "./SluiceError.js"
 
-/** A price table that could not be accepted; each issue names its field (`claude-x.outputPerMTok`). */
+/**
+ * A price table that could not be accepted; each issue names its field (`claude-x.outputPerMTok`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidPriceTable extends Data.TaggedError("InvalidPriceTable")<{
   readonly issues: ReadonlyArray<{ readonly path: string; readonly message: string }>
 }> {
@@ -63,7 +99,12 @@ export class InvalidPriceTable extends Data.TaggedError("InvalidPriceTable")<{
   }
 }
 
-/** Validates a price table; the error names every wrong field. */
+/**
+ * Validates a price table; the error names every wrong field.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const decodeTable = (input: unknown): Either.Either<PriceTable, InvalidPriceTable> =>
   Either.mapLeft(
     Schema.decodeUnknownEither(PriceTable, { errors: "all", onExcessProperty: "error" })(input),
@@ -76,7 +117,12 @@ export const decodeTable = (input: unknown): Either.Either<PriceTable, InvalidPr
       })
   )
 
-/** The entry of a model: exact, else the longest table key the model starts with. */
+/**
+ * The entry of a model: exact, else the longest table key the model starts with.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const lookup = (table: PriceTable, model: string): Either.Either<ModelPrice, UnknownModel> => {
   const exact = table[model]
   if (exact !== undefined) return Either.right(exact)
@@ -90,14 +136,24 @@ export const lookup = (table: PriceTable, model: string): Either.Either<ModelPri
 /** Micro-dollars (integer) of a token count at a price per million tokens. */
 const micros = (tokens: number, perMTok: number): number => Math.round(tokens * perMTok)
 
-/** The cost of a usage, in micro-dollars: every part at its own price. */
+/**
+ * The cost of a usage, in micro-dollars: every part at its own price.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const costMicros = (price: ModelPrice, usage: LlmClient.Usage): number =>
   micros(usage.inputTokens, price.inputPerMTok) +
   micros(usage.outputTokens, price.outputPerMTok) +
   micros(usage.cacheReadInputTokens, price.cacheReadPerMTok) +
   micros(usage.cacheWriteInputTokens, price.cacheWritePerMTok)
 
-/** The cost of each part of a usage, in micro-dollars, each at its own price; they add up to {@link costMicros}. */
+/**
+ * The cost of each part of a usage, in micro-dollars, each at its own price; they add up to {@link costMicros}.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const costPartsMicros = (price: ModelPrice, usage: LlmClient.Usage): {
   readonly input: number
   readonly output: number
@@ -110,7 +166,12 @@ export const costPartsMicros = (price: ModelPrice, usage: LlmClient.Usage): {
   cacheWrite: micros(usage.cacheWriteInputTokens, price.cacheWritePerMTok)
 })
 
-/** What {@link worstCaseMicros} needs to know of a call. */
+/**
+ * What {@link worstCaseMicros} needs to know of a call.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface WorstCaseCall {
   readonly inputTokens: number
   readonly maxOutputTokens: number
@@ -122,6 +183,9 @@ export interface WorstCaseCall {
  * The most a call can cost, in micro-dollars: `max_tokens` of output, and all
  * input at the full input price, or at the cache-write price when the call is
  * `cacheable` and writes cost more (Anthropic's: 1.25× the input price).
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const worstCaseMicros = (price: ModelPrice, call: WorstCaseCall): number =>
   micros(
@@ -130,13 +194,28 @@ export const worstCaseMicros = (price: ModelPrice, call: WorstCaseCall): number 
   ) +
   micros(call.maxOutputTokens, price.outputPerMTok)
 
-/** USD of micro-dollars. */
+/**
+ * USD of micro-dollars.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const toUsd = (amount: number): number => amount / 1_000_000
 
-/** Micro-dollars of USD. */
+/**
+ * Micro-dollars of USD.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const fromUsd = (usd: number): number => Math.round(usd * 1_000_000)
 
-/** The price table as a service. */
+/**
+ * The price table as a service.
+ *
+ * @since 0.1.0
+ * @category services
+ */
 export class Pricing extends Context.Tag("@sluice/core/Pricing")<Pricing, {
   readonly table: PriceTable
   readonly price: (model: string) => Effect.Effect<ModelPrice, UnknownModel>
@@ -146,7 +225,12 @@ export class Pricing extends Context.Tag("@sluice/core/Pricing")<Pricing, {
   readonly worstCase: (model: string, call: WorstCaseCall) => Effect.Effect<number, UnknownModel>
 }>() {}
 
-/** A pricing service over a table (validated). */
+/**
+ * A pricing service over a table (validated).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = (input: unknown = defaultTable): Effect.Effect<Pricing["Type"], InvalidPriceTable> =>
   Effect.map(decodeTable(input), (table) => {
     const price = (model: string) => lookup(table, model)
@@ -158,6 +242,11 @@ export const make = (input: unknown = defaultTable): Effect.Effect<Pricing["Type
     })
   })
 
-/** Pricing from a table, the default one when absent. */
+/**
+ * Pricing from a table, the default one when absent.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer = (table: unknown = defaultTable): Layer.Layer<Pricing, InvalidPriceTable> =>
   Layer.effect(Pricing, make(table))

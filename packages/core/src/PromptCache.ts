@@ -17,6 +17,8 @@
  *
  * Calls made before the first answer reserve their whole prompt: nothing is
  * known to be cached yet.
+ *
+ * @since 0.1.0
  */
 import * as LlmClient from "./LlmClient.js"
 
@@ -39,10 +41,20 @@ const isMarked = (block: LlmClient.ContentBlock): boolean => block.type === "tex
 /** A block's content for the chain: `cacheControl` left out, so moving a breakpoint does not change what came before it. */
 const withoutCacheControl = (key: string, value: unknown) => (key === "cacheControl" ? undefined : value)
 
-/** How many blocks before a breakpoint the provider also looks for a cached prefix (Anthropic's lookback). */
+/**
+ * How many blocks before a breakpoint the provider also looks for a cached prefix (Anthropic's lookback).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const lookback = 20
 
-/** The prefixes of a request the cache may hold, as ids. */
+/**
+ * The prefixes of a request the cache may hold, as ids.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Prefixes {
   /** The prefix up to the last breakpoint: what the answer's cache usage measures. */
   readonly last: string
@@ -57,6 +69,9 @@ export interface Prefixes {
  * a prefix is a hash chained over its blocks, `cacheControl` aside: a
  * conversation whose next turn moves its breakpoint forward still finds the
  * prefix the last turn cached, as the provider does.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const prefixes = (request: LlmClient.Request, key: string): Prefixes | undefined => {
   // Most requests mark nothing: they are not serialised at all.
@@ -91,13 +106,23 @@ export const prefixes = (request: LlmClient.Request, key: string): Prefixes | un
   return { last: ids[ids.length - 1]!, candidates: ids.reverse() }
 }
 
-/** A prefix expected to be cached: its id and its length in the provider's tokens. */
+/**
+ * A prefix expected to be cached: its id and its length in the provider's tokens.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Hit {
   readonly id: string
   readonly tokens: number
 }
 
-/** Cached prefixes the Governor has seen answered, with their length and when they expire. */
+/**
+ * Cached prefixes the Governor has seen answered, with their length and when they expire.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Predictor {
   /** The longest of a call's candidate prefixes still expected to be cached at `now`, if any. */
   readonly expected: (candidates: ReadonlyArray<string>, now: number) => Hit | undefined
@@ -109,7 +134,12 @@ export interface Predictor {
   readonly learn: (last: string, hit: Hit | undefined, usage: LlmClient.Usage, now: number) => void
 }
 
-/** A predictor holding at most `maxEntries` prefixes (the least recently answered go first). */
+/**
+ * A predictor holding at most `maxEntries` prefixes (the least recently answered go first).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const makePredictor = (options: { readonly ttlMillis: number; readonly maxEntries: number }): Predictor => {
   const entries = new Map<string, { readonly tokens: number; readonly expiresAt: number }>()
   return {
@@ -134,7 +164,12 @@ export const makePredictor = (options: { readonly ttlMillis: number; readonly ma
   }
 }
 
-/** What to reserve for a call's input, and what to learn from its answer. */
+/**
+ * What to reserve for a call's input, and what to learn from its answer.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Plan {
   /** The input to reserve: the estimate, less the cache reads expected (at least 1 when any are). */
   readonly inputTokens: number
@@ -160,6 +195,9 @@ export interface Plan {
  * const plan = PromptCache.plan(predictor, request, "anthropic/claude-sonnet-4-5", estimate.inputTokens, now)
  * // reserve plan.inputTokens; after the answer: plan.learn(response.usage, later)
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const plan = (
   predictor: Predictor,

@@ -18,6 +18,8 @@
  * })
  * const key = Quota.key({ provider: "anthropic", model: "claude-sonnet-4-5" })
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
@@ -27,15 +29,28 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 
-/** The dimensions a provider limits. `tokens` is input + output together (OpenAI's TPM). */
+/**
+ * The dimensions a provider limits. `tokens` is input + output together (OpenAI's TPM).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const dimensions = ["requests", "inputTokens", "outputTokens", "tokens"] as const
 
-/** One limited dimension. */
+/**
+ * One limited dimension.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Dimension = (typeof dimensions)[number]
 
 /**
  * A period such as `"1 minute"`, `"60 seconds"` or a number of milliseconds,
  * decoded to a finite, positive `Duration`.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const Period: Schema.Schema<Duration.Duration, string | number> = Schema.transformOrFail(
   Schema.Union(Schema.String, Schema.Number),
@@ -68,6 +83,9 @@ const PositiveAmount = Schema.Number.pipe(Schema.finite(), Schema.positive())
 /**
  * One dimension's limit: `limit` units per `per`, refilled continuously, with a
  * bucket of `burst` units (the limit itself when absent).
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const Limit = Schema.Struct({
   limit: PositiveAmount,
@@ -75,13 +93,28 @@ export const Limit = Schema.Struct({
   burst: Schema.optionalWith(PositiveAmount, { exact: true })
 })
 
-/** A decoded limit. */
+/**
+ * A decoded limit.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Limit = typeof Limit.Type
 
-/** What a user writes for a limit: `{ limit: 50, per: "1 minute" }`. */
+/**
+ * What a user writes for a limit: `{ limit: 50, per: "1 minute" }`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type LimitInput = typeof Limit.Encoded
 
-/** A quota: one optional limit per dimension, at least one of them. */
+/**
+ * A quota: one optional limit per dimension, at least one of them.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const Quota = Schema.Struct({
   requests: Schema.optionalWith(Limit, { exact: true }),
   inputTokens: Schema.optionalWith(Limit, { exact: true }),
@@ -94,19 +127,39 @@ export const Quota = Schema.Struct({
   )
 )
 
-/** A decoded quota. */
+/**
+ * A decoded quota.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Quota = typeof Quota.Type
 
-/** What a user writes for a quota. */
+/**
+ * What a user writes for a quota.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type QuotaInput = typeof Quota.Encoded
 
-/** One problem in a quota, located by its path (`inputTokens.per`). */
+/**
+ * One problem in a quota, located by its path (`inputTokens.per`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Issue {
   readonly path: string
   readonly message: string
 }
 
-/** A quota that could not be accepted; `issues` name each field that was wrong. */
+/**
+ * A quota that could not be accepted; `issues` name each field that was wrong.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidQuota extends Data.TaggedError("InvalidQuota")<{
   readonly key: string | undefined
   readonly issues: ReadonlyArray<Issue>
@@ -128,29 +181,62 @@ const toInvalidQuota = (key: string | undefined) => (error: ParseResult.ParseErr
     }))
   })
 
-/** Validates a quota; the error names every wrong field. */
+/**
+ * Validates a quota; the error names every wrong field.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const decodeEither = (input: unknown, key?: string): Either.Either<Quota, InvalidQuota> =>
   Either.mapLeft(decodeQuota(input), toInvalidQuota(key))
 
-/** Validates a quota in an effect; the error names every wrong field. */
+/**
+ * Validates a quota in an effect; the error names every wrong field.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const decode = (input: unknown, key?: string): Effect.Effect<Quota, InvalidQuota> => decodeEither(input, key)
 
-/** Validates a quota and throws its {@link InvalidQuota} when wrong: for constants at module level. */
+/**
+ * Validates a quota and throws its {@link InvalidQuota} when wrong: for constants at module level.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const decodeSync = (input: unknown, key?: string): Quota => Either.getOrThrow(decodeEither(input, key))
 
-/** The dimensions a quota limits. */
+/**
+ * The dimensions a quota limits.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const limitedDimensions = (quota: Quota): ReadonlyArray<Dimension> =>
   dimensions.filter((dimension) => quota[dimension] !== undefined)
 
-/** The bucket capacity of a limit: its burst, or the limit itself. */
+/**
+ * The bucket capacity of a limit: its burst, or the limit itself.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const capacity = (limit: Limit): number => limit.burst ?? limit.limit
 
-/** Units refilled per millisecond. */
+/**
+ * Units refilled per millisecond.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const ratePerMilli = (limit: Limit): number => limit.limit / Duration.toMillis(limit.per)
 
 /**
  * The key of a quota: `provider/model`, with `/tenant` when a tenant has its own
  * quota. Use the deployment name in place of the model for Azure.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const key = (
   parts: { readonly provider: string; readonly model: string; readonly tenant?: string | undefined }
@@ -168,6 +254,9 @@ export const key = (
  *
  * - Anthropic's current models: reads do not count against ITPM, writes do.
  * - OpenAI: cached tokens count against TPM (there are no separate writes).
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const CacheCounting = Schema.Struct({
   /** Tokens read from the prompt cache count against the input-token limits. */
@@ -176,7 +265,12 @@ export const CacheCounting = Schema.Struct({
   cacheWritesCount: Schema.Boolean
 })
 
-/** A decoded cache-counting rule. */
+/**
+ * A decoded cache-counting rule.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type CacheCounting = typeof CacheCounting.Type
 
 /**
@@ -193,13 +287,26 @@ export type CacheCounting = typeof CacheCounting.Type
  *   "my-gateway": { cacheReadsCount: true, cacheWritesCount: true }
  * }
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const CacheCountingTable = Schema.Record({ key: Schema.String, value: CacheCounting })
 
-/** A decoded cache-counting table. */
+/**
+ * A decoded cache-counting table.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type CacheCountingTable = typeof CacheCountingTable.Type
 
-/** Everything counts: the rule of a provider the table does not know, and of `LlmClient.usageCost` by default. */
+/**
+ * Everything counts: the rule of a provider the table does not know, and of `LlmClient.usageCost` by default.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const countAll: CacheCounting = { cacheReadsCount: true, cacheWritesCount: true }
 
 /**
@@ -208,6 +315,9 @@ export const countAll: CacheCounting = { cacheReadsCount: true, cacheWritesCount
  * against ITPM, its Claude 3.x models did; OpenAI counts cached tokens against
  * TPM; the simulator follows Anthropic's current rule; any other provider
  * counts everything, which can only over-reserve.
+ *
+ * @since 0.1.0
+ * @category constants
  */
 export const defaultCacheCounting: CacheCountingTable = {
   "anthropic": { cacheReadsCount: false, cacheWritesCount: true },
@@ -217,7 +327,12 @@ export const defaultCacheCounting: CacheCountingTable = {
   "*": countAll
 }
 
-/** Validates a cache-counting table; the error names every wrong field (`anthropic.cacheReadsCount`). */
+/**
+ * Validates a cache-counting table; the error names every wrong field (`anthropic.cacheReadsCount`).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const decodeCacheCounting = (input: unknown): Either.Either<CacheCountingTable, InvalidQuota> =>
   Either.mapLeft(
     Schema.decodeUnknownEither(CacheCountingTable, { onExcessProperty: "error", errors: "all" })(input),
@@ -236,6 +351,9 @@ export const decodeCacheCounting = (input: unknown): Either.Either<CacheCounting
  * Quota.cacheCountingFor(Quota.defaultCacheCounting, "anthropic", "claude-sonnet-4-5")
  * // { cacheReadsCount: false, cacheWritesCount: true }
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const cacheCountingFor = (table: CacheCountingTable, provider: string, model: string): CacheCounting => {
   const name = `${provider}/${model}`

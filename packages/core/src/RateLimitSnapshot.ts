@@ -5,11 +5,18 @@
  * limiter folds it into its own view with `RateLimiter.observe`. Resets are
  * durations relative to the response, not instants, so that the clocks of the
  * provider, this process and a shared store never need to agree.
+ *
+ * @since 0.1.0
  */
 import type * as Duration from "effect/Duration"
 import type { Dimension } from "./Quota.js"
 
-/** What the provider says of one dimension. Every field is optional: headers come and go. */
+/**
+ * What the provider says of one dimension. Every field is optional: headers come and go.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface DimensionState {
   /** The provider's limit for the dimension, per minute for Anthropic and OpenAI. */
   readonly limit?: number | undefined
@@ -19,7 +26,12 @@ export interface DimensionState {
   readonly resetAfter?: Duration.Duration | undefined
 }
 
-/** A provider's view of one key at the time of one response. */
+/**
+ * A provider's view of one key at the time of one response.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface RateLimitSnapshot {
   readonly dimensions: { readonly [D in Dimension]?: DimensionState }
   /** A `retry-after` hint: no call on this key should start before it has passed. */
@@ -32,5 +44,10 @@ export interface RateLimitSnapshot {
   readonly observedAt?: number | undefined
 }
 
-/** A snapshot that says nothing. */
+/**
+ * A snapshot that says nothing.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const empty: RateLimitSnapshot = { dimensions: {} }

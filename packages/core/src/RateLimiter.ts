@@ -40,6 +40,8 @@
  *   }
  * })))
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -61,8 +63,35 @@ import type { RateLimiterError } from "./SluiceError.js"
 // ---------------------------------------------------------------------------
 
 // Defined in `SluiceError` with every error a call can fail with; named here as the limiter's.
-export { CostTooLarge, Shed, UnknownKey, WaitTimeout } from "./SluiceError.js"
-export type { RateLimiterError } from "./SluiceError.js"
+export {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  CostTooLarge,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  Shed,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  UnknownKey,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  WaitTimeout
+} from "./SluiceError.js"
+export type {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  RateLimiterError
+} from "./SluiceError.js"
 
 // ---------------------------------------------------------------------------
 // Permit and service
@@ -72,6 +101,9 @@ export type { RateLimiterError } from "./SluiceError.js"
  * Capacity held for one call. Release (closing its scope) frees the in-flight
  * slot but keeps the reservation; `settle` corrects the reservation to what the
  * call really used.
+ *
+ * @since 0.1.0
+ * @category models
  */
 export interface Permit {
   readonly key: string
@@ -88,7 +120,12 @@ export interface Permit {
   readonly settle: (actual: Cost.Cost) => Effect.Effect<void, Cost.InvalidCost | LimiterStore.LimiterStoreError>
 }
 
-/** Options of one acquisition. */
+/**
+ * Options of one acquisition.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface AcquireOptions {
   /** The class to wait in; `normal` when absent. */
   readonly priority?: Priority.Class | undefined
@@ -96,7 +133,12 @@ export interface AcquireOptions {
   readonly maxWait?: Duration.DurationInput | undefined
 }
 
-/** What the limiter knows of a key right now. */
+/**
+ * What the limiter knows of a key right now.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface KeyStats {
   readonly key: string
   readonly waiting: { readonly [C in Priority.Class]: number }
@@ -114,11 +156,19 @@ export interface KeyStats {
   readonly resident: boolean
 }
 
-/** A time a pause lasts until: a `Date`, or a duration from now. */
+/**
+ * A time a pause lasts until: a `Date`, or a duration from now.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type PauseUntil = Date | Duration.DurationInput
 
 /**
  * The limiter service.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLimiter, {
   /**
@@ -167,7 +217,12 @@ export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLim
   ) => Effect.Effect<Duration.Duration, Cost.InvalidCost | LimiterStore.LimiterStoreError>
 }>() {}
 
-/** Options of a limiter. Every field has a default. */
+/**
+ * Options of a limiter. Every field has a default.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /** Quotas by key, defined when the limiter starts. */
   readonly quotas?: { readonly [key: string]: Quota.QuotaInput } | undefined
@@ -218,7 +273,12 @@ export interface Options {
 // Constructors
 // ---------------------------------------------------------------------------
 
-/** The `key` label shared by the keys past `metricKeys`. */
+/**
+ * The `key` label shared by the keys past `metricKeys`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const otherKeysLabel = LimiterMetrics.otherKeysLabel
 
 const defaults = {
@@ -277,6 +337,9 @@ const capped = (duration: Duration.Duration, max: Duration.Duration): Duration.D
  * fibers live in the surrounding scope. The per-key runtime (lanes, driver,
  * grants, idle reclaim) is `internal/keyRuntime.ts`; the methods here are what
  * the store and that runtime are told.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options = {}): Effect.Effect<
   RateLimiter["Type"],
@@ -414,6 +477,9 @@ export const make = (options: Options = {}): Effect.Effect<
  *   Cost.amounts({ inputTokens: 3_000 })
  * ) // 2000: two seconds until 2,000 more tokens have refilled
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const admissionDelay = (
   state: LimiterStore.KeyState,
@@ -434,13 +500,23 @@ export const admissionDelay = (
   return delay
 }
 
-/** A limiter over the `LimiterStore` in context. */
+/**
+ * A limiter over the `LimiterStore` in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer = (
   options: Options = {}
 ): Layer.Layer<RateLimiter, Quota.InvalidQuota | LimiterStore.LimiterStoreError, LimiterStore.LimiterStore> =>
   Layer.scoped(RateLimiter, make(options))
 
-/** A limiter with its own in-memory store: one process. */
+/**
+ * A limiter with its own in-memory store: one process.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerMemory = (options: Options = {}): Layer.Layer<RateLimiter, Quota.InvalidQuota> =>
   layer(options).pipe(
     Layer.provide(LimiterStore.layerMemory),

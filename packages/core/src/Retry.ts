@@ -39,6 +39,8 @@
  *       client.complete(request))
  *   }).pipe(Retry.retry({ maxAttempts: 4 }))
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -55,7 +57,12 @@ import * as SluiceError from "./SluiceError.js"
 // Options
 // ---------------------------------------------------------------------------
 
-/** The policy's knobs. Every field has a default ({@link defaults}). */
+/**
+ * The policy's knobs. Every field has a default ({@link defaults}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /** The ceiling of the first retry's delay. Default 1 second. */
   readonly base?: Duration.DurationInput | undefined
@@ -73,7 +80,12 @@ export interface Options {
   readonly jitter?: "full" | "none" | undefined
 }
 
-/** The defaults of {@link Options}. */
+/**
+ * The defaults of {@link Options}.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
 export const defaults = {
   base: Duration.seconds(1),
   factor: 2,
@@ -112,6 +124,9 @@ const resolve = (options: Options = {}): Resolved => ({
  * Whether a value is one of the {@link SluiceError.ProviderError}s
  * (`SluiceError.isProviderError`: by its type id and tag, so that two copies of
  * the package agree).
+ *
+ * @since 0.1.0
+ * @category guards
  */
 export const isProviderError: (u: unknown) => u is SluiceError.ProviderError = SluiceError.isProviderError
 
@@ -120,10 +135,18 @@ export const isProviderError: (u: unknown) => u is SluiceError.ProviderError = S
  * is true (429, 529, 5xx, timeouts, network errors, unless `x-should-retry`
  * said otherwise). Anything else — other tagged errors included — is not.
  * `SluiceError.classify(u).retryable`.
+ *
+ * @since 0.1.0
+ * @category guards
  */
 export const isRetryable = (u: unknown): boolean => SluiceError.classify(u).retryable
 
-/** The provider's `retry-after`, when the error carries one. */
+/**
+ * The provider's `retry-after`, when the error carries one.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const retryAfterOf = (u: unknown): Duration.Duration | undefined =>
   isProviderError(u) && "retryAfter" in u ? u.retryAfter : undefined
 
@@ -138,6 +161,9 @@ export const retryAfterOf = (u: unknown): Duration.Duration | undefined =>
  * ```ts
  * Retry.ceiling({ base: "500 millis" }, 3) // 2 seconds
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const ceiling = (options: Options, retry: number): Duration.Duration =>
   Duration.millis(ceilingMillis(resolve(options), retry))
@@ -145,10 +171,20 @@ export const ceiling = (options: Options, retry: number): Duration.Duration =>
 const ceilingMillis = (resolved: Resolved, retry: number): number =>
   Math.min(resolved.maxDelayMillis, resolved.baseMillis * Math.pow(resolved.factor, Math.max(0, retry - 1)))
 
-/** Why the policy stopped. */
+/**
+ * Why the policy stopped.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type StopReason = "not-retryable" | "max-attempts" | "max-elapsed" | "retry-after-too-long"
 
-/** What the policy does after a failed attempt. */
+/**
+ * What the policy does after a failed attempt.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Decision =
   | {
     readonly _tag: "Retry"
@@ -158,7 +194,12 @@ export type Decision =
   }
   | { readonly _tag: "Stop"; readonly reason: StopReason }
 
-/** What {@link decide} looks at. */
+/**
+ * What {@link decide} looks at.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Failure {
   /** The error the attempt failed with. */
   readonly error: unknown
@@ -178,6 +219,9 @@ export interface Failure {
  * Retry.decide({}, { error: new LlmClient.ServerError({ provider: "sim", detail: "", status: 503 }), attempts: 1, elapsed: 0, draw: 0.5 })
  * // { _tag: "Retry", retry: 1, delay: 500 millis }
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const decide = (options: Options, failure: Failure): Decision => decideResolved(resolve(options), failure)
 
@@ -217,6 +261,9 @@ const nextDecision = (resolved: Resolved, failure: Omit<Failure, "draw">): Effec
  * Retry.delays({ base: "1 second" }, [overloaded, overloaded]).pipe(Effect.withRandom(Random.fixed([0.5])))
  * // [500 millis, 1 second]
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const delays = (
   options: Options,
@@ -239,7 +286,12 @@ export const delays = (
 // Metrics
 // ---------------------------------------------------------------------------
 
-/** Retries made, tagged `error` with the tag of the error that caused them. */
+/**
+ * Retries made, tagged `error` with the tag of the error that caused them.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const retries = Metric.counter("sluice_retries_total", {
   description: "Retries of model calls, by the tag of the error retried",
   incremental: true
@@ -313,6 +365,9 @@ const policy = (
  * ```ts
  * client.complete(request).pipe(Effect.retry(Retry.schedule({ maxAttempts: 3 })))
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const schedule = (options?: Options): Schedule.Schedule<Duration.Duration, unknown> => policy(options, undefined)
 
@@ -328,6 +383,9 @@ export const schedule = (options?: Options): Schedule.Schedule<Duration.Duration
  * // or data-first
  * const same = Retry.retry(limiter.withPermit(key, cost, () => client.complete(request)), { maxAttempts: 4 })
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const retry: {
   (options?: Options): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>

@@ -47,6 +47,8 @@
  * })).pipe(Layer.provide([RateLimiter.layerMemory(), TokenEstimator.layer()]))
  * // every LlmClient.complete now goes to east or west, whichever admits it first
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
@@ -74,7 +76,12 @@ import * as TokenEstimator from "./TokenEstimator.js"
 // Options
 // ---------------------------------------------------------------------------
 
-/** One deployment or key of the pool. */
+/**
+ * One deployment or key of the pool.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Deployment {
   /** A unique name: the `deployment` tag of the metrics, and the default quota key's prefix. */
   readonly name: string
@@ -97,7 +104,12 @@ export interface Deployment {
   readonly models?: ReadonlyArray<string> | undefined
 }
 
-/** Options of a Router. Only `deployments` is required. */
+/**
+ * Options of a Router. Only `deployments` is required.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /** The pool. At least one deployment; names unique. */
   readonly deployments: ReadonlyArray<Deployment>
@@ -125,7 +137,12 @@ export interface Options {
   readonly provider?: string | undefined
 }
 
-/** Options that could not be accepted; each issue names its field (`deployments.1.weight`). */
+/**
+ * Options that could not be accepted; each issue names its field (`deployments.1.weight`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidRouterOptions extends Data.TaggedError("InvalidRouterOptions")<{
   readonly issues: ReadonlyArray<{ readonly path: string; readonly message: string }>
 }> {
@@ -137,7 +154,12 @@ export class InvalidRouterOptions extends Data.TaggedError("InvalidRouterOptions
 const serves = (deployment: Deployment, model: string): boolean =>
   deployment.models === undefined || deployment.models.includes(model)
 
-/** Checks the options; the error names every wrong field. */
+/**
+ * Checks the options; the error names every wrong field.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const validate = (options: Options): Either.Either<Options, InvalidRouterOptions> => {
   const issues: Array<{ path: string; message: string }> = []
   if (options.deployments.length === 0) {
@@ -195,7 +217,12 @@ export const validate = (options: Options): Either.Either<Options, InvalidRouter
 // Choosing: plain data
 // ---------------------------------------------------------------------------
 
-/** What the Router knows of one deployment when it routes a call. */
+/**
+ * What the Router knows of one deployment when it routes a call.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Candidate {
   readonly name: string
   readonly weight: number
@@ -222,6 +249,9 @@ export interface Candidate {
  *   { name: "b", weight: 1, down: false, wait: 200, recoversIn: 0, left: 0 }
  * ]) // b
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const choose = (
   candidates: ReadonlyArray<Candidate>,
@@ -243,7 +273,12 @@ export const choose = (
   return best
 }
 
-/** Pure: the smallest fraction of a bucket that taking `amounts` leaves (negative when it would not fit now). */
+/**
+ * Pure: the smallest fraction of a bucket that taking `amounts` leaves (negative when it would not fit now).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const fractionLeft = (levels: RateLimiter.KeyStats["levels"], amounts: Cost.Amounts): number => {
   let left = 1
   for (const dimension of Quota.dimensions) {
@@ -258,13 +293,23 @@ export const fractionLeft = (levels: RateLimiter.KeyStats["levels"], amounts: Co
 // Metrics
 // ---------------------------------------------------------------------------
 
-/** Calls routed to each deployment (failovers and retries count again). */
+/**
+ * Calls routed to each deployment (failovers and retries count again).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const routed = Metric.counter("sluice_router_routed_total", {
   description: "Calls the router sent to each deployment, tagged deployment",
   incremental: true
 })
 
-/** Sticky calls that left their deployment because it was down or too slow to admit. */
+/**
+ * Sticky calls that left their deployment because it was down or too slow to admit.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const stickyMoves = Metric.counter("sluice_router_sticky_moves_total", {
   description: "Sticky calls moved off their deployment, tagged deployment (the one left)",
   incremental: true
@@ -286,6 +331,9 @@ interface Member {
  * Builds a Router over `options.deployments`. Uses the `RateLimiter` and the
  * `TokenEstimator` in context, and a `CircuitBreaker` and a `Budget` when they
  * are provided (each deployment's Governor uses them on its own key).
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options): Effect.Effect<
   LlmClient.Client<LlmClient.CallError>,
@@ -515,6 +563,9 @@ export const make = (options: Options): Effect.Effect<
  *   Layer.provide([RateLimiter.layerMemory(), TokenEstimator.layer()])
  * )
  * ```
+ *
+ * @since 0.1.0
+ * @category layers
  */
 export const layer = (options: Options): Layer.Layer<
   LlmClient.LlmClient,
@@ -538,6 +589,9 @@ export const layer = (options: Options): Layer.Layer<
  *   return { deployments: [{ name: "east", client: east }, { name: "west", client: west }] }
  * }))
  * ```
+ *
+ * @since 0.1.0
+ * @category layers
  */
 export const layerEffect = <E, R>(options: Effect.Effect<Options, E, R>): Layer.Layer<
   LlmClient.LlmClient,

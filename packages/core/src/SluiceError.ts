@@ -26,6 +26,8 @@
  * const verdict = SluiceError.classify(new SluiceError.Timeout({ provider: "anthropic", detail: "no answer" }))
  * // { origin: "provider", retryable: true, mayHaveRun: true, fallback: false, outcome: "timeout" }
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
@@ -41,10 +43,18 @@ import type { RateLimitSnapshot } from "./RateLimitSnapshot.js"
 /**
  * Carried by every Sluice error. `Symbol.for`, so that two copies of the
  * package (a bundled one, a linked one) recognise each other's errors.
+ *
+ * @since 0.1.0
+ * @category symbols
  */
 export const TypeId: unique symbol = Symbol.for("@sluice/core/SluiceError")
 
-/** The type of {@link TypeId}. */
+/**
+ * The type of {@link TypeId}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type TypeId = typeof TypeId
 
 /**
@@ -55,6 +65,9 @@ export type TypeId = typeof TypeId
  * SluiceError.isSluiceError(new RateLimiter.UnknownKey({ key: "k" })) // true
  * SluiceError.isSluiceError(new Error("boom")) // false
  * ```
+ *
+ * @since 0.1.0
+ * @category guards
  */
 export const isSluiceError = (u: unknown): u is CallError =>
   Predicate.hasProperty(u, TypeId) && Predicate.hasProperty(u, "_tag") && typeof u._tag === "string" &&
@@ -68,7 +81,12 @@ export const isSluiceError = (u: unknown): u is CallError =>
 // Provider errors
 // ---------------------------------------------------------------------------
 
-/** What every provider error carries. */
+/**
+ * What every provider error carries.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface ProviderErrorFields {
   /** The provider that answered: "anthropic", "openai", "simulator", … */
   readonly provider: string
@@ -88,7 +106,12 @@ const describe = (name: string, fields: ProviderErrorFields): string =>
     fields.status === undefined ? "" : `, HTTP ${fields.status}`
   }: ${fields.detail}`
 
-/** 429: a quota ran out. `retryAfter` is the provider's hint, `dimension` which bucket ran out. */
+/**
+ * 429: a quota ran out. `retryAfter` is the provider's hint, `dimension` which bucket ran out.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class RateLimited extends Data.TaggedError("RateLimited")<
   ProviderErrorFields & {
     readonly retryAfter?: Duration.Duration | undefined
@@ -107,7 +130,12 @@ export class RateLimited extends Data.TaggedError("RateLimited")<
   }
 }
 
-/** 529 (Anthropic) or 503 with an overloaded body: the provider as a whole is busy. No quota hint. */
+/**
+ * 529 (Anthropic) or 503 with an overloaded body: the provider as a whole is busy. No quota hint.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class Overloaded extends Data.TaggedError("Overloaded")<
   ProviderErrorFields & {
     readonly retryAfter?: Duration.Duration | undefined
@@ -124,7 +152,12 @@ export class Overloaded extends Data.TaggedError("Overloaded")<
   }
 }
 
-/** 500, 502, 503, 504: transient trouble on the provider's side. */
+/**
+ * 500, 502, 503, 504: transient trouble on the provider's side.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class ServerError extends Data.TaggedError("ServerError")<
   ProviderErrorFields & {
     readonly retryAfter?: Duration.Duration | undefined
@@ -141,7 +174,12 @@ export class ServerError extends Data.TaggedError("ServerError")<
   }
 }
 
-/** 400, 413, 422: the request itself is wrong; retrying cannot help. */
+/**
+ * 400, 413, 422: the request itself is wrong; retrying cannot help.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class BadRequest extends Data.TaggedError("BadRequest")<ProviderErrorFields> {
   get [TypeId](): TypeId {
     return TypeId
@@ -154,7 +192,12 @@ export class BadRequest extends Data.TaggedError("BadRequest")<ProviderErrorFiel
   }
 }
 
-/** 401, 403: the key is missing, wrong or not allowed. */
+/**
+ * 401, 403: the key is missing, wrong or not allowed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class Unauthorized extends Data.TaggedError("Unauthorized")<ProviderErrorFields> {
   get [TypeId](): TypeId {
     return TypeId
@@ -167,7 +210,12 @@ export class Unauthorized extends Data.TaggedError("Unauthorized")<ProviderError
   }
 }
 
-/** 404: no such model or endpoint. */
+/**
+ * 404: no such model or endpoint.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class NotFound extends Data.TaggedError("NotFound")<ProviderErrorFields> {
   get [TypeId](): TypeId {
     return TypeId
@@ -180,7 +228,12 @@ export class NotFound extends Data.TaggedError("NotFound")<ProviderErrorFields> 
   }
 }
 
-/** The call took longer than allowed. */
+/**
+ * The call took longer than allowed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class Timeout
   extends Data.TaggedError("Timeout")<ProviderErrorFields & { readonly after?: Duration.Duration | undefined }>
 {
@@ -195,7 +248,12 @@ export class Timeout
   }
 }
 
-/** The connection failed or was reset, or the body could not be read. */
+/**
+ * The connection failed or was reset, or the body could not be read.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class NetworkError extends Data.TaggedError("NetworkError")<ProviderErrorFields & { readonly cause?: unknown }> {
   get [TypeId](): TypeId {
     return TypeId
@@ -211,6 +269,9 @@ export class NetworkError extends Data.TaggedError("NetworkError")<ProviderError
 /**
  * 429 with a billing cause (OpenAI's `insufficient_quota`, a spend cap, credits
  * exhausted): no wait will help, so it is never retried and never pauses the key.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class QuotaExhausted extends Data.TaggedError("QuotaExhausted")<
   ProviderErrorFields & {
@@ -229,7 +290,12 @@ export class QuotaExhausted extends Data.TaggedError("QuotaExhausted")<
   }
 }
 
-/** Everything a provider call can fail with. Each member says whether it may be retried. */
+/**
+ * Everything a provider call can fail with. Each member says whether it may be retried.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type ProviderError =
   | RateLimited
   | QuotaExhausted
@@ -245,7 +311,12 @@ export type ProviderError =
 // The limiter's errors (RateLimiter, Cost, LimiterStore)
 // ---------------------------------------------------------------------------
 
-/** A cost larger than a bucket can ever hold: it would wait forever, so it fails at once. */
+/**
+ * A cost larger than a bucket can ever hold: it would wait forever, so it fails at once.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class CostTooLarge extends Data.TaggedError("CostTooLarge")<{
   readonly key: string
   readonly dimension: Quota.Dimension
@@ -260,7 +331,12 @@ export class CostTooLarge extends Data.TaggedError("CostTooLarge")<{
   }
 }
 
-/** A waiter turned away because its lane or the whole queue of its key was full. */
+/**
+ * A waiter turned away because its lane or the whole queue of its key was full.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class Shed extends Data.TaggedError("Shed")<{
   readonly key: string
   readonly priority: Priority.Class
@@ -276,7 +352,12 @@ export class Shed extends Data.TaggedError("Shed")<{
   }
 }
 
-/** A key with no quota while discovery is off. */
+/**
+ * A key with no quota while discovery is off.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class UnknownKey extends Data.TaggedError("UnknownKey")<{ readonly key: string }> {
   get [TypeId](): TypeId {
     return TypeId
@@ -286,7 +367,12 @@ export class UnknownKey extends Data.TaggedError("UnknownKey")<{ readonly key: s
   }
 }
 
-/** A waiter that was not granted within its `maxWait`: it left its lane holding nothing. */
+/**
+ * A waiter that was not granted within its `maxWait`: it left its lane holding nothing.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class WaitTimeout extends Data.TaggedError("WaitTimeout")<{
   readonly key: string
   readonly priority: Priority.Class
@@ -302,7 +388,12 @@ export class WaitTimeout extends Data.TaggedError("WaitTimeout")<{
   }
 }
 
-/** A cost with a negative, infinite or non-numeric amount. */
+/**
+ * A cost with a negative, infinite or non-numeric amount.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidCost extends Data.TaggedError("InvalidCost")<{
   readonly key: string
   readonly dimension: Quota.Dimension
@@ -318,7 +409,12 @@ export class InvalidCost extends Data.TaggedError("InvalidCost")<{
   }
 }
 
-/** The limiter's store could not be reached or answered nonsense. */
+/**
+ * The limiter's store could not be reached or answered nonsense.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class LimiterStoreError extends Data.TaggedError("LimiterStoreError")<{
   readonly key: string
   readonly operation: string
@@ -332,7 +428,12 @@ export class LimiterStoreError extends Data.TaggedError("LimiterStoreError")<{
   }
 }
 
-/** Everything `RateLimiter.acquire` can fail with. */
+/**
+ * Everything `RateLimiter.acquire` can fail with.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type RateLimiterError = CostTooLarge | Shed | UnknownKey | WaitTimeout | InvalidCost | LimiterStoreError
 
 // ---------------------------------------------------------------------------
@@ -342,6 +443,9 @@ export type RateLimiterError = CostTooLarge | Shed | UnknownKey | WaitTimeout | 
 /**
  * Why a breaker opened: a run of failures, the failure rate over the window,
  * or a failed probe while half-open.
+ *
+ * @since 0.1.0
+ * @category models
  */
 export type CircuitReason = "consecutive-failures" | "failure-rate" | "probe-failed"
 
@@ -351,6 +455,9 @@ const formatInstant = (millis: number): string => new Date(millis).toISOString()
  * A call refused because the key's breaker is open, or half-open with every
  * probe slot taken. `probeAt` is the instant (ms on the `Clock`) from which a
  * probe is let through — in the past when the breaker is already half-open.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class CircuitOpen extends Data.TaggedError("CircuitOpen")<{
   readonly key: string
@@ -375,7 +482,12 @@ export class CircuitOpen extends Data.TaggedError("CircuitOpen")<{
   }
 }
 
-/** Every rung of a model ladder failed; `attempts` holds each rung's reason, in order. */
+/**
+ * Every rung of a model ladder failed; `attempts` holds each rung's reason, in order.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class AllRungsFailed extends Data.TaggedError("AllRungsFailed")<{
   readonly attempts: ReadonlyArray<
     { readonly model: string; readonly key: string | undefined; readonly error: unknown }
@@ -394,7 +506,12 @@ export class AllRungsFailed extends Data.TaggedError("AllRungsFailed")<{
   }
 }
 
-/** A call would pass a budget limit: refused before any money was spent. */
+/**
+ * A call would pass a budget limit: refused before any money was spent.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class BudgetExceeded extends Data.TaggedError("BudgetExceeded")<{
   readonly scope: string
   readonly window: string
@@ -413,7 +530,12 @@ export class BudgetExceeded extends Data.TaggedError("BudgetExceeded")<{
   }
 }
 
-/** The budget's ledger could not be read or written. */
+/**
+ * The budget's ledger could not be read or written.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class BudgetLedgerError
   extends Data.TaggedError("BudgetLedgerError")<{ readonly operation: string; readonly cause: unknown }>
 {
@@ -425,7 +547,12 @@ export class BudgetLedgerError
   }
 }
 
-/** A model with no entry in the price table. */
+/**
+ * A model with no entry in the price table.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class UnknownModel extends Data.TaggedError("UnknownModel")<{ readonly model: string }> {
   get [TypeId](): TypeId {
     return TypeId
@@ -439,6 +566,9 @@ export class UnknownModel extends Data.TaggedError("UnknownModel")<{ readonly mo
  * Sluice refused or gave up on a call before or instead of the provider: the
  * limiter shed it or its cost can never fit, a breaker is open, every rung of
  * a ladder failed, the budget would be exceeded.
+ *
+ * @since 0.1.0
+ * @category models
  */
 export type GovernanceError =
   | RateLimiterError
@@ -448,7 +578,12 @@ export type GovernanceError =
   | BudgetLedgerError
   | UnknownModel
 
-/** Everything a call through an `LlmClient` can fail with. */
+/**
+ * Everything a call through an `LlmClient` can fail with.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type CallError = ProviderError | GovernanceError
 
 // ---------------------------------------------------------------------------
@@ -459,10 +594,18 @@ export type CallError = ProviderError | GovernanceError
  * Which layer raised an error: the provider, the limiter (`RateLimiter`, its
  * store, a cost), the budget, the price table, a circuit breaker or a model
  * ladder.
+ *
+ * @since 0.1.0
+ * @category models
  */
 export type Origin = "provider" | "limiter" | "budget" | "pricing" | "breaker" | "fallback"
 
-/** What {@link classify} says of an error. */
+/**
+ * What {@link classify} says of an error.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Verdict {
   /** The layer that raised it; `undefined` when it is not a Sluice error. */
   readonly origin: Origin | undefined
@@ -541,6 +684,9 @@ const outcomeOfTag = (tag: string): string => tag.replace(/([a-z0-9])([A-Z])/g, 
  * SluiceError.classify(new Error("boom"))
  * // { origin: undefined, retryable: false, mayHaveRun: true, fallback: false, outcome: "error" }
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const classify = (error: unknown): Verdict => {
   if (!isSluiceError(error)) {
@@ -566,10 +712,20 @@ export const classify = (error: unknown): Verdict => {
   }
 }
 
-/** Whether a value is one of the {@link ProviderError}s. */
+/**
+ * Whether a value is one of the {@link ProviderError}s.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
 export const isProviderError = (u: unknown): u is ProviderError => classify(u).origin === "provider"
 
-/** Whether a value is one of the {@link GovernanceError}s: a refusal by Sluice itself. */
+/**
+ * Whether a value is one of the {@link GovernanceError}s: a refusal by Sluice itself.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
 export const isGovernanceError = (u: unknown): u is GovernanceError => {
   const origin = classify(u).origin
   return origin !== undefined && origin !== "provider"

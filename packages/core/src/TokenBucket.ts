@@ -18,9 +18,16 @@
  * const bucket = TokenBucket.make({ capacity: 60_000, ratePerMilli: 1, now: 0, level: 0 })
  * TokenBucket.fitsAt(bucket, 1_500, 0) // 1500: the instant 1,500 units are there
  * ```
+ *
+ * @since 0.1.0
  */
 
-/** A bucket's state at `updatedAt`. */
+/**
+ * A bucket's state at `updatedAt`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface TokenBucket {
   readonly capacity: number
   readonly ratePerMilli: number
@@ -34,7 +41,12 @@ export interface TokenBucket {
  */
 const tolerance = (amount: number): number => 1e-9 * Math.max(1, Math.abs(amount))
 
-/** A bucket, full unless `level` says otherwise. */
+/**
+ * A bucket, full unless `level` says otherwise.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = (options: {
   readonly capacity: number
   readonly ratePerMilli: number
@@ -47,30 +59,55 @@ export const make = (options: {
   updatedAt: options.now
 })
 
-/** The level at `now`: refilled since the last update, never above capacity. */
+/**
+ * The level at `now`: refilled since the last update, never above capacity.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const levelAt = (bucket: TokenBucket, now: number): number => {
   const elapsed = Math.max(0, now - bucket.updatedAt)
   if (bucket.level >= bucket.capacity) return Math.min(bucket.level, bucket.capacity)
   return Math.min(bucket.capacity, bucket.level + elapsed * bucket.ratePerMilli)
 }
 
-/** The same bucket with its refill applied up to `now` (a clock that went back changes nothing). */
+/**
+ * The same bucket with its refill applied up to `now` (a clock that went back changes nothing).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const advance = (bucket: TokenBucket, now: number): TokenBucket =>
   now <= bucket.updatedAt ? bucket : { ...bucket, level: levelAt(bucket, now), updatedAt: now }
 
-/** Takes `amount` unconditionally; the level may go negative (a debt). */
+/**
+ * Takes `amount` unconditionally; the level may go negative (a debt).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const take = (bucket: TokenBucket, amount: number, now: number): TokenBucket => {
   const current = advance(bucket, now)
   return { ...current, level: current.level - amount }
 }
 
-/** Gives `amount` back, up to capacity. */
+/**
+ * Gives `amount` back, up to capacity.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const refund = (bucket: TokenBucket, amount: number, now: number): TokenBucket => {
   const current = advance(bucket, now)
   return { ...current, level: Math.min(current.capacity, current.level + amount) }
 }
 
-/** Charges a positive `delta`, refunds a negative one. */
+/**
+ * Charges a positive `delta`, refunds a negative one.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const adjust = (bucket: TokenBucket, delta: number, now: number): TokenBucket =>
   delta >= 0 ? take(bucket, delta, now) : refund(bucket, -delta, now)
 
@@ -78,11 +115,19 @@ export const adjust = (bucket: TokenBucket, delta: number, now: number): TokenBu
  * The units a take must leave in the bucket to honour `headroom` (a fraction of
  * capacity kept for higher priorities). A cost too large to leave it needs only a
  * full bucket, so headroom delays large costs but never makes them impossible.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const reserveFor = (bucket: TokenBucket, amount: number, headroom: number): number =>
   Math.max(0, Math.min(headroom * bucket.capacity, bucket.capacity - amount))
 
-/** Whether `amount` can be taken at `now` while leaving `reserve` units in the bucket. */
+/**
+ * Whether `amount` can be taken at `now` while leaving `reserve` units in the bucket.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const fits = (bucket: TokenBucket, amount: number, now: number, reserve = 0): boolean =>
   levelAt(bucket, now) - amount >= reserve - tolerance(amount + reserve)
 
@@ -90,6 +135,9 @@ export const fits = (bucket: TokenBucket, amount: number, now: number, reserve =
  * The first instant at which `amount` fits (leaving `reserve` units), computed
  * from the refill rate: `now` when it fits already, `Infinity` when it never
  * can because it is larger than the bucket.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const fitsAt = (bucket: TokenBucket, amount: number, now: number, reserve = 0): number => {
   const needed = amount + reserve
@@ -103,6 +151,9 @@ export const fitsAt = (bucket: TokenBucket, amount: number, now: number, reserve
  * Lowers the level to what the provider says `remaining` is, when the provider
  * knows less is left than we think. Never raises it: in-flight calls the provider
  * has not seen yet are still ours to count.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const clamp = (bucket: TokenBucket, remaining: number, now: number): TokenBucket => {
   const current = advance(bucket, now)
@@ -112,6 +163,9 @@ export const clamp = (bucket: TokenBucket, remaining: number, now: number): Toke
 /**
  * Changes the limits (capacity and rate) and keeps the level, cut to the new
  * capacity.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const resize = (bucket: TokenBucket, capacity: number, ratePerMilli: number, now: number): TokenBucket => {
   const current = advance(bucket, now)

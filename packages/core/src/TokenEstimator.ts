@@ -67,6 +67,8 @@
  *
  * // call(request).pipe(Effect.provide(TokenEstimator.layer({ learnOutput: true })))
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -90,6 +92,9 @@ import * as ToolOverhead from "./ToolOverhead.js"
  * ```ts
  * const shape: TokenEstimator.Shape = TokenEstimator.shapeOf(request) // "tools" when request.tools is not empty
  * ```
+ *
+ * @since 0.1.0
+ * @category models
  */
 export type Shape = "plain" | "tools"
 
@@ -100,6 +105,9 @@ export type Shape = "plain" | "tools"
  * ```ts
  * TokenEstimator.shapeOf({ model: "m", messages: [], maxOutputTokens: 1 }) // "plain"
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const shapeOf = (request: LlmClient.Request): Shape =>
   request.tools !== undefined && request.tools.length > 0 ? "tools" : "plain"
@@ -112,6 +120,9 @@ export const shapeOf = (request: LlmClient.Request): Shape =>
  * ```ts
  * const estimate: TokenEstimator.Estimate = { model: "claude-haiku-4-5", inputTokens: 1_344, outputTokens: 1_024, rawInputTokens: 1_280 }
  * ```
+ *
+ * @since 0.1.0
+ * @category models
  */
 export interface Estimate {
   readonly model: string
@@ -135,6 +146,9 @@ export interface Estimate {
  * const { inputRatio, samples } = yield* estimator.calibration("claude-haiku-4-5")
  * const tools = yield* estimator.calibration("claude-haiku-4-5", "tools")
  * ```
+ *
+ * @since 0.1.0
+ * @category models
  */
 export interface Calibration {
   readonly model: string
@@ -152,7 +166,12 @@ export interface Calibration {
   readonly typicalOutput: number | undefined
 }
 
-/** The tiktoken encodings the estimator can load (offline: the ranks ship with `js-tiktoken`). */
+/**
+ * The tiktoken encodings the estimator can load (offline: the ranks ship with `js-tiktoken`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Encoding = "o200k_base" | "cl100k_base"
 
 /**
@@ -164,6 +183,9 @@ export type Encoding = "o200k_base" | "cl100k_base"
  * ```ts
  * TokenEstimator.layer({ safetyMargin: 0.1, learnOutput: true, outputPercentile: 0.99 })
  * ```
+ *
+ * @since 0.1.0
+ * @category models
  */
 export interface Options {
   /** The tiktoken encoding. Default `o200k_base`. */
@@ -199,6 +221,9 @@ export interface Options {
  * const estimator = yield* TokenEstimator.TokenEstimator
  * const estimate = yield* estimator.estimate(request)
  * ```
+ *
+ * @since 0.1.0
+ * @category services
  */
 export class TokenEstimator extends Context.Tag("@sluice/core/TokenEstimator")<TokenEstimator, {
   /** The calibrated input and the output to reserve for a request. */
@@ -221,6 +246,9 @@ export class TokenEstimator extends Context.Tag("@sluice/core/TokenEstimator")<T
  * ```ts
  * const roughly: TokenEstimator.Encoder = (text) => Math.ceil(text.length / 4)
  * ```
+ *
+ * @since 0.1.0
+ * @category models
  */
 export type Encoder = (text: string) => number
 
@@ -232,6 +260,9 @@ export type Encoder = (text: string) => number
  * ```ts
  * TokenEstimator.countRequest(encode, request, { perMessage: 3, perRequest: 0 })
  * ```
+ *
+ * @since 0.1.0
+ * @category models
  */
 export interface Overhead {
   readonly perMessage: number
@@ -245,6 +276,9 @@ export interface Overhead {
  * ```ts
  * TokenEstimator.countRequest(encode, request, TokenEstimator.defaultOverhead)
  * ```
+ *
+ * @since 0.1.0
+ * @category constants
  */
 export const defaultOverhead: Overhead = { perMessage: 4, perRequest: 8 }
 
@@ -285,6 +319,9 @@ const countBlock = (encode: Encoder, block: LlmClient.ContentBlock): number => {
  *   maxOutputTokens: 64
  * }) // 2 + 4 + 8
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const countRequest = (
   encode: Encoder,
@@ -378,6 +415,9 @@ const encoders = new Map<Encoding, Encoder>()
  * const encode = yield* TokenEstimator.encoder("o200k_base")
  * encode("hello world") // 2
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const encoder = (encoding: Encoding = "o200k_base"): Effect.Effect<Encoder> =>
   Effect.suspend(() => {
@@ -595,6 +635,9 @@ const build = (
  * const estimator = yield* TokenEstimator.make({ safetyMargin: 0.1 })
  * const estimate = yield* estimator.estimate(request)
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options = {}): Effect.Effect<TokenEstimator["Type"]> =>
   Effect.gen(function*() {
@@ -611,6 +654,9 @@ export const make = (options: Options = {}): Effect.Effect<TokenEstimator["Type"
  * ```ts
  * const EstimatorFast = Layer.succeed(TokenEstimator.TokenEstimator, TokenEstimator.makeWith((text) => Math.ceil(text.length / 4)))
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const makeWith = (encode: Encoder, options: Options = {}): TokenEstimator["Type"] =>
   build(encode, settingsOf(options), Ref.unsafeMake(HashMap.empty<string, ModelState>()))
@@ -622,5 +668,8 @@ export const makeWith = (encode: Encoder, options: Options = {}): TokenEstimator
  * ```ts
  * program.pipe(Effect.provide(TokenEstimator.layer({ learnOutput: true })))
  * ```
+ *
+ * @since 0.1.0
+ * @category layers
  */
 export const layer = (options: Options = {}): Layer.Layer<TokenEstimator> => Layer.effect(TokenEstimator, make(options))

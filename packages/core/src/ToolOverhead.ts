@@ -42,6 +42,8 @@
  * // Your own numbers, over the defaults:
  * TokenEstimator.layer({ toolOverhead: { ...ToolOverhead.defaultTable, "my-gateway/llama-3": { auto: 40, any: 40 } } })
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Data from "effect/Data"
 import * as Either from "effect/Either"
@@ -51,20 +53,43 @@ import type * as LlmClient from "./LlmClient.js"
 
 const Tokens = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
 
-/** One model's overhead, in the provider's tokens, by tool choice. */
+/**
+ * One model's overhead, in the provider's tokens, by tool choice.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const Entry = Schema.Struct({
   /** With tool choice `auto` or `none`, or none given. */
   auto: Tokens,
   /** With tool choice `any` or a named `tool`. */
   any: Tokens
 })
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type Entry = typeof Entry.Type
 
-/** `provider/model-prefix` (or a bare `model-prefix`, for any provider) to its overhead. */
+/**
+ * `provider/model-prefix` (or a bare `model-prefix`, for any provider) to its overhead.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const Table = Schema.Record({ key: Schema.String, value: Entry })
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type Table = typeof Table.Type
 
-/** The published counts (see the module doc for the sources and their date). */
+/**
+ * The published counts (see the module doc for the sources and their date).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
 export const defaultTable: Table = {
   "anthropic/claude-opus-4": { auto: 346, any: 313 },
   "anthropic/claude-sonnet-4": { auto: 346, any: 313 },
@@ -85,7 +110,12 @@ export const defaultTable: Table = {
   "openai/o4": { auto: 12, any: 12 }
 }
 
-/** A table that could not be accepted; each issue names its field (`anthropic/claude-x.any`). */
+/**
+ * A table that could not be accepted; each issue names its field (`anthropic/claude-x.any`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidToolOverheadTable extends Data.TaggedError("InvalidToolOverheadTable")<{
   readonly issues: ReadonlyArray<{ readonly path: string; readonly message: string }>
 }> {
@@ -101,6 +131,9 @@ export class InvalidToolOverheadTable extends Data.TaggedError("InvalidToolOverh
  * ```ts
  * ToolOverhead.decodeTable({ "openai/gpt-4o": { auto: 12, any: -1 } }) // Left: "openai/gpt-4o.any: Expected a non-negative number, …"
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const decodeTable = (input: unknown): Either.Either<Table, InvalidToolOverheadTable> =>
   Either.mapLeft(
@@ -132,6 +165,9 @@ const splitKey = (key: string): { readonly provider: string | undefined; readonl
  * ```ts
  * ToolOverhead.lookup(ToolOverhead.defaultTable, "claude-3-5-haiku-20241022") // { auto: 264, any: 340 }
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const lookup = (table: Table, model: string, provider?: string | undefined): Entry | undefined => {
   let best: { readonly length: number; readonly entry: Entry } | undefined
@@ -146,7 +182,12 @@ export const lookup = (table: Table, model: string, provider?: string | undefine
   return best?.entry
 }
 
-/** The column of a tool choice: `any` for `any` and a named `tool`, `auto` otherwise. */
+/**
+ * The column of a tool choice: `any` for `any` and a named `tool`, `auto` otherwise.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const columnOf = (choice: LlmClient.ToolChoice | undefined): keyof Entry =>
   choice?.type === "any" || choice?.type === "tool" ? "any" : "auto"
 
@@ -158,6 +199,9 @@ export const columnOf = (choice: LlmClient.ToolChoice | undefined): keyof Entry 
  * ```ts
  * ToolOverhead.tokensFor(ToolOverhead.defaultTable, "claude-sonnet-4-5", undefined) // 346 (auto)
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const tokensFor = (
   table: Table,
@@ -178,6 +222,9 @@ export const tokensFor = (
  * ```ts
  * ToolOverhead.ofRequest(ToolOverhead.defaultTable, request) // 313 for an extraction with a forced tool on Sonnet 4.5
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const ofRequest = (table: Table, request: LlmClient.Request, provider?: string | undefined): number =>
   request.tools === undefined || request.tools.length === 0

@@ -31,6 +31,8 @@
  * const AnthropicLive = Anthropic.layer({ apiKey: Redacted.make("sim-key"), baseURL: "http://127.0.0.1:8787" })
  * // or, from the environment: Anthropic.layerConfig()
  * ```
+ *
+ * @since 0.1.0
  */
 import AnthropicSdk from "@anthropic-ai/sdk"
 import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
@@ -49,7 +51,12 @@ import * as Stream from "effect/Stream"
 import * as Errors from "./internal/errors.js"
 import * as RateLimitHeaders from "./RateLimitHeaders.js"
 
-/** Options of the Anthropic client. */
+/**
+ * Options of the Anthropic client.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   readonly apiKey: Redacted.Redacted<string>
   /** Another endpoint that speaks the Messages API, such as the simulator. Default: Anthropic's. */
@@ -60,7 +67,12 @@ export interface Options {
   readonly provider?: string | undefined
 }
 
-/** The underlying SDK instance, for what `LlmClient` does not cover. */
+/**
+ * The underlying SDK instance, for what `LlmClient` does not cover.
+ *
+ * @since 0.1.0
+ * @category services
+ */
 export class AnthropicSdkClient extends Context.Tag("@sluice/providers/Anthropic/AnthropicSdkClient")<
   AnthropicSdkClient,
   AnthropicSdk
@@ -98,7 +110,12 @@ const toToolChoice = (choice: LlmClient.ToolChoice): Sdk.ToolChoice => {
   }
 }
 
-/** The Messages API body of a request (without `stream`). */
+/**
+ * The Messages API body of a request (without `stream`).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const toParams = (request: LlmClient.Request): Sdk.MessageCreateParamsNonStreaming => {
   const params: Sdk.MessageCreateParamsNonStreaming = {
     model: request.model,
@@ -126,10 +143,20 @@ export const toParams = (request: LlmClient.Request): Sdk.MessageCreateParamsNon
   return params
 }
 
-/** The `LlmClient.Native` api this layer speaks, whatever its `provider` name: the Messages API. */
+/**
+ * The `LlmClient.Native` api this layer speaks, whatever its `provider` name: the Messages API.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const api = "anthropic"
 
-/** Messages API params as a request's `native` body: this layer sends them as they are. */
+/**
+ * Messages API params as a request's `native` body: this layer sends them as they are.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const native = (params: Sdk.MessageCreateParamsNonStreaming): LlmClient.Native => ({ api, body: params })
 
 /**
@@ -142,7 +169,12 @@ const paramsOf = (request: LlmClient.Request): Sdk.MessageCreateParamsNonStreami
     ? { ...(request.native.body as Sdk.MessageCreateParamsNonStreaming), model: request.model, stream: false }
     : toParams(request)
 
-/** The SDK's `Message` of a response to a request with `native` params, as the API returned it. */
+/**
+ * The SDK's `Message` of a response to a request with `native` params, as the API returned it.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const messageOf = (response: LlmClient.Response): Option.Option<Sdk.Message> =>
   response.native?.api === api ? Option.some(response.native.body as Sdk.Message) : Option.none()
 
@@ -178,7 +210,12 @@ const fromContent = (content: ReadonlyArray<Sdk.ContentBlock>): ReadonlyArray<Ll
     }
   })
 
-/** Maps a Messages API response to `LlmClient.Response`. */
+/**
+ * Maps a Messages API response to `LlmClient.Response`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const fromMessage = (message: Sdk.Message, rateLimits: RateLimitSnapshot): LlmClient.Response => ({
   id: message.id,
   model: message.model,
@@ -197,6 +234,9 @@ export const fromMessage = (message: Sdk.Message, rateLimits: RateLimitSnapshot)
  * used by this layer and by the Promise facade. The body's type, its
  * `details.error_code` and its message reach `fromHttpFailure`, so a billing
  * refusal is `QuotaExhausted`, never a `RateLimited` that pauses the key.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const fromSdkError =
   (provider: string, model: string | undefined, timeoutAfter: Duration.Duration | undefined) =>
@@ -226,7 +266,12 @@ export const fromSdkError =
 // The client
 // ---------------------------------------------------------------------------
 
-/** Builds an `LlmClient` over an SDK instance created here with retries off. */
+/**
+ * Builds an `LlmClient` over an SDK instance created here with retries off.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = (options: Options): Effect.Effect<LlmClient.Provider & { readonly sdk: AnthropicSdk }> =>
   Effect.sync(() => {
     const provider = options.provider ?? "anthropic"
@@ -402,7 +447,12 @@ const accumulate = (
 // Layers
 // ---------------------------------------------------------------------------
 
-/** `LlmClient` and the raw SDK, from options. */
+/**
+ * `LlmClient` and the raw SDK, from options.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer = (options: Options): Layer.Layer<LlmClient.LlmClient | AnthropicSdkClient> =>
   Layer.effectContext(
     Effect.map(make(options), (client) =>
@@ -411,13 +461,23 @@ export const layer = (options: Options): Layer.Layer<LlmClient.LlmClient | Anthr
       ))
   )
 
-/** The configuration read by {@link layerConfig}. */
+/**
+ * The configuration read by {@link layerConfig}.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const config: Config.Config<Options> = Config.all({
   apiKey: Config.redacted("ANTHROPIC_API_KEY"),
   baseURL: Config.option(Config.string("ANTHROPIC_BASE_URL")).pipe(Config.map(Option.getOrUndefined))
 })
 
-/** `LlmClient` from `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` (or another `Config` of options). */
+/**
+ * `LlmClient` from `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` (or another `Config` of options).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerConfig = (
   options: Config.Config<Options> = config
 ): Layer.Layer<LlmClient.LlmClient | AnthropicSdkClient, ConfigError.ConfigError> =>

@@ -51,6 +51,8 @@
  * const program = LanguageModel.generateText({ prompt: "Say hi" }) // unchanged
  * program.pipe(Effect.provide(Model))
  * ```
+ *
+ * @since 0.1.0
  */
 import * as AiError from "@effect/ai/AiError"
 import * as LanguageModel from "@effect/ai/LanguageModel"
@@ -79,7 +81,12 @@ import * as RateLimitHeaders from "./RateLimitHeaders.js"
 // Options
 // ---------------------------------------------------------------------------
 
-/** Options of the governed model. `model` is required; every other field has a default. */
+/**
+ * Options of the governed model. `model` is required; every other field has a default.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /** The model the underlying `LanguageModel` calls: the quota key, the price and the calibration go by it. */
   readonly model: string
@@ -112,7 +119,12 @@ export interface Options {
   readonly pauseWithoutHint?: Duration.DurationInput | undefined
 }
 
-/** Options that could not be accepted; each issue names its field (`retry.maxAttempts`). */
+/**
+ * Options that could not be accepted; each issue names its field (`retry.maxAttempts`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidEffectAiOptions extends Data.TaggedError("InvalidEffectAiOptions")<{
   readonly issues: ReadonlyArray<{ readonly path: string; readonly message: string }>
 }> {
@@ -177,7 +189,12 @@ const deepestIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>) =
     .map((path) => ({ path, message: byPath.get(path)! }))
 }
 
-/** Checks the options; the error names every wrong field. */
+/**
+ * Checks the options; the error names every wrong field.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const validate = (options: Options): Either.Either<Options, InvalidEffectAiOptions> =>
   Either.map(
     Either.mapLeft(
@@ -192,7 +209,12 @@ export const validate = (options: Options): Either.Either<Options, InvalidEffect
 // Per-call options
 // ---------------------------------------------------------------------------
 
-/** What one call may say about itself. */
+/**
+ * What one call may say about itself.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface CallOptions {
   readonly priority?: Priority.Class | undefined
   readonly tenant?: string | undefined
@@ -203,7 +225,12 @@ export interface CallOptions {
   readonly maxWait?: Duration.DurationInput | undefined
 }
 
-/** The per-call options in effect; empty unless {@link withCall} set them. */
+/**
+ * The per-call options in effect; empty unless {@link withCall} set them.
+ *
+ * @since 0.1.0
+ * @category services
+ */
 export class CurrentCall extends Context.Reference<CurrentCall>()("@sluice/providers/EffectAi/CurrentCall", {
   defaultValue: (): CallOptions => ({})
 }) {}
@@ -216,6 +243,9 @@ export class CurrentCall extends Context.Reference<CurrentCall>()("@sluice/provi
  * ```ts
  * LanguageModel.generateText({ prompt }).pipe(EffectAi.withCall({ priority: "interactive", tenant: "acme" }))
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const withCall = (options: CallOptions) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.provideService(self, CurrentCall, options)
@@ -239,6 +269,9 @@ export const withCall = (options: CallOptions) => <A, E, R>(self: Effect.Effect<
  *       onSome: (refusal) => refusal._tag === "BudgetExceeded" ? Effect.succeed(fallbackAnswer) : Effect.fail(error)
  *     })))
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const governanceError = (error: unknown): Option.Option<SluiceError.GovernanceError> =>
   error instanceof AiError.UnknownError && error.module === "Sluice" && SluiceError.isGovernanceError(error.cause)
@@ -254,6 +287,9 @@ const refusal = (method: string) => (error: SluiceError.GovernanceError): AiErro
  * policy and the limiter understand it: an HTTP status (429 with its headers,
  * 529, 5xx, 4xx) or a lost connection. Other failures (malformed output, a
  * tool's own error) are not the provider's and stay as they are.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const classify =
   (provider: string, model: string) => (error: unknown): Effect.Effect<Option.Option<LlmClient.ProviderError>> =>
@@ -344,7 +380,12 @@ const jsonSchemaOf = (schema: Schema.Schema.Any): LlmClient.Tool["inputSchema"] 
   ...(Tool.getJsonSchemaFromSchemaAst(schema.ast) as unknown as Record<string, unknown>)
 })
 
-/** What a `generateText` / `generateObject` / `streamText` call sends, as the request the estimator counts. */
+/**
+ * What a `generateText` / `generateObject` / `streamText` call sends, as the request the estimator counts.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface CallShape {
   readonly prompt: Prompt.RawInput
   readonly toolkit?: unknown
@@ -357,6 +398,9 @@ export interface CallShape {
  * system messages become the system prompt, tool messages user turns with
  * tool results, the toolkit's tools (and `generateObject`'s schema, which
  * providers send as a tool) tool definitions.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const toRequest = (call: CallShape, model: string, maxOutputTokens: number): LlmClient.Request => {
   const prompt = Prompt.make(call.prompt)
@@ -404,6 +448,9 @@ export const toRequest = (call: CallShape, model: string, maxOutputTokens: numbe
  * `inputTokens` uncached, `cachedInputTokens` cache reads, and cache writes
  * from the provider's metadata where it gives them (Anthropic's
  * `cache_creation_input_tokens`).
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const usageOf = (parts: ReadonlyArray<Response.AnyPart>): Option.Option<LlmClient.Usage> => {
   const finish = parts.find((part): part is Response.FinishPart => part.type === "finish")
@@ -430,6 +477,9 @@ export const usageOf = (parts: ReadonlyArray<Response.AnyPart>): Option.Option<L
  * Builds the governed `LanguageModel` over the one in context, with the
  * `RateLimiter` and `TokenEstimator` in context, and the `Budget` when one is
  * provided.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options): Effect.Effect<
   LanguageModel.Service,
@@ -575,6 +625,9 @@ const originalOf = (error: unknown): unknown =>
  *   Layer.provide(AnthropicLanguageModel.model("claude-haiku-4-5", { max_tokens: 512 }))
  * )
  * ```
+ *
+ * @since 0.1.0
+ * @category layers
  */
 export const layerGoverned = (options: Options): Layer.Layer<
   LanguageModel.LanguageModel,

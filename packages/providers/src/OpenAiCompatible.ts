@@ -20,6 +20,8 @@
  * const OpenAiLive = OpenAiCompatible.layer({ apiKey: Redacted.make("sk-..."), baseURL: "https://api.openai.com/v1" })
  *   .pipe(Layer.provide(FetchHttpClient.layer))
  * ```
+ *
+ * @since 0.1.0
  */
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
@@ -37,7 +39,12 @@ import * as Stream from "effect/Stream"
 import * as Errors from "./internal/errors.js"
 import * as RateLimitHeaders from "./RateLimitHeaders.js"
 
-/** Options of an OpenAI-compatible client. */
+/**
+ * Options of an OpenAI-compatible client.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   readonly apiKey: Redacted.Redacted<string>
   /** The API root, e.g. `https://api.openai.com/v1` or `https://NAME.openai.azure.com/openai/deployments/DEPLOYMENT`. */
@@ -96,7 +103,12 @@ const textOf = (content: LlmClient.Message["content"]): string =>
     ? content
     : content.flatMap((block) => block.type === "text" ? [block.text] : []).join("")
 
-/** The chat completions body of a request. */
+/**
+ * The chat completions body of a request.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const toBody = (request: LlmClient.Request): Record<string, unknown> => {
   const messages: Array<Record<string, unknown>> = []
   if (request.system !== undefined) messages.push({ role: "system", content: request.system })
@@ -177,7 +189,12 @@ const parseArguments = (json: string): unknown => {
 // The client
 // ---------------------------------------------------------------------------
 
-/** Builds an `LlmClient` over the `HttpClient` in context. */
+/**
+ * Builds an `LlmClient` over the `HttpClient` in context.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = (options: Options): Effect.Effect<LlmClient.Provider, never, HttpClient.HttpClient> =>
   Effect.gen(function*() {
     const provider = options.provider ?? "openai"
@@ -275,17 +292,32 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider, never,
     return { provider, complete, stream }
   })
 
-/** `LlmClient` over the `HttpClient` in context. */
+/**
+ * `LlmClient` over the `HttpClient` in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer = (options: Options): Layer.Layer<LlmClient.LlmClient, never, HttpClient.HttpClient> =>
   Layer.effect(LlmClient.LlmClient, Effect.map(make(options), LlmClient.LlmClient.of))
 
-/** The configuration read by {@link layerConfig}: `OPENAI_API_KEY`, `OPENAI_BASE_URL`. */
+/**
+ * The configuration read by {@link layerConfig}: `OPENAI_API_KEY`, `OPENAI_BASE_URL`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const config: Config.Config<Options> = Config.all({
   apiKey: Config.redacted("OPENAI_API_KEY"),
   baseURL: Config.string("OPENAI_BASE_URL").pipe(Config.withDefault("https://api.openai.com/v1"))
 })
 
-/** `LlmClient` from `OPENAI_API_KEY` and `OPENAI_BASE_URL` (or another `Config` of options). */
+/**
+ * `LlmClient` from `OPENAI_API_KEY` and `OPENAI_BASE_URL` (or another `Config` of options).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerConfig = (
   options: Config.Config<Options> = config
 ): Layer.Layer<LlmClient.LlmClient, ConfigError.ConfigError, HttpClient.HttpClient> =>

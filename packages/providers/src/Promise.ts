@@ -30,6 +30,8 @@
  * const message = await anthropic.messages.create({ model: "claude-haiku-4-5", max_tokens: 256, messages: [{ role: "user", content: "Hi" }] })
  * await anthropic.close()
  * ```
+ *
+ * @since 0.1.0
  */
 import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
 import { Budget, Governor, LlmClient, Pricing, Quota, RateLimiter, TokenEstimator } from "@sluice/core"
@@ -53,7 +55,12 @@ import * as Anthropic from "./Anthropic.js"
 // Options
 // ---------------------------------------------------------------------------
 
-/** Plain options of a governed client. Only `apiKey` is required. */
+/**
+ * Plain options of a governed client. Only `apiKey` is required.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface ClientOptions {
   /** The Anthropic API key. Kept `Redacted` inside; never logged. */
   readonly apiKey: string
@@ -84,7 +91,12 @@ export interface ClientOptions {
   readonly learnOutput?: boolean | undefined
 }
 
-/** What one call may say besides its params (the SDK's request options, plus Sluice's). */
+/**
+ * What one call may say besides its params (the SDK's request options, plus Sluice's).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface CallOptions {
   /** Aborts the call (and its wait for capacity). */
   readonly signal?: AbortSignal | undefined
@@ -96,7 +108,12 @@ export interface CallOptions {
   readonly job?: string | undefined
 }
 
-/** Options that could not be accepted; each issue names its option (`quotas.claude-haiku-4-5.requests.limit`). */
+/**
+ * Options that could not be accepted; each issue names its option (`quotas.claude-haiku-4-5.requests.limit`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidClientOptions extends Data.TaggedError("InvalidClientOptions")<{
   readonly issues: ReadonlyArray<{ readonly path: string; readonly message: string }>
 }> {
@@ -105,14 +122,24 @@ export class InvalidClientOptions extends Data.TaggedError("InvalidClientOptions
   }
 }
 
-/** The client was closed; it makes no more calls. */
+/**
+ * The client was closed; it makes no more calls.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class ClientClosed extends Data.TaggedError("ClientClosed")<{}> {
   override get message(): string {
     return "The Sluice client was closed"
   }
 }
 
-/** The request could not be read as Messages API params. */
+/**
+ * The request could not be read as Messages API params.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidRequest extends Data.TaggedError("InvalidRequest")<{ readonly detail: string }> {
   override get message(): string {
     return `Invalid request: ${this.detail}`
@@ -175,6 +202,9 @@ const governorOptions = (options: ClientOptions): Governor.Options => ({
 /**
  * Checks every option at once; the error names each wrong one. Quotas are
  * checked whole (their limits and periods), not only their shape.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const validate = (options: ClientOptions): Either.Either<ClientOptions, InvalidClientOptions> => {
   if (!Predicate.isRecord(options)) {
@@ -214,7 +244,12 @@ export const validate = (options: ClientOptions): Either.Either<ClientOptions, I
 // Errors, as ordinary Error subclasses
 // ---------------------------------------------------------------------------
 
-/** Everything a call through the client can fail with, typed. */
+/**
+ * Everything a call through the client can fail with, typed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Reason =
   | LlmClient.CallError
   | InvalidClientOptions
@@ -240,6 +275,9 @@ export type Reason =
  *   else if (error instanceof SluiceError) console.log(error._tag, error.message)
  * }
  * ```
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class SluiceError<R extends Reason = Reason> extends Error {
   readonly _tag: R["_tag"]
@@ -256,7 +294,12 @@ export class SluiceError<R extends Reason = Reason> extends Error {
   }
 }
 
-/** A 429 the retries could not get past. `reason.retryAfter` is the provider's hint. */
+/**
+ * A 429 the retries could not get past. `reason.retryAfter` is the provider's hint.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class RateLimitedError extends SluiceError<LlmClient.RateLimited> {
   constructor(reason: LlmClient.RateLimited) {
     super(reason)
@@ -264,7 +307,12 @@ export class RateLimitedError extends SluiceError<LlmClient.RateLimited> {
   }
 }
 
-/** 529: the provider was overloaded through every retry. */
+/**
+ * 529: the provider was overloaded through every retry.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class OverloadedError extends SluiceError<LlmClient.Overloaded> {
   constructor(reason: LlmClient.Overloaded) {
     super(reason)
@@ -272,7 +320,12 @@ export class OverloadedError extends SluiceError<LlmClient.Overloaded> {
   }
 }
 
-/** A budget refused the call before any money was spent. */
+/**
+ * A budget refused the call before any money was spent.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class BudgetExceededError extends SluiceError<Budget.BudgetExceeded> {
   constructor(reason: Budget.BudgetExceeded) {
     super(reason)
@@ -280,7 +333,12 @@ export class BudgetExceededError extends SluiceError<Budget.BudgetExceeded> {
   }
 }
 
-/** The limiter turned the call away (its lane was full, or its cost can never fit the quota). */
+/**
+ * The limiter turned the call away (its lane was full, or its cost can never fit the quota).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class ShedError extends SluiceError<RateLimiter.Shed | RateLimiter.CostTooLarge> {
   constructor(reason: RateLimiter.Shed | RateLimiter.CostTooLarge) {
     super(reason)
@@ -288,7 +346,12 @@ export class ShedError extends SluiceError<RateLimiter.Shed | RateLimiter.CostTo
   }
 }
 
-/** Thrown by {@link createClient}: an option is wrong; `reason.issues` names each. */
+/**
+ * Thrown by {@link createClient}: an option is wrong; `reason.issues` names each.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidOptionsError extends SluiceError<InvalidClientOptions> {
   constructor(reason: InvalidClientOptions) {
     super(reason)
@@ -296,7 +359,12 @@ export class InvalidOptionsError extends SluiceError<InvalidClientOptions> {
   }
 }
 
-/** A call after `close()`. */
+/**
+ * A call after `close()`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class ClosedError extends SluiceError<ClientClosed> {
   constructor(reason: ClientClosed) {
     super(reason)
@@ -304,7 +372,12 @@ export class ClosedError extends SluiceError<ClientClosed> {
   }
 }
 
-/** The typed reason as the `Error` subclass that names it. */
+/**
+ * The typed reason as the `Error` subclass that names it.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const toError = (reason: Reason): SluiceError => {
   switch (reason._tag) {
     case "RateLimited":
@@ -371,6 +444,9 @@ const toolChoiceOf = (choice: Sdk.ToolChoice): LlmClient.ToolChoice =>
  * quota key and the budget go by. The params themselves travel with it as its
  * `native` body, which the Anthropic layer sends as it is (with the model of
  * the rung) and answers with the SDK's message as the response's `native`.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const toRequest = (params: Sdk.MessageCreateParamsNonStreaming, call: CallOptions = {}): LlmClient.Request => {
   const system = params.system === undefined ? undefined : textOf(params.system)
@@ -425,7 +501,12 @@ const callSdk = <A>(
 // The client
 // ---------------------------------------------------------------------------
 
-/** The governed client: the SDK's `messages` surface, and `close`. */
+/**
+ * The governed client: the SDK's `messages` surface, and `close`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Client {
   readonly messages: {
     /** `anthropic.messages.create(params)`, governed. Streaming (`stream: true`) is not offered: use the Effect API's `stream`. */
@@ -446,7 +527,12 @@ export interface Client {
 const keyOf = (model: string): string =>
   Governor.defaultKey(false)({ model, messages: [], maxOutputTokens: 1 }, "anthropic")
 
-/** Everything a client runs on, from valid options: the governed `LlmClient`, the SDK, the limiter, the estimator, the budget. */
+/**
+ * Everything a client runs on, from valid options: the governed `LlmClient`, the SDK, the limiter, the estimator, the budget.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer = (options: ClientOptions) => {
   const anthropic: Anthropic.Options = {
     apiKey: Redacted.make(options.apiKey),
@@ -485,6 +571,9 @@ export const layer = (options: ClientOptions) => {
  * console.log(message.content, message.usage)
  * await anthropic.close()
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const createClient = (options: ClientOptions): Client => {
   const valid = validate(options)

@@ -21,6 +21,8 @@
  *
  * const snapshot = RateLimitHeaders.read(response.headers, "anthropic") // Effect<RateLimitSnapshot>
  * ```
+ *
+ * @since 0.1.0
  */
 import type { Dimension } from "@sluice/core/Quota"
 import type { DimensionState, RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
@@ -32,36 +34,66 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 
-/** Headers as a `Headers` object or a plain record (names in any case, values possibly repeated). */
+/**
+ * Headers as a `Headers` object or a plain record (names in any case, values possibly repeated).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type HeaderInput = Headers | { readonly [name: string]: string | ReadonlyArray<string> | undefined }
 
-/** A header whose value was ignored, and why. */
+/**
+ * A header whose value was ignored, and why.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface HeaderWarning {
   readonly header: string
   readonly value: string
   readonly reason: string
 }
 
-/** A snapshot and the headers that were ignored on the way. */
+/**
+ * A snapshot and the headers that were ignored on the way.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Parsed {
   readonly snapshot: RateLimitSnapshot
   readonly warnings: ReadonlyArray<HeaderWarning>
 }
 
-/** Which header formats to read; `auto` reads every one present. */
+/**
+ * Which header formats to read; `auto` reads every one present.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Format = "anthropic" | "openai" | "azure" | "ietf" | "auto"
 
 // ---------------------------------------------------------------------------
 // Value schemas
 // ---------------------------------------------------------------------------
 
-/** A non-negative integer such as `49` (leading/trailing spaces allowed). */
+/**
+ * A non-negative integer such as `49` (leading/trailing spaces allowed).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const Count: Schema.Schema<number, string> = Schema.compose(
   Schema.Trim,
   Schema.NumberFromString.pipe(Schema.int(), Schema.nonNegative(), Schema.finite())
 )
 
-/** A non-negative number of seconds such as `7` or `0.25`. */
+/**
+ * A non-negative number of seconds such as `7` or `0.25`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const Seconds: Schema.Schema<Duration.Duration, string> = Schema.transform(
   // At most a year: a larger value is garbage, and seconds × 1000 must stay finite.
   Schema.compose(
@@ -76,7 +108,12 @@ export const Seconds: Schema.Schema<Duration.Duration, string> = Schema.transfor
   }
 )
 
-/** A non-negative number of milliseconds such as `1500` (Azure's `retry-after-ms`). */
+/**
+ * A non-negative number of milliseconds such as `1500` (Azure's `retry-after-ms`).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const Millis: Schema.Schema<Duration.Duration, string> = Schema.transform(
   Schema.compose(Schema.Trim, Schema.NumberFromString.pipe(Schema.nonNegative(), Schema.finite())),
   Schema.DurationFromSelf,
@@ -95,7 +132,12 @@ const goUnits: Record<string, number> = {
 }
 const goDurationPattern = /^(?:(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|μs|ns))+$/
 
-/** A Go duration such as `1s`, `6m0s`, `20ms`, `1h2m3.5s` (OpenAI's resets). */
+/**
+ * A Go duration such as `1s`, `6m0s`, `20ms`, `1h2m3.5s` (OpenAI's resets).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const GoDuration: Schema.Schema<Duration.Duration, string> = Schema.transformOrFail(
   Schema.Trim,
   Schema.DurationFromSelf,
@@ -120,7 +162,12 @@ export const GoDuration: Schema.Schema<Duration.Duration, string> = Schema.trans
   }
 )
 
-/** Formats a duration the way Go (and OpenAI) do: `1h2m3.5s`, `6m0s`, `20ms`. */
+/**
+ * Formats a duration the way Go (and OpenAI) do: `1h2m3.5s`, `6m0s`, `20ms`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const formatGoDuration = (duration: Duration.Duration): string => {
   const millis = Duration.toMillis(duration)
   if (millis === 0) return "0s"
@@ -133,7 +180,12 @@ export const formatGoDuration = (duration: Duration.Duration): string => {
 
 const rfc3339Pattern = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$/
 
-/** An RFC 3339 instant such as `2026-11-22T14:03:07Z`, as epoch milliseconds (Anthropic's resets). */
+/**
+ * An RFC 3339 instant such as `2026-11-22T14:03:07Z`, as epoch milliseconds (Anthropic's resets).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const Rfc3339: Schema.Schema<number, string> = Schema.transformOrFail(Schema.Trim, Schema.Number, {
   strict: true,
   decode: (text, _, ast) => {
@@ -147,7 +199,12 @@ export const Rfc3339: Schema.Schema<number, string> = Schema.transformOrFail(Sch
 
 const httpDatePattern = /^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/
 
-/** An HTTP date such as `Wed, 21 Oct 2026 07:28:00 GMT`, as epoch milliseconds. */
+/**
+ * An HTTP date such as `Wed, 21 Oct 2026 07:28:00 GMT`, as epoch milliseconds.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const HttpDate: Schema.Schema<number, string> = Schema.transformOrFail(Schema.Trim, Schema.Number, {
   strict: true,
   decode: (text, _, ast) => {
@@ -347,7 +404,12 @@ const readIetf = (reader: Reader, dimensions: MutableDimensions) => {
   }
 }
 
-/** Anthropic's headers (and `retry-after`). */
+/**
+ * Anthropic's headers (and `retry-after`).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const parseAnthropic = (headers: HeaderInput, now: number): Parsed => {
   const reader = new Reader(headers)
   const dimensions: MutableDimensions = {}
@@ -355,7 +417,12 @@ export const parseAnthropic = (headers: HeaderInput, now: number): Parsed => {
   return { snapshot: snapshotOf(dimensions, readRetryAfter(reader, now), now), warnings: reader.warnings }
 }
 
-/** OpenAI's headers (and `retry-after`). */
+/**
+ * OpenAI's headers (and `retry-after`).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const parseOpenAi = (headers: HeaderInput, now: number): Parsed => {
   const reader = new Reader(headers)
   const dimensions: MutableDimensions = {}
@@ -363,10 +430,20 @@ export const parseOpenAi = (headers: HeaderInput, now: number): Parsed => {
   return { snapshot: snapshotOf(dimensions, readRetryAfter(reader, now), now), warnings: reader.warnings }
 }
 
-/** Azure OpenAI's headers: remaining counts and `retry-after-ms` / `retry-after`. */
+/**
+ * Azure OpenAI's headers: remaining counts and `retry-after-ms` / `retry-after`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const parseAzure = parseOpenAi
 
-/** The IETF `RateLimit` / `RateLimit-Policy` fields (both drafts) and `retry-after`. */
+/**
+ * The IETF `RateLimit` / `RateLimit-Policy` fields (both drafts) and `retry-after`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const parseIetf = (headers: HeaderInput, now: number): Parsed => {
   const reader = new Reader(headers)
   const dimensions: MutableDimensions = {}
@@ -377,6 +454,9 @@ export const parseIetf = (headers: HeaderInput, now: number): Parsed => {
 /**
  * Reads the given format, or (`auto`, the default) every format present,
  * merged: provider-specific headers win over the IETF fields.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const parse = (headers: HeaderInput, now: number, format: Format = "auto"): Parsed => {
   switch (format) {
@@ -398,7 +478,12 @@ export const parse = (headers: HeaderInput, now: number, format: Format = "auto"
   }
 }
 
-/** `retry-after-ms`, then `retry-after` as seconds or an HTTP date; none when absent or garbage. */
+/**
+ * `retry-after-ms`, then `retry-after` as seconds or an HTTP date; none when absent or garbage.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const retryAfter = (headers: HeaderInput, now: number): Option.Option<Duration.Duration> =>
   Option.fromNullable(readRetryAfter(new Reader(headers), now))
 
@@ -406,6 +491,9 @@ export const retryAfter = (headers: HeaderInput, now: number): Option.Option<Dur
  * Parses with `now` from the Effect `Clock` and logs each ignored header. Never
  * fails. The snapshot's `observedAt` is that `now`: read the headers when the
  * response starts (a stream's first bytes), not when it ends.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const read = (headers: HeaderInput, format: Format = "auto"): Effect.Effect<RateLimitSnapshot> =>
   Effect.gen(function*() {
@@ -420,7 +508,12 @@ export const read = (headers: HeaderInput, format: Format = "auto"): Effect.Effe
 
 const exhaustionOrder: ReadonlyArray<Dimension> = ["inputTokens", "outputTokens", "tokens", "requests"]
 
-/** The dimension a snapshot says ran out (remaining 0), tokens before requests; undefined when none did. */
+/**
+ * The dimension a snapshot says ran out (remaining 0), tokens before requests; undefined when none did.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const exhaustedDimension = (snapshot: RateLimitSnapshot): Dimension | undefined =>
   exhaustionOrder.find((dimension) => {
     const remaining = snapshot.dimensions[dimension]?.remaining

@@ -17,6 +17,8 @@
  * const SimLive = SimulatedClient.layer({ quota: { requestsPerMinute: 50, inputTokensPerMinute: 30_000, outputTokensPerMinute: 8_000 } })
  * // program.pipe(Effect.provide(SimLive)) — then read SimulatedClient.SimulatedStats for what the "provider" saw
  * ```
+ *
+ * @since 0.1.0
  */
 import { LlmClient } from "@sluice/core"
 import type { RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
@@ -33,7 +35,12 @@ import * as Cache from "./internal/promptCache.js"
 import * as Quota from "./internal/quota.js"
 import * as Tokens from "./internal/tokens.js"
 
-/** Options: the simulator's engine configuration plus the API key the client calls with. */
+/**
+ * Options: the simulator's engine configuration plus the API key the client calls with.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options extends Engine.EngineConfig {
   /** The key whose quota the calls count against. Default "sim-key". */
   readonly apiKey?: string | undefined
@@ -41,7 +48,12 @@ export interface Options extends Engine.EngineConfig {
   readonly provider?: string | undefined
 }
 
-/** What the simulated provider counted, per key and model (the judge of 429s and utilisation). */
+/**
+ * What the simulated provider counted, per key and model (the judge of 429s and utilisation).
+ *
+ * @since 0.1.0
+ * @category services
+ */
 export class SimulatedStats extends Context.Tag("@sluice/simulator/SimulatedClient/SimulatedStats")<
   SimulatedStats,
   {
@@ -109,7 +121,12 @@ const toBody = (request: LlmClient.Request): Answers.MessagesBody => ({
 
 let counter = 0
 
-/** Builds the simulated client and its stats; a foreign-load fiber, if configured, lives in the scope. */
+/**
+ * Builds the simulated client and its stats; a foreign-load fiber, if configured, lives in the scope.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = (options: Options = {}): Effect.Effect<
   { readonly client: LlmClient.Provider; readonly stats: SimulatedStats["Type"] },
   never,
@@ -230,7 +247,12 @@ export const make = (options: Options = {}): Effect.Effect<
     }
   })
 
-/** The simulated provider as `LlmClient`, with its stats. */
+/**
+ * The simulated provider as `LlmClient`, with its stats.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer = (options: Options = {}): Layer.Layer<LlmClient.LlmClient | SimulatedStats> =>
   Layer.scopedContext(
     Effect.map(make(options), ({ client, stats }) =>

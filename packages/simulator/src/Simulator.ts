@@ -44,6 +44,8 @@
  *   console.log(running.url)
  * }))
  * ```
+ *
+ * @since 0.1.0
  */
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
@@ -66,16 +68,41 @@ import * as Cache from "./internal/promptCache.js"
 import * as Quotas from "./internal/quota.js"
 import * as Tokens from "./internal/tokens.js"
 
-/** Limits per minute for one API key (and each model it calls). */
+/**
+ * Limits per minute for one API key (and each model it calls).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Quota = Quotas.Quota
-/** The simulated prompt cache: its lifetime in simulated seconds (300) and its minimum prefix in tokens (1,024). */
+/**
+ * The simulated prompt cache: its lifetime in simulated seconds (300) and its minimum prefix in tokens (1,024).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type PromptCache = Cache.PromptCache
-/** Fault injection; every rate is a probability per request. Off by default. */
+/**
+ * Fault injection; every rate is a probability per request. Off by default.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Faults = Engine.Faults
-/** Latency added to every answer: base + per output token + uniform jitter, in milliseconds. */
+/**
+ * Latency added to every answer: base + per output token + uniform jitter, in milliseconds.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Latency = Engine.Latency
 
-/** How the simulator runs. Every field has a default. */
+/**
+ * How the simulator runs. Every field has a default.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Config extends Engine.EngineConfig {
   /** Default 127.0.0.1. */
   readonly host?: string | undefined
@@ -83,15 +110,30 @@ export interface Config extends Engine.EngineConfig {
   readonly port?: number | undefined
 }
 
-/** What the simulator counted for one API key and model. */
+/**
+ * What the simulator counted for one API key and model.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type KeyStats = Engine.KeyStats
 
-/** Everything the simulator counted. */
+/**
+ * Everything the simulator counted.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Stats {
   readonly keys: ReadonlyArray<KeyStats>
 }
 
-/** A running simulator. */
+/**
+ * A running simulator.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Running {
   /** e.g. `http://127.0.0.1:54321` — the SDK's `baseURL`. */
   readonly url: string
@@ -101,7 +143,12 @@ export interface Running {
   readonly reset: Effect.Effect<void>
 }
 
-/** The simulator could not start. */
+/**
+ * The simulator could not start.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class SimulatorError
   extends Data.TaggedError("SimulatorError")<{ readonly reason: string; readonly cause?: unknown }>
 {
@@ -110,13 +157,28 @@ export class SimulatorError
   }
 }
 
-/** The running simulator, as a service. */
+/**
+ * The running simulator, as a service.
+ *
+ * @since 0.1.0
+ * @category services
+ */
 export class Simulator extends Context.Tag("@sluice/simulator/Simulator")<Simulator, Running>() {}
 
-/** The simulator's own input-token count of a request body (Anthropic or OpenAI shape). */
+/**
+ * The simulator's own input-token count of a request body (Anthropic or OpenAI shape).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const countTokens: (body: unknown) => number = Tokens.countTokens
 
-/** Anthropic's tier-1 Sonnet limits, the default quota: 50 requests, 30,000 input and 8,000 output tokens a minute. */
+/**
+ * Anthropic's tier-1 Sonnet limits, the default quota: 50 requests, 30,000 input and 8,000 output tokens a minute.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
 export const defaultQuota: Quota = Quotas.defaultQuota
 
 // ---------------------------------------------------------------------------
@@ -516,7 +578,12 @@ const chatCompletions = (engine: Engine.Engine) =>
     }, { headers })
   })
 
-/** The simulator's routes over an engine. */
+/**
+ * The simulator's routes over an engine.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const router = (engine: Engine.Engine) =>
   HttpRouter.empty.pipe(
     HttpRouter.post("/v1/messages", messages(engine)),
@@ -526,7 +593,12 @@ export const router = (engine: Engine.Engine) =>
     HttpRouter.post("/_sim/reset", Effect.as(engine.reset, HttpServerResponse.empty({ status: 204 })))
   )
 
-/** Starts the simulator; it stops when the scope closes. */
+/**
+ * Starts the simulator; it stops when the scope closes.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const serve = (config: Config = {}): Effect.Effect<Running, SimulatorError, Scope.Scope> =>
   Effect.gen(function*() {
     const engine = yield* Engine.make(config)
@@ -555,6 +627,11 @@ export const serve = (config: Config = {}): Effect.Effect<Running, SimulatorErro
     return { url: `http://${host}:${port}`, port, stats: engine.stats, reset: engine.reset }
   })
 
-/** The simulator as a layer, for a whole test suite or program. */
+/**
+ * The simulator as a layer, for a whole test suite or program.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer = (config: Config = {}): Layer.Layer<Simulator, SimulatorError> =>
   Layer.scoped(Simulator, serve(config))

@@ -18,6 +18,8 @@
  * Time is the Budget's `Clock`, passed in; Redis's own clock only expires keys
  * after their use is over. The scripts build key names from their arguments, so
  * they need one Redis, not a Cluster.
+ *
+ * @since 0.1.0
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -106,7 +108,12 @@ interface BudgetCommands {
   sluiceBudgetLedger(prefix: string, op: string, payload: string): Promise<unknown>
 }
 
-/** Options of the Redis ledger. */
+/**
+ * Options of the Redis ledger.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /**
    * A connected client (not closed by the ledger), or a URL (closed with the
@@ -123,7 +130,12 @@ export interface Options {
 
 const text = (n: number) => String(Math.round(n))
 
-/** Builds the ledger. */
+/**
+ * Builds the ledger.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = (options: Options): Effect.Effect<BudgetLedger["Type"], never, Scope.Scope> =>
   Effect.gen(function*() {
     const client = options.client ?? (yield* Effect.acquireRelease(
@@ -200,5 +212,10 @@ export const make = (options: Options): Effect.Effect<BudgetLedger["Type"], neve
     })
   })
 
-/** The Redis ledger as a layer. */
+/**
+ * The Redis ledger as a layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer = (options: Options): Layer.Layer<BudgetLedger> => Layer.scoped(BudgetLedger, make(options))

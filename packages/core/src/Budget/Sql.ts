@@ -33,6 +33,8 @@
  *
  * const LedgerLive = BudgetSql.layer.pipe(Layer.provide(SqliteClient.layer({ filename: "budget.db" })))
  * ```
+ *
+ * @since 0.1.0
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
@@ -60,7 +62,12 @@ const spentName = (counter: string) => `spent|${counter}`
 const byBucket = <A extends { readonly bucket: string }>(entries: ReadonlyArray<A>): ReadonlyArray<A> =>
   [...entries].sort((a, b) => a.bucket < b.bucket ? -1 : a.bucket > b.bucket ? 1 : 0)
 
-/** Builds the ledger over the `SqlClient` in context, creating its tables if needed. */
+/**
+ * Builds the ledger over the `SqlClient` in context, creating its tables if needed.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make: Effect.Effect<BudgetLedger["Type"], BudgetLedgerError, SqlClient.SqlClient> = Effect.gen(
   function*() {
     const sql = yield* SqlClient.SqlClient
@@ -223,5 +230,10 @@ export const make: Effect.Effect<BudgetLedger["Type"], BudgetLedgerError, SqlCli
   }
 ).pipe(Effect.mapError((error) => error instanceof BudgetLedgerError ? error : failWith("create its tables")(error)))
 
-/** The ledger over the `SqlClient` in context. */
+/**
+ * The ledger over the `SqlClient` in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer: Layer.Layer<BudgetLedger, BudgetLedgerError, SqlClient.SqlClient> = Layer.effect(BudgetLedger, make)

@@ -70,6 +70,8 @@
  *   Layer.provide(RedisStore.layer({ url: "redis://127.0.0.1:6379", prefix: "myapp", localShare: 1 / 4 }))
  * )
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -89,6 +91,9 @@ import type { RateLimitSnapshot } from "../RateLimitSnapshot.js"
 /**
  * The Lua script: `KEYS[1]` the entry, `KEYS[2]` the definition; `ARGV` op, JSON
  * payload, idle TTL (ms), this process's JSON definition or "", definition TTL (ms).
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const script = `
 local key = KEYS[1]
@@ -369,7 +374,12 @@ end
 return redis.error_reply('unknown operation ' .. tostring(op))
 `
 
-/** Options of the Redis store. */
+/**
+ * Options of the Redis store.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /** A connected client to use (not closed by the store), or a URL to connect to (closed with the scope). */
   readonly client?: IORedis | undefined
@@ -393,7 +403,12 @@ export interface Options {
   readonly strict?: boolean | undefined
 }
 
-/** Switches between Redis and the local fallback, by direction. */
+/**
+ * Switches between Redis and the local fallback, by direction.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const fallbacks = Metric.counter("sluice_limiter_store_fallbacks_total", {
   description: "Switches of the limiter store between Redis and the local fallback",
   incremental: true
@@ -414,7 +429,12 @@ interface SluiceCommands {
 /** A key's definition as the script keeps it: per dimension, capacity, refill per ms, stated limit. */
 type Definition = { readonly [D in Quota.Dimension]?: { readonly c: number; readonly r: number; readonly l: number } }
 
-/** Pure: a configured quota as a definition. */
+/**
+ * Pure: a configured quota as a definition.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const definitionOf = (quota: Quota.Quota): Definition => {
   const out: { [D in Quota.Dimension]?: Definition[D] } = {}
   for (const dimension of Quota.dimensions) {
@@ -428,6 +448,9 @@ export const definitionOf = (quota: Quota.Quota): Definition => {
  * Pure: what a snapshot teaches a definition, as the store does: a limit for a
  * dimension it lacks (per `LimiterStore.discoveredPeriod`), a lower limit for one
  * stated above the provider's. The same definition when it teaches nothing.
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const learn = (definition: Definition, snapshot: RateLimitSnapshot): Definition => {
   let out: { [D in Quota.Dimension]?: Definition[D] } | undefined
@@ -447,7 +470,12 @@ export const learn = (definition: Definition, snapshot: RateLimitSnapshot): Defi
   return out ?? definition
 }
 
-/** Pure: `share` of a definition, as a quota for the local fallback. */
+/**
+ * Pure: `share` of a definition, as a quota for the local fallback.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const localQuota = (definition: Definition, share: number): Quota.Quota | undefined => {
   const out: { -readonly [D in Quota.Dimension]?: Quota.Limit } = {}
   let any = false
@@ -460,7 +488,12 @@ export const localQuota = (definition: Definition, share: number): Quota.Quota |
   return any ? out as Quota.Quota : undefined
 }
 
-/** Pure: `share` of a snapshot's limits and remaining counts, for the local fallback. */
+/**
+ * Pure: `share` of a snapshot's limits and remaining counts, for the local fallback.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const localSnapshot = (snapshot: RateLimitSnapshot, share: number): RateLimitSnapshot => ({
   ...snapshot,
   dimensions: Object.fromEntries(
@@ -482,6 +515,9 @@ type Route = "redis" | "probe" | "local"
 /**
  * Builds the Redis store (with its local fallback). A client created from `url`
  * is closed when the scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore["Type"], never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -751,6 +787,11 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
     })
   })
 
-/** The Redis store as a layer. */
+/**
+ * The Redis store as a layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer = (options: Options): Layer.Layer<LimiterStore.LimiterStore> =>
   Layer.scoped(LimiterStore.LimiterStore, make(options))

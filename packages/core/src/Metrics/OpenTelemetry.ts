@@ -22,6 +22,8 @@
  * )
  * program.pipe(Effect.provide(Layer.merge(AppLive, MetricsLive)))
  * ```
+ *
+ * @since 0.1.0
  */
 import * as Metrics from "@effect/opentelemetry/Metrics"
 import * as Resource from "@effect/opentelemetry/Resource"
@@ -30,7 +32,12 @@ import type { MetricReader } from "@opentelemetry/sdk-metrics"
 import type * as Duration from "effect/Duration"
 import * as Layer from "effect/Layer"
 
-/** Options of the layer. */
+/**
+ * Options of the layer.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /** `service.name` of the resource the metrics are reported under. Default "sluice". */
   readonly serviceName?: string | undefined
@@ -54,6 +61,9 @@ export interface Options {
  * const MetricsTest = SluiceOtel.layer(() => reader)
  * // ... run, then: await reader.forceFlush(); exporter.getMetrics()
  * ```
+ *
+ * @since 0.1.0
+ * @category layers
  */
 export const layer = (
   readers: () => MetricReader | readonly [MetricReader, ...Array<MetricReader>],

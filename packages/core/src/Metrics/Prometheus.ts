@@ -35,6 +35,8 @@
  * // or on a router the app already has:
  * const router = HttpRouter.empty.pipe(HttpRouter.get("/metrics", Prometheus.handler), HttpRouter.get("/", home))
  * ```
+ *
+ * @since 0.1.0
  */
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
@@ -46,16 +48,31 @@ import type * as MetricPair from "effect/MetricPair"
 import * as MetricState from "effect/MetricState"
 import * as Option from "effect/Option"
 
-/** The content type of the text exposition format. */
+/**
+ * The content type of the text exposition format.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const contentType = "text/plain; version=0.0.4; charset=utf-8"
 
-/** Options of the rendering and the endpoint. */
+/**
+ * Options of the rendering and the endpoint.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Options {
   /** Only metrics whose (sanitised) name starts with this, e.g. `"sluice_"`. Default: all of them. */
   readonly prefix?: string | undefined
 }
 
-/** Options of the endpoint. */
+/**
+ * Options of the endpoint.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface ServeOptions extends Options {
   /** The path to serve. Default `/metrics`. */
   readonly path?: `/${string}` | undefined
@@ -71,26 +88,51 @@ interface Family {
   readonly series: Map<string, ReadonlyArray<string>>
 }
 
-/** A metric name in Prometheus' alphabet: `[a-zA-Z_:][a-zA-Z0-9_:]*`. */
+/**
+ * A metric name in Prometheus' alphabet: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const sanitizeName = (name: string): string => {
   const cleaned = name.replace(/[^a-zA-Z0-9_:]/g, "_")
   return /^[a-zA-Z_:]/.test(cleaned) ? cleaned : `_${cleaned}`
 }
 
-/** A label name in Prometheus' alphabet: `[a-zA-Z_][a-zA-Z0-9_]*`. */
+/**
+ * A label name in Prometheus' alphabet: `[a-zA-Z_][a-zA-Z0-9_]*`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const sanitizeLabelName = (name: string): string => {
   const cleaned = name.replace(/[^a-zA-Z0-9_]/g, "_")
   return /^[a-zA-Z_]/.test(cleaned) ? cleaned : `_${cleaned}`
 }
 
-/** A label value escaped for the exposition format: backslash, double quote and line feed. */
+/**
+ * A label value escaped for the exposition format: backslash, double quote and line feed.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const escapeLabelValue = (value: string): string =>
   value.replace(/\\/g, "\\\\").replace(/"/g, "\\\"").replace(/\n/g, "\\n")
 
-/** Help text escaped for the exposition format: backslash and line feed. */
+/**
+ * Help text escaped for the exposition format: backslash and line feed.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const escapeHelp = (text: string): string => text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
 
-/** A sample value as Prometheus spells it: `+Inf`, `-Inf`, `NaN`, or the number. */
+/**
+ * A sample value as Prometheus spells it: `+Inf`, `-Inf`, `NaN`, or the number.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const formatValue = (value: number | bigint): string => {
   if (typeof value === "bigint") return value.toString()
   if (Number.isNaN(value)) return "NaN"
@@ -187,6 +229,9 @@ const samplesOf = (
  * // # TYPE sluice_requests_total counter
  * // sluice_requests_total{key="anthropic/claude-haiku-4-5",outcome="ok"} 1200
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const render = (pairs: Iterable<MetricPair.MetricPair.Untyped>, options: Options = {}): string => {
   const families = new Map<string, Family>()
@@ -226,6 +271,9 @@ export const render = (pairs: Iterable<MetricPair.MetricPair.Untyped>, options: 
  * ```ts
  * const body = yield* Prometheus.text({ prefix: "sluice_" })
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const text = (options: Options = {}): Effect.Effect<string> =>
   Effect.map(Metric.snapshot, (pairs) => render(pairs, options))
@@ -238,13 +286,21 @@ export const text = (options: Options = {}): Effect.Effect<string> =>
  * ```ts
  * HttpRouter.empty.pipe(HttpRouter.get("/metrics", Prometheus.handler))
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const handler: Effect.Effect<HttpServerResponse.HttpServerResponse> = Effect.map(
   text(),
   (body) => HttpServerResponse.text(body, { contentType })
 )
 
-/** {@link handler} with options (a name prefix). */
+/**
+ * {@link handler} with options (a name prefix).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const handlerWith = (options: Options): Effect.Effect<HttpServerResponse.HttpServerResponse> =>
   Effect.map(text(options), (body) => HttpServerResponse.text(body, { contentType }))
 
@@ -256,11 +312,19 @@ export const handlerWith = (options: Options): Effect.Effect<HttpServerResponse.
  * ```ts
  * const app = myRouter.pipe(HttpRouter.append(Prometheus.route()))
  * ```
+ *
+ * @since 0.1.0
+ * @category utilities
  */
 export const route = (options: ServeOptions = {}): HttpRouter.Route<never, never> =>
   HttpRouter.makeRoute("GET", options.path ?? "/metrics", handlerWith(options))
 
-/** A router with only the metrics route; `HttpRouter.concat` it with yours, or serve it alone. */
+/**
+ * A router with only the metrics route; `HttpRouter.concat` it with yours, or serve it alone.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
 export const router = (options: ServeOptions = {}): HttpRouter.HttpRouter =>
   HttpRouter.append(HttpRouter.empty, route(options))
 
@@ -273,6 +337,9 @@ export const router = (options: ServeOptions = {}): HttpRouter.HttpRouter =>
  * ```ts
  * const MetricsLive = Prometheus.layerServer().pipe(Layer.provide(NodeHttpServer.layer(createServer, { port: 9464 })))
  * ```
+ *
+ * @since 0.1.0
+ * @category layers
  */
 export const layerServer = (options: ServeOptions = {}): Layer.Layer<never, never, HttpServer.HttpServer> =>
   HttpServer.serve(router(options))

@@ -3,6 +3,8 @@
  * `@effect/sql-sqlite-node` survives a killed process): one row per document,
  * `sluice_checkpoint (doc_id PRIMARY KEY, status, reason, updated_at)`, created
  * when missing. Reached by its own subpath (`@sluice/core/Pipeline/Sql`).
+ *
+ * @since 0.1.0
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Clock from "effect/Clock"
@@ -10,7 +12,12 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { Checkpoint, CheckpointError, statusOf } from "../Pipeline.js"
 
-/** Builds the checkpoint over the `SqlClient` in context, creating its table if needed. */
+/**
+ * Builds the checkpoint over the `SqlClient` in context, creating its table if needed.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make: Effect.Effect<Checkpoint["Type"], CheckpointError, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   yield* sql`CREATE TABLE IF NOT EXISTS sluice_checkpoint (doc_id TEXT PRIMARY KEY, status TEXT NOT NULL, reason TEXT, updated_at INTEGER NOT NULL)`
@@ -39,5 +46,10 @@ export const make: Effect.Effect<Checkpoint["Type"], CheckpointError, SqlClient.
   )
 )
 
-/** The checkpoint over the `SqlClient` in context. */
+/**
+ * The checkpoint over the `SqlClient` in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer: Layer.Layer<Checkpoint, CheckpointError, SqlClient.SqlClient> = Layer.effect(Checkpoint, make)
