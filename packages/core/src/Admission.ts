@@ -28,14 +28,16 @@
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { Admission, LlmClient, Quota } from "@sluice/core"
+ * import { Admission, LlmClient, Quota, TokenEstimator } from "@sluice/core"
  *
  * const governedCall = (client: LlmClient.Provider, request: LlmClient.Request) =>
  *   Effect.gen(function*() {
  *     const admission = yield* Admission.make()
- *     const estimate = { model: request.model, inputTokens: 1_200, outputTokens: request.maxOutputTokens, raw: 1_100 }
+ *     const estimator = yield* TokenEstimator.TokenEstimator
+ *     const estimate = yield* estimator.estimate(request)
+ *     const counting = Quota.cacheCountingFor(Quota.defaultCacheCounting, "anthropic", request.model)
  *     return yield* admission.run(
- *       { key: `anthropic/${request.model}`, request, estimate, counting: {}, priority: "normal" },
+ *       { key: `anthropic/${request.model}`, request, estimate, counting, priority: "normal" },
  *       client.complete(request),
  *       Admission.answerOfResponse
  *     )

@@ -16,6 +16,7 @@
  * @example
  * ```ts
  * import { Budget, Pricing } from "@sluice/core"
+ * import { Layer } from "effect"
  *
  * const BudgetLive = Budget.layer({
  *   limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 50 }, { scope: { _tag: "tenant", id: "acme" }, window: "month", limitUsd: 200 }]

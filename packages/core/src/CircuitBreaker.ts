@@ -418,10 +418,17 @@ export const stateGauge = Metric.gauge("sluice_breaker_state", {
  *
  * @example
  * ```ts
- * const breaker = yield* CircuitBreaker.CircuitBreaker
- * const response = yield* breaker.run("anthropic/claude-sonnet-4-5", client.complete(request)).pipe(
- *   Effect.catchTag("CircuitOpen", (open) => fallback(request))
- * )
+ * import { Effect } from "effect"
+ * import { CircuitBreaker, LlmClient } from "@sluice/core"
+ *
+ * const call = (request: LlmClient.Request, fallback: Effect.Effect<LlmClient.Response, LlmClient.CallError>) =>
+ *   Effect.gen(function*() {
+ *     const breaker = yield* CircuitBreaker.CircuitBreaker
+ *     const client = yield* LlmClient.LlmClient
+ *     return yield* breaker.run("anthropic/claude-sonnet-4-5", client.complete(request)).pipe(
+ *       Effect.catchTag("CircuitOpen", () => fallback)
+ *     )
+ *   })
  * ```
  *
  * @since 0.1.0
@@ -445,7 +452,13 @@ export class CircuitBreaker extends Context.Tag("@sluice/core/CircuitBreaker")<C
  *
  * @example
  * ```ts
- * const breaker = yield* CircuitBreaker.make({ consecutiveFailures: 3, openFor: "10 seconds" })
+ * import { Effect } from "effect"
+ * import { CircuitBreaker } from "@sluice/core"
+ *
+ * const program = Effect.gen(function*() {
+ *   const breaker = yield* CircuitBreaker.make({ consecutiveFailures: 3, openFor: "10 seconds" })
+ *   return yield* breaker.state("anthropic/claude-haiku-4-5") // "closed"
+ * })
  * ```
  *
  * @since 0.1.0
@@ -560,6 +573,8 @@ export const make = (options: Options = {}): Effect.Effect<CircuitBreaker["Type"
  *
  * @example
  * ```ts
+ * import { CircuitBreaker } from "@sluice/core"
+ *
  * const BreakerLive = CircuitBreaker.layer({ failureRate: { threshold: 0.5, minCalls: 20, window: "1 minute" } })
  * ```
  *

@@ -6,12 +6,17 @@
  *
  * @example
  * ```ts
- * import { Fallback } from "@sluice/core"
+ * import { Effect } from "effect"
+ * import { Fallback, LlmClient } from "@sluice/core"
  *
- * const answer = Fallback.ladder(
- *   [{ model: "claude-opus-4-1" }, { model: "claude-sonnet-4-5" }],
- *   (rung) => client.complete({ ...request, model: rung.model })
- * )
+ * const ask = (request: LlmClient.Request) =>
+ *   Effect.gen(function*() {
+ *     const client = yield* LlmClient.LlmClient
+ *     return yield* Fallback.ladder(
+ *       [{ model: "claude-opus-4-1" }, { model: "claude-sonnet-4-5" }],
+ *       (rung) => client.complete({ ...request, model: rung.model })
+ *     )
+ *   })
  * ```
  *
  * @since 0.1.0

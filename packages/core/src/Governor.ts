@@ -38,10 +38,13 @@
  * import { Governor, LlmClient, RateLimiter, TokenEstimator } from "@sluice/core"
  * import { Anthropic } from "@sluice/providers"
  *
+ * const quotas = { "anthropic/claude-sonnet-4-5": { requests: { limit: 50, per: "1 minute" } } } as const
  * const GovernedLive = Governor.layer({ fallback: [{ model: "claude-haiku-4-5" }] }).pipe(
  *   Layer.provide([Anthropic.layerConfig(), RateLimiter.layerMemory({ quotas }), TokenEstimator.layer()])
  * )
- * const answer = Effect.flatMap(LlmClient.LlmClient, (client) => client.complete(request))
+ * const answer = Effect.flatMap(LlmClient.LlmClient, (client) =>
+ *   client.complete({ model: "claude-sonnet-4-5", messages: [{ role: "user", content: "Say hi" }], maxOutputTokens: 64 })
+ * ).pipe(Effect.provide(GovernedLive))
  * ```
  *
  * @since 0.1.0
@@ -113,7 +116,11 @@ export interface Options {
    *
    * @example
    * ```ts
-   * Governor.layer({ cacheCounting: { "my-gateway": { cacheReadsCount: true, cacheWritesCount: true } } })
+   * import { Governor } from "@sluice/core"
+   *
+   * const GovernorLive = Governor.layer({
+   *   cacheCounting: { "my-gateway": { cacheReadsCount: true, cacheWritesCount: true } }
+   * })
    * ```
    */
   readonly cacheCounting?: Quota.CacheCountingTable | undefined

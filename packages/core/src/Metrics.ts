@@ -193,6 +193,8 @@ export const callRetries = Metric.counter("sluice_call_retries_total", {
  *
  * @example
  * ```ts
+ * import { LlmClient, Metrics } from "@sluice/core"
+ *
  * Metrics.outcomeOf(new LlmClient.RateLimited({ provider: "anthropic", detail: "" })) // "rate_limited"
  * ```
  *
@@ -213,6 +215,8 @@ export const outcomeOf = (error: unknown): string => SluiceError.classify(error)
  *
  * @example
  * ```ts
+ * import { Metrics } from "@sluice/core"
+ *
  * Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 1_500, refillPerSecond: 1_000 }) // 60
  * Metrics.timeLeftSeconds({ level: 30_000, consumptionPerSecond: 500, refillPerSecond: 1_000 }) // Infinity
  * ```
@@ -242,8 +246,14 @@ export const timeLeftSeconds = (bucket: {
  *
  * @example
  * ```ts
- * const state = yield* Metric.value(Metrics.waitSeconds.pipe(Metric.tagged("key", key), Metric.tagged("class", "batch")))
- * Metrics.quantile(state, 0.95) // seconds, p95 of the waits
+ * import { Effect, Metric } from "effect"
+ * import { Metrics } from "@sluice/core"
+ *
+ * const p95 = Effect.gen(function*() {
+ *   const waits = Metrics.waitSeconds.pipe(Metric.tagged("key", "anthropic/claude-haiku-4-5"), Metric.tagged("class", "batch"))
+ *   const state = yield* Metric.value(waits)
+ *   return Metrics.quantile(state, 0.95) // seconds, p95 of the waits (undefined before the first wait)
+ * })
  * ```
  *
  * @since 0.1.0

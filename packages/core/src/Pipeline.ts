@@ -11,7 +11,17 @@
  *
  * @example
  * ```ts
- * const outcomes = Pipeline.run(documents, (doc) => client.complete(requestFor(doc)), { concurrency: 32 })
+ * import { Effect, Stream } from "effect"
+ * import { LlmClient, Pipeline } from "@sluice/core"
+ *
+ * const documents = Stream.make({ id: "a", text: "First document" }, { id: "b", text: "Second document" })
+ * const outcomes = Pipeline.run(
+ *   documents,
+ *   (doc) =>
+ *     Effect.flatMap(LlmClient.LlmClient, (client) =>
+ *       client.complete({ model: "claude-haiku-4-5", messages: [{ role: "user", content: doc.text }], maxOutputTokens: 256 })),
+ *   { concurrency: 32 }
+ * ).pipe(Stream.runCollect, Effect.provide(Pipeline.layerCheckpointMemory))
  * ```
  *
  * @since 0.1.0

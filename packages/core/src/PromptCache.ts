@@ -189,11 +189,19 @@ export interface Plan {
  *
  * @example
  * ```ts
- * import { PromptCache } from "@sluice/core"
+ * import { type LlmClient, PromptCache } from "@sluice/core"
  *
  * const predictor = PromptCache.makePredictor({ ttlMillis: 5 * 60_000, maxEntries: 10_000 })
- * const plan = PromptCache.plan(predictor, request, "anthropic/claude-sonnet-4-5", estimate.inputTokens, now)
- * // reserve plan.inputTokens; after the answer: plan.learn(response.usage, later)
+ * const request: LlmClient.Request = {
+ *   model: "claude-sonnet-4-5",
+ *   system: "You extract invoice fields.",
+ *   systemCacheControl: { type: "ephemeral" },
+ *   messages: [{ role: "user", content: "Invoice #1" }],
+ *   maxOutputTokens: 1_024
+ * }
+ * const plan = PromptCache.plan(predictor, request, "anthropic/claude-sonnet-4-5", 12_000, Date.now())
+ * plan.inputTokens // 12000: nothing is cached yet
+ * // reserve plan.inputTokens; after the answer: plan.learn(response.usage, Date.now())
  * ```
  *
  * @since 0.1.0

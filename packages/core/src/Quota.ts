@@ -348,6 +348,8 @@ export const decodeCacheCounting = (input: unknown): Either.Either<CacheCounting
  *
  * @example
  * ```ts
+ * import { Quota } from "@sluice/core"
+ *
  * Quota.cacheCountingFor(Quota.defaultCacheCounting, "anthropic", "claude-sonnet-4-5")
  * // { cacheReadsCount: false, cacheWritesCount: true }
  * ```

@@ -207,7 +207,13 @@ export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLim
    *
    * @example
    * ```ts
-   * const wait = yield* limiter.admitsIn("azure-east/gpt-4o", { inputTokens: 1_800, outputTokens: 512 })
+   * import { Effect } from "effect"
+   * import { RateLimiter } from "@sluice/core"
+   *
+   * const wait = Effect.gen(function*() {
+   *   const limiter = yield* RateLimiter.RateLimiter
+   *   return yield* limiter.admitsIn("azure-east/gpt-4o", { inputTokens: 1_800, outputTokens: 512 })
+   * })
    * ```
    */
   readonly admitsIn: (
@@ -471,6 +477,9 @@ export const make = (options: Options = {}): Effect.Effect<
  *
  * @example
  * ```ts
+ * import { Duration } from "effect"
+ * import { Cost, RateLimiter } from "@sluice/core"
+ *
  * RateLimiter.admissionDelay(
  *   { levels: { inputTokens: { level: 1_000, capacity: 60_000 } }, pausedFor: Duration.zero },
  *   { inputTokens: 1 },

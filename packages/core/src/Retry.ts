@@ -159,6 +159,8 @@ export const retryAfterOf = (u: unknown): Duration.Duration | undefined =>
  *
  * @example
  * ```ts
+ * import { Retry } from "@sluice/core"
+ *
  * Retry.ceiling({ base: "500 millis" }, 3) // 2 seconds
  * ```
  *
@@ -216,7 +218,10 @@ export interface Failure {
  *
  * @example
  * ```ts
- * Retry.decide({}, { error: new LlmClient.ServerError({ provider: "sim", detail: "", status: 503 }), attempts: 1, elapsed: 0, draw: 0.5 })
+ * import { LlmClient, Retry } from "@sluice/core"
+ *
+ * const error = new LlmClient.ServerError({ provider: "sim", detail: "", status: 503 })
+ * Retry.decide({}, { error, attempts: 1, elapsed: 0, draw: 0.5 })
  * // { _tag: "Retry", retry: 1, delay: 500 millis }
  * ```
  *
@@ -258,8 +263,12 @@ const nextDecision = (resolved: Resolved, failure: Omit<Failure, "draw">): Effec
  *
  * @example
  * ```ts
- * Retry.delays({ base: "1 second" }, [overloaded, overloaded]).pipe(Effect.withRandom(Random.fixed([0.5])))
- * // [500 millis, 1 second]
+ * import { Effect, Random } from "effect"
+ * import { LlmClient, Retry } from "@sluice/core"
+ *
+ * const overloaded = new LlmClient.Overloaded({ provider: "anthropic", detail: "" })
+ * const waits = Retry.delays({ base: "1 second" }, [overloaded, overloaded]).pipe(Effect.withRandom(Random.fixed([0.5])))
+ * // Effect.runSync(waits): [500 millis, 1 second]
  * ```
  *
  * @since 0.1.0
@@ -363,7 +372,13 @@ const policy = (
  *
  * @example
  * ```ts
- * client.complete(request).pipe(Effect.retry(Retry.schedule({ maxAttempts: 3 })))
+ * import { Effect } from "effect"
+ * import { LlmClient, Retry } from "@sluice/core"
+ *
+ * const call = (request: LlmClient.Request) =>
+ *   Effect.flatMap(LlmClient.LlmClient, (client) => client.complete(request)).pipe(
+ *     Effect.retry(Retry.schedule({ maxAttempts: 3 }))
+ *   )
  * ```
  *
  * @since 0.1.0
@@ -379,9 +394,18 @@ export const schedule = (options?: Options): Schedule.Schedule<Duration.Duration
  *
  * @example
  * ```ts
- * const governed = limiter.withPermit(key, cost, () => client.complete(request)).pipe(Retry.retry({ maxAttempts: 4 }))
- * // or data-first
- * const same = Retry.retry(limiter.withPermit(key, cost, () => client.complete(request)), { maxAttempts: 4 })
+ * import { Effect } from "effect"
+ * import { LlmClient, RateLimiter, Retry } from "@sluice/core"
+ *
+ * const call = (request: LlmClient.Request) =>
+ *   Effect.gen(function*() {
+ *     const limiter = yield* RateLimiter.RateLimiter
+ *     const client = yield* LlmClient.LlmClient
+ *     const key = `anthropic/${request.model}`
+ *     const cost = { inputTokens: 900, outputTokens: request.maxOutputTokens }
+ *     return yield* limiter.withPermit(key, cost, () => client.complete(request)).pipe(Retry.retry({ maxAttempts: 4 }))
+ *     // or data-first: Retry.retry(limiter.withPermit(key, cost, () => client.complete(request)), { maxAttempts: 4 })
+ *   })
  * ```
  *
  * @since 0.1.0

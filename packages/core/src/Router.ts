@@ -31,13 +31,13 @@
  *
  * @example
  * ```ts
- * import { Effect, Layer } from "effect"
- * import { LlmClient, RateLimiter, Router, TokenEstimator } from "@sluice/core"
+ * import { Config, Effect, Layer } from "effect"
+ * import { RateLimiter, Router, TokenEstimator } from "@sluice/core"
  * import { Anthropic } from "@sluice/providers"
  *
  * const RouterLive = Router.layerEffect(Effect.gen(function*() {
- *   const east = yield* Anthropic.make({ apiKey: eastKey })
- *   const west = yield* Anthropic.make({ apiKey: westKey })
+ *   const east = yield* Anthropic.make({ apiKey: yield* Config.redacted("ANTHROPIC_EAST_KEY") })
+ *   const west = yield* Anthropic.make({ apiKey: yield* Config.redacted("ANTHROPIC_WEST_KEY") })
  *   return {
  *     deployments: [
  *       { name: "east", client: east, quota: { inputTokens: { limit: 400_000, per: "1 minute" } } },
@@ -244,6 +244,8 @@ export interface Candidate {
  *
  * @example
  * ```ts
+ * import { Router } from "@sluice/core"
+ *
  * Router.choose([
  *   { name: "a", weight: 1, down: false, wait: 800, recoversIn: 0, left: 0 },
  *   { name: "b", weight: 1, down: false, wait: 200, recoversIn: 0, left: 0 }
@@ -559,9 +561,13 @@ export const make = (options: Options): Effect.Effect<
  *
  * @example
  * ```ts
- * const RouterLive = Router.layer({ deployments: [{ name: "a", client: a }, { name: "b", client: b, weight: 2 }] }).pipe(
- *   Layer.provide([RateLimiter.layerMemory(), TokenEstimator.layer()])
- * )
+ * import { Layer } from "effect"
+ * import { type LlmClient, RateLimiter, Router, TokenEstimator } from "@sluice/core"
+ *
+ * const routerLive = (a: LlmClient.Provider, b: LlmClient.Provider) =>
+ *   Router.layer({ deployments: [{ name: "a", client: a }, { name: "b", client: b, weight: 2 }] }).pipe(
+ *     Layer.provide([RateLimiter.layerMemory(), TokenEstimator.layer()])
+ *   )
  * ```
  *
  * @since 0.1.0
@@ -583,9 +589,13 @@ export const layer = (options: Options): Layer.Layer<
  *
  * @example
  * ```ts
+ * import { Config, Effect } from "effect"
+ * import { Router } from "@sluice/core"
+ * import { Anthropic } from "@sluice/providers"
+ *
  * const RouterLive = Router.layerEffect(Effect.gen(function*() {
- *   const east = yield* Anthropic.make({ apiKey: eastKey })
- *   const west = yield* Anthropic.make({ apiKey: westKey })
+ *   const east = yield* Anthropic.make({ apiKey: yield* Config.redacted("ANTHROPIC_EAST_KEY") })
+ *   const west = yield* Anthropic.make({ apiKey: yield* Config.redacted("ANTHROPIC_WEST_KEY") })
  *   return { deployments: [{ name: "east", client: east }, { name: "west", client: west }] }
  * }))
  * ```

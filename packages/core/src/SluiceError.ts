@@ -62,6 +62,8 @@ export type TypeId = typeof TypeId
  *
  * @example
  * ```ts
+ * import { RateLimiter, SluiceError } from "@sluice/core"
+ *
  * SluiceError.isSluiceError(new RateLimiter.UnknownKey({ key: "k" })) // true
  * SluiceError.isSluiceError(new Error("boom")) // false
  * ```
@@ -679,6 +681,8 @@ const outcomeOfTag = (tag: string): string => tag.replace(/([a-z0-9])([A-Z])/g, 
  *
  * @example
  * ```ts
+ * import { LlmClient, SluiceError } from "@sluice/core"
+ *
  * SluiceError.classify(new LlmClient.RateLimited({ provider: "anthropic", detail: "slow down" }))
  * // { origin: "provider", retryable: true, mayHaveRun: false, fallback: true, outcome: "rate_limited" }
  * SluiceError.classify(new Error("boom"))

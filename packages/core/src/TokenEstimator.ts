@@ -90,7 +90,10 @@ import * as ToolOverhead from "./ToolOverhead.js"
  *
  * @example
  * ```ts
- * const shape: TokenEstimator.Shape = TokenEstimator.shapeOf(request) // "tools" when request.tools is not empty
+ * import { type LlmClient, TokenEstimator } from "@sluice/core"
+ *
+ * const shapeOfCall = (request: LlmClient.Request): TokenEstimator.Shape => TokenEstimator.shapeOf(request)
+ * // "tools" when request.tools is not empty, else "plain"
  * ```
  *
  * @since 0.1.0
@@ -103,6 +106,8 @@ export type Shape = "plain" | "tools"
  *
  * @example
  * ```ts
+ * import { TokenEstimator } from "@sluice/core"
+ *
  * TokenEstimator.shapeOf({ model: "m", messages: [], maxOutputTokens: 1 }) // "plain"
  * ```
  *
@@ -118,7 +123,14 @@ export const shapeOf = (request: LlmClient.Request): Shape =>
  *
  * @example
  * ```ts
- * const estimate: TokenEstimator.Estimate = { model: "claude-haiku-4-5", inputTokens: 1_344, outputTokens: 1_024, rawInputTokens: 1_280 }
+ * import type { TokenEstimator } from "@sluice/core"
+ *
+ * const estimate: TokenEstimator.Estimate = {
+ *   model: "claude-haiku-4-5",
+ *   inputTokens: 1_344,
+ *   outputTokens: 1_024,
+ *   rawInputTokens: 1_280
+ * }
  * ```
  *
  * @since 0.1.0
@@ -143,8 +155,15 @@ export interface Estimate {
  *
  * @example
  * ```ts
- * const { inputRatio, samples } = yield* estimator.calibration("claude-haiku-4-5")
- * const tools = yield* estimator.calibration("claude-haiku-4-5", "tools")
+ * import { Effect } from "effect"
+ * import { TokenEstimator } from "@sluice/core"
+ *
+ * const learned = Effect.gen(function*() {
+ *   const estimator = yield* TokenEstimator.TokenEstimator
+ *   const { inputRatio, samples } = yield* estimator.calibration("claude-haiku-4-5")
+ *   const tools = yield* estimator.calibration("claude-haiku-4-5", "tools")
+ *   return { inputRatio, samples, toolsRatio: tools.inputRatio }
+ * })
  * ```
  *
  * @since 0.1.0
@@ -181,7 +200,9 @@ export type Encoding = "o200k_base" | "cl100k_base"
  *
  * @example
  * ```ts
- * TokenEstimator.layer({ safetyMargin: 0.1, learnOutput: true, outputPercentile: 0.99 })
+ * import { TokenEstimator } from "@sluice/core"
+ *
+ * const EstimatorLive = TokenEstimator.layer({ safetyMargin: 0.1, learnOutput: true, outputPercentile: 0.99 })
  * ```
  *
  * @since 0.1.0
@@ -218,8 +239,14 @@ export interface Options {
  *
  * @example
  * ```ts
- * const estimator = yield* TokenEstimator.TokenEstimator
- * const estimate = yield* estimator.estimate(request)
+ * import { Effect } from "effect"
+ * import { type LlmClient, TokenEstimator } from "@sluice/core"
+ *
+ * const estimateOf = (request: LlmClient.Request) =>
+ *   Effect.gen(function*() {
+ *     const estimator = yield* TokenEstimator.TokenEstimator
+ *     return yield* estimator.estimate(request)
+ *   })
  * ```
  *
  * @since 0.1.0
@@ -244,6 +271,8 @@ export class TokenEstimator extends Context.Tag("@sluice/core/TokenEstimator")<T
  *
  * @example
  * ```ts
+ * import type { TokenEstimator } from "@sluice/core"
+ *
  * const roughly: TokenEstimator.Encoder = (text) => Math.ceil(text.length / 4)
  * ```
  *
@@ -258,7 +287,10 @@ export type Encoder = (text: string) => number
  *
  * @example
  * ```ts
- * TokenEstimator.countRequest(encode, request, { perMessage: 3, perRequest: 0 })
+ * import { TokenEstimator } from "@sluice/core"
+ *
+ * const request = { model: "gpt-4o", messages: [{ role: "user", content: "Say hi" }], maxOutputTokens: 64 } as const
+ * TokenEstimator.countRequest((text) => Math.ceil(text.length / 4), request, { perMessage: 3, perRequest: 0 })
  * ```
  *
  * @since 0.1.0
@@ -274,7 +306,10 @@ export interface Overhead {
  *
  * @example
  * ```ts
- * TokenEstimator.countRequest(encode, request, TokenEstimator.defaultOverhead)
+ * import { TokenEstimator } from "@sluice/core"
+ *
+ * const request = { model: "claude-haiku-4-5", messages: [{ role: "user", content: "Say hi" }], maxOutputTokens: 64 } as const
+ * TokenEstimator.countRequest((text) => Math.ceil(text.length / 4), request, TokenEstimator.defaultOverhead)
  * ```
  *
  * @since 0.1.0
@@ -313,6 +348,8 @@ const countBlock = (encode: Encoder, block: LlmClient.ContentBlock): number => {
  *
  * @example
  * ```ts
+ * import { TokenEstimator } from "@sluice/core"
+ *
  * const raw = TokenEstimator.countRequest((text) => Math.ceil(text.length / 4), {
  *   model: "claude-haiku-4-5",
  *   messages: [{ role: "user", content: "Say hi" }],
@@ -412,8 +449,13 @@ const encoders = new Map<Encoding, Encoder>()
  *
  * @example
  * ```ts
- * const encode = yield* TokenEstimator.encoder("o200k_base")
- * encode("hello world") // 2
+ * import { Effect } from "effect"
+ * import { TokenEstimator } from "@sluice/core"
+ *
+ * const count = Effect.gen(function*() {
+ *   const encode = yield* TokenEstimator.encoder("o200k_base")
+ *   return encode("hello world") // 2
+ * })
  * ```
  *
  * @since 0.1.0
@@ -632,8 +674,17 @@ const build = (
  *
  * @example
  * ```ts
- * const estimator = yield* TokenEstimator.make({ safetyMargin: 0.1 })
- * const estimate = yield* estimator.estimate(request)
+ * import { Effect } from "effect"
+ * import { TokenEstimator } from "@sluice/core"
+ *
+ * const estimate = Effect.gen(function*() {
+ *   const estimator = yield* TokenEstimator.make({ safetyMargin: 0.1 })
+ *   return yield* estimator.estimate({
+ *     model: "claude-haiku-4-5",
+ *     messages: [{ role: "user", content: "Say hi" }],
+ *     maxOutputTokens: 64
+ *   })
+ * })
  * ```
  *
  * @since 0.1.0
@@ -652,7 +703,13 @@ export const make = (options: Options = {}): Effect.Effect<TokenEstimator["Type"
  *
  * @example
  * ```ts
- * const EstimatorFast = Layer.succeed(TokenEstimator.TokenEstimator, TokenEstimator.makeWith((text) => Math.ceil(text.length / 4)))
+ * import { Layer } from "effect"
+ * import { TokenEstimator } from "@sluice/core"
+ *
+ * const EstimatorFast = Layer.succeed(
+ *   TokenEstimator.TokenEstimator,
+ *   TokenEstimator.makeWith((text) => Math.ceil(text.length / 4))
+ * )
  * ```
  *
  * @since 0.1.0
@@ -666,7 +723,11 @@ export const makeWith = (encode: Encoder, options: Options = {}): TokenEstimator
  *
  * @example
  * ```ts
- * program.pipe(Effect.provide(TokenEstimator.layer({ learnOutput: true })))
+ * import { Effect } from "effect"
+ * import { TokenEstimator } from "@sluice/core"
+ *
+ * const program = Effect.flatMap(TokenEstimator.TokenEstimator, (estimator) => estimator.calibration("claude-haiku-4-5"))
+ * const runnable = program.pipe(Effect.provide(TokenEstimator.layer({ learnOutput: true })))
  * ```
  *
  * @since 0.1.0

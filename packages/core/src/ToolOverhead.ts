@@ -36,7 +36,7 @@
  *
  * @example
  * ```ts
- * import { ToolOverhead } from "@sluice/core"
+ * import { TokenEstimator, ToolOverhead } from "@sluice/core"
  *
  * ToolOverhead.tokensFor(ToolOverhead.defaultTable, "claude-sonnet-4-5", { type: "tool", name: "record" }) // 313
  * // Your own numbers, over the defaults:
@@ -129,7 +129,10 @@ export class InvalidToolOverheadTable extends Data.TaggedError("InvalidToolOverh
  *
  * @example
  * ```ts
- * ToolOverhead.decodeTable({ "openai/gpt-4o": { auto: 12, any: -1 } }) // Left: "openai/gpt-4o.any: Expected a non-negative number, …"
+ * import { ToolOverhead } from "@sluice/core"
+ *
+ * ToolOverhead.decodeTable({ "openai/gpt-4o": { auto: 12, any: -1 } })
+ * // Left: "openai/gpt-4o.any: Expected a non-negative number, …"
  * ```
  *
  * @since 0.1.0
@@ -163,6 +166,8 @@ const splitKey = (key: string): { readonly provider: string | undefined; readonl
  *
  * @example
  * ```ts
+ * import { ToolOverhead } from "@sluice/core"
+ *
  * ToolOverhead.lookup(ToolOverhead.defaultTable, "claude-3-5-haiku-20241022") // { auto: 264, any: 340 }
  * ```
  *
@@ -197,6 +202,8 @@ export const columnOf = (choice: LlmClient.ToolChoice | undefined): keyof Entry 
  *
  * @example
  * ```ts
+ * import { ToolOverhead } from "@sluice/core"
+ *
  * ToolOverhead.tokensFor(ToolOverhead.defaultTable, "claude-sonnet-4-5", undefined) // 346 (auto)
  * ```
  *
@@ -220,7 +227,16 @@ export const tokensFor = (
  *
  * @example
  * ```ts
- * ToolOverhead.ofRequest(ToolOverhead.defaultTable, request) // 313 for an extraction with a forced tool on Sonnet 4.5
+ * import { type LlmClient, ToolOverhead } from "@sluice/core"
+ *
+ * const request: LlmClient.Request = {
+ *   model: "claude-sonnet-4-5",
+ *   messages: [{ role: "user", content: "Extract the invoice fields." }],
+ *   maxOutputTokens: 1_024,
+ *   tools: [{ name: "record", description: "Records the fields", inputSchema: { type: "object" } }],
+ *   toolChoice: { type: "tool", name: "record" }
+ * }
+ * ToolOverhead.ofRequest(ToolOverhead.defaultTable, request) // 313: a forced tool on Sonnet 4.5
  * ```
  *
  * @since 0.1.0

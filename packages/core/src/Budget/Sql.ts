@@ -29,6 +29,7 @@
  * @example
  * ```ts
  * import { SqliteClient } from "@effect/sql-sqlite-node"
+ * import { Layer } from "effect"
  * import * as BudgetSql from "@sluice/core/Budget/Sql"
  *
  * const LedgerLive = BudgetSql.layer.pipe(Layer.provide(SqliteClient.layer({ filename: "budget.db" })))

@@ -65,7 +65,9 @@
  * ```ts
  * import { RateLimiter } from "@sluice/core"
  * import * as RedisStore from "@sluice/core/LimiterStore/Redis"
+ * import { Layer } from "effect"
  *
+ * const quotas = { "anthropic/claude-haiku-4-5": { inputTokens: { limit: 400_000, per: "1 minute" } } } as const
  * const LimiterLive = RateLimiter.layer({ quotas }).pipe(
  *   Layer.provide(RedisStore.layer({ url: "redis://127.0.0.1:6379", prefix: "myapp", localShare: 1 / 4 }))
  * )

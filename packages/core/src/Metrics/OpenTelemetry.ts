@@ -12,15 +12,16 @@
  *
  * @example
  * ```ts
- * import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http"
- * import { PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics"
+ * import { ConsoleMetricExporter, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics"
  * import * as SluiceOtel from "@sluice/core/Metrics/OpenTelemetry"
+ * import { Effect } from "effect"
  *
+ * // In production, an OTLPMetricExporter (@opentelemetry/exporter-metrics-otlp-http) in place of the console.
  * const MetricsLive = SluiceOtel.layer(
- *   () => new PeriodicExportingMetricReader({ exporter: new OTLPMetricExporter(), exportIntervalMillis: 10_000 }),
+ *   () => new PeriodicExportingMetricReader({ exporter: new ConsoleMetricExporter(), exportIntervalMillis: 10_000 }),
  *   { serviceName: "extraction-job" }
  * )
- * program.pipe(Effect.provide(Layer.merge(AppLive, MetricsLive)))
+ * const program = Effect.log("governed work here").pipe(Effect.provide(MetricsLive))
  * ```
  *
  * @since 0.1.0
@@ -56,6 +57,9 @@ export interface Options {
  *
  * @example
  * ```ts
+ * import { AggregationTemporality, InMemoryMetricExporter, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics"
+ * import * as SluiceOtel from "@sluice/core/Metrics/OpenTelemetry"
+ *
  * const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE)
  * const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 60_000 })
  * const MetricsTest = SluiceOtel.layer(() => reader)

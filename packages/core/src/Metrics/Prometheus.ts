@@ -24,16 +24,20 @@
  * @example
  * ```ts
  * import { createServer } from "node:http"
- * import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
+ * import { HttpRouter, HttpServerResponse } from "@effect/platform"
+ * import { NodeHttpServer } from "@effect/platform-node"
  * import * as Prometheus from "@sluice/core/Metrics/Prometheus"
  * import { Layer } from "effect"
  *
  * // GET http://localhost:9464/metrics
  * const MetricsServer = Prometheus.layerServer().pipe(Layer.provide(NodeHttpServer.layer(createServer, { port: 9464 })))
- * Layer.launch(Layer.merge(MetricsServer, AppLive)).pipe(NodeRuntime.runMain)
+ * const main = Layer.launch(MetricsServer) // merged with the app's layers; run with NodeRuntime.runMain(main)
  *
  * // or on a router the app already has:
- * const router = HttpRouter.empty.pipe(HttpRouter.get("/metrics", Prometheus.handler), HttpRouter.get("/", home))
+ * const router = HttpRouter.empty.pipe(
+ *   HttpRouter.get("/metrics", Prometheus.handler),
+ *   HttpRouter.get("/", HttpServerResponse.text("ok"))
+ * )
  * ```
  *
  * @since 0.1.0
@@ -224,7 +228,10 @@ const samplesOf = (
  *
  * @example
  * ```ts
- * const body = Prometheus.render(yield* Metric.snapshot)
+ * import { Effect, Metric } from "effect"
+ * import * as Prometheus from "@sluice/core/Metrics/Prometheus"
+ *
+ * const body = Effect.map(Metric.snapshot, (pairs) => Prometheus.render(pairs))
  * // # HELP sluice_requests_total Calls made through the Governor, one per attempt, by key and outcome
  * // # TYPE sluice_requests_total counter
  * // sluice_requests_total{key="anthropic/claude-haiku-4-5",outcome="ok"} 1200
@@ -269,7 +276,13 @@ export const render = (pairs: Iterable<MetricPair.MetricPair.Untyped>, options: 
  *
  * @example
  * ```ts
- * const body = yield* Prometheus.text({ prefix: "sluice_" })
+ * import { Effect } from "effect"
+ * import * as Prometheus from "@sluice/core/Metrics/Prometheus"
+ *
+ * const program = Effect.gen(function*() {
+ *   const body = yield* Prometheus.text({ prefix: "sluice_" })
+ *   yield* Effect.log(body)
+ * })
  * ```
  *
  * @since 0.1.0
@@ -284,7 +297,10 @@ export const text = (options: Options = {}): Effect.Effect<string> =>
  *
  * @example
  * ```ts
- * HttpRouter.empty.pipe(HttpRouter.get("/metrics", Prometheus.handler))
+ * import { HttpRouter } from "@effect/platform"
+ * import * as Prometheus from "@sluice/core/Metrics/Prometheus"
+ *
+ * const router = HttpRouter.empty.pipe(HttpRouter.get("/metrics", Prometheus.handler))
  * ```
  *
  * @since 0.1.0
@@ -310,7 +326,13 @@ export const handlerWith = (options: Options): Effect.Effect<HttpServerResponse.
  *
  * @example
  * ```ts
- * const app = myRouter.pipe(HttpRouter.append(Prometheus.route()))
+ * import { HttpRouter, HttpServerResponse } from "@effect/platform"
+ * import * as Prometheus from "@sluice/core/Metrics/Prometheus"
+ *
+ * const app = HttpRouter.empty.pipe(
+ *   HttpRouter.get("/", HttpServerResponse.text("ok")),
+ *   HttpRouter.append(Prometheus.route())
+ * )
  * ```
  *
  * @since 0.1.0
@@ -335,6 +357,11 @@ export const router = (options: ServeOptions = {}): HttpRouter.HttpRouter =>
  *
  * @example
  * ```ts
+ * import { createServer } from "node:http"
+ * import { NodeHttpServer } from "@effect/platform-node"
+ * import * as Prometheus from "@sluice/core/Metrics/Prometheus"
+ * import { Layer } from "effect"
+ *
  * const MetricsLive = Prometheus.layerServer().pipe(Layer.provide(NodeHttpServer.layer(createServer, { port: 9464 })))
  * ```
  *
