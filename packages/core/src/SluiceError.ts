@@ -555,12 +555,17 @@ export class BudgetLedgerError
  * @since 0.1.0
  * @category errors
  */
-export class UnknownModel extends Data.TaggedError("UnknownModel")<{ readonly model: string }> {
+export class UnknownModel extends Data.TaggedError("UnknownModel")<{
+  readonly model: string
+  /** The model families the table does price, when the error comes from a table. */
+  readonly known?: ReadonlyArray<string> | undefined
+}> {
   get [TypeId](): TypeId {
     return TypeId
   }
   override get message(): string {
-    return `No price for model "${this.model}": add it to the price table (Pricing.layer)`
+    const known = this.known === undefined || this.known.length === 0 ? "" : `; it knows ${this.known.join(", ")}`
+    return `No price for model "${this.model}": add it to the price table (Pricing.layer)${known}`
   }
 }
 
