@@ -7,8 +7,8 @@
  * either is granted or says how long until it fits, so callers never compare
  * clocks with the store.
  *
- * `layerMemory` keeps state in a `Ref` and reads time from the Effect `Clock`,
- * so `TestClock` drives it.
+ * `layerMemory` keeps state in a `Map` changed only in synchronous steps, and
+ * reads time from the Effect `Clock`, so `TestClock` drives it.
  *
  * Snapshots carry their age (`RateLimitSnapshot.observedAt`): headers read at a
  * stream's start are a minute old at its end. Every store keeps, per dimension,
@@ -29,8 +29,8 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Ref from "effect/Ref"
 import type * as Cost from "./Cost.js"
+import * as SyncStore from "./internal/syncStore.js"
 import * as Quota from "./Quota.js"
 import type { RateLimitSnapshot } from "./RateLimitSnapshot.js"
 import { LimiterStoreError } from "./SluiceError.js"
@@ -627,7 +627,7 @@ export interface MemoryStore extends Context.Tag.Service<LimiterStore> {
 }
 
 /**
- * The in-memory store: one `Ref` of every key's buckets, time from `Clock`.
+ * The in-memory store: one `Map` of every key's buckets, time from `Clock`.
  * Idle entries are swept at most once per `idleAfter`, during an operation, so
  * the store needs no fiber of its own.
  *
@@ -635,56 +635,65 @@ export interface MemoryStore extends Context.Tag.Service<LimiterStore> {
  * @category constructors
  */
 export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<MemoryStore> =>
-  Effect.gen(function*() {
+  Effect.sync(() => {
     const idleAfter = Duration.toMillis(Duration.decode(options.idleAfter ?? Duration.minutes(10)))
-    const entries = yield* Ref.make(new Map<string, Entry>())
+    // Owned by this store alone and changed only inside `step`, one synchronous call: each operation is atomic.
+    const entries = new Map<string, Entry>()
     /** Limits of reclaimed keys: one small record per key ever limited. */
     const definitions = new Map<string, Definition>()
     let sweptAt = Number.NEGATIVE_INFINITY
 
-    const sweep = (map: Map<string, Entry>, now: number) => {
+    const sweep = (now: number) => {
       sweptAt = now
-      for (const [key, entry] of map) {
+      for (const [key, entry] of entries) {
         if (!isIdle(entry, now, now - idleAfter)) continue
         const definition = definitionOf(entry)
         if (definition !== undefined) definitions.set(key, definition)
-        map.delete(key)
+        entries.delete(key)
       }
     }
 
-    /** One atomic step on a key; `touch`: the step counts as use (everything but `state`). */
+    /** One atomic step on a key at `now`; `touch`: the step counts as use (everything but `state`). */
+    const step = <A>(
+      key: string,
+      f: (entry: Entry, now: number) => readonly [A, Entry],
+      now: number,
+      touch = true
+    ): A => {
+      if (now - sweptAt >= idleAfter) sweep(now)
+      const stored = entries.get(key)
+      const definition = stored === undefined ? definitions.get(key) : undefined
+      const current = stored ?? (definition === undefined ? emptyEntry : restoreEntry(definition, now))
+      const [result, next] = f(current, now)
+      // Replacing the entry in place keeps each operation O(1) however many keys there are.
+      if (touch) entries.set(key, { ...next, touchedAt: now })
+      else if (next !== current) entries.set(key, next)
+      return result
+    }
+
+    /** `step` at the calling fiber's `Clock`. */
     const update = <A>(
       key: string,
       f: (entry: Entry, now: number) => readonly [A, Entry],
       touch = true
     ): Effect.Effect<A> =>
-      Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
-        Ref.modify(entries, (map) => {
-          if (now - sweptAt >= idleAfter) sweep(map, now)
-          const stored = map.get(key)
-          const definition = stored === undefined ? definitions.get(key) : undefined
-          const current = stored ?? (definition === undefined ? emptyEntry : restoreEntry(definition, now))
-          const [result, next] = f(current, now)
-          // The Map is owned by this Ref alone; replacing the entry inside the atomic
-          // modify keeps each operation O(1) however many keys there are.
-          if (touch) map.set(key, { ...next, touchedAt: now })
-          else if (next !== current) map.set(key, next)
-          return [result, map]
-        }))
+      Effect.clockWith((clock) => Effect.sync(() => step(key, f, clock.unsafeCurrentTimeMillis(), touch)))
 
-    return {
+    const reserve = (amounts: Cost.Amounts, headroom: number) => (entry: Entry, now: number) =>
+      reserveEntry(entry, amounts, headroom, now)
+    const adjust = (delta: Cost.Delta) => (entry: Entry, now: number): readonly [Levels, Entry] => {
+      const next = adjustEntry(entry, delta, now)
+      return [levelsOf(next, now), next]
+    }
+
+    const store: MemoryStore = {
       define: (key, quota) =>
         update(key, (entry, now) => {
           const next = defineEntry(entry, quota, now)
           return [levelsOf(next, now), next]
         }),
-      reserve: (key, amounts, options) =>
-        update(key, (entry, now) => reserveEntry(entry, amounts, options.headroom, now)),
-      adjust: (key, delta) =>
-        update(key, (entry, now) => {
-          const next = adjustEntry(entry, delta, now)
-          return [levelsOf(next, now), next]
-        }),
+      reserve: (key, amounts, options) => update(key, reserve(amounts, options.headroom)),
+      adjust: (key, delta) => update(key, adjust(delta)),
       observe: (key, snapshot) =>
         update(key, (entry, now) =>
           observeEntry(
@@ -703,8 +712,13 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
           levels: levelsOf(entry, now),
           pausedFor: Duration.millis(Math.max(0, entry.pausedUntil - now))
         }, entry], false),
-      entries: Effect.map(Ref.get(entries), (map) => map.size)
+      entries: Effect.sync(() => entries.size)
     }
+    // The limiter's uncontended path calls these directly, in one synchronous step.
+    return SyncStore.register(store, {
+      reserve: (key, amounts, headroom, now) => step(key, reserve(amounts, headroom), now),
+      adjust: (key, delta, now) => step(key, adjust(delta), now)
+    })
   })
 
 /**

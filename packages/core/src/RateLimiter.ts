@@ -47,6 +47,7 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Cost from "./Cost.js"
@@ -360,16 +361,41 @@ export const make = (options: Options = {}): Effect.Effect<
     const labelOf = LimiterMetrics.makeLabeller(settings.metricKeys)
     const keys = KeyRuntime.make({ store, scope, settings, labelOf })
 
+    // No generator on this path: an uncontended call is a handful of fiber steps (see internal/keyRuntime.ts).
     const acquire = (
       key: string,
       cost: Cost.Cost,
       acquireOptions?: AcquireOptions
     ): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
-      Effect.gen(function*() {
-        const amounts = yield* Cost.validate(key, cost)
-        const priority = acquireOptions?.priority ?? "normal"
-        const maxWait = acquireOptions?.maxWait === undefined ? undefined : Duration.decode(acquireOptions.maxWait)
-        return yield* keys.acquire(key, amounts, priority, maxWait)
+      Effect.suspend(() => {
+        const amounts = Cost.validate(key, cost)
+        if (Either.isLeft(amounts)) return Effect.fail(amounts.left)
+        const maxWait = acquireOptions?.maxWait
+        return keys.acquire(
+          key,
+          amounts.right,
+          acquireOptions?.priority ?? "normal",
+          maxWait === undefined ? undefined : Duration.decode(maxWait)
+        )
+      })
+
+    const withPermit = <A, E, R>(
+      key: string,
+      cost: Cost.Cost,
+      use: (permit: Permit) => Effect.Effect<A, E, R>,
+      acquireOptions?: AcquireOptions
+    ): Effect.Effect<A, E | RateLimiterError, R> =>
+      Effect.suspend(() => {
+        const amounts = Cost.validate(key, cost)
+        if (Either.isLeft(amounts)) return Effect.fail(amounts.left)
+        const maxWait = acquireOptions?.maxWait
+        return keys.withPermit(
+          key,
+          amounts.right,
+          acquireOptions?.priority ?? "normal",
+          maxWait === undefined ? undefined : Duration.decode(maxWait),
+          use
+        )
       })
 
     const define = (key: string, input: Quota.QuotaInput) =>
@@ -458,8 +484,7 @@ export const make = (options: Options = {}): Effect.Effect<
 
     return RateLimiter.of({
       acquire,
-      withPermit: (key, cost, use, acquireOptions) =>
-        Effect.scoped(Effect.flatMap(acquire(key, cost, acquireOptions), use)),
+      withPermit,
       define,
       observe,
       pause,

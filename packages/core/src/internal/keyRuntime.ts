@@ -3,6 +3,15 @@
  * fiber, the hand-off of a grant to a waiter, the fast path that skips the
  * driver, the reclaim of an idle key, and its metric handles.
  *
+ * The fast path: when nobody waits, a slot is free and the store lives in this
+ * process (it registered a `SyncStore`), a grant is one synchronous step on the
+ * key's state — the slot, the reservation, the levels and the metric handles —
+ * run in the same uninterruptible region that installs its release, with no
+ * `Deferred`, no span, no fiber and no metric effect. A settlement is one such
+ * step too, and neither it nor a release wakes the driver while no waiter
+ * needs it. Anything else (a waiter ahead, no slot, a cost that must wait, a
+ * store in another process) takes the path that can wait, unchanged.
+ *
  * `RateLimiter.make` resolves its options into {@link Settings} and builds one
  * registry of keys with {@link make}; every input it needs (the store, the
  * scope its drivers live in, the settings, the metric labeller) is passed in,
@@ -12,6 +21,7 @@
  * `docs/limiter.md` for how the waiting works.
  */
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -19,7 +29,7 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as Metric from "effect/Metric"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as Cost from "../Cost.js"
 import * as LimiterStore from "../LimiterStore.js"
 import * as Metrics from "../Metrics.js"
@@ -29,6 +39,7 @@ import { CostTooLarge, type RateLimiterError, Shed, UnknownKey, WaitTimeout } fr
 import * as Drain from "./drain.js"
 import { Lanes, type Waiter as LaneWaiter } from "./lanes.js"
 import { type KeyMetrics, keyMetrics, shedCounter } from "./limiterMetrics.js"
+import * as SyncStore from "./syncStore.js"
 
 /** The limiter's options that govern a key's runtime, defaults applied and bounds enforced. */
 export interface Settings {
@@ -106,6 +117,8 @@ export interface KeyRuntime {
   retired: boolean
   /** Each bucket's consumption rate, for `sluice_quota_time_left_seconds`. */
   drains: { [D in Quota.Dimension]?: Drain.Drain }
+  /** Frees one permit's slot: the release of every permit of the key, built once. */
+  readonly release: Effect.Effect<void>
   /** The dimension the head waiter last waited for; undefined once granted. */
   blockedOn: Quota.Dimension | undefined
   readonly metrics: KeyMetrics
@@ -133,6 +146,14 @@ export interface Keys {
     priority: Priority.Class,
     maxWait: Duration.Duration | undefined
   ) => Effect.Effect<Permit, RateLimiterError, Scope.Scope>
+  /** `acquire`, run `use` with the permit, release; a permit granted at once needs no `Scope`. */
+  readonly withPermit: <A, E, R>(
+    key: string,
+    amounts: Cost.Amounts,
+    priority: Priority.Class,
+    maxWait: Duration.Duration | undefined,
+    use: (permit: Permit) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | RateLimiterError, R>
   /** Records a new quota the store accepted, and resets a resident runtime to it. */
   readonly defined: (key: string, quota: Quota.Quota, levels: LimiterStore.Levels) => Effect.Effect<void>
   /** Folds levels the store answered into a resident runtime (bucket gauges, capacities, drains). */
@@ -149,6 +170,8 @@ export interface Keys {
 export const make = (inputs: Inputs): Keys => {
   const { labelOf, scope, settings, store } = inputs
   const { discover, headroom, idleMillis, laneBounds, maxInFlight, maxWaiting, promoteAfter, recentMillis } = settings
+  /** The store's synchronous face, when it lives in this process: the fast path's. */
+  const sync = SyncStore.of(store)
 
   const runtimes = new Map<string, KeyRuntime>()
   /** The keys given a quota by `define`: known, so never discovered. */
@@ -181,27 +204,37 @@ export const make = (inputs: Inputs): Keys => {
     )
   }
 
+  /** Folds levels the store answered into the runtime: capacities, bucket gauges, drains, time-left gauges. */
+  const noteLevels = (runtime: KeyRuntime, levels: LimiterStore.Levels, now: number) => {
+    for (const dimension of Quota.dimensions) {
+      const level = levels[dimension]
+      if (level === undefined) continue
+      runtime.capacities[dimension] = level.capacity
+      runtime.metrics.bucketLevel[dimension].unsafeUpdate(level.level, [])
+      runtime.drains[dimension] = Drain.observe(
+        runtime.drains[dimension],
+        level.level,
+        level.capacity,
+        refillOf(runtime.key, dimension, level.capacity),
+        now
+      )
+      setTimeLeft(runtime, dimension, level.level, level.capacity, now)
+    }
+  }
+
   // Synchronous: this runs twice per call, and a forEach of Metric.set effects cost a quarter of a grant.
   const rememberLevels = (runtime: KeyRuntime, levels: LimiterStore.Levels) =>
-    Effect.clockWith((clock) =>
-      Effect.sync(() => {
-        const now = clock.unsafeCurrentTimeMillis()
-        for (const dimension of Quota.dimensions) {
-          const level = levels[dimension]
-          if (level === undefined) continue
-          runtime.capacities[dimension] = level.capacity
-          runtime.metrics.bucketLevel[dimension].unsafeUpdate(level.level, [])
-          runtime.drains[dimension] = Drain.observe(
-            runtime.drains[dimension],
-            level.level,
-            level.capacity,
-            refillOf(runtime.key, dimension, level.capacity),
-            now
-          )
-          setTimeLeft(runtime, dimension, level.level, level.capacity, now)
-        }
-      })
-    )
+    Effect.clockWith((clock) => Effect.sync(() => noteLevels(runtime, levels, clock.unsafeCurrentTimeMillis())))
+
+  /**
+   * Wakes the driver when a waiter may gain from what just happened (a slot
+   * freed, a refund). With no waiter there is nothing for it to do, and waking
+   * it would cost a turn and a fresh sleep on every call; the next waiter's
+   * arrival wakes it.
+   */
+  const wakeForWaiters = (runtime: KeyRuntime) => {
+    if (runtime.lanes.total() > 0) runtime.wake.unsafeOpen()
+  }
 
   /**
    * Every few seconds, the time-left gauges of every key as if nothing had
@@ -282,12 +315,15 @@ export const make = (inputs: Inputs): Keys => {
    */
   const idle = (runtime: KeyRuntime, now: number): Effect.Effect<boolean> => {
     const reclaimAt = runtime.lastActive + idleMillis
-    if (now >= reclaimAt && runtime.taken === 0 && runtime.lanes.total() === 0) {
+    if (now < reclaimAt) return Effect.as(sleepOrWake(runtime, reclaimAt - now), true)
+    if (runtime.taken === 0 && runtime.lanes.total() === 0) {
       runtime.retired = true
       if (runtimes.get(runtime.key) === runtime) runtimes.delete(runtime.key)
       return Effect.succeed(false)
     }
-    return Effect.as(sleepOrWake(runtime, reclaimAt - now), true)
+    // A permit is held past `idleAfter`; its release (which sets `lastActive`) does not
+    // wake an idle driver, so look again after another `idleAfter`.
+    return Effect.as(sleepOrWake(runtime, idleMillis), true)
   }
 
   /** One turn of a key's driver: serve the head waiter, or sleep until it can be served. Answers whether the driver goes on. */
@@ -393,7 +429,7 @@ export const make = (inputs: Inputs): Keys => {
   const newRuntime = (key: string, known: boolean, now: number): KeyRuntime => {
     const size = known || !discover ? maxInFlight : 1
     const label = labelOf(key)
-    return {
+    const runtime: KeyRuntime = {
       key,
       lanes: new Lanes<Waiter>(),
       taken: 0,
@@ -406,9 +442,11 @@ export const make = (inputs: Inputs): Keys => {
       lastActive: now,
       retired: false,
       drains: {},
+      release: Effect.clockWith((clock) => Effect.sync(() => releaseNow(runtime, clock.unsafeCurrentTimeMillis()))),
       blockedOn: undefined,
       metrics: keyMetrics(label)
     }
+    return runtime
   }
 
   /**
@@ -489,21 +527,18 @@ export const make = (inputs: Inputs): Keys => {
     return { _tag: "Queued", displaced }
   }
 
-  /** Frees a permit's slot: its finalizer. */
-  const release = (runtime: KeyRuntime) =>
-    Effect.clockWith((clock) =>
-      Effect.suspend(() => {
-        runtime.held--
-        runtime.taken--
-        runtime.lastActive = clock.unsafeCurrentTimeMillis()
-        runtime.wake.unsafeOpen()
-        return Metric.set(runtime.metrics.inFlight, runtime.held)
-      })
-    )
+  /** Frees a permit's slot at `now`, in one synchronous step: every permit's release (`runtime.release`). */
+  const releaseNow = (runtime: KeyRuntime, now: number) => {
+    runtime.held--
+    runtime.taken--
+    runtime.lastActive = now
+    runtime.metrics.inFlight.unsafeUpdate(runtime.held, [])
+    wakeForWaiters(runtime)
+  }
 
   /** Gives back a granted permit nobody will use: its slot, and its reservation to the backend that granted it. */
   const abandon = (runtime: KeyRuntime, waiter: Waiter) =>
-    Effect.zipRight(release(runtime), Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts), waiter.origin)))
+    Effect.zipRight(runtime.release, Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts), waiter.origin)))
 
   const makePermit = (
     runtime: KeyRuntime,
@@ -515,19 +550,63 @@ export const make = (inputs: Inputs): Keys => {
       key: runtime.key,
       priority: waiter.priority,
       reserved: waiter.amounts,
-      waited: Duration.millis(Math.max(0, grantedAt - waiter.arrivedAt)),
+      waited: grantedAt > waiter.arrivedAt ? Duration.millis(grantedAt - waiter.arrivedAt) : Duration.zero,
       settle: (actual) =>
-        Effect.gen(function*() {
-          const amounts = yield* Cost.validate(runtime.key, actual)
-          const delta = Cost.difference(amounts, charged)
-          charged = amounts
-          if (Cost.isEmpty(delta)) return
+        Effect.clockWith((clock): Effect.Effect<void, Cost.InvalidCost | LimiterStore.LimiterStoreError> => {
+          const validated = Cost.validate(runtime.key, actual)
+          if (Either.isLeft(validated)) return Effect.fail(validated.left)
+          const delta = Cost.difference(validated.right, charged)
+          charged = validated.right
+          if (Cost.isEmpty(delta)) return Effect.void
+          if (sync !== undefined) {
+            // One synchronous step, as the grant was.
+            const now = clock.unsafeCurrentTimeMillis()
+            noteLevels(runtime, sync.adjust(runtime.key, delta, now), now)
+            wakeForWaiters(runtime)
+            return Effect.void
+          }
           // To the backend that granted the reservation: a fallback's take is refunded to the fallback.
-          const levels = yield* store.adjust(runtime.key, delta, waiter.origin)
-          yield* rememberLevels(runtime, levels)
-          yield* wake(runtime)
+          return Effect.map(store.adjust(runtime.key, delta, waiter.origin), (levels) => {
+            noteLevels(runtime, levels, clock.unsafeCurrentTimeMillis())
+            wakeForWaiters(runtime)
+          })
         })
     }
+  }
+
+  /**
+   * The fast path, one synchronous step: nobody waits on the key, a slot is
+   * free and the store, in this process, grants `amounts` at once. Takes the
+   * slot and the reservation and answers the permit, counted in the key's
+   * metric handles; undefined, with nothing taken, when the call must take the
+   * path that can wait (no resident runtime yet, a waiter ahead, no slot, a
+   * cost too large or one that must wait, a store in another process). The
+   * caller installs `runtime.release` in the same uninterruptible region.
+   */
+  const grantNow = (
+    runtime: KeyRuntime | undefined,
+    amounts: Cost.Amounts,
+    priority: Priority.Class,
+    now: number
+  ): Permit | undefined => {
+    if (sync === undefined || runtime === undefined || runtime.retired) return undefined
+    if (runtime.lanes.total() !== 0 || runtime.taken >= runtime.maxInFlight) return undefined
+    for (const dimension of Quota.dimensions) {
+      const capacity = runtime.capacities[dimension]
+      if (capacity !== undefined && amounts[dimension] > capacity) return undefined
+    }
+    const rank = Priority.rank(priority)
+    runtime.lastSeen[rank] = now
+    runtime.lastActive = now
+    const reservation = sync.reserve(runtime.key, amounts, headroomFor(runtime, rank, now).fraction, now)
+    if (reservation._tag !== "Granted") return undefined
+    runtime.taken++
+    runtime.held++
+    noteLevels(runtime, reservation.levels, now)
+    runtime.metrics.inFlight.unsafeUpdate(runtime.held, [])
+    runtime.metrics.grants[priority].unsafeUpdate(1, [])
+    runtime.metrics.waitSeconds[priority].unsafeUpdate(0, [])
+    return makePermit(runtime, { priority, amounts, arrivedAt: now, origin: reservation.origin }, now)
   }
 
   /**
@@ -560,7 +639,7 @@ export const make = (inputs: Inputs): Keys => {
         return undefined
       }
       runtime.held++
-      yield* Effect.addFinalizer(() => release(runtime))
+      yield* Effect.addFinalizer(() => runtime.release)
       yield* rememberLevels(runtime, reservation.levels)
       yield* Metric.set(runtime.metrics.inFlight, runtime.held)
       yield* Metric.increment(runtime.metrics.grants[priority])
@@ -612,11 +691,15 @@ export const make = (inputs: Inputs): Keys => {
       }
       // The waiter has left its lane, so its answer is in: this does not wait.
       const grantedAt = yield* Deferred.await(waiter.deferred)
-      yield* Effect.addFinalizer(() => release(runtime))
+      yield* Effect.addFinalizer(() => runtime.release)
       return makePermit(runtime, waiter, grantedAt)
     })
 
-  const acquire = (
+  /**
+   * The path that can wait: creates the runtime, reserves at once when it can
+   * (through the store's interface), else queues a waiter for the driver.
+   */
+  const acquireOrWait = (
     key: string,
     amounts: Cost.Amounts,
     priority: Priority.Class,
@@ -677,6 +760,52 @@ export const make = (inputs: Inputs): Keys => {
       })
     )
 
+  /** The clock of a running fiber, read without an effect of its own. */
+  const clockOf = (fiber: { readonly currentDefaultServices: Context.Context<Clock.Clock> }) =>
+    Context.get(fiber.currentDefaultServices, Clock.Clock)
+
+  const acquire = (
+    key: string,
+    amounts: Cost.Amounts,
+    priority: Priority.Class,
+    maxWait: Duration.Duration | undefined
+  ): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
+    // The grant and its release's installation in one uninterruptible region: no
+    // interrupt can land between a permit taken and its finalizer in the scope.
+    Effect.uninterruptibleMask((restore) =>
+      Effect.withFiberRuntime<Permit, RateLimiterError, Scope.Scope>((fiber) => {
+        const runtime = runtimes.get(key)
+        const permit = grantNow(runtime, amounts, priority, clockOf(fiber).unsafeCurrentTimeMillis())
+        if (permit === undefined) return restore(acquireOrWait(key, amounts, priority, maxWait))
+        // The caller's scope (`acquire` requires one), without an effect to read it.
+        const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
+        return Effect.as(Scope.addFinalizer(scope, runtime!.release), permit)
+      })
+    )
+
+  const withPermit = <A, E, R>(
+    key: string,
+    amounts: Cost.Amounts,
+    priority: Priority.Class,
+    maxWait: Duration.Duration | undefined,
+    use: (permit: Permit) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | RateLimiterError, R> =>
+    // As `acquireUseRelease`, with the release a synchronous step of the same region as the grant.
+    Effect.uninterruptibleMask((restore) =>
+      Effect.withFiberRuntime<A, E | RateLimiterError, R>((fiber) => {
+        const clock = clockOf(fiber)
+        const runtime = runtimes.get(key)
+        const permit = grantNow(runtime, amounts, priority, clock.unsafeCurrentTimeMillis())
+        if (permit === undefined) {
+          return restore(Effect.scoped(Effect.flatMap(acquireOrWait(key, amounts, priority, maxWait), use)))
+        }
+        return Effect.flatMap(Effect.exit(restore(Effect.suspend(() => use(permit)))), (exit) => {
+          releaseNow(runtime!, clock.unsafeCurrentTimeMillis())
+          return exit
+        })
+      })
+    )
+
   const defined = (key: string, quota: Quota.Quota, levels: LimiterStore.Levels) =>
     Effect.gen(function*() {
       definedKeys.add(key)
@@ -701,6 +830,7 @@ export const make = (inputs: Inputs): Keys => {
     get: (key) => runtimes.get(key),
     rates,
     acquire,
+    withPermit,
     defined,
     rememberLevels,
     endDiscovery,
