@@ -39,13 +39,14 @@
  * import { AnthropicClient, AnthropicLanguageModel } from "@effect/ai-anthropic"
  * import { LanguageModel } from "@effect/ai"
  * import { FetchHttpClient } from "@effect/platform"
- * import { Effect, Layer, Redacted } from "effect"
+ * import { Config, Effect, Layer } from "effect"
  * import { RateLimiter, TokenEstimator } from "@sluice/core"
  * import * as EffectAi from "@sluice/providers/EffectAi"
  *
+ * const quotas = { "anthropic/claude-haiku-4-5": { requests: { limit: 50, per: "1 minute" } } } as const
  * const Model = EffectAi.layerGoverned({ model: "claude-haiku-4-5", maxOutputTokens: 1_024 }).pipe(
  *   Layer.provide(AnthropicLanguageModel.model("claude-haiku-4-5", { max_tokens: 1_024 })),
- *   Layer.provide(AnthropicClient.layer({ apiKey: Redacted.make(key) })),
+ *   Layer.provide(AnthropicClient.layerConfig({ apiKey: Config.redacted("ANTHROPIC_API_KEY") })),
  *   Layer.provide([FetchHttpClient.layer, RateLimiter.layerMemory({ quotas }), TokenEstimator.layer()])
  * )
  * const program = LanguageModel.generateText({ prompt: "Say hi" }) // unchanged
@@ -241,7 +242,11 @@ export class CurrentCall extends Context.Reference<CurrentCall>()("@sluice/provi
  *
  * @example
  * ```ts
- * LanguageModel.generateText({ prompt }).pipe(EffectAi.withCall({ priority: "interactive", tenant: "acme" }))
+ * import { LanguageModel } from "@effect/ai"
+ * import * as EffectAi from "@sluice/providers/EffectAi"
+ *
+ * const answer = (prompt: string) =>
+ *   LanguageModel.generateText({ prompt }).pipe(EffectAi.withCall({ priority: "interactive", tenant: "acme" }))
  * ```
  *
  * @since 0.1.0
@@ -262,12 +267,19 @@ export const withCall = (options: CallOptions) => <A, E, R>(self: Effect.Effect<
  *
  * @example
  * ```ts
- * LanguageModel.generateText({ prompt }).pipe(
- *   Effect.catchTag("UnknownError", (error) =>
- *     Option.match(EffectAi.governanceError(error), {
- *       onNone: () => Effect.fail(error),
- *       onSome: (refusal) => refusal._tag === "BudgetExceeded" ? Effect.succeed(fallbackAnswer) : Effect.fail(error)
- *     })))
+ * import { LanguageModel } from "@effect/ai"
+ * import * as EffectAi from "@sluice/providers/EffectAi"
+ * import { Effect, Option } from "effect"
+ *
+ * const answer = (prompt: string, fallbackAnswer: string) =>
+ *   LanguageModel.generateText({ prompt }).pipe(
+ *     Effect.map((response) => response.text),
+ *     Effect.catchTag("UnknownError", (error) =>
+ *       Option.match(EffectAi.governanceError(error), {
+ *         onNone: () => Effect.fail(error),
+ *         onSome: (refusal) => refusal._tag === "BudgetExceeded" ? Effect.succeed(fallbackAnswer) : Effect.fail(error)
+ *       }))
+ *   )
  * ```
  *
  * @since 0.1.0
@@ -621,6 +633,10 @@ const originalOf = (error: unknown): unknown =>
  *
  * @example
  * ```ts
+ * import { AnthropicLanguageModel } from "@effect/ai-anthropic"
+ * import * as EffectAi from "@sluice/providers/EffectAi"
+ * import { Layer } from "effect"
+ *
  * const Governed = EffectAi.layerGoverned({ model: "claude-haiku-4-5", maxOutputTokens: 512 }).pipe(
  *   Layer.provide(AnthropicLanguageModel.model("claude-haiku-4-5", { max_tokens: 512 }))
  * )

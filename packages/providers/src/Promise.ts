@@ -22,13 +22,26 @@
  * ```ts
  * import { createClient } from "@sluice/providers/Promise"
  *
- * const anthropic = createClient({
- *   apiKey: process.env.ANTHROPIC_API_KEY!,
- *   quotas: { "claude-haiku-4-5": { requests: { limit: 50, per: "1 minute" }, inputTokens: { limit: 50_000, per: "1 minute" }, outputTokens: { limit: 10_000, per: "1 minute" } } },
- *   budget: { limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 20 }] }
- * })
- * const message = await anthropic.messages.create({ model: "claude-haiku-4-5", max_tokens: 256, messages: [{ role: "user", content: "Hi" }] })
- * await anthropic.close()
+ * const main = async () => {
+ *   const anthropic = createClient({
+ *     apiKey: process.env.ANTHROPIC_API_KEY ?? "",
+ *     quotas: {
+ *       "claude-haiku-4-5": {
+ *         requests: { limit: 50, per: "1 minute" },
+ *         inputTokens: { limit: 50_000, per: "1 minute" },
+ *         outputTokens: { limit: 10_000, per: "1 minute" }
+ *       }
+ *     },
+ *     budget: { limits: [{ scope: { _tag: "global" }, window: "day", limitUsd: 20 }] }
+ *   })
+ *   const message = await anthropic.messages.create({
+ *     model: "claude-haiku-4-5",
+ *     max_tokens: 256,
+ *     messages: [{ role: "user", content: "Hi" }]
+ *   })
+ *   await anthropic.close()
+ *   return message
+ * }
  * ```
  *
  * @since 0.1.0
@@ -268,11 +281,20 @@ export type Reason =
  *
  * @example
  * ```ts
- * try {
- *   await anthropic.messages.create(params)
- * } catch (error) {
- *   if (error instanceof BudgetExceededError) console.log(error.reason.limitUsd)
- *   else if (error instanceof SluiceError) console.log(error._tag, error.message)
+ * import { BudgetExceededError, type Client, SluiceError } from "@sluice/providers/Promise"
+ *
+ * const ask = async (anthropic: Client) => {
+ *   try {
+ *     return await anthropic.messages.create({
+ *       model: "claude-haiku-4-5",
+ *       max_tokens: 256,
+ *       messages: [{ role: "user", content: "Hi" }]
+ *     })
+ *   } catch (error) {
+ *     if (error instanceof BudgetExceededError) console.log(error.reason.limitUsd)
+ *     else if (error instanceof SluiceError) console.log(error._tag, error.message)
+ *     throw error
+ *   }
  * }
  * ```
  *
@@ -566,10 +588,22 @@ export const layer = (options: ClientOptions) => {
  *
  * @example
  * ```ts
- * const anthropic = createClient({ apiKey, baseURL: "http://127.0.0.1:8787", quotas: { "claude-haiku-4-5": quota } })
- * const message = await anthropic.messages.create({ model: "claude-haiku-4-5", max_tokens: 256, messages })
- * console.log(message.content, message.usage)
- * await anthropic.close()
+ * import { createClient } from "@sluice/providers/Promise"
+ *
+ * const main = async () => {
+ *   const anthropic = createClient({
+ *     apiKey: "sim-key",
+ *     baseURL: "http://127.0.0.1:8787", // the simulator
+ *     quotas: { "claude-haiku-4-5": { requests: { limit: 50, per: "1 minute" } } }
+ *   })
+ *   const message = await anthropic.messages.create({
+ *     model: "claude-haiku-4-5",
+ *     max_tokens: 256,
+ *     messages: [{ role: "user", content: "Hi" }]
+ *   })
+ *   console.log(message.content, message.usage)
+ *   await anthropic.close()
+ * }
  * ```
  *
  * @since 0.1.0

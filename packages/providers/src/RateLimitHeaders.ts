@@ -16,10 +16,10 @@
  *
  * @example
  * ```ts
- * import { Effect } from "effect"
  * import { RateLimitHeaders } from "@sluice/providers"
  *
- * const snapshot = RateLimitHeaders.read(response.headers, "anthropic") // Effect<RateLimitSnapshot>
+ * const headers = { "anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "49" }
+ * const snapshot = RateLimitHeaders.read(headers, "anthropic") // Effect<RateLimitSnapshot>
  * ```
  *
  * @since 0.1.0
