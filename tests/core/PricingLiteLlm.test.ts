@@ -37,6 +37,8 @@ const file = {
     mode: "embedding"
   },
   "per-second-chat": { input_cost_per_second: 0.001, mode: "chat" },
+  // LiteLLM's per-second video models give an output price per token only.
+  "half-priced-chat": { output_cost_per_token: 7.5e-6, input_cost_per_second: 0.00049, mode: "chat" },
   "unpriced-chat": { input_cost_per_token: null, output_cost_per_token: null, mode: "chat" }
 }
 
@@ -56,10 +58,17 @@ describe("Pricing from a LiteLLM price file", () => {
     expect(table["my-model"]).toEqual({ inputPerMTok: 1, outputPerMTok: 2, cacheReadPerMTok: 1, cacheWritePerMTok: 1 })
   })
 
-  it("skips sample_spec, other modes than chat/completion/responses and entries without a per-token price", () => {
+  it("skips sample_spec, other modes than chat/completion/responses and entries without both per-token prices", () => {
     const table = Either.getOrThrow(Pricing.decodeLiteLlm(file))
     expect(Object.keys(table).sort()).toEqual(["claude-opus-4-5", "my-model"])
   })
+
+  it.effect("a model skipped for half a price stays unpriced, never half free", () =>
+    Effect.gen(function*() {
+      const pricing = yield* Pricing.Pricing
+      const error = yield* Effect.flip(pricing.price("half-priced-chat"))
+      expect(error).toMatchObject({ _tag: "UnknownModel", model: "half-priced-chat" })
+    }).pipe(Effect.provide(Pricing.layerLiteLlm(file))))
 
   it("a wrong entry is refused with the model and field named", () => {
     expect(issuesOf({ "gpt-x": { input_cost_per_token: 1e-6, output_cost_per_token: -1 } })).toEqual([
@@ -68,16 +77,13 @@ describe("Pricing from a LiteLLM price file", () => {
     expect(issuesOf({ "gpt-x": { input_cost_per_token: "0.000001", output_cost_per_token: 1e-6 } })).toEqual([
       "gpt-x.input_cost_per_token"
     ])
-    expect(issuesOf({ "gpt-x": { input_cost_per_token: 1e-6, mode: "chat" } })).toEqual([
-      "gpt-x.output_cost_per_token"
-    ])
     expect(issuesOf({ "gpt-x": { input_cost_per_token: 1e-6, output_cost_per_token: 1e-6, mode: 3 } })).toEqual([
       "gpt-x.mode"
     ])
-    expect(issuesOf({ a: { output_cost_per_token: 1e-6 }, b: { input_cost_per_token: Infinity } })).toEqual([
-      "a.input_cost_per_token",
-      "b.input_cost_per_token"
-    ])
+    expect(
+      issuesOf({ a: { output_cost_per_token: null, input_cost_per_token: -1 }, b: { input_cost_per_token: Infinity } })
+    )
+      .toEqual(["a.input_cost_per_token", "b.input_cost_per_token"])
     expect(issuesOf([])).toEqual([""])
   })
 

@@ -356,11 +356,12 @@ const perMTok = (perToken: number): number => Math.round(perToken * 1e15) / 1e9
 /**
  * Decodes a LiteLLM price file (`{ "<model>": { "input_cost_per_token": …, … } }`)
  * into a price table. The `sample_spec` entry, entries of another `mode` than
- * `chat`, `completion` or `responses`, and entries with no per-token price at
- * all are skipped; a `null` price is taken as absent. An entry with one of the input and output prices must have
- * both. A missing cache-read price is the input price (no discount assumed), a
- * missing cache-creation price is the input price. Errors name the model and
- * field (`gpt-x.output_cost_per_token`).
+ * `chat`, `completion` or `responses`, and entries without both an input and
+ * an output price per token are skipped (a `null` price is absent): a model
+ * skipped stays unpriced, never half free. A missing cache-read or
+ * cache-creation price is the input price (no discount assumed). A price that
+ * is not a finite non-negative number is an error naming the model and field
+ * (`gpt-x.output_cost_per_token`).
  *
  * @since 0.1.0
  * @category utilities
@@ -389,12 +390,9 @@ export const decodeLiteLlm = (input: unknown): Either.Either<PriceTable, Invalid
     const entry = decoded.right
     if (entry.mode !== undefined && !pricedModes.has(entry.mode)) continue
     const { input_cost_per_token: inputCost, output_cost_per_token: outputCost } = entry
-    if (inputCost === undefined && outputCost === undefined) continue
-    if (inputCost === undefined || outputCost === undefined) {
-      const missing = inputCost === undefined ? "input_cost_per_token" : "output_cost_per_token"
-      issues.push({ path: `${model}.${missing}`, message: "is missing (the other per-token price is given)" })
-      continue
-    }
+    // Half a per-token price (LiteLLM's per-second video models give only the output one) is no
+    // price: the model stays out of the table, an `UnknownModel` when called, rather than half free.
+    if (inputCost === undefined || outputCost === undefined) continue
     table[model] = {
       inputPerMTok: perMTok(inputCost),
       outputPerMTok: perMTok(outputCost),
