@@ -39,16 +39,34 @@
  * last 1,000 observed outputs of the model, plus the margin, never above
  * `maxOutputTokens`.
  *
- * Speed: the tokenizer's ranks take about 0.7 s to load, so each encoding is
- * loaded once per process, on the first `make`, and shared (it holds no
- * calibration; every estimator has its own state). Counting goes piece by
- * piece (tiktoken's own pre-split) through a bounded memo of piece counts, so
- * repeated words cost a map lookup; a piece longer than 64 UTF-8 bytes (a
- * run of `=`, a long unbroken word, a CJK paragraph without punctuation) is
- * counted in slices of at most 64 bytes, because js-tiktoken's merge is
- * quadratic in a piece's length and a 100,000-character run would otherwise
- * take minutes. That slicing is the only place the count may differ from
- * `Tiktoken.encode`, by about a token per slice; calibration absorbs most of it.
+ * Speed: the tokenizer's ranks take about 0.7 s and some 130 MB to load, so
+ * each encoding is loaded once per process, lazily (on the first estimate
+ * that needs it, not when an estimator is made; concurrent first estimates
+ * share one load), and shared (it holds no calibration; every estimator has
+ * its own state). Counting goes piece by piece (tiktoken's own pre-split)
+ * through a bounded memo of piece counts, so repeated words cost a map
+ * lookup; a piece longer than 64 UTF-8 bytes (a run of `=`, a long unbroken
+ * word, a CJK paragraph without punctuation) is counted in slices of at most
+ * 64 bytes, because js-tiktoken's merge is quadratic in a piece's length and a
+ * 100,000-character run would otherwise take minutes. That slicing is the
+ * only place a whole count may differ from `Tiktoken.encode`, by about a token
+ * per slice; calibration absorbs most of it.
+ *
+ * Long texts ({@link sampled}): a text longer than `sampleAbove` characters
+ * (default 16,384, some 3,000 tokens of prose) is not counted whole: 16
+ * windows of about 512 characters spread evenly over it are, and their
+ * tokens per character times its length is its count. That costs the same
+ * ~0.5 ms for a 40,000-token document as for a 3,000-token one, where the
+ * whole count takes ~15 ms, and unlike a bare length ratio it still sees what
+ * kind of text it is (prose, code, digits, CJK); calibration then corrects
+ * the sample's error as it corrects the tokenizer's (BENCHMARKS.md,
+ * "Estimation cost").
+ *
+ * Counted once: an estimator remembers the count of each text of 1,024
+ * characters or more it counted (the last 4,000,000 characters of such texts,
+ * shared by the process's tiktoken estimators of one setting), so a retry, a
+ * fallback rung, the Router's choice and the Governor's admission of one
+ * document, or a job's worst-case line and its call, count its text once.
  *
  * @example
  * ```ts
@@ -232,6 +250,12 @@ export interface Options {
   readonly toolOverhead?: ToolOverhead.Table | undefined
   /** The provider this estimator's calls go to, to pick `provider/…` entries of `toolOverhead`. Default: entries of any provider. */
   readonly provider?: string | undefined
+  /**
+   * Texts longer than this many characters are counted from a sample
+   * ({@link sampled}). Default 16,384 with tiktoken (`make`), at least 8,192;
+   * `Infinity` counts every text whole. `makeWith` counts whole unless set.
+   */
+  readonly sampleAbove?: number | undefined
 }
 
 /**
@@ -439,13 +463,38 @@ const tiktokenEncoder = (ranks: TiktokenBPE): Encoder => {
 }
 
 // Loaded tokenizers, one per encoding for the whole process: ranks are
-// immutable, loading them takes ~0.7 s and tens of MB, and they hold no
-// calibration. A race loads twice and keeps one; nothing else is shared.
+// immutable, loading them takes ~0.7 s and ~130 MB, and they hold no
+// calibration. Concurrent first asks share one load (`loading`), so the ranks
+// are never decoded twice; nothing else is shared.
 const encoders = new Map<Encoding, Encoder>()
+const loading = new Map<Encoding, Promise<Encoder>>()
+
+const load = (encoding: Encoding): Promise<Encoder> => {
+  const started = loading.get(encoding)
+  if (started !== undefined) return started
+  const promise = (
+    encoding === "cl100k_base" ? import("js-tiktoken/ranks/cl100k_base") : import("js-tiktoken/ranks/o200k_base")
+  ).then(
+    (ranks) => {
+      const encode = tiktokenEncoder(ranks.default)
+      encoders.set(encoding, encode)
+      return encode
+    },
+    (error: unknown) => {
+      // A failed import may be retried by a later ask.
+      loading.delete(encoding)
+      throw error
+    }
+  )
+  loading.set(encoding, promise)
+  return promise
+}
 
 /**
  * The tiktoken encoder of an encoding, loaded from the ranks bundled with
- * `js-tiktoken` (no network) the first time it is asked for, then shared.
+ * `js-tiktoken` (no network) the first time it is asked for, then shared:
+ * the ranks are decoded once per process, however many estimators ask and
+ * however many ask at once.
  *
  * @example
  * ```ts
@@ -465,17 +514,111 @@ export const encoder = (encoding: Encoding = "o200k_base"): Effect.Effect<Encode
   Effect.suspend(() => {
     const loaded = encoders.get(encoding)
     if (loaded !== undefined) return Effect.succeed(loaded)
-    return Effect.promise(() =>
-      encoding === "cl100k_base" ? import("js-tiktoken/ranks/cl100k_base") : import("js-tiktoken/ranks/o200k_base")
-    ).pipe(
-      Effect.map((ranks) => {
-        const encode = encoders.get(encoding) ?? tiktokenEncoder(ranks.default)
-        encoders.set(encoding, encode)
-        return encode
-      }),
+    return Effect.promise(() => load(encoding)).pipe(
       Effect.withSpan("TokenEstimator.encoder", { attributes: { encoding }, captureStackTrace: false })
     )
   })
+
+/** Windows a long text is sampled in, and the characters of each. */
+const sampleWindows = 16
+const sampleWindowChars = 512
+/** The default `sampleAbove` of `make`, and the least any estimator takes. */
+const defaultSampleAbove = 16_384
+const minSampleAbove = 8_192
+
+const isSpace = (code: number): boolean => code === 32 || code === 10 || code === 9 || code === 13
+
+/** The first whitespace at or after `from` within 64 characters, so a window cuts no word in two; else `from`. */
+const boundaryAfter = (text: string, from: number): number => {
+  const limit = Math.min(text.length, from + 64)
+  for (let i = from; i < limit; i++) if (isSpace(text.charCodeAt(i))) return i
+  return Math.min(from, text.length)
+}
+
+/**
+ * An encoder that counts a text longer than `above` characters from a
+ * sample: 16 windows of about 512 characters, spread evenly over the text and
+ * cut at whitespace where there is some, are counted with `encode`, and the
+ * text's count is their tokens per character times its length, rounded up.
+ * Shorter texts are counted whole. The cost is bounded (some 8,000
+ * characters counted, whatever the length), and the count follows the kind
+ * of text (prose, code, digits, CJK), which a bare length ratio does not; a
+ * document whose kind changes between windows (a long CJK passage in English
+ * prose, shorter than a sixteenth of it) is where it errs most.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { TokenEstimator } from "@sluice/core"
+ *
+ * const count = (fortyThousandTokenReport: string) =>
+ *   Effect.gen(function*() {
+ *     const encode = TokenEstimator.sampled(yield* TokenEstimator.encoder(), 16_384)
+ *     return encode(fortyThousandTokenReport) // within a few % of the whole count, in ~0.5 ms
+ *   })
+ * ```
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const sampled = (encode: Encoder, above: number = defaultSampleAbove): Encoder => {
+  const threshold = Math.max(minSampleAbove, above)
+  return (text) => {
+    if (!(text.length > threshold)) return encode(text)
+    const stride = text.length / sampleWindows
+    let tokens = 0
+    let chars = 0
+    for (let window = 0; window < sampleWindows; window++) {
+      const start = window === 0 ? 0 : boundaryAfter(text, Math.floor(window * stride))
+      const end = boundaryAfter(text, Math.min(text.length, start + sampleWindowChars))
+      if (end <= start) continue
+      tokens += encode(text.slice(start, end))
+      chars += end - start
+    }
+    return chars === 0 ? encode(text) : Math.ceil((tokens * text.length) / chars)
+  }
+}
+
+/** Texts shorter than this are not remembered whole (their pieces are, in the encoder's memo). */
+const rememberFrom = 1_024
+/** Characters of remembered texts, at most; the oldest go first. */
+const rememberChars = 4_000_000
+
+/** `encode` with a memo of whole texts of `rememberFrom` characters or more, so that one text is counted once. */
+const remembering = (encode: Encoder): Encoder => {
+  const counts = new Map<string, number>()
+  let held = 0
+  return (text) => {
+    if (text.length < rememberFrom) return encode(text)
+    // A long string's hash is its length in V8, and the same string object compares at once: a cheap lookup.
+    const known = counts.get(text)
+    if (known !== undefined) return known
+    const count = encode(text)
+    counts.set(text, count)
+    held += text.length
+    while (held > rememberChars) {
+      const oldest = counts.keys().next().value!
+      held -= oldest.length
+      counts.delete(oldest)
+    }
+    return count
+  }
+}
+
+// The counting encoders of `make`, one per encoding and sampling threshold for
+// the process, so a job's estimators (its worst-case line, its Governor) share
+// what they counted.
+const counters = new Map<string, Encoder>()
+
+const counterOf = (encoding: Encoding, exact: Encoder, sampleAbove: number): Encoder => {
+  const id = `${encoding}\u0000${sampleAbove}`
+  let counter = counters.get(id)
+  if (counter === undefined) {
+    counter = remembering(sampled(exact, sampleAbove))
+    counters.set(id, counter)
+  }
+  return counter
+}
 
 // ---------------------------------------------------------------------------
 // Calibration (plain functions over plain data)
@@ -621,7 +764,7 @@ const observeState = (state: ModelState, estimate: Estimate, usage: LlmClient.Us
 // ---------------------------------------------------------------------------
 
 const build = (
-  encode: Encoder,
+  counter: Effect.Effect<Encoder>,
   settings: Settings,
   states: Ref.Ref<HashMap.HashMap<string, ModelState>>
 ): TokenEstimator["Type"] => {
@@ -631,7 +774,7 @@ const build = (
     estimate: Effect.fn("TokenEstimator.estimate")(function*(request: LlmClient.Request) {
       yield* Effect.annotateCurrentSpan("model", request.model)
       const state = yield* stateOf(request.model)
-      const raw = countRequest(encode, request, settings.overhead)
+      const raw = countRequest(yield* counter, request, settings.overhead)
       const shape = shapeOf(request)
       const toolOverheadTokens = ToolOverhead.ofRequest(settings.toolOverhead, request, settings.provider)
       const learned = settings.learnOutput ? typicalOutput(state, settings) : undefined
@@ -667,10 +810,17 @@ const build = (
   })
 }
 
+/** `sampleAbove` as an option gives it: a finite value at least 8,192, `Infinity`, or `fallback`. */
+const sampleAboveOf = (options: Options, fallback: number): number =>
+  options.sampleAbove === Number.POSITIVE_INFINITY
+    ? Number.POSITIVE_INFINITY
+    : setting(options.sampleAbove, fallback, minSampleAbove, Number.MAX_SAFE_INTEGER)
+
 /**
  * Builds an estimator with js-tiktoken. The encoding's ranks are loaded on the
- * first `make` of the process (about 0.7 s) and shared; each estimator learns
- * on its own.
+ * process's first estimate that needs them (about 0.7 s), once, and shared;
+ * each estimator learns on its own. Texts above `sampleAbove` characters are
+ * counted from a sample ({@link sampled}), and each long text once.
  *
  * @example
  * ```ts
@@ -692,14 +842,23 @@ const build = (
  */
 export const make = (options: Options = {}): Effect.Effect<TokenEstimator["Type"]> =>
   Effect.gen(function*() {
-    const encode = yield* encoder(options.encoding ?? "o200k_base")
+    const encoding = options.encoding ?? "o200k_base"
+    const sampleAbove = sampleAboveOf(options, defaultSampleAbove)
+    let counter: Encoder | undefined
+    const counting = Effect.suspend(() =>
+      counter !== undefined
+        ? Effect.succeed(counter)
+        : Effect.map(encoder(encoding), (exact) => (counter = counterOf(encoding, exact, sampleAbove)))
+    )
     const states = yield* Ref.make(HashMap.empty<string, ModelState>())
-    return build(encode, settingsOf(options), states)
+    return build(counting, settingsOf(options), states)
   })
 
 /**
  * An estimator over any encoder, built at once (its state is fresh on every
- * call): for tests, or another tokenizer. `options.encoding` is ignored.
+ * call): for tests, or another tokenizer. `options.encoding` is ignored; texts
+ * are counted whole unless `options.sampleAbove` is set, and each long text
+ * once per estimator.
  *
  * @example
  * ```ts
@@ -716,7 +875,11 @@ export const make = (options: Options = {}): Effect.Effect<TokenEstimator["Type"
  * @category constructors
  */
 export const makeWith = (encode: Encoder, options: Options = {}): TokenEstimator["Type"] =>
-  build(encode, settingsOf(options), Ref.unsafeMake(HashMap.empty<string, ModelState>()))
+  build(
+    Effect.succeed(remembering(sampled(encode, sampleAboveOf(options, Number.POSITIVE_INFINITY)))),
+    settingsOf(options),
+    Ref.unsafeMake(HashMap.empty<string, ModelState>())
+  )
 
 /**
  * The estimator with js-tiktoken, as a layer.
