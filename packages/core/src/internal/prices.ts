@@ -2,17 +2,24 @@
  * The built-in list prices, USD per million tokens, by model family, with the
  * snapshot names and aliases the providers publish for each family.
  *
- * Sources, read on 2026-12-02 (copies of the pages, not fetched live; the
- * providers change them: check before you rely on a number):
+ * Sources, read on 2026-12-02 from stored copies of the pages (not fetched
+ * live; the providers change them: check before you rely on a number):
  * - Anthropic: https://docs.anthropic.com/en/docs/about-claude/pricing (model
  *   table: base input, 5-minute cache writes, 1-hour cache writes, cache hits,
- *   output) and, for Opus 4.5, https://platform.claude.com/docs/en/models/opus-4-5/overview.
+ *   output; the copy read lists Opus 4.1 and 4, Sonnet 4.5, 4 and 3.7, Haiku
+ *   4.5, 3.5 and 3) and, for Opus 4.5, its model page
+ *   https://platform.claude.com/docs/en/models/opus-4-5/overview ($5 / $25,
+ *   5-minute write $6.25, 1-hour write $10, cache read $0.50).
  *   Cache writes are priced here at the 5-minute rate (1.25× input); 1-hour
  *   writes cost 2× input, reads 0.1× input (Haiku 3: $0.30 and $0.03 as published).
  *   Sonnet 4.5 and 4 charge more past 200K input tokens ($6/$22.50): not modelled.
  * - OpenAI: https://developers.openai.com/api/docs/pricing and the model pages
- *   (https://developers.openai.com/api/docs/models/<model>). OpenAI does not
- *   charge for cache writes: they are priced as plain input.
+ *   (https://developers.openai.com/api/docs/models/<model>, e.g. gpt-5-nano:
+ *   $0.05 input, $0.005 cached input, $0.40 output). OpenAI does not charge for
+ *   cache writes: they are priced as plain input.
+ * - Cross-check: every name below that LiteLLM's model_prices_and_context_window.json
+ *   also prices (34 of them, in a copy of July 2026) has exactly these prices there,
+ *   cache prices included.
  *
  * A snapshot is listed under its family only when the provider publishes it as
  * the same model at the same price; `gpt-4o-2024-05-13` is priced differently
