@@ -23,7 +23,8 @@ export default defineConfig({
     // Starts a Redis server for the run when none answers at REDIS_URL; fails the run when no
     // PostgreSQL answers at DATABASE_URL / PG_URL (.ci/run starts one).
     globalSetup: ["tests/setup/redis.ts", "tests/setup/postgres.ts"],
-    exclude: ["**/node_modules/**"],
+    // tests/readme runs the README's commands (minutes of real processes): `pnpm test:readme`.
+    exclude: ["**/node_modules/**", "tests/readme/**"],
     // Generous: a TestClock test that takes 12 s on an idle two-core machine took over 30 s with the other core busy.
     testTimeout: 60_000,
     hookTimeout: 30_000,
