@@ -66,6 +66,35 @@ export default [
       globals: { console: "readonly", process: "readonly", URL: "readonly" }
     }
   },
+  // The rooms and their arrows: examples → simulator → providers → core, never back; the
+  // errors module at the bottom of core imports only its leaf contracts.
+  ...[
+    ["packages/core/src/**/*", ["@sluice/providers", "@sluice/simulator", "@sluice/examples"]],
+    ["packages/providers/src/**/*", ["@sluice/simulator", "@sluice/examples"]],
+    ["packages/simulator/src/**/*", ["@sluice/examples"]]
+  ].map(([files, higher]) => ({
+    files: [files],
+    rules: {
+      "no-restricted-imports": ["error", {
+        patterns: [{
+          group: higher.flatMap((name) => [name, `${name}/*`]),
+          message: "A lower room imports a higher one"
+        }]
+      }]
+    }
+  })),
+  {
+    files: ["packages/core/src/SluiceError.ts"],
+    rules: {
+      "no-restricted-imports": ["error", {
+        patterns: [{
+          group: ["./*", "../*", "!./Priority.js", "!./Quota.js", "!./RateLimitSnapshot.js"],
+          message:
+            "SluiceError is the bottom of core: it imports only the leaf contracts Priority, Quota and RateLimitSnapshot"
+        }]
+      }]
+    }
+  },
   {
     // Library code logs through Effect, never the console.
     files: ["packages/core/src/**/*", "packages/providers/src/**/*"],

@@ -84,7 +84,10 @@ const freePort = Effect.async<number>((resume) => {
 const shapeOf = (sample: string) =>
   new RegExp(
     `^${
-      sample.trim().replace(/\s+\(.*\)$/, "").replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/\d[\d,]*(\\\.\d+)?/g, "[\\d,.]+")
+      sample.trim().replace(/\s+\(.*\)$/, "").replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(
+        /\d[\d,]*(\\\.\d+)?/g,
+        "[\\d,.]+"
+      )
         .replace(/\s+/g, "\\s+")
     }$`
   )
@@ -124,29 +127,33 @@ describe("README.md's commands", () => {
     expect(picked?.replace(/\s+#.*$/, "").trim()).toBe(find(/pnpm@10 test$/).line)
   })
 
-  it.live("the main job, small, prints the lines the README shows and a --json object with the README's fields", () =>
-    Effect.gen(function*() {
-      const start = find(/pnpm@10 start$/).line.replace(/^npx -y pnpm@10 install && /, "")
-      const db = join(dir, "main.db")
-      const result = yield* run(`${start} --docs 12 --db ${db} --report ${join(dir, "report.html")}`)
-      expect(result.code, result.stderr).toBe(0)
-      const lines = result.stdout.split("\n").map((line) => line.trim()).filter((line) => line !== "")
-      const sample = blockAfter("It ends like this").split("\n").filter((line) => line.trim() !== "")
-      // The first line and the last two, whose words do not depend on the run's size.
-      expect(lines.some((line) => shapeOf(sample[0]!.replace("5,000 documents", "12 documents")).test(line))).toBe(
-        true
-      )
-      expect(lines).toContain(`database ${db}: 12 rows in extractions, 0 in failures`)
-      expect(lines.some((line) => line.startsWith("report "))).toBe(true)
+  it.live(
+    "the main job, small, prints the lines the README shows and a --json object with the README's fields",
+    () =>
+      Effect.gen(function*() {
+        const start = find(/pnpm@10 start$/).line.replace(/^npx -y pnpm@10 install && /, "")
+        const db = join(dir, "main.db")
+        const result = yield* run(`${start} --docs 12 --db ${db} --report ${join(dir, "report.html")}`)
+        expect(result.code, result.stderr).toBe(0)
+        const lines = result.stdout.split("\n").map((line) => line.trim()).filter((line) => line !== "")
+        const sample = blockAfter("It ends like this").split("\n").filter((line) => line.trim() !== "")
+        // The first line and the last two, whose words do not depend on the run's size.
+        expect(lines.some((line) => shapeOf(sample[0]!.replace("5,000 documents", "12 documents")).test(line))).toBe(
+          true
+        )
+        expect(lines).toContain(`database ${db}: 12 rows in extractions, 0 in failures`)
+        expect(lines.some((line) => line.startsWith("report "))).toBe(true)
 
-      const json = yield* run(`${start} --docs 12 --db ${db} --json`)
-      expect(json.code, json.stderr).toBe(0)
-      const printed = JSON.parse(json.stdout.trim().split("\n").at(-1)!) as Record<string, unknown>
-      const shown = JSON.parse(blockAfter("`--json` prints this object")) as Record<string, unknown>
-      expect(Object.keys(shown).sort()).toEqual(Object.keys(printed).sort())
-      expect(printed["documents"]).toBe(12)
-      expect(printed["skipped"]).toBe(12)
-    }), { timeout: 240_000 })
+        const json = yield* run(`${start} --docs 12 --db ${db} --json`)
+        expect(json.code, json.stderr).toBe(0)
+        const printed = JSON.parse(json.stdout.trim().split("\n").at(-1)!) as Record<string, unknown>
+        const shown = JSON.parse(blockAfter("`--json` prints this object")) as Record<string, unknown>
+        expect(Object.keys(shown).sort()).toEqual(Object.keys(printed).sort())
+        expect(printed["documents"]).toBe(12)
+        expect(printed["skipped"]).toBe(12)
+      }),
+    { timeout: 240_000 }
+  )
 
   it.live("the simulator answers, and its stats are what the curl line reads", () =>
     Effect.gen(function*() {
@@ -163,18 +170,22 @@ describe("README.md's commands", () => {
       expect(Object.keys(stats).length).toBeGreaterThan(0)
     }), { timeout: 120_000 })
 
-  it.live("several processes share one key through Redis with no 429, next to the static split", () =>
-    Effect.gen(function*() {
-      const result = yield* run(`${find(/example:multi/).line} --docs 24`)
-      expect(result.code, result.stderr).toBe(0)
-      const sample = blockAfter("example:multi --workers 4     #").split("\n").filter((line) => line.trim() !== "")
-      const lines = result.stdout.split("\n").map((line) => line.trim())
-      for (const shown of sample) {
-        const shape = shapeOf(shown.replace(/160\/160/, "24/24"))
-        expect(lines.some((line) => shape.test(line)), `no line shaped like: ${shown}`).toBe(true)
-      }
-      expect(lines.filter((line) => /429s 0 /.test(line))).toHaveLength(2)
-    }), { timeout: 240_000 })
+  it.live(
+    "several processes share one key through Redis with no 429, next to the static split",
+    () =>
+      Effect.gen(function*() {
+        const result = yield* run(`${find(/example:multi/).line} --docs 24`)
+        expect(result.code, result.stderr).toBe(0)
+        const sample = blockAfter("example:multi --workers 4     #").split("\n").filter((line) => line.trim() !== "")
+        const lines = result.stdout.split("\n").map((line) => line.trim())
+        for (const shown of sample) {
+          const shape = shapeOf(shown.replace(/160\/160/, "24/24"))
+          expect(lines.some((line) => shape.test(line)), `no line shaped like: ${shown}`).toBe(true)
+        }
+        expect(lines.filter((line) => /429s 0 /.test(line))).toHaveLength(2)
+      }),
+    { timeout: 240_000 }
+  )
 
   it.live("the router spreads the work over the three deployments as shown, with no 429", () =>
     Effect.gen(function*() {
