@@ -426,9 +426,9 @@ export const mergeLiteLlm = (
  * import { readFileSync } from "node:fs"
  * import { Pricing } from "@sluice/core"
  *
- * const prices: unknown = JSON.parse(readFileSync("model_prices_and_context_window.json", "utf8"))
  * // Your file's prices over the built-in table; a wrong entry fails the layer with InvalidPriceTable.
- * const PricingLive = Pricing.layerLiteLlm(prices)
+ * const pricingFrom = (path: string) => Pricing.layerLiteLlm(JSON.parse(readFileSync(path, "utf8")))
+ * // const PricingLive = pricingFrom("model_prices_and_context_window.json")
  * ```
  *
  * @since 0.1.0
