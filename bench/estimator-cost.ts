@@ -10,8 +10,8 @@
  * Documents: the extraction job's own synthetic documents (`extract/Documents.ts`),
  * joined to log-uniform sizes from 200 to 40,000 simulator tokens and sent as
  * the job's request (one tool, forced). A second corpus mixes kinds of text
- * in one stream: the job's prose, JSON records of numbers, TypeScript (this
- * repository's own sources) and CJK prose.
+ * in one stream: the job's prose, JSON records of numbers, TypeScript (Effect's
+ * own sources) and CJK prose.
  *
  * Two providers: the simulator (what the job runs against; its count is a
  * length rule with a surcharge for digits and punctuation, so a length ratio
@@ -101,14 +101,12 @@ const cjk = Array.from(
   (c) => c
 )
 
-/** TypeScript sources of this repository, joined: real code to sample from. */
-const repositorySources = (): string => {
-  const texts: Array<string> = []
-  for (const pkg of ["core", "providers", "simulator"]) {
-    const dir = join(root, "packages", pkg, "src")
-    for (const name of readdirSync(dir)) if (name.endsWith(".ts")) texts.push(readFileSync(join(dir, name), "utf8"))
-  }
-  return texts.join("\n")
+/** Effect's TypeScript sources (the version the lockfile pins, so the corpus does not move), joined: real code to sample from. */
+const effectSources = (): string => {
+  const dir = join(root, "node_modules", "effect", "src")
+  return readdirSync(dir).filter((name) => name.endsWith(".ts")).sort().map((name) =>
+    readFileSync(join(dir, name), "utf8")
+  ).join("\n")
 }
 
 const quantile = (sorted: ReadonlyArray<number>, p: number) =>
@@ -141,7 +139,7 @@ const program = Effect.gen(function*() {
     "sampled tiktoken": TokenEstimator.sampled(exact),
     "length ratio": (text) => Math.ceil(text.length / 4)
   }
-  const sources = repositorySources()
+  const sources = effectSources()
 
   // The job's documents, log-uniform from 200 to 40,000 simulator tokens.
   const jobCalls: Array<Call> = []

@@ -126,7 +126,7 @@ describe("TokenEstimator: what counting costs", () => {
 
   describe("a long text is counted from a sample", () => {
     it.effect(
-      "a 40,000-token document of the job: within 3 % of the whole count, from about 8,000 of its characters",
+      "a 40,000-token document of the job: within −1 % and +3 % of the whole count, from about 16,000 of its characters",
       () =>
         Effect.gen(function*() {
           const exact = yield* TokenEstimator.encoder()
@@ -138,16 +138,17 @@ describe("TokenEstimator: what counting costs", () => {
           })(document)
           const whole = exact(document)
           expect(document.length).toBeGreaterThan(150_000)
-          expect(read).toBeLessThanOrEqual(16 * (512 + 64))
-          expect(Math.abs(counted / whole - 1)).toBeLessThan(0.03)
+          expect(read).toBeLessThanOrEqual(32 * (512 + 64))
+          expect(counted / whole - 1).toBeGreaterThan(-0.01)
+          expect(counted / whole - 1).toBeLessThan(0.03)
         }),
       60_000
     )
 
-    it("texts up to the threshold are counted whole; a threshold below 8,192 is raised to it", () => {
+    it("texts up to the threshold are counted whole; a threshold below 16,384 is raised to it", () => {
       const spy = spying()
       const encode = TokenEstimator.sampled(spy.encode, 100)
-      const text = "word ".repeat(1_600)
+      const text = "word ".repeat(3_200)
       expect(encode(text)).toBe(Math.ceil(text.length / 4))
       expect(spy.texts).toEqual([text])
     })

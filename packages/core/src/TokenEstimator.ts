@@ -39,28 +39,32 @@
  * last 1,000 observed outputs of the model, plus the margin, never above
  * `maxOutputTokens`.
  *
- * Speed: the tokenizer's ranks take about 0.7 s and some 130 MB to load, so
- * each encoding is loaded once per process, lazily (on the first estimate
- * that needs it, not when an estimator is made; concurrent first estimates
- * share one load), and shared (it holds no calibration; every estimator has
- * its own state). Counting goes piece by piece (tiktoken's own pre-split)
- * through a bounded memo of piece counts, so repeated words cost a map
- * lookup; a piece longer than 64 UTF-8 bytes (a run of `=`, a long unbroken
- * word, a CJK paragraph without punctuation) is counted in slices of at most
- * 64 bytes, because js-tiktoken's merge is quadratic in a piece's length and a
- * 100,000-character run would otherwise take minutes. That slicing is the
- * only place a whole count may differ from `Tiktoken.encode`, by about a token
- * per slice; calibration absorbs most of it.
+ * Speed: the encoding's ranks (bundled with `js-tiktoken`) are read into a
+ * table of their own, some 20 MB, in about a second; js-tiktoken's `Tiktoken`
+ * took some 115 MB resident and several seconds, and kept a decode table the
+ * estimator never uses. Each encoding is loaded once per process, lazily (on
+ * the first estimate that needs it, not when an estimator is made; concurrent
+ * first estimates share one load), and shared (it holds no calibration;
+ * every estimator has its own state). Counting is tiktoken's: its pre-split
+ * into pieces, then its byte-pair merge, through a bounded memo of piece
+ * counts, so repeated words cost a map lookup; a piece longer than 64 UTF-8
+ * bytes (a run of `=`, a long unbroken word, a CJK paragraph without
+ * punctuation) is counted in slices of at most 64 bytes, because the merge is
+ * quadratic in a piece's length and a 100,000-character run would otherwise
+ * take minutes. That slicing is the only place a whole count may differ from
+ * js-tiktoken's `Tiktoken.encode`, by about a token per slice; calibration
+ * absorbs most of it.
  *
  * Long texts ({@link sampled}): a text longer than `sampleAbove` characters
- * (default 16,384, some 3,000 tokens of prose) is not counted whole: 16
- * windows of about 512 characters spread evenly over it are, and their
- * tokens per character times its length is its count. That costs the same
- * ~0.5 ms for a 40,000-token document as for a 3,000-token one, where the
- * whole count takes ~15 ms, and unlike a bare length ratio it still sees what
- * kind of text it is (prose, code, digits, CJK); calibration then corrects
- * the sample's error as it corrects the tokenizer's (BENCHMARKS.md,
- * "Estimation cost").
+ * (default 32,768, some 6,000 tokens of prose) is not counted whole: 32
+ * windows of about 512 characters spread evenly over it are, and its count
+ * is its length times their tokens per character, raised by one standard
+ * error of that mean (the windows' spread), so that a text whose kind varies
+ * (code and its comments) is not under-counted by the luck of the sample. A
+ * 40,000-token document then costs what a 6,000-token one does, and unlike a
+ * bare length ratio the count still sees what kind of text it is (prose,
+ * code, digits, CJK); calibration corrects the sample's error as it corrects
+ * the tokenizer's (BENCHMARKS.md, "Estimation cost").
  *
  * Counted once: an estimator remembers the count of each text of 1,024
  * characters or more it counted (the last 4,000,000 characters of such texts,
@@ -94,7 +98,7 @@ import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
-import { Tiktoken, type TiktokenBPE } from "js-tiktoken/lite"
+import type { TiktokenBPE } from "js-tiktoken/lite"
 import type * as LlmClient from "./LlmClient.js"
 import * as ToolOverhead from "./ToolOverhead.js"
 
@@ -252,7 +256,7 @@ export interface Options {
   readonly provider?: string | undefined
   /**
    * Texts longer than this many characters are counted from a sample
-   * ({@link sampled}). Default 16,384 with tiktoken (`make`), at least 8,192;
+   * ({@link sampled}). Default 32,768 with tiktoken (`make`), at least 16,384;
    * `Infinity` counts every text whole. `makeWith` counts whole unless set.
    */
   readonly sampleAbove?: number | undefined
@@ -428,16 +432,80 @@ const sliceEnd = (piece: string, start: number): number => {
   return Math.max(end, start + 1)
 }
 
-/** An encoder over loaded ranks: tiktoken's pre-split, a memo per piece, long pieces sliced. */
-const tiktokenEncoder = (ranks: TiktokenBPE): Encoder => {
-  const tokenizer = new Tiktoken(ranks)
-  const pieces = new RegExp(ranks.pat_str, "gu")
+/**
+ * The rank table of an encoding: each token's bytes, as a one-byte string
+ * (a character per byte), to its rank. Built straight from the ranks file
+ * (`! offset token…` lines of base64), about 200,000 short strings: a third
+ * of what js-tiktoken's `Tiktoken` holds (its rank keys are comma-joined byte
+ * lists, and it keeps a decode table the estimator never uses), and no
+ * intermediate object of every token on the way.
+ */
+const rankTable = (bpeRanks: string): Map<string, number> => {
+  const ranks = new Map<string, number>()
+  let from = 0
+  while (from < bpeRanks.length) {
+    let to = bpeRanks.indexOf("\n", from)
+    if (to < 0) to = bpeRanks.length
+    const fields = bpeRanks.slice(from, to).split(" ")
+    from = to + 1
+    if (fields.length < 2) continue
+    const offset = Number.parseInt(fields[1]!, 10)
+    // atob gives the decoded bytes as a one-byte string: the table's key as is.
+    for (let i = 2; i < fields.length; i++) ranks.set(atob(fields[i]!), offset + i - 2)
+  }
+  return ranks
+}
+
+const utf8 = new TextEncoder()
+
+/** A piece's UTF-8 bytes as a one-byte string; an ASCII piece is its own. */
+const byteString = (piece: string): string => {
+  for (let i = 0; i < piece.length; i++) {
+    if (piece.charCodeAt(i) >= 0x80) return String.fromCharCode(...utf8.encode(piece))
+  }
+  return piece
+}
+
+/**
+ * Tokens of one piece's bytes: tiktoken's byte-pair merge (the lowest-ranked
+ * adjacent pair first, the leftmost among equals), counting the parts left.
+ * Every single byte has a rank, so every part is a token.
+ */
+const mergeCount = (bytes: string, ranks: Map<string, number>): number => {
+  if (bytes.length <= 1 || ranks.has(bytes)) return Math.min(1, bytes.length)
+  // starts[i] is where part i begins; part i ends where part i + 1 begins.
+  const starts = Array.from({ length: bytes.length + 1 }, (_, i) => i)
+  while (starts.length > 2) {
+    let lowest = Number.POSITIVE_INFINITY
+    let at = -1
+    for (let i = 0; i + 2 < starts.length; i++) {
+      const rank = ranks.get(bytes.slice(starts[i]!, starts[i + 2]!))
+      if (rank !== undefined && rank < lowest) {
+        lowest = rank
+        at = i
+      }
+    }
+    if (at < 0) break
+    starts.splice(at + 1, 1)
+  }
+  return starts.length - 1
+}
+
+/**
+ * An encoder over loaded ranks: tiktoken's pre-split, its merge over a
+ * compact rank table, a memo per piece, long pieces sliced. Special-token
+ * text in a prompt is just text (never refused, never a special token).
+ */
+const tiktokenEncoder = (bpe: TiktokenBPE): Encoder => {
+  const ranks = rankTable(bpe.bpe_ranks)
+  const pieces = new RegExp(bpe.pat_str, "gu")
   const memo = new Map<string, number>()
-  // Special-token text in a prompt is just text: nothing is allowed or refused as special, so encode never throws.
   const countPiece = (piece: string): number => {
     const known = memo.get(piece)
     if (known !== undefined) return known
-    const count = tokenizer.encode(piece, [], []).length
+    // A slice of a long piece may pre-split differently: split it as tiktoken's encode would.
+    let count = 0
+    for (const match of piece.matchAll(pieces)) count += mergeCount(byteString(match[0]), ranks)
     if (memo.size >= memoLimit) memo.clear()
     memo.set(piece, count)
     return count
@@ -463,7 +531,7 @@ const tiktokenEncoder = (ranks: TiktokenBPE): Encoder => {
 }
 
 // Loaded tokenizers, one per encoding for the whole process: ranks are
-// immutable, loading them takes ~0.7 s and ~130 MB, and they hold no
+// immutable, loading them takes ~1 s and ~20 MB, and they hold no
 // calibration. Concurrent first asks share one load (`loading`), so the ranks
 // are never decoded twice; nothing else is shared.
 const encoders = new Map<Encoding, Encoder>()
@@ -520,11 +588,11 @@ export const encoder = (encoding: Encoding = "o200k_base"): Effect.Effect<Encode
   })
 
 /** Windows a long text is sampled in, and the characters of each. */
-const sampleWindows = 16
+const sampleWindows = 32
 const sampleWindowChars = 512
 /** The default `sampleAbove` of `make`, and the least any estimator takes. */
-const defaultSampleAbove = 16_384
-const minSampleAbove = 8_192
+const defaultSampleAbove = 32_768
+const minSampleAbove = 16_384
 
 const isSpace = (code: number): boolean => code === 32 || code === 10 || code === 9 || code === 13
 
@@ -537,14 +605,16 @@ const boundaryAfter = (text: string, from: number): number => {
 
 /**
  * An encoder that counts a text longer than `above` characters from a
- * sample: 16 windows of about 512 characters, spread evenly over the text and
- * cut at whitespace where there is some, are counted with `encode`, and the
- * text's count is their tokens per character times its length, rounded up.
- * Shorter texts are counted whole. The cost is bounded (some 8,000
- * characters counted, whatever the length), and the count follows the kind
- * of text (prose, code, digits, CJK), which a bare length ratio does not; a
- * document whose kind changes between windows (a long CJK passage in English
- * prose, shorter than a sixteenth of it) is where it errs most.
+ * sample: 32 windows of about 512 characters, spread evenly over the text and
+ * cut at whitespace where there is some, are counted with `encode`; the
+ * text's count is its length times their tokens per character plus one
+ * standard error of that mean (from the windows' spread), rounded up. Shorter
+ * texts (at least 16,384 characters are) are counted whole. The cost is
+ * bounded (some 16,000 characters counted, whatever the length), and the
+ * count follows the kind of text (prose, code, digits, CJK), which a bare
+ * length ratio does not; a document whose kind changes between windows (a
+ * CJK passage in English prose, shorter than a thirty-second of it) is where
+ * it errs most.
  *
  * @example
  * ```ts
@@ -553,8 +623,8 @@ const boundaryAfter = (text: string, from: number): number => {
  *
  * const count = (fortyThousandTokenReport: string) =>
  *   Effect.gen(function*() {
- *     const encode = TokenEstimator.sampled(yield* TokenEstimator.encoder(), 16_384)
- *     return encode(fortyThousandTokenReport) // within a few % of the whole count, in ~0.5 ms
+ *     const encode = TokenEstimator.sampled(yield* TokenEstimator.encoder(), 32_768)
+ *     return encode(fortyThousandTokenReport) // a few % above the whole count, for a sixth of its CPU
  *   })
  * ```
  *
@@ -566,16 +636,24 @@ export const sampled = (encode: Encoder, above: number = defaultSampleAbove): En
   return (text) => {
     if (!(text.length > threshold)) return encode(text)
     const stride = text.length / sampleWindows
+    const rates: Array<number> = []
     let tokens = 0
     let chars = 0
     for (let window = 0; window < sampleWindows; window++) {
       const start = window === 0 ? 0 : boundaryAfter(text, Math.floor(window * stride))
       const end = boundaryAfter(text, Math.min(text.length, start + sampleWindowChars))
       if (end <= start) continue
-      tokens += encode(text.slice(start, end))
+      const counted = encode(text.slice(start, end))
+      rates.push(counted / (end - start))
+      tokens += counted
       chars += end - start
     }
-    return chars === 0 ? encode(text) : Math.ceil((tokens * text.length) / chars)
+    if (rates.length < 2) return encode(text)
+    const rate = tokens / chars
+    let squares = 0
+    for (const each of rates) squares += (each - rate) ** 2
+    const standardError = Math.sqrt(squares / (rates.length - 1) / rates.length)
+    return Math.ceil(text.length * (rate + standardError))
   }
 }
 
@@ -810,7 +888,7 @@ const build = (
   })
 }
 
-/** `sampleAbove` as an option gives it: a finite value at least 8,192, `Infinity`, or `fallback`. */
+/** `sampleAbove` as an option gives it: a finite value at least 16,384, `Infinity`, or `fallback`. */
 const sampleAboveOf = (options: Options, fallback: number): number =>
   options.sampleAbove === Number.POSITIVE_INFINITY
     ? Number.POSITIVE_INFINITY
@@ -818,7 +896,7 @@ const sampleAboveOf = (options: Options, fallback: number): number =>
 
 /**
  * Builds an estimator with js-tiktoken. The encoding's ranks are loaded on the
- * process's first estimate that needs them (about 0.7 s), once, and shared;
+ * process's first estimate that needs them (about a second), once, and shared;
  * each estimator learns on its own. Texts above `sampleAbove` characters are
  * counted from a sample ({@link sampled}), and each long text once.
  *
