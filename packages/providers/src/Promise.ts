@@ -302,8 +302,23 @@ export type Reason =
  * @category errors
  */
 export class SluiceError<R extends Reason = Reason> extends Error {
+  /**
+   * The tag of the typed error, e.g. `"BudgetExceeded"`.
+   *
+   * @since 0.1.0
+   */
   readonly _tag: R["_tag"]
+  /**
+   * Sluice's typed error.
+   *
+   * @since 0.1.0
+   */
   readonly reason: R
+  /**
+   * The HTTP status, when the provider answered.
+   *
+   * @since 0.1.0
+   */
   readonly status: number | undefined
   constructor(reason: R) {
     super(reason.message, { cause: reason })
