@@ -110,6 +110,14 @@ export * as Priority from "./Priority.js"
  */
 export * as Quota from "./Quota.js"
 /**
+ * Quota keys under either spelling (`provider/model` or the bare model), and a
+ * limiter that logs keys with no quota and responses with no limit headers.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export * as QuotaKeys from "./QuotaKeys.js"
+/**
  * What a provider's response says about a quota.
  *
  * @since 0.1.0

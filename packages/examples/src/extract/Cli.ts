@@ -17,14 +17,15 @@ import * as ValidationError from "@effect/cli/ValidationError"
 import { FileSystem } from "@effect/platform"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { type Pipeline, Pricing, TokenEstimator } from "@sluice/core"
-import { Anthropic } from "@sluice/providers"
+import { type Pipeline, Pricing, Quota, QuotaKeys, TokenEstimator } from "@sluice/core"
+import { Anthropic, SluiceConfig } from "@sluice/providers"
 import { Simulator } from "@sluice/simulator"
 import {
   Clock,
   Config,
   Console,
   Deferred,
+  Duration,
   Effect,
   Either,
   Fiber,
@@ -89,6 +90,13 @@ const simLimit = (name: string, what: string) =>
   )
 
 const options = {
+  config: Options.file("config").pipe(
+    Options.optional,
+    Options.withDescription(
+      "A Sluice configuration file (YAML or JSON, see docs/configuration.md): quotas, limiter, Governor, retry, breaker, " +
+        "fallback and budget; the quota it gives the model's key replaces --rpm/--itpm/--otpm. Where calls go is still chosen by the flags"
+    )
+  ),
   docs: Options.integer("docs").pipe(
     Options.optional,
     Options.withDescription("How many synthetic documents to generate (default 5,000; not with --input)"),
@@ -196,6 +204,24 @@ const options = {
 
 type Flags = Command.Command.ParseConfig<typeof options>
 
+/**
+ * The per-minute limits a configuration gives the key of `model` on the
+ * Anthropic API (under either spelling of its key), each dimension it leaves
+ * out taken from `fallback`.
+ */
+export const limitsFromConfig = (config: SluiceConfig.SluiceConfig, model: string, fallback: Limits): Limits => {
+  const name = QuotaKeys.lookup(Object.keys(config.quotas), `anthropic/${model}`)
+  if (name === undefined) return fallback
+  const quota = Quota.decodeSync(config.quotas[name], name)
+  const perMinute = (limit: Quota.Limit | undefined, otherwise: number) =>
+    limit === undefined ? otherwise : Math.round(limit.limit * 60_000 / Duration.toMillis(limit.per))
+  return {
+    requestsPerMinute: perMinute(quota.requests, fallback.requestsPerMinute),
+    inputTokensPerMinute: perMinute(quota.inputTokens, fallback.inputTokensPerMinute),
+    outputTokensPerMinute: perMinute(quota.outputTokens, fallback.outputTokensPerMinute)
+  }
+}
+
 /** Flags that parse but do not go together. */
 export const InvalidFlags = Provider.InvalidFlags
 export type InvalidFlags = Provider.InvalidFlags
@@ -273,11 +299,13 @@ const extract = (flags: Flags, stop: Deferred.Deferred<void>) =>
     const source: Source = Option.isSome(flags.input)
       ? yield* inputSource(flags.input.value)
       : syntheticSource(Option.getOrElse(flags.docs, () => 5_000), flags.seed)
-    const limits: Limits = {
+    const sluice = Option.isSome(flags.config) ? yield* SluiceConfig.load(flags.config.value) : undefined
+    const flagLimits: Limits = {
       requestsPerMinute: flags.rpm,
       inputTokensPerMinute: flags.itpm,
       outputTokensPerMinute: flags.otpm
     }
+    const limits = sluice === undefined ? flagLimits : limitsFromConfig(sluice, flags.model, flagLimits)
     const provider = yield* providerOf(flags, limits)
     const budget = Provider.budgetOf(provider.choice, flags.budgetUsd)
     // A real provider's spend is bounded by the budget, which needs the model's price.
@@ -302,11 +330,14 @@ const extract = (flags: Flags, stop: Deferred.Deferred<void>) =>
       }
       yield* out(`Sluice extraction: ${source.description} → ${flags.db}`)
       yield* out(`model ${flags.model} on ${provider.description}`)
+      if (Option.isSome(flags.config)) yield* out(`configuration ${flags.config.value}`)
       yield* out(
-        `Sluice assumes ${flags.rpm.toLocaleString("en-US")} requests, ${
-          flags.itpm.toLocaleString("en-US")
+        `Sluice assumes ${limits.requestsPerMinute.toLocaleString("en-US")} requests, ${
+          limits.inputTokensPerMinute.toLocaleString("en-US")
         } input and ` +
-          `${flags.otpm.toLocaleString("en-US")} output tokens a minute; ${concurrency} documents in flight at most`
+          `${
+            limits.outputTokensPerMinute.toLocaleString("en-US")
+          } output tokens a minute; ${concurrency} documents in flight at most`
       )
       const budgetLine = Provider.budgetLine(budget)
       if (budgetLine !== undefined) yield* out(budgetLine)
@@ -361,7 +392,8 @@ const extract = (flags: Flags, stop: Deferred.Deferred<void>) =>
         budgetUsd: budget.usd,
         job: jobName,
         stop: Deferred.await(stop),
-        onSnapshot
+        onSnapshot,
+        sluice
       })
       if (tty) yield* Effect.sync(() => (flags.json ? process.stderr : process.stdout).write("\n"))
       const after = yield* store.counts

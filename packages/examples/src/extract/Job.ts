@@ -13,6 +13,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import {
   Budget,
+  CircuitBreaker,
   Governor,
   LimiterStore,
   LlmClient,
@@ -20,10 +21,13 @@ import {
   Pipeline,
   Pricing,
   Priority,
+  type Quota,
+  QuotaKeys,
   RateLimiter,
   TokenEstimator
 } from "@sluice/core"
 import * as BudgetSql from "@sluice/core/Budget/Sql"
+import type { SluiceConfig } from "@sluice/providers"
 import {
   Chunk,
   Clock,
@@ -64,6 +68,12 @@ export interface Config {
   readonly onSnapshot?: ((snapshot: Pipeline.Snapshot) => Effect.Effect<void>) | undefined
   /** How often a snapshot is taken. Default 1 second. */
   readonly every?: Duration.DurationInput | undefined
+  /**
+   * A configuration file's stack (`--config`): its quotas (for keys other than
+   * the job's, whose quota is `limits`), limiter options, Governor options
+   * (retry, ladder), breaker and budget limits (beside `budgetUsd`).
+   */
+  readonly sluice?: SluiceConfig.SluiceConfig | undefined
 }
 
 /** What a run measured. */
@@ -109,6 +119,15 @@ export const quotaOf = (limits: Limits, timeScale: number) => {
     outputTokens: { limit: limits.outputTokensPerMinute, per }
   }
 }
+
+/** A quota with its periods compressed by `timeScale`. */
+const scaled = (quota: Quota.QuotaInput, timeScale: number): Quota.QuotaInput =>
+  Object.fromEntries(
+    Object.entries(quota).map(([dimension, limit]) => [
+      dimension,
+      { ...limit, per: Duration.toMillis(Duration.decode(limit.per as Duration.DurationInput)) / timeScale }
+    ])
+  )
 
 /**
  * Calls in flight that keep the quota busy: the requests a minute allows in
@@ -161,35 +180,52 @@ export const run = (config: Config) =>
   Effect.gen(function*() {
     const provider = yield* LlmClient.LlmClient
     const store = yield* Store
-    const prices = yield* Pricing.make()
+    const sluice = config.sluice
+    const prices = yield* Pricing.make({ ...Pricing.defaultTable, ...sluice?.budget?.prices }).pipe(Effect.orDie)
     const price = Either.getOrUndefined(Pricing.lookup(Pricing.defaultTable, config.model))
     const meter = yield* Pipeline.makeMeter(
       price === undefined ? {} : { price: (_model, usage) => Pricing.costMicros(price, usage) }
     )
     const key = `${provider.provider}/${config.model}`
-    const limiter = yield* RateLimiter.make({ quotas: { [key]: quotaOf(config.limits, config.timeScale) } }).pipe(
+    // Quotas under either spelling; a call on a key with no quota is logged once (QuotaKeys).
+    const fileQuotas = Object.entries(sluice?.quotas ?? {}).map((
+      [name, quota]
+    ) => [name, scaled(quota, config.timeScale)])
+    const limiter = yield* QuotaKeys.make({
+      ...sluice?.limiter,
+      quotas: { ...Object.fromEntries(fileQuotas), [key]: quotaOf(config.limits, config.timeScale) }
+    }).pipe(
       Effect.provideServiceEffect(LimiterStore.LimiterStore, LimiterStore.makeMemory),
       Effect.orDie
     )
-    const budget = config.budgetUsd === undefined
+    const budgetLimits: ReadonlyArray<Budget.LimitInput> = [
+      ...(config.budgetUsd === undefined ? [] : [{
+        scope: { _tag: "job", id: config.job } as const,
+        window: { rolling: "3650 days" },
+        limitUsd: config.budgetUsd
+      }]),
+      ...(sluice?.budget?.limits ?? [])
+    ]
+    const budget = budgetLimits.length === 0
       ? Option.none<Budget.Budget["Type"]>()
       : Option.some(
         yield* Budget.make({
-          limits: [{
-            scope: { _tag: "job", id: config.job },
-            window: { rolling: "3650 days" },
-            limitUsd: config.budgetUsd
-          }]
+          limits: budgetLimits,
+          ...(sluice?.budget?.reservationTtl === undefined ? {} : { reservationTtl: sluice.budget.reservationTtl })
         }).pipe(
           Effect.provideService(Pricing.Pricing, prices),
           Effect.provideServiceEffect(Budget.BudgetLedger, BudgetSql.make)
         )
       )
-    const client = yield* Governor.make({ count: "estimate" }).pipe(
+    const breaker = sluice?.breaker === undefined
+      ? Option.none()
+      : Option.some(yield* CircuitBreaker.make(sluice.breaker))
+    const client = yield* Governor.make({ count: "estimate", ...sluice?.governor }).pipe(
       Effect.provideService(LlmClient.LlmClient, LlmClient.LlmClient.of(meter.wrap(provider))),
       Effect.provideService(RateLimiter.RateLimiter, limiter),
       Effect.provideServiceEffect(TokenEstimator.TokenEstimator, TokenEstimator.make()),
-      Option.isSome(budget) ? Effect.provideService(Budget.Budget, budget.value) : (self) => self
+      Option.isSome(budget) ? Effect.provideService(Budget.Budget, budget.value) : (self) => self,
+      Option.isSome(breaker) ? Effect.provideService(CircuitBreaker.CircuitBreaker, breaker.value) : (self) => self
     )
 
     const extract = (document: { readonly id: string; readonly text: string; readonly problem?: string | undefined }) =>
