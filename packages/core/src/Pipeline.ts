@@ -37,6 +37,7 @@ import * as Predicate from "effect/Predicate"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import { mapUnordered } from "./internal/workerPool.js"
 import type * as LlmClient from "./LlmClient.js"
 import type * as Priority from "./Priority.js"
 import type * as RateLimiter from "./RateLimiter.js"
@@ -380,7 +381,7 @@ export const run = <D extends Document, A, E, R, E2, R2>(
         }))
         return outcome
       }).pipe(Effect.withSpan("Pipeline.document", { attributes: { id: document.id }, captureStackTrace: false }))
-    return Stream.mapEffect(documents, one, { concurrency: Math.max(1, options.concurrency ?? 16), unordered: true })
+    return mapUnordered(documents, one, Math.max(1, options.concurrency ?? 16))
   }))
 
 // ---------------------------------------------------------------------------
