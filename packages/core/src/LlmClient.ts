@@ -258,6 +258,11 @@ export const toolCalls = (response: Response): ReadonlyArray<ToolUseBlock> =>
 /**
  * One event of a streamed answer. The stream ends with `Done`, which carries the usage.
  *
+ * `Native` carries one of the provider's own stream events (an Anthropic
+ * `RawMessageStreamEvent`, an OpenAI `ChatCompletionChunk`), before the events
+ * it completes; a provider sends them only to a request whose `native` body it
+ * speaks (see `Request.native`), so other consumers never see one.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -265,6 +270,7 @@ export type StreamEvent =
   | { readonly _tag: "TextDelta"; readonly text: string }
   | { readonly _tag: "ToolCall"; readonly call: ToolUseBlock }
   | { readonly _tag: "Done"; readonly response: Response }
+  | { readonly _tag: "Native"; readonly event: Native }
 
 /**
  * Whether a request marks a prompt-cache breakpoint (`systemCacheControl`, or `cacheControl` on a block).

@@ -314,11 +314,19 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider & { rea
             client.messages.create({ ...paramsOf(request), stream: true }, { signal: controller.signal }).withResponse()
         )
         const rateLimits = yield* RateLimitHeaders.read(response.headers, "anthropic")
+        // Who sent native params gets every raw event too, before the events it completes.
+        const speaksNative = request.native?.api === api
         return Stream.fromAsyncIterable(data, (cause) => cause).pipe(
           Stream.catchAll((cause) =>
             Stream.fromEffect(Effect.flip(fromSdkError(provider, request.model, timeoutAfter)(cause)))
           ),
-          Stream.mapAccum(initialAccumulator(), (acc, event) => accumulate(acc, event, rateLimits)),
+          Stream.mapAccum(initialAccumulator(), (acc, event) => {
+            const [next, events] = accumulate(acc, event, rateLimits)
+            return [
+              next,
+              speaksNative ? [{ _tag: "Native", event: { api, body: event } } as const, ...events] : events
+            ] as const
+          }),
           Stream.flattenIterables
         )
       }))

@@ -8,8 +8,15 @@
  * failures become `LlmClient.ProviderError`, and the response body is decoded
  * with `Schema` (a malformed body is a retryable `NetworkError`, never a defect).
  *
- * Streaming: `stream` makes one whole call and emits its text, tool calls and
- * `Done`; incremental server-sent chunks are not read yet.
+ * Streaming: `stream` reads the server-sent chunks as they come (`stream:
+ * true`, `stream_options: { include_usage: true }`): text at once, each tool
+ * call when its arguments are whole, `Done` with the usage of the last chunk.
+ *
+ * A request whose `native` is chat completions params ({@link native}) is sent
+ * as those params with the request's model; its response carries the API's
+ * `ChatCompletion` as `native`, and its stream each chunk as a `Native` event:
+ * the OpenAI Promise facade passes the caller's params through the Governor
+ * this way.
  *
  * @example
  * ```ts
@@ -26,13 +33,16 @@
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { LlmClient } from "@sluice/core"
+import type { RateLimitSnapshot } from "@sluice/core/RateLimitSnapshot"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
@@ -68,6 +78,14 @@ const WireToolCall = Schema.Struct({
   function: Schema.Struct({ name: Schema.String, arguments: Schema.String })
 })
 
+const WireUsage = Schema.Struct({
+  prompt_tokens: Schema.Number,
+  completion_tokens: Schema.Number,
+  prompt_tokens_details: Schema.optional(
+    Schema.NullOr(Schema.Struct({ cached_tokens: Schema.optional(Schema.NullOr(Schema.Number)) }))
+  )
+})
+
 const ChatCompletion = Schema.Struct({
   id: Schema.String,
   model: Schema.String,
@@ -78,13 +96,7 @@ const ChatCompletion = Schema.Struct({
     }),
     finish_reason: Schema.optional(Schema.NullOr(Schema.String))
   })),
-  usage: Schema.optional(Schema.Struct({
-    prompt_tokens: Schema.Number,
-    completion_tokens: Schema.Number,
-    prompt_tokens_details: Schema.optional(
-      Schema.NullOr(Schema.Struct({ cached_tokens: Schema.optional(Schema.Number) }))
-    )
-  }))
+  usage: Schema.optional(Schema.NullOr(WireUsage))
 })
 
 const ErrorBody = Schema.Struct({
@@ -185,6 +197,138 @@ const parseArguments = (json: string): unknown => {
   }
 }
 
+/**
+ * The `LlmClient.Native` api this layer speaks: chat completions.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const api = "openai"
+
+/**
+ * Chat completions params as a request's `native` body: this layer sends them
+ * as they are (with the request's model), and answers with the API's own
+ * `ChatCompletion` as the response's `native`, and its chunks as `Native`
+ * stream events.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const native = (params: Record<string, unknown>): LlmClient.Native => ({ api, body: params })
+
+/**
+ * The body sent for a request: its `native` params with its model (and
+ * without streaming fields, which `stream` sets itself), the translation
+ * ({@link toBody}) otherwise.
+ */
+const bodyOf = (request: LlmClient.Request): Record<string, unknown> => {
+  if (request.native?.api !== api || !Predicate.isRecord(request.native.body)) return toBody(request)
+  const { stream: _stream, stream_options: _options, ...params } = request.native.body
+  return { ...params, model: request.model }
+}
+
+const toUsage = (usage: typeof WireUsage.Type | null | undefined): LlmClient.Usage => {
+  const cached = usage?.prompt_tokens_details?.cached_tokens ?? 0
+  return {
+    inputTokens: Math.max(0, (usage?.prompt_tokens ?? 0) - cached),
+    outputTokens: usage?.completion_tokens ?? 0,
+    cacheReadInputTokens: cached,
+    cacheWriteInputTokens: 0
+  }
+}
+
+const ChatCompletionChunk = Schema.Struct({
+  id: Schema.String,
+  model: Schema.String,
+  choices: Schema.Array(Schema.Struct({
+    delta: Schema.optional(Schema.NullOr(Schema.Struct({
+      content: Schema.optional(Schema.NullOr(Schema.String)),
+      tool_calls: Schema.optional(Schema.NullOr(Schema.Array(Schema.Struct({
+        index: Schema.Number,
+        id: Schema.optional(Schema.NullOr(Schema.String)),
+        function: Schema.optional(Schema.NullOr(Schema.Struct({
+          name: Schema.optional(Schema.NullOr(Schema.String)),
+          arguments: Schema.optional(Schema.NullOr(Schema.String))
+        })))
+      }))))
+    }))),
+    finish_reason: Schema.optional(Schema.NullOr(Schema.String))
+  })),
+  usage: Schema.optional(Schema.NullOr(WireUsage))
+})
+
+const decodeChunkJson = Schema.decodeUnknownEither(Schema.parseJson())
+const decodeChunkBody = Schema.decodeUnknownEither(ChatCompletionChunk)
+
+/** One `data:` line: the chunk as the API sent it, and as this layer reads it. */
+const decodeChunk = (data: string) =>
+  Either.flatMap(
+    decodeChunkJson(data),
+    (raw) => Either.map(decodeChunkBody(raw), (parsed) => ({ raw, parsed }))
+  )
+
+interface ChunkAccumulator {
+  id: string
+  model: string
+  text: string
+  readonly calls: Map<number, { id: string; name: string; arguments: string }>
+  finishReason: string | null
+}
+
+const initialChunks = (): ChunkAccumulator => ({ id: "", model: "", text: "", calls: new Map(), finishReason: null })
+
+/** One chunk in, the events it completes out; the usage chunk (the last) ends the answer. */
+const accumulateChunk = (
+  acc: ChunkAccumulator,
+  chunk: typeof ChatCompletionChunk.Type,
+  rateLimits: RateLimitSnapshot
+): ReadonlyArray<LlmClient.StreamEvent> => {
+  acc.id = chunk.id
+  acc.model = chunk.model
+  const events: Array<LlmClient.StreamEvent> = []
+  for (const choice of chunk.choices) {
+    const delta = choice.delta
+    if (delta?.content) {
+      acc.text += delta.content
+      events.push({ _tag: "TextDelta", text: delta.content })
+    }
+    for (const part of delta?.tool_calls ?? []) {
+      const call = acc.calls.get(part.index) ?? { id: "", name: "", arguments: "" }
+      if (part.id) call.id = part.id
+      if (part.function?.name) call.name += part.function.name
+      if (part.function?.arguments) call.arguments += part.function.arguments
+      acc.calls.set(part.index, call)
+    }
+    if (choice.finish_reason) {
+      acc.finishReason = choice.finish_reason
+      for (const call of acc.calls.values()) {
+        events.push({
+          _tag: "ToolCall",
+          call: { type: "tool_use", id: call.id, name: call.name, input: parseArguments(call.arguments) }
+        })
+      }
+    }
+  }
+  if (chunk.usage != null) {
+    const content: Array<LlmClient.ContentBlock> = acc.text === "" ? [] : [{ type: "text", text: acc.text }]
+    for (const call of acc.calls.values()) {
+      content.push({ type: "tool_use", id: call.id, name: call.name, input: parseArguments(call.arguments) })
+    }
+    events.push({
+      _tag: "Done",
+      response: {
+        id: acc.id,
+        model: acc.model,
+        content,
+        stopReason: toStopReason(acc.finishReason),
+        usage: toUsage(chunk.usage),
+        rateLimits
+      }
+    })
+  }
+  return events
+}
+
 // ---------------------------------------------------------------------------
 // The client
 // ---------------------------------------------------------------------------
@@ -202,36 +346,34 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider, never,
     const http = yield* HttpClient.HttpClient
     const url = `${options.baseURL.replace(/\/+$/, "")}/chat/completions`
 
-    const complete = (request: LlmClient.Request): Effect.Effect<LlmClient.Response, LlmClient.ProviderError> =>
+    /**
+     * Sends one body; a 4xx/5xx becomes the provider error its status and
+     * body say. The response is read in the caller's scope.
+     */
+    const send = (model: string, body: Record<string, unknown>) =>
       Effect.gen(function*() {
         const base = HttpClientRequest.post(url).pipe(
           options.auth === "api-key"
             ? HttpClientRequest.setHeader("api-key", Redacted.value(options.apiKey))
             : HttpClientRequest.bearerToken(options.apiKey),
           HttpClientRequest.setUrlParams(options.query ?? {}),
-          HttpClientRequest.bodyUnsafeJson(toBody(request))
+          HttpClientRequest.bodyUnsafeJson(body)
         )
         const response = yield* http.execute(base).pipe(
           Effect.timeoutFail({
             duration: timeoutAfter,
-            onTimeout: () => Errors.timeout(provider, request.model, timeoutAfter)
+            onTimeout: () => Errors.timeout(provider, model, timeoutAfter)
           }),
-          Effect.catchTag("RequestError", (error) => Effect.fail(Errors.network(provider, request.model, error))),
-          Effect.catchTag("ResponseError", (error) => Effect.fail(Errors.network(provider, request.model, error)))
+          Effect.catchTag("RequestError", (error) => Effect.fail(Errors.network(provider, model, error))),
+          Effect.catchTag("ResponseError", (error) => Effect.fail(Errors.network(provider, model, error)))
         )
         const rateLimits = yield* RateLimitHeaders.read(response.headers, "auto")
-        const body = yield* Effect.catchAll(
-          response.json,
-          (error) =>
-            response.status >= 400
-              ? Effect.succeed<unknown>(undefined)
-              : Effect.fail(Errors.network(provider, request.model, error))
-        )
         if (response.status >= 400) {
-          const wire = Option.getOrUndefined(decodeErrorBody(body))
+          const failed = yield* Effect.orElseSucceed(response.json, () => undefined)
+          const wire = Option.getOrUndefined(decodeErrorBody(failed))
           return yield* Effect.fail(Errors.fromHttpFailure({
             provider,
-            model: request.model,
+            model,
             status: response.status,
             headers: response.headers,
             errorType: typeof wire?.error.code === "string" ? wire.error.code : wire?.error.type ?? undefined,
@@ -240,6 +382,16 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider, never,
             rateLimits
           }))
         }
+        return { response, rateLimits }
+      })
+
+    const complete = (request: LlmClient.Request): Effect.Effect<LlmClient.Response, LlmClient.ProviderError> =>
+      Effect.gen(function*() {
+        const { rateLimits, response } = yield* send(request.model, bodyOf(request))
+        const body = yield* Effect.catchAll(
+          response.json,
+          (error) => Effect.fail(Errors.network(provider, request.model, error))
+        )
         const completion = decodeCompletion(body)
         if (completion._tag === "Left") {
           return yield* Effect.fail(
@@ -261,33 +413,57 @@ export const make = (options: Options): Effect.Effect<LlmClient.Provider, never,
             input: parseArguments(call.function.arguments)
           })
         }
-        const usage = completion.right.usage
-        const cached = usage?.prompt_tokens_details?.cached_tokens ?? 0
-        return {
+        const answer = {
           id: completion.right.id,
           model: completion.right.model,
           content,
           stopReason: toStopReason(choice.finish_reason),
-          usage: {
-            inputTokens: Math.max(0, (usage?.prompt_tokens ?? 0) - cached),
-            outputTokens: usage?.completion_tokens ?? 0,
-            cacheReadInputTokens: cached,
-            cacheWriteInputTokens: 0
-          },
+          usage: toUsage(completion.right.usage),
           rateLimits
         } satisfies LlmClient.Response
+        // Who sent a native body gets the completion back as the API returned it, every field of it.
+        return request.native?.api === api ? { ...answer, native: { api, body } } : answer
       }).pipe(Effect.scoped, Effect.withSpan("OpenAiCompatible.complete", { attributes: { model: request.model } }))
 
+    /**
+     * Server-sent chunks as they come (`stream: true`, with `stream_options:
+     * { include_usage: true }` so the last chunk carries the usage): text
+     * deltas at once, tool calls when their arguments are whole, `Done` with the
+     * usage. A server that sends no usage chunk ends without `Done`, and the
+     * admission path charges the call's worst case.
+     */
     const stream = (request: LlmClient.Request): Stream.Stream<LlmClient.StreamEvent, LlmClient.ProviderError> =>
-      Stream.flatMap(Stream.fromEffect(complete(request)), (response) =>
-        Stream.fromIterable<LlmClient.StreamEvent>([
-          ...response.content.map((block): LlmClient.StreamEvent =>
-            block.type === "tool_use"
-              ? { _tag: "ToolCall", call: block }
-              : { _tag: "TextDelta", text: block.type === "text" ? block.text : "" }
-          ),
-          { _tag: "Done", response }
-        ]))
+      Stream.unwrapScoped(Effect.gen(function*() {
+        const { rateLimits, response } = yield* send(request.model, {
+          ...bodyOf(request),
+          stream: true,
+          stream_options: { include_usage: true }
+        })
+        const speaksNative = request.native?.api === api
+        return response.stream.pipe(
+          Stream.mapError((error) => Errors.network(provider, request.model, error)),
+          Stream.decodeText(),
+          Stream.splitLines,
+          Stream.filterMap((line) => {
+            const data = line.startsWith("data:") ? line.slice(5).trim() : ""
+            return data === "" || data === "[DONE]" ? Option.none() : Option.some(data)
+          }),
+          Stream.mapEffect((data) => {
+            const chunk = decodeChunk(data)
+            return chunk._tag === "Right" ? Effect.succeed(chunk.right) : Effect.fail(
+              Errors.network(provider, request.model, new Error(`malformed chat completion chunk: ${data}`))
+            )
+          }),
+          Stream.mapAccum(initialChunks(), (acc, chunk) => {
+            const events = accumulateChunk(acc, chunk.parsed, rateLimits)
+            return [
+              acc,
+              speaksNative ? [{ _tag: "Native", event: { api, body: chunk.raw } } as const, ...events] : events
+            ] as const
+          }),
+          Stream.flattenIterables
+        )
+      }))
 
     return { provider, complete, stream }
   })

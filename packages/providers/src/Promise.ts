@@ -11,6 +11,18 @@
  *   waits for capacity, settles with the usage, and retries 429/529/5xx.
  * - Options are validated when the client is created; a bad one throws
  *   {@link InvalidOptionsError} naming it (`quotas.claude-haiku-4-5.requests.limit`).
+ * - Streaming is governed the same way, through the Governor's `stream`:
+ *   `messages.stream(params)` returns the SDK's own `MessageStream` (events,
+ *   `on("text")`, `finalMessage()`), `messages.create({ ...params, stream:
+ *   true })` an async iterable of the SDK's `RawMessageStreamEvent`s. The
+ *   budget's worst case and the limiter's permit are taken before the request
+ *   is sent, settled to the usage of the final events, refunded when the
+ *   provider refuses, and released exactly once when the consumer breaks out
+ *   of its loop or aborts (the worst case is then charged: the provider may
+ *   have run it).
+ * - Budget limits and call options are plain JavaScript: a limit's `scope` is
+ *   `"global"`, `{ tenant: "acme" }` or `{ job: "nightly" }`; `tenant`, `job`
+ *   and `priority` are given on the client (its defaults) or per call.
  * - Every failure is an ordinary `Error` subclass of {@link SluiceError}, whose
  *   `reason` is Sluice's typed error (`RateLimited`, `BudgetExceeded`, `Shed`,
  *   `BadRequest`, …) and `_tag` its tag; `RateLimitedError`,
@@ -46,8 +58,9 @@
  *
  * @since 0.1.0
  */
+import { MessageStream, type MessageStreamEvents } from "@anthropic-ai/sdk/lib/MessageStream"
 import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
-import { Budget, Governor, LlmClient, Pricing, Quota, QuotaKeys, RateLimiter, TokenEstimator } from "@sluice/core"
+import { Budget, Governor, LlmClient, Pricing, Quota, RateLimiter, TokenEstimator } from "@sluice/core"
 import type { Priority, Retry } from "@sluice/core"
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
@@ -62,7 +75,9 @@ import * as ParseResult from "effect/ParseResult"
 import * as Predicate from "effect/Predicate"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import * as Anthropic from "./Anthropic.js"
+import * as Facade from "./internal/facade.js"
 
 // ---------------------------------------------------------------------------
 // Options
@@ -83,19 +98,25 @@ export interface ClientOptions {
   readonly timeout?: number | string | undefined
   /**
    * Quotas per model, as the provider states them: `{ requests, inputTokens,
-   * outputTokens, tokens }`, each `{ limit, per, burst? }`, by the bare model
-   * name or as the Effect API keys it (`anthropic/claude-haiku-4-5`). A model
-   * without one runs one call at a time until the first response's headers tell
-   * its limits, and is logged once.
+   * outputTokens, tokens }`, each `{ limit, per, burst? }`. A model without one
+   * runs one call at a time until the first response's headers tell its limits.
    */
   readonly quotas?: { readonly [model: string]: Quota.QuotaInput } | undefined
   /** Calls in flight per model, at most. Default 256. */
   readonly maxConcurrency?: number | undefined
-  /** Spend limits (`limits`) and optionally a price table (`prices`, per model and million tokens). Default none. */
+  /**
+   * Spend limits (`limits`) and optionally a price table (`prices`, per model
+   * and million tokens). A limit's `scope` is `"global"` (the default),
+   * `{ tenant: "acme" }` or `{ job: "nightly" }`. Default none.
+   */
   readonly budget?: {
-    readonly limits: ReadonlyArray<Budget.LimitInput>
+    readonly limits: ReadonlyArray<LimitInput>
     readonly prices?: { readonly [model: string]: Pricing.ModelPrice } | undefined
   } | undefined
+  /** The tenant of a call that names none: its budget and, with per-tenant quotas, its key. */
+  readonly tenant?: string | undefined
+  /** The job of a call that names none, for per-job budgets. */
+  readonly job?: string | undefined
   /** The retry policy, or false for none. Default `Retry.defaults` (6 attempts, full jitter, `retry-after` honoured). */
   readonly retry?: Retry.Options | false | undefined
   /** Models to fall back to, in order, when the asked one is rate limited or overloaded. Default none. */
@@ -121,6 +142,34 @@ export interface CallOptions {
   readonly tenant?: string | undefined
   /** The job whose budget the call counts against. */
   readonly job?: string | undefined
+}
+
+/**
+ * Who a budget limit applies to, in plain JavaScript: `"global"`, `{ tenant: "acme" }`
+ * or `{ job: "nightly" }` (the Effect API's tagged scopes are taken too).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type LimitScope = "global" | { readonly tenant: string } | { readonly job: string } | Budget.Scope
+
+/**
+ * A budget limit: at most `limitUsd` per `window` (`"day"`, `"month"` or
+ * `{ rolling: "24 hours" }`) in a `scope` (default `"global"`).
+ *
+ * @example
+ * ```ts
+ * const limits: Array<LimitInput> = [
+ *   { window: "day", limitUsd: 50 },
+ *   { scope: { tenant: "acme" }, window: "month", limitUsd: 200, thresholds: [0.8] }
+ * ]
+ * ```
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LimitInput extends Omit<Budget.LimitInput, "scope"> {
+  readonly scope?: LimitScope | undefined
 }
 
 /**
@@ -169,6 +218,35 @@ const DurationInput = Schema.Union(Schema.String, Schema.Number).pipe(
   )
 )
 
+const PlainScope = Schema.Union(
+  Schema.Literal("global"),
+  Schema.Struct({ tenant: Schema.NonEmptyString }),
+  Schema.Struct({ job: Schema.NonEmptyString }),
+  Budget.Scope
+)
+
+const PlainLimit = Schema.Struct({ ...Budget.Limit.fields, scope: Schema.optionalWith(PlainScope, exact) })
+
+/**
+ * A plain limit as the Budget takes it: `{ tenant: "acme" }` becomes `{ _tag: "tenant", id: "acme" }`.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const toBudgetLimit = (limit: LimitInput): Budget.LimitInput => {
+  const scope = limit.scope ?? "global"
+  return {
+    ...limit,
+    scope: scope === "global"
+      ? { _tag: "global" }
+      : "_tag" in scope
+      ? scope
+      : "tenant" in scope
+      ? { _tag: "tenant", id: scope.tenant }
+      : { _tag: "job", id: scope.job }
+  }
+}
+
 /** The options Governor does not validate itself. */
 const ClientSchema = Schema.Struct({
   apiKey: Schema.NonEmptyString.annotations({ message: () => "Expected the API key, a non-empty string" }),
@@ -180,9 +258,11 @@ const ClientSchema = Schema.Struct({
   quotas: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.encodedSchema(Quota.Quota) }), exact),
   maxConcurrency: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
   budget: Schema.optionalWith(
-    Schema.Struct({ limits: Schema.Array(Budget.Limit), prices: Schema.optionalWith(Pricing.PriceTable, exact) }),
+    Schema.Struct({ limits: Schema.Array(PlainLimit), prices: Schema.optionalWith(Pricing.PriceTable, exact) }),
     exact
   ),
+  tenant: Schema.optionalWith(Schema.NonEmptyString, exact),
+  job: Schema.optionalWith(Schema.NonEmptyString, exact),
   learnOutput: Schema.optionalWith(Schema.Boolean, exact)
 })
 
@@ -221,14 +301,27 @@ const governorOptions = (options: ClientOptions): Governor.Options => ({
  * @since 0.1.0
  * @category utilities
  */
-export const validate = (options: ClientOptions): Either.Either<ClientOptions, InvalidClientOptions> => {
+export const validate = (options: ClientOptions): Either.Either<ClientOptions, InvalidClientOptions> =>
+  validateWith(options, [])
+
+/**
+ * {@link validate}, for a facade whose options add `extra` fields it checks itself.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const validateWith = <O extends ClientOptions>(
+  options: O,
+  extra: ReadonlyArray<string>
+): Either.Either<O, InvalidClientOptions> => {
   if (!Predicate.isRecord(options)) {
     return Either.left(new InvalidClientOptions({ issues: [{ path: "", message: "Expected an options object" }] }))
   }
   const issues: Array<{ readonly path: string; readonly message: string }> = []
-  const known = new Set<string>([...Object.keys(ClientSchema.fields), ...governorFields])
+  const known = new Set<string>([...Object.keys(ClientSchema.fields), ...governorFields, ...extra])
   for (const name of Object.keys(options)) if (!known.has(name)) issues.push({ path: name, message: "Unknown option" })
-  const { fallback: _fallback, priority: _priority, retry: _retry, ...own } = options
+  const { fallback: _fallback, priority: _priority, retry: _retry, ...rest } = options
+  const own = Object.fromEntries(Object.entries(rest).filter(([name]) => !extra.includes(name)))
   const decoded = Schema.decodeUnknownEither(ClientSchema, { errors: "all" })(own)
   if (Either.isLeft(decoded)) { for (const issue of formatted(decoded.left)) issues.push(issue) }
   for (const [model, quota] of Object.entries(Predicate.isRecord(options.quotas) ? options.quotas : {})) {
@@ -304,23 +397,8 @@ export type Reason =
  * @category errors
  */
 export class SluiceError<R extends Reason = Reason> extends Error {
-  /**
-   * The tag of the typed error, e.g. `"BudgetExceeded"`.
-   *
-   * @since 0.1.0
-   */
   readonly _tag: R["_tag"]
-  /**
-   * Sluice's typed error.
-   *
-   * @since 0.1.0
-   */
   readonly reason: R
-  /**
-   * The HTTP status, when the provider answered.
-   *
-   * @since 0.1.0
-   */
   readonly status: number | undefined
   constructor(reason: R) {
     super(reason.message, { cause: reason })
@@ -487,7 +565,7 @@ const toolChoiceOf = (choice: Sdk.ToolChoice): LlmClient.ToolChoice =>
  * @since 0.1.0
  * @category utilities
  */
-export const toRequest = (params: Sdk.MessageCreateParamsNonStreaming, call: CallOptions = {}): LlmClient.Request => {
+export const toRequest = (params: Sdk.MessageCreateParamsBase, call: CallOptions = {}): LlmClient.Request => {
   const system = params.system === undefined ? undefined : textOf(params.system)
   const tools = params.tools?.map((tool): LlmClient.Tool => {
     const custom = tool as {
@@ -522,8 +600,15 @@ export const toRequest = (params: Sdk.MessageCreateParamsNonStreaming, call: Cal
     maxOutputTokens: params.max_tokens,
     ...(params.stop_sequences === undefined ? {} : { stopSequences: params.stop_sequences }),
     ...(Object.keys(metadata).length === 0 ? {} : { metadata }),
-    native: Anthropic.native(params)
+    // Sent as they are; the layer sets `stream` itself, by the call (`complete` or `stream`).
+    native: Anthropic.native(withoutStream(params))
   }
+}
+
+/** Params without `stream`: the Anthropic layer sets it by the call it makes. */
+const withoutStream = (params: Sdk.MessageCreateParamsBase): Sdk.MessageCreateParamsNonStreaming => {
+  const { stream: _stream, ...rest } = params
+  return rest
 }
 
 /** Where this module enters the SDK's promises itself (`countTokens`): the fiber's signal cancels the request. */
@@ -548,8 +633,27 @@ const callSdk = <A>(
  */
 export interface Client {
   readonly messages: {
-    /** `anthropic.messages.create(params)`, governed. Streaming (`stream: true`) is not offered: use the Effect API's `stream`. */
-    readonly create: (params: Sdk.MessageCreateParamsNonStreaming, options?: CallOptions) => Promise<Sdk.Message>
+    /**
+     * `anthropic.messages.create(params)`, governed. With `stream: true` it
+     * resolves, once the call is admitted and answering, to an async iterable
+     * of the SDK's raw events (and a `controller` to abort it), as the SDK's
+     * `Stream` does; a refusal (the budget's, the limiter's) rejects it.
+     */
+    readonly create: {
+      (params: Sdk.MessageCreateParamsNonStreaming, options?: CallOptions): Promise<Sdk.Message>
+      (params: Sdk.MessageCreateParamsStreaming, options?: CallOptions): Promise<EventStream<Sdk.RawMessageStreamEvent>>
+      (
+        params: Sdk.MessageCreateParamsBase,
+        options?: CallOptions
+      ): Promise<Sdk.Message | EventStream<Sdk.RawMessageStreamEvent>>
+    }
+    /**
+     * `anthropic.messages.stream(params)`, governed: the SDK's own
+     * `MessageStream` (async iteration of its events, `on("text")`,
+     * `finalMessage()`, `finalText()`, `abort()`). A refusal rejects
+     * `finalMessage()` and the iteration with the typed error.
+     */
+    readonly stream: (params: Sdk.MessageStreamParams, options?: CallOptions) => MessageStream
     /** `anthropic.messages.countTokens(params)`: the provider's own count (not governed: it has its own limit). */
     readonly countTokens: (
       params: Sdk.MessageCountTokensParams,
@@ -558,15 +662,27 @@ export interface Client {
   }
   /** Live figures of a model's quota: waiting calls, calls in flight, bucket levels. */
   readonly stats: (model: string) => Promise<RateLimiter.KeyStats>
+  /** Each budget limit's state now: spent and reserved dollars. Empty without a budget. */
+  readonly budget: () => Promise<ReadonlyArray<Budget.Status>>
   /** Releases the runtime (limiter, estimator, budget, SDK); later calls reject with `ClosedError`. Idempotent. */
   readonly close: () => Promise<void>
 }
 
-/** The quota key of a model: the Governor's default, `anthropic/model`; a name already spelled so stays as it is. */
+/**
+ * The async iterable a streamed `create` resolves to, as the SDK's `Stream`:
+ * iterable once; `controller.abort()` or a `break` stops the response and
+ * releases the call's admission.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EventStream<T> extends AsyncIterable<T> {
+  readonly controller: AbortController
+}
+
+/** The quota key of a model: the Governor's default, `anthropic/model`. */
 const keyOf = (model: string): string =>
-  model.startsWith("anthropic/")
-    ? model
-    : Governor.defaultKey(false)({ model, messages: [], maxOutputTokens: 1 }, "anthropic")
+  Governor.defaultKey(false)({ model, messages: [], maxOutputTokens: 1 }, "anthropic")
 
 /**
  * Everything a client runs on, from valid options: the governed `LlmClient`, the SDK, the limiter, the estimator, the budget.
@@ -583,15 +699,14 @@ export const layer = (options: ClientOptions) => {
   // The Anthropic layer itself: it sends the `native` params `toRequest` attaches.
   const provider = Anthropic.layer(anthropic)
   const quotas = Object.fromEntries(Object.entries(options.quotas ?? {}).map(([model, quota]) => [keyOf(model), quota]))
-  // Logs a call on a model with no quota, and responses that carry no rate-limit headers (QuotaKeys).
-  const limiter = QuotaKeys.layerMemory({
+  const limiter = RateLimiter.layerMemory({
     quotas,
     ...(options.maxConcurrency === undefined ? {} : { maxInFlight: options.maxConcurrency })
   })
   const estimator = TokenEstimator.layer({ learnOutput: options.learnOutput ?? false })
   const budget = options.budget === undefined
     ? Layer.empty
-    : Budget.layer({ limits: options.budget.limits }).pipe(
+    : Budget.layer({ limits: options.budget.limits.map(toBudgetLimit) }).pipe(
       Layer.provide([Pricing.layer(options.budget.prices ?? Pricing.defaultTable), Budget.layerLedgerMemory])
     )
   // `provideMerge` keeps the consumer's outputs over the provider's: the
@@ -600,6 +715,32 @@ export const layer = (options: ClientOptions) => {
     Layer.provideMerge(provider),
     Layer.provideMerge(Layer.mergeAll(limiter, estimator, budget))
   )
+}
+
+/**
+ * The SDK's `MessageStream`, whose failures are Sluice's own errors: the SDK
+ * wraps an error its source throws in an `AnthropicError` (the original as
+ * `cause`); a {@link SluiceError} is handed on as it is, so `finalMessage()`
+ * rejects with `BudgetExceededError`, not a wrapper.
+ */
+class GovernedMessageStream extends MessageStream {
+  /** `MessageStream.fromReadableStream`, as this class (the SDK's static builds a plain `MessageStream`). */
+  static of(source: ReadableStream<Uint8Array>): GovernedMessageStream {
+    const runner = new GovernedMessageStream(null)
+    runner._run(() => runner._fromReadableStream(source))
+    return runner
+  }
+
+  protected override _emit<Event extends keyof MessageStreamEvents>(
+    event: Event,
+    ...args: Parameters<MessageStreamEvents[Event]>
+  ): void {
+    const [error] = args as ReadonlyArray<unknown>
+    if (event === "error" && Predicate.hasProperty(error, "cause") && error.cause instanceof SluiceError) {
+      return (super._emit as (event: string, error: unknown) => void)("error", error.cause)
+    }
+    return super._emit(event, ...args)
+  }
 }
 
 /**
@@ -653,27 +794,77 @@ export const createClient = (options: ClientOptions): Client => {
     throw Cause.squash(exit.cause)
   }
 
+  /** A call's options over the client's defaults. */
+  const callOf = (call: CallOptions): CallOptions => ({
+    ...(valid.right.tenant === undefined ? {} : { tenant: valid.right.tenant }),
+    ...(valid.right.job === undefined ? {} : { job: valid.right.job }),
+    ...call
+  })
+
+  /** The governed stream of a call's raw events, pulled from a Promise. */
+  const events = (params: Sdk.MessageCreateParamsBase, call: CallOptions, signal: AbortSignal) => {
+    if (closed !== undefined) throw new ClosedError(new ClientClosed())
+    const governed = Stream.unwrap(Effect.gen(function*() {
+      if (!Predicate.isRecord(params) || !Array.isArray(params.messages)) {
+        return yield* new InvalidRequest({ detail: "Expected Messages API params with `messages`" })
+      }
+      const client = yield* LlmClient.LlmClient
+      return client.stream(toRequest(params, callOf(call)))
+    })).pipe(
+      Stream.filterMap((event) =>
+        event._tag === "Native" && event.event.api === Anthropic.api
+          ? Option.some(event.event.body as Sdk.RawMessageStreamEvent)
+          : Option.none()
+      )
+    )
+    return Facade.pull(runtime, governed, toError, call.signal ? AbortSignal.any([signal, call.signal]) : signal)
+  }
+
+  const createStreaming = (params: Sdk.MessageCreateParamsStreaming, call: CallOptions) =>
+    new Facade.GovernedStream((signal) => events(params, call, signal)).prime()
+
+  const stream = (params: Sdk.MessageStreamParams, call: CallOptions = {}): MessageStream => {
+    const encoder = new TextEncoder()
+    let pulled: Facade.Pull<Sdk.RawMessageStreamEvent> | undefined
+    // The SDK's own `MessageStream`, fed the governed events as the lines its `toReadableStream` writes.
+    const messageStream: MessageStream = GovernedMessageStream.of(
+      new ReadableStream<Uint8Array>({
+        pull: async (controller) => {
+          try {
+            pulled ??= events(params as Sdk.MessageCreateParamsBase, call, messageStream.controller.signal)
+            const next = await pulled.next()
+            if (next.done) controller.close()
+            else controller.enqueue(encoder.encode(`${JSON.stringify(next.value)}\n`))
+          } catch (error) {
+            controller.error(error)
+          }
+        },
+        cancel: () => pulled?.close()
+      })
+    )
+    return messageStream
+  }
+
   return {
     messages: {
-      create: (params, call = {}) =>
-        run(
-          Effect.gen(function*() {
-            if (!Predicate.isRecord(params) || !Array.isArray(params.messages)) {
-              return yield* new InvalidRequest({ detail: "Expected Messages API params with `messages`" })
-            }
-            if ((params as { readonly stream?: unknown }).stream === true) {
-              return yield* new InvalidRequest({ detail: "`stream: true` is not offered by the Promise client" })
-            }
-            const client = yield* LlmClient.LlmClient
-            const response = yield* client.complete(toRequest(params, call))
-            // The Anthropic layer answers native params with the native message; without it something is broken.
-            return yield* Option.match(Anthropic.messageOf(response), {
-              onNone: () => Effect.dieMessage("Sluice: the SDK's message was lost on the way back"),
-              onSome: Effect.succeed
-            })
-          }),
-          call.signal
-        ),
+      stream,
+      create:
+        ((params: Sdk.MessageCreateParamsBase, call: CallOptions = {}) =>
+          params.stream === true ? createStreaming({ ...params, stream: true }, call) : run(
+            Effect.gen(function*() {
+              if (!Predicate.isRecord(params) || !Array.isArray(params.messages)) {
+                return yield* new InvalidRequest({ detail: "Expected Messages API params with `messages`" })
+              }
+              const client = yield* LlmClient.LlmClient
+              const response = yield* client.complete(toRequest(params, callOf(call)))
+              // The Anthropic layer answers native params with the native message; without it something is broken.
+              return yield* Option.match(Anthropic.messageOf(response), {
+                onNone: () => Effect.dieMessage("Sluice: the SDK's message was lost on the way back"),
+                onSome: Effect.succeed
+              })
+            }),
+            call.signal
+          )) as Client["messages"]["create"],
       countTokens: (params, call = {}) =>
         run(
           Effect.flatMap(Anthropic.AnthropicSdkClient, (sdk) =>
@@ -683,6 +874,14 @@ export const createClient = (options: ClientOptions): Client => {
     },
     stats: (model) =>
       run(Effect.flatMap(RateLimiter.RateLimiter, (limiter) => Effect.orDie(limiter.stats(keyOf(model)))), undefined),
+    budget: () =>
+      run(
+        Effect.flatMap(
+          Effect.serviceOption(Budget.Budget),
+          Option.match({ onNone: () => Effect.succeed([]), onSome: (budget) => Effect.orDie(budget.status) })
+        ),
+        undefined
+      ),
     close: () => {
       closed ??= runtime.dispose()
       return closed

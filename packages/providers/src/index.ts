@@ -35,12 +35,12 @@ export * as RateLimitHeaders from "./RateLimitHeaders.js"
  * @category utilities
  */
 export * as Sluice from "./Promise.js"
-// `EffectAi` (a governed `@effect/ai` `LanguageModel`) is reached by its own
-// subpath, `@sluice/providers/EffectAi`, so that only its users load `@effect/ai`.
 /**
- * The whole governed stack from one declarative file (`sluice.yaml` or JSON), `SLUICE_*` variables over it.
+ * A Promise facade with the `openai` SDK's `chat.completions` surface, governed (`createClient`).
  *
  * @since 0.1.0
  * @category utilities
  */
-export * as SluiceConfig from "./SluiceConfig.js"
+export * as SluiceOpenAi from "./PromiseOpenAi.js"
+// `EffectAi` (a governed `@effect/ai` `LanguageModel`) is reached by its own
+// subpath, `@sluice/providers/EffectAi`, so that only its users load `@effect/ai`.

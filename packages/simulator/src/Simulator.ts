@@ -7,7 +7,9 @@
  * `new Anthropic({ baseURL: running.url, apiKey: "sim-key" })`.
  *
  * Endpoints: `POST /v1/messages` (also `stream: true`, as server-sent events),
- * `POST /v1/messages/count_tokens`, `POST /v1/chat/completions`,
+ * `POST /v1/messages/count_tokens`, `POST /v1/chat/completions` (also
+ * `stream: true`, as server-sent chunks, the usage last with
+ * `stream_options: { include_usage: true }`),
  * `GET /_sim/stats`, `POST /_sim/reset`.
  *
  * - Quotas per API key and model: requests, input tokens and output tokens per
@@ -558,25 +560,88 @@ const chatCompletions = (engine: Engine.Engine) =>
         }]
       }
       : { role: "assistant", content: answer.text }
+    const id = newId("chatcmpl")
+    const created = Math.floor((yield* Effect.clockWith((clock) => clock.currentTimeMillis)) / 1000)
+    const finishReason = answer.kind === "tool" ? "tool_calls" : answer.stop === "max_tokens" ? "length" : "stop"
+    const usage = {
+      prompt_tokens: inputTokens,
+      completion_tokens: answer.outputTokens,
+      total_tokens: inputTokens + answer.outputTokens
+    }
+    if (record.stream === true) {
+      const options = record.stream_options
+      const includeUsage = typeof options === "object" && options !== null &&
+        (options as { readonly include_usage?: unknown }).include_usage === true
+      return HttpServerResponse.stream(
+        chunks({ id, created, model: request.model, message, finishReason, usage: includeUsage ? usage : undefined }),
+        { contentType: "text/event-stream", headers }
+      )
+    }
     return HttpServerResponse.unsafeJson({
-      id: newId("chatcmpl"),
+      id,
       object: "chat.completion",
-      created: Math.floor(
-        (yield* Effect.clockWith((clock) => clock.currentTimeMillis)) / 1000
-      ),
+      created,
       model: request.model,
-      choices: [{
-        index: 0,
-        message,
-        finish_reason: answer.kind === "tool" ? "tool_calls" : answer.stop === "max_tokens" ? "length" : "stop"
-      }],
-      usage: {
-        prompt_tokens: inputTokens,
-        completion_tokens: answer.outputTokens,
-        total_tokens: inputTokens + answer.outputTokens
-      }
+      choices: [{ index: 0, message, finish_reason: finishReason }],
+      usage
     }, { headers })
   })
+
+/**
+ * Chat completions' server-sent chunks for an answer (`stream: true`): the
+ * role, the text a few words at a time or each tool call's arguments in
+ * pieces, the finish reason, then (with `stream_options.include_usage`) a
+ * last chunk with no choices and the usage, and `data: [DONE]`.
+ */
+const chunks = (answer: {
+  readonly id: string
+  readonly created: number
+  readonly model: string
+  readonly message: {
+    readonly content: string | null
+    readonly tool_calls?: ReadonlyArray<
+      { readonly id: string; readonly function: { readonly name: string; readonly arguments: string } }
+    >
+  }
+  readonly finishReason: string
+  readonly usage: Record<string, number> | undefined
+}): Stream.Stream<Uint8Array> => {
+  const chunk = (delta: Record<string, unknown>, finishReason: string | null = null) => ({
+    id: answer.id,
+    object: "chat.completion.chunk",
+    created: answer.created,
+    model: answer.model,
+    choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
+    ...(answer.usage === undefined ? {} : { usage: null })
+  })
+  const out: Array<unknown> = [chunk({ role: "assistant", content: "" })]
+  const words = answer.message.content?.match(/\S+\s*/g) ?? []
+  for (let i = 0; i < words.length; i += 4) out.push(chunk({ content: words.slice(i, i + 4).join("") }))
+  answer.message.tool_calls?.forEach((call, index) => {
+    out.push(chunk({
+      tool_calls: [{ index, id: call.id, type: "function", function: { name: call.function.name, arguments: "" } }]
+    }))
+    for (let i = 0; i < call.function.arguments.length; i += 40) {
+      out.push(chunk({ tool_calls: [{ index, function: { arguments: call.function.arguments.slice(i, i + 40) } }] }))
+    }
+  })
+  out.push(chunk({}, answer.finishReason))
+  if (answer.usage !== undefined) {
+    out.push({
+      id: answer.id,
+      object: "chat.completion.chunk",
+      created: answer.created,
+      model: answer.model,
+      choices: [],
+      usage: answer.usage
+    })
+  }
+  const encoder = new TextEncoder()
+  return Stream.fromIterable([
+    ...out.map((data) => encoder.encode(`data: ${JSON.stringify(data)}\n\n`)),
+    encoder.encode("data: [DONE]\n\n")
+  ])
+}
 
 /**
  * The simulator's routes over an engine.

@@ -1,0 +1,133 @@
+/**
+ * What the Promise facades (`Promise.ts`, `PromiseOpenAi.ts`) share for
+ * streamed calls: a governed `Stream` pulled one element at a time from a
+ * Promise, its scope closed exactly once — at the end, on a failure, when the
+ * consumer stops early (`return()`), or when its signal aborts.
+ *
+ * These modules are the edge for code without Effect: the one place a governed
+ * stream becomes an async iterator.
+ */
+import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+
+/** A pulled stream: `next` as an async iterator's, `close` releases it (idempotent). */
+export interface Pull<A> {
+  readonly next: () => Promise<IteratorResult<A, undefined>>
+  readonly close: () => Promise<void>
+}
+
+/**
+ * Pulls `stream` on `runtime`. A failure rejects `next` with `toError(error)`;
+ * an abort of `signal` ends the iteration (`done`) and releases the stream,
+ * whether a pull is waiting or not, as the SDKs' streams end when aborted.
+ */
+export const pull = <A, E, R, ER>(
+  runtime: ManagedRuntime.ManagedRuntime<R, ER>,
+  stream: Stream.Stream<A, E, R>,
+  toError: (error: E | ER) => unknown,
+  signal: AbortSignal
+): Pull<A> => {
+  // A scope of its own: the stream's resources (the admission's permit and
+  // reservation, the HTTP response) live until `close`, not until one pull ends.
+  const scope = Effect.runSync(Scope.make())
+  let puller: Effect.Effect<Chunk.Chunk<A>, Option.Option<E>, R> | undefined
+  let buffer: Array<A> = []
+  let done = false
+  let inFlight = false
+  let closed: Promise<void> | undefined
+
+  const close = (): Promise<void> => {
+    done = true
+    signal.removeEventListener("abort", onAbort)
+    closed ??= runtime.runPromise(Scope.close(scope, Exit.void))
+    return closed
+  }
+  function onAbort() {
+    // A pull in flight is interrupted by the signal, and its `next` closes the scope.
+    if (!inFlight) void close()
+  }
+  signal.addEventListener("abort", onAbort, { once: true })
+
+  const pullOnce = async (): Promise<Exit.Exit<Chunk.Chunk<A>, Option.Option<E> | ER>> => {
+    inFlight = true
+    try {
+      puller ??= await runtime.runPromise(Scope.extend(Stream.toPull(stream), scope))
+      return await runtime.runPromiseExit(puller, { signal })
+    } finally {
+      inFlight = false
+    }
+  }
+
+  const next = async (): Promise<IteratorResult<A, undefined>> => {
+    while (buffer.length === 0) {
+      if (done || signal.aborted) {
+        await close()
+        return { done: true, value: undefined }
+      }
+      const exit = await pullOnce()
+      if (Exit.isSuccess(exit)) {
+        buffer = Chunk.toArray(exit.value)
+        continue
+      }
+      await close()
+      const failure = Cause.failureOption(exit.cause)
+      if (Option.isSome(failure)) {
+        // `None` is the stream's end; anything not an `Option` is the runtime's layer failing to build.
+        if (!Option.isOption(failure.value)) throw toError(failure.value)
+        if (Option.isNone(failure.value)) return { done: true, value: undefined }
+        throw toError(failure.value.value)
+      }
+      // Interrupted by the signal: the iteration ends, as an aborted SDK stream's does.
+      if (signal.aborted) return { done: true, value: undefined }
+      throw Cause.squash(exit.cause)
+    }
+    return { done: false, value: buffer.shift()! }
+  }
+
+  return { next, close }
+}
+
+/**
+ * An SDK-like stream of a governed call: iterable once, with the
+ * `controller` whose `abort()` stops it (and the HTTP response) and releases
+ * its admission. Breaking out of `for await` releases it too.
+ */
+export class GovernedStream<T> implements AsyncIterable<T> {
+  readonly controller: AbortController
+  readonly #pull: Pull<T>
+  #pending: IteratorResult<T, undefined> | undefined
+  #consumed = false
+
+  constructor(open: (signal: AbortSignal) => Pull<T>, controller: AbortController = new AbortController()) {
+    this.controller = controller
+    this.#pull = open(controller.signal)
+  }
+
+  /** Pulls the first element ahead: the call is admitted (or refused) before the caller's promise settles. */
+  async prime(): Promise<this> {
+    this.#pending = await this.#pull.next()
+    return this
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T, undefined> {
+    if (this.#consumed) throw new Error("Cannot iterate over a consumed stream")
+    this.#consumed = true
+    return {
+      next: () => {
+        const pending = this.#pending
+        this.#pending = undefined
+        return pending === undefined ? this.#pull.next() : Promise.resolve(pending)
+      },
+      return: async () => {
+        await this.#pull.close()
+        return { done: true, value: undefined }
+      }
+    }
+  }
+}
