@@ -484,8 +484,12 @@ const governorIssues = (input: unknown): ReadonlyArray<Issue> => {
     ...(input.retry === undefined ? {} : { retry: input.retry }),
     ...(fallback === undefined ? {} : { fallback })
   } as Governor.Options
+  // `Governor.validate` lets `key` through (a function, set in code): in a file it is a mistake.
+  const keyIssue = "key" in governor
+    ? [{ path: "governor.key", message: "The key function is set in code (Governor.Options.key), not in a file" }]
+    : []
   return Either.match(Governor.validate(options), {
-    onRight: () => [],
+    onRight: () => keyIssue,
     onLeft: (error) =>
       error.issues.map((issue) => {
         const top = issue.path.split(".")[0]
@@ -493,7 +497,7 @@ const governorIssues = (input: unknown): ReadonlyArray<Issue> => {
           path: top === "retry" || top === "fallback" ? issue.path : `governor.${issue.path}`,
           message: issue.message
         }
-      })
+      }).concat(keyIssue)
   })
 }
 
