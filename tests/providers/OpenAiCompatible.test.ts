@@ -3,7 +3,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { LlmClient } from "@sluice/core"
 import * as OpenAiCompatible from "@sluice/providers/OpenAiCompatible"
 import * as Simulator from "@sluice/simulator/Simulator"
-import { Effect, Redacted } from "effect"
+import { Chunk, Effect, Redacted, Stream } from "effect"
 
 const ask = (text: string): LlmClient.Request => ({
   model: "gpt-4o-mini",
@@ -52,6 +52,47 @@ describe("OpenAI-compatible layer against the simulator", () => {
       expect(response.stopReason).toBe("tool_use")
       expect(call?.name).toBe("record")
       expect(typeof (call?.input as { title?: unknown }).title).toBe("string")
+    }))
+
+  it.scoped("stream reads the server-sent chunks: text as it comes, a tool call whole, Done with the usage", () =>
+    Effect.gen(function*() {
+      const { client, running } = yield* clientOn({})
+      const whole = yield* client.complete(ask("Tell me about token buckets."))
+      const events = Chunk.toReadonlyArray(yield* Stream.runCollect(client.stream(ask("Tell me about token buckets."))))
+      const deltas = events.flatMap((event) => event._tag === "TextDelta" ? [event.text] : [])
+      expect(deltas.length).toBeGreaterThan(1)
+      expect(deltas.join("")).toBe(LlmClient.text(whole))
+      const done = events.at(-1)
+      expect(done?._tag).toBe("Done")
+      if (done?._tag === "Done") expect(done.response.usage).toEqual(whole.usage)
+      // Only a request with a native body gets the API's own chunks.
+      expect(events.some((event) => event._tag === "Native")).toBe(false)
+
+      const tool = {
+        ...ask("Launch day\nThe new product launch went wonderfully well."),
+        tools: [{
+          name: "record",
+          inputSchema: { type: "object", properties: { title: { type: "string" } }, required: ["title"] }
+        }],
+        toolChoice: { type: "tool", name: "record" }
+      } satisfies LlmClient.Request
+      const streamed = Chunk.toReadonlyArray(yield* Stream.runCollect(client.stream(tool)))
+      const call = streamed.find((event) => event._tag === "ToolCall")
+      expect(call?._tag === "ToolCall" && typeof (call.call.input as { title?: unknown }).title).toBe("string")
+      expect(streamed.at(-1)?._tag === "Done" && streamed.at(-1)).toMatchObject({
+        response: { stopReason: "tool_use" }
+      })
+
+      const native = yield* Stream.runCollect(client.stream({
+        ...ask("Hi"),
+        native: OpenAiCompatible.native({ model: "ignored", messages: [{ role: "user", content: "Hi" }], stream: true })
+      }))
+      const chunks = Chunk.toReadonlyArray(native).flatMap((event) => event._tag === "Native" ? [event.event] : [])
+      expect(chunks.every((chunk) => chunk.api === "openai")).toBe(true)
+      // Every chunk, the usage chunk last (the layer asked for it), each with the request's model.
+      expect(chunks.at(-1)?.body).toMatchObject({ choices: [], usage: { completion_tokens: expect.any(Number) } })
+      expect(chunks.every((chunk) => (chunk.body as { model: string }).model === "gpt-4o-mini")).toBe(true)
+      expect((yield* running.stats).keys.find((entry) => entry.model === "gpt-4o-mini")?.accepted).toBe(4)
     }))
 
   it.scoped("over the limit it is RateLimited with a retry-after; a missing key is Unauthorized", () =>

@@ -1,6 +1,6 @@
 import type Anthropic from "@anthropic-ai/sdk"
 import AnthropicSdk from "@anthropic-ai/sdk"
-import { BudgetExceededError, createClient } from "@sluice/providers/Promise"
+import { BudgetExceededError, createClient, InvalidOptionsError, toBudgetLimit } from "@sluice/providers/Promise"
 import * as SluiceOpenAi from "@sluice/providers/PromiseOpenAi"
 import * as Simulator from "@sluice/simulator/Simulator"
 import { Effect, Exit, Scope } from "effect"
@@ -197,6 +197,45 @@ describe("the Anthropic facade streams through the Governor", () => {
         await anthropic.close()
       }
     }))
+})
+
+describe("plain JavaScript options", () => {
+  it("budget scopes read { tenant } and { job }; a bad one, a bad tenant and a bad Azure option are each named", () => {
+    expect(toBudgetLimit({ scope: { tenant: "acme" }, window: "day", limitUsd: 1 }).scope).toEqual({
+      _tag: "tenant",
+      id: "acme"
+    })
+    expect(toBudgetLimit({ scope: { job: "nightly" }, window: "day", limitUsd: 1 }).scope).toEqual({
+      _tag: "job",
+      id: "nightly"
+    })
+    expect(toBudgetLimit({ window: "day", limitUsd: 1 }).scope).toEqual({ _tag: "global" })
+    const anthropic = () =>
+      createClient({
+        apiKey: "sim-key",
+        tenant: "",
+        budget: { limits: [{ scope: { tenant: "" }, window: "day", limitUsd: 1 }] }
+      })
+    expect(anthropic).toThrow(InvalidOptionsError)
+    try {
+      anthropic()
+    } catch (error) {
+      const paths = (error as InvalidOptionsError).reason.issues.map((issue) => issue.path)
+      expect(paths).toContain("tenant")
+      expect(paths.some((path) => path.startsWith("budget.limits.0.scope"))).toBe(true)
+    }
+    const openai = () =>
+      SluiceOpenAi.createClient({ apiKey: "sim-key", auth: "basic" as "bearer", defaultMaxTokens: 0, job: "n" })
+    expect(openai).toThrow(InvalidOptionsError)
+    try {
+      openai()
+    } catch (error) {
+      expect((error as InvalidOptionsError).reason.issues.map((issue) => issue.path).sort()).toEqual([
+        "auth",
+        "defaultMaxTokens"
+      ])
+    }
+  })
 })
 
 describe("the OpenAI facade: chat.completions over the OpenAI-compatible layer", () => {
