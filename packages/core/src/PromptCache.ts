@@ -36,6 +36,36 @@ const hash = (text: string): string => {
   return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36)
 }
 
+/** Texts shorter than this enter a block's id as they are; longer ones as their hash, remembered. */
+const digestFrom = 1_024
+/** Characters of remembered texts, at most; the oldest go first. */
+const digestChars = 4_000_000
+const digests = new Map<string, string>()
+let digested = 0
+
+/**
+ * A text as it enters a block's id: itself when short, else its length and
+ * hash, computed once per text while it is among the last 4,000,000
+ * characters digested. A 40,000-token document took 10–20 ms to hash on every
+ * call (and every retry and fallback rung); now the first call pays it and the
+ * next ones a map lookup (a long string's hash in V8 is its length, and the
+ * same string compares at once).
+ */
+const digest = (text: string): string => {
+  if (text.length < digestFrom) return `=${text}`
+  const known = digests.get(text)
+  if (known !== undefined) return known
+  const id = `#${text.length}:${hash(text)}`
+  digests.set(text, id)
+  digested += text.length
+  while (digested > digestChars) {
+    const oldest = digests.keys().next().value!
+    digested -= oldest.length
+    digests.delete(oldest)
+  }
+  return id
+}
+
 const isMarked = (block: LlmClient.ContentBlock): boolean => block.type === "text" && block.cacheControl !== undefined
 
 /** A block's content for the chain: `cacheControl` left out, so moving a breakpoint does not change what came before it. */
@@ -66,7 +96,8 @@ export interface Prefixes {
  * The prefixes of a request on `key` that the provider's cache may hold, or
  * `undefined` when it marks nothing to cache. Blocks go in the provider's
  * order (tools, the system prompt, then each message's blocks), and the id of
- * a prefix is a hash chained over its blocks, `cacheControl` aside: a
+ * a prefix is a hash chained over its blocks (a long text by its remembered
+ * hash), `cacheControl` aside: a
  * conversation whose next turn moves its breakpoint forward still finds the
  * prefix the last turn cached, as the provider does.
  *
@@ -81,16 +112,17 @@ export const prefixes = (request: LlmClient.Request, key: string): Prefixes | un
   for (const tool of request.tools ?? []) blocks.push(`tool|${JSON.stringify(tool)}`)
   if (request.system !== undefined) {
     if (request.systemCacheControl !== undefined) marked.push(blocks.length)
-    blocks.push(`system|${request.system}`)
+    blocks.push(`system|${digest(request.system)}`)
   }
   for (const message of request.messages) {
     if (typeof message.content === "string") {
-      blocks.push(`${message.role}:start|${message.content}`)
+      blocks.push(`${message.role}:start|${digest(message.content)}`)
       continue
     }
     message.content.forEach((block, b) => {
       if (isMarked(block)) marked.push(blocks.length)
-      blocks.push(`${message.role}${b === 0 ? ":start" : ""}|${JSON.stringify(block, withoutCacheControl)}`)
+      const content = block.type === "text" ? `text|${digest(block.text)}` : JSON.stringify(block, withoutCacheControl)
+      blocks.push(`${message.role}${b === 0 ? ":start" : ""}|${content}`)
     })
   }
   if (marked.length === 0) return undefined
