@@ -159,6 +159,8 @@ export type LimitScope = "global" | { readonly tenant: string } | { readonly job
  *
  * @example
  * ```ts
+ * import type { LimitInput } from "@sluice/providers/Promise"
+ *
  * const limits: Array<LimitInput> = [
  *   { window: "day", limitUsd: 50 },
  *   { scope: { tenant: "acme" }, window: "month", limitUsd: 200, thresholds: [0.8] }
@@ -397,8 +399,23 @@ export type Reason =
  * @category errors
  */
 export class SluiceError<R extends Reason = Reason> extends Error {
+  /**
+   * The tag of the typed error, e.g. `"BudgetExceeded"`.
+   *
+   * @since 0.1.0
+   */
   readonly _tag: R["_tag"]
+  /**
+   * Sluice's typed error.
+   *
+   * @since 0.1.0
+   */
   readonly reason: R
+  /**
+   * The HTTP status, when the provider answered.
+   *
+   * @since 0.1.0
+   */
   readonly status: number | undefined
   constructor(reason: R) {
     super(reason.message, { cause: reason })
