@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Report from "@sluice/examples/extract/Report"
-import type { Limits, Sample, Summary } from "@sluice/examples/extract/Summary"
+import { allowance, type Limits, type Sample, type Summary } from "@sluice/examples/extract/Summary"
 
 const limits: Limits = { requestsPerMinute: 2_000, inputTokensPerMinute: 4_000_000, outputTokensPerMinute: 200_000 }
 const noLimits: Limits = { requestsPerMinute: 0, inputTokensPerMinute: 0, outputTokensPerMinute: 0 }
@@ -27,12 +27,16 @@ const summary: Summary = {
   outputTokensPerMinute: 150_000,
   interrupted: false
 }
-/** The sample at second `at`, its rates scaled by `f` (0 gives an all-zero sample). */
+/**
+ * The sample at second `at` of a run counting 1,500 requests, 3,000,000 input and
+ * 150,000 output tokens a minute, each scaled by `f` (0 gives an all-zero sample).
+ */
 const sample = (at: number, f = 1): Sample => ({
   atSeconds: at,
-  requestsPerMinute: 1_500 * f,
-  inputTokensPerMinute: 3_000_000 * f,
-  outputTokensPerMinute: 150_000 * f,
+  quotaMinutes: at / 60,
+  requests: 25 * at * f,
+  inputTokens: 50_000 * at * f,
+  outputTokens: 2_500 * at * f,
   queue: { interactive: 0, normal: (at % 3) * f, batch: 10 * f },
   inFlight: 8 * f,
   done: at * f,
@@ -69,7 +73,17 @@ const seriesPoints = (html: string, chart: string, series: string): ReadonlyArra
 const labels = (html: string, chart: string): ReadonlyArray<string> =>
   Array.from(svgOf(html, chart).matchAll(/<text[^>]*>([^<]*)<\/text>/g), (m) => m[1]!)
 
-const charts = ["requests", "inputTokens", "outputTokens", "queue", "errors", "done"] as const
+const charts = [
+  "requests",
+  "requestsAllowed",
+  "inputTokens",
+  "inputTokensAllowed",
+  "outputTokens",
+  "outputTokensAllowed",
+  "queue",
+  "errors",
+  "done"
+] as const
 
 describe("the run report", () => {
   const samples = Array.from({ length: 60 }, (_, i) => sample(i + 1))
@@ -87,11 +101,13 @@ describe("the run report", () => {
     const used = seriesPoints(html, "requests", "value")
     expect(used.length).toBe(60)
     const limit = seriesPoints(html, "requests", "limit")
-    // The values (1,500) stay under the limit (2,000), so the limit sets the range.
+    // The values (at most 1,500 in a minute) stay under the limit (2,000), so the limit sets the range.
     const scale = Report.scale(60, 2_000 * 1.1)
     expect(limit.length).toBe(2)
     for (const [, y] of limit) expect(y).toBeCloseTo(Report.yOf(scale, 2_000), 1)
-    expect(used[0]![1]).toBeCloseTo(Report.yOf(scale, 1_500), 1)
+    // One second in, the trailing minute holds that second's 25 requests; a minute in, the minute's 1,500.
+    expect(used[0]![1]).toBeCloseTo(Report.yOf(scale, 25), 1)
+    expect(used.at(-1)![1]).toBeCloseTo(Report.yOf(scale, 1_500), 1)
     // The limit runs across the whole x axis.
     expect(limit[0]![0]).toBeCloseTo(Report.xOf(scale, 0), 1)
     expect(limit[1]![0]).toBeCloseTo(Report.xOf(scale, 60), 1)
@@ -122,17 +138,25 @@ describe("the run report", () => {
       expect(labels(html, chart)).toContain("seconds")
       expect(labels(html, chart).length).toBeGreaterThanOrEqual(6)
     }
-    expect(labels(html, "requests")).toEqual(expect.arrayContaining(["0", "500", "1k", "2k", "used", "limit"]))
+    expect(labels(html, "requests")).toEqual(expect.arrayContaining(["0", "500", "1k", "2k", "counted", "limit"]))
+    expect(labels(html, "requestsAllowed")).toEqual(expect.arrayContaining(["used", "allowed"]))
     expect(labels(html, "queue")).toEqual(expect.arrayContaining(["interactive", "normal", "batch", "in flight"]))
   })
 
   it("counts the x axis in minutes once the run is longer than five minutes", () => {
     const long = Report.render(input(Array.from({ length: 60 }, (_, i) => sample((i + 1) * 10)))) // 10 minutes
-    expect(labels(long, "requests")).toContain("minutes")
-    expect(labels(long, "requests")).not.toContain("seconds")
+    for (const chart of charts) {
+      expect(labels(long, chart)).toContain("minutes")
+      expect(labels(long, chart)).not.toContain("seconds")
+    }
     expect(labels(long, "requests")).toEqual(expect.arrayContaining(["0", "2", "4", "10"]))
     const last = seriesPoints(long, "requests", "value").at(-1)!
     expect(last[0]).toBeCloseTo(Report.xOf(Report.scale(10, 1), 10), 1)
+    // Ten minutes at 1,500 a minute against 2,000: the trailing minute reads 1,500 throughout, not 25 a second.
+    const scale = Report.scale(10, 2_000 * 1.1)
+    for (const [, y] of seriesPoints(long, "requests", "value").slice(5)) {
+      expect(y).toBeCloseTo(Report.yOf(scale, 1_500), 1)
+    }
   })
 
   it("draws each series in one colour in every chart, and no two series alike", () => {
@@ -208,6 +232,53 @@ describe("the run report", () => {
     const scale = Report.scale(60, 1_500 * 1.1)
     expect(seriesPoints(cases.noLimit, "requests", "limit")[0]![1]).toBeCloseTo(Report.yOf(scale, 0), 1)
     expect(cases.noLimit).toContain("1,500 (limit 0)")
+  })
+
+  it("charts what the provider counts: a burst at the start reads as the minute's count, the steady run at the limit as the limit", () => {
+    // The bucket starts full: 600,000 input tokens in the first second, then the refill's 10,000 a second.
+    const tokens = { ...limits, inputTokensPerMinute: 600_000 }
+    const burst = Array.from({ length: 181 }, (_, at) => ({
+      ...sample(at),
+      inputTokens: at === 0 ? 0 : 600_000 + 10_000 * (at - 1)
+    }))
+    const counted = Report.trailingMinute(burst, "inputTokens")
+    expect(counted[1]).toBe(600_000) // not 600,000 × 6 extrapolated from a 10-second window
+    expect(counted[60]).toBeCloseTo(1_190_000, 3) // the full bucket and the refill of the first minute
+    for (const value of counted.slice(61)) expect(value).toBeCloseTo(600_000, 3) // at the limit, read as the limit
+    const page = Report.render(input(burst, { limits: tokens }))
+    const scale = Report.scale(180, 1_190_000 * 1.1)
+    const drawn = seriesPoints(page, "inputTokens", "value")
+    expect(drawn.length).toBe(181)
+    expect(drawn.at(-1)![1]).toBeCloseTo(Report.yOf(scale, 600_000), 1)
+    expect(seriesPoints(page, "inputTokens", "limit")[0]![1]).toBeCloseTo(Report.yOf(scale, 600_000), 1)
+  })
+
+  it("measures the trailing minute in the provider's minutes, interpolating between samples", () => {
+    // A simulator at 10× speed: a provider minute lasts 6 s; 100 requests a provider minute, sampled every 2 s.
+    const fast = Array.from({ length: 16 }, (_, i) => ({
+      ...sample(2 * i),
+      quotaMinutes: (2 * i * 10) / 60,
+      requests: (100 * 2 * i * 10) / 60
+    }))
+    const counted = Report.trailingMinute(fast, "requests")
+    expect(counted[0]).toBe(0)
+    expect(counted[1]).toBeCloseTo(100 / 3, 9) // a third of a minute since the start
+    for (const value of counted.slice(3)) expect(value).toBeCloseTo(100, 9) // 6 s back falls between samples
+    expect(Report.trailingMinute([], "requests")).toEqual([])
+  })
+
+  it("draws what the run used since the start against the allowance: the full bucket at the start plus the refill since", () => {
+    const used = seriesPoints(html, "requestsAllowed", "value")
+    const allowed = seriesPoints(html, "requestsAllowed", "limit")
+    expect(used.length).toBe(60)
+    expect(allowed.length).toBe(60)
+    // At 60 s: 1,500 requests used of 2,000 × (1 + 1) = 4,000 allowed, on a range up to 4,000 × 1.1.
+    const scale = Report.scale(60, 4_000 * 1.1)
+    expect(used.at(-1)![1]).toBeCloseTo(Report.yOf(scale, 1_500), 1)
+    expect(allowed.at(-1)![1]).toBeCloseTo(Report.yOf(scale, allowance(2_000, 1)), 1)
+    expect(allowed[0]![1]).toBeCloseTo(Report.yOf(scale, 2_000 * (1 + 1 / 60)), 1)
+    expect(svgOf(html, "requestsAllowed")).toMatch(/data-series="limit"[^>]*stroke-dasharray/)
+    expect(labels(html, "inputTokensAllowed")).toEqual(expect.arrayContaining(["used", "allowed"]))
   })
 
   it("says when the run was stopped early", () => {

@@ -46,7 +46,7 @@ import {
 import type { Source } from "./Documents.js"
 import * as Extraction from "./Extraction.js"
 import { layerCheckpoint, Store } from "./Store.js"
-import { bottleneck, type Limits, type Sample, type Summary } from "./Summary.js"
+import { allowance, bottleneck, type Limits, type Sample, type Summary } from "./Summary.js"
 
 /** What a run is told. */
 export interface Config {
@@ -137,12 +137,13 @@ const scaled = (quota: Quota.QuotaInput, timeScale: number): Quota.QuotaInput =>
 export const defaultConcurrency = (limits: Limits, timeScale = 1): number =>
   Math.max(4, Math.min(256, Math.ceil((limits.requestsPerMinute * timeScale / 60) * 4)))
 
-/** A snapshot as a report sample, rates per quota minute. */
+/** A snapshot as a report sample: its time in wall seconds and in quota minutes, and the counts so far. */
 export const toSample = (snapshot: Pipeline.Snapshot, timeScale: number): Sample => ({
   atSeconds: snapshot.elapsedMillis / 1000,
-  requestsPerMinute: snapshot.perMinute.requests / timeScale,
-  inputTokensPerMinute: snapshot.perMinute.inputTokens / timeScale,
-  outputTokensPerMinute: snapshot.perMinute.outputTokens / timeScale,
+  quotaMinutes: (snapshot.elapsedMillis / 60_000) * timeScale,
+  requests: snapshot.progress.requests,
+  inputTokens: snapshot.progress.inputTokens,
+  outputTokens: snapshot.progress.outputTokens,
   queue: snapshot.queue,
   inFlight: snapshot.limiterInFlight,
   done: Pipeline.done(snapshot.progress),
@@ -300,6 +301,10 @@ export const run = (config: Config) =>
       return Option.isNone(previous) ? all : Chunk.append(all, {
         ...previous.value,
         atSeconds: wallMillis / 1000,
+        quotaMinutes: (wallMillis / 60_000) * config.timeScale,
+        requests: progress.requests,
+        inputTokens: progress.inputTokens,
+        outputTokens: progress.outputTokens,
         done: Pipeline.done(progress),
         http429: progress.rateLimited,
         http529: progress.overloaded,
@@ -310,7 +315,7 @@ export const run = (config: Config) =>
     const quotaMinutes = (wallMillis / 60_000) * config.timeScale
     const perMinute = (n: number) => quotaMinutes > 0 ? n / quotaMinutes : 0
     // What the quota allowed over the run: a full bucket at the start plus the refill since.
-    const allowed = (limit: number) => limit * (1 + quotaMinutes)
+    const allowed = (limit: number) => allowance(limit, quotaMinutes)
     const utilisation = {
       requests: progress.requests / allowed(config.limits.requestsPerMinute),
       inputTokens: progress.inputTokens / allowed(config.limits.inputTokensPerMinute),

@@ -1,12 +1,13 @@
 /**
  * The run's report: one self-contained HTML file (inline CSS and SVG, no
- * script, no external URL) with charts of requests and tokens per minute
- * against each limit, the limiter's queue by priority, 429s, 529s and retries
- * over time, documents done, and the summary table; when the quota was the
- * bottleneck, the summary's sentence saying so stands out under the headline.
- * Pure functions.
+ * script, no external URL) with, for requests, input and output tokens, what
+ * the provider counted in the trailing minute against the limit and what the
+ * run used against what the quota allowed since the start; the limiter's queue
+ * by priority, 429s, 529s and retries over time, documents done, and the
+ * summary table; when the quota was the bottleneck, the summary's sentence
+ * saying so stands out under the headline. Pure functions.
  */
-import type { Limits, Sample, Summary } from "./Summary.js"
+import { allowance, type Dimension, limitOf, type Limits, type Sample, type Summary } from "./Summary.js"
 
 /** What the report is made of. */
 export interface ReportInput {
@@ -95,6 +96,36 @@ const short = (n: number): string =>
     : n >= 1_000
     ? `${Math.round(n / 10) / 100}k`
     : String(Math.round(n * 100) / 100)
+
+/**
+ * What the provider counted of `dimension` in the trailing quota minute at
+ * each sample: its count minus the count one quota minute earlier (linearly
+ * interpolated between the samples around that instant; 0 before the start,
+ * so during the first minute it is what was counted since the start — the
+ * provider's bucket starts full). Samples are ordered by time.
+ *
+ * @example
+ * // 600 input tokens in the first instant, then 10 a second (a sample a second from 0 s, a real-time minute):
+ * trailingMinute(samples, "inputTokens") // [600, 610, …, 1_190 at 59 s, then 600 from 60 s on]
+ */
+export const trailingMinute = (samples: ReadonlyArray<Sample>, dimension: Dimension): ReadonlyArray<number> => {
+  // The count at quota minute `at`, found from the sample `from` on (the instants only move forward).
+  let from = 0
+  const countAt = (at: number): number => {
+    if (samples.length === 0 || at <= 0) return 0
+    while (from + 1 < samples.length && samples[from + 1]!.quotaMinutes <= at) from++
+    const before = samples[from]!
+    const after = samples[from + 1]
+    if (before.quotaMinutes > at) {
+      // Before the first sample: between the start (0 counted) and it.
+      return before.quotaMinutes > 0 ? (before[dimension] * at) / before.quotaMinutes : 0
+    }
+    if (after === undefined || after.quotaMinutes <= before.quotaMinutes) return before[dimension]
+    const share = (at - before.quotaMinutes) / (after.quotaMinutes - before.quotaMinutes)
+    return before[dimension] + (after[dimension] - before[dimension]) * share
+  }
+  return samples.map((sample) => sample[dimension] - countAt(sample.quotaMinutes - 1))
+}
 
 /** One colour per series, the same in every chart, and no two series alike. */
 export const colours = {
@@ -191,17 +222,37 @@ export const render = (input: ReportInput): string => {
   // Across the whole x axis, at least one unit wide, so a run with one sample at 0 s still shows its limit.
   const lastX = largest(samples.map(x), 1)
   const limitLine = (limit: number) => [[0, limit] as const, [lastX, limit] as const]
-  const rate = (id: string, title: string, f: (sample: Sample) => number, limit: number) =>
-    chart(id, title, unit, [
-      { name: "value", label: "used", points: along(f) },
-      { name: "limit", label: "limit", points: limitLine(limit), dashed: true }
-    ], { yFloor: limit })
+  const names: Record<Dimension, string> = {
+    requests: "Requests",
+    inputTokens: "Input tokens",
+    outputTokens: "Output tokens"
+  }
+  // Per dimension, side by side: the trailing minute against the limit, and the use against the allowance.
+  const quota = (dimension: Dimension) => {
+    const limit = limitOf(limits, dimension)
+    const counted = trailingMinute(samples, dimension)
+    return [
+      chart(dimension, `${names[dimension]} in the trailing minute`, unit, [
+        { name: "value", label: "counted", points: samples.map((sample, i) => [x(sample), counted[i]!] as const) },
+        { name: "limit", label: "limit", points: limitLine(limit), dashed: true }
+      ], { yFloor: limit }),
+      chart(`${dimension}Allowed`, `${names[dimension]} used and allowed since the start`, unit, [
+        { name: "value", label: "used", points: along((sample) => sample[dimension]) },
+        {
+          name: "limit",
+          label: "allowed",
+          points: along((sample) => allowance(limit, sample.quotaMinutes)),
+          dashed: true
+        }
+      ])
+    ]
+  }
   const charts = samples.length === 0
     ? `<p class="empty">No samples were taken: the run ended before the first second.</p>`
     : [
-      rate("requests", "Requests per minute", (s) => s.requestsPerMinute, limits.requestsPerMinute),
-      rate("inputTokens", "Input tokens per minute", (s) => s.inputTokensPerMinute, limits.inputTokensPerMinute),
-      rate("outputTokens", "Output tokens per minute", (s) => s.outputTokensPerMinute, limits.outputTokensPerMinute),
+      ...quota("requests"),
+      ...quota("inputTokens"),
+      ...quota("outputTokens"),
       chart("queue", "Queue depth by priority, and calls in flight", unit, [
         { name: "interactive", label: "interactive", points: along((s) => s.queue.interactive) },
         { name: "normal", label: "normal", points: along((s) => s.queue.normal) },
@@ -271,7 +322,7 @@ td{padding:6px 12px;border-bottom:1px solid #e2e8f0}
 td:last-child{text-align:right;font-variant-numeric:tabular-nums}
 .notes li{margin:4px 0}
 .bottleneck{background:#fef3c7;border:1px solid #f59e0b;border-radius:8px;padding:8px 12px;margin:0 0 16px}
-.empty{color:#475569}
+.empty,.explain{color:#475569}
 </style></head>
 <body><main>
 <h1>${escapeHtml(input.title)}</h1>
@@ -291,7 +342,11 @@ ${
     summary.bottleneck === undefined
       ? ""
       : `<p class="bottleneck">${escapeHtml(summary.bottleneck)}</p>\n`
-  }<section class="grid-charts">${charts}</section>
+  }<p class="explain">What the provider counts: each left chart shows what was counted in the minute up to that instant
+(during the first minute, since the start; the provider's bucket starts full, so that minute may hold up to twice the
+limit). Each right chart shows what the run used since the start against what the quota allowed: one minute's limit at
+once plus the refill since; the closer the lines, the closer the run came to the quota.</p>
+<section class="grid-charts">${charts}</section>
 <table>${
     rows.map(([label, value]) => `<tr><td>${escapeHtml(label)}</td><td>${escapeHtml(value)}</td></tr>`).join("")
   }</table>

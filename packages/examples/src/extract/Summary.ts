@@ -39,13 +39,20 @@ export interface Summary {
   readonly bottleneck?: string | undefined
 }
 
-/** One sample of the run, taken every second or so. Counters are cumulative; rates are over the last few seconds. */
+/**
+ * One sample of the run, taken every second or so. Counters are cumulative
+ * since the run started: the report derives from them what the provider
+ * counts, the trailing minute and the use against the allowance.
+ */
 export interface Sample {
   /** Seconds since the run started. */
   readonly atSeconds: number
-  readonly requestsPerMinute: number
-  readonly inputTokensPerMinute: number
-  readonly outputTokensPerMinute: number
+  /** Provider minutes since the run started (`atSeconds / 60` times the simulator's speed). */
+  readonly quotaMinutes: number
+  /** Calls the provider answered, and the input and output tokens it counted, so far. */
+  readonly requests: number
+  readonly inputTokens: number
+  readonly outputTokens: number
   /** Calls waiting in the limiter, by priority class. */
   readonly queue: { readonly interactive: number; readonly normal: number; readonly batch: number }
   readonly inFlight: number
@@ -60,7 +67,17 @@ export interface Sample {
 /** The dimensions of a quota, as the job names them. */
 export type Dimension = "requests" | "inputTokens" | "outputTokens"
 
-const limitOf = (limits: Limits, dimension: Dimension): number =>
+/**
+ * What a per-minute quota allowed over `quotaMinutes` provider minutes: the
+ * full bucket at the start (one minute's `limit`) plus the refill since.
+ *
+ * @example
+ * allowance(600_000, 2.5) // 2_100_000
+ */
+export const allowance = (limit: number, quotaMinutes: number): number => limit * (1 + quotaMinutes)
+
+/** A dimension's limit a minute. */
+export const limitOf = (limits: Limits, dimension: Dimension): number =>
   dimension === "requests"
     ? limits.requestsPerMinute
     : dimension === "inputTokens"
