@@ -42,5 +42,12 @@ export * as Sluice from "./Promise.js"
  * @category utilities
  */
 export * as SluiceOpenAi from "./PromiseOpenAi.js"
+/**
+ * The whole governed stack from one declarative file (`sluice.yaml` or JSON), `SLUICE_*` variables over it.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export * as SluiceConfig from "./SluiceConfig.js"
 // `EffectAi` (a governed `@effect/ai` `LanguageModel`) is reached by its own
 // subpath, `@sluice/providers/EffectAi`, so that only its users load `@effect/ai`.
