@@ -56,6 +56,7 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Budget from "./Budget.js"
+import { makeLabeller } from "./internal/limiterMetrics.js"
 import { tagged } from "./internal/taggedMetric.js"
 import * as LlmClient from "./LlmClient.js"
 import * as Metrics from "./Metrics.js"
@@ -84,6 +85,11 @@ export interface Options {
   readonly predictCacheReads?: boolean | undefined
   /** How long a cached prefix is expected to live after its last answer. Default 5 minutes. */
   readonly promptCacheTtl?: Duration.DurationInput | undefined
+  /**
+   * How many distinct keys get their own `key` label on admission's metrics;
+   * further keys share `key="_other"`, so the metric registry stays bounded. Default 1,000.
+   */
+  readonly metricKeys?: number | undefined
 }
 
 /**
@@ -227,8 +233,11 @@ export const make = (options: Options = {}): Effect.Effect<
       ttlMillis: Duration.toMillis(Duration.decode(options.promptCacheTtl ?? Duration.minutes(5))),
       maxEntries: 10_000
     })
+    // Bounded: the first `metricKeys` keys have a label of their own, the others share one.
+    const labelOf = makeLabeller(options.metricKeys ?? 1_000)
     const expectations = new Map<string, Metric.Metric.Counter<number>>()
-    const expectation = (key: string, outcome: "read" | "missed") => {
+    const expectation = (rawKey: string, outcome: "read" | "missed") => {
+      const key = labelOf(rawKey)
       const id = `${key}\u0000${outcome}`
       let found = expectations.get(id)
       if (found === undefined) {
@@ -335,34 +344,50 @@ export const make = (options: Options = {}): Effect.Effect<
           (spend) =>
             Effect.suspend(() => settleBudget(call, spend, state.stage))
         )
-        const permit = yield* limiter.acquire(call.key, plan.cost, {
-          priority: call.priority,
-          ...(call.maxWait === undefined ? {} : { maxWait: call.maxWait })
-        })
+        const permit = yield* acquirePermit(call, plan.cost)
         return { permit, learn: plan.learn }
       })
 
+    const permitOptions = (call: Call): RateLimiter.AcquireOptions =>
+      call.maxWait === undefined ? { priority: call.priority } : { priority: call.priority, maxWait: call.maxWait }
+    const acquirePermit = (call: Call, cost: { readonly inputTokens: number; readonly outputTokens: number }) =>
+      limiter.acquire(call.key, cost, permitOptions(call))
+
+    // `run` holds the budget with `acquireUseRelease` and the permit with `withPermit`, not a `Scope`: the same
+    // guarantees (taken uninterruptibly, released exactly once by the stage reached), without a scope and its
+    // finalizer map per call.
     const run = <A, E, R>(call: Call, attempt: Effect.Effect<A, E, R>, answerOf: (value: A) => Answer | undefined) =>
       Effect.suspend(() => {
         const state: { stage: Stage } = { stage: waiting }
-        return Effect.scoped(Effect.flatMap(admit(call, state), ({ learn, permit }) =>
-          Effect.suspend(() => {
-            state.stage = sent
-            return attempt
-          }).pipe(
-            Effect.onExit((exit) =>
-              Effect.suspend(() => {
-                if (Exit.isSuccess(exit)) {
-                  const answer = answerOf(exit.value)
-                  state.stage = { _tag: "answered", usage: answer?.usage }
-                  return answer === undefined ? Effect.void : onAnswer(call, permit, learn, answer)
-                }
-                const failure = Cause.failureOption(exit.cause)
-                if (Option.isNone(failure)) return Effect.void
-                return Effect.map(onFailure(call, permit, failure.value), (stage) => void (state.stage = stage))
-              })
-            )
-          )))
+        const use = Effect.flatMap(limiterPlan(call), (plan) =>
+          limiter.withPermit(call.key, plan.cost, (permit) =>
+            Effect.suspend(() => {
+              state.stage = sent
+              return attempt
+            }).pipe(
+              Effect.onExit((exit) =>
+                Effect.suspend(() => {
+                  if (Exit.isSuccess(exit)) {
+                    const answer = answerOf(exit.value)
+                    state.stage = { _tag: "answered", usage: answer?.usage }
+                    return answer === undefined ? Effect.void : onAnswer(call, permit, plan.learn, answer)
+                  }
+                  const failure = Cause.failureOption(exit.cause)
+                  if (Option.isNone(failure)) {
+                    return Effect.void
+                  }
+                  return Effect.map(onFailure(call, permit, failure.value), (stage) =>
+                    void (state.stage = stage))
+                })
+              )
+            ), permitOptions(call)))
+        return Effect.acquireUseRelease(
+          reserveBudget(call),
+          () =>
+            use,
+          (spend) =>
+            Effect.suspend(() => settleBudget(call, spend, state.stage))
+        )
       })
 
     const stream = <A, E, R>(call: Call, attempt: Stream.Stream<A, E, R>, answerOf: (value: A) => Answer | undefined) =>
