@@ -1,7 +1,7 @@
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { LlmClient, RateLimiter } from "@sluice/core"
-import { limitsFromConfig } from "@sluice/examples/extract/Cli"
+import { cli, limitsFromConfig } from "@sluice/examples/extract/Cli"
 import { SluiceConfig } from "@sluice/providers"
 import { createClient } from "@sluice/providers/Promise"
 import * as Simulator from "@sluice/simulator/Simulator"
@@ -176,6 +176,37 @@ describe("SluiceConfig: the stack from a file", () => {
     })
     expect(limitsFromConfig(config, "claude-sonnet-4-5", flags)).toEqual(flags)
   })
+})
+
+describe("the extraction job with --config", () => {
+  it.effect("refuses a file with three mistakes before any call, naming the three paths", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "sluice-config-"))
+      const path = join(dir, "bad.yaml")
+      writeFileSync(
+        path,
+        [
+          "quotas:",
+          "  \"anthropic/claude-haiku-4-5\":",
+          "    inputTokens: { limit: -5, per: 1 minute }",
+          "retry: { maxAttempts: 0 }",
+          "breaker: { openFor: soon }"
+        ].join("\n")
+      )
+      const error = yield* Effect.flip(
+        cli(["node", "extract", "--config", path, "--db", join(dir, "x.db"), "--report", "none"]).pipe(
+          Effect.provide(NodeContext.layer)
+        )
+      )
+      expect(error._tag).toBe("InvalidConfig")
+      if (error._tag === "InvalidConfig") {
+        expect(error.issues.map((issue) => issue.path)).toEqual([
+          `quotas."anthropic/claude-haiku-4-5".inputTokens.limit`,
+          "breaker.openFor",
+          "retry.maxAttempts"
+        ])
+      }
+    }))
 })
 
 describe("the Promise facade: one spelling or the other", () => {
