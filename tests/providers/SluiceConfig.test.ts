@@ -154,6 +154,36 @@ describe("SluiceConfig: the stack from a file", () => {
       expect(stats.levels.requests?.capacity).toBe(20)
     }))
 
+  it.scoped("a router section builds a Router over its pool, each deployment on its own quota key", () =>
+    Effect.gen(function*() {
+      const running = yield* Simulator.serve({ port: 0 })
+      const config = Either.getOrThrow(SluiceConfig.decode({
+        router: {
+          deployments: [
+            {
+              name: "east",
+              provider: { type: "anthropic", baseURL: running.url },
+              quota: { requests: { limit: 5, per: "1 minute" } }
+            },
+            { name: "west", provider: { type: "anthropic", baseURL: running.url }, weight: 2 }
+          ]
+        },
+        retry: false
+      }))
+      const { response, east } = yield* Effect.gen(function*() {
+        const client = yield* LlmClient.LlmClient
+        const response = yield* client.complete({
+          model: "claude-haiku-4-5",
+          maxOutputTokens: 32,
+          messages: [{ role: "user", content: "Hello" }]
+        })
+        const limiter = yield* RateLimiter.RateLimiter
+        return { response, east: yield* limiter.stats("east/claude-haiku-4-5") }
+      }).pipe(Effect.provide(SluiceConfig.layer(config)), withEnv({}))
+      expect(response.content.length).toBeGreaterThan(0)
+      expect(east.levels.requests?.capacity).toBe(5)
+    }))
+
   it.effect("layer without a provider or a router is refused, naming the provider", () =>
     Effect.gen(function*() {
       const config = Either.getOrThrow(SluiceConfig.decode({}))
