@@ -9,6 +9,10 @@
  * Only a flag sends documents anywhere else (`--provider anthropic`,
  * `--base-url URL`); an API key in the environment never does, and a run on a
  * real provider is always under a budget (see `Provider.ts`).
+ *
+ * `--config FILE` (YAML or JSON, docs/configuration.md) sets the job's quotas,
+ * limiter, Governor, retry, breaker, ladder and budget limits from a file; where
+ * the calls go is still chosen by the flags alone.
  */
 import * as Command from "@effect/cli/Command"
 import * as HelpDoc from "@effect/cli/HelpDoc"
