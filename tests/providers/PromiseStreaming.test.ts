@@ -1,6 +1,12 @@
 import type Anthropic from "@anthropic-ai/sdk"
 import AnthropicSdk from "@anthropic-ai/sdk"
-import { BudgetExceededError, createClient, InvalidOptionsError, toBudgetLimit } from "@sluice/providers/Promise"
+import {
+  BudgetExceededError,
+  ClosedError,
+  createClient,
+  InvalidOptionsError,
+  toBudgetLimit
+} from "@sluice/providers/Promise"
 import * as SluiceOpenAi from "@sluice/providers/PromiseOpenAi"
 import * as Simulator from "@sluice/simulator/Simulator"
 import { Effect, Exit, Scope } from "effect"
@@ -196,6 +202,9 @@ describe("the Anthropic facade streams through the Governor", () => {
       } finally {
         await anthropic.close()
       }
+      // After close(), both ways of streaming reject with ClosedError, as a whole call does.
+      await expect(anthropic.messages.create({ ...ask("Late."), stream: true })).rejects.toBeInstanceOf(ClosedError)
+      await expect(anthropic.messages.stream(ask("Late.")).finalMessage()).rejects.toBeInstanceOf(ClosedError)
     }))
 })
 
