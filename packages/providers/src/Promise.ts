@@ -60,7 +60,7 @@
  */
 import { MessageStream, type MessageStreamEvents } from "@anthropic-ai/sdk/lib/MessageStream"
 import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
-import { Budget, Governor, LlmClient, Pricing, Quota, RateLimiter, TokenEstimator } from "@sluice/core"
+import { Budget, Governor, LlmClient, Pricing, Quota, QuotaKeys, RateLimiter, TokenEstimator } from "@sluice/core"
 import type { Priority, Retry } from "@sluice/core"
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
@@ -98,8 +98,10 @@ export interface ClientOptions {
   readonly timeout?: number | string | undefined
   /**
    * Quotas per model, as the provider states them: `{ requests, inputTokens,
-   * outputTokens, tokens }`, each `{ limit, per, burst? }`. A model without one
-   * runs one call at a time until the first response's headers tell its limits.
+   * outputTokens, tokens }`, each `{ limit, per, burst? }`, by the bare model
+   * name or as the Effect API keys it (`anthropic/claude-haiku-4-5`). A model
+   * without one runs one call at a time until the first response's headers tell
+   * its limits, and is logged once.
    */
   readonly quotas?: { readonly [model: string]: Quota.QuotaInput } | undefined
   /** Calls in flight per model, at most. Default 256. */
@@ -697,9 +699,11 @@ export interface EventStream<T> extends AsyncIterable<T> {
   readonly controller: AbortController
 }
 
-/** The quota key of a model: the Governor's default, `anthropic/model`. */
+/** The quota key of a model: the Governor's default, `anthropic/model`; a name already spelled so stays as it is. */
 const keyOf = (model: string): string =>
-  Governor.defaultKey(false)({ model, messages: [], maxOutputTokens: 1 }, "anthropic")
+  model.startsWith("anthropic/")
+    ? model
+    : Governor.defaultKey(false)({ model, messages: [], maxOutputTokens: 1 }, "anthropic")
 
 /**
  * Everything a client runs on, from valid options: the governed `LlmClient`, the SDK, the limiter, the estimator, the budget.
@@ -716,7 +720,8 @@ export const layer = (options: ClientOptions) => {
   // The Anthropic layer itself: it sends the `native` params `toRequest` attaches.
   const provider = Anthropic.layer(anthropic)
   const quotas = Object.fromEntries(Object.entries(options.quotas ?? {}).map(([model, quota]) => [keyOf(model), quota]))
-  const limiter = RateLimiter.layerMemory({
+  // Logs a call on a model with no quota, and responses that carry no rate-limit headers (QuotaKeys).
+  const limiter = QuotaKeys.layerMemory({
     quotas,
     ...(options.maxConcurrency === undefined ? {} : { maxInFlight: options.maxConcurrency })
   })
