@@ -124,7 +124,7 @@ const open = (file: string, screenshot: string | undefined) =>
   Effect.gen(function*() {
     const b = yield* browser
     const page = yield* Effect.tryPromise({
-      try: () => b.newPage({ viewport: { width: 1150, height: 1000 } }),
+      try: () => b.newPage({ viewport: { width: 1150, height: 1180 } }),
       catch: (cause) => new BrowserFailed({ step: "open a page", cause })
     })
     const errors: Array<string> = []
