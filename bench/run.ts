@@ -58,6 +58,34 @@ const worker = (input: WorkerInput) =>
     return Effect.sync(() => child.kill("SIGKILL"))
   })
 
+/** Scenario 6 in a process of its own (bench/peers/scale-main.ts): the harness's memory is not the pipeline's. */
+const scaleProcess = (documents: number) =>
+  Effect.async<string, Error>((resume) => {
+    const profile = process.env.SLUICE_BENCH_PROFILE
+      ? ["--cpu-prof", `--cpu-prof-dir=${process.env.SLUICE_BENCH_PROFILE}`]
+      : []
+    const child = spawn(process.execPath, [
+      ...profile,
+      "--import",
+      "tsx",
+      "--conditions=@sluice/source",
+      join(root, "bench/peers/scale-main.ts"),
+      String(documents)
+    ], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+    let out = ""
+    let err = ""
+    child.stdout.on("data", (chunk) => (out += String(chunk)))
+    child.stderr.on("data", (chunk) => (err += String(chunk)))
+    child.on("exit", (code) => {
+      try {
+        resume(Effect.succeed(JSON.parse(out.trim().split("\n").at(-1) ?? "") as string))
+      } catch {
+        resume(Effect.fail(new Error(`scenario 6 exited with ${code}: ${err.slice(-2_000)}`)))
+      }
+    })
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })
+
 interface Measured {
   readonly name: string
   readonly results: ReadonlyArray<RunResult>
@@ -315,10 +343,7 @@ const command = Command.make("bench", {
     }
     if (wanted.has("6")) {
       yield* say("\n### 6. Scale (tiny documents through the pipeline, in-process provider, no binding limit)\n")
-      const { scale: scaleRun } = yield* Effect.promise(() => import("./peers/scale.js"))
-      yield* say(
-        yield* scaleRun({ documents: Option.getOrElse(flags.scaleDocs, () => (flags.quick ? 20_000 : 50_000)) })
-      )
+      yield* say(yield* scaleProcess(Option.getOrElse(flags.scaleDocs, () => (flags.quick ? 20_000 : 50_000))))
     }
     yield* say(`\nThe whole run took ${((Date.now() - started) / 60_000).toFixed(1)} minutes.`)
     if (Option.isSome(flags.out)) writeFileSync(flags.out.value, `${out.join("\n")}\n`)
