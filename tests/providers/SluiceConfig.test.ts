@@ -32,7 +32,7 @@ describe("SluiceConfig: decoding a file", () => {
     expect(config.limiter.lanes).toEqual({ interactive: 1000, normal: 10000, batch: 100000 })
     expect(config.governor.priority).toBe("batch")
     expect(config.governor.retry).toMatchObject({ maxAttempts: 6 })
-    expect(config.breaker?.consecutiveFailures).toBe(5)
+    expect(config.breaker?.consecutiveFailures).toBe(false)
     expect(config.budget?.limits).toEqual([
       { scope: { _tag: "job", id: "extract" }, window: "month", limitUsd: 50, thresholds: [0.5, 0.9] }
     ])
