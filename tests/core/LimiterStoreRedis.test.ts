@@ -405,3 +405,105 @@ describe("LimiterStore on Redis: the conformance run cannot pass without Redis",
       }
     }).pipe(Effect.scoped), 30_000)
 })
+
+describe("LimiterStore on Redis: one round trip per call", () => {
+  const quota = Quota.decodeSync({ inputTokens: { limit: 1_000, per: "1 hour" } })
+  const near = (actual: number | undefined, expected: number) => {
+    expect(actual).toBeDefined()
+    expect(Math.abs(actual! - expected)).toBeLessThan(5)
+  }
+
+  /** A client of our own that records each script it sends: the operation and the settlement it carries. */
+  const countingClient = Effect.map(ownClient, (client) => {
+    const scripts: Array<{ readonly op: string; readonly carried: string }> = []
+    const send = client.sendCommand.bind(client)
+    client.sendCommand = (command, ...rest) => {
+      if (command.name === "evalsha" || command.name === "eval") {
+        // evalsha sha numberOfKeys entry definition op payload ttl definition definitionTtl carried
+        const args = command.args.map(String)
+        scripts.push({ op: args[4]!, carried: args[9] ?? "" })
+      }
+      return send(command, ...rest)
+    }
+    return { client, scripts }
+  })
+
+  it.scoped("a settlement travels with the key's next reservation: one script per acquire and settle", () =>
+    Effect.gen(function*() {
+      const { client, scripts } = yield* countingClient
+      const s = yield* RedisStore.make({ client, prefix })
+      const key = `one-trip/${++keys}`
+      yield* s.define(key, quota)
+      expect(yield* s.reserve(key, Cost.amounts({ inputTokens: 400 }), { headroom: 0 })).toMatchObject({
+        _tag: "Granted",
+        origin: "shared"
+      })
+      // The settlement answers at once, with the levels it will leave.
+      near((yield* s.adjust(key, { inputTokens: -100 }, "shared")).inputTokens?.level, 700)
+      near((yield* s.adjust(key, { inputTokens: 50 }, "shared")).inputTokens?.level, 650)
+      const next = yield* s.reserve(key, Cost.amounts({ inputTokens: 400 }), { headroom: 0 })
+      expect(next._tag).toBe("Granted")
+      if (next._tag === "Granted") near(next.levels.inputTokens?.level, 250)
+      expect(scripts).toEqual([
+        { op: "define", carried: "" },
+        { op: "reserve", carried: "" },
+        { op: "reserve", carried: JSON.stringify({ inputTokens: -50 }) }
+      ])
+    }))
+
+  it.scoped("a settlement no call follows is sent within settleWithin, and another process sees it", () =>
+    Effect.gen(function*() {
+      const { client, scripts } = yield* countingClient
+      const a = yield* RedisStore.make({ client, prefix, settleWithin: "1 second" })
+      const b = yield* store()
+      const key = `flush/${++keys}`
+      yield* a.define(key, quota)
+      yield* a.reserve(key, Cost.amounts({ inputTokens: 400 }), { headroom: 0 })
+      yield* a.adjust(key, { inputTokens: 200 }, "shared")
+      yield* TestClock.adjust("999 millis")
+      expect(scripts.map((script) => script.op)).toEqual(["define", "reserve"])
+      near((yield* b.state(key)).levels.inputTokens?.level, 600)
+      // At the bound the store's one flusher sends it alone.
+      yield* TestClock.adjust("1 millis")
+      for (let i = 0; i < 10 && scripts.length < 3; i++) yield* Effect.yieldNow()
+      expect(scripts.at(-1)).toEqual({ op: "adjust", carried: JSON.stringify({ inputTokens: 200 }) })
+      // What a's connection sent before its state, b reads after it.
+      yield* a.state(key)
+      near((yield* b.state(key)).levels.inputTokens?.level, 400)
+    }))
+
+  it.scoped("closing the store's scope sends what is pending", () =>
+    Effect.gen(function*() {
+      const b = yield* store()
+      const key = `close/${++keys}`
+      yield* Effect.scoped(Effect.gen(function*() {
+        const a = yield* store({ settleWithin: "1 hour" })
+        yield* a.define(key, quota)
+        yield* a.reserve(key, Cost.amounts({ inputTokens: 400 }), { headroom: 0 })
+        yield* a.adjust(key, { inputTokens: -300 }, "shared")
+      }))
+      near((yield* b.state(key)).levels.inputTokens?.level, 900)
+    }))
+
+  it.scoped("a pending settlement whose carrier fails is dropped, as a shared settlement while Redis is unreachable, never put into the local share", () =>
+    Effect.gen(function*() {
+      const { client, scripts } = yield* countingClient
+      const s = yield* RedisStore.make({ client, prefix, localShare: 0.5 })
+      const key = `carrier-fails/${++keys}`
+      yield* s.define(key, quota)
+      yield* s.reserve(key, Cost.amounts({ inputTokens: 400 }), { headroom: 0 })
+      yield* s.adjust(key, { inputTokens: -400 }, "shared")
+      yield* takeAway(client)
+      expect(yield* s.reserve(key, Cost.amounts({ inputTokens: 200 }), { headroom: 0 })).toMatchObject({
+        _tag: "Granted",
+        origin: "local"
+      })
+      // The local half: 500 less the local reservation; the shared refund is not in it.
+      near((yield* s.state(key)).levels.inputTokens?.level, 300)
+      yield* Effect.promise(() => client.connect())
+      yield* TestClock.adjust("1 minute")
+      // Back on Redis: the refund was lost with the reservation that carried it (the bucket refills by itself).
+      near((yield* s.state(key)).levels.inputTokens?.level, 600)
+      expect(scripts.filter((script) => script.op === "adjust")).toEqual([])
+    }))
+})

@@ -5,6 +5,21 @@
  *
  * - Every operation is one atomic Lua script on one limiter key, loaded once and
  *   called by hash (`defineCommand`: EVALSHA, re-sent when the server forgot it).
+ * - One round trip per call: the settlement of a shared reservation (`adjust`
+ *   with origin `"shared"`) is not sent by itself; it travels with the key's next
+ *   operation, which applies it first, and `adjust` answers at once with the
+ *   levels it will leave (estimated from Redis's last answer). A settlement no
+ *   operation on its key carries within `settleWithin` (default 50 ms) is sent
+ *   alone by the store's one flusher (a single fiber that sleeps until the oldest
+ *   pending settlement is due, not a timer per call); closing the store's scope
+ *   sends what is pending. **Bound:** another process sees this one's settlements
+ *   at most `settleWithin` late (its reservations at once); a late refund only
+ *   makes it more careful, a late charge lets it grant at most that charge more
+ *   during the bound. A settlement that cannot be delivered (its carrier fails) is
+ *   dropped, as any shared settlement while Redis is unreachable (below). Strict
+ *   stores and `settleWithin: 0` send every settlement at once.
+ * - The per-call reservation has no span of its own (a span cost about as much
+ *   CPU as the rest of the store's work); the other operations have one each.
  * - Time is the Redis server's (`TIME`), so the clocks of the machines do not
  *   matter; answers are "granted" or "fits after a delay". A snapshot's age is
  *   sent as a duration measured on this process's `Clock`, never as an instant.
@@ -92,7 +107,9 @@ import type { RateLimitSnapshot } from "../RateLimitSnapshot.js"
 
 /**
  * The Lua script: `KEYS[1]` the entry, `KEYS[2]` the definition; `ARGV` op, JSON
- * payload, idle TTL (ms), this process's JSON definition or "", definition TTL (ms).
+ * payload, idle TTL (ms), this process's JSON definition or "", definition TTL (ms),
+ * and a settlement carried from earlier calls (a JSON delta, applied before the
+ * operation as `adjust` would) or "".
  *
  * @since 0.1.0
  * @category utilities
@@ -104,6 +121,7 @@ local op = ARGV[1]
 local arg = cjson.decode(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local defTtl = tonumber(ARGV[5])
+local carry = ARGV[6]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local dims = {'requests', 'inputTokens', 'outputTokens', 'tokens'}
@@ -119,6 +137,8 @@ if type(e.g) ~= 'table' then e.g = {} end
 local fresh = not raw
 -- Whether the definition changed, so that the long-lived definition key is rewritten.
 local redefined = false
+-- Whether a settlement carried from earlier calls changed the entry, so that even a Wait or a state saves it.
+local carried = false
 
 local function level(b)
   if b.v >= b.c then return math.min(b.v, b.c) end
@@ -209,6 +229,19 @@ local function definition()
   end
   return out
 end
+-- A settlement: charges (positive) and refunds (negative) per dimension; a refund never fills past capacity.
+local function settle(delta)
+  for _, d in ipairs(dims) do
+    local b = e.b[d]
+    local change = delta[d]
+    if b and type(change) == 'number' and change ~= 0 then
+      advance(b)
+      if change >= 0 then b.v = b.v - change else b.v = math.min(b.c, b.v - change) end
+      record(d, change)
+      carried = true
+    end
+  end
+end
 local function save()
   -- The entry lives until its pause has ended and its buckets are full again, and idleTtl at least.
   local quiet = math.max(0, e.p - now)
@@ -230,9 +263,7 @@ local function save()
   end
 end
 
-if op == 'define' then
-  if ARGV[4] ~= '' then define(cjson.decode(ARGV[4])) end
-elseif next(e.b) == nil then
+if op ~= 'define' and next(e.b) == nil then
   -- A key with no buckets (new, or expired) comes back with its definition: the one persisted by any
   -- process, else this process's (configured or learned); never unlimited while either exists.
   local persisted = redis.call('GET', defKey)
@@ -245,13 +276,16 @@ elseif next(e.b) == nil then
     fresh = true
   end
 end
+-- What earlier calls settled comes first: it happened before this operation.
+if carry and carry ~= '' then settle(cjson.decode(carry)) end
+if op == 'define' and ARGV[4] ~= '' then define(cjson.decode(ARGV[4])) end
 
 if op == 'define' then
   save()
   return cjson.encode({ levels = levels() })
 elseif op == 'reserve' then
   if e.p > now then
-    if fresh then save() end
+    if fresh or carried then save() end
     return cjson.encode({ tag = 'Wait', delay = e.p - now, reason = 'paused', levels = levels() })
   end
   local latest, reason = now, nil
@@ -262,6 +296,7 @@ elseif op == 'reserve' then
       local need = amount + math.max(0, math.min(arg.headroom * b.c, b.c - amount))
       local tol = 1e-9 * math.max(1, math.abs(need))
       if need > b.c + tol then
+        if carried then save() end
         return cjson.encode({ tag = 'TooLarge', dimension = d, amount = amount, capacity = b.c })
       end
       local lv = level(b)
@@ -271,7 +306,7 @@ elseif op == 'reserve' then
     end
   end
   if reason then
-    if fresh then save() end
+    if fresh or carried then save() end
     return cjson.encode({ tag = 'Wait', delay = latest - now, reason = reason, levels = levels() })
   end
   for _, d in ipairs(dims) do
@@ -285,15 +320,7 @@ elseif op == 'reserve' then
   save()
   return cjson.encode({ tag = 'Granted', levels = levels() })
 elseif op == 'adjust' then
-  for _, d in ipairs(dims) do
-    local b = e.b[d]
-    local change = arg.delta[d]
-    if b and change and change ~= 0 then
-      advance(b)
-      if change >= 0 then b.v = b.v - change else b.v = math.min(b.c, b.v - change) end
-      record(d, change)
-    end
-  end
+  settle(arg.delta)
   save()
   return cjson.encode({ levels = levels() })
 elseif op == 'observe' then
@@ -371,6 +398,7 @@ elseif op == 'pause' then
   save()
   return cjson.encode({ pausedFor = e.p - now })
 elseif op == 'state' then
+  if carried then save() end
   return cjson.encode({ levels = levels(), pausedFor = math.max(0, e.p - now) })
 end
 return redis.error_reply('unknown operation ' .. tostring(op))
@@ -403,6 +431,13 @@ export interface Options {
   readonly probe?: Schedule.Schedule<unknown, LimiterStore.LimiterStoreError> | undefined
   /** No fallback: a Redis failure fails the operation. For conformance tests. Default false. */
   readonly strict?: boolean | undefined
+  /**
+   * How long a settlement of a shared reservation may wait to travel with the
+   * key's next operation (no round trip of its own) before it is sent alone:
+   * the longest another process sees a key without this one's settlements.
+   * Zero sends every settlement at once. Default 50 ms.
+   */
+  readonly settleWithin?: Duration.DurationInput | undefined
 }
 
 /**
@@ -424,8 +459,27 @@ interface SluiceCommands {
     payload: string,
     ttl: string,
     definition: string,
-    definitionTtl: string
+    definitionTtl: string,
+    carried: string
   ): Promise<string>
+}
+
+/** What this process keeps of a key it has limits for: its Redis keys, its definition, its last levels. */
+interface Known {
+  readonly entry: string
+  readonly definitionKey: string
+  /** This process's definition of the key (configured, then learned), and its encoding for the script ("" if none). */
+  definition: Definition | undefined
+  encoded: string
+  /** The levels Redis last answered for the key, and when (this process's clock), to estimate a deferred settlement's. */
+  levels: LimiterStore.Levels
+  levelsAt: number
+}
+
+/** Settlements of shared reservations not yet sent: per key, the summed delta and when the first was made. */
+interface Pending {
+  readonly delta: { [D in Quota.Dimension]?: number }
+  readonly since: number
 }
 
 /** A key's definition as the script keeps it: per dimension, capacity, refill per ms, stated limit. */
@@ -568,38 +622,92 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
     const share = options.localShare ?? 1
     const strict = options.strict === true
     const probe = options.probe ?? Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("5 seconds")))
-    /** Each key's definition as this process knows it (configured, then learned), and its encoding for the script. */
-    const definitions = new Map<string, { readonly definition: Definition; readonly encoded: string }>()
+    const settleWithin = Math.max(0, Duration.toMillis(Duration.decode(options.settleWithin ?? Duration.millis(50))))
+    const clock = yield* Effect.clock
+    /** The keys this process has limits for (defined, learned, or answered by Redis with buckets). */
+    const known = new Map<string, Known>()
+    /** Settlements not yet sent, oldest first (a key's entry is re-inserted when it is taken and made again). */
+    const pending = new Map<string, Pending>()
+    /** Open while a settlement is pending: the flusher waits on it. */
+    const flushDue = yield* Effect.makeLatch(false)
     const local = yield* LimiterStore.makeMemory
 
     /** The circuit around Redis: open while the local share answers; one probe at a time once `probeAt` has passed. */
     const circuit = { open: false, probing: false, probeAt: 0, state: probe.initial as unknown }
 
+    const knownOf = (key: string): Known => {
+      let entry = known.get(key)
+      if (entry === undefined) {
+        const name = `${prefix}:limiter:${key}`
+        entry = {
+          entry: name,
+          definitionKey: `${name}:definition`,
+          definition: undefined,
+          encoded: "",
+          levels: {},
+          levelsAt: 0
+        }
+        known.set(key, entry)
+      }
+      return entry
+    }
+
     /** Records what this process knows of a key and gives the local store its share. */
     const setDefinition = (key: string, definition: Definition) =>
       Effect.suspend(() => {
-        const known = definitions.get(key)
-        if (known !== undefined && known.definition === definition) return Effect.void
-        definitions.set(key, { definition, encoded: JSON.stringify(definition) })
+        const entry = knownOf(key)
+        if (entry.definition === definition) return Effect.void
+        entry.definition = definition
+        entry.encoded = JSON.stringify(definition)
         const quota = localQuota(definition, share)
         return quota === undefined ? Effect.void : Effect.asVoid(local.define(key, quota))
       })
 
+    /** The key's pending settlement, taken to travel with the operation being sent ("" when none). */
+    const takePending = (key: string): string => {
+      const waiting = pending.get(key)
+      if (waiting === undefined) return ""
+      pending.delete(key)
+      return JSON.stringify(waiting.delta)
+    }
+
+    /** Keeps the levels Redis answered for a key with limits, to estimate the levels after a deferred settlement. */
+    const noteLevels = (key: string, value: unknown) => {
+      if (value === undefined) return
+      const levels = levelsOf(value)
+      const entry = known.get(key) ?? (Object.keys(levels).length > 0 ? knownOf(key) : undefined)
+      if (entry === undefined) return
+      entry.levels = levels
+      entry.levelsAt = clock.unsafeCurrentTimeMillis()
+    }
+
     // A client that times its commands out (ours does) needs no timeout of ours; a client given without one gets it.
     const timesOut = client.options.commandTimeout !== undefined && client.options.commandTimeout > 0
-    const call = (key: string, op: string, payload: unknown): Effect.Effect<any, LimiterStore.LimiterStoreError> => {
-      const entry = `${prefix}:limiter:${key}`
+    /**
+     * One script on the key, carrying the key's pending settlement; `payload` is
+     * the operation's JSON, `decode` reads the script's parsed answer.
+     */
+    const call = <A>(
+      key: string,
+      op: string,
+      payload: string,
+      decode: (answer: any) => A
+    ): Effect.Effect<A, LimiterStore.LimiterStoreError> => {
       const sent = Effect.tryPromise({
-        try: () =>
-          redis.sluiceLimiter(
-            entry,
-            `${entry}:definition`,
+        try: () => {
+          const entry = known.get(key)
+          const name = entry?.entry ?? `${prefix}:limiter:${key}`
+          return redis.sluiceLimiter(
+            name,
+            entry?.definitionKey ?? `${name}:definition`,
             op,
-            JSON.stringify(payload),
+            payload,
             ttl,
-            definitions.get(key)?.encoded ?? "",
-            definitionTtl
-          ),
+            entry?.encoded ?? "",
+            definitionTtl,
+            takePending(key)
+          )
+        },
         catch: (cause) => new LimiterStore.LimiterStoreError({ key, operation: op, cause })
       })
       return (timesOut
@@ -608,7 +716,11 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
           duration: timeout,
           onTimeout: () => new LimiterStore.LimiterStoreError({ key, operation: op, cause: "timed out" })
         })).pipe(
-          Effect.map((answer) => JSON.parse(answer) as unknown)
+          Effect.map((answer) => {
+            const parsed = JSON.parse(answer)
+            noteLevels(key, parsed.levels)
+            return decode(parsed)
+          })
         )
     }
 
@@ -656,76 +768,175 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
 
     /**
      * Redis when the circuit is closed (or this operation is the probe), the local
-     * share otherwise or when Redis fails; answers which one answered. The probe is
-     * claimed and its release installed in one uninterruptible step.
+     * share otherwise or when Redis fails (`remote` and `fallback` each answer the
+     * operation, a reservation with its origin). The probe is claimed and its
+     * release installed in one uninterruptible step; with the circuit closed
+     * nothing is claimed, so the operation runs as it is.
      */
     const either = <A>(
+      op: string,
+      remote: Effect.Effect<A, LimiterStore.LimiterStoreError>,
+      fallback: Effect.Effect<A, LimiterStore.LimiterStoreError>
+    ): Effect.Effect<A, LimiterStore.LimiterStoreError> =>
+      Effect.suspend(() => {
+        const now = clock.unsafeCurrentTimeMillis()
+        if (strict) return Effect.zipLeft(remote, close)
+        if (!circuit.open) {
+          return Effect.catchAll(
+            Effect.zipLeft(remote, close),
+            (error) => Effect.zipRight(fail(op, error, now, "redis"), fallback)
+          )
+        }
+        return Effect.uninterruptibleMask((restore) => {
+          const path = route(now)
+          if (path === "local") return restore(fallback)
+          const attempt = restore(Effect.catchAll(
+            Effect.zipLeft(remote, close),
+            (error) => Effect.zipRight(fail(op, error, now, path), fallback)
+          ))
+          return path === "probe" ? Effect.ensuring(attempt, Effect.sync(() => (circuit.probing = false))) : attempt
+        })
+      })
+
+    /** `either` in a span named after the operation: every operation but the per-call reserve. */
+    const traced = <A>(
       key: string,
       op: string,
       remote: Effect.Effect<A, LimiterStore.LimiterStoreError>,
       fallback: Effect.Effect<A, LimiterStore.LimiterStoreError>
-    ): Effect.Effect<readonly [A, LimiterStore.Origin], LimiterStore.LimiterStoreError> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          const path = route(now)
-          if (path === "local") return restore(Effect.map(fallback, (answer) => [answer, "local"] as const))
-          const shared = Effect.map(Effect.zipLeft(remote, close), (answer) => [answer, "shared"] as const)
-          if (strict) return restore(shared)
-          const attempt = restore(Effect.catchAll(shared, (error) =>
-            Effect.zipRight(
-              fail(op, error, now, path),
-              Effect.map(fallback, (answer) => [answer, "local"] as const)
-            )))
-          return path === "probe" ? Effect.ensuring(attempt, Effect.sync(() => (circuit.probing = false))) : attempt
-        })
-      ).pipe(Effect.withSpan(`LimiterStore.Redis.${op}`, { attributes: { key }, captureStackTrace: false }))
-
-    const answer = <A>(self: Effect.Effect<readonly [A, LimiterStore.Origin], LimiterStore.LimiterStoreError>) =>
-      Effect.map(self, ([value]) => value)
+    ): Effect.Effect<A, LimiterStore.LimiterStoreError> =>
+      Effect.withSpan(either(op, remote, fallback), `LimiterStore.Redis.${op}`, {
+        attributes: { key },
+        captureStackTrace: false
+      })
 
     const localLevels = (key: string) => Effect.map(local.state(key), (state) => state.levels)
+
+    /**
+     * Defers a settlement of a shared reservation: it travels with the key's next
+     * operation, or the flusher sends it once it is `settleWithin` old. Answers the
+     * levels it will leave, estimated from Redis's last answer, the refill since
+     * (at the key's nominal rate) and every settlement still pending.
+     */
+    const defer = (key: string, delta: Cost.Delta): LimiterStore.Levels => {
+      const now = clock.unsafeCurrentTimeMillis()
+      let waiting = pending.get(key)
+      if (waiting === undefined) {
+        waiting = { delta: {}, since: now }
+        pending.set(key, waiting)
+        if (pending.size === 1) flushDue.unsafeOpen()
+      }
+      for (const dimension of Quota.dimensions) {
+        const change = delta[dimension]
+        if (change !== undefined && change !== 0) waiting.delta[dimension] = (waiting.delta[dimension] ?? 0) + change
+      }
+      const entry = known.get(key)
+      if (entry === undefined) return {}
+      const out: { [D in Quota.Dimension]?: LimiterStore.Level } = {}
+      for (const dimension of Quota.dimensions) {
+        const last = entry.levels[dimension]
+        if (last === undefined) continue
+        const rate = entry.definition?.[dimension]?.r ?? 0
+        const refilled = last.level >= last.capacity
+          ? last.level
+          : Math.min(last.capacity, last.level + rate * Math.max(0, now - entry.levelsAt))
+        const change = waiting.delta[dimension] ?? 0
+        out[dimension] = {
+          level: change >= 0 ? refilled - change : Math.min(last.capacity, refilled - change),
+          capacity: last.capacity
+        }
+      }
+      return out
+    }
+
+    const noDelta = JSON.stringify({ delta: {} })
+    /**
+     * Sends a key's pending settlement by itself (an adjust of nothing that carries
+     * it). Where Redis is unreachable it is dropped, as any shared settlement then.
+     */
+    const flush = (key: string) =>
+      Effect.suspend(() => {
+        const waiting = pending.get(key)
+        if (waiting === undefined) return Effect.void
+        return Effect.ignore(either(
+          "adjust",
+          call(key, "adjust", noDelta, (answer) => levelsOf(answer.levels)),
+          Effect.sync((): LimiterStore.Levels => {
+            if (pending.get(key) === waiting) pending.delete(key)
+            return {}
+          })
+        ))
+      })
+
+    /** The store's one flusher: sleeps until the oldest pending settlement is `settleWithin` old, sends the due ones. */
+    const flusher = Effect.gen(function*() {
+      while (true) {
+        yield* flushDue.await
+        const now = clock.unsafeCurrentTimeMillis()
+        const due: Array<string> = []
+        let next: number | undefined
+        for (const [key, waiting] of pending) {
+          if (waiting.since + settleWithin > now) {
+            next = waiting.since + settleWithin
+            break
+          }
+          due.push(key)
+        }
+        if (due.length > 0) yield* Effect.forEach(due, flush, { concurrency: "unbounded", discard: true })
+        else if (next !== undefined) yield* Effect.sleep(Duration.millis(next - now))
+        // Nothing pending: wait for the next settlement (checked and closed in one step, so none is missed).
+        else flushDue.unsafeClose()
+      }
+    })
+    yield* Effect.forkScoped(flusher)
+    // On scope close, what is pending is sent (or dropped where Redis is unreachable) before the client goes.
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach(Array.from(pending.keys()), flush, { concurrency: "unbounded", discard: true })
+    )
 
     return LimiterStore.LimiterStore.of({
       define: (key, quota) =>
         Effect.zipRight(
           setDefinition(key, definitionOf(quota)),
-          answer(either(
-            key,
-            "define",
-            Effect.map(call(key, "define", {}), (answer) => levelsOf(answer.levels)),
-            localLevels(key)
-          ))
+          traced(key, "define", call(key, "define", "{}", (answer) => levelsOf(answer.levels)), localLevels(key))
         ),
       reserve: (key, amounts: Cost.Amounts, reserveOptions) =>
-        Effect.map(
-          either(
+        either(
+          "reserve",
+          call(
             key,
             "reserve",
-            Effect.map(
-              call(key, "reserve", { amounts, headroom: reserveOptions.headroom }),
-              (answer): LimiterStore.Reservation =>
-                answer.tag === "Granted"
-                  ? { _tag: "Granted", levels: levelsOf(answer.levels) }
-                  : answer.tag === "TooLarge"
-                  ? { _tag: "TooLarge", dimension: answer.dimension, amount: answer.amount, capacity: answer.capacity }
-                  : {
-                    _tag: "Wait",
-                    delay: Duration.millis(answer.delay),
-                    reason: answer.reason,
-                    levels: levelsOf(answer.levels)
-                  }
-            ),
-            local.reserve(key, amounts, reserveOptions)
+            JSON.stringify({ amounts, headroom: reserveOptions.headroom }),
+            (answer): LimiterStore.Reservation =>
+              answer.tag === "Granted"
+                ? { _tag: "Granted", levels: levelsOf(answer.levels), origin: "shared" }
+                : answer.tag === "TooLarge"
+                ? { _tag: "TooLarge", dimension: answer.dimension, amount: answer.amount, capacity: answer.capacity }
+                : {
+                  _tag: "Wait",
+                  delay: Duration.millis(answer.delay),
+                  reason: answer.reason,
+                  levels: levelsOf(answer.levels)
+                }
           ),
-          ([reservation, origin]): LimiterStore.Reservation =>
-            reservation._tag === "Granted" ? { ...reservation, origin } : reservation
+          Effect.map(
+            local.reserve(key, amounts, reserveOptions),
+            (reservation): LimiterStore.Reservation =>
+              reservation._tag === "Granted" ? { ...reservation, origin: "local" } : reservation
+          )
         ),
       adjust: (key, delta, origin) => {
         // A local reservation is settled locally, always; a shared one on Redis, or nowhere while
         // Redis is unreachable (the shared bucket refills by itself), never into the local share.
         if (origin === "local") return local.adjust(key, delta)
-        const remote = Effect.map(call(key, "adjust", { delta }), (answer) => levelsOf(answer.levels))
-        return answer(either(key, "adjust", remote, origin === "shared" ? localLevels(key) : local.adjust(key, delta)))
+        // A shared one travels with the key's next operation (one round trip per call), unless Redis is
+        // failing (it is sent now, or dropped), the store is strict (every failure is the caller's), or
+        // nothing may wait.
+        if (origin === "shared" && !strict && !circuit.open && settleWithin > 0) {
+          return Effect.sync(() => defer(key, delta))
+        }
+        const remote = call(key, "adjust", JSON.stringify({ delta }), (answer) => levelsOf(answer.levels))
+        return traced(key, "adjust", remote, origin === "shared" ? localLevels(key) : local.adjust(key, delta))
       },
       observe: (key, snapshot: RateLimitSnapshot) =>
         Effect.gen(function*() {
@@ -735,11 +946,13 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
           if (snapshot.retryAfter !== undefined && !strict) {
             yield* local.pause(key, Duration.millis(Math.max(0, Duration.toMillis(snapshot.retryAfter) - age)))
           }
-          const observation = yield* answer(either(
+          const observation = yield* traced(
             key,
             "observe",
-            Effect.map(
-              call(key, "observe", {
+            call(
+              key,
+              "observe",
+              JSON.stringify({
                 dimensions: Object.fromEntries(
                   Object.entries(snapshot.dimensions).map((
                     [dimension, state]
@@ -755,37 +968,36 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
               })
             ),
             local.observe(key, localSnapshot(snapshot, share))
-          ))
+          )
           // Learned after the store has folded the snapshot, so that it reports what it discovered.
-          yield* setDefinition(key, learn(definitions.get(key)?.definition ?? {}, snapshot))
+          yield* setDefinition(key, learn(known.get(key)?.definition ?? {}, snapshot))
           return observation
         }),
       pause: (key, duration) =>
         Effect.zipRight(
           strict ? Effect.void : local.pause(key, duration),
-          answer(either(
+          traced(
             key,
             "pause",
-            Effect.map(
-              call(key, "pause", { ms: Duration.toMillis(duration) }),
+            call(
+              key,
+              "pause",
+              JSON.stringify({ ms: Duration.toMillis(duration) }),
               (answer) => Duration.millis(answer.pausedFor)
             ),
             local.pause(key, duration)
-          ))
+          )
         ),
       state: (key) =>
-        answer(either(
+        traced(
           key,
           "state",
-          Effect.map(
-            call(key, "state", {}),
-            (answer): LimiterStore.KeyState => ({
-              levels: levelsOf(answer.levels),
-              pausedFor: Duration.millis(answer.pausedFor)
-            })
-          ),
+          call(key, "state", "{}", (answer): LimiterStore.KeyState => ({
+            levels: levelsOf(answer.levels),
+            pausedFor: Duration.millis(answer.pausedFor)
+          })),
           local.state(key)
-        ))
+        )
     })
   })
 
