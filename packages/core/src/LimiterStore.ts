@@ -175,17 +175,33 @@ export class LimiterStore extends Context.Tag("@sluice/core/LimiterStore")<Limit
 // The in-memory store
 // ---------------------------------------------------------------------------
 
+/**
+ * A key's state in the memory store. A reservation or a settlement (every
+ * call, twice) changes the store's own entry in place, in one synchronous
+ * step: its buckets, its grant histories, its `touchedAt`. The rarer
+ * operations (define, observe, pause) build a new entry from pure functions.
+ */
 interface Entry {
-  readonly buckets: { readonly [D in Quota.Dimension]?: TokenBucket.TokenBucket }
+  readonly buckets: { [D in Quota.Dimension]?: Bucket }
   /** The stated limit per dimension (the bucket holds the burst). */
   readonly limits: { readonly [D in Quota.Dimension]?: number }
   readonly pausedUntil: number
   /** What the provider's `remaining` taught about consumers this store does not see, per dimension. */
   readonly drift: { readonly [D in Quota.Dimension]?: Drift }
   /** What this store granted per dimension, to discount from a snapshot read before it. */
-  readonly granted: { readonly [D in Quota.Dimension]?: GrantHistory }
+  readonly granted: { [D in Quota.Dimension]?: History }
   /** The last operation on the key (for reclaiming idle entries). */
-  readonly touchedAt: number
+  touchedAt: number
+}
+
+/** A bucket the memory store owns: a reservation or a settlement changes it in place. */
+type Bucket = { -readonly [K in keyof TokenBucket.TokenBucket]: TokenBucket.TokenBucket[K] }
+
+/** A {@link GrantHistory} the memory store owns, changed in place as {@link recordGrant} would answer. */
+interface History {
+  since: number
+  base: number
+  readonly groups: Array<[first: number, atFirst: number, last: number, cumulative: number]>
 }
 
 // ---------------------------------------------------------------------------
@@ -261,6 +277,28 @@ export const recordGrant = (history: GrantHistory, amount: number, now: number):
   if (next.length <= grantGroups) return { ...history, groups: next }
   const dropped = next[0]!
   return { since: dropped[2], base: dropped[3], groups: next.slice(1) }
+}
+
+/** An empty history the memory store owns, accounting from `now`. */
+const ownHistory = (now: number): History => ({ since: now, base: 0, groups: [] })
+
+/** `recordGrant`, in place: the memory store's own history, without copying its groups. */
+const recordGrantInPlace = (history: History, amount: number, now: number): void => {
+  if (amount === 0) return
+  const total = grantTotal(history) + amount
+  const groups = history.groups
+  const last = groups[groups.length - 1]
+  if (last !== undefined && now - last[0] < grantGroupSpan) {
+    if (now > last[0]) last[2] = Math.max(last[2], now)
+    else last[1] = total
+    last[3] = total
+    return
+  }
+  groups.push([now, total, now, total])
+  if (groups.length <= grantGroups) return
+  const dropped = groups.shift()!
+  history.since = dropped[2]
+  history.base = dropped[3]
 }
 
 /**
@@ -369,14 +407,15 @@ export const learnDrift = (
     : [{ nominal, estimate, gap }, rated]
 }
 
-const emptyEntry: Entry = {
+/** A key with no state: no buckets, no pause. */
+const emptyEntry = (now: number): Entry => ({
   buckets: {},
   limits: {},
   pausedUntil: Number.NEGATIVE_INFINITY,
   drift: {},
   granted: {},
-  touchedAt: 0
-}
+  touchedAt: now
+})
 
 /** What survives a reclaimed entry: each dimension's limits. */
 interface Definition {
@@ -402,17 +441,17 @@ const definitionOf = (entry: Entry): Definition | undefined => {
 
 /** Pure: a reclaimed key back from its definition, buckets full. */
 const restoreEntry = (definition: Definition, now: number): Entry => {
-  const buckets: { [D in Quota.Dimension]?: TokenBucket.TokenBucket } = {}
+  const buckets: { [D in Quota.Dimension]?: Bucket } = {}
   const limits: { [D in Quota.Dimension]?: number } = {}
-  const granted: { [D in Quota.Dimension]?: GrantHistory } = {}
+  const granted: { [D in Quota.Dimension]?: History } = {}
   for (const dimension of Quota.dimensions) {
     const limit = definition[dimension]
     if (limit === undefined) continue
     buckets[dimension] = TokenBucket.make({ capacity: limit.capacity, ratePerMilli: limit.ratePerMilli, now })
     limits[dimension] = limit.limit
-    granted[dimension] = grantHistory(now)
+    granted[dimension] = ownHistory(now)
   }
-  return { ...emptyEntry, buckets, limits, granted, touchedAt: now }
+  return { ...emptyEntry(now), buckets, limits, granted }
 }
 
 /** Whether an entry may be reclaimed: untouched since `idleSince`, unpaused, every bucket full. */
@@ -432,23 +471,20 @@ const levelsOf = (entry: Entry, now: number): Levels => {
   return levels
 }
 
-const mapBuckets = (
-  entry: Entry,
-  f: (bucket: TokenBucket.TokenBucket, dimension: Quota.Dimension) => TokenBucket.TokenBucket
-): Entry["buckets"] => {
-  const buckets: { [D in Quota.Dimension]?: TokenBucket.TokenBucket } = {}
-  for (const dimension of Quota.dimensions) {
-    const bucket = entry.buckets[dimension]
-    if (bucket !== undefined) buckets[dimension] = f(bucket, dimension)
+/** `TokenBucket.adjust` (a take when positive, a refund up to capacity when negative), on the store's own bucket in place. */
+const adjustBucket = (bucket: Bucket, delta: number, now: number): void => {
+  if (now > bucket.updatedAt) {
+    bucket.level = TokenBucket.levelAt(bucket, now)
+    bucket.updatedAt = now
   }
-  return buckets
+  bucket.level = delta >= 0 ? bucket.level - delta : Math.min(bucket.capacity, bucket.level - delta)
 }
 
 /** Pure: defines a key's limits on an entry. */
 const defineEntry = (entry: Entry, quota: Quota.Quota, now: number): Entry => {
-  const buckets: { [D in Quota.Dimension]?: TokenBucket.TokenBucket } = {}
+  const buckets: { [D in Quota.Dimension]?: Bucket } = {}
   const limits: { [D in Quota.Dimension]?: number } = {}
-  const granted: { [D in Quota.Dimension]?: GrantHistory } = {}
+  const granted: { [D in Quota.Dimension]?: History } = {}
   for (const dimension of Quota.dimensions) {
     const limit = quota[dimension]
     if (limit === undefined) continue
@@ -459,26 +495,26 @@ const defineEntry = (entry: Entry, quota: Quota.Quota, now: number): Entry => {
       ? TokenBucket.make({ capacity, ratePerMilli: rate, now })
       : TokenBucket.resize(existing, capacity, rate, now)
     limits[dimension] = limit.limit
-    granted[dimension] = entry.granted[dimension] ?? grantHistory(now)
+    granted[dimension] = entry.granted[dimension] ?? ownHistory(now)
   }
   // New limits start a new account of unseen consumers.
   return { ...entry, buckets, limits, drift: {}, granted }
 }
 
-/** Pure: one reservation on an entry. */
+/** One reservation on the store's own entry: every bucket is taken from in place (true), or none. */
 const reserveEntry = (
   entry: Entry,
   amounts: Cost.Amounts,
   headroom: number,
   now: number
-): readonly [Reservation, Entry] => {
+): true | Exclude<Reservation, { readonly _tag: "Granted" }> => {
   if (entry.pausedUntil > now) {
-    return [{
+    return {
       _tag: "Wait",
       delay: Duration.millis(entry.pausedUntil - now),
       reason: "paused",
       levels: levelsOf(entry, now)
-    }, entry]
+    }
   }
   let latest = now
   let reason: Quota.Dimension | undefined
@@ -488,7 +524,7 @@ const reserveEntry = (
     const amount = amounts[dimension]
     const at = TokenBucket.fitsAt(bucket, amount, now, TokenBucket.reserveFor(bucket, amount, headroom))
     if (at === Number.POSITIVE_INFINITY) {
-      return [{ _tag: "TooLarge", dimension, amount, capacity: bucket.capacity }, entry]
+      return { _tag: "TooLarge", dimension, amount, capacity: bucket.capacity }
     }
     if (at > latest) {
       latest = at
@@ -496,35 +532,23 @@ const reserveEntry = (
     }
   }
   if (reason !== undefined) {
-    return [{ _tag: "Wait", delay: Duration.millis(latest - now), reason, levels: levelsOf(entry, now) }, entry]
+    return { _tag: "Wait", delay: Duration.millis(latest - now), reason, levels: levelsOf(entry, now) }
   }
-  const next: Entry = {
-    ...entry,
-    buckets: mapBuckets(entry, (bucket, dimension) => TokenBucket.take(bucket, amounts[dimension], now)),
-    granted: recordGrants(entry, amounts, now)
-  }
-  return [{ _tag: "Granted", levels: levelsOf(next, now) }, next]
+  adjustEntry(entry, amounts, now)
+  return true
 }
 
-/** Pure: the entry's grant histories with `amounts` recorded on every bucket's dimension. */
-const recordGrants = (entry: Entry, amounts: Cost.Delta, now: number): Entry["granted"] => {
-  const granted: { [D in Quota.Dimension]?: GrantHistory } = { ...entry.granted }
+/** Charges (positive) or refunds (negative) each dimension of the store's own entry in place, and records it as granted. */
+const adjustEntry = (entry: Entry, delta: Cost.Delta, now: number): void => {
   for (const dimension of Quota.dimensions) {
-    const amount = amounts[dimension]
-    if (entry.buckets[dimension] === undefined || amount === undefined || amount === 0) continue
-    granted[dimension] = recordGrant(entry.granted[dimension] ?? grantHistory(now), amount, now)
-  }
-  return granted
-}
-
-const adjustEntry = (entry: Entry, delta: Cost.Delta, now: number): Entry => ({
-  ...entry,
-  buckets: mapBuckets(entry, (bucket, dimension) => {
+    const bucket = entry.buckets[dimension]
     const change = delta[dimension]
-    return change === undefined || change === 0 ? bucket : TokenBucket.adjust(bucket, change, now)
-  }),
-  granted: recordGrants(entry, delta, now)
-})
+    if (bucket === undefined || change === undefined || change === 0) continue
+    adjustBucket(bucket, change, now)
+    const history = entry.granted[dimension] ?? (entry.granted[dimension] = ownHistory(now))
+    recordGrantInPlace(history, change, now)
+  }
+}
 
 /**
  * Pure: folds a snapshot read `age` milliseconds ago. Its `remaining` is
@@ -537,8 +561,8 @@ const observeEntry = (
   age: number,
   now: number
 ): readonly [Observation, Entry] => {
-  const granted: { [D in Quota.Dimension]?: GrantHistory } = { ...entry.granted }
-  const buckets: { [D in Quota.Dimension]?: TokenBucket.TokenBucket } = { ...entry.buckets }
+  const granted: { [D in Quota.Dimension]?: History } = { ...entry.granted }
+  const buckets: { [D in Quota.Dimension]?: Bucket } = { ...entry.buckets }
   const limits: { [D in Quota.Dimension]?: number } = { ...entry.limits }
   const drift: { [D in Quota.Dimension]?: Drift } = { ...entry.drift }
   const lowered: Array<Observation["lowered"][number]> = []
@@ -562,7 +586,7 @@ const observeEntry = (
           : projectRemaining(Math.max(0, state.remaining), age, rate, stated, 0)
       })
       limits[dimension] = stated
-      granted[dimension] = grantHistory(now)
+      granted[dimension] = ownHistory(now)
       discovered.push(dimension)
     } else if (stated !== undefined && stated < (limits[dimension] ?? bucket.capacity)) {
       const from = limits[dimension] ?? bucket.capacity
@@ -637,7 +661,7 @@ export interface MemoryStore extends Context.Tag.Service<LimiterStore> {
 export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<MemoryStore> =>
   Effect.sync(() => {
     const idleAfter = Duration.toMillis(Duration.decode(options.idleAfter ?? Duration.minutes(10)))
-    // Owned by this store alone and changed only inside `step`, one synchronous call: each operation is atomic.
+    // Owned by this store alone and changed only in synchronous calls: each operation is atomic.
     const entries = new Map<string, Entry>()
     /** Limits of reclaimed keys: one small record per key ever limited. */
     const definitions = new Map<string, Definition>()
@@ -653,22 +677,41 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
       }
     }
 
-    /** One atomic step on a key at `now`; `touch`: the step counts as use (everything but `state`). */
+    /** A key's entry at `now`: stored, or back from its definition, or empty (not stored by this). */
+    const current = (key: string, now: number): Entry => {
+      if (now - sweptAt >= idleAfter) sweep(now)
+      const stored = entries.get(key)
+      if (stored !== undefined) return stored
+      const definition = definitions.get(key)
+      return definition === undefined ? emptyEntry(now) : restoreEntry(definition, now)
+    }
+
+    /**
+     * One atomic step on a key at `now` that answers a new entry (the pure
+     * operations); `touch`: the step counts as use (everything but `state`).
+     */
     const step = <A>(
       key: string,
       f: (entry: Entry, now: number) => readonly [A, Entry],
       now: number,
       touch = true
     ): A => {
-      if (now - sweptAt >= idleAfter) sweep(now)
-      const stored = entries.get(key)
-      const definition = stored === undefined ? definitions.get(key) : undefined
-      const current = stored ?? (definition === undefined ? emptyEntry : restoreEntry(definition, now))
-      const [result, next] = f(current, now)
-      // Replacing the entry in place keeps each operation O(1) however many keys there are.
-      if (touch) entries.set(key, { ...next, touchedAt: now })
-      else if (next !== current) entries.set(key, next)
+      const entry = current(key, now)
+      const [result, next] = f(entry, now)
+      // Replacing the entry keeps each operation O(1) however many keys there are.
+      if (touch) {
+        next.touchedAt = now
+        entries.set(key, next)
+      } else if (next !== entry) entries.set(key, next)
       return result
+    }
+
+    /** The key's entry at `now`, stored and touched: the store's own, for an operation in place. */
+    const own = (key: string, now: number): Entry => {
+      const entry = current(key, now)
+      entry.touchedAt = now
+      entries.set(key, entry)
+      return entry
     }
 
     /** `step` at the calling fiber's `Clock`. */
@@ -679,11 +722,11 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
     ): Effect.Effect<A> =>
       Effect.clockWith((clock) => Effect.sync(() => step(key, f, clock.unsafeCurrentTimeMillis(), touch)))
 
-    const reserve = (amounts: Cost.Amounts, headroom: number) => (entry: Entry, now: number) =>
-      reserveEntry(entry, amounts, headroom, now)
-    const adjust = (delta: Cost.Delta) => (entry: Entry, now: number): readonly [Levels, Entry] => {
-      const next = adjustEntry(entry, delta, now)
-      return [levelsOf(next, now), next]
+    /** A reservation at the calling fiber's `Clock`, with the levels after it. */
+    const reserve = (key: string, amounts: Cost.Amounts, headroom: number, now: number): Reservation => {
+      const entry = own(key, now)
+      const answer = reserveEntry(entry, amounts, headroom, now)
+      return answer === true ? { _tag: "Granted", levels: levelsOf(entry, now) } : answer
     }
 
     const store: MemoryStore = {
@@ -692,8 +735,19 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
           const next = defineEntry(entry, quota, now)
           return [levelsOf(next, now), next]
         }),
-      reserve: (key, amounts, options) => update(key, reserve(amounts, options.headroom)),
-      adjust: (key, delta) => update(key, adjust(delta)),
+      reserve: (key, amounts, options) =>
+        Effect.clockWith((clock) =>
+          Effect.sync(() => reserve(key, amounts, options.headroom, clock.unsafeCurrentTimeMillis()))
+        ),
+      adjust: (key, delta) =>
+        Effect.clockWith((clock) =>
+          Effect.sync(() => {
+            const now = clock.unsafeCurrentTimeMillis()
+            const entry = own(key, now)
+            adjustEntry(entry, delta, now)
+            return levelsOf(entry, now)
+          })
+        ),
       observe: (key, snapshot) =>
         update(key, (entry, now) =>
           observeEntry(
@@ -714,10 +768,11 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
         }, entry], false),
       entries: Effect.sync(() => entries.size)
     }
-    // The limiter's uncontended path calls these directly, in one synchronous step.
+    // The limiter's uncontended path calls these directly: one synchronous step each, in place, no levels.
     return SyncStore.register(store, {
-      reserve: (key, amounts, headroom, now) => step(key, reserve(amounts, headroom), now),
-      adjust: (key, delta, now) => step(key, adjust(delta), now)
+      reserve: (key, amounts, headroom, now) => reserveEntry(own(key, now), amounts, headroom, now),
+      adjust: (key, delta, now) => adjustEntry(own(key, now), delta, now),
+      levels: (key, now) => levelsOf(current(key, now), now)
     })
   })
 

@@ -112,7 +112,7 @@ export const pauses = Metric.counter("sluice_limiter_pauses_total", {
  * Seconds until a quota's bucket runs out at the current rate, by key and
  * dimension: the level over the net drain (consumption minus refill). `+Inf`
  * while the bucket is not draining; 0 while callers wait on this dimension.
- * Refreshed on every limiter event of the key and every few seconds.
+ * Refreshed every few seconds, and on every limiter event of a key with waiters.
  *
  * @since 0.1.0
  * @category utilities

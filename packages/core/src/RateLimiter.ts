@@ -47,7 +47,6 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Cost from "./Cost.js"
@@ -361,43 +360,6 @@ export const make = (options: Options = {}): Effect.Effect<
     const labelOf = LimiterMetrics.makeLabeller(settings.metricKeys)
     const keys = KeyRuntime.make({ store, scope, settings, labelOf })
 
-    // No generator on this path: an uncontended call is a handful of fiber steps (see internal/keyRuntime.ts).
-    const acquire = (
-      key: string,
-      cost: Cost.Cost,
-      acquireOptions?: AcquireOptions
-    ): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
-      Effect.suspend(() => {
-        const amounts = Cost.validate(key, cost)
-        if (Either.isLeft(amounts)) return Effect.fail(amounts.left)
-        const maxWait = acquireOptions?.maxWait
-        return keys.acquire(
-          key,
-          amounts.right,
-          acquireOptions?.priority ?? "normal",
-          maxWait === undefined ? undefined : Duration.decode(maxWait)
-        )
-      })
-
-    const withPermit = <A, E, R>(
-      key: string,
-      cost: Cost.Cost,
-      use: (permit: Permit) => Effect.Effect<A, E, R>,
-      acquireOptions?: AcquireOptions
-    ): Effect.Effect<A, E | RateLimiterError, R> =>
-      Effect.suspend(() => {
-        const amounts = Cost.validate(key, cost)
-        if (Either.isLeft(amounts)) return Effect.fail(amounts.left)
-        const maxWait = acquireOptions?.maxWait
-        return keys.withPermit(
-          key,
-          amounts.right,
-          acquireOptions?.priority ?? "normal",
-          maxWait === undefined ? undefined : Duration.decode(maxWait),
-          use
-        )
-      })
-
     const define = (key: string, input: Quota.QuotaInput) =>
       Effect.gen(function*() {
         const quota = yield* Quota.decode(input, key)
@@ -478,13 +440,14 @@ export const make = (options: Options = {}): Effect.Effect<
 
     for (const [key, quota] of Object.entries(options.quotas ?? {})) yield* define(key, quota)
     yield* Effect.forkIn(
-      Effect.forever(Effect.zipRight(Effect.sleep(KeyRuntime.timeLeftRefresh), keys.refreshTimeLeft)),
+      Effect.forever(Effect.zipRight(Effect.sleep(KeyRuntime.gaugeRefresh), keys.refreshGauges)),
       scope
     )
 
     return RateLimiter.of({
-      acquire,
-      withPermit,
+      // Validation, the fast path and the waiting are internal/keyRuntime.ts's.
+      acquire: keys.acquire,
+      withPermit: keys.withPermit,
       define,
       observe,
       pause,

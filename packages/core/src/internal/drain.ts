@@ -15,16 +15,25 @@ export const window = 30_000
 /** A young drain's correction counts at least this long, so one early grant does not read as a torrent. */
 export const warmup = 5_000
 
-/** One bucket's reading and its consumption rate (units per millisecond, uncorrected). */
+/**
+ * One bucket's last reading and its consumption rate (units per millisecond,
+ * uncorrected). Owned by one key's runtime and folded in place: a reading
+ * comes with every grant and settlement, and a new object for each would be
+ * most of what a call allocates.
+ */
 export interface Drain {
-  readonly level: number
-  readonly at: number
-  readonly rate: number
+  level: number
+  at: number
+  rate: number
   /** The first reading. */
   readonly since: number
 }
 
-/** Folds a new reading of a bucket into its drain. A refund (a level above the expected refill) lowers the rate. */
+/**
+ * Folds a new reading of a bucket into its drain, in place (a new drain for
+ * the first reading), and answers it. A refund (a level above the expected
+ * refill) lowers the rate.
+ */
 export const observe = (
   previous: Drain | undefined,
   level: number,
@@ -36,12 +45,11 @@ export const observe = (
   const elapsed = Math.max(0, now - previous.at)
   const expected = Math.max(previous.level, Math.min(capacity, previous.level + refillPerMilli * elapsed))
   const consumed = expected - level
-  return {
-    level,
-    at: now,
-    rate: previous.rate * Math.exp(-elapsed / window) + consumed / window,
-    since: previous.since
-  }
+  // Readings within one millisecond (a grant and its settlement) decay nothing.
+  previous.rate = (elapsed === 0 ? previous.rate : previous.rate * Math.exp(-elapsed / window)) + consumed / window
+  previous.level = level
+  previous.at = now
+  return previous
 }
 
 /** The consumption rate now (units per millisecond, never negative), decayed since the last reading. */

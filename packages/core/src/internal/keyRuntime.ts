@@ -5,12 +5,16 @@
  *
  * The fast path: when nobody waits, a slot is free and the store lives in this
  * process (it registered a `SyncStore`), a grant is one synchronous step on the
- * key's state — the slot, the reservation, the levels and the metric handles —
+ * key's state — its slot counts and the store's buckets, changed in place —
  * run in the same uninterruptible region that installs its release, with no
- * `Deferred`, no span, no fiber and no metric effect. A settlement is one such
- * step too, and neither it nor a release wakes the driver while no waiter
- * needs it. Anything else (a waiter ahead, no slot, a cost that must wait, a
- * store in another process) takes the path that can wait, unchanged.
+ * `Deferred`, no span, no fiber and no metric effect. A settlement and a
+ * release are one such step each, and none of them wakes the driver while no
+ * waiter needs it. The grant counter and the wait histogram are counted on the
+ * spot (a field update in the metric's hook); the gauges (in flight, bucket
+ * levels, time left) are read from the key's fields and the store every
+ * {@link gaugeRefresh}, and on every event of a key that has waiters. Anything
+ * else (a waiter ahead, no slot, a cost that must wait, a store in another
+ * process) takes the path that can wait, unchanged.
  *
  * `RateLimiter.make` resolves its options into {@link Settings} and builds one
  * registry of keys with {@link make}; every input it needs (the store, the
@@ -124,8 +128,12 @@ export interface KeyRuntime {
   readonly metrics: KeyMetrics
 }
 
-/** How often an idle key's time-left gauge is brought up to date. */
-export const timeLeftRefresh = Duration.seconds(5)
+/**
+ * How often every resident key's gauges are brought up to date: an idle key's
+ * time left decays to +Inf, and an uncontended key's in-flight, bucket-level
+ * and time-left gauges (which its calls leave alone) are read afresh.
+ */
+export const gaugeRefresh = Duration.seconds(5)
 
 const negate = (amounts: Cost.Amounts): Cost.Delta => {
   const delta: { [D in Quota.Dimension]?: number } = {}
@@ -139,21 +147,25 @@ export interface Keys {
   readonly get: (key: string) => KeyRuntime | undefined
   /** Each defined key's refill per millisecond and dimension, for `admitsIn`; lowered by `observe`. */
   readonly rates: Map<string, { [D in Quota.Dimension]?: number }>
-  /** Waits until `amounts` is granted on `key` (validated already) and returns its permit. */
+  /** `RateLimiter.acquire`: validates `cost`, waits until it is granted on `key`, returns its permit. */
   readonly acquire: (
     key: string,
-    amounts: Cost.Amounts,
-    priority: Priority.Class,
-    maxWait: Duration.Duration | undefined
-  ) => Effect.Effect<Permit, RateLimiterError, Scope.Scope>
-  /** `acquire`, run `use` with the permit, release; a permit granted at once needs no `Scope`. */
+    cost: Cost.Cost,
+    options?: {
+      readonly priority?: Priority.Class | undefined
+      readonly maxWait?: Duration.DurationInput | undefined
+    }
+  ) => Effect.Effect<Permit, Cost.InvalidCost | RateLimiterError, Scope.Scope>
+  /** `RateLimiter.withPermit`: `acquire`, `use`, release; a permit granted at once needs no `Scope`. */
   readonly withPermit: <A, E, R>(
     key: string,
-    amounts: Cost.Amounts,
-    priority: Priority.Class,
-    maxWait: Duration.Duration | undefined,
-    use: (permit: Permit) => Effect.Effect<A, E, R>
-  ) => Effect.Effect<A, E | RateLimiterError, R>
+    cost: Cost.Cost,
+    use: (permit: Permit) => Effect.Effect<A, E, R>,
+    options?: {
+      readonly priority?: Priority.Class | undefined
+      readonly maxWait?: Duration.DurationInput | undefined
+    }
+  ) => Effect.Effect<A, E | Cost.InvalidCost | RateLimiterError, R>
   /** Records a new quota the store accepted, and resets a resident runtime to it. */
   readonly defined: (key: string, quota: Quota.Quota, levels: LimiterStore.Levels) => Effect.Effect<void>
   /** Folds levels the store answered into a resident runtime (bucket gauges, capacities, drains). */
@@ -162,8 +174,8 @@ export interface Keys {
   readonly endDiscovery: (runtime: KeyRuntime) => Effect.Effect<void>
   /** Wakes a key's driver: something that could change its answer happened. */
   readonly wake: (runtime: KeyRuntime) => Effect.Effect<void>
-  /** Brings every resident key's time-left gauges up to date. */
-  readonly refreshTimeLeft: Effect.Effect<void>
+  /** Brings every resident key's gauges up to date (every {@link gaugeRefresh}). */
+  readonly refreshGauges: Effect.Effect<void>
 }
 
 /** A registry of keys over `inputs`; drivers are forked into `inputs.scope` on each key's first use. */
@@ -237,14 +249,22 @@ export const make = (inputs: Inputs): Keys => {
   }
 
   /**
-   * Every few seconds, the time-left gauges of every key as if nothing had
-   * happened since its last event: an idle key's drain decays and its gauge
-   * goes back to +Inf instead of keeping its last busy value.
+   * Every {@link gaugeRefresh}, the gauges of every resident key: its permits
+   * in flight and, from a store in this process, its levels now (folded into
+   * its drains as any reading is). For a store elsewhere, the time left as if
+   * nothing had happened since the key's last event: an idle key's drain
+   * decays and its gauge goes back to +Inf instead of keeping its last busy
+   * value.
    */
-  const refreshTimeLeft = Effect.clockWith((clock) =>
+  const refreshGauges = Effect.clockWith((clock) =>
     Effect.sync(() => {
       const now = clock.unsafeCurrentTimeMillis()
       for (const runtime of runtimes.values()) {
+        runtime.metrics.inFlight.unsafeUpdate(runtime.held, [])
+        if (sync !== undefined) {
+          noteLevels(runtime, sync.levels(runtime.key, now), now)
+          continue
+        }
         for (const dimension of Quota.dimensions) {
           const drain = runtime.drains[dimension]
           const capacity = runtime.capacities[dimension]
@@ -527,13 +547,20 @@ export const make = (inputs: Inputs): Keys => {
     return { _tag: "Queued", displaced }
   }
 
-  /** Frees a permit's slot at `now`, in one synchronous step: every permit's release (`runtime.release`). */
+  /**
+   * Frees a permit's slot at `now`, in one synchronous step: every permit's
+   * release (`runtime.release`). With waiters, the driver wakes and the
+   * in-flight gauge follows; without, both are left to the next arrival and
+   * the gauge refresh.
+   */
   const releaseNow = (runtime: KeyRuntime, now: number) => {
     runtime.held--
     runtime.taken--
     runtime.lastActive = now
-    runtime.metrics.inFlight.unsafeUpdate(runtime.held, [])
-    wakeForWaiters(runtime)
+    if (runtime.lanes.total() > 0) {
+      runtime.metrics.inFlight.unsafeUpdate(runtime.held, [])
+      runtime.wake.unsafeOpen()
+    }
   }
 
   /** Gives back a granted permit nobody will use: its slot, and its reservation to the backend that granted it. */
@@ -558,11 +585,9 @@ export const make = (inputs: Inputs): Keys => {
           const delta = Cost.difference(validated.right, charged)
           charged = validated.right
           if (Cost.isEmpty(delta)) return Effect.void
-          if (sync !== undefined) {
-            // One synchronous step, as the grant was.
-            const now = clock.unsafeCurrentTimeMillis()
-            noteLevels(runtime, sync.adjust(runtime.key, delta, now), now)
-            wakeForWaiters(runtime)
+          if (sync !== undefined && runtime.lanes.total() === 0) {
+            // One synchronous step, as the grant was; the gauges are left to their refresh.
+            sync.adjust(runtime.key, delta, clock.unsafeCurrentTimeMillis())
             return Effect.void
           }
           // To the backend that granted the reservation: a fallback's take is refunded to the fallback.
@@ -598,15 +623,13 @@ export const make = (inputs: Inputs): Keys => {
     const rank = Priority.rank(priority)
     runtime.lastSeen[rank] = now
     runtime.lastActive = now
-    const reservation = sync.reserve(runtime.key, amounts, headroomFor(runtime, rank, now).fraction, now)
-    if (reservation._tag !== "Granted") return undefined
+    if (sync.reserve(runtime.key, amounts, headroomFor(runtime, rank, now).fraction, now) !== true) return undefined
     runtime.taken++
     runtime.held++
-    noteLevels(runtime, reservation.levels, now)
-    runtime.metrics.inFlight.unsafeUpdate(runtime.held, [])
+    // Counted on the spot: a test or a scrape right after the call reads it.
     runtime.metrics.grants[priority].unsafeUpdate(1, [])
     runtime.metrics.waitSeconds[priority].unsafeUpdate(0, [])
-    return makePermit(runtime, { priority, amounts, arrivedAt: now, origin: reservation.origin }, now)
+    return makePermit(runtime, { priority, amounts, arrivedAt: now, origin: undefined }, now)
   }
 
   /**
@@ -764,19 +787,32 @@ export const make = (inputs: Inputs): Keys => {
   const clockOf = (fiber: { readonly currentDefaultServices: Context.Context<Clock.Clock> }) =>
     Context.get(fiber.currentDefaultServices, Clock.Clock)
 
+  /** The options of one acquisition, as `RateLimiter.AcquireOptions`. */
+  type Options = {
+    readonly priority?: Priority.Class | undefined
+    readonly maxWait?: Duration.DurationInput | undefined
+  } | undefined
+
+  const maxWaitOf = (options: Options) => options?.maxWait === undefined ? undefined : Duration.decode(options.maxWait)
+
+  // Both run as few fiber steps as an uncontended call allows: the mask, one step that validates
+  // and grants, and the release's installation; the cost is validated inside, so nothing runs early.
   const acquire = (
     key: string,
-    amounts: Cost.Amounts,
-    priority: Priority.Class,
-    maxWait: Duration.Duration | undefined
-  ): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
+    cost: Cost.Cost,
+    options: Options
+  ): Effect.Effect<Permit, Cost.InvalidCost | RateLimiterError, Scope.Scope> =>
     // The grant and its release's installation in one uninterruptible region: no
     // interrupt can land between a permit taken and its finalizer in the scope.
     Effect.uninterruptibleMask((restore) =>
-      Effect.withFiberRuntime<Permit, RateLimiterError, Scope.Scope>((fiber) => {
+      Effect.withFiberRuntime<Permit, Cost.InvalidCost | RateLimiterError, Scope.Scope>((fiber) => {
+        const amounts = Cost.validate(key, cost)
+        if (Either.isLeft(amounts)) return Effect.fail(amounts.left)
+        const priority = options?.priority ?? "normal"
+        const maxWait = maxWaitOf(options)
         const runtime = runtimes.get(key)
-        const permit = grantNow(runtime, amounts, priority, clockOf(fiber).unsafeCurrentTimeMillis())
-        if (permit === undefined) return restore(acquireOrWait(key, amounts, priority, maxWait))
+        const permit = grantNow(runtime, amounts.right, priority, clockOf(fiber).unsafeCurrentTimeMillis())
+        if (permit === undefined) return restore(acquireOrWait(key, amounts.right, priority, maxWait))
         // The caller's scope (`acquire` requires one), without an effect to read it.
         const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
         return Effect.as(Scope.addFinalizer(scope, runtime!.release), permit)
@@ -785,23 +821,32 @@ export const make = (inputs: Inputs): Keys => {
 
   const withPermit = <A, E, R>(
     key: string,
-    amounts: Cost.Amounts,
-    priority: Priority.Class,
-    maxWait: Duration.Duration | undefined,
-    use: (permit: Permit) => Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E | RateLimiterError, R> =>
+    cost: Cost.Cost,
+    use: (permit: Permit) => Effect.Effect<A, E, R>,
+    options: Options
+  ): Effect.Effect<A, E | Cost.InvalidCost | RateLimiterError, R> =>
     // As `acquireUseRelease`, with the release a synchronous step of the same region as the grant.
     Effect.uninterruptibleMask((restore) =>
-      Effect.withFiberRuntime<A, E | RateLimiterError, R>((fiber) => {
+      Effect.withFiberRuntime<A, E | Cost.InvalidCost | RateLimiterError, R>((fiber) => {
+        const amounts = Cost.validate(key, cost)
+        if (Either.isLeft(amounts)) return Effect.fail(amounts.left)
+        const priority = options?.priority ?? "normal"
+        const maxWait = maxWaitOf(options)
         const clock = clockOf(fiber)
         const runtime = runtimes.get(key)
-        const permit = grantNow(runtime, amounts, priority, clock.unsafeCurrentTimeMillis())
+        const permit = grantNow(runtime, amounts.right, priority, clock.unsafeCurrentTimeMillis())
         if (permit === undefined) {
-          return restore(Effect.scoped(Effect.flatMap(acquireOrWait(key, amounts, priority, maxWait), use)))
+          return restore(Effect.scoped(Effect.flatMap(acquireOrWait(key, amounts.right, priority, maxWait), use)))
         }
-        return Effect.flatMap(Effect.exit(restore(Effect.suspend(() => use(permit)))), (exit) => {
-          releaseNow(runtime!, clock.unsafeCurrentTimeMillis())
-          return exit
+        return Effect.matchCauseEffect(restore(Effect.suspend(() => use(permit))), {
+          onFailure: (cause) => {
+            releaseNow(runtime!, clock.unsafeCurrentTimeMillis())
+            return Effect.failCause(cause)
+          },
+          onSuccess: (value) => {
+            releaseNow(runtime!, clock.unsafeCurrentTimeMillis())
+            return Effect.succeed(value)
+          }
         })
       })
     )
@@ -835,6 +880,6 @@ export const make = (inputs: Inputs): Keys => {
     rememberLevels,
     endDiscovery,
     wake,
-    refreshTimeLeft
+    refreshGauges
   }
 }

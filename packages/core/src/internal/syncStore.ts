@@ -13,10 +13,23 @@
 import type * as Cost from "../Cost.js"
 import type * as LimiterStore from "../LimiterStore.js"
 
-/** `LimiterStore`'s `reserve` and `adjust`, each one atomic synchronous step at `now` (the caller's `Clock`). */
+/**
+ * `LimiterStore`'s `reserve` and `adjust`, each one atomic synchronous step at
+ * `now` (the caller's `Clock`), answering no levels: the uncontended path reads
+ * none, and the limiter's periodic refresh asks `levels` for its gauges.
+ */
 export interface SyncStore {
-  readonly reserve: (key: string, amounts: Cost.Amounts, headroom: number, now: number) => LimiterStore.Reservation
-  readonly adjust: (key: string, delta: Cost.Delta, now: number) => LimiterStore.Levels
+  /** Takes `amounts` from every bucket: true; or nothing, with the store's answer. */
+  readonly reserve: (
+    key: string,
+    amounts: Cost.Amounts,
+    headroom: number,
+    now: number
+  ) => true | Exclude<LimiterStore.Reservation, { readonly _tag: "Granted" }>
+  /** Charges (positive) or refunds (negative) each dimension. */
+  readonly adjust: (key: string, delta: Cost.Delta, now: number) => void
+  /** A key's levels now; not a use of the key (as `state`). */
+  readonly levels: (key: string, now: number) => LimiterStore.Levels
 }
 
 const registered = new WeakMap<object, SyncStore>()
