@@ -20,7 +20,7 @@ import { syntheticSource } from "@sluice/examples/extract/Documents"
 import * as Job from "@sluice/examples/extract/Job"
 import * as Report from "@sluice/examples/extract/Report"
 import * as Store from "@sluice/examples/extract/Store"
-import { allowance, type Limits } from "@sluice/examples/extract/Summary"
+import { allowance, limitOf, type Limits } from "@sluice/examples/extract/Summary"
 import { SimulatedClient } from "@sluice/simulator"
 import { Data, Effect, Layer, TestClock } from "effect"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -39,6 +39,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
 /** Input tokens bind: 60 documents of about 700 tokens against 20,000 a minute take about two minutes. */
 const limits: Limits = { requestsPerMinute: 60, inputTokensPerMinute: 20_000, outputTokensPerMinute: 8_000 }
+
+const dimensions = ["requests", "inputTokens", "outputTokens"] as const
 
 class BrowserFailed extends Data.TaggedError("BrowserFailed")<{ readonly step: string; readonly cause: unknown }> {
   override get message() {
@@ -67,6 +69,13 @@ const reportOfARun = Effect.gen(function*() {
         0.8 * limits.inputTokensPerMinute
       )
       expect(last.inputTokens).toBeGreaterThan(0.8 * allowance(limits.inputTokensPerMinute, last.quotaMinutes))
+      // In the numbers as on the page: at no sample did the run use more than the quota allowed.
+      for (const dimension of dimensions) {
+        const over = result.samples.filter((sample) =>
+          sample[dimension] > allowance(limitOf(limits, dimension), sample.quotaMinutes)
+        )
+        expect([dimension, over]).toEqual([dimension, []])
+      }
       return Report.render({
         title: "Sluice extraction run",
         generatedAt: "2026-12-02T00:00:00.000Z",
@@ -168,7 +177,6 @@ const open = (file: string, screenshot: string | undefined) =>
     return { errors, charts: charts as ReadonlyArray<DrawnChart> }
   })
 
-const dimensions = ["requests", "inputTokens", "outputTokens"] as const
 const expectedCharts = [...dimensions.flatMap((d) => [d, `${d}Allowed`]), "queue", "errors", "done"]
 
 describe("the run report in headless Chromium", () => {
