@@ -40,8 +40,11 @@ export class Store extends Context.Tag("@sluice/examples/extract/Store")<Store, 
 
 const iso = Effect.map(Clock.currentTimeMillis, (now) => new Date(now).toISOString())
 
-/** Creates the tables when missing and builds the store over the `SqlClient` in context. */
-export const make = Effect.gen(function*() {
+/**
+ * Creates `extractions` and `failures` when missing (SQLite and PostgreSQL
+ * alike): this store and the shared work queue (`Queue.ts`) write the same rows.
+ */
+export const createTables = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   yield* sql`CREATE TABLE IF NOT EXISTS extractions (
     doc_id TEXT PRIMARY KEY,
@@ -63,6 +66,12 @@ export const make = Effect.gen(function*() {
     attempts INTEGER NOT NULL,
     last_error_at TEXT NOT NULL
   )`
+})
+
+/** Creates the tables when missing and builds the store over the `SqlClient` in context. */
+export const make = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  yield* createTables
   return Store.of({
     isExtracted: (docId) =>
       Effect.map(sql`SELECT 1 AS found FROM extractions WHERE doc_id = ${docId}`, (rows) => rows.length > 0),
