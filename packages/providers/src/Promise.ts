@@ -62,12 +62,10 @@ import { MessageStream, type MessageStreamEvents } from "@anthropic-ai/sdk/lib/M
 import type * as Sdk from "@anthropic-ai/sdk/resources/messages/messages"
 import { Budget, Governor, LlmClient, Pricing, Quota, QuotaKeys, RateLimiter, TokenEstimator } from "@sluice/core"
 import type { Priority, Retry } from "@sluice/core"
-import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Option from "effect/Option"
@@ -796,36 +794,13 @@ export const createClient = (options: ClientOptions): Client => {
   const valid = validate(options)
   if (Either.isLeft(valid)) throw new InvalidOptionsError(valid.left)
   const runtime = ManagedRuntime.make(layer(valid.right))
-  let closed: Promise<void> | undefined
-
-  const run = async <A>(
-    effect: Effect.Effect<
-      A,
-      Reason,
-      LlmClient.LlmClient | RateLimiter.RateLimiter | Anthropic.AnthropicSdkClient | TokenEstimator.TokenEstimator
-    >,
-    signal: AbortSignal | undefined
-  ): Promise<A> => {
-    if (closed !== undefined) throw new ClosedError(new ClientClosed())
-    // This module is the edge for code without Effect: the one place a governed call becomes a Promise.
-    const exit = await runtime.runPromiseExit(effect, signal === undefined ? {} : { signal })
-    if (Exit.isSuccess(exit)) return exit.value
-    const failure = Cause.failureOption(exit.cause)
-    if (Option.isSome(failure)) throw toError(failure.value)
-    // An interruption (the caller's signal) or a defect: the SDK's own abort error, or the defect as it is.
-    throw Cause.squash(exit.cause)
-  }
-
-  /** A call's options over the client's defaults. */
-  const callOf = (call: CallOptions): CallOptions => ({
-    ...(valid.right.tenant === undefined ? {} : { tenant: valid.right.tenant }),
-    ...(valid.right.job === undefined ? {} : { job: valid.right.job }),
-    ...call
-  })
+  const runner = Facade.runner(runtime, toError, () => new ClosedError(new ClientClosed()))
+  const { close, ensureOpen, run } = runner
+  const callOf = (call: CallOptions): CallOptions => Facade.withDefaults(valid.right, call)
 
   /** The governed stream of a call's raw events, pulled from a Promise. */
   const events = (params: Sdk.MessageCreateParamsBase, call: CallOptions, signal: AbortSignal) => {
-    if (closed !== undefined) throw new ClosedError(new ClientClosed())
+    ensureOpen()
     const governed = Stream.unwrap(Effect.gen(function*() {
       if (!Predicate.isRecord(params) || !Array.isArray(params.messages)) {
         return yield* new InvalidRequest({ detail: "Expected Messages API params with `messages`" })
@@ -895,19 +870,7 @@ export const createClient = (options: ClientOptions): Client => {
           call.signal
         )
     },
-    stats: (model) =>
-      run(Effect.flatMap(RateLimiter.RateLimiter, (limiter) => Effect.orDie(limiter.stats(keyOf(model)))), undefined),
-    budget: () =>
-      run(
-        Effect.flatMap(
-          Effect.serviceOption(Budget.Budget),
-          Option.match({ onNone: () => Effect.succeed([]), onSome: (budget) => Effect.orDie(budget.status) })
-        ),
-        undefined
-      ),
-    close: () => {
-      closed ??= runtime.dispose()
-      return closed
-    }
+    ...Facade.status(runner, keyOf),
+    close
   }
 }

@@ -46,11 +46,9 @@
  */
 import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import { Budget, Governor, LlmClient, Pricing, RateLimiter, TokenEstimator } from "@sluice/core"
-import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Option from "effect/Option"
@@ -77,7 +75,6 @@ import {
   InvalidClientOptions,
   InvalidOptionsError,
   InvalidRequest,
-  type Reason,
   toBudgetLimit,
   toError,
   validateWith
@@ -360,26 +357,9 @@ export const createClient = (options: OpenAiClientOptions): Client => {
   if (Either.isLeft(valid)) throw new InvalidOptionsError(valid.left)
   const defaultMaxTokens = valid.right.defaultMaxTokens ?? 4_096
   const runtime = ManagedRuntime.make(layer(valid.right))
-  let closed: Promise<void> | undefined
-
-  const run = async <A>(
-    effect: Effect.Effect<A, Reason, LlmClient.LlmClient | RateLimiter.RateLimiter | TokenEstimator.TokenEstimator>,
-    signal: AbortSignal | undefined
-  ): Promise<A> => {
-    if (closed !== undefined) throw new ClosedError(new ClientClosed())
-    // The edge for code without Effect: the one place a governed call becomes a Promise.
-    const exit = await runtime.runPromiseExit(effect, signal === undefined ? {} : { signal })
-    if (Exit.isSuccess(exit)) return exit.value
-    const failure = Cause.failureOption(exit.cause)
-    if (Option.isSome(failure)) throw toError(failure.value)
-    throw Cause.squash(exit.cause)
-  }
-
-  const callOf = (call: CallOptions): CallOptions => ({
-    ...(valid.right.tenant === undefined ? {} : { tenant: valid.right.tenant }),
-    ...(valid.right.job === undefined ? {} : { job: valid.right.job }),
-    ...call
-  })
+  const runner = Facade.runner(runtime, toError, () => new ClosedError(new ClientClosed()))
+  const { close, ensureOpen, run } = runner
+  const callOf = (call: CallOptions): CallOptions => Facade.withDefaults(valid.right, call)
 
   const checked = (params: ChatCompletionCreateParamsBase) =>
     Predicate.isRecord(params) && Array.isArray(params.messages) && typeof params.model === "string"
@@ -400,7 +380,11 @@ export const createClient = (options: OpenAiClientOptions): Client => {
     )
 
   const streamed = (params: ChatCompletionCreateParamsStreaming, call: CallOptions): Promise<ChunkStream> => {
-    if (closed !== undefined) return Promise.reject(new ClosedError(new ClientClosed()))
+    try {
+      ensureOpen()
+    } catch (error) {
+      return Promise.reject(error)
+    }
     const usageAsked = wantsUsage(params)
     const chunks = Stream.unwrap(Effect.gen(function*() {
       const client = yield* LlmClient.LlmClient
@@ -427,19 +411,7 @@ export const createClient = (options: OpenAiClientOptions): Client => {
             : complete({ ...params, stream: false }, call)) as Client["chat"]["completions"]["create"]
       }
     },
-    stats: (model) =>
-      run(Effect.flatMap(RateLimiter.RateLimiter, (limiter) => Effect.orDie(limiter.stats(keyOf(model)))), undefined),
-    budget: () =>
-      run(
-        Effect.flatMap(
-          Effect.serviceOption(Budget.Budget),
-          Option.match({ onNone: () => Effect.succeed([]), onSome: (budget) => Effect.orDie(budget.status) })
-        ),
-        undefined
-      ),
-    close: () => {
-      closed ??= runtime.dispose()
-      return closed
-    }
+    ...Facade.status(runner, keyOf),
+    close
   }
 }

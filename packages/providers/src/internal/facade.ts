@@ -7,6 +7,7 @@
  * These modules are the edge for code without Effect: the one place a governed
  * stream becomes an async iterator.
  */
+import { Budget, RateLimiter } from "@sluice/core"
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
@@ -15,6 +16,73 @@ import type * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+
+/**
+ * A facade's runtime as Promises: `run` resolves with an effect's value or
+ * rejects with `toError` of its failure (an interruption by the caller's signal
+ * or a defect rejects with the cause as it is); after `close()` every call
+ * rejects with `closedError()`. `close` disposes of the runtime once.
+ */
+export interface Runner<E, R> {
+  readonly run: <A>(effect: Effect.Effect<A, E, R>, signal: AbortSignal | undefined) => Promise<A>
+  readonly ensureOpen: () => void
+  readonly close: () => Promise<void>
+}
+
+/** The {@link Runner} of `runtime`. */
+export const runner = <E, R, ER>(
+  runtime: ManagedRuntime.ManagedRuntime<R, ER>,
+  toError: (error: E | ER) => unknown,
+  closedError: () => unknown
+): Runner<E, R> => {
+  let closed: Promise<void> | undefined
+  const ensureOpen = () => {
+    if (closed !== undefined) throw closedError()
+  }
+  return {
+    ensureOpen,
+    run: async (effect, signal) => {
+      ensureOpen()
+      const exit = await runtime.runPromiseExit(effect, signal === undefined ? {} : { signal })
+      if (Exit.isSuccess(exit)) return exit.value
+      const failure = Cause.failureOption(exit.cause)
+      if (Option.isSome(failure)) throw toError(failure.value)
+      // An interruption (the caller's signal) or a defect: the SDK's own abort error, or the defect as it is.
+      throw Cause.squash(exit.cause)
+    },
+    close: () => {
+      closed ??= runtime.dispose()
+      return closed
+    }
+  }
+}
+
+/** What both facades answer besides calls: a key's limiter state and the budget's status. */
+export const status = <E>(
+  { run }: Runner<E, RateLimiter.RateLimiter>,
+  keyOf: (model: string) => string
+) => ({
+  stats: (model: string): Promise<RateLimiter.KeyStats> =>
+    run(Effect.flatMap(RateLimiter.RateLimiter, (limiter) => Effect.orDie(limiter.stats(keyOf(model)))), undefined),
+  budget: (): Promise<ReadonlyArray<Budget.Status>> =>
+    run(
+      Effect.flatMap(
+        Effect.serviceOption(Budget.Budget),
+        Option.match({ onNone: () => Effect.succeed([]), onSome: (budget) => Effect.orDie(budget.status) })
+      ),
+      undefined
+    )
+})
+
+/** A call's `tenant` and `job` over the client's defaults (the call's win). */
+export const withDefaults = <C extends { readonly tenant?: string | undefined; readonly job?: string | undefined }>(
+  defaults: { readonly tenant?: string | undefined; readonly job?: string | undefined },
+  call: C
+): C => ({
+  ...(defaults.tenant === undefined ? {} : { tenant: defaults.tenant }),
+  ...(defaults.job === undefined ? {} : { job: defaults.job }),
+  ...call
+})
 
 /** A pulled stream: `next` as an async iterator's, `close` releases it (idempotent). */
 export interface Pull<A> {
