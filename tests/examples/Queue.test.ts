@@ -1,7 +1,7 @@
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, FastCheck as fc, Layer, Redacted, Stream, TestClock } from "effect"
+import { Context, Effect, Either, FastCheck as fc, Layer, Redacted, Stream, TestClock } from "effect"
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import { afterAll, beforeAll } from "vitest"
@@ -226,6 +226,27 @@ queueSuite("PostgreSQL", () => pg())
 queueSuite("SQLite", () => SqliteClient.layer({ filename: ":memory:" }))
 
 describe("WorkQueue over PostgreSQL, several processes", () => {
+  it.live("workers starting at once on an empty database all get the tables", () =>
+    Effect.gen(function*() {
+      const fresh = `${database}_start`
+      yield* Effect.acquireRelease(
+        Effect.promise(() => adminSql(`CREATE DATABASE ${fresh}`)),
+        () => Effect.promise(() => adminSql(`DROP DATABASE IF EXISTS ${fresh} WITH (FORCE)`))
+      )
+      const freshUrl = new URL(admin)
+      freshUrl.pathname = `/${fresh}`
+      const starts = yield* Effect.all(
+        Array.from({ length: 6 }, () =>
+          Effect.either(Layer.build(
+            Queue.layer.pipe(Layer.provide(PgClient.layer({ url: Redacted.make(freshUrl.toString()) })))
+          ))),
+        { concurrency: "unbounded" }
+      )
+      expect(starts.filter((start) => start._tag === "Left")).toEqual([])
+      const queue = Context.get(starts[0]!.pipe(Either.getOrThrow), Queue.WorkQueue)
+      expect(yield* queue.load(documents(2))).toBe(2)
+    }).pipe(Effect.scoped, Effect.orDie))
+
   it.effect("concurrent claimers on their own pools never get the same document, and together get them all", () =>
     Effect.gen(function*() {
       // Made one after the other: CREATE TABLE IF NOT EXISTS is not safe to race on PostgreSQL.

@@ -54,7 +54,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Chunk, Clock, Context, Data, Duration, Effect, Layer, Stream } from "effect"
+import { Chunk, Clock, Context, Data, Duration, Effect, Layer, Schedule, Stream } from "effect"
 import type { Document } from "./Documents.js"
 import { createTables, type ExtractionRow, type FailureRow } from "./Store.js"
 
@@ -119,18 +119,22 @@ const iso = (millis: number) => new Date(millis).toISOString()
 /** Creates the tables when missing and builds the queue over the `SqlClient` in context (PostgreSQL or SQLite). */
 export const make: Effect.Effect<WorkQueue["Type"], SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
-  yield* createTables
-  yield* sql`CREATE TABLE IF NOT EXISTS documents (
-    id TEXT PRIMARY KEY,
-    text TEXT NOT NULL,
-    problem TEXT,
-    loaded_at TEXT NOT NULL,
-    claimed_by TEXT,
-    lease_expires_at BIGINT,
-    completed_at TEXT
-  )`
-  // Claims look only at open documents, however many are done.
-  yield* sql`CREATE INDEX IF NOT EXISTS documents_open ON documents (id) WHERE completed_at IS NULL`
+  // Workers starting together race on PostgreSQL's CREATE ... IF NOT EXISTS (a unique violation
+  // in its catalog): the loser tries again and finds the tables.
+  yield* Effect.all([
+    createTables,
+    sql`CREATE TABLE IF NOT EXISTS documents (
+      id TEXT PRIMARY KEY,
+      text TEXT NOT NULL,
+      problem TEXT,
+      loaded_at TEXT NOT NULL,
+      claimed_by TEXT,
+      lease_expires_at BIGINT,
+      completed_at TEXT
+    )`,
+    // Claims look only at open documents, however many are done.
+    sql`CREATE INDEX IF NOT EXISTS documents_open ON documents (id) WHERE completed_at IS NULL`
+  ], { discard: true }).pipe(Effect.retry({ schedule: Schedule.spaced("50 millis"), times: 5 }))
 
   const load = (documents: ReadonlyArray<Document>) =>
     documents.length === 0 ? Effect.succeed(0) : Effect.flatMap(Clock.currentTimeMillis, (now) =>
