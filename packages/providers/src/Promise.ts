@@ -76,6 +76,7 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as Anthropic from "./Anthropic.js"
 import * as Facade from "./internal/facade.js"
+import * as Issues from "./internal/issues.js"
 
 // ---------------------------------------------------------------------------
 // Options
@@ -270,16 +271,6 @@ const ClientSchema = Schema.Struct({
 
 const governorFields = ["retry", "fallback", "priority"] as const
 
-/** One issue per option, the deepest: a union's members would otherwise each report the same one. */
-const deepestIssues = (issues: ReadonlyArray<{ readonly path: string; readonly message: string }>) => {
-  const byPath = new Map<string, string>()
-  for (const issue of issues) if (!byPath.has(issue.path)) byPath.set(issue.path, issue.message)
-  const paths = [...byPath.keys()]
-  return paths
-    .filter((path) => !paths.some((other) => other !== path && other.startsWith(`${path}.`)))
-    .map((path) => ({ path, message: byPath.get(path)! }))
-}
-
 const formatted = (error: ParseResult.ParseError) =>
   ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
     path: issue.path.map(String).join("."),
@@ -347,7 +338,7 @@ export const validateWith = <O extends ClientOptions>(
   if (Either.isLeft(governor)) { for (const issue of governor.left.issues) issues.push(issue) }
   return issues.length === 0
     ? Either.right(options)
-    : Either.left(new InvalidClientOptions({ issues: deepestIssues(issues) }))
+    : Either.left(new InvalidClientOptions({ issues: Issues.deepest(issues) }))
 }
 
 // ---------------------------------------------------------------------------

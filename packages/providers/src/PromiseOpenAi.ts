@@ -45,7 +45,7 @@
  * @since 0.1.0
  */
 import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
-import { Budget, Governor, LlmClient, Pricing, RateLimiter, TokenEstimator } from "@sluice/core"
+import { Budget, Governor, LlmClient, Pricing, QuotaKeys, RateLimiter, TokenEstimator } from "@sluice/core"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -304,7 +304,8 @@ export const layer = (options: OpenAiClientOptions) => {
     ...(options.timeout === undefined ? {} : { timeout: Duration.decode(options.timeout as Duration.DurationInput) })
   }).pipe(Layer.provide(FetchHttpClient.layer))
   const quotas = Object.fromEntries(Object.entries(options.quotas ?? {}).map(([model, quota]) => [keyOf(model), quota]))
-  const limiter = RateLimiter.layerMemory({
+  // Logs a call on a model with no quota, and responses that carry no rate-limit headers (QuotaKeys).
+  const limiter = QuotaKeys.layerMemory({
     quotas,
     ...(options.maxConcurrency === undefined ? {} : { maxInFlight: options.maxConcurrency })
   })

@@ -61,6 +61,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Yaml from "yaml"
 import * as Anthropic from "./Anthropic.js"
+import * as Issues from "./internal/issues.js"
 import * as OpenAiCompatible from "./OpenAiCompatible.js"
 
 // ---------------------------------------------------------------------------
@@ -323,16 +324,6 @@ const pathOf = (segments: ReadonlyArray<PropertyKey>): string =>
     typeof segment === "number" || identifier.test(String(segment)) ? String(segment) : JSON.stringify(String(segment))
   ).join(".")
 
-/** One issue per path, the deepest: a union's members would otherwise each report the same field. */
-const deepest = (issues: ReadonlyArray<Issue>): ReadonlyArray<Issue> => {
-  const byPath = new Map<string, string>()
-  for (const issue of issues) if (!byPath.has(issue.path)) byPath.set(issue.path, issue.message)
-  const paths = [...byPath.keys()]
-  return paths
-    .filter((path) => !paths.some((other) => other !== path && other.startsWith(`${path}.`)))
-    .map((path) => ({ path, message: byPath.get(path)! }))
-}
-
 // ---------------------------------------------------------------------------
 // Environment overrides
 // ---------------------------------------------------------------------------
@@ -547,7 +538,7 @@ export const decode = (
   const governed = governorIssues(input)
   return Either.match(decodeFile(input ?? {}), {
     onLeft: (error) =>
-      Either.left(named(deepest([
+      Either.left(named(Issues.deepest([
         ...ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
           path: pathOf(issue.path),
           message: issue.message
