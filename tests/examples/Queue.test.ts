@@ -161,6 +161,26 @@ const queueSuite = (name: string, client: () => Layer.Layer<SqlClient.SqlClient,
         expect(again.map((document) => document.id)).toEqual(mine.map((document) => document.id))
       })).pipe(Effect.orDie))
 
+    it.effect("renew keeps a live worker's claims past their first lease, and not a claim taken over", () =>
+      provide(Effect.gen(function*() {
+        const queue = yield* Queue.WorkQueue
+        yield* queue.load(documents(3))
+        yield* queue.claim("live", 2, "30 seconds")
+        yield* queue.claim("gone", 1, "30 seconds")
+        yield* TestClock.adjust("20 seconds")
+        // (the database answers in no particular order)
+        expect([...yield* queue.renew("live", ["doc-0000", "doc-0001", "doc-0002"], "30 seconds")].sort()).toEqual([
+          "doc-0000",
+          "doc-0001"
+        ])
+        yield* TestClock.adjust("20 seconds")
+        // at 40 s: the renewed claims hold until 50 s, the other expired at 30 s
+        expect((yield* queue.claim("next", 10, "30 seconds")).map((document) => document.id)).toEqual(["doc-0002"])
+        expect(yield* queue.renew("gone", ["doc-0002"], "30 seconds")).toEqual([])
+        expect(yield* queue.complete("live", "doc-0001", failed("doc-0001"))).toEqual({ _tag: "Written" })
+        expect(yield* queue.renew("live", ["doc-0000", "doc-0001"], "30 seconds")).toEqual(["doc-0000"])
+      })).pipe(Effect.orDie))
+
     it.effect("a claim of no documents or with a lease of zero fails naming the field", () =>
       provide(Effect.gen(function*() {
         const queue = yield* Queue.WorkQueue
@@ -170,6 +190,10 @@ const queueSuite = (name: string, client: () => Layer.Layer<SqlClient.SqlClient,
           field: "n"
         })
         expect(yield* Effect.flip(queue.claim("w", 1, 0))).toMatchObject({ _tag: "InvalidClaim", field: "lease" })
+        expect(yield* Effect.flip(queue.renew("w", [], "-1 second"))).toMatchObject({
+          _tag: "InvalidClaim",
+          field: "lease"
+        })
       })).pipe(Effect.orDie))
 
     it.effect.prop(

@@ -28,7 +28,8 @@
  *   row's newest version, while a subquery over another table would see its
  *   statement's older snapshot and could hand out a finished document.
  * - A worker killed mid-batch gives its documents back when their lease
- *   expires; `release` gives them back at once (a graceful stop).
+ *   expires; `release` gives them back at once (a graceful stop), and `renew`
+ *   keeps a live worker's claims (documents waiting long for quota).
  *
  * Time is the caller's `Clock` (milliseconds in `lease_expires_at`), never the
  * database's `now()`, so `TestClock` drives lease expiry in tests; workers on
@@ -101,7 +102,7 @@ export interface Counts {
 export class WorkQueue extends Context.Tag("@sluice/examples/extract/WorkQueue")<WorkQueue, {
   /** Adds documents not already there (by id); returns how many were new. */
   readonly load: (documents: ReadonlyArray<Document>) => Effect.Effect<number, SqlError>
-  /** Takes up to `n` open documents for `worker` until now + `lease`; fewer (or none) when fewer are open. */
+  /** Takes up to `n` open documents for `worker` until now + `lease`, in id order; fewer (or none) when fewer are open. */
   readonly claim: (
     worker: string,
     n: number,
@@ -109,6 +110,16 @@ export class WorkQueue extends Context.Tag("@sluice/examples/extract/WorkQueue")
   ) => Effect.Effect<ReadonlyArray<Claimed>, SqlError | InvalidClaim>
   /** Writes the outcome of a document `worker` holds and ends its claim, in one transaction. */
   readonly complete: (worker: string, id: string, outcome: Outcome) => Effect.Effect<Completion, SqlError>
+  /**
+   * Extends to now + `lease` the claims of `ids` that `worker` still holds (a
+   * heartbeat for documents that wait long for quota); returns the ids renewed.
+   * An id missing from the answer was taken over or is done: drop it.
+   */
+  readonly renew: (
+    worker: string,
+    ids: ReadonlyArray<string>,
+    lease: Duration.DurationInput
+  ) => Effect.Effect<ReadonlyArray<string>, SqlError | InvalidClaim>
   /** Gives back, unfinished, the documents of `ids` that `worker` holds. */
   readonly release: (worker: string, ids: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
   readonly counts: Effect.Effect<Counts, SqlError>
@@ -150,17 +161,23 @@ export const make: Effect.Effect<WorkQueue["Type"], SqlError, SqlClient.SqlClien
         (rows) => rows.length
       ))
 
-  const claim = (worker: string, n: number, lease: Duration.DurationInput) =>
+  /** Now and the end of a lease starting now, or why the lease is not one. */
+  const leaseFrom = (lease: Duration.DurationInput) =>
     Effect.gen(function*() {
-      if (!Number.isInteger(n) || n < 1) {
-        return yield* new InvalidClaim({ field: "n", reason: `must be a whole number above 0, got ${n}` })
-      }
       const leaseMillis = Duration.toMillis(Duration.decode(lease))
       if (!(leaseMillis > 0) || !Number.isFinite(leaseMillis)) {
         return yield* new InvalidClaim({ field: "lease", reason: `must be a finite duration above 0, got ${lease}` })
       }
       const now = yield* Clock.currentTimeMillis
-      const leaseExpiresAt = now + Math.ceil(leaseMillis)
+      return { now, leaseExpiresAt: now + Math.ceil(leaseMillis) }
+    })
+
+  const claim = (worker: string, n: number, lease: Duration.DurationInput) =>
+    Effect.gen(function*() {
+      if (!Number.isInteger(n) || n < 1) {
+        return yield* new InvalidClaim({ field: "n", reason: `must be a whole number above 0, got ${n}` })
+      }
+      const { leaseExpiresAt, now } = yield* leaseFrom(lease)
       const open = sql`SELECT id FROM documents
         WHERE completed_at IS NULL AND (lease_expires_at IS NULL OR lease_expires_at <= ${now})
         ORDER BY id LIMIT ${n}`
@@ -168,7 +185,8 @@ export const make: Effect.Effect<WorkQueue["Type"], SqlError, SqlClient.SqlClien
         SET claimed_by = ${worker}, lease_expires_at = ${leaseExpiresAt}
         WHERE id IN (${sql.onDialectOrElse({ pg: () => sql`${open} FOR UPDATE SKIP LOCKED`, orElse: () => open })})
         RETURNING id, text, problem`
-      return rows.map((row): Claimed => ({
+      // In id order, as they were picked (UPDATE ... RETURNING promises no order).
+      return [...rows].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0).map((row): Claimed => ({
         id: row.id,
         text: row.text,
         ...(row.problem === null ? {} : { problem: row.problem }),
@@ -212,6 +230,16 @@ export const make: Effect.Effect<WorkQueue["Type"], SqlError, SqlClient.SqlClien
       return { _tag: "Written" } satisfies Completion
     }).pipe(sql.withTransaction)
 
+  const renew = (worker: string, ids: ReadonlyArray<string>, lease: Duration.DurationInput) =>
+    Effect.gen(function*() {
+      const { leaseExpiresAt } = yield* leaseFrom(lease)
+      if (ids.length === 0) return []
+      const rows = yield* sql<{ id: string }>`UPDATE documents SET lease_expires_at = ${leaseExpiresAt}
+        WHERE claimed_by = ${worker} AND completed_at IS NULL AND ${sql.in("id", ids)}
+        RETURNING id`
+      return rows.map((row) => row.id)
+    })
+
   const release = (worker: string, ids: ReadonlyArray<string>) =>
     ids.length === 0 ? Effect.void : Effect.asVoid(
       sql`UPDATE documents SET claimed_by = NULL, lease_expires_at = NULL
@@ -235,7 +263,7 @@ export const make: Effect.Effect<WorkQueue["Type"], SqlError, SqlClient.SqlClien
       })
     ))
 
-  return WorkQueue.of({ load, claim, complete, release, counts })
+  return WorkQueue.of({ load, claim, complete, renew, release, counts })
 })
 
 /** The queue over the `SqlClient` in context: `PgClient.layer` for many workers, `SqliteClient.layer` for one process. */
