@@ -61,7 +61,7 @@ import * as AiModel from "@effect/ai/Model"
 import * as Prompt from "@effect/ai/Prompt"
 import type * as Response from "@effect/ai/Response"
 import * as Tool from "@effect/ai/Tool"
-import { Admission, LlmClient, Quota, RateLimiter, Retry, SluiceError, TokenEstimator } from "@sluice/core"
+import { Admission, Governor, LlmClient, Quota, RateLimiter, Retry, SluiceError, TokenEstimator } from "@sluice/core"
 import type { Priority } from "@sluice/core"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -88,7 +88,18 @@ import * as RateLimitHeaders from "./RateLimitHeaders.js"
  * @since 0.1.0
  * @category models
  */
-export interface Options {
+export interface Options extends
+  Pick<
+    Governor.Options,
+    | "retry"
+    | "priority"
+    | "cacheCounting"
+    | "cacheReadsCount"
+    | "predictCacheReads"
+    | "promptCacheTtl"
+    | "pauseWithoutHint"
+  >
+{
   /** The model the underlying `LanguageModel` calls: the quota key, the price and the calibration go by it. */
   readonly model: string
   /** The provider's name in the quota key. Default: `@effect/ai`'s `ProviderName` in context (a `Model` layer provides it), else "anthropic". */
@@ -97,27 +108,6 @@ export interface Options {
   readonly key?: string | undefined
   /** The output reserved per call: the model's `max_tokens`. Default 4,096 (what `AnthropicLanguageModel` sends when given none). */
   readonly maxOutputTokens?: number | undefined
-  /** The retry policy, or false for none. Default `Retry.defaults`. */
-  readonly retry?: Retry.Options | false | undefined
-  /** The class of a call that names none with {@link withCall}. Default "normal". */
-  readonly priority?: Priority.Class | undefined
-  /**
-   * Which parts of the input count against the input-token limits, by provider
-   * or `provider/model`, merged over `Quota.defaultCacheCounting` (as the
-   * Governor's option of the same name).
-   */
-  readonly cacheCounting?: Quota.CacheCountingTable | undefined
-  /** Whether cache reads count against the input-token quota, over `cacheCounting`. Default: the table's rule for the provider and model. */
-  readonly cacheReadsCount?: boolean | undefined
-  /**
-   * Whether a call whose cached prefix was answered recently reserves only
-   * what will count, as the Governor's option of the same name. Default true.
-   */
-  readonly predictCacheReads?: boolean | undefined
-  /** How long a cached prefix is expected to live after its last answer. Default 5 minutes. */
-  readonly promptCacheTtl?: Duration.DurationInput | undefined
-  /** What a 429 without a `retry-after` pauses its key for. Default 1 second. */
-  readonly pauseWithoutHint?: Duration.DurationInput | undefined
 }
 
 /**
@@ -135,60 +125,13 @@ export class InvalidEffectAiOptions extends Data.TaggedError("InvalidEffectAiOpt
 }
 
 const exact = { exact: true } as const
-const DurationInput = Schema.Union(Schema.String, Schema.Number, Schema.DurationFromSelf).pipe(
-  Schema.filter((input) =>
-    Option.isSome(Duration.decodeUnknown(input)) ||
-    `Expected a duration such as "30 seconds", got ${JSON.stringify(input)}`
-  )
-)
-const OptionsSchema = Schema.Struct({
+/** The fields of this module's own; the rest are the Governor's, checked by `Governor.validate`. */
+const OwnSchema = Schema.Struct({
   model: Schema.NonEmptyString,
   provider: Schema.optionalWith(Schema.NonEmptyString, exact),
   key: Schema.optionalWith(Schema.NonEmptyString, exact),
-  maxOutputTokens: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
-  retry: Schema.optionalWith(
-    Schema.Union(
-      Schema.Literal(false),
-      Schema.Struct({
-        base: Schema.optionalWith(DurationInput, exact),
-        factor: Schema.optionalWith(Schema.Number.pipe(Schema.finite(), Schema.greaterThanOrEqualTo(1)), exact),
-        maxDelay: Schema.optionalWith(DurationInput, exact),
-        maxAttempts: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact),
-        maxElapsed: Schema.optionalWith(DurationInput, exact),
-        maxRetryAfter: Schema.optionalWith(DurationInput, exact),
-        jitter: Schema.optionalWith(Schema.Literal("full", "none"), exact)
-      })
-    ),
-    exact
-  ),
-  priority: Schema.optionalWith(Schema.Literal("interactive", "normal", "batch"), exact),
-  cacheCounting: Schema.optionalWith(Quota.CacheCountingTable, exact),
-  cacheReadsCount: Schema.optionalWith(Schema.Boolean, exact),
-  predictCacheReads: Schema.optionalWith(Schema.Boolean, exact),
-  promptCacheTtl: Schema.optionalWith(
-    Schema.Union(Schema.String, Schema.Number, Schema.DurationFromSelf).pipe(
-      Schema.filter((input) =>
-        Duration.decodeUnknown(input)._tag === "Some" ||
-        `Expected a duration such as "5 minutes", got ${JSON.stringify(input)}`
-      )
-    ),
-    exact
-  ),
-  pauseWithoutHint: Schema.optionalWith(DurationInput, exact)
+  maxOutputTokens: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), exact)
 })
-
-/** One issue per field, the deepest: a union's members would otherwise each report the same field. */
-const deepestIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>) => {
-  const byPath = new Map<string, string>()
-  for (const issue of issues) {
-    const path = issue.path.map(String).join(".")
-    if (!byPath.has(path)) byPath.set(path, issue.message)
-  }
-  const paths = [...byPath.keys()]
-  return paths
-    .filter((path) => !paths.some((other) => other !== path && other.startsWith(`${path}.`)))
-    .map((path) => ({ path, message: byPath.get(path)! }))
-}
 
 /**
  * Checks the options; the error names every wrong field.
@@ -196,15 +139,25 @@ const deepestIssues = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>) =
  * @since 0.1.0
  * @category utilities
  */
-export const validate = (options: Options): Either.Either<Options, InvalidEffectAiOptions> =>
-  Either.map(
-    Either.mapLeft(
-      Schema.decodeUnknownEither(OptionsSchema, { errors: "all", onExcessProperty: "error" })(options),
-      (error) =>
-        new InvalidEffectAiOptions({ issues: deepestIssues(ParseResult.ArrayFormatter.formatErrorSync(error)) })
-    ),
-    () => options
-  )
+export const validate = (options: Options): Either.Either<Options, InvalidEffectAiOptions> => {
+  const { key, maxOutputTokens, model, provider, ...governed } = options
+  const own = Schema.decodeUnknownEither(OwnSchema, { errors: "all" })({
+    model,
+    ...(provider === undefined ? {} : { provider }),
+    ...(key === undefined ? {} : { key }),
+    ...(maxOutputTokens === undefined ? {} : { maxOutputTokens })
+  })
+  const issues = [
+    ...(Either.isLeft(own)
+      ? ParseResult.ArrayFormatter.formatErrorSync(own.left).map((issue) => ({
+        path: issue.path.map(String).join("."),
+        message: issue.message
+      }))
+      : []),
+    ...Either.match(Governor.validate(governed), { onLeft: (error) => error.issues, onRight: () => [] })
+  ]
+  return issues.length === 0 ? Either.right(options) : Either.left(new InvalidEffectAiOptions({ issues }))
+}
 
 // ---------------------------------------------------------------------------
 // Per-call options
