@@ -94,6 +94,23 @@ const call = (
     held.inputTokens -= inputTokens
   }))
 
+/** `call`, through `withPermit`: no `Scope`, the release a handler of the region that granted. */
+const callWithPermit = (
+  limiter: RateLimiter.RateLimiter["Type"],
+  key: string,
+  inputTokens: number,
+  held: Held
+) =>
+  limiter.withPermit(key, { inputTokens }, (permit) =>
+    Effect.gen(function*() {
+      held.requests += 1
+      held.inputTokens += inputTokens
+      yield* Effect.sleep(Duration.millis(10))
+      yield* permit.settle({ requests: 0, inputTokens: 0 })
+      held.requests -= 1
+      held.inputTokens -= inputTokens
+    }))
+
 /**
  * Three callers on a key that runs one call at a time; the second runs with
  * `opsBeforeYield` and is interrupted after the test fiber yielded `yields`
@@ -168,6 +185,45 @@ describe("RateLimiter under interruption", () => {
               }).pipe(Effect.provide(RateLimiter.layerMemory({})))
             )
             if (Exit.isFailure(whole)) leaks.push(`${opsBeforeYield}/${yields}`)
+          }
+        }
+        expect(leaks).toEqual([])
+      }),
+    { timeout: 120_000 }
+  )
+
+  it.effect(
+    "an interrupt at any step of a call granted at once (resident key, nobody waiting) releases its slot exactly once, by acquire and by withPermit",
+    () =>
+      Effect.gen(function*() {
+        const leaks: Array<string> = []
+        // The grant and its release's installation are one step of one uninterruptible region, so no
+        // interrupt can land between them; across the sweep it lands before the grant and in the use.
+        for (let opsBeforeYield = MIN_OPS; opsBeforeYield < MIN_OPS + SWEEP_OPS; opsBeforeYield++) {
+          for (let yields = 0; yields <= MAX_YIELDS; yields++) {
+            for (const form of ["acquire", "withPermit"] as const) {
+              const whole = yield* Effect.scoped(
+                Effect.gen(function*() {
+                  const limiter = yield* RateLimiter.RateLimiter
+                  // A first call makes the key resident: the next one takes the fast path.
+                  yield* Effect.scoped(limiter.acquire(KEY, { requests: 0 }))
+                  const held = { requests: 0, inputTokens: 0 }
+                  const victim = yield* Effect.forkDaemon(
+                    (form === "acquire"
+                      ? call(limiter, KEY, 200, "normal", held)
+                      : callWithPermit(limiter, KEY, 200, held)).pipe(Effect.withMaxOpsBeforeYield(opsBeforeYield))
+                  )
+                  for (let i = 0; i < yields; i++) yield* Effect.yieldNow()
+                  yield* Fiber.interruptFork(victim)
+                  yield* runUntilDone([victim])
+                  expect(victim.unsafePoll()).not.toBeNull()
+                  return yield* Effect.exit(
+                    expectKeyWhole(limiter, KEY, { held, slack: { requests: 1, inputTokens: 200 } })
+                  )
+                }).pipe(Effect.provide(RateLimiter.layerMemory({ maxInFlight: 1, quotas: { [KEY]: slowQuota } })))
+              )
+              if (Exit.isFailure(whole)) leaks.push(`${form} ${opsBeforeYield}/${yields}`)
+            }
           }
         }
         expect(leaks).toEqual([])

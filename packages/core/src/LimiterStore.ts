@@ -710,7 +710,7 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
     const own = (key: string, now: number): Entry => {
       const entry = current(key, now)
       entry.touchedAt = now
-      entries.set(key, entry)
+      if (entries.get(key) !== entry) entries.set(key, entry)
       return entry
     }
 

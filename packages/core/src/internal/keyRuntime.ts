@@ -309,6 +309,16 @@ export const make = (inputs: Inputs): Keys => {
     return until > now ? { fraction: headroom, until } : { fraction: 0, until: Number.POSITIVE_INFINITY }
   }
 
+  /** `headroomFor`'s fraction alone, with nothing allocated: the fast path's. */
+  const headroomFraction = (runtime: KeyRuntime, rank: number, now: number): number => {
+    for (let higher = Math.floor(rank) + 1; higher <= Priority.topRank; higher++) {
+      if (runtime.lanes.size(Priority.fromRank(higher)) > 0 || now - runtime.lastSeen[higher]! < recentMillis) {
+        return headroom
+      }
+    }
+    return 0
+  }
+
   /** Sleeps `millis` (rounded up to the clock's tick) unless something wakes the driver first. */
   const sleepOrWake = (runtime: KeyRuntime, millis: number) =>
     Number.isFinite(millis)
@@ -616,14 +626,11 @@ export const make = (inputs: Inputs): Keys => {
   ): Permit | undefined => {
     if (sync === undefined || runtime === undefined || runtime.retired) return undefined
     if (runtime.lanes.total() !== 0 || runtime.taken >= runtime.maxInFlight) return undefined
-    for (const dimension of Quota.dimensions) {
-      const capacity = runtime.capacities[dimension]
-      if (capacity !== undefined && amounts[dimension] > capacity) return undefined
-    }
     const rank = Priority.rank(priority)
     runtime.lastSeen[rank] = now
     runtime.lastActive = now
-    if (sync.reserve(runtime.key, amounts, headroomFor(runtime, rank, now).fraction, now) !== true) return undefined
+    // A cost too large for a bucket is refused here too (TooLarge): the path that can wait says so.
+    if (sync.reserve(runtime.key, amounts, headroomFraction(runtime, rank, now), now) !== true) return undefined
     runtime.taken++
     runtime.held++
     // Counted on the spot: a test or a scrape right after the call reads it.
