@@ -36,13 +36,6 @@ export * as RateLimitHeaders from "./RateLimitHeaders.js"
  */
 export * as Sluice from "./Promise.js"
 /**
- * A Promise facade with the `openai` SDK's `chat.completions` surface, governed (`createClient`).
- *
- * @since 0.1.0
- * @category utilities
- */
-export * as SluiceOpenAi from "./PromiseOpenAi.js"
-/**
  * The whole governed stack from one declarative file (`sluice.yaml` or JSON), `SLUICE_*` variables over it.
  *
  * @since 0.1.0
@@ -50,4 +43,6 @@ export * as SluiceOpenAi from "./PromiseOpenAi.js"
  */
 export * as SluiceConfig from "./SluiceConfig.js"
 // `EffectAi` (a governed `@effect/ai` `LanguageModel`) is reached by its own
-// subpath, `@sluice/providers/EffectAi`, so that only its users load `@effect/ai`.
+// subpath, `@sluice/providers/EffectAi`, so that only its users load `@effect/ai`;
+// `PromiseOpenAi` by `@sluice/providers/PromiseOpenAi`, so that only its users need
+// the optional `openai` peer (its types).
