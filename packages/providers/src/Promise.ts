@@ -708,8 +708,26 @@ export const layer = (options: ClientOptions) => {
   }
   // The Anthropic layer itself: it sends the `native` params `toRequest` attaches.
   const provider = Anthropic.layer(anthropic)
+  // `provideMerge` keeps the consumer's outputs over the provider's: the
+  // `LlmClient` of the result is the governed one; the SDK passes through.
+  return Governor.layer(governorOptions(options)).pipe(
+    Layer.provideMerge(provider),
+    Layer.provideMerge(servicesLayer(options, keyOf))
+  )
+}
+
+/**
+ * What a facade's Governor runs on besides its provider, from valid options:
+ * the limiter (in memory, quotas under the facade's keys, keys without quota
+ * and responses without limit headers logged once: `QuotaKeys`), the
+ * estimator and, when the options set one, the budget. Both facades build
+ * their stacks with it.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const servicesLayer = (options: ClientOptions, keyOf: (model: string) => string) => {
   const quotas = Object.fromEntries(Object.entries(options.quotas ?? {}).map(([model, quota]) => [keyOf(model), quota]))
-  // Logs a call on a model with no quota, and responses that carry no rate-limit headers (QuotaKeys).
   const limiter = QuotaKeys.layerMemory({
     quotas,
     ...(options.maxConcurrency === undefined ? {} : { maxInFlight: options.maxConcurrency })
@@ -720,12 +738,7 @@ export const layer = (options: ClientOptions) => {
     : Budget.layer({ limits: options.budget.limits.map(toBudgetLimit) }).pipe(
       Layer.provide([Pricing.layer(options.budget.prices ?? Pricing.defaultTable), Budget.layerLedgerMemory])
     )
-  // `provideMerge` keeps the consumer's outputs over the provider's: the
-  // `LlmClient` of the result is the governed one; the SDK passes through.
-  return Governor.layer(governorOptions(options)).pipe(
-    Layer.provideMerge(provider),
-    Layer.provideMerge(Layer.mergeAll(limiter, estimator, budget))
-  )
+  return Layer.mergeAll(limiter, estimator, budget)
 }
 
 /**

@@ -45,7 +45,7 @@
  * @since 0.1.0
  */
 import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
-import { Budget, Governor, LlmClient, Pricing, QuotaKeys, RateLimiter, TokenEstimator } from "@sluice/core"
+import { Budget, Governor, LlmClient, RateLimiter } from "@sluice/core"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -75,7 +75,7 @@ import {
   InvalidClientOptions,
   InvalidOptionsError,
   InvalidRequest,
-  toBudgetLimit,
+  servicesLayer,
   toError,
   validateWith
 } from "./Promise.js"
@@ -303,18 +303,6 @@ export const layer = (options: OpenAiClientOptions) => {
     ...(options.query === undefined ? {} : { query: options.query }),
     ...(options.timeout === undefined ? {} : { timeout: Duration.decode(options.timeout as Duration.DurationInput) })
   }).pipe(Layer.provide(FetchHttpClient.layer))
-  const quotas = Object.fromEntries(Object.entries(options.quotas ?? {}).map(([model, quota]) => [keyOf(model), quota]))
-  // Logs a call on a model with no quota, and responses that carry no rate-limit headers (QuotaKeys).
-  const limiter = QuotaKeys.layerMemory({
-    quotas,
-    ...(options.maxConcurrency === undefined ? {} : { maxInFlight: options.maxConcurrency })
-  })
-  const estimator = TokenEstimator.layer({ learnOutput: options.learnOutput ?? false })
-  const budget = options.budget === undefined
-    ? Layer.empty
-    : Budget.layer({ limits: options.budget.limits.map(toBudgetLimit) }).pipe(
-      Layer.provide([Pricing.layer(options.budget.prices ?? Pricing.defaultTable), Budget.layerLedgerMemory])
-    )
   return Governor.layer({
     ...(options.retry === undefined ? {} : { retry: options.retry }),
     ...(options.fallback === undefined ? {} : { fallback: options.fallback.map((model) => ({ model })) }),
@@ -323,7 +311,7 @@ export const layer = (options: OpenAiClientOptions) => {
     coalesce: false
   }).pipe(
     Layer.provideMerge(provider),
-    Layer.provideMerge(Layer.mergeAll(limiter, estimator, budget))
+    Layer.provideMerge(servicesLayer(options, keyOf))
   )
 }
 
