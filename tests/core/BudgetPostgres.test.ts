@@ -3,25 +3,11 @@ import { describe, expect, it } from "@effect/vitest"
 import { Budget, Pricing } from "@sluice/core"
 import * as BudgetSql from "@sluice/core/Budget/Sql"
 import { Effect, Layer, Redacted } from "effect"
-import { createRequire } from "node:module"
-import { dirname, join } from "node:path"
 import { afterAll, beforeAll } from "vitest"
+import "../setup/pgPool.js"
 import { postgresUrl } from "../setup/postgres.js"
 import { budgetLedgerSuite } from "./suites/budgetLedger.js"
 
-// vitest.config.ts hands its resolve conditions, "import" among them, to Node (--conditions), so
-// `pg`'s require("pg-pool") gets pg-pool's ES module, which `pg` cannot extend. Until the config
-// passes only "@sluice/source" to Node, load pg-pool's CommonJS build under the name it resolves to.
-{
-  const require = createRequire(createRequire(import.meta.url).resolve("@effect/sql-pg"))
-  const fromPg = createRequire(require.resolve("pg"))
-  const resolved = fromPg.resolve("pg-pool")
-  if (resolved.endsWith(".mjs")) {
-    const commonJs = join(dirname(resolved), "..", "index.js")
-    fromPg(commonJs)
-    fromPg.cache[resolved] = fromPg.cache[commonJs]
-  }
-}
 const { PgClient } = await import("@effect/sql-pg")
 
 // One database per run, dropped at the end.

@@ -2,24 +2,11 @@ import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Either, FastCheck as fc, Layer, Redacted, Stream, TestClock } from "effect"
-import { createRequire } from "node:module"
-import { dirname, join } from "node:path"
 import { afterAll, beforeAll } from "vitest"
 import * as Queue from "../../packages/examples/src/extract/Queue.js"
+import "../setup/pgPool.js"
 import { postgresUrl } from "../setup/postgres.js"
 
-// As in tests/core/BudgetPostgres.test.ts: vitest hands its "import" condition to Node, so `pg`
-// would get pg-pool's ES module, which it cannot extend; load pg-pool's CommonJS build instead.
-{
-  const require = createRequire(createRequire(import.meta.url).resolve("@effect/sql-pg"))
-  const fromPg = createRequire(require.resolve("pg"))
-  const resolved = fromPg.resolve("pg-pool")
-  if (resolved.endsWith(".mjs")) {
-    const commonJs = join(dirname(resolved), "..", "index.js")
-    fromPg(commonJs)
-    fromPg.cache[resolved] = fromPg.cache[commonJs]
-  }
-}
 const { PgClient } = await import("@effect/sql-pg")
 
 // One database per run, dropped at the end.

@@ -5,7 +5,9 @@
  * consumer stops early (`return()`), or when its signal aborts.
  *
  * These modules are the edge for code without Effect: the one place a governed
- * stream becomes an async iterator.
+ * stream becomes an async iterator, and a governed call a Promise. The runtime calls
+ * here (`runPromise`, `runPromiseExit`, `runSync`) must stay: a Promise caller has
+ * no fiber to run them in; everything they run is Effect, on the client's runtime.
  */
 import { Budget, RateLimiter } from "@sluice/core"
 import * as Cause from "effect/Cause"
