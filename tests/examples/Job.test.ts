@@ -33,7 +33,11 @@ const simulatorQuota = (limits: Limits) => ({
 
 const sqlite = (filename: string) => Store.layer.pipe(Layer.provideMerge(SqliteClient.layer({ filename })))
 
-const config = (source: Source, limits: Limits, extra: Partial<Job.Config> = {}): Job.Config => ({
+const config = (
+  source: Source,
+  limits: Limits,
+  extra: Partial<Job.Config> & { readonly fleet?: undefined } = {}
+): Job.Config & { readonly fleet?: undefined } => ({
   source,
   model: "claude-haiku-4-5",
   limits,

@@ -11,6 +11,7 @@
  * database (so a resumed job keeps counting what it spent).
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
 import {
   Budget,
   CircuitBreaker,
@@ -26,12 +27,15 @@ import {
   RateLimiter,
   TokenEstimator
 } from "@sluice/core"
+import * as BudgetRedis from "@sluice/core/Budget/Redis"
 import * as BudgetSql from "@sluice/core/Budget/Sql"
+import * as RedisStore from "@sluice/core/LimiterStore/Redis"
 import type { SluiceConfig } from "@sluice/providers"
 import {
   Chunk,
   Clock,
   Data,
+  Deferred,
   Duration,
   Effect,
   Either,
@@ -41,11 +45,14 @@ import {
   MetricState,
   Option,
   Ref,
-  Stream
+  type Scope,
+  Stream,
+  SubscriptionRef
 } from "effect"
-import type { Source } from "./Documents.js"
+import type { Document, Source } from "./Documents.js"
 import * as Extraction from "./Extraction.js"
-import { layerCheckpoint, Store } from "./Store.js"
+import * as Queue from "./Queue.js"
+import { type ExtractionRow, layerCheckpoint, Store } from "./Store.js"
 import { allowance, bottleneck, type Limits, type Sample, type Summary } from "./Summary.js"
 
 /** What a run is told. */
@@ -74,6 +81,43 @@ export interface Config {
    * (retry, ladder), breaker and budget limits (beside `budgetUsd`).
    */
   readonly sluice?: SluiceConfig.SluiceConfig | undefined
+  /**
+   * Run as one worker of a fleet over a shared `WorkQueue` (PostgreSQL for
+   * many machines, or SQLite for processes of one machine) instead of the
+   * single-process `Store`. Absent: the single-process job.
+   */
+  readonly fleet?: Fleet | undefined
+}
+
+/**
+ * One worker of a fleet. The worker loads `Config.source` into the queue (new
+ * ids only; an empty source joins the work already loaded), then claims
+ * `batch` documents at a time when its pipeline has room (so it holds about
+ * `concurrency + batch` at most), renews its claims every `lease / 3`, writes
+ * each outcome (an extraction, or a failure row with its reason) through
+ * `WorkQueue.complete` in the transaction that ends its claim, and ends when
+ * every document of the queue is done. When nothing is left to claim while
+ * other workers hold leases, it looks again every `lease / 4` (at most every 2
+ * seconds), so a dead worker's documents are taken over once its lease expires.
+ * On a stop, an interruption or a failure, the documents it holds without an
+ * outcome are given back at once (`release`).
+ */
+export interface Fleet {
+  /** Unique id of this worker, e.g. `${os.hostname()}/${process.pid}`. */
+  readonly worker: string
+  /** How long a claim lasts without renewal. Default "2 minutes". */
+  readonly lease?: Duration.DurationInput | undefined
+  /** Documents claimed at once. Default: the concurrency (at least 1). */
+  readonly batch?: number | undefined
+  /**
+   * Limiter store and budget ledger on Redis, shared by every worker of the
+   * fleet: the quota and `budgetUsd` hold for the fleet as a whole. Without it,
+   * the budget ledger is the queue's database (fleet-wide on PostgreSQL) and the
+   * limiter is in memory with `quotaShare` of the quota.
+   */
+  readonly redis?: { readonly url: string; readonly prefix: string } | undefined
+  /** Without `redis`: the static share of the quota this worker holds (1/N for N workers). Default 1. */
+  readonly quotaShare?: number | undefined
 }
 
 /** What a run measured. */
@@ -84,6 +128,12 @@ export interface Result {
   readonly notes: ReadonlyArray<string>
   /** Of what the quota allowed over the run (a full bucket plus the refill), the share used. */
   readonly utilisation: { readonly requests: number; readonly inputTokens: number; readonly outputTokens: number }
+  /**
+   * In fleet mode: this worker's id, how many of its documents were finished
+   * by another worker after its lease expired (it wrote nothing for them), and
+   * how many it gave back unstarted at the end (a stop, an interruption).
+   */
+  readonly fleet?: { readonly worker: string; readonly notHeld: number; readonly released: number } | undefined
 }
 
 /** A document rejected before any call. */
@@ -176,11 +226,44 @@ export const waitsOf = (key: string): Effect.Effect<MetricState.MetricState.Hist
       })
   )
 
-/** Runs the job over the provider in context, into the `Store`. */
-export const run = (config: Config) =>
+/** The provider and Sluice on top of it: what both modes of `run` share. */
+interface Governed {
+  readonly meter: Pipeline.Meter
+  /** The limiter key of the job's calls (`provider/model`). */
+  readonly key: string
+  readonly limiter: RateLimiter.RateLimiter["Type"]
+  readonly client: LlmClient.Client<LlmClient.CallError>
+  readonly price: Pricing.ModelPrice | undefined
+}
+
+/** A quota's limits (and bursts) times `share`: a worker's static part of the quota. */
+const shareOf = (quota: Quota.QuotaInput, share: number): Quota.QuotaInput =>
+  share === 1 ? quota : Object.fromEntries(
+    Object.entries(quota).map(([dimension, limit]) => [
+      dimension,
+      {
+        ...limit,
+        limit: limit.limit * share,
+        ...(limit.burst === undefined ? {} : { burst: limit.burst * share })
+      }
+    ])
+  )
+
+/**
+ * The meter, limiter, budget and Governor over the provider: the limiter on
+ * `limiterStore` with `share` of every quota, the budget (when there is one)
+ * on `ledger`.
+ */
+const govern = <E1, R1, E2, R2>(
+  config: Config,
+  provider: LlmClient.LlmClient["Type"],
+  stores: {
+    readonly limiterStore: Effect.Effect<LimiterStore.LimiterStore["Type"], E1, R1>
+    readonly ledger: Effect.Effect<Budget.BudgetLedger["Type"], E2, R2>
+    readonly share: number
+  }
+) =>
   Effect.gen(function*() {
-    const provider = yield* LlmClient.LlmClient
-    const store = yield* Store
     const sluice = config.sluice
     const prices = yield* Pricing.make({ ...Pricing.defaultTable, ...sluice?.budget?.prices }).pipe(Effect.orDie)
     const price = Either.getOrUndefined(Pricing.lookup(Pricing.defaultTable, config.model))
@@ -191,12 +274,15 @@ export const run = (config: Config) =>
     // Quotas under either spelling; a call on a key with no quota is logged once (QuotaKeys).
     const fileQuotas = Object.entries(sluice?.quotas ?? {}).map((
       [name, quota]
-    ) => [name, scaled(quota, config.timeScale)])
+    ) => [name, shareOf(scaled(quota, config.timeScale), stores.share)])
     const limiter = yield* QuotaKeys.make({
       ...sluice?.limiter,
-      quotas: { ...Object.fromEntries(fileQuotas), [key]: quotaOf(config.limits, config.timeScale) }
+      quotas: {
+        ...Object.fromEntries(fileQuotas),
+        [key]: shareOf(quotaOf(config.limits, config.timeScale), stores.share)
+      }
     }).pipe(
-      Effect.provideServiceEffect(LimiterStore.LimiterStore, LimiterStore.makeMemory),
+      Effect.provideServiceEffect(LimiterStore.LimiterStore, stores.limiterStore),
       Effect.orDie
     )
     const budgetLimits: ReadonlyArray<Budget.LimitInput> = [
@@ -215,7 +301,7 @@ export const run = (config: Config) =>
           ...(sluice?.budget?.reservationTtl === undefined ? {} : { reservationTtl: sluice.budget.reservationTtl })
         }).pipe(
           Effect.provideService(Pricing.Pricing, prices),
-          Effect.provideServiceEffect(Budget.BudgetLedger, BudgetSql.make)
+          Effect.provideServiceEffect(Budget.BudgetLedger, stores.ledger)
         )
       )
     const breaker = sluice?.breaker === undefined
@@ -228,72 +314,100 @@ export const run = (config: Config) =>
       Option.isSome(budget) ? Effect.provideService(Budget.Budget, budget.value) : (self) => self,
       Option.isSome(breaker) ? Effect.provideService(CircuitBreaker.CircuitBreaker, breaker.value) : (self) => self
     )
+    return { meter, key, limiter, client, price } satisfies Governed
+  })
 
-    const extract = (document: { readonly id: string; readonly text: string; readonly problem?: string | undefined }) =>
-      Effect.gen(function*() {
-        if (document.problem !== undefined) {
-          return yield* new DocumentRejected({ documentId: document.id, reason: document.problem })
-        }
-        const response = yield* client.complete(Extraction.request(config.model, document, config.job)).pipe(
-          Effect.catchTag("CostTooLarge", (error) =>
-            new DocumentTooLarge({
-              documentId: document.id,
-              dimension: error.dimension,
-              amount: error.amount,
-              perMinute: error.dimension === "requests"
-                ? config.limits.requestsPerMinute
-                : error.dimension === "outputTokens"
-                ? config.limits.outputTokensPerMinute
-                : config.limits.inputTokensPerMinute
-            }))
-        )
-        const extraction = yield* Extraction.decode(document.id, response)
-        const costUsd = price === undefined ? 0 : Pricing.toUsd(Pricing.costMicros(price, response.usage))
-        // A failed write is not the document's fault: it stops the job (the checkpoint keeps what was done).
-        yield* Effect.orDie(store.saveExtraction({
-          docId: document.id,
-          extraction,
-          model: response.model,
-          inputTokens: response.usage.inputTokens + response.usage.cacheReadInputTokens +
-            response.usage.cacheWriteInputTokens,
-          outputTokens: response.usage.outputTokens,
-          costUsd
+/** One document through the governed client: the row to store, or why there is none. */
+const extractRow = (config: Config, governed: Governed) => (document: Document) =>
+  Effect.gen(function*() {
+    if (document.problem !== undefined) {
+      return yield* new DocumentRejected({ documentId: document.id, reason: document.problem })
+    }
+    const response = yield* governed.client.complete(Extraction.request(config.model, document, config.job)).pipe(
+      Effect.catchTag("CostTooLarge", (error) =>
+        new DocumentTooLarge({
+          documentId: document.id,
+          dimension: error.dimension,
+          amount: error.amount,
+          perMinute: error.dimension === "requests"
+            ? config.limits.requestsPerMinute
+            : error.dimension === "outputTokens"
+            ? config.limits.outputTokensPerMinute
+            : config.limits.inputTokensPerMinute
         }))
-      })
+    )
+    const extraction = yield* Extraction.decode(document.id, response)
+    const price = governed.price
+    const costUsd = price === undefined ? 0 : Pricing.toUsd(Pricing.costMicros(price, response.usage))
+    return {
+      docId: document.id,
+      extraction,
+      model: response.model,
+      inputTokens: response.usage.inputTokens + response.usage.cacheReadInputTokens +
+        response.usage.cacheWriteInputTokens,
+      outputTokens: response.usage.outputTokens,
+      costUsd
+    } satisfies ExtractionRow
+  })
 
+/** Snapshots of the run every `config.every` into samples (and the display), until `end`. */
+const observe = (
+  config: Config,
+  governed: Governed,
+  total: number,
+  also?: (snapshot: Pipeline.Snapshot) => Effect.Effect<void>
+) =>
+  Effect.gen(function*() {
     const start = yield* Clock.currentTimeMillis
     // The registry is global: this run's waits are what the histogram gained from here on.
-    const waitsBefore = yield* waitsOf(key)
+    const waitsBefore = yield* waitsOf(governed.key)
     const samples = yield* Ref.make(Chunk.empty<Sample>())
     const finished = yield* Effect.makeLatch(false)
-    const snapshots = Pipeline.monitor(meter.progress, {
+    const snapshots = Pipeline.monitor(governed.meter.progress, {
       every: config.every ?? Duration.seconds(1),
-      total: config.source.count,
+      total,
       limits: {
         requests: config.limits.requestsPerMinute,
         inputTokens: config.limits.inputTokensPerMinute,
         outputTokens: config.limits.outputTokensPerMinute
       },
-      limiter: { limiter, key }
+      limiter: { limiter: governed.limiter, key: governed.key }
     })
     const record = (snapshot: Pipeline.Snapshot) =>
-      Effect.zipRight(
+      Effect.all([
         Ref.update(samples, Chunk.append(toSample(snapshot, config.timeScale))),
-        config.onSnapshot === undefined ? Effect.void : config.onSnapshot(snapshot)
-      )
+        config.onSnapshot === undefined ? Effect.void : config.onSnapshot(snapshot),
+        also === undefined ? Effect.void : also(snapshot)
+      ], { discard: true })
     const watching = yield* snapshots.pipe(Stream.interruptWhen(finished.await), Stream.runForEach(record), Effect.fork)
+    /** Ends the snapshots; the run's wall time. */
+    const end = Effect.gen(function*() {
+      const wallMillis = (yield* Clock.currentTimeMillis) - start
+      yield* finished.open
+      yield* Fiber.join(watching)
+      return wallMillis
+    })
+    return { start, waitsBefore, samples, end }
+  })
 
-    const stopped = yield* Ref.make(false)
-    const documents = config.stop === undefined
-      ? config.source.documents
-      : Stream.interruptWhen(config.source.documents, Effect.zipRight(config.stop, Ref.set(stopped, true)))
-    yield* Pipeline.run(documents, extract, { concurrency: config.concurrency, meter }).pipe(
-      Stream.runDrain,
-      Effect.provide(layerCheckpoint.pipe(Layer.provide(Layer.succeed(Store, store))))
-    )
-    const wallMillis = (yield* Clock.currentTimeMillis) - start
-    yield* finished.open
-    yield* Fiber.join(watching)
+/** The result of a run: the summary, the samples ending at the final counts, the notes. */
+const conclude = (
+  config: Config,
+  governed: Governed,
+  observed: { readonly waitsBefore: MetricState.MetricState.Histogram; readonly samples: Ref.Ref<Chunk.Chunk<Sample>> },
+  run: {
+    readonly wallMillis: number
+    readonly documents: number
+    readonly interrupted: boolean
+    /** The sentence saying where the run stopped, when `interrupted`. */
+    readonly stoppedNote: string
+    readonly notes: ReadonlyArray<string>
+  }
+) =>
+  Effect.gen(function*() {
+    const { key, meter, price } = governed
+    const { samples, waitsBefore } = observed
+    const wallMillis = run.wallMillis
     const progress = yield* Ref.get(meter.progress)
     // The last word: a sample at the end, so the report's lines reach the final counts.
     yield* Ref.update(samples, (all) => {
@@ -321,7 +435,6 @@ export const run = (config: Config) =>
       inputTokens: progress.inputTokens / allowed(config.limits.inputTokensPerMinute),
       outputTokens: progress.outputTokens / allowed(config.limits.outputTokensPerMinute)
     }
-    const interrupted = (yield* Ref.get(stopped)) && Pipeline.done(progress) < config.source.count
     const waitP95Seconds = Metrics.quantile(yield* waitsOf(key), 0.95, waitsBefore)
     const bound = bottleneck({
       work: { requests: progress.requests, inputTokens: progress.inputTokens, outputTokens: progress.outputTokens },
@@ -333,7 +446,7 @@ export const run = (config: Config) =>
       attempts: progress.attempts
     })
     const summary: Summary = {
-      documents: config.source.count,
+      documents: run.documents,
       succeeded: progress.succeeded,
       failed: progress.failed,
       shed: progress.shed,
@@ -349,7 +462,7 @@ export const run = (config: Config) =>
       requestsPerMinute: perMinute(progress.requests),
       inputTokensPerMinute: perMinute(progress.inputTokens),
       outputTokensPerMinute: perMinute(progress.outputTokens),
-      interrupted,
+      interrupted: run.interrupted,
       ...(waitP95Seconds === undefined ? {} : { waitP95Seconds }),
       ...(bound === undefined ? {} : { bottleneck: bound.sentence })
     }
@@ -367,16 +480,276 @@ export const run = (config: Config) =>
           } s (simulator at ${config.timeScale}× speed); per-minute figures are per provider minute.`
         ]),
       ...(price === undefined ? [`No price is known for ${config.model}: costs are shown as 0.`] : []),
-      ...(interrupted
-        ? [
-          `Stopped before the end: ${
-            (config.source.count - Pipeline.done(progress)).toLocaleString("en-US")
-          } documents were not started. Run the same command again to resume; extracted documents are skipped.`
-        ]
-        : [])
+      ...run.notes,
+      ...(run.interrupted ? [run.stoppedNote] : [])
     ]
-    return { summary, samples: Chunk.toReadonlyArray(yield* Ref.get(samples)), notes, utilisation } satisfies Result
+    return { summary, samples: Chunk.toReadonlyArray(yield* Ref.get(samples)), notes, utilisation }
   })
 
-/** What `run` needs besides the provider: the database. */
+/** The single-process job: the documents of `config.source`, the tables of the `Store` as checkpoint. */
+const runLocal = (config: Config) =>
+  Effect.gen(function*() {
+    const provider = yield* LlmClient.LlmClient
+    const store = yield* Store
+    const governed = yield* govern(config, provider, {
+      limiterStore: LimiterStore.makeMemory,
+      ledger: BudgetSql.make,
+      share: 1
+    })
+    const toRow = extractRow(config, governed)
+    // A failed write is not the document's fault: it stops the job (the checkpoint keeps what was done).
+    const extract = (document: Document) =>
+      Effect.flatMap(toRow(document), (row) => Effect.orDie(store.saveExtraction(row)))
+
+    const observed = yield* observe(config, governed, config.source.count)
+    const stopped = yield* Ref.make(false)
+    const documents = config.stop === undefined
+      ? config.source.documents
+      : Stream.interruptWhen(config.source.documents, Effect.zipRight(config.stop, Ref.set(stopped, true)))
+    yield* Pipeline.run(documents, extract, { concurrency: config.concurrency, meter: governed.meter }).pipe(
+      Stream.runDrain,
+      Effect.provide(layerCheckpoint.pipe(Layer.provide(Layer.succeed(Store, store))))
+    )
+    const wallMillis = yield* observed.end
+    const progress = yield* Ref.get(governed.meter.progress)
+    const result: Result = yield* conclude(config, governed, observed, {
+      wallMillis,
+      documents: config.source.count,
+      interrupted: (yield* Ref.get(stopped)) && Pipeline.done(progress) < config.source.count,
+      stoppedNote: `Stopped before the end: ${
+        (config.source.count - Pipeline.done(progress)).toLocaleString("en-US")
+      } documents were not started. Run the same command again to resume; extracted documents are skipped.`,
+      notes: []
+    })
+    return result
+  })
+
+/** The counter a recorded outcome adds to in `Pipeline.Progress`. */
+const counterOf = {
+  Succeeded: "succeeded",
+  Failed: "failed",
+  Shed: "shed",
+  OverBudget: "overBudget"
+} as const satisfies Record<Pipeline.Recorded["_tag"], keyof Pipeline.Progress>
+
+/** A document the heartbeat found taken over before this worker started it: it is not sent. */
+class LeaseLost extends Data.TaggedError("LeaseLost")<{ readonly documentId: string }> {
+  override get message(): string {
+    return `the lease on ${this.documentId} expired and another worker took it over`
+  }
+}
+
+const checkpointError = (operation: string) => (cause: unknown) => new Pipeline.CheckpointError({ operation, cause })
+
+/**
+ * One worker of a fleet: the documents come from the shared `WorkQueue`, a
+ * batch at a time, and each outcome is written through `complete` by the
+ * worker holding the document.
+ */
+const runFleet = (config: Config, fleet: Fleet) =>
+  Effect.scoped(Effect.gen(function*() {
+    const provider = yield* LlmClient.LlmClient
+    const queue = yield* Queue.WorkQueue
+    const worker = fleet.worker
+    const lease = Duration.decode(fleet.lease ?? defaultLease)
+    const leaseMillis = Duration.toMillis(lease)
+    const concurrency = Math.max(1, Math.floor(config.concurrency))
+    const batch = Math.max(1, Math.floor(fleet.batch ?? concurrency))
+    const redis = fleet.redis
+    const governed = redis === undefined
+      ? yield* govern(config, provider, {
+        limiterStore: LimiterStore.makeMemory,
+        ledger: BudgetSql.make,
+        share: fleet.quotaShare ?? 1
+      })
+      : yield* govern(config, provider, {
+        limiterStore: RedisStore.make({ url: redis.url, prefix: redis.prefix }),
+        ledger: BudgetRedis.make({ url: redis.url, prefix: redis.prefix }),
+        share: 1
+      })
+    const toRow = extractRow(config, governed)
+    const meter = governed.meter
+
+    // The source's documents join the queue (new ids only); an empty source joins the work already loaded.
+    yield* Queue.loadAll(config.source.documents)
+    const total = (yield* queue.counts).documents
+
+    /** Claimed and without an outcome written by this worker (dropped when the heartbeat finds one taken over). */
+    const held = new Set<string>()
+    /** Claimed and not yet handed to the extraction. */
+    const notStarted = new Set<string>()
+    // A claim takes `batch` permits and gives back what it did not get; an outcome gives back one.
+    // So a claim waits until no more than `concurrency` documents are held.
+    const permits = yield* Effect.makeSemaphore(concurrency + batch)
+    // Completed when `held` empties, so a worker waiting for the fleet looks again at once.
+    let emptied = yield* Deferred.make<void>()
+    const notHeld = yield* Ref.make(0)
+    const released = yield* Ref.make(0)
+    const poll = Duration.millis(Math.max(1, Math.min(leaseMillis / 4, 2_000)))
+
+    const drop = (id: string) =>
+      Effect.suspend(() => {
+        notStarted.delete(id)
+        if (!held.delete(id) || held.size > 0) return Effect.void
+        const signal = emptied
+        return Effect.flatMap(Deferred.make<void>(), (next) => {
+          emptied = next
+          return Deferred.succeed(signal, undefined)
+        })
+      })
+
+    /** The next batch of claimed documents; none when every document of the queue is done. */
+    const next: Effect.Effect<Chunk.Chunk<Queue.Claimed>, Option.Option<SqlError | Queue.InvalidClaim>> = Effect.gen(
+      function*() {
+        while (true) {
+          yield* permits.take(batch)
+          const claimed = yield* Effect.uninterruptible(Effect.tap(queue.claim(worker, batch, lease), (documents) =>
+            Effect.sync(() => {
+              for (const document of documents) {
+                held.add(document.id)
+                notStarted.add(document.id)
+              }
+            })))
+          yield* permits.release(batch - claimed.length)
+          if (claimed.length > 0) {
+            return Chunk.unsafeFromArray(claimed)
+          }
+          const counts = yield* queue.counts
+          if (counts.done >= counts.documents) {
+            return yield* Effect.fail(Option.none())
+          }
+          // Others (or this worker) still hold documents: look again when a lease may have expired.
+          yield* held.size === 0
+            ? Effect.sleep(poll)
+            : Effect.race(Effect.sleep(poll), Deferred.await(emptied))
+        }
+      }
+    ).pipe(Effect.mapError((error) =>
+      Option.isOption(error) ? error : Option.some(error)
+    ))
+
+    const heartbeat = Effect.gen(function*() {
+      const ids = [...held]
+      if (ids.length === 0) return
+      const renewed = new Set(yield* queue.renew(worker, ids, lease))
+      for (const id of ids) if (!renewed.has(id)) yield* drop(id)
+    }).pipe(
+      Effect.catchAll((error) => Effect.logWarning(`worker ${worker}: could not renew its leases`, error))
+    )
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.zipRight(Effect.sleep(Duration.millis(Math.max(1, leaseMillis / 3))), heartbeat))
+    )
+
+    const extract = (document: Queue.Claimed) =>
+      Effect.gen(function*() {
+        notStarted.delete(document.id)
+        if (!held.has(document.id)) return yield* new LeaseLost({ documentId: document.id })
+        return yield* toRow(document)
+      })
+
+    const checkpoint = Pipeline.Checkpoint.of({
+      succeeded: () => Effect.succeed(false),
+      record: (outcome) =>
+        Effect.gen(function*() {
+          const written: Queue.Outcome = outcome._tag === "Succeeded"
+            ? { _tag: "Extracted", row: outcome.value as ExtractionRow }
+            : {
+              _tag: "Failed",
+              row: {
+                docId: outcome.id,
+                outcome: Pipeline.statusOf[outcome._tag],
+                reason: outcome.reason,
+                attempts: outcome._tag === "Failed" ? outcome.attempts : 0
+              }
+            }
+          const completion = yield* Effect.mapError(
+            queue.complete(worker, outcome.id, written),
+            checkpointError("record")
+          )
+          yield* drop(outcome.id)
+          yield* permits.release(1)
+          if (completion._tag === "NotHeld") {
+            // Not this worker's outcome: the pipeline's count of it is taken back here.
+            const counter = counterOf[outcome._tag]
+            yield* Ref.update(notHeld, (n) => n + 1)
+            yield* SubscriptionRef.update(meter.progress, (p) => ({ ...p, [counter]: p[counter] - 1 }))
+          }
+        })
+    })
+
+    const observed = yield* observe(config, governed, total)
+    const stopped = yield* Ref.make(false)
+    const claimed = Stream.repeatEffectChunkOption(next)
+    const documents = config.stop === undefined
+      ? claimed
+      : Stream.interruptWhen(claimed, Effect.zipRight(config.stop, Ref.set(stopped, true)))
+    // Whatever ends the run (the end, a stop, an interruption, a failure), documents held without an outcome go back.
+    const giveBack = Effect.suspend(() => {
+      const ids = [...held]
+      return Effect.zipRight(queue.release(worker, ids), Ref.update(released, (n) => n + ids.length))
+    }).pipe(Effect.catchAll((error) => Effect.logWarning(`worker ${worker}: could not give back its documents`, error)))
+    yield* Pipeline.run(documents, extract, { concurrency, meter }).pipe(
+      Stream.runDrain,
+      Effect.provideService(Pipeline.Checkpoint, checkpoint),
+      Effect.ensuring(giveBack)
+    )
+    const wallMillis = yield* observed.end
+    const counts = yield* queue.counts
+    const notHeldCount = yield* Ref.get(notHeld)
+    const releasedCount = yield* Ref.get(released)
+    const result: Result = {
+      ...(yield* conclude(config, governed, observed, {
+        wallMillis,
+        documents: counts.documents,
+        interrupted: (yield* Ref.get(stopped)) && counts.done < counts.documents,
+        stoppedNote:
+          `Stopped before the end: ${
+            (counts.documents - counts.done).toLocaleString("en-US")
+          } of the fleet's documents have no outcome yet` +
+          (releasedCount > 0 ? `; this worker gave back the ${releasedCount} it held and had not started` : "") +
+          `. Start a worker again (the same command) to resume; done documents are not claimed again.`,
+        notes: notHeldCount === 0 ? [] : [
+          `${
+            notHeldCount.toLocaleString("en-US")
+          } documents finished by another worker after this one's lease expired: ` +
+          `this worker wrote nothing for them.`
+        ]
+      })),
+      fleet: { worker, notHeld: notHeldCount, released: releasedCount }
+    }
+    return result
+  }))
+
+/** How long a fleet worker's claim lasts without renewal when `Fleet.lease` is not given. */
+export const defaultLease: Duration.DurationInput = "2 minutes"
+
+/** What `run` can fail with (a database that cannot be read or written, an unreadable input, …). */
+export type RunError =
+  | Effect.Effect.Error<ReturnType<typeof runLocal>>
+  | Effect.Effect.Error<ReturnType<typeof runFleet>>
+
+/**
+ * Runs the job over the provider in context. Without `config.fleet`, over the
+ * documents of `config.source` into the `Store` (one process). With it, as one
+ * worker of a fleet: `config.source` is loaded into the shared `WorkQueue` (new
+ * ids only), then the worker claims, extracts and completes documents until
+ * every document of the queue is done (see {@link Fleet}).
+ */
+export function run(config: Config & { readonly fleet: Fleet }): Effect.Effect<Result, RunError, FleetRequirements>
+export function run(
+  config: Config & { readonly fleet?: undefined }
+): Effect.Effect<Result, RunError, Requirements | Scope.Scope>
+export function run(
+  config: Config
+): Effect.Effect<Result, RunError, Requirements | FleetRequirements | Scope.Scope>
+export function run(
+  config: Config
+): Effect.Effect<Result, RunError, Requirements | FleetRequirements | Scope.Scope> {
+  return config.fleet === undefined ? runLocal(config) : runFleet(config, config.fleet)
+}
+
+/** What `run` needs besides the provider: the database (and a `Scope` for its limiter). */
 export type Requirements = LlmClient.LlmClient | Store | SqlClient.SqlClient
+
+/** What `run` needs in fleet mode: the provider, the shared queue and its database (for the budget ledger). */
+export type FleetRequirements = LlmClient.LlmClient | Queue.WorkQueue | SqlClient.SqlClient
