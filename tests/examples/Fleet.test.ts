@@ -1,70 +1,361 @@
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
-import { syntheticSource } from "@sluice/examples/extract/Documents"
+import { LlmClient } from "@sluice/core"
+import { type Source, syntheticSource } from "@sluice/examples/extract/Documents"
+import * as Fleet from "@sluice/examples/extract/Fleet"
 import * as Job from "@sluice/examples/extract/Job"
 import * as Queue from "@sluice/examples/extract/Queue"
 import type { Limits } from "@sluice/examples/extract/Summary"
 import { SimulatedClient } from "@sluice/simulator"
-import { Effect, Fiber, Layer, TestClock } from "effect"
+import { Deferred, Effect, Fiber, Layer, Redacted, Stream, TestClock } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { afterAll } from "vitest"
+import { afterAll, beforeAll } from "vitest"
+import "../setup/pgPool.js"
+import { postgresUrl } from "../setup/postgres.js"
+
+const { PgClient } = await import("@effect/sql-pg")
 
 const dir = mkdtempSync(join(tmpdir(), "sluice-fleet-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 let files = 0
 const freshFile = () => join(dir, `fleet-${++files}.db`)
 
-const tight: Limits = { requestsPerMinute: 60, inputTokensPerMinute: 40_000, outputTokensPerMinute: 12_000 }
-const simulatorQuota = (limits: Limits) => ({
-  quota: limits,
-  latency: { baseMs: 500, perOutputTokenMs: 5, jitterMs: 200 },
-  seed: 3
-})
+// One PostgreSQL database per run, dropped at the end.
+const admin = new URL(postgresUrl())
+const database = `sluice_fleet_test_${process.pid}_${Date.now()}`
+const url = new URL(admin)
+url.pathname = `/${database}`
+const adminSql = (statement: string) =>
+  Effect.runPromise(
+    Effect.scoped(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(statement))).pipe(
+      Effect.provide(PgClient.layer({ url: Redacted.make(admin.toString()) }))
+    )
+  )
+beforeAll(() => adminSql(`CREATE DATABASE ${database}`))
+afterAll(() => adminSql(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`))
 
-const worker = (name: string, workers: number, extra: Partial<Job.Fleet> = {}): Job.Config & { fleet: Job.Fleet } => ({
-  source: syntheticSource(0, 1),
-  model: "claude-haiku-4-5",
-  limits: tight,
-  timeScale: 1,
-  concurrency: 4,
-  job: "fleet-test",
-  fleet: { worker: name, lease: "30 seconds", quotaShare: 1 / workers, ...extra }
-})
+const tight: Limits = { requestsPerMinute: 60, inputTokensPerMinute: 60_000, outputTokensPerMinute: 12_000 }
+const roomy: Limits = {
+  requestsPerMinute: 100_000,
+  inputTokensPerMinute: 100_000_000,
+  outputTokensPerMinute: 10_000_000
+}
+const simulator = (limits: Limits) =>
+  SimulatedClient.layer({ quota: limits, latency: { baseMs: 500, perOutputTokenMs: 5, jitterMs: 200 }, seed: 3 })
 
-/** Advances the test clock a second at a time until every fiber is done. */
-const driveAll = <A, E>(fibers: ReadonlyArray<Fiber.RuntimeFiber<A, E>>, limitSeconds = 3_600) =>
+const none: Source = { description: "no documents", count: 0, documents: Stream.empty }
+
+type WorkerConfig = Job.Config & { readonly fleet: Job.Fleet }
+
+const worker = (
+  name: string,
+  options:
+    & { readonly limits?: Limits; readonly source?: Source; readonly extra?: Partial<Job.Config> }
+    & Partial<
+      Job.Fleet
+    > = {}
+): WorkerConfig => {
+  const { extra, limits, source, ...fleet } = options
+  return {
+    source: source ?? none,
+    model: "claude-haiku-4-5",
+    limits: limits ?? tight,
+    timeScale: 1,
+    concurrency: 3,
+    job: "fleet-test",
+    ...extra,
+    fleet: { worker: name, lease: "30 seconds", host: "test-host", pid: 1, ...fleet }
+  }
+}
+
+/** What several fibers of one process share: the queue, its database, the provider. */
+type Shared = Queue.WorkQueue | SqlClient.SqlClient | LlmClient.LlmClient | SimulatedClient.SimulatedStats
+
+/** The queue over a database, its tables emptied (the PostgreSQL database is shared by the file's tests). */
+const emptied = Layer.effect(
+  Queue.WorkQueue,
+  Effect.gen(function*() {
+    const queue = yield* Queue.make
+    yield* Fleet.createTables
+    const sql = yield* SqlClient.SqlClient
+    for (const table of ["documents", "extractions", "failures", "workers", "fleet_samples"]) {
+      yield* sql.unsafe(`DELETE FROM ${table}`)
+    }
+    for (const table of ["sluice_budget_counters", "sluice_budget_holds"]) {
+      yield* Effect.ignore(sql.unsafe(`DELETE FROM ${table}`))
+    }
+    return queue
+  })
+)
+
+/**
+ * Advances the test clock a second at a time until every fiber is done. Between
+ * steps it lets the event loop run (a real database answers through it), so
+ * that simulated time does not race ahead of the workers' queries.
+ */
+const driveAll = <A, E>(fibers: ReadonlyArray<Fiber.RuntimeFiber<A, E>>, pace: number, limitSeconds = 3_600) =>
   Effect.gen(function*() {
     for (let i = 0; i < limitSeconds; i++) {
       const exits = yield* Effect.forEach(fibers, (fiber) => fiber.poll)
       if (exits.every((exit) => exit._tag === "Some")) return yield* Effect.forEach(fibers, Fiber.join)
-      yield* TestClock.adjust("1 second")
+      yield* advance(1, pace)
     }
     return yield* Effect.dieMessage("the fleet did not finish")
+  })
+
+const advance = (seconds: number, pace: number) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < seconds; i++) {
+      yield* TestClock.adjust("1 second")
+      yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, pace)))
+    }
   })
 
 const tables = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   const extracted = (yield* sql<{ doc_id: string }>`SELECT doc_id FROM extractions`).map((row) => row.doc_id)
-  const failures = (yield* sql<{ doc_id: string }>`SELECT doc_id FROM failures`).map((row) => row.doc_id)
-  return { extracted, failures }
+  const failures = yield* sql<{ doc_id: string; outcome: string; reason: string }>`SELECT doc_id, outcome, reason
+    FROM failures`
+  return { extracted, failures, failed: failures.map((row) => row.doc_id) }
 })
 
-describe("the extraction job as a fleet", () => {
-  it.scoped("three workers over one SQLite database: every document in exactly one table, once", () =>
-    Effect.gen(function*() {
-      yield* Queue.loadAll(syntheticSource(60, 5).documents)
-      const fibers = yield* Effect.forEach(["w1", "w2", "w3"], (name) => Effect.fork(Job.run(worker(name, 3))))
-      const results = yield* driveAll(fibers)
-      const { extracted, failures } = yield* tables
-      expect(extracted.length + failures.length).toBe(60)
-      expect(new Set([...extracted, ...failures]).size).toBe(60)
-      expect(results.reduce((n, r) => n + r.summary.succeeded + r.summary.failed, 0)).toBe(60)
-      expect(results.every((r) => r.summary.succeeded > 0)).toBe(true)
-    }).pipe(Effect.provide(Layer.mergeAll(
-      Queue.layer.pipe(Layer.provideMerge(SqliteClient.layer({ filename: freshFile() }))),
-      SimulatedClient.layer(simulatorQuota(tight))
-    ))))
+const heldBy = (name: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(
+      sql<{ id: string }>`SELECT id FROM documents WHERE claimed_by = ${name} AND completed_at IS NULL`,
+      (rows) => rows.map((row) => row.id).sort()
+    ))
+
+/** Every document of `ids` in exactly one of the tables, and nothing else there. */
+const expectExactlyOnce = (ids: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const { extracted, failed } = yield* tables
+    expect([...extracted, ...failed].sort()).toEqual([...ids].sort())
+    expect(new Set([...extracted, ...failed]).size).toBe(ids.length)
+    return yield* tables
+  })
+
+/** The ids of a source. */
+const idsOf = (source: Source) =>
+  Effect.map(Stream.runCollect(source.documents), (chunk) => [...chunk].map((document) => document.id))
+
+const problems: Source = {
+  description: "documents that cannot be sent",
+  count: 2,
+  documents: Stream.make(
+    { id: "zz-empty", text: "", problem: "empty document: nothing to extract from" },
+    { id: "zz-huge", text: "word ".repeat(80_000) }
+  )
+}
+const mixed = (count: number, seed: number): Source => ({
+  description: "synthetic and broken documents",
+  count: count + problems.count,
+  documents: Stream.concat(syntheticSource(count, seed).documents, problems.documents)
 })
+
+const suite = (name: string, client: () => Layer.Layer<SqlClient.SqlClient, unknown>, pace: number) =>
+  describe(`the extraction job as a fleet over ${name}`, () => {
+    const provide = <A, E>(self: Effect.Effect<A, E, Shared>, provider = simulator(tight)) =>
+      Effect.provide(self, Layer.mergeAll(emptied.pipe(Layer.provideMerge(client())), provider).pipe(Layer.orDie))
+
+    it.scoped("four workers loading the same source: every document in exactly one table once, no 429, status and report sum the workers", () =>
+      provide(Effect.gen(function*() {
+        const source = mixed(46, 5)
+        const ids = yield* idsOf(source)
+        const names = ["w1", "w2", "w3", "w4"]
+        const fibers = yield* Effect.forEach(
+          names,
+          (name) => Effect.fork(Job.run(worker(name, { source, quotaShare: 1 / 4, batch: 2 })))
+        )
+        const results = yield* driveAll(fibers, pace)
+        const { extracted, failures } = yield* expectExactlyOnce(ids)
+        // The failures went through complete too, with their reasons.
+        expect(failures.map((row) => row.doc_id).sort()).toEqual(["zz-empty", "zz-huge"])
+        expect(failures.find((row) => row.doc_id === "zz-huge")?.reason).toMatch(/too large/)
+        expect(failures.find((row) => row.doc_id === "zz-empty")?.reason).toMatch(/empty document/)
+        // Each worker's counts are its own: they add up to the tables, and each did a share.
+        const total = (f: (r: Job.Result) => number) => results.reduce((n, r) => n + f(r), 0)
+        expect(total((r) => r.summary.succeeded)).toBe(extracted.length)
+        expect(total((r) => r.summary.failed + r.summary.shed + r.summary.overBudget)).toBe(failures.length)
+        expect(results.every((r) => r.summary.succeeded > 0)).toBe(true)
+        expect(results.every((r) => r.summary.documents === ids.length && !r.summary.interrupted)).toBe(true)
+        expect(total((r) => r.fleet?.notHeld ?? 0)).toBe(0)
+        // Four quarters of the quota: the provider never refused a call.
+        const judge = (yield* Effect.flatMap(SimulatedClient.SimulatedStats, (s) => s.stats)).keys[0]!
+        expect(judge.rateLimited).toBe(0)
+
+        const status = yield* Fleet.status
+        expect(status.counts).toMatchObject({ documents: ids.length, done: ids.length, leased: 0 })
+        expect(status.workers.map((w) => w.worker)).toEqual(names)
+        expect(status.workers.every((w) => w.finishedAt !== undefined && w.host === "test-host")).toBe(true)
+        expect(status.totals.succeeded).toBe(extracted.length)
+        expect(status.totals.failed).toBe(failures.length)
+        expect(status.totals.inputTokens).toBe(judge.inputTokens)
+        expect(status.totals.outputTokens).toBe(judge.outputTokens)
+        expect(status.totals.costUsd).toBeCloseTo(total((r) => r.summary.costUsd), 9)
+        // Since the start: the fleet's requests over the time from the first start to the last end.
+        expect(status.startedAt).toBe(Math.min(...status.workers.map((w) => w.startedAt)))
+        expect(status.perMinute.sinceStart.requests).toBeCloseTo(
+          status.totals.requests / ((status.finishedAt! - status.startedAt!) / 60_000),
+          6
+        )
+        const text = Fleet.renderStatus(status, { limits: tight, timeScale: 1 })
+        expect(text).toContain(`${ids.length} / ${ids.length} documents done (100 %), 0 leased`)
+        expect(text).toContain("of 60 requests")
+        for (const n of names) expect(text).toMatch(new RegExp(`${n}: finished`))
+
+        const { samples, summary } = yield* Fleet.report
+        expect(summary).toMatchObject({
+          documents: ids.length,
+          succeeded: extracted.length,
+          failed: failures.length,
+          inputTokens: judge.inputTokens,
+          outputTokens: judge.outputTokens,
+          interrupted: false
+        })
+        expect(samples.at(-1)?.done).toBe(ids.length)
+        expect(samples.at(-1)?.requests).toBe(status.totals.requests)
+        expect(
+          samples.every((s, i) =>
+            i === 0 || (s.done >= samples[i - 1]!.done && s.atSeconds > samples[i - 1]!.atSeconds)
+          )
+        )
+          .toBe(true)
+        // The fleet's samples are the sums of the workers' (more than any one worker's).
+        expect(Math.max(...results.map((r) => r.samples.at(-1)?.done ?? 0))).toBeLessThan(ids.length)
+      })))
+
+    it.scoped("a worker killed mid-batch (no release): the others finish its documents once its lease expires, once", () =>
+      provide(Effect.gen(function*() {
+        const source = syntheticSource(30, 7)
+        const ids = yield* idsOf(source)
+        yield* Queue.loadAll(source.documents)
+        const queue = yield* Queue.WorkQueue
+        // kill -9: no finalizer gives its documents back.
+        const killed = yield* Effect.fork(
+          Job.run(worker("killed", { quotaShare: 1 / 3, batch: 4 })).pipe(
+            Effect.provideService(Queue.WorkQueue, { ...queue, release: () => Effect.void })
+          )
+        )
+        yield* advance(3, pace)
+        yield* Fiber.interrupt(killed)
+        const doneBefore = (yield* queue.counts).done
+        const orphans = yield* heldBy("killed")
+        expect(orphans.length).toBeGreaterThan(0)
+        const others = yield* Effect.forEach(
+          ["w2", "w3"],
+          (name) => Effect.fork(Job.run(worker(name, { quotaShare: 1 / 3, batch: 2 })))
+        )
+        // Before its lease (30 s) expires nobody takes them.
+        yield* advance(20, pace)
+        expect(yield* heldBy("killed")).toEqual(orphans)
+        const results = yield* driveAll(others, pace)
+        const { extracted, failed } = yield* expectExactlyOnce(ids)
+        expect(yield* heldBy("killed")).toEqual([])
+        for (const id of orphans) expect([...extracted, ...failed]).toContain(id)
+        // The others wrote every outcome the killed worker had not.
+        expect(results.reduce((n, r) => n + r.summary.succeeded + r.summary.failed, 0)).toBe(ids.length - doneBefore)
+        // The status shows the dead worker as stale, the others finished.
+        const text = Fleet.renderStatus(yield* Fleet.status, { limits: tight, timeScale: 1, lease: "30 seconds" })
+        expect(text).toMatch(/killed: STALE/)
+        expect(text).toMatch(/w2: finished/)
+      })))
+
+    it.scoped("a stopped worker gives back the documents it held and had not started, at once", () =>
+      provide(Effect.gen(function*() {
+        const source = syntheticSource(24, 8)
+        const ids = yield* idsOf(source)
+        yield* Queue.loadAll(source.documents)
+        const stop = yield* Deferred.make<void>()
+        const stopping = yield* Effect.fork(
+          Job.run(worker("stopping", { batch: 8, extra: { concurrency: 2, stop: Deferred.await(stop) } }))
+        )
+        yield* advance(2, pace)
+        expect((yield* heldBy("stopping")).length).toBeGreaterThan(2)
+        yield* Deferred.succeed(stop, undefined)
+        const [stopped] = yield* driveAll([stopping], pace)
+        expect(stopped!.fleet?.released).toBeGreaterThan(0)
+        expect(stopped!.summary.interrupted).toBe(true)
+        expect(stopped!.notes.join(" ")).toMatch(/Start a worker again/)
+        // Given back, not left to expire: claimable at once.
+        expect(yield* heldBy("stopping")).toEqual([])
+        const queue = yield* Queue.WorkQueue
+        const done = (yield* queue.counts).done
+        expect(done).toBe(stopped!.summary.succeeded + stopped!.summary.failed)
+        expect((yield* queue.claim("probe", 100, "1 second")).length).toBe(ids.length - done)
+        yield* TestClock.adjust("2 seconds")
+        const [rest] = yield* driveAll([yield* Effect.fork(Job.run(worker("rest")))], pace)
+        expect(rest!.summary.succeeded).toBe(ids.length - done)
+        yield* expectExactlyOnce(ids)
+      })))
+
+    it.scoped("a worker whose lease was taken over writes nothing for its late outcomes (NotHeld), and says so", () =>
+      provide(
+        Effect.gen(function*() {
+          const source = syntheticSource(12, 9)
+          const ids = yield* idsOf(source)
+          yield* Queue.loadAll(source.documents)
+          const queue = yield* Queue.WorkQueue
+          const provider = yield* LlmClient.LlmClient
+          // A worker whose heartbeat lies (it renews nothing: a clock far behind) and whose calls take 40 s.
+          const slow = yield* Effect.fork(
+            Job.run(worker("slow", { batch: 3, lease: "10 seconds", extra: { concurrency: 3 } })).pipe(
+              Effect.provideService(Queue.WorkQueue, { ...queue, renew: (_, ids) => Effect.succeed(ids) }),
+              Effect.provideService(LlmClient.LlmClient, {
+                ...provider,
+                complete: (request) => Effect.zipRight(Effect.sleep("40 seconds"), provider.complete(request))
+              })
+            )
+          )
+          yield* advance(3, pace)
+          const taken = yield* heldBy("slow")
+          // A batch, and a second one while the pipeline has room (concurrency + batch at most).
+          expect(taken.length).toBeGreaterThanOrEqual(3)
+          expect(taken.length).toBeLessThanOrEqual(6)
+          const fast = yield* Effect.fork(Job.run(worker("fast", { lease: "10 seconds" })))
+          const [slowResult, fastResult] = yield* driveAll([slow, fast], pace)
+          const { extracted } = yield* expectExactlyOnce(ids)
+          expect(slowResult!.fleet?.notHeld).toBeGreaterThanOrEqual(taken.length)
+          expect(slowResult!.notes.join(" ")).toMatch(
+            /documents finished by another worker after this one's lease expired/
+          )
+          // Its late outcomes are not counted as its own: the workers' counts add up to the table.
+          expect(slowResult!.summary.succeeded + fastResult!.summary.succeeded).toBe(extracted.length)
+          const status = yield* Fleet.status
+          expect(status.totals.notHeld).toBe(slowResult!.fleet?.notHeld)
+          expect(status.totals.succeeded).toBe(extracted.length)
+        }),
+        simulator(roomy)
+      ))
+
+    it.scoped("the budget holds for the fleet through the database's ledger: documents past it are over budget, once", () =>
+      provide(
+        Effect.gen(function*() {
+          const source = syntheticSource(40, 13)
+          const ids = yield* idsOf(source)
+          yield* Queue.loadAll(source.documents)
+          const fibers = yield* Effect.forEach(
+            ["b1", "b2", "b3"],
+            (name) => Effect.fork(Job.run(worker(name, { limits: roomy, extra: { budgetUsd: 0.02, concurrency: 2 } })))
+          )
+          const results = yield* driveAll(fibers, pace)
+          const { extracted, failures } = yield* expectExactlyOnce(ids)
+          const spent = results.reduce((n, r) => n + r.summary.costUsd, 0)
+          expect(spent).toBeLessThanOrEqual(0.02)
+          expect(spent).toBeGreaterThan(0.01)
+          expect(failures.length).toBeGreaterThan(0)
+          expect(failures.filter((row) => !(row.outcome === "over-budget" && /budget/i.test(row.reason)))).toEqual([])
+          expect(failures.every((row) => row.outcome === "over-budget" && /budget/i.test(row.reason))).toBe(true)
+          expect(results.reduce((n, r) => n + r.summary.overBudget, 0)).toBe(failures.length)
+          expect(extracted.length + failures.length).toBe(ids.length)
+          expect((yield* Fleet.status).totals.costUsd).toBeCloseTo(spent, 9)
+        }),
+        simulator(roomy)
+      ))
+  })
+
+suite("SQLite", () => SqliteClient.layer({ filename: freshFile() }), 0)
+suite("PostgreSQL", () => PgClient.layer({ url: Redacted.make(url.toString()), maxConnections: 10 }), 3)

@@ -49,8 +49,10 @@ import {
   Stream,
   SubscriptionRef
 } from "effect"
+import * as Os from "node:os"
 import type { Document, Source } from "./Documents.js"
 import * as Extraction from "./Extraction.js"
+import * as FleetView from "./Fleet.js"
 import * as Queue from "./Queue.js"
 import { type ExtractionRow, layerCheckpoint, Store } from "./Store.js"
 import { allowance, bottleneck, type Limits, type Sample, type Summary } from "./Summary.js"
@@ -118,6 +120,9 @@ export interface Fleet {
   readonly redis?: { readonly url: string; readonly prefix: string } | undefined
   /** Without `redis`: the static share of the quota this worker holds (1/N for N workers). Default 1. */
   readonly quotaShare?: number | undefined
+  /** The host and process id recorded in the `workers` table (`Fleet.ts`). Default this machine's and process's. */
+  readonly host?: string | undefined
+  readonly pid?: number | undefined
 }
 
 /** What a run measured. */
@@ -539,6 +544,9 @@ class LeaseLost extends Data.TaggedError("LeaseLost")<{ readonly documentId: str
   }
 }
 
+/** A claimed document reached the pipeline after a stop: it is given back, not sent. */
+class Unstarted extends Data.TaggedError("Unstarted")<{ readonly documentId: string }> {}
+
 const checkpointError = (operation: string) => (cause: unknown) => new Pipeline.CheckpointError({ operation, cause })
 
 /**
@@ -550,6 +558,7 @@ const runFleet = (config: Config, fleet: Fleet) =>
   Effect.scoped(Effect.gen(function*() {
     const provider = yield* LlmClient.LlmClient
     const queue = yield* Queue.WorkQueue
+    const sql = yield* SqlClient.SqlClient
     const worker = fleet.worker
     const lease = Duration.decode(fleet.lease ?? defaultLease)
     const leaseMillis = Duration.toMillis(lease)
@@ -640,8 +649,11 @@ const runFleet = (config: Config, fleet: Fleet) =>
       Effect.forever(Effect.zipRight(Effect.sleep(Duration.millis(Math.max(1, leaseMillis / 3))), heartbeat))
     )
 
+    // After a stop, calls in flight finish; documents claimed and not yet started go back.
+    let stopping = false
     const extract = (document: Queue.Claimed) =>
       Effect.gen(function*() {
+        if (stopping) return yield* new Unstarted({ documentId: document.id })
         notStarted.delete(document.id)
         if (!held.has(document.id)) return yield* new LeaseLost({ documentId: document.id })
         return yield* toRow(document)
@@ -651,6 +663,15 @@ const runFleet = (config: Config, fleet: Fleet) =>
       succeeded: () => Effect.succeed(false),
       record: (outcome) =>
         Effect.gen(function*() {
+          if (outcome._tag === "Failed" && outcome.error instanceof Unstarted) {
+            // Not an outcome: the document stays held, to be given back; the pipeline's count of it is taken back.
+            yield* permits.release(1)
+            return yield* SubscriptionRef.update(meter.progress, (p) => ({
+              ...p,
+              started: p.started - 1,
+              failed: p.failed - 1
+            }))
+          }
           const written: Queue.Outcome = outcome._tag === "Succeeded"
             ? { _tag: "Extracted", row: outcome.value as ExtractionRow }
             : {
@@ -677,12 +698,59 @@ const runFleet = (config: Config, fleet: Fleet) =>
         })
     })
 
-    const observed = yield* observe(config, governed, total)
+    // The worker's progress in the database, for the fleet's status and report: at most once a second, and at the end.
+    yield* FleetView.createTables
+    const startedAt = yield* Clock.currentTimeMillis
+    let lastRecorded = Number.NEGATIVE_INFINITY
+    const progressEntry = (progress: Pipeline.Progress, at: number, notHeldCount: number) => ({
+      worker,
+      host: fleet.host ?? Os.hostname(),
+      pid: fleet.pid ?? process.pid,
+      startedAt,
+      at,
+      timeScale: config.timeScale,
+      counters: {
+        requests: progress.requests,
+        inputTokens: progress.inputTokens,
+        outputTokens: progress.outputTokens,
+        http429: progress.rateLimited,
+        http529: progress.overloaded,
+        retries: progress.retries,
+        succeeded: progress.succeeded,
+        failed: progress.failed,
+        shed: progress.shed,
+        overBudget: progress.overBudget,
+        notHeld: notHeldCount,
+        costUsd: Pricing.toUsd(progress.costMicros)
+      }
+    })
+    const recordSnapshot = (snapshot: Pipeline.Snapshot) =>
+      Effect.gen(function*() {
+        const at = yield* Clock.currentTimeMillis
+        if (at - lastRecorded < 1_000) return
+        lastRecorded = at
+        yield* FleetView.record({
+          ...progressEntry(snapshot.progress, at, yield* Ref.get(notHeld)),
+          queue: snapshot.queue,
+          inFlight: snapshot.limiterInFlight
+        })
+      }).pipe(
+        Effect.catchAll((error) => Effect.logWarning(`worker ${worker}: could not record its progress`, error)),
+        Effect.provideService(SqlClient.SqlClient, sql)
+      )
+
+    const observed = yield* observe(config, governed, total, recordSnapshot)
     const stopped = yield* Ref.make(false)
     const claimed = Stream.repeatEffectChunkOption(next)
     const documents = config.stop === undefined
       ? claimed
-      : Stream.interruptWhen(claimed, Effect.zipRight(config.stop, Ref.set(stopped, true)))
+      : Stream.interruptWhen(
+        claimed,
+        Effect.zipRight(
+          config.stop,
+          Effect.zipRight(Effect.sync(() => stopping = true), Ref.set(stopped, true))
+        )
+      )
     // Whatever ends the run (the end, a stop, an interruption, a failure), documents held without an outcome go back.
     const giveBack = Effect.suspend(() => {
       const ids = [...held]
@@ -696,6 +764,12 @@ const runFleet = (config: Config, fleet: Fleet) =>
     const wallMillis = yield* observed.end
     const counts = yield* queue.counts
     const notHeldCount = yield* Ref.get(notHeld)
+    yield* FleetView.record({
+      ...progressEntry(yield* Ref.get(meter.progress), yield* Clock.currentTimeMillis, notHeldCount),
+      queue: { interactive: 0, normal: 0, batch: 0 },
+      inFlight: 0,
+      finished: true
+    }).pipe(Effect.catchAll((error) => Effect.logWarning(`worker ${worker}: could not record its end`, error)))
     const releasedCount = yield* Ref.get(released)
     const result: Result = {
       ...(yield* conclude(config, governed, observed, {

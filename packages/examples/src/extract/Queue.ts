@@ -168,7 +168,8 @@ export const make: Effect.Effect<WorkQueue["Type"], SqlError, SqlClient.SqlClien
       if (!(leaseMillis > 0) || !Number.isFinite(leaseMillis)) {
         return yield* new InvalidClaim({ field: "lease", reason: `must be a finite duration above 0, got ${lease}` })
       }
-      const now = yield* Clock.currentTimeMillis
+      // Whole milliseconds: the column is an integer (TestClock's time may have fractions).
+      const now = Math.floor(yield* Clock.currentTimeMillis)
       return { now, leaseExpiresAt: now + Math.ceil(leaseMillis) }
     })
 
@@ -246,7 +247,7 @@ export const make: Effect.Effect<WorkQueue["Type"], SqlError, SqlClient.SqlClien
         WHERE claimed_by = ${worker} AND completed_at IS NULL AND ${sql.in("id", ids)}`
     )
 
-  const counts = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+  const counts = Effect.flatMap(Effect.map(Clock.currentTimeMillis, Math.floor), (now) =>
     Effect.map(
       sql<Record<keyof Counts, number | string>>`SELECT
         (SELECT COUNT(*) FROM documents) AS documents,
