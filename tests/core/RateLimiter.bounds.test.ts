@@ -7,8 +7,9 @@ const advance = (millis: number) => TestClock.adjust(Duration.millis(millis))
 const perMinute = (limit: number, burst?: number) =>
   burst === undefined ? { limit, per: "1 minute" } : { limit, per: "1 minute", burst }
 
+/** A limiter over the memory store, without the transit margin: these tests count levels exactly. */
 const withLimiter = (options: RateLimiter.Options) => <A, E>(self: Effect.Effect<A, E, RateLimiter.RateLimiter>) =>
-  Effect.scoped(self.pipe(Effect.provide(RateLimiter.layerMemory(options))))
+  Effect.scoped(self.pipe(Effect.provide(RateLimiter.layerMemory({ transitMargin: 0, ...options }))))
 
 describe("RateLimiter bounds", () => {
   describe("idle keys are reclaimed", () => {

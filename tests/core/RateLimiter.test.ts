@@ -12,9 +12,13 @@ const flush = TestClock.adjust(0)
 /** Moves the test clock forward. */
 const advance = (millis: number) => TestClock.adjust(Duration.millis(millis))
 
+/**
+ * A limiter over the memory store. These tests check the buckets' arithmetic to the
+ * millisecond, so the transit margin is off unless a test sets it ("transit margin" below).
+ */
 const withLimiter =
   (options: RateLimiter.Options) => <A, E>(self: Effect.Effect<A, E, RateLimiter.RateLimiter | Scope.Scope>) =>
-    Effect.scoped(self).pipe(Effect.provide(RateLimiter.layerMemory(options)))
+    Effect.scoped(self).pipe(Effect.provide(RateLimiter.layerMemory({ transitMargin: 0, ...options })))
 
 interface Grant {
   readonly label: string
@@ -84,6 +88,48 @@ describe("RateLimiter", () => {
         yield* advance(1)
         expect((yield* grantTimes).full).toBe(60_000)
       }).pipe(withLimiter({ quotas: { [KEY]: { inputTokens: perMinute(2_000_000) } } })))
+  })
+
+  describe("transit margin", () => {
+    it.effect("by default every take leaves 100 ms of refill in the bucket: a drained bucket admits later by that much, once", () =>
+      Effect.gen(function*() {
+        const { grantTimes, start } = yield* harness
+        // 600,000 a minute: 10 tokens a millisecond, so the margin is 1,000 tokens.
+        yield* start("a", { inputTokens: 599_000 })
+        yield* start("b", { inputTokens: 10_000 })
+        yield* start("c", { inputTokens: 10_000 })
+        yield* flush
+        yield* advance(1_000)
+        yield* advance(1_000)
+        yield* advance(1_000)
+        // a leaves 1,000 (the margin): b waits for its 10,000 and the margin to refill above it (1,000 ms),
+        // then c for its own cost only (1,000 ms more): the margin is paid once, not per call.
+        expect(yield* grantTimes).toEqual({ a: 0, b: 1_000, c: 2_000 })
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(RateLimiter.layerMemory({ quotas: { [KEY]: { inputTokens: perMinute(600_000) } } }))
+      ))
+
+    it.effect("without it the same calls go as soon as the bucket reaches zero", () =>
+      Effect.gen(function*() {
+        const { grantTimes, start } = yield* harness
+        yield* start("a", { inputTokens: 599_000 })
+        yield* start("b", { inputTokens: 10_000 })
+        yield* start("c", { inputTokens: 10_000 })
+        yield* flush
+        yield* advance(2_000)
+        expect(yield* grantTimes).toEqual({ a: 0, b: 900, c: 1_900 })
+      }).pipe(withLimiter({ quotas: { [KEY]: { inputTokens: perMinute(600_000) } }, transitMargin: 0 })))
+
+    it.effect("a cost too large to leave the margin still goes on a full bucket, never refused", () =>
+      Effect.gen(function*() {
+        const { grantTimes, start } = yield* harness
+        yield* start("whole", { inputTokens: 600_000 })
+        yield* start("again", { inputTokens: 600_000 })
+        yield* flush
+        yield* advance(60_000)
+        expect(yield* grantTimes).toEqual({ whole: 0, again: 60_000 })
+      }).pipe(withLimiter({ quotas: { [KEY]: { inputTokens: perMinute(600_000) } }, transitMargin: "1 second" })))
   })
 
   describe("reservation", () => {

@@ -34,6 +34,8 @@ describe("SimulatedClient (in process, TestClock)", () => {
       expect(response.rateLimits.dimensions.requests).toMatchObject({ limit: 2, remaining: 0 })
       const [key] = (yield* stats.stats).keys
       expect(key).toMatchObject({ apiKey: "sim-key", model: "claude-haiku-4-5", accepted: 3, rateLimited: 2 })
+      // Which limit refused each 429: the judge of a run says where the client overstepped.
+      expect(key?.rateLimitedBy).toEqual({ requests: 2, inputTokens: 0, outputTokens: 0, tokens: 0 })
       expect(key?.bestMinuteUtilisation.requests).toBe(1.5)
     }))
 

@@ -145,13 +145,16 @@ export class LimiterStore extends Context.Tag("@sluice/core/LimiterStore")<Limit
   readonly define: (key: string, quota: Quota.Quota) => Effect.Effect<Levels, LimiterStoreError>
   /**
    * Takes `amounts` from every bucket of the key, or nothing. `headroom` is the
-   * fraction of each bucket the take must leave (for higher priorities).
+   * fraction of each bucket the take must leave (for higher priorities);
+   * `margin`, milliseconds of each bucket's refill it must leave besides (for
+   * the spread of transit times between here and the provider; 0 when
+   * absent). A cost too large to leave both needs a full bucket.
    * A key the store does not know has no buckets: it is granted.
    */
   readonly reserve: (
     key: string,
     amounts: Cost.Amounts,
-    options: { readonly headroom: number }
+    options: { readonly headroom: number; readonly margin?: number | undefined }
   ) => Effect.Effect<Reservation, LimiterStoreError>
   /**
    * Charges (positive) or refunds (negative) each dimension of a key. `origin`:
@@ -506,6 +509,7 @@ const reserveEntry = (
   entry: Entry,
   amounts: Cost.Amounts,
   headroom: number,
+  margin: number,
   now: number
 ): true | Exclude<Reservation, { readonly _tag: "Granted" }> => {
   if (entry.pausedUntil > now) {
@@ -522,7 +526,7 @@ const reserveEntry = (
     const bucket = entry.buckets[dimension]
     if (bucket === undefined) continue
     const amount = amounts[dimension]
-    const at = TokenBucket.fitsAt(bucket, amount, now, TokenBucket.reserveFor(bucket, amount, headroom))
+    const at = TokenBucket.fitsAt(bucket, amount, now, TokenBucket.reserveFor(bucket, amount, headroom, margin))
     if (at === Number.POSITIVE_INFINITY) {
       return { _tag: "TooLarge", dimension, amount, capacity: bucket.capacity }
     }
@@ -723,9 +727,15 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
       Effect.clockWith((clock) => Effect.sync(() => step(key, f, clock.unsafeCurrentTimeMillis(), touch)))
 
     /** A reservation at the calling fiber's `Clock`, with the levels after it. */
-    const reserve = (key: string, amounts: Cost.Amounts, headroom: number, now: number): Reservation => {
+    const reserve = (
+      key: string,
+      amounts: Cost.Amounts,
+      headroom: number,
+      margin: number,
+      now: number
+    ): Reservation => {
       const entry = own(key, now)
-      const answer = reserveEntry(entry, amounts, headroom, now)
+      const answer = reserveEntry(entry, amounts, headroom, margin, now)
       return answer === true ? { _tag: "Granted", levels: levelsOf(entry, now) } : answer
     }
 
@@ -737,7 +747,9 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
         }),
       reserve: (key, amounts, options) =>
         Effect.clockWith((clock) =>
-          Effect.sync(() => reserve(key, amounts, options.headroom, clock.unsafeCurrentTimeMillis()))
+          Effect.sync(() =>
+            reserve(key, amounts, options.headroom, options.margin ?? 0, clock.unsafeCurrentTimeMillis())
+          )
         ),
       adjust: (key, delta) =>
         Effect.clockWith((clock) =>
@@ -770,7 +782,7 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
     }
     // The limiter's uncontended path calls these directly: one synchronous step each, in place, no levels.
     return SyncStore.register(store, {
-      reserve: (key, amounts, headroom, now) => reserveEntry(own(key, now), amounts, headroom, now),
+      reserve: (key, amounts, headroom, margin, now) => reserveEntry(own(key, now), amounts, headroom, margin, now),
       adjust: (key, delta, now) => adjustEntry(own(key, now), delta, now),
       levels: (key, now) => levelsOf(current(key, now), now)
     })

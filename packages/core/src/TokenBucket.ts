@@ -113,14 +113,16 @@ export const adjust = (bucket: TokenBucket, delta: number, now: number): TokenBu
 
 /**
  * The units a take must leave in the bucket to honour `headroom` (a fraction of
- * capacity kept for higher priorities). A cost too large to leave it needs only a
- * full bucket, so headroom delays large costs but never makes them impossible.
+ * capacity kept for higher priorities) and `marginMillis` (the refill of that
+ * many milliseconds, kept against the spread of the calls' transit times: see
+ * `RateLimiter.Options.transitMargin`). A cost too large to leave them needs
+ * only a full bucket, so neither makes a cost impossible.
  *
  * @since 0.1.0
  * @category utilities
  */
-export const reserveFor = (bucket: TokenBucket, amount: number, headroom: number): number =>
-  Math.max(0, Math.min(headroom * bucket.capacity, bucket.capacity - amount))
+export const reserveFor = (bucket: TokenBucket, amount: number, headroom: number, marginMillis = 0): number =>
+  Math.max(0, Math.min(headroom * bucket.capacity + marginMillis * bucket.ratePerMilli, bucket.capacity - amount))
 
 /**
  * Whether `amount` can be taken at `now` while leaving `reserve` units in the bucket.

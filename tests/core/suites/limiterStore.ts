@@ -94,6 +94,24 @@ behaviour("headroom keeps a share of each bucket free", ({ key }) =>
   }))
 
 behaviour(
+  "the transit margin keeps that many milliseconds of each bucket's refill free, for every class",
+  ({ key }) =>
+    Effect.gen(function*() {
+      const s = yield* LimiterStore.LimiterStore
+      const k = key()
+      yield* s.define(k, quota)
+      yield* s.reserve(k, Cost.amounts({ inputTokens: 5_000 }), { headroom: 0 })
+      // 1,000 left; six minutes of refill at 6,000 an hour is 600: a take of 500 would leave less.
+      const held = yield* s.reserve(k, Cost.amounts({ inputTokens: 500 }), { headroom: 0, margin: 360_000 })
+      expect(held._tag).toBe("Wait")
+      expect(held._tag === "Wait" && held.reason).toBe("inputTokens")
+      expect((yield* s.reserve(k, Cost.amounts({ inputTokens: 400 }), { headroom: 0, margin: 360_000 }))._tag).toBe(
+        "Granted"
+      )
+    })
+)
+
+behaviour(
   "observe lowers to what the provider says remains and lowers a limit above the provider's",
   ({ key }) =>
     Effect.gen(function*() {

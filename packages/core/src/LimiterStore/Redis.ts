@@ -293,7 +293,7 @@ elseif op == 'reserve' then
     local b = e.b[d]
     if b then
       local amount = arg.amounts[d]
-      local need = amount + math.max(0, math.min(arg.headroom * b.c, b.c - amount))
+      local need = amount + math.max(0, math.min(arg.headroom * b.c + (arg.margin or 0) * b.r, b.c - amount))
       local tol = 1e-9 * math.max(1, math.abs(need))
       if need > b.c + tol then
         if carried then save() end
@@ -906,7 +906,7 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
           call(
             key,
             "reserve",
-            JSON.stringify({ amounts, headroom: reserveOptions.headroom }),
+            JSON.stringify({ amounts, headroom: reserveOptions.headroom, margin: reserveOptions.margin ?? 0 }),
             (answer): LimiterStore.Reservation =>
               answer.tag === "Granted"
                 ? { _tag: "Granted", levels: levelsOf(answer.levels), origin: "shared" }

@@ -52,6 +52,8 @@ export interface Settings {
   readonly laneBounds: Readonly<Record<Priority.Class, number>>
   readonly maxWaiting: number
   readonly headroom: number
+  /** Milliseconds of refill every take leaves in each bucket (`transitMargin`). */
+  readonly marginMillis: number
   readonly recentMillis: number
   readonly promoteAfter: Duration.Duration
   readonly idleMillis: number
@@ -181,7 +183,17 @@ export interface Keys {
 /** A registry of keys over `inputs`; drivers are forked into `inputs.scope` on each key's first use. */
 export const make = (inputs: Inputs): Keys => {
   const { labelOf, scope, settings, store } = inputs
-  const { discover, headroom, idleMillis, laneBounds, maxInFlight, maxWaiting, promoteAfter, recentMillis } = settings
+  const {
+    discover,
+    headroom,
+    idleMillis,
+    laneBounds,
+    marginMillis,
+    maxInFlight,
+    maxWaiting,
+    promoteAfter,
+    recentMillis
+  } = settings
   /** The store's synchronous face, when it lives in this process: the fast path's. */
   const sync = SyncStore.of(store)
 
@@ -368,7 +380,7 @@ export const make = (inputs: Inputs): Keys => {
       runtime.taken++
       const room = headroomFor(runtime, head.rank, now)
       const reservation = yield* Effect.either(
-        store.reserve(runtime.key, head.waiter.amounts, { headroom: room.fraction })
+        store.reserve(runtime.key, head.waiter.amounts, { headroom: room.fraction, margin: marginMillis })
       )
       if (Either.isLeft(reservation)) {
         driverGivesBack(runtime)
@@ -630,7 +642,9 @@ export const make = (inputs: Inputs): Keys => {
     runtime.lastSeen[rank] = now
     runtime.lastActive = now
     // A cost too large for a bucket is refused here too (TooLarge): the path that can wait says so.
-    if (sync.reserve(runtime.key, amounts, headroomFraction(runtime, rank, now), now) !== true) return undefined
+    if (sync.reserve(runtime.key, amounts, headroomFraction(runtime, rank, now), marginMillis, now) !== true) {
+      return undefined
+    }
     runtime.taken++
     runtime.held++
     // Counted on the spot: a test or a scrape right after the call reads it.
@@ -648,7 +662,10 @@ export const make = (inputs: Inputs): Keys => {
   const tryAtOnce = (runtime: KeyRuntime, amounts: Cost.Amounts, priority: Priority.Class, now: number) =>
     Effect.gen(function*() {
       const answer = yield* Effect.either(
-        store.reserve(runtime.key, amounts, { headroom: headroomFor(runtime, Priority.rank(priority), now).fraction })
+        store.reserve(runtime.key, amounts, {
+          headroom: headroomFor(runtime, Priority.rank(priority), now).fraction,
+          margin: marginMillis
+        })
       )
       if (Either.isLeft(answer)) {
         giveBackSlot(runtime)

@@ -24,6 +24,7 @@ export interface SyncStore {
     key: string,
     amounts: Cost.Amounts,
     headroom: number,
+    margin: number,
     now: number
   ) => true | Exclude<LimiterStore.Reservation, { readonly _tag: "Granted" }>
   /** Charges (positive) or refunds (negative) each dimension. */

@@ -68,6 +68,7 @@ interface Entry {
   buckets: Quota.Buckets
   accepted: number
   rateLimited: number
+  rateLimitedBy: Record<Quota.Dimension, number>
   overloaded: number
   serverErrors: number
   resets: number
@@ -87,6 +88,11 @@ export interface KeyStats {
   readonly model: string
   readonly accepted: number
   readonly rateLimited: number
+  /**
+   * The 429s of the quota by the limit that refused them (the one that would
+   * fit last); injected 429 bursts are in `rateLimited` only.
+   */
+  readonly rateLimitedBy: Readonly<Record<Quota.Dimension, number>>
   readonly overloaded: number
   readonly serverErrors: number
   readonly resets: number
@@ -194,6 +200,7 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
           buckets: Quota.bucketsFor(quota, minuteMs, now),
           accepted: 0,
           rateLimited: 0,
+          rateLimitedBy: { requests: 0, inputTokens: 0, outputTokens: 0, tokens: 0 },
           overloaded: 0,
           serverErrors: 0,
           resets: 0,
@@ -238,6 +245,7 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
         const worst = Quota.refusal(entry.buckets, needs, now)
         if (worst !== undefined) {
           entry.rateLimited++
+          entry.rateLimitedBy[worst.dimension]++
           return {
             _tag: "Limited",
             views: Quota.viewsOf(entry.buckets, now),
@@ -324,6 +332,7 @@ export const make = (config: EngineConfig): Effect.Effect<Engine, never, Scope.S
         model: entry.model,
         accepted: entry.accepted,
         rateLimited: entry.rateLimited,
+        rateLimitedBy: { ...entry.rateLimitedBy },
         overloaded: entry.overloaded,
         serverErrors: entry.serverErrors,
         resets: entry.resets,
