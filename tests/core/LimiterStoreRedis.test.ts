@@ -438,17 +438,33 @@ describe("LimiterStore on Redis: one round trip per call", () => {
         _tag: "Granted",
         origin: "shared"
       })
-      // The settlement answers at once, with the levels it will leave.
+      // The refund answers at once, with the levels it will leave.
       near((yield* s.adjust(key, { inputTokens: -100 }, "shared")).inputTokens?.level, 700)
-      near((yield* s.adjust(key, { inputTokens: 50 }, "shared")).inputTokens?.level, 650)
+      near((yield* s.adjust(key, { inputTokens: -50 }, "shared")).inputTokens?.level, 750)
       const next = yield* s.reserve(key, Cost.amounts({ inputTokens: 400 }), { headroom: 0 })
       expect(next._tag).toBe("Granted")
-      if (next._tag === "Granted") near(next.levels.inputTokens?.level, 250)
+      if (next._tag === "Granted") near(next.levels.inputTokens?.level, 350)
       expect(scripts).toEqual([
         { op: "define", carried: "" },
         { op: "reserve", carried: "" },
-        { op: "reserve", carried: JSON.stringify({ inputTokens: -50 }) }
+        { op: "reserve", carried: JSON.stringify({ inputTokens: -150 }) }
       ])
+    }))
+
+  it.scoped("a settlement that charges more is sent at once, with the refunds pending on its key", () =>
+    Effect.gen(function*() {
+      const { client, scripts } = yield* countingClient
+      const s = yield* RedisStore.make({ client, prefix, settleWithin: "1 hour" })
+      const b = yield* store()
+      const key = `charge-now/${++keys}`
+      yield* s.define(key, quota)
+      yield* s.reserve(key, Cost.amounts({ inputTokens: 400 }), { headroom: 0 })
+      yield* s.reserve(key, Cost.amounts({ inputTokens: 100 }), { headroom: 0 })
+      yield* s.adjust(key, { inputTokens: -100 }, "shared")
+      near((yield* s.adjust(key, { inputTokens: 300 }, "shared")).inputTokens?.level, 300)
+      expect(scripts.slice(3)).toEqual([{ op: "adjust", carried: JSON.stringify({ inputTokens: -100 }) }])
+      // Another process sees the charge at once, not within settleWithin.
+      near((yield* b.state(key)).levels.inputTokens?.level, 300)
     }))
 
   it.scoped("a settlement no call follows is sent within settleWithin, and another process sees it", () =>
@@ -459,17 +475,17 @@ describe("LimiterStore on Redis: one round trip per call", () => {
       const key = `flush/${++keys}`
       yield* a.define(key, quota)
       yield* a.reserve(key, Cost.amounts({ inputTokens: 400 }), { headroom: 0 })
-      yield* a.adjust(key, { inputTokens: 200 }, "shared")
+      yield* a.adjust(key, { inputTokens: -200 }, "shared")
       yield* TestClock.adjust("999 millis")
       expect(scripts.map((script) => script.op)).toEqual(["define", "reserve"])
       near((yield* b.state(key)).levels.inputTokens?.level, 600)
       // At the bound the store's one flusher sends it alone.
       yield* TestClock.adjust("1 millis")
       for (let i = 0; i < 10 && scripts.length < 3; i++) yield* Effect.yieldNow()
-      expect(scripts.at(-1)).toEqual({ op: "adjust", carried: JSON.stringify({ inputTokens: 200 }) })
+      expect(scripts.at(-1)).toEqual({ op: "adjust", carried: JSON.stringify({ inputTokens: -200 }) })
       // What a's connection sent before its state, b reads after it.
       yield* a.state(key)
-      near((yield* b.state(key)).levels.inputTokens?.level, 400)
+      near((yield* b.state(key)).levels.inputTokens?.level, 800)
     }))
 
   it.scoped("closing the store's scope sends what is pending", () =>

@@ -5,19 +5,22 @@
  *
  * - Every operation is one atomic Lua script on one limiter key, loaded once and
  *   called by hash (`defineCommand`: EVALSHA, re-sent when the server forgot it).
- * - One round trip per call: the settlement of a shared reservation (`adjust`
- *   with origin `"shared"`) is not sent by itself; it travels with the key's next
- *   operation, which applies it first, and `adjust` answers at once with the
- *   levels it will leave (estimated from Redis's last answer). A settlement no
- *   operation on its key carries within `settleWithin` (default 50 ms) is sent
- *   alone by the store's one flusher (a single fiber that sleeps until the oldest
- *   pending settlement is due, not a timer per call); closing the store's scope
- *   sends what is pending. **Bound:** another process sees this one's settlements
- *   at most `settleWithin` late (its reservations at once); a late refund only
- *   makes it more careful, a late charge lets it grant at most that charge more
- *   during the bound. A settlement that cannot be delivered (its carrier fails) is
- *   dropped, as any shared settlement while Redis is unreachable (below). Strict
- *   stores and `settleWithin: 0` send every settlement at once.
+ * - One round trip per call: the refund that settles a shared reservation
+ *   (`adjust` with origin `"shared"` and no positive change, the common case:
+ *   the estimate was above the usage) is not sent by itself; it travels with the
+ *   key's next operation, which applies it first, and `adjust` answers at once
+ *   with the levels it will leave (estimated from Redis's last answer). A refund
+ *   no operation on its key carries within `settleWithin` (default 50 ms) is
+ *   sent alone by the store's one flusher (a single fiber that sleeps until the
+ *   oldest pending settlement is due, not a timer per call); closing the store's
+ *   scope sends what is pending. A settlement that charges more (usage above the
+ *   estimate) is sent at once, carrying the refunds pending on its key: other
+ *   processes must see a charge before they grant against it. **Bound:** another
+ *   process sees this one's refunds at most `settleWithin` late, which only
+ *   makes it more careful; its reservations and charges at once. A settlement
+ *   that cannot be delivered (its carrier fails) is dropped, as any shared
+ *   settlement while Redis is unreachable (below). Strict stores and
+ *   `settleWithin: 0` send every settlement at once.
  * - The per-call reservation has no span of its own (a span cost about as much
  *   CPU as the rest of the store's work); the other operations have one each.
  * - Time is the Redis server's (`TIME`), so the clocks of the machines do not
@@ -849,6 +852,15 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
       return out
     }
 
+    /** Whether a settlement gives back and takes nothing. */
+    const refundOnly = (delta: Cost.Delta): boolean => {
+      for (const dimension of Quota.dimensions) {
+        const change = delta[dimension]
+        if (change !== undefined && change > 0) return false
+      }
+      return true
+    }
+
     const noDelta = JSON.stringify({ delta: {} })
     /**
      * Sends a key's pending settlement by itself (an adjust of nothing that carries
@@ -929,10 +941,10 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
         // A local reservation is settled locally, always; a shared one on Redis, or nowhere while
         // Redis is unreachable (the shared bucket refills by itself), never into the local share.
         if (origin === "local") return local.adjust(key, delta)
-        // A shared one travels with the key's next operation (one round trip per call), unless Redis is
+        // A shared refund travels with the key's next operation (one round trip per call), unless Redis is
         // failing (it is sent now, or dropped), the store is strict (every failure is the caller's), or
-        // nothing may wait.
-        if (origin === "shared" && !strict && !circuit.open && settleWithin > 0) {
+        // nothing may wait. A charge goes now: another process would grant against it meanwhile.
+        if (origin === "shared" && !strict && !circuit.open && settleWithin > 0 && refundOnly(delta)) {
           return Effect.sync(() => defer(key, delta))
         }
         const remote = call(key, "adjust", JSON.stringify({ delta }), (answer) => levelsOf(answer.levels))
