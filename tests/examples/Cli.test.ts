@@ -8,19 +8,60 @@ import { NodeContext } from "@effect/platform-node"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
-import { cli, defaultLimits } from "@sluice/examples/extract/Cli"
+import {
+  cli,
+  defaultLimits,
+  fleetBatch,
+  fleetPrefix,
+  parseDuration,
+  redactUrl,
+  workerArgs
+} from "@sluice/examples/extract/Cli"
 import { withoutProviderVariables } from "@sluice/examples/providerEnv"
 import { Simulator } from "@sluice/simulator"
-import { ConfigProvider, Console, Effect } from "effect"
+import { ConfigProvider, Console, Duration, Effect, Option, Redacted } from "effect"
+import { Redis } from "ioredis"
 import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll } from "vitest"
+import "../setup/pgPool.js"
+import { postgresUrl } from "../setup/postgres.js"
+
+const { PgClient } = await import("@effect/sql-pg")
 
 const dir = mkdtempSync(join(tmpdir(), "sluice-cli-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 const root = resolve(__dirname, "../..")
+
+// The fleet's tests: a PostgreSQL database of this file's own, dropped at the end, and its Redis keys deleted.
+const admin = new URL(postgresUrl())
+const database = `sluice_cli_test_${process.pid}_${Date.now()}`
+const pgUrl = (() => {
+  const url = new URL(admin)
+  url.pathname = `/${database}`
+  return url.toString()
+})()
+const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379"
+const adminSql = (statement: string) =>
+  Effect.runPromise(
+    Effect.scoped(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(statement))).pipe(
+      Effect.provide(PgClient.layer({ url: Redacted.make(admin.toString()) }))
+    )
+  )
+let created = false
+const ensureDatabase = Effect.promise(async () => {
+  if (!created) await adminSql(`CREATE DATABASE ${database}`)
+  created = true
+})
+afterAll(async () => {
+  if (created) await adminSql(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)
+  const redis = new Redis(redisUrl)
+  const keys = await redis.keys(`${fleetPrefix(pgUrl, "claude-haiku-4-5")}:*`)
+  if (keys.length > 0) await redis.del(...keys)
+  await redis.quit()
+})
 
 /**
  * The environment of a spawned job: this process's without any provider
@@ -87,6 +128,13 @@ const rowsOf = (filename: string) =>
     >`SELECT SUM(input_tokens) AS input, SUM(output_tokens) AS output, SUM(cost_usd) AS cost FROM extractions`
     return { extracted, failures, sums: sums! }
   }).pipe(Effect.provide(SqliteClient.layer({ filename })))
+
+const pgRows = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const extracted = (yield* sql<{ doc_id: string }>`SELECT doc_id FROM extractions`).map((row) => row.doc_id)
+  const failures = (yield* sql<{ doc_id: string }>`SELECT doc_id FROM failures`).map((row) => row.doc_id)
+  return { extracted, failures }
+}).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(pgUrl) })), Effect.scoped)
 
 const summaryFields = [
   "documents",
@@ -411,4 +459,124 @@ describe("the extract command", () => {
       expect(opus.map((k) => k.accepted)).toEqual([1])
       expect(opus[0]!.inputTokens).toBeLessThan(1_000)
     })))
+
+  it("fleet flags: durations, the forked workers' arguments, redacted URLs, the Redis prefix, the claim batch", () => {
+    expect(Option.map(parseDuration("3s"), Duration.toMillis)).toEqual(Option.some(3_000))
+    expect(Option.map(parseDuration("500ms"), Duration.toMillis)).toEqual(Option.some(500))
+    expect(Option.map(parseDuration("2m"), Duration.toMillis)).toEqual(Option.some(120_000))
+    expect(Option.map(parseDuration("90 seconds"), Duration.toMillis)).toEqual(Option.some(90_000))
+    for (const bad of ["0s", "soon", "-3s", "Infinity"]) expect(Option.isNone(parseDuration(bad)), bad).toBe(true)
+
+    expect(workerArgs([
+      "--db",
+      "postgres://h/db",
+      "--workers",
+      "4",
+      "--docs=2000",
+      "--fresh",
+      "--sim-speed",
+      "20",
+      "--input",
+      "docs.jsonl",
+      "--json",
+      "true",
+      "--report",
+      "out/r.html",
+      "--redis",
+      "redis://r"
+    ])).toEqual([
+      "--db",
+      "postgres://h/db",
+      "--sim-speed",
+      "20",
+      "--redis",
+      "redis://r",
+      "--report",
+      "none",
+      "--json"
+    ])
+
+    expect(redactUrl("postgres://app:s3cret@db.internal:5432/jobs")).toBe("postgres://app:***@db.internal:5432/jobs")
+    expect(redactUrl("redis://:s3cret@127.0.0.1:6379/2")).toBe("redis://:***@127.0.0.1:6379/2")
+    expect(redactUrl("postgres://db.internal/jobs")).toBe("postgres://db.internal/jobs")
+
+    // Every worker of one job shares the prefix, whoever connects and however the port is spelled; another job does not.
+    const prefix = fleetPrefix("postgres://a:x@DB.internal/jobs", "claude-haiku-4-5")
+    expect(prefix).toMatch(/^sluice:extract:[0-9a-f]{12}:claude-haiku-4-5$/)
+    expect(fleetPrefix("postgres://b:y@db.internal:5432/jobs", "claude-haiku-4-5")).toBe(prefix)
+    expect(fleetPrefix("postgres://db.internal/other", "claude-haiku-4-5")).not.toBe(prefix)
+    expect(fleetPrefix("postgres://db.internal/jobs", "claude-sonnet-4-5")).not.toBe(prefix)
+
+    expect([fleetBatch(4), fleetBatch(64), fleetBatch(256)]).toEqual([1, 8, 16])
+  })
+
+  it.live("fleet flags that do not go together are refused, naming the flag, before any database is opened", () =>
+    Effect.gen(function*() {
+      const text = (run: { stdout: ReadonlyArray<string>; stderr: ReadonlyArray<string>; exit: unknown }) =>
+        [...run.stdout, ...run.stderr].join("\n") + String(run.exit)
+      const sqlite = join(dir, "fleet-refused.db")
+      const workers = yield* runCli(["--workers", "2", "--db", sqlite])
+      expect(workers.exit._tag).toBe("Failure")
+      expect(workers.stderr.join("\n")).toContain("error: --workers needs --db postgres://…")
+      const redis = yield* runCli(["--redis", redisUrl, "--db", sqlite])
+      expect(redis.stderr.join("\n")).toContain("error: --redis needs --db postgres://…")
+      const lease = yield* runCli(["--lease", "30s", "--db", sqlite])
+      expect(lease.stderr.join("\n")).toContain("error: --lease needs --db postgres://…")
+      expect(existsSync(sqlite)).toBe(false)
+      const zero = yield* runCli(["--workers", "0", "--db", pgUrl])
+      expect(text(zero)).toContain("--workers must be a whole number above 0")
+      const badLease = yield* runCli(["--lease", "soon", "--db", pgUrl])
+      expect(text(badLease)).toContain("--lease must be a duration above 0")
+      const notRedis = yield* runCli(["--redis", "http://127.0.0.1:6379", "--db", pgUrl])
+      expect(notRedis.stderr.join("\n")).toContain("error: --redis must be a redis:// or rediss:// URL")
+      const status = yield* runCli(["status", "--db", sqlite])
+      expect(status.stderr.join("\n")).toContain("error: status needs --db postgres://…")
+    }))
+
+  it.live(
+    "--db postgres://: the documents loaded once, a worker extracts them, a second worker finds nothing to do, status shows both; passwords never printed",
+    () =>
+      Effect.gen(function*() {
+        yield* ensureDatabase
+        // Trust authentication here: the password is not checked, only kept out of the output.
+        const db = pgUrl.replace("postgres://postgres@", "postgres://postgres:pg-s3cret@")
+        const redis = redisUrl.replace("redis://", "redis://:redis-s3cret@")
+        const flags = ["--db", db, "--redis", redis, "--docs", "30", "--sim-speed", "20", "--report", "none", "--json"]
+        const first = yield* runCli([...flags, "--fresh"], { SLUICE_FLEET_WORKER: "first" })
+        expect(first.exit._tag, first.stderr.join("\n")).toBe("Success")
+        expect(JSON.parse(first.stdout[0]!)).toMatchObject({ documents: 30, succeeded: 30, failed: 0, http429: 0 })
+        const header = first.stderr.join("\n")
+        expect(header).toContain("loaded 30 synthetic documents (seed 2026): 30 new, 0 already in the queue")
+        expect(header).toContain("fleet worker first: 30 documents in the queue of postgres://postgres:***@")
+        expect(header).toContain(`quota and budget shared by the fleet through Redis at redis://:***@`)
+        // The same command again: the ids are there already, nothing is left to claim, nothing is written twice.
+        const second = yield* runCli(flags, { SLUICE_FLEET_WORKER: "second" })
+        expect(second.exit._tag, second.stderr.join("\n")).toBe("Success")
+        expect(second.stderr.join("\n")).toContain("0 new, 30 already in the queue")
+        expect(JSON.parse(second.stdout[0]!)).toMatchObject({ documents: 30, succeeded: 0 })
+        const { extracted, failures } = yield* pgRows
+        expect(extracted.length).toBe(30)
+        expect(new Set(extracted).size).toBe(30)
+        expect(failures).toEqual([])
+
+        const status = yield* runCli(["status", "--db", db, "--sim-speed", "20"])
+        expect(status.exit._tag, status.stderr.join("\n")).toBe("Success")
+        const shown = status.stdout.join("\n")
+        expect(shown).toContain("fleet: 30 / 30 documents done (100 %)")
+        expect(shown).toMatch(/^ {2}first: finished .*; 30 done \(30 extracted, 0 failures\)/m)
+        expect(shown).toMatch(/^ {2}second: finished .*; 0 done/m)
+        for (const run of [first, second, status]) {
+          expect([...run.stdout, ...run.stderr].join("\n")).not.toMatch(/s3cret/)
+        }
+      }),
+    { timeout: 120_000 }
+  )
+
+  it.live("--db postgres:// with nothing to load and an empty queue says how to load documents", () =>
+    Effect.gen(function*() {
+      yield* ensureDatabase
+      const empty = yield* runCli(["--db", pgUrl, "--fresh", "--sim-speed", "20", "--report", "none"])
+      expect(empty.exit._tag).toBe("Failure")
+      expect(empty.stderr.join("\n")).toContain("has no documents: give --docs N or --input PATH")
+    }))
 })

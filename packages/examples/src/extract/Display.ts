@@ -88,3 +88,20 @@ export const line = (snapshot: Pipeline.Snapshot, limits: Limits, timeScale: num
     `$${(p.costMicros / 1_000_000).toFixed(4)}`
   ].join(" · ")
 }
+
+/** What a fleet's queue holds (`Queue.Counts`), as far as the line below needs it. */
+export interface QueueCounts {
+  readonly documents: number
+  readonly done: number
+  readonly leased: number
+  readonly failures: number
+}
+
+/** The line `--workers N` prints while its workers run: the queue's progress and how many workers are still at it. */
+export const fleetLine = (counts: QueueCounts, elapsedSeconds: number, running: number, workers: number): string =>
+  [
+    `[${elapsedSeconds.toFixed(0).padStart(4)} s] ${int(counts.done)}/${int(counts.documents)} documents done` +
+    (counts.failures > 0 ? ` (${int(counts.failures)} failed)` : ""),
+    `${int(counts.leased)} leased`,
+    `${running} of ${workers} workers running`
+  ].join(" · ")
