@@ -8,7 +8,7 @@ import * as Job from "@sluice/examples/extract/Job"
 import * as Queue from "@sluice/examples/extract/Queue"
 import type { Limits } from "@sluice/examples/extract/Summary"
 import { SimulatedClient } from "@sluice/simulator"
-import { Deferred, Effect, Fiber, Layer, Redacted, Stream, TestClock } from "effect"
+import { Clock, Deferred, Effect, Fiber, Layer, Redacted, Stream, TestClock } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -113,6 +113,22 @@ const advance = (seconds: number, pace: number) =>
       yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, pace)))
     }
   })
+
+/**
+ * Runs `self` with the test clock's time in whole milliseconds, as a real clock
+ * gives it: the budget ledger's PostgreSQL columns are integers, and TestClock's
+ * time has fractions once the simulator's latencies (with jitter) have passed.
+ */
+const wholeMillis = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(Effect.clock, (clock) =>
+    Effect.withClock(self, {
+      [Clock.ClockTypeId]: Clock.ClockTypeId,
+      unsafeCurrentTimeMillis: () => Math.floor(clock.unsafeCurrentTimeMillis()),
+      currentTimeMillis: Effect.sync(() => Math.floor(clock.unsafeCurrentTimeMillis())),
+      unsafeCurrentTimeNanos: () => clock.unsafeCurrentTimeNanos(),
+      currentTimeNanos: clock.currentTimeNanos,
+      sleep: (duration) => clock.sleep(duration)
+    }))
 
 const tables = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
@@ -339,7 +355,10 @@ const suite = (name: string, client: () => Layer.Layer<SqlClient.SqlClient, unkn
           yield* Queue.loadAll(source.documents)
           const fibers = yield* Effect.forEach(
             ["b1", "b2", "b3"],
-            (name) => Effect.fork(Job.run(worker(name, { limits: roomy, extra: { budgetUsd: 0.02, concurrency: 2 } })))
+            (name) =>
+              Effect.fork(
+                wholeMillis(Job.run(worker(name, { limits: roomy, extra: { budgetUsd: 0.02, concurrency: 2 } })))
+              )
           )
           const results = yield* driveAll(fibers, pace)
           const { extracted, failures } = yield* expectExactlyOnce(ids)
