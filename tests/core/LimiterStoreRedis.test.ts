@@ -269,6 +269,26 @@ describe("LimiterStore on Redis: state that expires comes back right", () => {
       yield* s.reserve(drained, Cost.amounts({}), { headroom: 0 })
       expect(yield* Effect.promise(() => redis.pttl(entryOf(drained)))).toBeGreaterThan(11 * 60_000)
     }))
+
+  it.scoped("an entry an earlier version wrote as JSON is read, and written back as MessagePack with its exact levels", () =>
+    Effect.gen(function*() {
+      const redis = yield* admin
+      const key = `json-entry/${++keys}`
+      const [seconds, micros] = yield* Effect.promise(() => redis.time())
+      const now = Number(seconds) * 1000 + Number(micros) / 1000
+      // 1,000 an hour, 100 left: the bucket as the JSON layout held it.
+      const bucket = { c: 1_000, r: 1_000 / 3_600_000, v: 100, u: now }
+      yield* Effect.promise(() =>
+        redis.set(entryOf(key), JSON.stringify({ b: { inputTokens: bucket }, l: { inputTokens: 1_000 }, p: -1 }))
+      )
+      const s = yield* store()
+      expect((yield* s.reserve(key, Cost.amounts({ inputTokens: 200 }), { headroom: 0 }))._tag).toBe("Wait")
+      const granted = yield* s.reserve(key, Cost.amounts({ inputTokens: 60 }), { headroom: 0 })
+      expect(granted._tag).toBe("Granted")
+      if (granted._tag === "Granted") expect(Math.abs(granted.levels.inputTokens!.level - 40)).toBeLessThan(1)
+      const raw = yield* Effect.promise(() => redis.getBuffer(entryOf(key)))
+      expect(raw?.[0]).not.toBe("{".charCodeAt(0))
+    }))
 })
 
 describe("LimiterStore on Redis: fallback", () => {
