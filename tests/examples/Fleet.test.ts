@@ -6,9 +6,11 @@ import { type Source, syntheticSource } from "@sluice/examples/extract/Documents
 import * as Fleet from "@sluice/examples/extract/Fleet"
 import * as Job from "@sluice/examples/extract/Job"
 import * as Queue from "@sluice/examples/extract/Queue"
+import * as Report from "@sluice/examples/extract/Report"
 import type { Limits } from "@sluice/examples/extract/Summary"
 import { SimulatedClient } from "@sluice/simulator"
 import { Clock, Deferred, Effect, Fiber, Layer, Redacted, Stream, TestClock } from "effect"
+import { Redis } from "ioredis"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -41,6 +43,11 @@ const tight: Limits = { requestsPerMinute: 60, inputTokensPerMinute: 60_000, out
 const roomy: Limits = {
   requestsPerMinute: 100_000,
   inputTokensPerMinute: 100_000_000,
+  outputTokensPerMinute: 10_000_000
+}
+const requestBound: Limits = {
+  requestsPerMinute: 60,
+  inputTokensPerMinute: 10_000_000,
   outputTokensPerMinute: 10_000_000
 }
 const simulator = (limits: Limits) =>
@@ -234,6 +241,17 @@ const suite = (name: string, client: () => Layer.Layer<SqlClient.SqlClient, unkn
         })
         expect(samples.at(-1)?.done).toBe(ids.length)
         expect(samples.at(-1)?.requests).toBe(status.totals.requests)
+        const html = Report.render({
+          title: "fleet",
+          generatedAt: "2026-01-01T00:00:00.000Z",
+          model: "claude-haiku-4-5",
+          limits: tight,
+          samples,
+          summary,
+          notes: []
+        })
+        expect(html).toContain("<svg")
+        expect(html).toContain(String(extracted.length))
         expect(
           samples.every((s, i) =>
             i === 0 || (s.done >= samples[i - 1]!.done && s.atSeconds > samples[i - 1]!.atSeconds)
@@ -243,6 +261,43 @@ const suite = (name: string, client: () => Layer.Layer<SqlClient.SqlClient, unkn
         // The fleet's samples are the sums of the workers' (more than any one worker's).
         expect(Math.max(...results.map((r) => r.samples.at(-1)?.done ?? 0))).toBeLessThan(ids.length)
       })))
+
+    it.scoped("while the fleet runs, the status sums the workers' latest counts and the trailing minute's rate", () =>
+      provide(
+        Effect.gen(function*() {
+          const source = syntheticSource(240, 4)
+          yield* Queue.loadAll(source.documents)
+          const fibers = yield* Effect.forEach(
+            ["r1", "r2"],
+            (name) => Effect.fork(Job.run(worker(name, { limits: requestBound, quotaShare: 1 / 2 })))
+          )
+          yield* advance(90, pace)
+          const status = yield* Fleet.status
+          expect(status.workers.map((w) => w.worker)).toEqual(["r1", "r2"])
+          expect(status.workers.every((w) => w.finishedAt === undefined && status.at - w.seenAt <= 2_000)).toBe(true)
+          expect(status.counts.leased).toBeGreaterThan(0)
+          expect(status.counts.done).toBeGreaterThan(0)
+          expect(status.counts.done).toBeLessThan(240)
+          // The totals are the sums of the workers' rows, which are at most a second behind the tables.
+          expect(status.totals.succeeded).toBe(status.workers[0]!.succeeded + status.workers[1]!.succeeded)
+          expect(status.totals.succeeded).toBeLessThanOrEqual(status.counts.extractions)
+          expect(status.totals.succeeded).toBeGreaterThanOrEqual(status.counts.extractions - 6)
+          // The first minute's burst is behind: the trailing minute runs at the refill, 60 requests a minute.
+          expect(status.perMinute.trailingMinute.requests).toBeGreaterThan(45)
+          expect(status.perMinute.trailingMinute.requests).toBeLessThanOrEqual(63)
+          expect(status.perMinute.sinceStart.requests).toBeCloseTo(
+            status.totals.requests / ((status.at - status.startedAt!) / 60_000),
+            6
+          )
+          const text = Fleet.renderStatus(status, { limits: requestBound, timeScale: 1 })
+          expect(text).toMatch(/documents done \(\d+ %\), [1-9]\d* leased/)
+          expect(text).toMatch(/r1: running, seen \ds ago/)
+          expect(text).toMatch(/r2: running, seen \ds ago/)
+          expect(text).toMatch(/trailing minute: \d+ of 60 requests/)
+          yield* Effect.forEach(fibers, Fiber.interrupt)
+        }),
+        simulator(requestBound)
+      ))
 
     it.scoped("a worker killed mid-batch (no release): the others finish its documents once its lease expires, once", () =>
       provide(Effect.gen(function*() {
@@ -378,3 +433,42 @@ const suite = (name: string, client: () => Layer.Layer<SqlClient.SqlClient, unkn
 
 suite("SQLite", () => SqliteClient.layer({ filename: freshFile() }), 0)
 suite("PostgreSQL", () => PgClient.layer({ url: Redacted.make(url.toString()), maxConnections: 10 }), 3)
+
+describe("the extraction job as a fleet with Redis", () => {
+  const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379"
+  const prefix = `sluice-fleet-test-${process.pid}-${Date.now()}`
+  afterAll(async () => {
+    const redis = new Redis(redisUrl)
+    const keys = await redis.keys(`${prefix}*`)
+    if (keys.length > 0) await redis.del(...keys)
+    await redis.quit()
+  })
+
+  it.scoped("the limiter and the budget on Redis: the budget holds for the fleet, every document once", () =>
+    Effect.gen(function*() {
+      const source = syntheticSource(40, 21)
+      const ids = yield* idsOf(source)
+      yield* Queue.loadAll(source.documents)
+      const fibers = yield* Effect.forEach(["x1", "x2", "x3"], (name) =>
+        Effect.fork(wholeMillis(Job.run(worker(name, {
+          limits: roomy,
+          redis: { url: redisUrl, prefix },
+          extra: { budgetUsd: 0.02, concurrency: 2 }
+        })))))
+      const results = yield* driveAll(fibers, 3)
+      const { failures } = yield* expectExactlyOnce(ids)
+      const spent = results.reduce((n, r) => n + r.summary.costUsd, 0)
+      expect(spent).toBeLessThanOrEqual(0.02)
+      expect(spent).toBeGreaterThan(0.01)
+      expect(failures.length).toBeGreaterThan(0)
+      expect(failures.filter((row) => !(row.outcome === "over-budget" && /budget/i.test(row.reason)))).toEqual([])
+      // The ledger is Redis's, not the database's.
+      const sql = yield* SqlClient.SqlClient
+      expect(yield* Effect.either(sql`SELECT COUNT(*) AS n FROM sluice_budget_holds`)).toMatchObject({ _tag: "Left" })
+    }).pipe(Effect.provide(
+      Layer.mergeAll(
+        Queue.layer.pipe(Layer.provideMerge(SqliteClient.layer({ filename: freshFile() }))),
+        simulator(roomy)
+      ).pipe(Layer.orDie)
+    )))
+})

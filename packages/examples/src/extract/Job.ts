@@ -683,10 +683,11 @@ const runFleet = (config: Config, fleet: Fleet) =>
                 attempts: outcome._tag === "Failed" ? outcome.attempts : 0
               }
             }
-          const completion = yield* Effect.mapError(
-            queue.complete(worker, outcome.id, written),
-            checkpointError("record")
-          )
+          // A document taken over before it started is not completed at all (not even as a failure):
+          // were it claimed by this worker again meanwhile, its failure row would be a lie.
+          const completion: Queue.Completion = outcome._tag === "Failed" && outcome.error instanceof LeaseLost
+            ? { _tag: "NotHeld", heldBy: null, done: false }
+            : yield* Effect.mapError(queue.complete(worker, outcome.id, written), checkpointError("record"))
           yield* drop(outcome.id)
           yield* permits.release(1)
           if (completion._tag === "NotHeld") {
@@ -782,11 +783,15 @@ const runFleet = (config: Config, fleet: Fleet) =>
           } of the fleet's documents have no outcome yet` +
           (releasedCount > 0 ? `; this worker gave back the ${releasedCount} it held and had not started` : "") +
           `. Start a worker again (the same command) to resume; done documents are not claimed again.`,
-        notes: notHeldCount === 0 ? [] : [
-          `${
-            notHeldCount.toLocaleString("en-US")
-          } documents finished by another worker after this one's lease expired: ` +
-          `this worker wrote nothing for them.`
+        notes: [
+          `These are worker ${worker}'s figures (its documents, its calls, against the fleet's whole quota); ` +
+          `the fleet's are in the status and report of the database.`,
+          ...(notHeldCount === 0 ? [] : [
+            `${
+              notHeldCount.toLocaleString("en-US")
+            } documents finished by another worker after this one's lease expired: ` +
+            `this worker wrote nothing for them.`
+          ])
         ]
       })),
       fleet: { worker, notHeld: notHeldCount, released: releasedCount }
