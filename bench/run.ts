@@ -17,6 +17,7 @@ import { spawn } from "node:child_process"
 import { writeFileSync } from "node:fs"
 import { cpus } from "node:os"
 import { join } from "node:path"
+import { fleet as fleetJob } from "./fleet.js"
 import { idealMinutes, type Limits, percentile, type RunResult, workload } from "./peers/common.js"
 import type { ContenderName } from "./peers/contenders.js"
 import { overhead } from "./peers/overhead.js"
@@ -228,7 +229,7 @@ const command = Command.make("bench", {
     Options.withDescription("How many times faster than real time the provider's minute runs (default 40, quick 60)")
   ),
   scenarios: Options.text("scenarios").pipe(
-    Options.withDefault("1,2,3,4,5,6"),
+    Options.withDefault("1,2,3,4,5,6,7"),
     Options.withDescription("Which scenarios to run, e.g. 1,3")
   ),
   only: Options.text("only").pipe(
@@ -344,6 +345,40 @@ const command = Command.make("bench", {
     if (wanted.has("6")) {
       yield* say("\n### 6. Scale (tiny documents through the pipeline, in-process provider, no binding limit)\n")
       yield* say(yield* scaleProcess(Option.getOrElse(flags.scaleDocs, () => (flags.quick ? 20_000 : 50_000))))
+    }
+    if (wanted.has("7")) {
+      const fleetDocs = Math.round(docs * 0.4)
+      yield* say(
+        `\n### 7. The extraction job as a fleet (4 processes: one PostgreSQL queue and a Redis quota, against a static split; ${
+          fleetDocs.toLocaleString("en-US")
+        } documents)\n`
+      )
+      // The same key as scenario 4; the job's own command line in every process.
+      const postgresUrl = process.env.DATABASE_URL ?? process.env.PG_URL ??
+        "postgres://postgres@127.0.0.1:5432/postgres"
+      yield* say(
+        yield* fleetJob({
+          docs: fleetDocs,
+          seed: 2026,
+          limits: {
+            requestsPerMinute: limits.requestsPerMinute * 0.4,
+            inputTokensPerMinute: limits.inputTokensPerMinute * 0.4,
+            outputTokensPerMinute: limits.outputTokensPerMinute * 0.4
+          },
+          timeScale: scale,
+          processes: 4,
+          redisUrl,
+          postgresUrl
+        }).pipe(
+          Effect.catchAll((error) =>
+            Effect.succeed(
+              `skipped: ${
+                error instanceof Error ? error.message : String(error)
+              } (it needs PostgreSQL at DATABASE_URL and Redis at REDIS_URL)`
+            )
+          )
+        )
+      )
     }
     yield* say(`\nThe whole run took ${((Date.now() - started) / 60_000).toFixed(1)} minutes.`)
     if (Option.isSome(flags.out)) writeFileSync(flags.out.value, `${out.join("\n")}\n`)

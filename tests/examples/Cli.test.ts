@@ -531,6 +531,16 @@ describe("the extract command", () => {
       expect(notRedis.stderr.join("\n")).toContain("error: --redis must be a redis:// or rediss:// URL")
       const status = yield* runCli(["status", "--db", sqlite])
       expect(status.stderr.join("\n")).toContain("error: status needs --db postgres://…")
+      // A database that is not there: said so, password hidden, with how to make it.
+      const missing = new URL(admin)
+      missing.password = "pg-s3cret"
+      missing.pathname = `/${database}_missing`
+      const absent = yield* runCli(["--db", missing.toString(), "--docs", "3", "--report", "none"])
+      expect(absent.stderr.join("\n")).toContain(
+        `error: cannot open --db ${
+          missing.toString().replace("pg-s3cret", "***")
+        }: database "${database}_missing" does not exist (create it first`
+      )
     }))
 
   it.live(

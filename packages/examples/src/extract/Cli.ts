@@ -488,6 +488,30 @@ const sqliteOnly = (flags: Flags) => {
   })
 }
 
+/** The fleet's PostgreSQL database does not answer (down, wrong address, missing database, refused login). */
+export class DatabaseUnavailable extends Data.TaggedError("DatabaseUnavailable")<{
+  /** `--db`, its password shown as `***`. */
+  readonly db: string
+  readonly reason: string
+}> {
+  override get message(): string {
+    return `cannot open --db ${this.db}: ${this.reason}` +
+      (/does not exist/.test(this.reason) ? " (create it first, e.g. createdb, or CREATE DATABASE in psql)" : "")
+  }
+}
+
+/** The deepest message of an error's causes. */
+const reasonOf = (error: unknown): string => {
+  let current: unknown = error
+  let reason = String(error)
+  for (let depth = 0; depth < 5 && typeof current === "object" && current !== null; depth++) {
+    const message = (current as { message?: unknown }).message
+    if (typeof message === "string" && message !== "") reason = message
+    current = (current as { cause?: unknown }).cause
+  }
+  return reason
+}
+
 /** The PostgreSQL client for `--db` (`@effect/sql-pg` loads only when a fleet runs: `pnpm start` never needs `pg`). */
 const pgLayer = (url: string) =>
   Layer.unwrapEffect(
@@ -495,7 +519,7 @@ const pgLayer = (url: string) =>
       Effect.promise(() => import("@effect/sql-pg")),
       ({ PgClient }) => PgClient.layer({ url: Redacted.make(url) })
     )
-  )
+  ).pipe(Layer.mapError((error) => new DatabaseUnavailable({ db: redactUrl(url), reason: reasonOf(error) })))
 
 /** The documents `--docs` or `--input` name, if either does (a fleet worker may load none: the queue has them). */
 const sourceOf = (flags: Flags) =>
@@ -958,7 +982,11 @@ const extract = (flags: Flags, stop: Deferred.Deferred<void>, args: ReadonlyArra
     const source: Source = Option.isSome(flags.input)
       ? yield* inputSource(flags.input.value)
       : syntheticSource(Option.getOrElse(flags.docs, () => 5_000), flags.seed)
-    const { budget, concurrency, limits, price, provider, sluice } = yield* setupOf(flags)
+    // SLUICE_SIM_URL (set by a harness that runs the simulator, as `--workers` does for its children): call it instead of starting one.
+    const { budget, concurrency, limits, price, provider, sluice } = yield* setupOf(
+      flags,
+      (yield* forkedConfig).simulatorUrl
+    )
 
     yield* fs.makeDirectory(Path.dirname(Path.resolve(flags.db)), { recursive: true })
     const SqlLive = SqliteClient.layer({ filename: flags.db })
