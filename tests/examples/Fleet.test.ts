@@ -293,7 +293,7 @@ const suite = (name: string, client: () => Layer.Layer<SqlClient.SqlClient, unkn
           expect(text).toMatch(/documents done \(\d+ %\), [1-9]\d* leased/)
           expect(text).toMatch(/r1: running, seen \ds ago/)
           expect(text).toMatch(/r2: running, seen \ds ago/)
-          expect(text).toMatch(/trailing minute: \d+ of 60 requests/)
+          expect(text).toMatch(/last minute, per minute: \d+ of 60 requests/)
           yield* Effect.forEach(fibers, Fiber.interrupt)
         }),
         simulator(requestBound)
@@ -471,4 +471,52 @@ describe("the extraction job as a fleet with Redis", () => {
         simulator(roomy)
       ).pipe(Layer.orDie)
     )))
+})
+
+describe("Fleet.renderStatus", () => {
+  const row = (worker: string, seenAt: number, finishedAt?: number): Fleet.Worker => ({
+    ...Fleet.zero,
+    worker,
+    host: "h",
+    pid: 1,
+    startedAt: 0,
+    seenAt,
+    finishedAt,
+    timeScale: 10,
+    requests: 100,
+    succeeded: 90,
+    failed: 2,
+    shed: 1
+  })
+  it("shows rates per provider minute, and marks a worker not seen for more than a lease as stale", () => {
+    const workers = [row("a/1", 599_000), row("b/2", 400_000), row("c/3", 500_000, 500_000)]
+    const text = Fleet.renderStatus({
+      at: 600_000,
+      counts: { documents: 400, done: 279, leased: 12, extractions: 270, failures: 9 },
+      workers,
+      totals: Fleet.sum(workers),
+      startedAt: 0,
+      finishedAt: undefined,
+      perMinute: {
+        trailingMinute: { requests: 5_000, inputTokens: 1_000_000, outputTokens: 200_000 },
+        sinceStart: { requests: 300, inputTokens: 60_000, outputTokens: 6_000 }
+      }
+    }, {
+      limits: { requestsPerMinute: 1_000, inputTokensPerMinute: 200_000, outputTokensPerMinute: 40_000 },
+      timeScale: 10,
+      lease: "2 minutes"
+    })
+    expect(text).toContain(
+      "279 / 400 documents done (70 %), 12 leased, 270 extracted, 9 failures; 3 workers (1 running)"
+    )
+    // A wall minute of a simulator at 10× speed is ten provider minutes.
+    expect(text).toContain(
+      "last minute, per provider minute (simulator at 10× speed): 500 of 1,000 requests, 100,000 of 200,000 input tokens"
+    )
+    expect(text).toContain("since the start (10m00s), per provider minute")
+    expect(text).toContain("a/1: running, seen 1s ago; 93 done (90 extracted, 3 failures)")
+    expect(text).toContain("b/2: STALE: not seen for 3m20s")
+    expect(text).toContain("c/3: finished 1m40s ago")
+    expect(text).toContain("300 requests")
+  })
 })

@@ -306,6 +306,7 @@ export const renderStatus = (status: Status, options: RenderOptions): string => 
   const { counts, totals } = status
   const leaseMillis = Duration.toMillis(Duration.decode(options.lease ?? "2 minutes"))
   const scale = options.timeScale > 0 ? options.timeScale : 1
+  const unit = scale === 1 ? "minute" : `provider minute (simulator at ${scale}× speed)`
   const against = (rates: Rates) =>
     `${n(rates.requests / scale)} of ${n(options.limits.requestsPerMinute)} requests, ` +
     `${n(rates.inputTokens / scale)} of ${n(options.limits.inputTokensPerMinute)} input tokens, ` +
@@ -321,10 +322,10 @@ export const renderStatus = (status: Status, options: RenderOptions): string => 
     `fleet: ${n(counts.done)} / ${n(counts.documents)} documents done (${percentOf(counts.done, counts.documents)}), ` +
     `${n(counts.leased)} leased, ${n(counts.extractions)} extracted, ${n(counts.failures)} failures; ` +
     `${status.workers.length} workers (${running.length} running)`,
-    `per ${scale === 1 ? "" : "provider "}minute, trailing minute: ${against(status.perMinute.trailingMinute)}`,
-    `per ${scale === 1 ? "" : "provider "}minute, since the start${
+    `last minute, per ${unit}: ${against(status.perMinute.trailingMinute)}`,
+    `since the start${
       status.startedAt === undefined ? "" : ` (${age((status.finishedAt ?? status.at) - status.startedAt)})`
-    }: ${against(status.perMinute.sinceStart)}`,
+    }, per ${unit}: ${against(status.perMinute.sinceStart)}`,
     `${n(totals.requests)} requests, ${n(totals.http429)} × 429, ${n(totals.http529)} × 529, ${
       n(totals.retries)
     } retries, $${totals.costUsd.toFixed(4)}` +

@@ -585,8 +585,6 @@ const runFleet = (config: Config, fleet: Fleet) =>
 
     /** Claimed and without an outcome written by this worker (dropped when the heartbeat finds one taken over). */
     const held = new Set<string>()
-    /** Claimed and not yet handed to the extraction. */
-    const notStarted = new Set<string>()
     // A claim takes `batch` permits and gives back what it did not get; an outcome gives back one.
     // So a claim waits until no more than `concurrency` documents are held.
     const permits = yield* Effect.makeSemaphore(concurrency + batch)
@@ -598,7 +596,6 @@ const runFleet = (config: Config, fleet: Fleet) =>
 
     const drop = (id: string) =>
       Effect.suspend(() => {
-        notStarted.delete(id)
         if (!held.delete(id) || held.size > 0) return Effect.void
         const signal = emptied
         return Effect.flatMap(Deferred.make<void>(), (next) => {
@@ -614,10 +611,7 @@ const runFleet = (config: Config, fleet: Fleet) =>
           yield* permits.take(batch)
           const claimed = yield* Effect.uninterruptible(Effect.tap(queue.claim(worker, batch, lease), (documents) =>
             Effect.sync(() => {
-              for (const document of documents) {
-                held.add(document.id)
-                notStarted.add(document.id)
-              }
+              for (const document of documents) held.add(document.id)
             })))
           yield* permits.release(batch - claimed.length)
           if (claimed.length > 0) {
@@ -654,7 +648,6 @@ const runFleet = (config: Config, fleet: Fleet) =>
     const extract = (document: Queue.Claimed) =>
       Effect.gen(function*() {
         if (stopping) return yield* new Unstarted({ documentId: document.id })
-        notStarted.delete(document.id)
         if (!held.has(document.id)) return yield* new LeaseLost({ documentId: document.id })
         return yield* toRow(document)
       })
