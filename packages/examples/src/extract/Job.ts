@@ -9,6 +9,14 @@
  * the Governor with an in-memory limiter holding the configured quota, the
  * calibrated token estimator, and, with a budget, the budget over the job's own
  * database (so a resumed job keeps counting what it spent).
+ *
+ * With `Config.fleet` the same job runs as one worker of a fleet (many
+ * processes, many machines): the documents come from the shared `WorkQueue`
+ * (`Queue.ts`) instead of the source, each outcome is written by the worker
+ * holding the document when its claim ends, the limiter and budget are shared
+ * (Redis) or split (a static share of the quota, the budget in the queue's
+ * database), and the worker records its progress for the fleet's status and
+ * report (`Fleet.ts`).
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
