@@ -520,3 +520,62 @@ describe("Fleet.renderStatus", () => {
     expect(text).toContain("300 requests")
   })
 })
+
+describe("Fleet.report", () => {
+  const entry = (worker: string, at: number, requests: number, extra: Partial<Fleet.Entry> = {}): Fleet.Entry => ({
+    worker,
+    host: "h",
+    pid: 1,
+    startedAt: worker === "a" ? 0 : 2_000,
+    at,
+    timeScale: 2,
+    counters: { ...Fleet.zero, requests, succeeded: requests, costUsd: requests / 100 },
+    queue: { interactive: 0, normal: 0, batch: 1 },
+    inFlight: 1,
+    ...extra
+  })
+  it.effect(
+    "merges the workers' samples: at each second the sum of each one's latest counts, gauges only while it runs",
+    () =>
+      Effect.gen(function*() {
+        const queue = yield* Queue.WorkQueue
+        yield* queue.load([{ id: "d1", text: "x" }, { id: "d2", text: "y" }])
+        yield* Fleet.createTables
+        // Worker a: 0 s → 3 s (finished), worker b: 2 s → 5 s.
+        for (
+          const e of [
+            entry("a", 0, 0),
+            entry("a", 1_000, 2),
+            entry("a", 2_500, 5),
+            entry("a", 3_000, 6, { finished: true, inFlight: 0, queue: { interactive: 0, normal: 0, batch: 0 } }),
+            entry("b", 2_000, 0),
+            entry("b", 4_000, 3),
+            entry("b", 5_000, 4, { finished: true, inFlight: 0, queue: { interactive: 0, normal: 0, batch: 0 } })
+          ]
+        ) yield* Fleet.record(e)
+        yield* TestClock.adjust("10 seconds")
+        const { samples, summary } = yield* Fleet.report
+        expect(samples.map((s) => [s.atSeconds, s.requests, s.inFlight])).toEqual([
+          [0, 0, 1],
+          [1, 2, 1],
+          [2, 2 + 0, 1 + 1],
+          [3, 6 + 0, 0 + 1],
+          [4, 6 + 3, 1],
+          [5, 6 + 4, 0]
+        ])
+        // A provider minute of a simulator at 2× speed lasts 30 s.
+        expect(samples.at(-1)?.quotaMinutes).toBeCloseTo(5 / 30, 9)
+        expect(samples.at(-1)?.costUsd).toBeCloseTo(0.1, 9)
+        expect(summary).toMatchObject({
+          documents: 2,
+          succeeded: 10,
+          wallSeconds: 5,
+          interrupted: true
+        })
+        expect(summary.requestsPerMinute).toBeCloseTo(10 / (5 / 30), 6)
+      }).pipe(
+        Effect.provide(Queue.layer.pipe(Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" })))),
+        Effect.orDie
+      )
+  )
+})

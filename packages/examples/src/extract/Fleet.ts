@@ -146,8 +146,8 @@ export const createTables: Effect.Effect<void, SqlError, SqlClient.SqlClient> = 
 const counterValues = (counters: Counters) => Object.fromEntries(names.map((name) => [columns[name], counters[name]]))
 
 /**
- * Upserts the worker's row and adds a sample. A worker's first entry (with its
- * `startedAt`) replaces any earlier row of the same id.
+ * Upserts the worker's row and adds a sample (the tables must exist:
+ * {@link createTables}). A worker's row holds its latest entry.
  */
 export const record = (entry: Entry): Effect.Effect<void, SqlError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
