@@ -5,12 +5,27 @@ import {
   Governor,
   LlmClient,
   Metrics,
+  Pipeline,
   Pricing,
   RateLimiter,
   TokenEstimator
 } from "@sluice/core"
 import * as SimulatedClient from "@sluice/simulator/SimulatedClient"
-import { ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Metric, Random, TestClock } from "effect"
+import {
+  Chunk,
+  ConfigProvider,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Layer,
+  Metric,
+  Option,
+  Random,
+  Stream,
+  TestClock,
+  Tracer
+} from "effect"
 
 const MODEL = "claude-haiku-4-5"
 const KEY = `simulator/${MODEL}`
@@ -146,6 +161,30 @@ describe("Governor", () => {
       expect(levels.inputTokens?.level).toBe(response.rateLimits.dimensions.inputTokens?.remaining)
       expect(levels.outputTokens?.level).toBe(response.rateLimits.dimensions.outputTokens?.remaining)
       expect(levels.requests?.level).toBe(quota.requestsPerMinute - 1)
+    }).pipe(Effect.provide(governed({}))))
+
+  it.effect("under a tracer of its own, a document's call has its spans: Pipeline.document > Governor.complete > TokenEstimator.estimate", () =>
+    Effect.gen(function*() {
+      const client = yield* LlmClient.LlmClient
+      const spans: Array<{ readonly name: string; readonly parent: string | undefined }> = []
+      const native = yield* Effect.tracer
+      const recording = Tracer.make({
+        span: (name, parent, context, links, startTime, kind, options) => {
+          spans.push({
+            name,
+            parent: Option.getOrUndefined(Option.map(parent, (p) => p._tag === "Span" ? p.name : "external"))
+          })
+          return native.span(name, parent, context, links, startTime, kind, options)
+        },
+        context: native.context
+      })
+      const outcomes = yield* Stream.runCollect(
+        Pipeline.run(Stream.make({ id: "d1", text: "Where are my spans?" }), (doc) => client.complete(ask(doc.text)))
+      ).pipe(Effect.provide(Pipeline.layerCheckpointNone), Effect.withTracer(recording))
+      expect(Chunk.toReadonlyArray(outcomes).map((outcome) => outcome._tag)).toEqual(["Succeeded"])
+      expect(spans).toContainEqual({ name: "Pipeline.document", parent: undefined })
+      expect(spans).toContainEqual({ name: "Governor.complete", parent: "Pipeline.document" })
+      expect(spans).toContainEqual({ name: "TokenEstimator.estimate", parent: "Governor.complete" })
     }).pipe(Effect.provide(governed({}))))
 
   it.effect("identical calls in flight are coalesced into one provider call, charged once", () =>

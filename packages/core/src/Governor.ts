@@ -70,6 +70,7 @@ import * as Coalesce from "./Coalesce.js"
 import * as Fallback from "./Fallback.js"
 import { makeLabeller } from "./internal/limiterMetrics.js"
 import { tagged } from "./internal/taggedMetric.js"
+import { withSpan } from "./internal/tracing.js"
 import * as LlmClient from "./LlmClient.js"
 import * as Metrics from "./Metrics.js"
 import * as Pricing from "./Pricing.js"
@@ -456,9 +457,10 @@ export const make = (options: Options = {}): Effect.Effect<
       const governed = options.coalesce === false || request.native !== undefined
         ? reported
         : coalescer.run(request, reported)
-      return governed.pipe(
-        Effect.withSpan("Governor.complete", { attributes: { model: request.model }, captureStackTrace: false })
-      )
+      return withSpan(governed, "Governor.complete", {
+        attributes: { model: request.model },
+        captureStackTrace: false
+      })
     }
 
     /**

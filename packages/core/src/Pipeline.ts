@@ -37,6 +37,7 @@ import * as Predicate from "effect/Predicate"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import { withSpan } from "./internal/tracing.js"
 import { mapUnordered } from "./internal/workerPool.js"
 import type * as LlmClient from "./LlmClient.js"
 import type * as Priority from "./Priority.js"
@@ -358,29 +359,33 @@ export const run = <D extends Document, A, E, R, E2, R2>(
     const count = (f: (p: Progress) => Progress) =>
       progress === undefined ? Effect.void : SubscriptionRef.update(progress, f)
     const one = (document: D): Effect.Effect<Outcome<A>, CheckpointError, R> =>
-      Effect.gen(function*() {
-        if (yield* checkpoint.succeeded(document.id)) {
-          yield* count((p) => ({ ...p, skipped: p.skipped + 1 }))
-          return { _tag: "Skipped", id: document.id } as const
-        }
-        yield* count((p) => ({ ...p, started: p.started + 1, inFlight: p.inFlight + 1 }))
-        const result = yield* Effect.either(process(document))
-        const attempts = meter === undefined ? 0 : yield* meter.takeAttempts(document.id)
-        const outcome: Outcome<A> = result._tag === "Right"
-          ? { _tag: "Succeeded", id: document.id, value: result.right }
-          : classify(document.id, result.left, attempts)
-        yield* checkpoint.record(outcome as Recorded)
-        yield* count((p) => ({
-          ...p,
-          inFlight: p.inFlight - 1,
-          retries: p.retries + Math.max(0, attempts - 1),
-          succeeded: p.succeeded + (outcome._tag === "Succeeded" ? 1 : 0),
-          failed: p.failed + (outcome._tag === "Failed" ? 1 : 0),
-          shed: p.shed + (outcome._tag === "Shed" ? 1 : 0),
-          overBudget: p.overBudget + (outcome._tag === "OverBudget" ? 1 : 0)
-        }))
-        return outcome
-      }).pipe(Effect.withSpan("Pipeline.document", { attributes: { id: document.id }, captureStackTrace: false }))
+      withSpan(
+        Effect.gen(function*() {
+          if (yield* checkpoint.succeeded(document.id)) {
+            yield* count((p) => ({ ...p, skipped: p.skipped + 1 }))
+            return { _tag: "Skipped", id: document.id } as const
+          }
+          yield* count((p) => ({ ...p, started: p.started + 1, inFlight: p.inFlight + 1 }))
+          const result = yield* Effect.either(process(document))
+          const attempts = meter === undefined ? 0 : yield* meter.takeAttempts(document.id)
+          const outcome: Outcome<A> = result._tag === "Right"
+            ? { _tag: "Succeeded", id: document.id, value: result.right }
+            : classify(document.id, result.left, attempts)
+          yield* checkpoint.record(outcome as Recorded)
+          yield* count((p) => ({
+            ...p,
+            inFlight: p.inFlight - 1,
+            retries: p.retries + Math.max(0, attempts - 1),
+            succeeded: p.succeeded + (outcome._tag === "Succeeded" ? 1 : 0),
+            failed: p.failed + (outcome._tag === "Failed" ? 1 : 0),
+            shed: p.shed + (outcome._tag === "Shed" ? 1 : 0),
+            overBudget: p.overBudget + (outcome._tag === "OverBudget" ? 1 : 0)
+          }))
+          return outcome
+        }),
+        "Pipeline.document",
+        { attributes: { id: document.id }, captureStackTrace: false }
+      )
     return mapUnordered(documents, one, Math.max(1, options.concurrency ?? 16))
   }))
 

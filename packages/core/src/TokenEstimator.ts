@@ -99,6 +99,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import type { TiktokenBPE } from "js-tiktoken/lite"
+import { withSpan } from "./internal/tracing.js"
 import type * as LlmClient from "./LlmClient.js"
 import * as ToolOverhead from "./ToolOverhead.js"
 
@@ -849,24 +850,32 @@ const build = (
   const stateOf = (model: string) =>
     Effect.map(Ref.get(states), (map) => Option.getOrElse(HashMap.get(map, model), () => emptyState))
   return TokenEstimator.of({
-    estimate: Effect.fn("TokenEstimator.estimate")(function*(request: LlmClient.Request) {
-      yield* Effect.annotateCurrentSpan("model", request.model)
-      const state = yield* stateOf(request.model)
-      const raw = countRequest(yield* counter, request, settings.overhead)
-      const shape = shapeOf(request)
-      const toolOverheadTokens = ToolOverhead.ofRequest(settings.toolOverhead, request, settings.provider)
-      const learned = settings.learnOutput ? typicalOutput(state, settings) : undefined
-      return {
-        model: request.model,
-        rawInputTokens: raw,
-        inputTokens: ceil((raw * inputRatio(state, shape, settings) + toolOverheadTokens) * (1 + settings.margin)),
-        outputTokens: learned === undefined
-          ? request.maxOutputTokens
-          : Math.min(request.maxOutputTokens, Math.max(1, learned)),
-        shape,
-        toolOverheadTokens
-      } satisfies Estimate
-    }),
+    // No generator and no `Effect.fn`: a plain chain of two steps, and a span only when a tracer reads it.
+    estimate: (request: LlmClient.Request) =>
+      withSpan(
+        Effect.flatMap(counter, (encode) =>
+          Effect.map(Ref.get(states), (map): Estimate => {
+            const state = Option.getOrElse(HashMap.get(map, request.model), () => emptyState)
+            const raw = countRequest(encode, request, settings.overhead)
+            const shape = shapeOf(request)
+            const toolOverheadTokens = ToolOverhead.ofRequest(settings.toolOverhead, request, settings.provider)
+            const learned = settings.learnOutput ? typicalOutput(state, settings) : undefined
+            return {
+              model: request.model,
+              rawInputTokens: raw,
+              inputTokens: ceil(
+                (raw * inputRatio(state, shape, settings) + toolOverheadTokens) * (1 + settings.margin)
+              ),
+              outputTokens: learned === undefined
+                ? request.maxOutputTokens
+                : Math.min(request.maxOutputTokens, Math.max(1, learned)),
+              shape,
+              toolOverheadTokens
+            }
+          })),
+        "TokenEstimator.estimate",
+        { attributes: { model: request.model }, captureStackTrace: false }
+      ),
     observe: (estimate, usage) =>
       Ref.update(
         states,
