@@ -1,7 +1,7 @@
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Either, FastCheck as fc, Layer, Redacted, Stream, TestClock } from "effect"
+import { Context, Duration, Effect, Either, FastCheck as fc, Layer, Redacted, Stream, TestClock } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import * as Queue from "../../packages/examples/src/extract/Queue.js"
 import "../setup/pgPool.js"
@@ -166,6 +166,17 @@ const queueSuite = (name: string, client: () => Layer.Layer<SqlClient.SqlClient,
         expect(yield* queue.renew("gone", ["doc-0002"], "30 seconds")).toEqual([])
         expect(yield* queue.complete("live", "doc-0001", failed("doc-0001"))).toEqual({ _tag: "Written" })
         expect(yield* queue.renew("live", ["doc-0000", "doc-0001"], "30 seconds")).toEqual(["doc-0000"])
+      })).pipe(Effect.orDie))
+
+    it.effect("a clock with fractions of a millisecond (TestClock after a jittered sleep) claims, renews and counts", () =>
+      provide(Effect.gen(function*() {
+        const queue = yield* Queue.WorkQueue
+        yield* queue.load(documents(2))
+        yield* TestClock.adjust(Duration.millis(1_234.567))
+        const claimed = yield* queue.claim("w", 1, "1 second")
+        expect(claimed[0]!.leaseExpiresAt).toBe(2_234)
+        expect(yield* queue.renew("w", ["doc-0000"], "1 second")).toEqual(["doc-0000"])
+        expect(yield* queue.counts).toMatchObject({ documents: 2, leased: 1 })
       })).pipe(Effect.orDie))
 
     it.effect("a claim of no documents or with a lease of zero fails naming the field", () =>
