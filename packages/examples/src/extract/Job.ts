@@ -617,9 +617,13 @@ const runFleet = (config: Config, fleet: Fleet) =>
       function*() {
         while (true) {
           yield* permits.take(batch)
-          const claimed = yield* Effect.uninterruptible(Effect.tap(queue.claim(worker, batch, lease), (documents) =>
-            Effect.sync(() => {
-              for (const document of documents) held.add(document.id)
+          // A document this worker still has in its pipeline comes back only if its lease expired unrenewed
+          // (the database was out of reach): it is not started a second time.
+          const claimed = yield* Effect.uninterruptible(Effect.map(queue.claim(worker, batch, lease), (documents) =>
+            documents.filter((document) => {
+              if (held.has(document.id)) return false
+              held.add(document.id)
+              return true
             })))
           yield* permits.release(batch - claimed.length)
           if (claimed.length > 0) {
