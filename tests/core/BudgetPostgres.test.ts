@@ -2,7 +2,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
 import { Budget, Pricing } from "@sluice/core"
 import * as BudgetSql from "@sluice/core/Budget/Sql"
-import { Effect, Layer, Redacted } from "effect"
+import { Duration, Effect, Layer, Redacted, TestClock } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import "../setup/pgPool.js"
 import { postgresUrl } from "../setup/postgres.js"
@@ -117,5 +117,32 @@ describe("Budget over PostgreSQL, several connections", () => {
         )
       )
       expect(status.map((s) => s.spentUsd)).toEqual([0.2, 0.2])
+    }))
+
+  it.effect("a clock with fractions of a millisecond (TestClock after fractional sleeps) reserves, settles and reads", () =>
+    Effect.gen(function*() {
+      yield* TestClock.adjust(Duration.micros(2_500n))
+      const limits = [{ scope: { _tag: "global" as const }, window: { rolling: "1 hour" }, limitUsd: 10 }]
+      const used = { inputTokens: 100_000, outputTokens: 20_000, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 }
+      const status = yield* Effect.gen(function*() {
+        const budget = yield* Budget.Budget
+        const reservation = yield* budget.reserve({
+          model: "claude-haiku-4-5",
+          inputTokens: 100_000,
+          maxOutputTokens: 20_000
+        })
+        yield* TestClock.adjust(Duration.micros(1_300n))
+        yield* reservation.settle(used)
+        return yield* budget.status
+      }).pipe(
+        Effect.provide(
+          Budget.layer({ limits }).pipe(
+            Layer.provide(Pricing.layer()),
+            Layer.provide(emptyLedger.pipe(Layer.provide(client()))),
+            Layer.orDie
+          )
+        )
+      )
+      expect(status.map((s) => [s.spentUsd, s.reservedUsd])).toEqual([[0.2, 0]])
     }))
 })

@@ -181,7 +181,7 @@ export const make: Effect.Effect<BudgetLedger["Type"], BudgetLedgerError, SqlCli
         })
       )
 
-    return BudgetLedger.of({
+    const ledger: BudgetLedger["Type"] = {
       reserve,
       settle: (id, spend, now) =>
         transaction(
@@ -227,6 +227,14 @@ export const make: Effect.Effect<BudgetLedger["Type"], BudgetLedgerError, SqlCli
             return { spentMicros: yield* spent(summed), reservedMicros: yield* held(bucket) }
           })
         )
+    }
+    // Whole milliseconds in the integer columns: a clock may answer fractions (TestClock after
+    // fractional sleeps), which PostgreSQL's BIGINT refuses. An expiry is rounded up, never earlier.
+    return BudgetLedger.of({
+      reserve: (id, charges, now, expiresAt) => ledger.reserve(id, charges, Math.floor(now), Math.ceil(expiresAt)),
+      settle: (id, spend, now) => ledger.settle(id, spend, Math.floor(now)),
+      cancel: ledger.cancel,
+      usage: (bucket, counting, now) => ledger.usage(bucket, counting, Math.floor(now))
     })
   }
 ).pipe(Effect.mapError((error) => error instanceof BudgetLedgerError ? error : failWith("create its tables")(error)))
