@@ -11,15 +11,22 @@
  * `pnpm test`: `pnpm test:readme` runs them (vitest.readme.config.ts), and
  * `.ci/run` runs both and counts both.
  */
+import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
+import { fleetPrefix } from "@sluice/examples/extract/Cli"
 import { withoutProviderVariables } from "@sluice/examples/providerEnv"
-import { Effect } from "effect"
+import { Effect, Redacted } from "effect"
+import { Redis } from "ioredis"
 import { spawn } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll } from "vitest"
+import "../setup/pgPool.js"
+import { postgresUrl } from "../setup/postgres.js"
+
+const { PgClient } = await import("@effect/sql-pg")
 
 const root = resolve(__dirname, "../..")
 const readme = readFileSync(join(root, "README.md"), "utf8")
@@ -106,7 +113,11 @@ const runners: ReadonlyArray<{ readonly name: string; readonly matches: RegExp }
   { name: "the simulator", matches: /^npx -y pnpm@10 simulator --port 8787 / },
   { name: "the simulator's stats", matches: /^curl http:\/\/127\.0\.0\.1:8787\/_sim\/stats$/ },
   { name: "several processes", matches: /^npx -y pnpm@10 example:multi --workers 4$/ },
-  { name: "the router", matches: /^npx -y pnpm@10 example:router$/ }
+  { name: "the router", matches: /^npx -y pnpm@10 example:router$/ },
+  {
+    name: "the fleet",
+    matches: /^npx -y pnpm@10 extract (status )?--db postgres:\/\/postgres@127\.0\.0\.1:5432\/sluice(\s|$)/
+  }
 ]
 
 describe("README.md's commands", () => {
@@ -199,4 +210,60 @@ describe("README.md's commands", () => {
       }
       expect(lines.filter((line) => /, 0 429s$/.test(line))).toHaveLength(3)
     }), { timeout: 240_000 })
+
+  it.live(
+    "the fleet: 4 workers on one machine, then one more worker with the same queue and Redis, then the status of all five",
+    () =>
+      Effect.gen(function*() {
+        // A database of this run's own instead of `sluice`, created here and dropped at the end, and its Redis keys deleted.
+        const admin = new URL(postgresUrl())
+        const name = `sluice_readme_${process.pid}_${Date.now()}`
+        const adminSql = (statement: string) =>
+          Effect.scoped(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(statement))).pipe(
+            Effect.provide(PgClient.layer({ url: Redacted.make(admin.toString()) })),
+            Effect.orDie
+          )
+        const db = new URL(admin)
+        db.pathname = `/${name}`
+        const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379"
+        yield* Effect.acquireRelease(adminSql(`CREATE DATABASE ${name}`), () =>
+          Effect.zipRight(
+            adminSql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
+            Effect.promise(async () => {
+              const redis = new Redis(redisUrl)
+              const keys = await redis.keys(`${fleetPrefix(db.toString(), "claude-haiku-4-5")}:*`)
+              if (keys.length > 0) await redis.del(...keys)
+              await redis.quit()
+            })
+          ))
+        const small = (line: string, docs: number) =>
+          line.replace("postgres://postgres@127.0.0.1:5432/sluice", db.toString())
+            .replace("redis://127.0.0.1:6379", redisUrl)
+            .replace("--docs 2000", `--docs ${docs} --sim-speed 20`)
+        const report = join(dir, "fleet.html")
+
+        const forked = yield* run(`${small(find(/--workers 4$/).line, 24)} --report ${report}`)
+        expect(forked.code, forked.stderr).toBe(0)
+        expect(forked.stdout).toContain("Sluice extraction, a fleet of 4 workers on this machine: 24 documents")
+        expect(forked.stdout).toContain("no --redis: each of the 4 workers on this machine holds 1/4 of the quota")
+        expect(forked.stdout).toMatch(
+          /^the fleet \(4 workers\): 24 extracted, 0 failed, 0 shed, 0 over budget of 24 documents/m
+        )
+        expect(forked.stdout).toMatch(/^the simulator counted 24 calls, 0 × 429/m)
+        expect(existsSync(report)).toBe(true)
+
+        // The same queue, 24 more documents, and the Redis the machines would share.
+        const joined = yield* run(`${small(find(/--redis redis:/).line, 48)} --report none`)
+        expect(joined.code, joined.stderr).toBe(0)
+        expect(joined.stdout).toContain("24 new, 24 already in the queue")
+        expect(joined.stdout).toContain("quota and budget shared by the fleet through Redis")
+        expect(joined.stdout).toMatch(/: 48 of 48 documents done \(48 in extractions, 0 in failures\)/)
+
+        const status = yield* run(small(find(/extract status /).line, 0))
+        expect(status.code, status.stderr).toBe(0)
+        expect(status.stdout).toContain("fleet: 48 / 48 documents done (100 %)")
+        expect(status.stdout).toMatch(/5 workers \(0 running\)/)
+      }).pipe(Effect.scoped),
+    { timeout: 300_000 }
+  )
 })
