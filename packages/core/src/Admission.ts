@@ -212,6 +212,15 @@ const refused: Stage = { _tag: "refused" }
 
 const nothing = { requests: 0, inputTokens: 0, outputTokens: 0, tokens: 0 }
 
+/** What the limiter reserves for a call, and what its answer teaches the prompt-cache prediction. */
+interface Plan {
+  readonly cost: { readonly inputTokens: number; readonly outputTokens: number }
+  readonly learn: (usage: LlmClient.Usage) => Effect.Effect<void>
+}
+
+/** The `learn` of a call without a prompt-cache prediction: nothing to learn. */
+const noLearning = (_: LlmClient.Usage): Effect.Effect<void> => Effect.void
+
 /**
  * Builds the admission path over the `RateLimiter` and `TokenEstimator` in
  * context, and the `Budget` when one is provided.
@@ -247,16 +256,24 @@ export const make = (options: Options = {}): Effect.Effect<
       return found
     }
 
+    /** The plan of a call the prompt-cache prediction does not apply to (most): its estimate, nothing to learn. */
+    const plainPlan = (call: Call): Plan | undefined =>
+      predictor === undefined || call.counting.cacheReadsCount !== false || !LlmClient.marksCache(call.request)
+        ? {
+          cost: { inputTokens: call.estimate.inputTokens, outputTokens: call.estimate.outputTokens },
+          learn: noLearning
+        }
+        : undefined
+
     /**
      * What to reserve at the limiter: the estimate, less the cache reads its
      * prefix is expected to make when they do not count; and what to learn
      * from its answer. Most calls mark no cache: no clock read, no hashing.
      */
-    const limiterPlan = (call: Call) => {
+    const limiterPlan = (call: Call): Effect.Effect<Plan> => {
+      const plain = plainPlan(call)
+      if (plain !== undefined || predictor === undefined) return Effect.succeed(plain!)
       const cost = { inputTokens: call.estimate.inputTokens, outputTokens: call.estimate.outputTokens }
-      if (predictor === undefined || call.counting.cacheReadsCount !== false || !LlmClient.marksCache(call.request)) {
-        return Effect.succeed({ cost, learn: (_: LlmClient.Usage): Effect.Effect<void> => Effect.void })
-      }
       return Effect.map(Clock.currentTimeMillis, (now) => {
         const plan = PromptCache.plan(predictor, call.request, call.key, call.estimate.inputTokens, now)
         return {
@@ -306,12 +323,15 @@ export const make = (options: Options = {}): Effect.Effect<
       learn: (usage: LlmClient.Usage) => Effect.Effect<void>,
       answer: Answer
     ) =>
-      Effect.all([
-        permit.settle(LlmClient.usageCost(answer.usage, call.counting)),
-        learn(answer.usage),
-        answer.rateLimits === undefined ? Effect.void : limiter.observe(call.key, answer.rateLimits),
-        estimator.observe(call.estimate, answer.usage)
-      ], { discard: true }).pipe(Effect.ignore)
+      Effect.suspend(() => {
+        // A chain, as `Effect.all` of the four in order (the first failure ends it), without its `forEach`.
+        const settled = permit.settle(LlmClient.usageCost(answer.usage, call.counting))
+        const learned = learn === noLearning ? settled : Effect.zipRight(settled, learn(answer.usage))
+        const observed = answer.rateLimits === undefined
+          ? learned
+          : Effect.zipRight(learned, limiter.observe(call.key, answer.rateLimits))
+        return Effect.ignore(Effect.zipRight(observed, estimator.observe(call.estimate, answer.usage)))
+      })
 
     /** The call failed after it was sent: the stage it leaves, and what the limiter learns. */
     const onFailure = (call: Call, permit: RateLimiter.Permit, error: unknown): Effect.Effect<Stage> => {
@@ -359,7 +379,7 @@ export const make = (options: Options = {}): Effect.Effect<
     const run = <A, E, R>(call: Call, attempt: Effect.Effect<A, E, R>, answerOf: (value: A) => Answer | undefined) =>
       Effect.suspend(() => {
         const state: { stage: Stage } = { stage: waiting }
-        const use = Effect.flatMap(limiterPlan(call), (plan) =>
+        const withPlan = (plan: Plan) =>
           limiter.withPermit(call.key, plan.cost, (permit) =>
             Effect.suspend(() => {
               state.stage = sent
@@ -376,17 +396,18 @@ export const make = (options: Options = {}): Effect.Effect<
                   if (Option.isNone(failure)) {
                     return Effect.void
                   }
-                  return Effect.map(onFailure(call, permit, failure.value), (stage) =>
-                    void (state.stage = stage))
+                  return Effect.map(onFailure(call, permit, failure.value), (stage) => void (state.stage = stage))
                 })
               )
-            ), permitOptions(call)))
+            ), permitOptions(call))
+        const plain = plainPlan(call)
+        const use = plain === undefined ? Effect.flatMap(limiterPlan(call), withPlan) : withPlan(plain)
+        // Without a budget there is nothing to hold around the call: its release would do nothing.
+        if (Option.isNone(budget)) return use
         return Effect.acquireUseRelease(
           reserveBudget(call),
-          () =>
-            use,
-          (spend) =>
-            Effect.suspend(() => settleBudget(call, spend, state.stage))
+          () => use,
+          (spend) => Effect.suspend(() => settleBudget(call, spend, state.stage))
         )
       })
 

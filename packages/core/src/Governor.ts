@@ -367,16 +367,16 @@ export const make = (options: Options = {}): Effect.Effect<
             })
           ))
 
-    const estimateOf = (request: LlmClient.Request) =>
-      Effect.gen(function*() {
-        const estimate = yield* estimator.estimate(request)
-        if (options.count !== "provider" || inner.countTokens === undefined) return estimate
-        const counted = yield* Effect.option(inner.countTokens(request))
-        return Option.match(counted, {
-          onNone: () => estimate,
-          onSome: (inputTokens) => ({ ...estimate, inputTokens })
-        })
-      })
+    const countTokens = options.count === "provider" ? inner.countTokens : undefined
+    const estimateOf = (request: LlmClient.Request): Effect.Effect<TokenEstimator.Estimate> =>
+      countTokens === undefined
+        ? estimator.estimate(request)
+        : Effect.flatMap(estimator.estimate(request), (estimate) =>
+          Effect.map(Effect.option(countTokens(request)), (counted) =>
+            Option.match(counted, {
+              onNone: () => estimate,
+              onSome: (inputTokens) => ({ ...estimate, inputTokens })
+            })))
 
     /** The admission path's view of one call on one rung. */
     const admissionCall = (
@@ -429,14 +429,15 @@ export const make = (options: Options = {}): Effect.Effect<
       let failedWith: string | undefined
       const pass = Effect.suspend(() => {
         tried = []
-        const retrying = failedWith === undefined
-          ? Effect.void
-          : Metric.increment(counter(Metrics.callRetries, keyOf(request, inner.provider), "error", failedWith))
-        return Effect.zipRight(
-          retrying,
-          Fallback.ladder(rungs, onRung(request), (error, index) =>
+        // One rung (no fallback) is its attempt alone: the ladder never falls back from its last rung.
+        const attempt = rungs.length === 1
+          ? onRung(request)(rungs[0]!)
+          : Fallback.ladder(rungs, onRung(request), (error, index) =>
             index < rungs.length - 1 && Fallback.isFallbackError(error), tried)
-        ).pipe(Effect.tapError((error) =>
+        return (failedWith === undefined ? attempt : Effect.zipRight(
+          Metric.increment(counter(Metrics.callRetries, keyOf(request, inner.provider), "error", failedWith)),
+          attempt
+        )).pipe(Effect.tapError((error) =>
           Effect.sync(() =>
             void (failedWith = Metrics.outcomeOf(error))
           )

@@ -52,6 +52,7 @@ import type * as Scope from "effect/Scope"
 import * as Cost from "./Cost.js"
 import * as KeyRuntime from "./internal/keyRuntime.js"
 import * as LimiterMetrics from "./internal/limiterMetrics.js"
+import { withSpan } from "./internal/tracing.js"
 import * as LimiterStore from "./LimiterStore.js"
 import * as Priority from "./Priority.js"
 import * as Quota from "./Quota.js"
@@ -348,6 +349,15 @@ const resolve = (options: Options): Resolved => {
   }
 }
 
+/** Whether a snapshot says anything a store would fold in: a dimension's limit or remaining. */
+const informs = (snapshot: RateLimitSnapshot): boolean => {
+  for (const dimension of Quota.dimensions) {
+    const state = snapshot.dimensions[dimension]
+    if (state !== undefined && (state.limit !== undefined || state.remaining !== undefined)) return true
+  }
+  return false
+}
+
 /** A duration cut to `[0, max]`. */
 const capped = (duration: Duration.Duration, max: Duration.Duration): Duration.Duration =>
   Duration.lessThan(duration, Duration.zero) ? Duration.zero : Duration.min(duration, max)
@@ -381,7 +391,7 @@ export const make = (options: Options = {}): Effect.Effect<
         yield* keys.defined(key, quota, levels)
       })
 
-    const observe = (key: string, snapshot: RateLimitSnapshot) =>
+    const observeNow = (key: string, snapshot: RateLimitSnapshot) =>
       Effect.gen(function*() {
         // An absurd retry-after (a day, a typo in a proxy) would close the key for every caller.
         const bounded = snapshot.retryAfter === undefined
@@ -405,7 +415,20 @@ export const make = (options: Options = {}): Effect.Effect<
           yield* keys.endDiscovery(runtime)
         }
         yield* keys.wake(runtime)
-      }).pipe(Effect.withSpan("RateLimiter.observe", { attributes: { key }, captureStackTrace: false }))
+      })
+
+    // A snapshot with no limit, no remaining and no retry-after (a provider or a proxy that sends no
+    // rate-limit headers) changes nothing in any store: it is not sent there, unless the key is still
+    // discovering (the store may have learned its limits from another process).
+    const observe = (key: string, snapshot: RateLimitSnapshot) =>
+      Effect.suspend(() =>
+        snapshot.retryAfter === undefined && !informs(snapshot) && keys.get(key)?.discovering !== true
+          ? Effect.void
+          : withSpan(observeNow(key, snapshot), "RateLimiter.observe", {
+            attributes: { key },
+            captureStackTrace: false
+          })
+      )
 
     const pause = (key: string, until: PauseUntil) =>
       Effect.gen(function*() {
@@ -417,7 +440,7 @@ export const make = (options: Options = {}): Effect.Effect<
         yield* LimiterMetrics.pauseCounter(labelOf(key))
         const runtime = keys.get(key)
         if (runtime !== undefined) yield* keys.wake(runtime)
-      }).pipe(Effect.withSpan("RateLimiter.pause", { attributes: { key }, captureStackTrace: false }))
+      }).pipe((effect) => withSpan(effect, "RateLimiter.pause", { attributes: { key }, captureStackTrace: false }))
 
     const stats = (key: string) =>
       Effect.map(store.state(key), (state): KeyStats => {
