@@ -4,6 +4,10 @@
  * PostgreSQL database, one Redis and one simulator (started here, as the
  * parent of `--workers N` does, its URL given to each worker).
  *
+ * The last one runs `--workers 3` itself: the parent starts the one
+ * simulator, forks the workers and reports on the fleet; a Ctrl-C stops
+ * them cleanly and the same command finishes the rest.
+ *
  * These run on the real clock with real servers; they assert outcomes (every
  * document in exactly one table, the simulator's 429s and its count of
  * tokens against the budget), never timings. A database and a Redis prefix of
@@ -18,7 +22,9 @@ import { Simulator } from "@sluice/simulator"
 import { Effect, Either, Fiber, Random, Redacted } from "effect"
 import { Redis } from "ioredis"
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process"
-import { join, resolve } from "node:path"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { dirname, join, resolve } from "node:path"
 import { afterAll, beforeAll } from "vitest"
 import "../setup/pgPool.js"
 import { postgresUrl } from "../setup/postgres.js"
@@ -249,6 +255,78 @@ describe("the extraction job as a fleet of processes (PostgreSQL queue, Redis qu
         expect(tables.open).toBe(0)
         expect(tables.failures).toEqual([])
       })),
+    { timeout: 600_000 }
+  )
+
+  it.live(
+    "--workers 3: one simulator for the three, the fleet's summary; Ctrl-C stops them cleanly, and the same command again finishes every document once",
+    () =>
+      Effect.gen(function*() {
+        const db = yield* freshDatabase("forked")
+        const report = join(mkdtempSync(join(tmpdir(), "sluice-fleet-report-")), "report.html")
+        const command = [
+          "--db",
+          db,
+          "--docs",
+          "1000",
+          "--workers",
+          "3",
+          "--sim-speed",
+          "5",
+          "--report",
+          report,
+          "--json"
+        ]
+        // No SLUICE_SIM_URL: the parent starts the one simulator, and its workers call it.
+        const env = withoutProviderVariables(process.env)
+        const parent = spawn(process.execPath, [
+          "--import",
+          "tsx",
+          "--conditions=@sluice/source",
+          join(root, "packages/examples/src/extract.ts"),
+          ...command
+        ], { cwd: root, env })
+        const first = yield* Effect.fork(ended(parent))
+        // Ctrl-C (SIGINT to the parent alone) once the fleet has done some documents.
+        for (let i = 0; i < 6_000 && (yield* progress(db)).done < 100; i++) yield* Effect.sleep("100 millis")
+        parent.kill("SIGINT")
+        const stopped = yield* Fiber.join(first)
+        expect(stopped.stderr).toContain("stopping: no new documents")
+        expect(stopped.stderr).toMatch(/^the fleet \(3 workers\): [\d,]+ extracted/m)
+        expect(stopped.stderr).toMatch(/documents are not done: run the same command again to resume/)
+        const calledFirst = Number(
+          /^the simulator counted ([\d,]+) calls, 0 × 429/m.exec(stopped.stderr)![1]!.replace(/,/g, "")
+        )
+        const partial = yield* outcomes(db)
+        // Every call the workers made was to the parent's simulator, and recorded before they stopped.
+        expect(calledFirst).toBe(partial.extracted.length)
+        expect(partial.extracted.length).toBeGreaterThanOrEqual(100)
+        expect(partial.extracted.length).toBeLessThan(1_000)
+        expect(partial.failures).toEqual([])
+        expect(partial.open).toBe(1_000 - partial.extracted.length)
+
+        const again = yield* ended(spawn(process.execPath, [
+          "--import",
+          "tsx",
+          "--conditions=@sluice/source",
+          join(root, "packages/examples/src/extract.ts"),
+          ...command.map((arg) => arg === "5" ? "20" : arg)
+        ], { cwd: root, env }))
+        expect(again.code, again.stderr.slice(-3_000)).toBe(0)
+        // --json: stdout is the fleet's summary, nothing else.
+        const summary = JSON.parse(again.stdout) as Record<string, number>
+        expect(summary).toMatchObject({ documents: 1_000, failed: 0, http429: 0 })
+        expect(again.stderr).toContain("0 new, 1,000 already in the queue")
+        const calledAgain = Number(
+          /^the simulator counted ([\d,]+) calls, 0 × 429/m.exec(again.stderr)![1]!.replace(/,/g, "")
+        )
+        expect(calledFirst + calledAgain).toBe(1_000)
+        const tables = yield* outcomes(db)
+        expectExactlyOnce(tables, 1_000)
+        expect(tables.open).toBe(0)
+        expect(readFileSync(report, "utf8")).toContain("data-chart=\"requests\"")
+        rmSync(dirname(report), { recursive: true, force: true })
+      }),
     { timeout: 600_000 }
   )
 })
