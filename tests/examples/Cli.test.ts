@@ -582,6 +582,38 @@ describe("the extract command", () => {
     { timeout: 120_000 }
   )
 
+  it.live("--db postgres:// on a real provider: the fleet's budget, and the worst case of the queue's open documents before the first call", () =>
+    Effect.scoped(Effect.gen(function*() {
+      yield* ensureDatabase
+      // The real-provider path, pointed by --base-url at a simulator of the test's own: nothing leaves the machine.
+      const endpoint = yield* Simulator.serve({ timeScale: 20, quota: defaultLimits })
+      const run = yield* runCli([
+        "--provider",
+        "anthropic",
+        "--base-url",
+        endpoint.url,
+        "--db",
+        pgUrl,
+        "--fresh",
+        "--docs",
+        "8",
+        "--report",
+        "none",
+        "--json"
+      ], { ANTHROPIC_API_KEY: "sk-test" })
+      expect(run.exit._tag, run.stderr.join("\n")).toBe("Success")
+      expect(run.stderr).toContain(
+        "budget $5.00 for the job (the default on a real provider; --budget-usd sets another), for the fleet"
+      )
+      const worst = run.stderr.find((line) => line.startsWith("worst case "))
+      expect(worst).toMatch(
+        /^worst case \$(\d+\.\d\d): 8 documents to send, about [\d,]+ input tokens and 4,800 output tokens \(max_tokens of each\)/
+      )
+      const summary = JSON.parse(run.stdout[0]!) as Record<string, number>
+      expect(summary).toMatchObject({ documents: 8, succeeded: 8 })
+      expect(summary.costUsd).toBeLessThanOrEqual(Number(/^worst case \$(\d+\.\d\d)/.exec(worst!)![1]))
+    })))
+
   it.live("--db postgres:// with nothing to load and an empty queue says how to load documents", () =>
     Effect.gen(function*() {
       yield* ensureDatabase

@@ -32,6 +32,7 @@ import { type Pipeline, Pricing, Quota, QuotaKeys, TokenEstimator } from "@sluic
 import { Anthropic, SluiceConfig } from "@sluice/providers"
 import { Simulator } from "@sluice/simulator"
 import {
+  Chunk,
   Clock,
   Config,
   Console,
@@ -574,6 +575,43 @@ const loadDocuments = (flags: Flags, source: Option.Option<Source>, out: (text: 
     return counts
   })
 
+/**
+ * On a real provider, before the first call: what the queue's open documents
+ * could cost at most (`Provider.worstCase`), read from the database a page at a
+ * time. A fleet's budget bounds what they spend whatever this says.
+ */
+const fleetWorstCase = (
+  flags: Flags,
+  setup: { readonly provider: { readonly choice: Provider.Choice }; readonly budget: Provider.BudgetChoice },
+  price: Either.Either<Pricing.ModelPrice, unknown>,
+  out: (text: string) => Effect.Effect<void>
+) =>
+  Effect.gen(function*() {
+    if (setup.provider.choice._tag === "Simulator" || Either.isLeft(price)) return
+    const sql = yield* SqlClient.SqlClient
+    const page = 500
+    const open = Stream.paginateChunkEffect("", (after) =>
+      Effect.map(
+        sql<{ id: string; text: string; problem: string | null }>`SELECT id, text, problem FROM documents
+          WHERE completed_at IS NULL AND id > ${after} ORDER BY id LIMIT ${page}`,
+        (rows) =>
+          [
+            Chunk.unsafeFromArray(rows.map((row) => ({
+              id: row.id,
+              text: row.text,
+              ...(row.problem === null ? {} : { problem: row.problem })
+            }))),
+            rows.length < page ? Option.none<string>() : Option.some(rows.at(-1)!.id)
+          ] as const
+      ))
+    const worst = yield* Provider.worstCase(open, {
+      request: (document) => Extraction.request(flags.model, document, jobName),
+      estimator: yield* TokenEstimator.make(),
+      price: price.right
+    })
+    yield* out(Provider.worstCaseLine(flags.model, worst, setup.budget.usd))
+  })
+
 /** How the fleet shares the quota, for the header. */
 const quotaLine = (flags: Flags, localWorkers: number | undefined) =>
   Option.isSome(flags.redis)
@@ -619,7 +657,7 @@ const fleetWorker = (flags: Flags, stop: Deferred.Deferred<void>) =>
     const forked = yield* forkedConfig
     const out = (text: string) => flags.json ? Console.error(text) : Console.log(text)
     const source = yield* sourceOf(flags)
-    const { budget, concurrency, limits, provider, sluice } = yield* setupOf(flags, forked.simulatorUrl)
+    const { budget, concurrency, limits, price, provider, sluice } = yield* setupOf(flags, forked.simulatorUrl)
     const worker = Option.getOrElse(forked.worker, () => `${hostname()}/${process.pid}`)
     const localWorkers = Option.getOrUndefined(forked.workers)
     const lease = Option.getOrElse(flags.lease, () => Duration.minutes(2))
@@ -651,6 +689,7 @@ const fleetWorker = (flags: Flags, stop: Deferred.Deferred<void>) =>
         yield* out(quotaLine(flags, localWorkers))
         const budgetLine = Provider.budgetLine(budget)
         if (budgetLine !== undefined) yield* out(`${budgetLine}, for the fleet`)
+        yield* fleetWorstCase(flags, { provider, budget }, price, out)
         const ticks = yield* Ref.make(0)
         const onSnapshot = (snapshot: Pipeline.Snapshot) =>
           Effect.flatMap(
@@ -829,7 +868,7 @@ const fleetParent = (flags: Flags, stop: Deferred.Deferred<void>, args: Readonly
     const out = (text: string) => flags.json ? Console.error(text) : Console.log(text)
     const source = yield* sourceOf(flags)
     // The one simulator of the fleet (when the calls go to the built-in one): the workers get its URL.
-    const { budget, limits, provider } = yield* setupOf(flags)
+    const { budget, limits, price, provider } = yield* setupOf(flags)
     const lease = Option.getOrElse(flags.lease, () => Duration.minutes(2))
     const program = Effect.gen(function*() {
       if (flags.fresh) yield* dropFleet(flags)
@@ -855,6 +894,7 @@ const fleetParent = (flags: Flags, stop: Deferred.Deferred<void>, args: Readonly
         yield* out(quotaLine(flags, n))
         const budgetLine = Provider.budgetLine(budget)
         if (budgetLine !== undefined) yield* out(`${budgetLine}, for the fleet`)
+        yield* fleetWorstCase(flags, { provider, budget }, price, out)
 
         const children: Array<ChildProcess> = []
         // Ctrl-C: each worker is told once, stops taking documents, finishes and records the calls in flight.
@@ -1113,6 +1153,16 @@ const status = Command.make("status", {
     Options.withDescription("The fleet's --sim-speed: the provider's minute lasts 60/N s"),
     Options.mapEffect(positive("sim-speed"))
   ),
+  lease: Options.text("lease").pipe(
+    Options.withDefault("2m"),
+    Options.withDescription("The fleet's --lease: a worker not seen for longer is shown as stale"),
+    Options.mapEffect((text) =>
+      Option.match(parseDuration(text), {
+        onNone: () => invalid(`--lease must be a duration above 0 such as 30s, 2m or "90 seconds", got ${text}`),
+        onSome: Effect.succeed
+      })
+    )
+  ),
   watch: Options.boolean("watch").pipe(Options.withDescription("Print it again every 5 seconds, until Ctrl-C"))
 }, (flags) =>
   Effect.gen(function*() {
@@ -1130,7 +1180,7 @@ const status = Command.make("status", {
     const show = Effect.flatMap(Fleet.status, (current) =>
       Console.log(
         `${flags.watch && tty ? "\x1b[2J\x1b[H" : ""}${
-          Fleet.renderStatus(current, { limits, timeScale: flags.simSpeed })
+          Fleet.renderStatus(current, { limits, timeScale: flags.simSpeed, lease: flags.lease })
         }${flags.watch && !tty ? "\n" : ""}`
       ))
     yield* (flags.watch ? Effect.forever(Effect.zipRight(show, Effect.sleep("5 seconds"))) : show).pipe(
