@@ -34,6 +34,54 @@ describe("Pipeline", () => {
       expect(yield* SubscriptionRef.get(progress)).toMatchObject({ started: 50, succeeded: 43, failed: 7, inFlight: 0 })
     }).pipe(Effect.provide(Pipeline.layerCheckpointMemory)))
 
+  it.effect("an outcome read from the stream is already counted in the progress, with many documents counting at once", () =>
+    Effect.gen(function*() {
+      const progress = yield* SubscriptionRef.make(Pipeline.emptyProgress)
+      const meter = yield* Pipeline.makeMeter({ progress })
+      const client = meter.wrap({
+        provider: "test",
+        complete: (request) =>
+          Effect.succeed({
+            id: "r",
+            model: request.model,
+            content: [],
+            stopReason: "end_turn",
+            usage: { inputTokens: 3, outputTokens: 1, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 },
+            rateLimits: { dimensions: {} }
+          }),
+        stream: () => Stream.empty
+      })
+      const ask = (doc: { readonly id: string }) =>
+        client.complete({
+          model: "m",
+          messages: [{ role: "user", content: "hi" }],
+          maxOutputTokens: 1,
+          metadata: { documentId: doc.id }
+        })
+      let read = 0
+      const behind: Array<string> = []
+      yield* Pipeline.run(docs(300), ask, { concurrency: 32, meter }).pipe(
+        Stream.runForEach((outcome) =>
+          Effect.map(SubscriptionRef.get(progress), (p) => {
+            read++
+            if (Pipeline.done(p) < read || p.requests < read) {
+              behind.push(`${outcome.id}: ${Pipeline.done(p)} < ${read}`)
+            }
+          })
+        )
+      )
+      expect(behind).toEqual([])
+      expect(yield* SubscriptionRef.get(progress)).toMatchObject({
+        started: 300,
+        succeeded: 300,
+        inFlight: 0,
+        attempts: 300,
+        requests: 300,
+        inputTokens: 900,
+        outputTokens: 300
+      })
+    }).pipe(Effect.provide(Pipeline.layerCheckpointNone)))
+
   it.effect("concurrency is bounded", () =>
     Effect.gen(function*() {
       const inFlight = yield* Ref.make(0)

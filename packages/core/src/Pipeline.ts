@@ -157,6 +157,73 @@ export const done = (progress: Progress): number =>
   progress.succeeded + progress.failed + progress.shed + progress.overBudget + progress.skipped
 
 // ---------------------------------------------------------------------------
+// Counting into a progress ref
+// ---------------------------------------------------------------------------
+
+/** What a count adds to each field of `Progress` (every field is a sum; `inFlight` goes down too). */
+type Delta = { -readonly [K in keyof Progress]?: number }
+
+/** The counts not yet in a progress ref, and whether a fiber is about to put them there. */
+interface Tally {
+  pending: Delta | undefined
+  scheduled: boolean
+}
+
+/** One tally per progress ref: the meter and the pipeline counting into the same ref share it. */
+const tallies = new WeakMap<SubscriptionRef.SubscriptionRef<Progress>, Tally>()
+
+const tallyOf = (progress: SubscriptionRef.SubscriptionRef<Progress>): Tally => {
+  let tally = tallies.get(progress)
+  if (tally === undefined) {
+    tally = { pending: undefined, scheduled: false }
+    tallies.set(progress, tally)
+  }
+  return tally
+}
+
+const applyDelta = (progress: Progress, delta: Delta): Progress => {
+  const next: { -readonly [K in keyof Progress]: number } = { ...progress }
+  for (const field in delta) next[field as keyof Progress] += delta[field as keyof Progress]!
+  return next
+}
+
+/** Puts every pending count of `progress` in it, in one update; nothing when none is pending. */
+const flush = (progress: SubscriptionRef.SubscriptionRef<Progress>): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const tally = tallyOf(progress)
+    tally.scheduled = false
+    const delta = tally.pending
+    if (delta === undefined) return Effect.void
+    tally.pending = undefined
+    return SubscriptionRef.update(progress, (p) => applyDelta(p, delta))
+  })
+
+/**
+ * Adds `delta` to `progress`. A `SubscriptionRef.update` is about 40 fiber
+ * steps (a semaphore, a publish to its subscribers), and a pipeline of many
+ * short documents made three per document: the counts of every fiber that
+ * counts during one turn of the scheduler go in with one update instead. The
+ * first of them yields once and then puts them all in (uninterruptibly, so
+ * none is lost); the others only add theirs. Counts are additive, so updates
+ * of the ref made elsewhere (`SubscriptionRef.update`) compose with these in
+ * any order. A fiber that counts alone finds its count in the ref when its
+ * count returns; {@link run} puts in what is pending before each outcome it
+ * emits, and every count is in when its stream ends.
+ */
+const count = (progress: SubscriptionRef.SubscriptionRef<Progress>, delta: Delta): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const tally = tallyOf(progress)
+    const pending = tally.pending
+    if (pending === undefined) tally.pending = { ...delta }
+    else {for (const field in delta) {
+        pending[field as keyof Progress] = (pending[field as keyof Progress] ?? 0) + delta[field as keyof Progress]!
+      }}
+    if (tally.scheduled) return Effect.void
+    tally.scheduled = true
+    return Effect.uninterruptible(Effect.zipRight(Effect.yieldNow(), flush(progress)))
+  })
+
+// ---------------------------------------------------------------------------
 // Meter: what the provider saw, per document
 // ---------------------------------------------------------------------------
 
@@ -204,7 +271,7 @@ export const makeMeter = (options: MeterOptions = {}): Effect.Effect<Meter> =>
     const progress = options.progress ?? (yield* SubscriptionRef.make(emptyProgress))
     // Attempts of the documents in flight; a document leaves when its outcome is taken.
     const attempts = new Map<string, number>()
-    const count = (
+    const countCall = (
       request: LlmClient.Request,
       answer: { readonly response?: LlmClient.Response; readonly error?: unknown }
     ) =>
@@ -216,29 +283,29 @@ export const makeMeter = (options: MeterOptions = {}): Effect.Effect<Meter> =>
         const cost = usage === undefined || options.price === undefined
           ? 0
           : options.price(answer.response?.model ?? request.model, usage)
-        return SubscriptionRef.update(progress, (p) => ({
-          ...p,
-          attempts: p.attempts + 1,
-          requests: p.requests + (usage === undefined ? 0 : 1),
-          rateLimited: p.rateLimited + (tag === "RateLimited" ? 1 : 0),
-          overloaded: p.overloaded + (tag === "Overloaded" ? 1 : 0),
-          inputTokens: p.inputTokens +
-            (usage === undefined ? 0 : usage.inputTokens + usage.cacheReadInputTokens + usage.cacheWriteInputTokens),
-          outputTokens: p.outputTokens + (usage?.outputTokens ?? 0),
-          costMicros: p.costMicros + cost
-        }))
+        return count(progress, {
+          attempts: 1,
+          requests: usage === undefined ? 0 : 1,
+          rateLimited: tag === "RateLimited" ? 1 : 0,
+          overloaded: tag === "Overloaded" ? 1 : 0,
+          inputTokens: usage === undefined
+            ? 0
+            : usage.inputTokens + usage.cacheReadInputTokens + usage.cacheWriteInputTokens,
+          outputTokens: usage?.outputTokens ?? 0,
+          costMicros: cost
+        })
       })
     const wrap = <E>(client: LlmClient.Client<E>): LlmClient.Client<E> => ({
       ...client,
       complete: (request) =>
         client.complete(request).pipe(
-          Effect.tap((response) => count(request, { response })),
-          Effect.tapError((error) => count(request, { error }))
+          Effect.tap((response) => countCall(request, { response })),
+          Effect.tapError((error) => countCall(request, { error }))
         ),
       stream: (request) =>
         client.stream(request).pipe(
-          Stream.tap((event) => event._tag === "Done" ? count(request, { response: event.response }) : Effect.void),
-          Stream.tapError((error) => count(request, { error }))
+          Stream.tap((event) => event._tag === "Done" ? countCall(request, { response: event.response }) : Effect.void),
+          Stream.tapError((error) => countCall(request, { error }))
         )
     })
     const takeAttempts = (documentId: string) =>
@@ -356,37 +423,39 @@ export const run = <D extends Document, A, E, R, E2, R2>(
     const checkpoint = yield* Checkpoint
     const meter = options.meter
     const progress = options.progress ?? meter?.progress
-    const count = (f: (p: Progress) => Progress) =>
-      progress === undefined ? Effect.void : SubscriptionRef.update(progress, f)
+    const counted = (delta: Delta) => progress === undefined ? Effect.void : count(progress, delta)
     const one = (document: D): Effect.Effect<Outcome<A>, CheckpointError, R> =>
       withSpan(
         Effect.gen(function*() {
           if (yield* checkpoint.succeeded(document.id)) {
-            yield* count((p) => ({ ...p, skipped: p.skipped + 1 }))
+            yield* counted({ skipped: 1 })
             return { _tag: "Skipped", id: document.id } as const
           }
-          yield* count((p) => ({ ...p, started: p.started + 1, inFlight: p.inFlight + 1 }))
+          yield* counted({ started: 1, inFlight: 1 })
           const result = yield* Effect.either(process(document))
           const attempts = meter === undefined ? 0 : yield* meter.takeAttempts(document.id)
           const outcome: Outcome<A> = result._tag === "Right"
             ? { _tag: "Succeeded", id: document.id, value: result.right }
             : classify(document.id, result.left, attempts)
           yield* checkpoint.record(outcome as Recorded)
-          yield* count((p) => ({
-            ...p,
-            inFlight: p.inFlight - 1,
-            retries: p.retries + Math.max(0, attempts - 1),
-            succeeded: p.succeeded + (outcome._tag === "Succeeded" ? 1 : 0),
-            failed: p.failed + (outcome._tag === "Failed" ? 1 : 0),
-            shed: p.shed + (outcome._tag === "Shed" ? 1 : 0),
-            overBudget: p.overBudget + (outcome._tag === "OverBudget" ? 1 : 0)
-          }))
+          yield* counted({
+            inFlight: -1,
+            retries: Math.max(0, attempts - 1),
+            succeeded: outcome._tag === "Succeeded" ? 1 : 0,
+            failed: outcome._tag === "Failed" ? 1 : 0,
+            shed: outcome._tag === "Shed" ? 1 : 0,
+            overBudget: outcome._tag === "OverBudget" ? 1 : 0
+          })
           return outcome
         }),
         "Pipeline.document",
         { attributes: { id: document.id }, captureStackTrace: false }
       )
-    return mapUnordered(documents, one, Math.max(1, options.concurrency ?? 16))
+    const outcomes = mapUnordered(documents, one, Math.max(1, options.concurrency ?? 16))
+    // Whoever reads an outcome finds it in the progress: what is pending goes in before a chunk is emitted.
+    return progress === undefined
+      ? outcomes
+      : Stream.mapChunksEffect(outcomes, (chunk) => Effect.as(flush(progress), chunk))
   }))
 
 // ---------------------------------------------------------------------------
