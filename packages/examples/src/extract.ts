@@ -1,5 +1,7 @@
 /**
- * `pnpm start` / `pnpm extract --help`: the extraction job (see `extract/Cli.ts`).
+ * `pnpm start` / `pnpm extract --help`: the extraction job (see `extract/Cli.ts`);
+ * `pnpm extract --db postgres://… [--workers N]` as a fleet, `pnpm extract status --db postgres://…`
+ * its progress (docs/fleet.md).
  */
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Effect } from "effect"

@@ -20,6 +20,9 @@
  * `--redis redis://…` shares the key's quota and the budget between the
  * workers; `--workers N` forks N such workers on this machine and reports on
  * the fleet; `pnpm extract status --db postgres://…` shows its progress.
+ * `--workers` tells its workers their id, their number and the simulator's URL
+ * through `SLUICE_FLEET_WORKER`, `SLUICE_FLEET_WORKERS` and `SLUICE_SIM_URL`
+ * (not meant to be set by hand).
  */
 import * as Command from "@effect/cli/Command"
 import * as HelpDoc from "@effect/cli/HelpDoc"
