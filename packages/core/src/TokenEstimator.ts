@@ -94,10 +94,8 @@
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Ref from "effect/Ref"
 import type { TiktokenBPE } from "js-tiktoken/lite"
 import { withSpan } from "./internal/tracing.js"
 import type * as LlmClient from "./LlmClient.js"
@@ -712,11 +710,11 @@ interface InputState {
 
 interface ModelState {
   /** Input calibration per request shape. */
-  readonly input: { readonly [S in Shape]: InputState }
+  readonly input: { [S in Shape]: InputState }
   /** The last outputs, oldest first, at most `outputWindow`. */
-  readonly outputs: ReadonlyArray<number>
+  readonly outputs: Array<number>
   /** The same outputs, ascending. */
-  readonly sortedOutputs: ReadonlyArray<number>
+  readonly sortedOutputs: Array<number>
 }
 
 interface Settings {
@@ -737,7 +735,11 @@ const minSampleRatio = 0.25
 const maxSampleRatio = 4
 
 const unlearned: InputState = { samples: 0, learnedRatio: 1 }
+/** The state of a model nothing was observed for: read, never changed. */
 const emptyState: ModelState = { input: { plain: unlearned, tools: unlearned }, outputs: [], sortedOutputs: [] }
+
+/** A fresh state, for a model's first observation. */
+const newState = (): ModelState => ({ input: { plain: unlearned, tools: unlearned }, outputs: [], sortedOutputs: [] })
 
 const clamp = (value: number, min: number, max: number): number => Math.min(max, Math.max(min, value))
 
@@ -794,48 +796,42 @@ const lowerBound = (sorted: ReadonlyArray<number>, value: number): number => {
   return low
 }
 
-const rememberOutput = (state: ModelState, output: number): ModelState => {
-  const sorted = [...state.sortedOutputs]
-  let outputs = state.outputs
-  if (outputs.length >= outputWindow) {
-    sorted.splice(lowerBound(sorted, outputs[0]!), 1)
-    outputs = outputs.slice(1)
-  }
-  sorted.splice(lowerBound(sorted, output), 0, output)
-  return { ...state, outputs: [...outputs, output], sortedOutputs: sorted }
+/**
+ * Remembers one output, in place: the estimator's own state, changed in one
+ * synchronous step (copying two arrays of up to 1,000 numbers per call made
+ * most of an estimate's garbage).
+ */
+const rememberOutput = (state: ModelState, output: number): void => {
+  const { outputs, sortedOutputs } = state
+  if (outputs.length >= outputWindow) sortedOutputs.splice(lowerBound(sortedOutputs, outputs.shift()!), 1)
+  sortedOutputs.splice(lowerBound(sortedOutputs, output), 0, output)
+  outputs.push(output)
 }
 
-const learnInput = (state: ModelState, shape: Shape, raw: number, actual: number): ModelState => {
+const learnInput = (state: ModelState, shape: Shape, raw: number, actual: number): void => {
   const input = state.input[shape]
   const sample = clamp(actual / raw, minSampleRatio, maxSampleRatio)
   const samples = input.samples + 1
   const weight = Math.max(1 / samples, alpha)
-  return {
-    ...state,
-    input: {
-      ...state.input,
-      [shape]: { samples, learnedRatio: input.learnedRatio + weight * (sample - input.learnedRatio) }
-    }
-  }
+  state.input[shape] = { samples, learnedRatio: input.learnedRatio + weight * (sample - input.learnedRatio) }
 }
 
 /**
- * One observation folded in: the provider's count less the tool overhead the
- * estimate added, learned for the estimate's shape. A missing or non-positive
- * input count teaches nothing about the ratio.
+ * One observation folded in, in place: the provider's count less the tool
+ * overhead the estimate added, learned for the estimate's shape. A missing or
+ * non-positive input count teaches nothing about the ratio.
  */
-const observeState = (state: ModelState, estimate: Estimate, usage: LlmClient.Usage): ModelState => {
+const observeState = (state: ModelState, estimate: Estimate, usage: LlmClient.Usage): void => {
   const actual = usage.inputTokens + usage.cacheReadInputTokens + usage.cacheWriteInputTokens
   const fixed = estimate.toolOverheadTokens !== undefined && Number.isFinite(estimate.toolOverheadTokens)
     ? Math.max(0, estimate.toolOverheadTokens)
     : 0
-  const withInput =
+  if (
     estimate.rawInputTokens > 0 && Number.isFinite(estimate.rawInputTokens) && actual > 0 && Number.isFinite(actual)
-      ? learnInput(state, estimate.shape ?? "plain", estimate.rawInputTokens, actual - fixed)
-      : state
-  return Number.isFinite(usage.outputTokens) && usage.outputTokens >= 0
-    ? rememberOutput(withInput, usage.outputTokens)
-    : withInput
+  ) {
+    learnInput(state, estimate.shape ?? "plain", estimate.rawInputTokens, actual - fixed)
+  }
+  if (Number.isFinite(usage.outputTokens) && usage.outputTokens >= 0) rememberOutput(state, usage.outputTokens)
 }
 
 // ---------------------------------------------------------------------------
@@ -845,47 +841,48 @@ const observeState = (state: ModelState, estimate: Estimate, usage: LlmClient.Us
 const build = (
   counter: Effect.Effect<Encoder>,
   settings: Settings,
-  states: Ref.Ref<HashMap.HashMap<string, ModelState>>
+  // Each model's state, owned by this estimator and changed only in synchronous steps.
+  states: Map<string, ModelState>
 ): TokenEstimator["Type"] => {
-  const stateOf = (model: string) =>
-    Effect.map(Ref.get(states), (map) => Option.getOrElse(HashMap.get(map, model), () => emptyState))
+  const stateOf = (model: string) => Effect.sync(() => states.get(model) ?? emptyState)
   return TokenEstimator.of({
     // No generator and no `Effect.fn`: a plain chain of two steps, and a span only when a tracer reads it.
     estimate: (request: LlmClient.Request) =>
       withSpan(
         Effect.flatMap(counter, (encode) =>
-          Effect.map(Ref.get(states), (map): Estimate => {
-            const state = Option.getOrElse(HashMap.get(map, request.model), () => emptyState)
-            const raw = countRequest(encode, request, settings.overhead)
-            const shape = shapeOf(request)
-            const toolOverheadTokens = ToolOverhead.ofRequest(settings.toolOverhead, request, settings.provider)
-            const learned = settings.learnOutput ? typicalOutput(state, settings) : undefined
-            return {
-              model: request.model,
-              rawInputTokens: raw,
-              inputTokens: ceil(
-                (raw * inputRatio(state, shape, settings) + toolOverheadTokens) * (1 + settings.margin)
-              ),
-              outputTokens: learned === undefined
-                ? request.maxOutputTokens
-                : Math.min(request.maxOutputTokens, Math.max(1, learned)),
-              shape,
-              toolOverheadTokens
+          Effect.map(
+            Effect.sync(() => states.get(request.model) ?? emptyState),
+            (state): Estimate => {
+              const raw = countRequest(encode, request, settings.overhead)
+              const shape = shapeOf(request)
+              const toolOverheadTokens = ToolOverhead.ofRequest(settings.toolOverhead, request, settings.provider)
+              const learned = settings.learnOutput ? typicalOutput(state, settings) : undefined
+              return {
+                model: request.model,
+                rawInputTokens: raw,
+                inputTokens: ceil(
+                  (raw * inputRatio(state, shape, settings) + toolOverheadTokens) * (1 + settings.margin)
+                ),
+                outputTokens: learned === undefined
+                  ? request.maxOutputTokens
+                  : Math.min(request.maxOutputTokens, Math.max(1, learned)),
+                shape,
+                toolOverheadTokens
+              }
             }
-          })),
+          )),
         "TokenEstimator.estimate",
         { attributes: { model: request.model }, captureStackTrace: false }
       ),
     observe: (estimate, usage) =>
-      Ref.update(
-        states,
-        (map) =>
-          HashMap.set(
-            map,
-            estimate.model,
-            observeState(Option.getOrElse(HashMap.get(map, estimate.model), () => emptyState), estimate, usage)
-          )
-      ),
+      Effect.sync(() => {
+        let state = states.get(estimate.model)
+        if (state === undefined) {
+          state = newState()
+          states.set(estimate.model, state)
+        }
+        observeState(state, estimate, usage)
+      }),
     calibration: (model, shape = "plain") =>
       Effect.map(stateOf(model), (state): Calibration => ({
         model,
@@ -937,8 +934,7 @@ export const make = (options: Options = {}): Effect.Effect<TokenEstimator["Type"
         ? Effect.succeed(counter)
         : Effect.map(encoder(encoding), (exact) => (counter = counterOf(encoding, exact, sampleAbove)))
     )
-    const states = yield* Ref.make(HashMap.empty<string, ModelState>())
-    return build(counting, settingsOf(options), states)
+    return build(counting, settingsOf(options), new Map())
   })
 
 /**
@@ -965,7 +961,7 @@ export const makeWith = (encode: Encoder, options: Options = {}): TokenEstimator
   build(
     Effect.succeed(remembering(sampled(encode, sampleAboveOf(options, Number.POSITIVE_INFINITY)))),
     settingsOf(options),
-    Ref.unsafeMake(HashMap.empty<string, ModelState>())
+    new Map()
   )
 
 /**
