@@ -96,11 +96,12 @@ interface Row {
   readonly spans: ReadonlyArray<readonly [number, number]>
 }
 
-/** N workers on a fresh simulator; the simulator's verdict. */
+/** N workers on a fresh simulator (worker i started `delayMs(i)` after the others); the simulator's verdict. */
 const measure = (
   name: string,
   options: FleetOptions,
-  argsOf: (index: number) => ReadonlyArray<string>
+  argsOf: (index: number) => ReadonlyArray<string>,
+  delayMs: (index: number) => number = () => 0
 ) =>
   Effect.scoped(Effect.gen(function*() {
     const sim = yield* Simulator.serve({
@@ -111,7 +112,7 @@ const measure = (
     })
     const workers = yield* Effect.forEach(
       Array.from({ length: options.processes }, (_, i) => i),
-      (i) => runWorker(argsOf(i), sim.url),
+      (i) => Effect.delay(runWorker(argsOf(i), sim.url), delayMs(i)),
       { concurrency: "unbounded" }
     )
     const stats = (yield* sim.stats).keys.filter((key) => key.model === MODEL)
@@ -129,6 +130,8 @@ const measure = (
 
 const pct = (x: number) => `${Math.round(100 * x)} %`
 
+let databases = 0
+
 /** A database of the run's own on the PostgreSQL server, dropped when the scope closes. */
 const database = (postgresUrl: string) =>
   Effect.gen(function*() {
@@ -137,7 +140,7 @@ const database = (postgresUrl: string) =>
       Effect.scoped(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(statement))).pipe(
         Effect.provide(PgClient.layer({ url: Redacted.make(postgresUrl) }))
       )
-    const name = `sluice_bench_fleet_${process.pid}_${Date.now()}`
+    const name = `sluice_bench_fleet_${process.pid}_${Date.now()}_${++databases}`
     yield* Effect.acquireRelease(
       admin(`CREATE DATABASE ${name}`),
       () => Effect.orElse(admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`), () => Effect.void)
@@ -162,9 +165,13 @@ const deleteKeys = (redisUrl: string, pattern: string) =>
 /** Scenario 7's table (markdown), or why it was skipped. */
 export const fleet = (options: FleetOptions): Effect.Effect<string, unknown> =>
   Effect.scoped(Effect.gen(function*() {
-    const db = yield* database(options.postgresUrl)
     const { fleetPrefix } = yield* Effect.promise(() => import("@sluice/examples/extract/Cli"))
-    yield* Effect.addFinalizer(() => deleteKeys(options.redisUrl, `${fleetPrefix(db, MODEL)}:*`))
+    // A database for each fleet run, its Redis keys deleted at the end.
+    const fleetDatabase = Effect.tap(
+      database(options.postgresUrl),
+      (db) => Effect.addFinalizer(() => deleteKeys(options.redisUrl, `${fleetPrefix(db, MODEL)}:*`))
+    )
+    const dbs = [yield* fleetDatabase, yield* fleetDatabase] as const
     const dir = mkdtempSync(join(tmpdir(), "sluice-bench-fleet-"))
     yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
 
@@ -200,35 +207,44 @@ export const fleet = (options: FleetOptions): Effect.Effect<string, unknown> =>
         }`
       )
 
-    const fleetRow = yield* Effect.tap(
-      measure(`fleet job (PostgreSQL queue, Redis quota)`, options, () => [
-        "--db",
-        db,
-        "--redis",
-        options.redisUrl,
-        "--docs",
-        String(options.docs),
-        "--seed",
-        String(options.seed),
-        ...quotaFlags(1)
-      ]),
-      report
-    )
-    const splitRow = yield* Effect.tap(
-      measure(`static split (1/${n} of the documents and of the quota each)`, options, (i) => [
-        "--db",
-        join(dir, `shard-${i}.db`),
-        "--input",
-        shards[i]!,
-        ...quotaFlags(1 / n)
-      ]),
-      report
-    )
+    const fleetArgs = (run: number) => () => [
+      "--db",
+      dbs[run - 1]!,
+      "--redis",
+      options.redisUrl,
+      "--docs",
+      String(options.docs),
+      "--seed",
+      String(options.seed),
+      ...quotaFlags(1)
+    ]
+    const splitArgs = (run: number) => (i: number) => [
+      "--db",
+      join(dir, `shard-${run}-${i}.db`),
+      "--input",
+      shards[i]!,
+      ...quotaFlags(1 / n)
+    ]
+    // The second pair: the last worker starts a quarter of the ideal after the others (a machine that comes up late).
+    const lateMs = Math.round(idealMs / 4)
+    const late = (i: number) => i === n - 1 ? lateMs : 0
+    const rows: Array<Row> = []
+    for (
+      const [name, args, delay] of [
+        ["fleet job (PostgreSQL queue, Redis quota)", fleetArgs(1), undefined],
+        [`static split (1/${n} of the documents and of the quota each)`, splitArgs(1), undefined],
+        [`fleet job, worker ${n} started ${(lateMs / 1000).toFixed(1)} s late`, fleetArgs(2), late],
+        [`static split, worker ${n} started ${(lateMs / 1000).toFixed(1)} s late`, splitArgs(2), late]
+      ] as const
+    ) {
+      rows.push(yield* Effect.tap(measure(name, options, args, delay), report))
+    }
+    const [fleetRow] = rows as [Row, ...Array<Row>]
     const lines = [
       "| run | done | makespan / ideal | vs fleet | 429s | peak requests | peak input | peak output | documents per worker |",
       "|---|---|---|---|---|---|---|---|---|"
     ]
-    for (const row of [fleetRow, splitRow]) {
+    for (const row of rows) {
       lines.push(
         `| ${row.name} | ${row.completed} | ${(row.makespanMs / idealMs).toFixed(2)}× | ${
           (row.makespanMs / fleetRow.makespanMs).toFixed(2)

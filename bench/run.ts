@@ -4,7 +4,7 @@
  * seed), in one run. The simulator's stats are the judge of 429s and
  * utilisation, not the contenders' own counters.
  *
- *   pnpm bench              the full run (about 9 minutes on two cores)
+ *   pnpm bench              the full run (about 11 minutes on two cores)
  *   pnpm bench --quick      a smoke run (about two minutes)
  *   pnpm bench --help
  */
