@@ -53,6 +53,26 @@ const perMinute = (limit: number, burst?: number) =>
   burst === undefined ? { limit, per: "1 minute" } : { limit, per: "1 minute", burst }
 
 describe("RateLimiter", () => {
+  it.effect("withPermit whose use throws while building its effect gives the slot back, on the fast path and the waiting one", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.RateLimiter
+      const throwing = (): Effect.Effect<void> => {
+        throw new Error("boom")
+      }
+      // Resident and uncontended: granted at once, then the defect.
+      yield* limiter.withPermit(KEY, { inputTokens: 1 }, () => Effect.void)
+      const fast = yield* Effect.exit(limiter.withPermit(KEY, { inputTokens: 1 }, throwing))
+      expect(fast._tag === "Failure" && fast.cause._tag === "Die").toBe(true)
+      expect((yield* limiter.stats(KEY)).inFlight).toBe(0)
+      // A key seen for the first time takes the path that can wait.
+      const slow = yield* Effect.exit(limiter.withPermit("sim/other", { inputTokens: 1 }, throwing))
+      expect(slow._tag === "Failure").toBe(true)
+      expect((yield* limiter.stats("sim/other")).inFlight).toBe(0)
+      // With one slot, the next call is granted: nothing was kept.
+      const again = yield* limiter.withPermit(KEY, { inputTokens: 1 }, (permit) => Effect.succeed(permit.key))
+      expect(again).toBe(KEY)
+    }).pipe(withLimiter({ maxInFlight: 1, quotas: { [KEY]: { inputTokens: { limit: 1_000, per: "1 minute" } } } })))
+
   describe("timing", () => {
     it.effect("at a low rate a waiter is granted exactly when its cost has refilled", () =>
       Effect.gen(function*() {

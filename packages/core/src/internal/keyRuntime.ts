@@ -24,6 +24,7 @@
  * behind `SqlClient.ts`). See the module docs of `RateLimiter.ts` and
  * `docs/limiter.md` for how the waiting works.
  */
+import type * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
@@ -31,8 +32,10 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Cost from "../Cost.js"
 import * as LimiterStore from "../LimiterStore.js"
@@ -125,6 +128,15 @@ export interface KeyRuntime {
   drains: { [D in Quota.Dimension]?: Drain.Drain }
   /** Frees one permit's slot: the release of every permit of the key, built once. */
   readonly release: Effect.Effect<void>
+  /**
+   * `withPermit`'s continuations on the fast path, built once per key: each
+   * frees the slot (at the clock of the fiber that ends the call) and passes
+   * the outcome on.
+   */
+  readonly releasing: {
+    readonly onFailure: (cause: Cause.Cause<unknown>) => Effect.Effect<never, unknown>
+    readonly onSuccess: (value: unknown) => Effect.Effect<unknown>
+  }
   /** The dimension the head waiter last waited for; undefined once granted. */
   blockedOn: Quota.Dimension | undefined
   readonly metrics: KeyMetrics
@@ -141,6 +153,20 @@ const negate = (amounts: Cost.Amounts): Cost.Delta => {
   const delta: { [D in Quota.Dimension]?: number } = {}
   for (const dimension of Quota.dimensions) if (amounts[dimension] !== 0) delta[dimension] = -amounts[dimension]
   return delta
+}
+
+/** The clock of a running fiber, read without an effect of its own. */
+const clockOf = (fiber: { readonly currentDefaultServices: Context.Context<Clock.Clock> }) =>
+  Context.get(fiber.currentDefaultServices, Clock.Clock)
+
+/**
+ * The time on the clock of the fiber running now, from a continuation of that
+ * fiber (the runtime makes it current for every step it runs); `otherwise`
+ * if none is (never, from a continuation).
+ */
+const nowOfCurrentFiber = (otherwise: number): number => {
+  const fiber = Option.getOrUndefined(Fiber.getCurrentFiber())
+  return fiber === undefined ? otherwise : clockOf(fiber).unsafeCurrentTimeMillis()
 }
 
 /** The keys of one limiter: their runtimes, and what `define` told it of their quotas. */
@@ -485,6 +511,16 @@ export const make = (inputs: Inputs): Keys => {
       retired: false,
       drains: {},
       release: Effect.clockWith((clock) => Effect.sync(() => releaseNow(runtime, clock.unsafeCurrentTimeMillis()))),
+      releasing: {
+        onFailure: (cause) => {
+          releaseNow(runtime, nowOfCurrentFiber(runtime.lastActive))
+          return Effect.failCause(cause)
+        },
+        onSuccess: (value) => {
+          releaseNow(runtime, nowOfCurrentFiber(runtime.lastActive))
+          return Effect.succeed(value)
+        }
+      },
       blockedOn: undefined,
       metrics: keyMetrics(label)
     }
@@ -594,31 +630,45 @@ export const make = (inputs: Inputs): Keys => {
     waiter: Pick<Waiter, "priority" | "amounts" | "arrivedAt" | "origin">,
     grantedAt: number
   ): Permit => {
-    let charged = waiter.amounts
     return {
       key: runtime.key,
       priority: waiter.priority,
       reserved: waiter.amounts,
       waited: grantedAt > waiter.arrivedAt ? Duration.millis(grantedAt - waiter.arrivedAt) : Duration.zero,
-      settle: (actual) =>
-        Effect.clockWith((clock): Effect.Effect<void, Cost.InvalidCost | LimiterStore.LimiterStoreError> => {
-          const validated = Cost.validate(runtime.key, actual)
-          if (Either.isLeft(validated)) return Effect.fail(validated.left)
-          const delta = Cost.difference(validated.right, charged)
-          charged = validated.right
-          if (Cost.isEmpty(delta)) return Effect.void
-          if (sync !== undefined && runtime.lanes.total() === 0) {
-            // One synchronous step, as the grant was; the gauges are left to their refresh.
-            sync.adjust(runtime.key, delta, clock.unsafeCurrentTimeMillis())
-            return Effect.void
-          }
-          // To the backend that granted the reservation: a fallback's take is refunded to the fallback.
-          return Effect.map(store.adjust(runtime.key, delta, waiter.origin), (levels) => {
-            noteLevels(runtime, levels, clock.unsafeCurrentTimeMillis())
-            wakeForWaiters(runtime)
-          })
-        })
+      settle: settleFor(runtime, waiter.amounts, waiter.origin)
     }
+  }
+
+  /**
+   * A permit's `settle`, correcting from what it charged last (first the
+   * reservation). Built by a function rather than written in the permit's
+   * literal: a function written as a property is named on every call under
+   * esbuild's `keepNames` (tsx, the bench), a `defineProperty` per permit.
+   */
+  const settleFor = (
+    runtime: KeyRuntime,
+    reserved: Cost.Amounts,
+    origin: LimiterStore.Origin | undefined
+  ): Permit["settle"] => {
+    let charged = reserved
+    return (actual) =>
+      Effect.clockWith((clock): Effect.Effect<void, Cost.InvalidCost | LimiterStore.LimiterStoreError> => {
+        const validated = Cost.validate(runtime.key, actual)
+        if (Either.isLeft(validated)) return Effect.fail(validated.left)
+        const delta = Cost.difference(validated.right, charged)
+        charged = validated.right
+        if (Cost.isEmpty(delta)) return Effect.void
+        if (sync !== undefined && runtime.lanes.total() === 0) {
+          // One synchronous step, as the grant was; the gauges are left to their refresh.
+          sync.adjust(runtime.key, delta, clock.unsafeCurrentTimeMillis())
+          return Effect.void
+        }
+        // To the backend that granted the reservation: a fallback's take is refunded to the fallback.
+        return Effect.map(store.adjust(runtime.key, delta, origin), (levels) => {
+          noteLevels(runtime, levels, clock.unsafeCurrentTimeMillis())
+          wakeForWaiters(runtime)
+        })
+      })
   }
 
   /**
@@ -807,10 +857,6 @@ export const make = (inputs: Inputs): Keys => {
       })
     )
 
-  /** The clock of a running fiber, read without an effect of its own. */
-  const clockOf = (fiber: { readonly currentDefaultServices: Context.Context<Clock.Clock> }) =>
-    Context.get(fiber.currentDefaultServices, Clock.Clock)
-
   /** The options of one acquisition, as `RateLimiter.AcquireOptions`. */
   type Options = {
     readonly priority?: Priority.Class | undefined
@@ -819,29 +865,29 @@ export const make = (inputs: Inputs): Keys => {
 
   const maxWaitOf = (options: Options) => options?.maxWait === undefined ? undefined : Duration.decode(options.maxWait)
 
-  // Both run as few fiber steps as an uncontended call allows: the mask, one step that validates
-  // and grants, and the release's installation; the cost is validated inside, so nothing runs early.
+  // Both run as few fiber steps as an uncontended call allows. The grant is made in the mask's own step:
+  // `uninterruptibleMask` calls its function synchronously, inside the step that made the fiber
+  // uninterruptible, with that fiber current (`Fiber.getCurrentFiber`), so no step of its own reads the
+  // fiber and no interrupt can land between the grant and the code that gives it back.
   const acquire = (
     key: string,
     cost: Cost.Cost,
     options: Options
   ): Effect.Effect<Permit, Cost.InvalidCost | RateLimiterError, Scope.Scope> =>
-    // The grant and its release's installation in one uninterruptible region: no
-    // interrupt can land between a permit taken and its finalizer in the scope.
-    Effect.uninterruptibleMask((restore) =>
-      Effect.withFiberRuntime<Permit, Cost.InvalidCost | RateLimiterError, Scope.Scope>((fiber) => {
-        const amounts = Cost.validate(key, cost)
-        if (Either.isLeft(amounts)) return Effect.fail(amounts.left)
-        const priority = options?.priority ?? "normal"
-        const maxWait = maxWaitOf(options)
-        const runtime = runtimes.get(key)
-        const permit = grantNow(runtime, amounts.right, priority, clockOf(fiber).unsafeCurrentTimeMillis())
-        if (permit === undefined) return restore(acquireOrWait(key, amounts.right, priority, maxWait))
-        // The caller's scope (`acquire` requires one), without an effect to read it.
-        const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
-        return Effect.as(Scope.addFinalizer(scope, runtime!.release), permit)
-      })
-    )
+    Effect.uninterruptibleMask((restore) => {
+      const fiber = Option.getOrUndefined(Fiber.getCurrentFiber())
+      const amounts = Cost.validate(key, cost)
+      if (Either.isLeft(amounts)) return Effect.fail(amounts.left)
+      const priority = options?.priority ?? "normal"
+      const runtime = runtimes.get(key)
+      const permit = fiber === undefined
+        ? undefined
+        : grantNow(runtime, amounts.right, priority, clockOf(fiber).unsafeCurrentTimeMillis())
+      if (permit === undefined) return restore(acquireOrWait(key, amounts.right, priority, maxWaitOf(options)))
+      // The caller's scope (`acquire` requires one), without an effect to read it.
+      const scope = Context.unsafeGet(fiber!.currentContext, Scope.Scope)
+      return Effect.as(Scope.addFinalizer(scope, runtime!.release), permit)
+    })
 
   const withPermit = <A, E, R>(
     key: string,
@@ -850,30 +896,37 @@ export const make = (inputs: Inputs): Keys => {
     options: Options
   ): Effect.Effect<A, E | Cost.InvalidCost | RateLimiterError, R> =>
     // As `acquireUseRelease`, with the release a synchronous step of the same region as the grant.
-    Effect.uninterruptibleMask((restore) =>
-      Effect.withFiberRuntime<A, E | Cost.InvalidCost | RateLimiterError, R>((fiber) => {
-        const amounts = Cost.validate(key, cost)
-        if (Either.isLeft(amounts)) return Effect.fail(amounts.left)
-        const priority = options?.priority ?? "normal"
-        const maxWait = maxWaitOf(options)
-        const clock = clockOf(fiber)
-        const runtime = runtimes.get(key)
-        const permit = grantNow(runtime, amounts.right, priority, clock.unsafeCurrentTimeMillis())
-        if (permit === undefined) {
-          return restore(Effect.scoped(Effect.flatMap(acquireOrWait(key, amounts.right, priority, maxWait), use)))
+    Effect.uninterruptibleMask((restore) => {
+      const fiber = Option.getOrUndefined(Fiber.getCurrentFiber())
+      const amounts = Cost.validate(key, cost)
+      if (Either.isLeft(amounts)) return Effect.fail(amounts.left)
+      const priority = options?.priority ?? "normal"
+      const runtime = runtimes.get(key)
+      const clock = fiber === undefined ? undefined : clockOf(fiber)
+      const permit = clock === undefined
+        ? undefined
+        : grantNow(runtime, amounts.right, priority, clock.unsafeCurrentTimeMillis())
+      if (permit === undefined) {
+        return restore(
+          Effect.scoped(Effect.flatMap(acquireOrWait(key, amounts.right, priority, maxWaitOf(options)), use))
+        )
+      }
+      // `use` builds its effect here, still inside the region: a throw gives the slot back as a defect.
+      let used: Effect.Effect<A, E, R>
+      try {
+        used = use(permit)
+      } catch (defect) {
+        releaseNow(runtime!, clock!.unsafeCurrentTimeMillis())
+        return Effect.die(defect)
+      }
+      return Effect.matchCauseEffect(
+        restore(used),
+        runtime!.releasing as {
+          readonly onFailure: (cause: Cause.Cause<E>) => Effect.Effect<never, E>
+          readonly onSuccess: (value: A) => Effect.Effect<A>
         }
-        return Effect.matchCauseEffect(restore(Effect.suspend(() => use(permit))), {
-          onFailure: (cause) => {
-            releaseNow(runtime!, clock.unsafeCurrentTimeMillis())
-            return Effect.failCause(cause)
-          },
-          onSuccess: (value) => {
-            releaseNow(runtime!, clock.unsafeCurrentTimeMillis())
-            return Effect.succeed(value)
-          }
-        })
-      })
-    )
+      )
+    })
 
   const defined = (key: string, quota: Quota.Quota, levels: LimiterStore.Levels) =>
     Effect.gen(function*() {
