@@ -343,17 +343,37 @@ export const make = (options: Options = {}): Effect.Effect<
       Effect.withFiberRuntime<void>((fiber) => {
         const tags = fiber.getFiberRef(FiberRef.currentMetricLabels)
         const { usage } = response
-        counter(Metrics.requests, key, "outcome", "ok").unsafeUpdate(1, tags)
-        counter(Metrics.tokens, key, "direction", "input").unsafeUpdate(usage.inputTokens, tags)
-        counter(Metrics.tokens, key, "direction", "output").unsafeUpdate(usage.outputTokens, tags)
-        counter(Metrics.tokens, key, "direction", "cache_read").unsafeUpdate(usage.cacheReadInputTokens, tags)
-        counter(Metrics.tokens, key, "direction", "cache_write").unsafeUpdate(usage.cacheWriteInputTokens, tags)
+        const answers = answerSeriesOf(key)
+        answers.ok.unsafeUpdate(1, tags)
+        answers.input.unsafeUpdate(usage.inputTokens, tags)
+        answers.output.unsafeUpdate(usage.outputTokens, tags)
+        answers.cacheRead.unsafeUpdate(usage.cacheReadInputTokens, tags)
+        answers.cacheWrite.unsafeUpdate(usage.cacheWriteInputTokens, tags)
         const price = priceOf(response.model)
-        if (price !== undefined) {
-          counter(Metrics.costUsd, key, "", "").unsafeUpdate(Pricing.toUsd(Pricing.costMicros(price, usage)), tags)
-        }
+        if (price !== undefined) answers.cost.unsafeUpdate(Pricing.toUsd(Pricing.costMicros(price, usage)), tags)
         return Effect.void
       })
+    /** The six series an answer updates, by `key` label: looked up once per call, not built from strings six times. */
+    const answerSeries = new Map<
+      string,
+      Record<"ok" | "input" | "output" | "cacheRead" | "cacheWrite" | "cost", Metric.Metric.Counter<number>>
+    >()
+    const answerSeriesOf = (rawKey: string) => {
+      const label = labelOf(rawKey)
+      let found = answerSeries.get(label)
+      if (found === undefined) {
+        found = {
+          ok: counter(Metrics.requests, rawKey, "outcome", "ok"),
+          input: counter(Metrics.tokens, rawKey, "direction", "input"),
+          output: counter(Metrics.tokens, rawKey, "direction", "output"),
+          cacheRead: counter(Metrics.tokens, rawKey, "direction", "cache_read"),
+          cacheWrite: counter(Metrics.tokens, rawKey, "direction", "cache_write"),
+          cost: counter(Metrics.costUsd, rawKey, "", "")
+        }
+        answerSeries.set(label, found)
+      }
+      return found
+    }
     /** Counts one attempt on a key by how it ended. */
     const counted = <E, R>(key: string, call: Effect.Effect<LlmClient.Response, E, R>) =>
       Effect.onExit(call, (exit) =>

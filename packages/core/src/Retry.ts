@@ -42,7 +42,6 @@
  *
  * @since 0.1.0
  */
-import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
@@ -417,10 +416,11 @@ export const retry: {
 } = dual(
   (args) => Effect.isEffect(args[0]),
   <A, E, R>(self: Effect.Effect<A, E, R>, options?: Options): Effect.Effect<A, E, R> =>
-    Effect.flatMap(Clock.currentTimeMillis, (startedAt) =>
+    Effect.clockWith((clock) => {
+      const startedAt = clock.unsafeCurrentTimeMillis()
       // Most calls succeed the first time: the schedule (a driver, its state) is built only after a retryable failure,
       // and replays that failure as its first input, so it decides exactly as if it had run from the start.
-      Effect.catchAll(self, (first) => {
+      return Effect.catchAll(self, (first) => {
         if (!isRetryable(first)) return Effect.fail(first)
         let replay = true
         const attempt = Effect.suspend(() => {
@@ -429,5 +429,6 @@ export const retry: {
           return Effect.fail(first)
         })
         return Effect.retry(attempt, policy(options, startedAt))
-      }))
+      })
+    })
 )
