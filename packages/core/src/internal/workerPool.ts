@@ -23,6 +23,14 @@ import * as Stream from "effect/Stream"
 const end: unique symbol = Symbol("@sluice/core/internal/workerPool/end")
 type End = typeof end
 
+/**
+ * Results each worker may have waiting for the reader. With room for one each,
+ * a worker that finished while the reader was busy blocked on its offer (a
+ * `Deferred`, a suspension and a scheduler task per element); with a few
+ * each, workers go on while the reader takes them by the batch.
+ */
+const outputPerWorker = 8
+
 /** @internal */
 export const mapUnordered = <A, B, E, R, E2, R2>(
   source: Stream.Stream<A, E2, R2>,
@@ -32,7 +40,7 @@ export const mapUnordered = <A, B, E, R, E2, R2>(
   Stream.unwrapScoped(Effect.gen(function*() {
     const workers = Math.max(1, Math.floor(concurrency))
     const input = yield* Queue.bounded<A | End>(workers)
-    const output = yield* Queue.bounded<Exit.Exit<B, E | E2> | End>(workers)
+    const output = yield* Queue.bounded<Exit.Exit<B, E | E2> | End>(workers * outputPerWorker)
     let running = workers
     const worker = Effect.gen(function*() {
       while (true) {
