@@ -321,6 +321,11 @@ describe("the extraction job as a fleet of processes (PostgreSQL queue, Redis qu
           /^the simulator counted ([\d,]+) calls, 0 × 429/m.exec(again.stderr)![1]!.replace(/,/g, "")
         )
         expect(calledFirst + calledAgain).toBe(1_000)
+        // What the fleet used of the quota, as the single process says it: a share of each limit.
+        const used = /the fleet used requests (\d+) %, input tokens (\d+) %, output tokens (\d+) %/.exec(again.stderr)
+        expect(used, again.stderr.slice(-2_000)).not.toBeNull()
+        for (const share of used!.slice(1)) expect(Number(share)).toBeLessThanOrEqual(100)
+        expect(Math.max(...used!.slice(1).map(Number))).toBeGreaterThan(0)
         const tables = yield* outcomes(db)
         expectExactlyOnce(tables, 1_000)
         expect(tables.open).toBe(0)

@@ -67,7 +67,7 @@ import * as Provider from "./Provider.js"
 import * as Queue from "./Queue.js"
 import { render } from "./Report.js"
 import * as Store from "./Store.js"
-import type { Limits, Sample, Summary } from "./Summary.js"
+import { allowance, type Limits, type Sample, type Summary } from "./Summary.js"
 
 /**
  * The limits Sluice assumes unless told otherwise: 2,000 requests, 1,000,000
@@ -973,6 +973,17 @@ const fleetParent = (flags: Flags, stop: Deferred.Deferred<void>, args: Readonly
           yield* out(line)
           notes.push(`${line[0]!.toUpperCase()}${line.slice(1)}.`)
         }
+        // As the single process says it: what the fleet used of what the key's quota allowed over the run.
+        const quotaMinutes = (s.wallSeconds / 60) * provider.timeScale
+        const used = (n: number, limit: number) => `${Math.round((100 * n) / allowance(limit, quotaMinutes))} %`
+        const utilisation =
+          `Of what the quota allowed over the run (a full minute's bucket at the start plus the refill since), the fleet used requests ${
+            used(s.requestsPerMinute * quotaMinutes, limits.requestsPerMinute)
+          }, input tokens ${used(s.inputTokens, limits.inputTokensPerMinute)}, output tokens ${
+            used(s.outputTokens, limits.outputTokensPerMinute)
+          }.`
+        yield* out(utilisation)
+        notes.push(utilisation)
         yield* out(
           `queue of ${redactUrl(flags.db)}: ${after.done.toLocaleString("en-US")} of ${
             after.documents.toLocaleString("en-US")
