@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Governor, LlmClient, Metrics, RateLimiter, TokenEstimator } from "@sluice/core"
 import * as SimulatedClient from "@sluice/simulator/SimulatedClient"
-import { Effect, Layer, Metric } from "effect"
+import { Effect, Fiber, Layer, Metric, Stream, TestClock } from "effect"
 
 const MODEL = "claude-haiku-4-5"
 const quota = { requestsPerMinute: 1_000, inputTokensPerMinute: 1_000_000, outputTokensPerMinute: 100_000 }
@@ -62,4 +62,41 @@ describe("Governor metrics", () => {
     const result = Governor.validate({ metricKeys: -1 })
     expect(result._tag).toBe("Left")
   })
+
+  it.effect("a call interrupted while the provider works is counted once as interrupted; an answer as ok", () =>
+    Effect.gen(function*() {
+      const key = `interrupted-${Date.now()}`
+      const outcome = (name: string) =>
+        Metric.value(Metrics.requests.pipe(Metric.tagged("key", key), Metric.tagged("outcome", name)))
+      // A provider that answers after a minute of the test clock.
+      const slow: LlmClient.Provider = {
+        provider: "slow",
+        complete: (request) =>
+          Effect.as(Effect.sleep("1 minute"), {
+            id: "r",
+            model: request.model,
+            content: [],
+            stopReason: "end_turn",
+            usage: { inputTokens: 5, outputTokens: 1, cacheReadInputTokens: 0, cacheWriteInputTokens: 0 },
+            rateLimits: { dimensions: {} }
+          }),
+        stream: () => Stream.empty
+      }
+      const client = yield* Governor.make({ key: () => key, coalesce: false }).pipe(
+        Effect.provideService(LlmClient.LlmClient, LlmClient.LlmClient.of(slow)),
+        Effect.provide(RateLimiter.layerMemory({ quotas: { [key]: limiterQuota } })),
+        Effect.provide(EstimatorFast)
+      )
+      const ask = client.complete({ model: MODEL, messages: [{ role: "user", content: "wait" }], maxOutputTokens: 5 })
+      const fiber = yield* Effect.fork(ask)
+      yield* TestClock.adjust("10 seconds")
+      yield* Fiber.interrupt(fiber)
+      expect((yield* outcome("interrupted")).count).toBe(1)
+      expect((yield* outcome("ok")).count).toBe(0)
+      const answered = yield* Effect.fork(ask)
+      yield* TestClock.adjust("1 minute")
+      yield* Fiber.join(answered)
+      expect((yield* outcome("ok")).count).toBe(1)
+      expect((yield* outcome("interrupted")).count).toBe(1)
+    }))
 })

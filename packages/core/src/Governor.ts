@@ -56,10 +56,11 @@ import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
@@ -341,18 +342,25 @@ export const make = (options: Options = {}): Effect.Effect<
      */
     const countAnswer = (key: string, response: LlmClient.Response) =>
       Effect.withFiberRuntime<void>((fiber) => {
-        const tags = fiber.getFiberRef(FiberRef.currentMetricLabels)
-        const { usage } = response
-        const answers = answerSeriesOf(key)
-        answers.ok.unsafeUpdate(1, tags)
-        answers.input.unsafeUpdate(usage.inputTokens, tags)
-        answers.output.unsafeUpdate(usage.outputTokens, tags)
-        answers.cacheRead.unsafeUpdate(usage.cacheReadInputTokens, tags)
-        answers.cacheWrite.unsafeUpdate(usage.cacheWriteInputTokens, tags)
-        const price = priceOf(response.model)
-        if (price !== undefined) answers.cost.unsafeUpdate(Pricing.toUsd(Pricing.costMicros(price, usage)), tags)
+        countAnswerWith(key, response, fiber.getFiberRef(FiberRef.currentMetricLabels))
         return Effect.void
       })
+    /** `countAnswer`'s updates, with the calling fiber's metric labels. */
+    const countAnswerWith = (
+      key: string,
+      response: LlmClient.Response,
+      tags: ReadonlyArray<MetricLabel.MetricLabel>
+    ): void => {
+      const { usage } = response
+      const answers = answerSeriesOf(key)
+      answers.ok.unsafeUpdate(1, tags)
+      answers.input.unsafeUpdate(usage.inputTokens, tags)
+      answers.output.unsafeUpdate(usage.outputTokens, tags)
+      answers.cacheRead.unsafeUpdate(usage.cacheReadInputTokens, tags)
+      answers.cacheWrite.unsafeUpdate(usage.cacheWriteInputTokens, tags)
+      const price = priceOf(response.model)
+      if (price !== undefined) answers.cost.unsafeUpdate(Pricing.toUsd(Pricing.costMicros(price, usage)), tags)
+    }
     /** The six series an answer updates, by `key` label: looked up once per call, not built from strings six times. */
     const answerSeries = new Map<
       string,
@@ -376,16 +384,29 @@ export const make = (options: Options = {}): Effect.Effect<
     }
     /** Counts one attempt on a key by how it ended. */
     const counted = <E, R>(key: string, call: Effect.Effect<LlmClient.Response, E, R>) =>
-      Effect.onExit(call, (exit) =>
-        Exit.isSuccess(exit)
-          ? countAnswer(key, exit.value)
-          : countOutcome(
-            key,
-            Option.match(Cause.failureOption(exit.cause), {
-              onNone: () => Cause.isInterruptedOnly(exit.cause) ? "interrupted" : "error",
-              onSome: Metrics.outcomeOf
-            })
-          ))
+      // As `Effect.onExit(call, count)`: the continuations run uninterruptibly, whatever ended the call (an
+      // interrupt too), and an answer's metrics are updated in the continuation itself, without effects of their own.
+      Effect.uninterruptibleMask((restore) =>
+        Effect.matchCauseEffect(restore(call), { onFailure: countingFailure<E>(key), onSuccess: countingAnswer(key) })
+      )
+    // Built by functions, not written in the literal above: esbuild's `keepNames` (tsx) names each function
+    // written as a property, a `defineProperty` on every call.
+    const countingFailure = <E>(key: string) => (cause: Cause.Cause<E>): Effect.Effect<never, E> =>
+      Effect.zipRight(
+        countOutcome(
+          key,
+          Option.match(Cause.failureOption(cause), {
+            onNone: () => Cause.isInterruptedOnly(cause) ? "interrupted" : "error",
+            onSome: Metrics.outcomeOf
+          })
+        ),
+        Effect.failCause(cause)
+      )
+    const countingAnswer = (key: string) => (response: LlmClient.Response): Effect.Effect<LlmClient.Response> => {
+      const fiber = Option.getOrUndefined(Fiber.getCurrentFiber())
+      countAnswerWith(key, response, fiber === undefined ? [] : fiber.getFiberRef(FiberRef.currentMetricLabels))
+      return Effect.succeed(response)
+    }
 
     const countTokens = options.count === "provider" ? inner.countTokens : undefined
     const estimateOf = (request: LlmClient.Request): Effect.Effect<TokenEstimator.Estimate> =>
