@@ -50,7 +50,6 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
@@ -373,6 +372,33 @@ export const make = (options: Options = {}): Effect.Effect<
     const acquirePermit = (call: Call, cost: { readonly inputTokens: number; readonly outputTokens: number }) =>
       limiter.acquire(call.key, cost, permitOptions(call))
 
+    // The continuations of an attempt, built by functions rather than written in `run`'s literal: esbuild's
+    // `keepNames` (tsx) names each function written as a property, a `defineProperty` on every call.
+    /** An answer: its stage, then the permit settled, the headers observed, the estimator taught. */
+    const afterAnswer = <A>(
+      call: Call,
+      permit: RateLimiter.Permit,
+      learn: Plan["learn"],
+      state: { stage: Stage },
+      answerOf: (value: A) => Answer | undefined
+    ) =>
+    (value: A): Effect.Effect<A> => {
+      const answer = answerOf(value)
+      state.stage = { _tag: "answered", usage: answer?.usage }
+      return answer === undefined ? Effect.succeed(value) : Effect.as(onAnswer(call, permit, learn, answer), value)
+    }
+    /** A failure: the stage it leaves and what the limiter learns; an interrupt or a defect changes neither. */
+    const afterRefusal =
+      <E>(call: Call, permit: RateLimiter.Permit, state: { stage: Stage }) =>
+      (cause: Cause.Cause<E>): Effect.Effect<never, E> => {
+        const failure = Cause.failureOption(cause)
+        if (Option.isNone(failure)) return Effect.failCause(cause)
+        return Effect.zipRight(
+          Effect.map(onFailure(call, permit, failure.value), (stage) => void (state.stage = stage)),
+          Effect.failCause(cause)
+        )
+      }
+
     // `run` holds the budget with `acquireUseRelease` and the permit with `withPermit`, not a `Scope`: the same
     // guarantees (taken uninterruptibly, released exactly once by the stage reached), without a scope and its
     // finalizer map per call.
@@ -381,23 +407,17 @@ export const make = (options: Options = {}): Effect.Effect<
         const state: { stage: Stage } = { stage: waiting }
         const withPlan = (plan: Plan) =>
           limiter.withPermit(call.key, plan.cost, (permit) =>
-            Effect.suspend(() => {
-              state.stage = sent
-              return attempt
-            }).pipe(
-              Effect.onExit((exit) =>
-                Effect.suspend(() => {
-                  if (Exit.isSuccess(exit)) {
-                    const answer = answerOf(exit.value)
-                    state.stage = { _tag: "answered", usage: answer?.usage }
-                    return answer === undefined ? Effect.void : onAnswer(call, permit, plan.learn, answer)
-                  }
-                  const failure = Cause.failureOption(exit.cause)
-                  if (Option.isNone(failure)) {
-                    return Effect.void
-                  }
-                  return Effect.map(onFailure(call, permit, failure.value), (stage) => void (state.stage = stage))
-                })
+            // As `Effect.onExit`: what the attempt's end teaches runs uninterruptibly, however it ended.
+            Effect.uninterruptibleMask((restore) =>
+              Effect.matchCauseEffect(
+                restore(Effect.suspend(() => {
+                  state.stage = sent
+                  return attempt
+                })),
+                {
+                  onFailure: afterRefusal<E>(call, permit, state),
+                  onSuccess: afterAnswer(call, permit, plan.learn, state, answerOf)
+                }
               )
             ), permitOptions(call))
         const plain = plainPlan(call)
