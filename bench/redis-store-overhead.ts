@@ -69,9 +69,9 @@ const program = Effect.gen(function*() {
     Effect.provideService(LimiterStore.LimiterStore, store),
     Effect.orDie
   )
-  raw.defineCommand("sluiceLimiter", { numberOfKeys: 2, lua: RedisStore.script })
+  raw.defineCommand("sluiceLimiter", { numberOfKeys: 3, lua: RedisStore.script })
   const direct = raw as unknown as {
-    sluiceLimiter: (...args: ReadonlyArray<string>) => Promise<string>
+    sluiceLimiterBuffer: (...args: ReadonlyArray<string | number>) => Promise<Buffer>
   }
   const definition = JSON.stringify(RedisStore.definitionOf(quota))
   const amounts = Cost.amounts({ inputTokens: 500, outputTokens: 200 })
@@ -82,15 +82,25 @@ const program = Effect.gen(function*() {
       await flexible.reward("bench", 20)
     },
     "script, ioredis only": () =>
-      direct.sluiceLimiter(
+      direct.sluiceLimiterBuffer(
         `${prefix}:limiter:direct`,
         `${prefix}:limiter:direct:definition`,
+        `${prefix}:limiter:direct:cold`,
         "reserve",
-        JSON.stringify({ amounts, headroom: 0 }),
         "600000",
         definition,
         "86400000",
-        JSON.stringify({ inputTokens: -20, outputTokens: -50 })
+        // The previous call's settlement, carried (requests, inputTokens, outputTokens, tokens).
+        0,
+        -20,
+        -50,
+        0,
+        amounts.requests,
+        amounts.inputTokens,
+        amounts.outputTokens,
+        amounts.tokens,
+        0,
+        0
       ),
     "store reserve + settle": () =>
       Effect.runPromise(

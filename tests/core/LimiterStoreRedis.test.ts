@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cost, LimiterStore, Quota } from "@sluice/core"
 import * as RedisStore from "@sluice/core/LimiterStore/Redis"
-import { Duration, Effect, Metric, Schedule, TestClock } from "effect"
+import { Clock, Duration, Effect, Metric, Schedule, TestClock } from "effect"
 import { Redis } from "ioredis"
 import { spawn } from "node:child_process"
 import { createServer, type Server } from "node:net"
@@ -270,25 +270,73 @@ describe("LimiterStore on Redis: state that expires comes back right", () => {
       expect(yield* Effect.promise(() => redis.pttl(entryOf(drained)))).toBeGreaterThan(11 * 60_000)
     }))
 
-  it.scoped("an entry an earlier version wrote as JSON is read, and written back as MessagePack with its exact levels", () =>
-    Effect.gen(function*() {
-      const redis = yield* admin
-      const key = `json-entry/${++keys}`
-      const [seconds, micros] = yield* Effect.promise(() => redis.time())
-      const now = Number(seconds) * 1000 + Number(micros) / 1000
-      // 1,000 an hour, 100 left: the bucket as the JSON layout held it.
-      const bucket = { c: 1_000, r: 1_000 / 3_600_000, v: 100, u: now }
-      yield* Effect.promise(() =>
-        redis.set(entryOf(key), JSON.stringify({ b: { inputTokens: bucket }, l: { inputTokens: 1_000 }, p: -1 }))
-      )
-      const s = yield* store()
-      expect((yield* s.reserve(key, Cost.amounts({ inputTokens: 200 }), { headroom: 0 }))._tag).toBe("Wait")
-      const granted = yield* s.reserve(key, Cost.amounts({ inputTokens: 60 }), { headroom: 0 })
-      expect(granted._tag).toBe("Granted")
-      if (granted._tag === "Granted") expect(Math.abs(granted.levels.inputTokens!.level - 40)).toBeLessThan(1)
-      const raw = yield* Effect.promise(() => redis.getBuffer(entryOf(key)))
-      expect(raw?.[0]).not.toBe("{".charCodeAt(0))
-    }))
+  /** Writes an entry in the layout of an earlier version (one key): JSON, or MessagePack (encoded by Redis's own cmsgpack). */
+  const writeOld = (redis: Redis, key: string, entry: unknown, encoding: "JSON" | "MessagePack") =>
+    Effect.promise(() =>
+      encoding === "JSON"
+        ? redis.set(entryOf(key), JSON.stringify(entry))
+        : redis.eval(
+          "redis.call('SET', KEYS[1], cmsgpack.pack(cjson.decode(ARGV[1])))",
+          1,
+          entryOf(key),
+          JSON.stringify(entry)
+        )
+    )
+
+  for (const encoding of ["JSON", "MessagePack"] as const) {
+    it.scoped(`an entry an earlier version wrote as ${encoding} in one key is read with its exact levels and written back in the split layout`, () =>
+      Effect.gen(function*() {
+        const redis = yield* admin
+        const key = `old-entry-${encoding}/${++keys}`
+        const [seconds, micros] = yield* Effect.promise(() => redis.time())
+        const now = Number(seconds) * 1000 + Number(micros) / 1000
+        // 1,000 an hour, 100 left: the bucket as the one-key layout held it.
+        const bucket = { c: 1_000, r: 1_000 / 3_600_000, v: 100, u: now }
+        yield* writeOld(redis, key, { b: { inputTokens: bucket }, l: { inputTokens: 1_000 }, p: -1 }, encoding)
+        const s = yield* store()
+        expect((yield* s.reserve(key, Cost.amounts({ inputTokens: 200 }), { headroom: 0 }))._tag).toBe("Wait")
+        const granted = yield* s.reserve(key, Cost.amounts({ inputTokens: 60 }), { headroom: 0 })
+        expect(granted._tag).toBe("Granted")
+        if (granted._tag === "Granted") expect(Math.abs(granted.levels.inputTokens!.level - 40)).toBeLessThan(1)
+        const raw = yield* Effect.promise(() => redis.getBuffer(entryOf(key)))
+        // The split layout's marker byte; the stated limit moved to the cold key.
+        expect(raw?.[0]).toBe(1)
+        expect(yield* Effect.promise(() => redis.exists(`${entryOf(key)}:cold`))).toBe(1)
+        expect(yield* Effect.promise(() => redis.pttl(entryOf(key)))).toBeGreaterThan(59_000)
+      }))
+
+    it.scoped(`the grant history of an entry an earlier version wrote as ${encoding} still projects an old snapshot, across a group that closes`, () =>
+      Effect.gen(function*() {
+        const redis = yield* admin
+        const key = `old-history-${encoding}/${++keys}`
+        const [seconds, micros] = yield* Effect.promise(() => redis.time())
+        const now = Number(seconds) * 1000 + Number(micros) / 1000
+        // 10,000 an hour (1/360 a ms), 5,000 left; granted 300 from 20 s to 15 s ago, then 200 from 10 s to 9 s ago.
+        const bucket = { c: 10_000, r: 10_000 / 3_600_000, v: 5_000, u: now }
+        const history = {
+          s: now - 20_000,
+          b: 0,
+          g: [[now - 20_000, 100, now - 15_000, 300], [now - 10_000, 400, now - 9_000, 500]]
+        }
+        yield* writeOld(
+          redis,
+          key,
+          { b: { inputTokens: bucket }, l: { inputTokens: 10_000 }, p: -1, g: { inputTokens: history } },
+          encoding
+        )
+        const s = yield* store()
+        // The last group (10 s old) closes into the cold key as this grant opens a new one.
+        expect((yield* s.reserve(key, Cost.amounts({ inputTokens: 50 }), { headroom: 0 }))._tag).toBe("Granted")
+        // Read 9.5 s ago, halfway through the closed group: 1,000 then, plus 9.5 s of refill (26.4), less the
+        // 100 granted since (50 of the closed group, interpolated, and the 50 just now); the ms that passed since
+        // the entry was written move it by a few tokens at most.
+        const observed = yield* s.observe(key, {
+          dimensions: { inputTokens: { remaining: 1_000 } },
+          observedAt: (yield* Clock.currentTimeMillis) - 9_500
+        })
+        expect(Math.abs(observed.levels.inputTokens!.level - (1_000 + 9_500 / 360 - 100))).toBeLessThan(15)
+      }))
+  }
 })
 
 describe("LimiterStore on Redis: fallback", () => {
@@ -433,15 +481,18 @@ describe("LimiterStore on Redis: one round trip per call", () => {
     expect(Math.abs(actual! - expected)).toBeLessThan(5)
   }
 
+  /** No carried settlement: a zero change in each dimension. */
+  const none = "0,0,0,0"
+
   /** A client of our own that records each script it sends: the operation and the settlement it carries. */
   const countingClient = Effect.map(ownClient, (client) => {
     const scripts: Array<{ readonly op: string; readonly carried: string }> = []
     const send = client.sendCommand.bind(client)
     client.sendCommand = (command, ...rest) => {
       if (command.name === "evalsha" || command.name === "eval") {
-        // evalsha sha numberOfKeys entry definition op payload ttl definition definitionTtl carried
+        // evalsha sha numberOfKeys entry definition cold op ttl definition definitionTtl, then the carried change per dimension
         const args = command.args.map(String)
-        scripts.push({ op: args[4]!, carried: args[9] ?? "" })
+        scripts.push({ op: args[5]!, carried: args.slice(9, 13).join(",") })
       }
       return send(command, ...rest)
     }
@@ -465,9 +516,9 @@ describe("LimiterStore on Redis: one round trip per call", () => {
       expect(next._tag).toBe("Granted")
       if (next._tag === "Granted") near(next.levels.inputTokens?.level, 350)
       expect(scripts).toEqual([
-        { op: "define", carried: "" },
-        { op: "reserve", carried: "" },
-        { op: "reserve", carried: JSON.stringify({ inputTokens: -150 }) }
+        { op: "define", carried: none },
+        { op: "reserve", carried: none },
+        { op: "reserve", carried: "0,-150,0,0" }
       ])
     }))
 
@@ -482,7 +533,7 @@ describe("LimiterStore on Redis: one round trip per call", () => {
       yield* s.reserve(key, Cost.amounts({ inputTokens: 100 }), { headroom: 0 })
       yield* s.adjust(key, { inputTokens: -100 }, "shared")
       near((yield* s.adjust(key, { inputTokens: 300 }, "shared")).inputTokens?.level, 300)
-      expect(scripts.slice(3)).toEqual([{ op: "adjust", carried: JSON.stringify({ inputTokens: -100 }) }])
+      expect(scripts.slice(3)).toEqual([{ op: "adjust", carried: "0,-100,0,0" }])
       // Another process sees the charge at once, not within settleWithin.
       near((yield* b.state(key)).levels.inputTokens?.level, 300)
     }))
@@ -502,7 +553,7 @@ describe("LimiterStore on Redis: one round trip per call", () => {
       // At the bound the store's one flusher sends it alone.
       yield* TestClock.adjust("1 millis")
       for (let i = 0; i < 10 && scripts.length < 3; i++) yield* Effect.yieldNow()
-      expect(scripts.at(-1)).toEqual({ op: "adjust", carried: JSON.stringify({ inputTokens: -200 }) })
+      expect(scripts.at(-1)).toEqual({ op: "adjust", carried: "0,-200,0,0" })
       // What a's connection sent before its state, b reads after it.
       yield* a.state(key)
       near((yield* b.state(key)).levels.inputTokens?.level, 800)

@@ -35,13 +35,19 @@
  *
  * State that expires carries what it needs to come back right:
  *
- * - The entry (`<prefix>:limiter:<key>`: buckets, pause, grant history) is
- *   MessagePack, exact to the last bit of every level and cheaper for the script
- *   to read and write than JSON (about 30 µs a call on Redis instead of 36); an
- *   entry an earlier version wrote as JSON is read and written back so.
- * - An entry expires `idleTtl` (default 10 minutes) after the last operation,
- *   but never before its pause has ended and its buckets are full again, so an
- *   expired entry is one that would come back full and unpaused anyway.
+ * - The entry (`<prefix>:limiter:<key>`) holds what every operation reads and
+ *   writes, as little-endian doubles (exact to the last bit): the pause, and per
+ *   bucket its capacity, refill, level, when it was updated, the total granted and
+ *   the grant history's open group (the last 5 s). What only `define`, `observe`
+ *   and a grant that closes a group need (stated limits, drift, the history's
+ *   closed groups) lives in MessagePack in `<prefix>:limiter:<key>:cold`, which
+ *   a reservation neither reads nor writes, and which lives as long as the entry
+ *   and `definitionTtl` at least. An entry an earlier version wrote in one key (JSON
+ *   or MessagePack) is read and written back in this layout.
+ * - An entry expires `idleTtl` (default 10 minutes; up to a quarter more, so that
+ *   most writes keep its expiry) after the last operation, but never before its
+ *   pause has ended and its buckets are full again, so an expired entry is one
+ *   that would come back full and unpaused anyway.
  * - Each key's definition (its configured or learned limits) lives in a second
  *   key, `<prefix>:limiter:<key>:definition`, rewritten whenever the limits change
  *   and kept `definitionTtl` (default 24 hours) past the entry. A key whose entry
@@ -50,7 +56,7 @@
  *   it, from the definition this process sends (configured, or learned from the
  *   snapshots it observed). A key is unlimited only while nobody has defined it
  *   and no snapshot has stated its limits. (In a Redis Cluster, give `prefix` a
- *   hash tag, e.g. `"{sluice}"`, so that both keys share a slot.)
+ *   hash tag, e.g. `"{sluice}"`, so that the three keys share a slot.)
  *
  * Fallback (unless `strict`): when Redis fails (refuses, errors, or does not
  * answer within `timeout`) the store answers from a local memory store holding
@@ -113,170 +119,301 @@ import * as Quota from "../Quota.js"
 import type { RateLimitSnapshot } from "../RateLimitSnapshot.js"
 
 /**
- * The Lua script: `KEYS[1]` the entry, `KEYS[2]` the definition; `ARGV` op, JSON
- * payload, idle TTL (ms), this process's JSON definition or "", definition TTL (ms),
- * and a settlement carried from earlier calls (a JSON delta, applied before the
- * operation as `adjust` would) or "".
+ * The Lua script: `KEYS[1]` the entry, `KEYS[2]` the definition, `KEYS[3]` the
+ * cold part; `ARGV` op, idle
+ * TTL (ms), this process's JSON definition or "", definition TTL (ms), the
+ * settlement carried from earlier calls (four numbers, one per dimension in
+ * `Quota.dimensions`' order, applied before the operation as `adjust` would; ""
+ * or 0 for none), then the operation's own: `reserve` the four amounts, headroom
+ * and margin; `adjust` the four changes; `pause` its milliseconds; `observe` the
+ * snapshot as JSON. The answer is binary: a tag byte (`G`ranted, `W`ait,
+ * `T`ooLarge, `L`evels, `O`bserved, `P`aused, `S`tate), the operation's fields
+ * (little-endian doubles; a dimension as its 1-based index, 0 for "paused"), and
+ * the levels: a byte with a bit per dimension that has a bucket, then each one's
+ * level and capacity; `observe` adds its JSON last.
+ *
+ * `KEYS[3]` is the cold key. The entry is a marker byte (1), a byte with a bit
+ * per dimension that has a bucket, the pause, when the cold key and the entry
+ * expire, then per bucket eight doubles: capacity, refill, level, updated at,
+ * granted in all and the grant history's open group (first, granted at first,
+ * last). The cold key, MessagePack, is read only by `define`, `observe`, a key
+ * that comes back, and a grant that closes a 5 s group.
  *
  * @since 0.1.0
  * @category utilities
  */
 export const script = `
+local max, min, floor, ceil = math.max, math.min, math.floor, math.ceil
+local spack, sunpack, num = struct.pack, struct.unpack, tonumber
 local key = KEYS[1]
 local defKey = KEYS[2]
+local coldKey = KEYS[3]
 local op = ARGV[1]
-local arg = cjson.decode(ARGV[2])
-local ttl = tonumber(ARGV[3])
-local defTtl = tonumber(ARGV[5])
-local carry = ARGV[6]
+local ttl = num(ARGV[2])
+local defTtl = num(ARGV[4])
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = num(t[1]) * 1000 + num(t[2]) / 1000
 local dims = {'requests', 'inputTokens', 'outputTokens', 'tokens'}
 local span, maxGroups = 5000, 36
+-- The entry, read and written by every operation: the pause, when the cold key and the entry expire, and
+-- per dimension (B[i], in dims' order) { capacity, refill per ms, level, updated at, granted in all, and the
+-- open group of the grant history: first, granted at first, last (first < 0: none) }.
+local B = {}
+local p, coldUntil, expires = -1, -1, -1
+-- The cold key (MessagePack, read only where needed): l stated limits, d drift, g the grant history's
+-- closed groups per dimension ({ s start, b granted before, g groups of [first, at first, last, cumulative] }).
+local C = nil
+local coldChanged = false
 local raw = redis.call('GET', key)
-local e
--- The entry is MessagePack (exact doubles, and cheaper to read and write than JSON); an entry
--- written as JSON by an earlier version is still read.
-if raw then
-  if string.byte(raw, 1) == 123 then e = cjson.decode(raw) else e = cmsgpack.unpack(raw) end
-else
-  e = { b = {}, l = {}, p = -1 }
-end
-if type(e.b) ~= 'table' then e.b = {} end
-if type(e.l) ~= 'table' then e.l = {} end
-if type(e.d) ~= 'table' then e.d = {} end
-if type(e.g) ~= 'table' then e.g = {} end
 -- Whether the entry must be written even by an operation that changes nothing (it was missing or came back).
 local fresh = not raw
 -- Whether the definition changed, so that the long-lived definition key is rewritten.
 local redefined = false
--- Whether a settlement carried from earlier calls changed the entry, so that even a Wait or a state saves it.
+-- Whether a settlement carried from earlier calls (or a rewrite of an older layout) changed the entry, so that even a Wait or a state saves it.
 local carried = false
 
-local function level(b)
-  if b.v >= b.c then return math.min(b.v, b.c) end
-  return math.min(b.c, b.v + math.max(0, now - b.u) * b.r)
-end
-local function advance(b)
-  if now > b.u then b.v = level(b); b.u = now end
-end
-local function levels()
-  local out = {}
-  for _, d in ipairs(dims) do
-    local b = e.b[d]
-    if b then out[d] = { level = level(b), capacity = b.c } end
+local function cold()
+  if C == nil then
+    local coldRaw = redis.call('GET', coldKey)
+    if coldRaw then C = cmsgpack.unpack(coldRaw) end
+    if type(C) ~= 'table' then C = {} end
+    if type(C.l) ~= 'table' then C.l = {} end
+    if type(C.d) ~= 'table' then C.d = {} end
+    if type(C.g) ~= 'table' then C.g = {} end
   end
-  return out
+  return C
 end
--- LimiterStore.GrantHistory: what was granted per dimension, in groups of [first, at first, last, cumulative].
+local function newHistory() return { s = now, b = 0, g = {} } end
 local function total(h)
   local n = #h.g
   if n > 0 then return h.g[n][4] end
   return h.b
 end
-local function record(d, amount)
-  if type(amount) ~= 'number' or amount == 0 or not e.b[d] then return end
-  local h = e.g[d]
-  if type(h) ~= 'table' or type(h.g) ~= 'table' then h = { s = now, b = 0, g = {} } end
-  local sum = total(h) + amount
-  local last = h.g[#h.g]
-  if last and now - last[1] < span then
-    if now <= last[1] then last[2] = sum end
-    last[3] = math.max(last[3], now)
-    last[4] = sum
+
+if raw then
+  local first = string.byte(raw, 1)
+  if first == 1 then
+    local mask, pause, cu, u, pos = sunpack('<Bddd', raw, 2)
+    p, coldUntil, expires = pause, cu, u
+    local n = (#raw - pos + 1) / 64
+    if n > 0 then
+      local f = { sunpack('<' .. string.rep('dddddddd', n), raw, pos) }
+      local k = 0
+      for i = 1, 4 do
+        if mask % 2 == 1 then
+          B[i] = { f[k + 1], f[k + 2], f[k + 3], f[k + 4], f[k + 5], f[k + 6], f[k + 7], f[k + 8] }
+          k = k + 8
+        end
+        mask = floor(mask / 2)
+      end
+    end
   else
-    table.insert(h.g, { now, sum, now, sum })
-    if #h.g > maxGroups then
-      local dropped = table.remove(h.g, 1)
-      h.s = dropped[3]
-      h.b = dropped[4]
+    -- An entry an earlier version wrote in one piece (JSON, then MessagePack): its buckets and each
+    -- history's last group stay in the entry, the rest goes to the cold key; written back in this layout.
+    local old
+    if first == 123 then old = cjson.decode(raw) else old = cmsgpack.unpack(raw) end
+    if type(old) ~= 'table' then old = {} end
+    C = { l = old.l, d = old.d, g = {} }
+    cold()
+    coldChanged = true
+    carried = true
+    if type(old.p) == 'number' then p = old.p end
+    local ob, og = old.b, old.g
+    if type(og) ~= 'table' then og = {} end
+    if type(ob) == 'table' then
+      for i, d in ipairs(dims) do
+        local b = ob[d]
+        if type(b) == 'table' then
+          local h = og[d]
+          if type(h) ~= 'table' or type(h.g) ~= 'table' then h = newHistory() end
+          local sum, gf, ga, gl = h.b, -1, 0, 0
+          if #h.g > 0 then
+            local last = table.remove(h.g)
+            gf, ga, gl, sum = last[1], last[2], last[3], last[4]
+          end
+          B[i] = { b.c, b.r, b.v, b.u, sum, gf, ga, gl }
+          C.g[d] = h
+        end
+      end
     end
   end
-  e.g[d] = h
 end
-local function grantedSince(d, at)
-  local h = e.g[d]
+
+local function level(b)
+  if b[3] >= b[1] then return b[1] end
+  return min(b[1], b[3] + max(0, now - b[4]) * b[2])
+end
+local function advance(b)
+  if now > b[4] then b[3] = level(b); b[4] = now end
+end
+-- The levels as the answer carries them: a byte with a bit per dimension that has a bucket (dims' order),
+-- then each one's level and capacity (little-endian doubles).
+local function levels()
+  local mask, n, values = 0, 0, {}
+  for i = 1, 4 do
+    local b = B[i]
+    if b then
+      mask = mask + 2 ^ (i - 1)
+      values[n + 1] = level(b)
+      values[n + 2] = b[1]
+      n = n + 2
+    end
+  end
+  return spack('<B' .. string.rep('d', n), mask, unpack(values))
+end
+-- LimiterStore.GrantHistory: a grant extends the open group (hot) while it is younger than span; a group
+-- that closes joins the cold history, which keeps maxGroups groups with the open one.
+local function record(i, amount)
+  local b = B[i]
+  if amount == nil or amount == 0 or not b then return end
+  local sum = b[5] + amount
+  if b[6] >= 0 and now - b[6] < span then
+    if now <= b[6] then b[7] = sum end
+    if now > b[8] then b[8] = now end
+  else
+    if b[6] >= 0 then
+      local c = cold()
+      local d = dims[i]
+      local h = c.g[d]
+      if type(h) ~= 'table' or type(h.g) ~= 'table' then
+        h = { s = now, b = b[5], g = {} }
+      else
+        table.insert(h.g, { b[6], b[7], b[8], b[5] })
+        while #h.g > maxGroups - 1 do
+          local dropped = table.remove(h.g, 1)
+          h.s = dropped[3]
+          h.b = dropped[4]
+        end
+      end
+      c.g[d] = h
+      coldChanged = true
+    end
+    b[6] = now
+    b[7] = sum
+    b[8] = now
+  end
+  b[5] = sum
+end
+local function grantedSince(i, b, at)
+  local h = cold().g[dims[i]]
   if type(h) ~= 'table' or type(h.g) ~= 'table' or at < h.s then return nil end
-  local sum = total(h)
+  local sum = b[5]
   local before = h.b
-  for i = 1, #h.g do
-    local g = h.g[i]
-    if at < g[1] then return sum - before end
-    if at < g[3] then return sum - (g[2] + (g[4] - g[2]) * (at - g[1]) / (g[3] - g[1])) end
-    before = g[4]
+  local n = #h.g
+  for k = 1, n + 1 do
+    local f, a, l, cum
+    if k <= n then
+      local g = h.g[k]
+      f, a, l, cum = g[1], g[2], g[3], g[4]
+    elseif b[6] >= 0 then
+      f, a, l, cum = b[6], b[7], b[8], sum
+    else
+      break
+    end
+    if at < f then return sum - before end
+    if at < l then return sum - (a + (cum - a) * (at - f) / (l - f)) end
+    before = cum
   end
   return sum - before
 end
 local function define(def)
+  local c = cold()
   local buckets, limits, grants = {}, {}, {}
-  for _, d in ipairs(dims) do
+  for i, d in ipairs(dims) do
     local q = def[d]
     if type(q) == 'table' then
-      local old = e.b[d]
+      local old = B[i]
+      local h = c.g[d]
+      if type(h) ~= 'table' or type(h.g) ~= 'table' then h = newHistory() end
       if old then
         advance(old)
-        buckets[d] = { c = q.c, r = q.r, v = math.min(old.v, q.c), u = old.u }
+        buckets[i] = { q.c, q.r, min(old[3], q.c), old[4], old[5], old[6], old[7], old[8] }
       else
-        buckets[d] = { c = q.c, r = q.r, v = q.c, u = now }
+        buckets[i] = { q.c, q.r, q.c, now, total(h), -1, 0, 0 }
       end
       limits[d] = q.l
-      grants[d] = e.g[d] or { s = now, b = 0, g = {} }
+      grants[d] = h
     end
   end
-  e.b = buckets
-  e.l = limits
-  e.d = {}
-  e.g = grants
+  B = buckets
+  c.l = limits
+  c.d = {}
+  c.g = grants
+  coldChanged = true
   redefined = true
 end
+local function hasBuckets() return B[1] ~= nil or B[2] ~= nil or B[3] ~= nil or B[4] ~= nil end
 -- The definition that outlives the entry: each bucket's capacity, nominal refill and stated limit.
 local function definition()
+  local c = cold()
   local out = {}
-  for _, d in ipairs(dims) do
-    local b = e.b[d]
+  for i, d in ipairs(dims) do
+    local b = B[i]
     if b then
-      local r = b.r
-      if e.d[d] then r = e.d[d].n end
-      out[d] = { c = b.c, r = r, l = e.l[d] or b.c }
+      local r = b[2]
+      if c.d[d] then r = c.d[d].n end
+      out[d] = { c = b[1], r = r, l = c.l[d] or b[1] }
     end
   end
   return out
 end
--- A settlement: charges (positive) and refunds (negative) per dimension; a refund never fills past capacity.
-local function settle(delta)
-  for _, d in ipairs(dims) do
-    local b = e.b[d]
-    local change = delta[d]
-    if b and type(change) == 'number' and change ~= 0 then
+-- A settlement in ARGV[from .. from + 3]: charges (positive) and refunds (negative) per dimension; a refund never fills past capacity.
+local function settle(from)
+  for i = 1, 4 do
+    local b = B[i]
+    local change = num(ARGV[from + i - 1])
+    if b and change and change ~= 0 then
       advance(b)
-      if change >= 0 then b.v = b.v - change else b.v = math.min(b.c, b.v - change) end
-      record(d, change)
+      if change >= 0 then b[3] = b[3] - change else b[3] = min(b[1], b[3] - change) end
+      record(i, change)
       carried = true
     end
   end
 end
 local function save()
   -- The entry lives until its pause has ended and its buckets are full again, and idleTtl at least.
-  local quiet = math.max(0, e.p - now)
-  for _, d in ipairs(dims) do
-    local b = e.b[d]
+  local quiet = max(0, p - now)
+  local mask, n, f = 0, 0, {}
+  for i = 1, 4 do
+    local b = B[i]
     if b then
-      local missing = b.c - level(b)
+      local missing = b[1] - level(b)
       if missing > 0 then
-        if b.r > 0 then quiet = math.max(quiet, missing / b.r) else quiet = math.max(quiet, ttl) end
+        if b[2] > 0 then quiet = max(quiet, missing / b[2]) else quiet = max(quiet, ttl) end
       end
+      mask = mask + 2 ^ (i - 1)
+      for j = 1, 8 do f[n + j] = b[j] end
+      n = n + 8
     end
   end
-  local px = math.max(ttl, math.ceil(math.min(quiet, 2592000000)) + 1000)
-  redis.call('SET', key, cmsgpack.pack(e), 'PX', px)
-  if redefined and next(e.b) ~= nil then
-    redis.call('SET', defKey, cjson.encode(definition()), 'PX', math.max(defTtl, px))
-  elseif fresh and next(e.b) ~= nil then
-    redis.call('PEXPIRE', defKey, math.max(defTtl, px))
+  local px = max(ttl, ceil(min(quiet, 2592000000)) + 1000)
+  -- The cold key lives as long as the entry, and definitionTtl at least: rewritten when it changed, else
+  -- its expiry pushed once the entry would outlive it.
+  local keep = max(defTtl, px)
+  if coldChanged then
+    redis.call('SET', coldKey, cmsgpack.pack(C), 'PX', keep)
+    coldUntil = now + keep
+  elseif coldUntil < now + px then
+    redis.call('PEXPIRE', coldKey, keep)
+    coldUntil = now + keep
+  end
+  -- The entry's expiry is set with a quarter of idleTtl to spare, so that most writes keep it as it is.
+  local keepTtl = expires >= now + px
+  if not keepTtl then expires = now + px + floor(ttl / 4) end
+  local entry = spack('<BBddd' .. string.rep('d', n), 1, mask, p, coldUntil, expires, unpack(f))
+  if keepTtl then
+    redis.call('SET', key, entry, 'KEEPTTL')
+  else
+    redis.call('SET', key, entry, 'PX', ceil(expires - now))
+  end
+  if redefined and hasBuckets() then
+    redis.call('SET', defKey, cjson.encode(definition()), 'PX', max(defTtl, px))
+  elseif fresh and hasBuckets() then
+    redis.call('PEXPIRE', defKey, max(defTtl, px))
   end
 end
 
-if op ~= 'define' and next(e.b) == nil then
+if op ~= 'define' and not hasBuckets() then
   -- A key with no buckets (new, or expired) comes back with its definition: the one persisted by any
   -- process, else this process's (configured or learned); never unlimited while either exists.
   local persisted = redis.call('GET', defKey)
@@ -284,135 +421,141 @@ if op ~= 'define' and next(e.b) == nil then
     define(cjson.decode(persisted))
     redefined = false
     fresh = true
-  elseif ARGV[4] ~= '' then
-    define(cjson.decode(ARGV[4]))
+  elseif ARGV[3] ~= '' then
+    define(cjson.decode(ARGV[3]))
     fresh = true
   end
 end
 -- What earlier calls settled comes first: it happened before this operation.
-if carry and carry ~= '' then settle(cjson.decode(carry)) end
-if op == 'define' and ARGV[4] ~= '' then define(cjson.decode(ARGV[4])) end
+settle(5)
+if op == 'define' and ARGV[3] ~= '' then define(cjson.decode(ARGV[3])) end
 
-if op == 'define' then
-  save()
-  return cjson.encode({ levels = levels() })
-elseif op == 'reserve' then
-  if e.p > now then
+if op == 'reserve' then
+  if p > now then
     if fresh or carried then save() end
-    return cjson.encode({ tag = 'Wait', delay = e.p - now, reason = 'paused', levels = levels() })
+    return 'W' .. spack('<dB', p - now, 0) .. levels()
   end
+  local headroom = num(ARGV[13])
+  local margin = num(ARGV[14]) or 0
   local latest, reason = now, nil
-  for _, d in ipairs(dims) do
-    local b = e.b[d]
+  for i = 1, 4 do
+    local b = B[i]
     if b then
-      local amount = arg.amounts[d]
-      local need = amount + math.max(0, math.min(arg.headroom * b.c + (arg.margin or 0) * b.r, b.c - amount))
-      local tol = 1e-9 * math.max(1, math.abs(need))
-      if need > b.c + tol then
+      local amount = num(ARGV[8 + i])
+      local need = amount + max(0, min(headroom * b[1] + margin * b[2], b[1] - amount))
+      local tol = 1e-9 * max(1, math.abs(need))
+      if need > b[1] + tol then
         if carried then save() end
-        return cjson.encode({ tag = 'TooLarge', dimension = d, amount = amount, capacity = b.c })
+        return 'T' .. spack('<Bdd', i, amount, b[1])
       end
       local lv = level(b)
       local at = now
-      if lv < need - tol then at = math.max(now, b.u) + (need - lv) / b.r end
-      if at > latest then latest = at; reason = d end
+      if lv < need - tol then at = max(now, b[4]) + (need - lv) / b[2] end
+      if at > latest then latest = at; reason = i end
     end
   end
   if reason then
     if fresh or carried then save() end
-    return cjson.encode({ tag = 'Wait', delay = latest - now, reason = reason, levels = levels() })
+    return 'W' .. spack('<dB', latest - now, reason) .. levels()
   end
-  for _, d in ipairs(dims) do
-    local b = e.b[d]
+  for i = 1, 4 do
+    local b = B[i]
     if b then
+      local amount = num(ARGV[8 + i])
       advance(b)
-      b.v = b.v - arg.amounts[d]
-      record(d, arg.amounts[d])
+      b[3] = b[3] - amount
+      record(i, amount)
     end
   end
   save()
-  return cjson.encode({ tag = 'Granted', levels = levels() })
-elseif op == 'adjust' then
-  settle(arg.delta)
+  return 'G' .. levels()
+elseif op == 'define' then
   save()
-  return cjson.encode({ levels = levels() })
+  return 'L' .. levels()
+elseif op == 'adjust' then
+  settle(9)
+  save()
+  return 'L' .. levels()
 elseif op == 'observe' then
   -- A snapshot read age ms ago: its remaining is projected to now (LimiterStore.projectRemaining).
+  local arg = cjson.decode(ARGV[9])
+  local c = cold()
+  coldChanged = true
   local age = 0
   if type(arg.age) == 'number' and arg.age > 0 then age = arg.age end
   local lowered, discovered = {}, {}
-  for _, d in ipairs(dims) do
+  for i, d in ipairs(dims) do
     local s = arg.dimensions[d]
     if s then
-      local b = e.b[d]
+      local b = B[i]
       local stated = nil
       if type(s.limit) == 'number' and s.limit > 0 then stated = s.limit end
       if not b then
         if stated then
           local remaining = stated
-          if type(s.remaining) == 'number' then remaining = math.min(stated, math.max(0, s.remaining) + stated / 60000 * age) end
-          b = { c = stated, r = stated / 60000, v = remaining, u = now }
-          e.l[d] = stated
-          e.g[d] = { s = now, b = 0, g = {} }
+          if type(s.remaining) == 'number' then remaining = min(stated, max(0, s.remaining) + stated / 60000 * age) end
+          b = { stated, stated / 60000, remaining, now, 0, -1, 0, 0 }
+          c.l[d] = stated
+          c.g[d] = newHistory()
           redefined = true
           table.insert(discovered, d)
         end
-      elseif stated and stated < (e.l[d] or b.c) then
-        local from = e.l[d] or b.c
+      elseif stated and stated < (c.l[d] or b[1]) then
+        local from = c.l[d] or b[1]
         advance(b)
-        b.r = b.r * stated / from
-        b.c = math.min(b.c, stated)
-        b.v = math.min(b.v, b.c)
-        local dr = e.d[d]
+        b[2] = b[2] * stated / from
+        b[1] = min(b[1], stated)
+        b[3] = min(b[3], b[1])
+        local dr = c.d[d]
         if dr then dr.n = dr.n * stated / from; dr.f = dr.f * stated / from end
-        e.l[d] = stated
+        c.l[d] = stated
         redefined = true
         table.insert(lowered, { dimension = d, from = from, to = stated })
       end
       if b and type(s.remaining) == 'number' then
         advance(b)
-        local r = math.max(0, s.remaining)
-        local dr = e.d[d]
-        local nominal = b.r
+        local r = max(0, s.remaining)
+        local dr = c.d[d]
+        local nominal = b[2]
         local estimate = 0
         if dr then nominal = dr.n; estimate = dr.f end
         local known = true
         if age > 0 then
-          local since = grantedSince(d, now - age)
-          if since == nil then known = false else r = math.min(b.c, r + nominal * age) - since end
+          local since = grantedSince(i, b, now - age)
+          if since == nil then known = false else r = min(b[1], r + nominal * age) - since end
         end
         if known then
           -- LimiterStore.learnDrift: refill at nominal - max(0, estimate); a positive gap raises the
           -- estimate by gap / tau, a change of a non-positive gap moves it by change / (6 tau).
-          local gap = b.v - (r + 1)
+          local gap = b[3] - (r + 1)
           if dr and nominal > 0 then
-            local tau = b.c / nominal / 12
+            local tau = b[1] / nominal / 12
             local bound = 0.9 * nominal
-            local settled = math.min(0, gap) - dr.g
-            estimate = math.min(bound, math.max(-bound, estimate + math.max(0, gap) / tau + settled / (6 * tau)))
-            b.r = nominal - math.max(0, estimate)
+            local settled = min(0, gap) - dr.g
+            estimate = min(bound, max(-bound, estimate + max(0, gap) / tau + settled / (6 * tau)))
+            b[2] = nominal - max(0, estimate)
           end
           if gap > 0 then
-            b.v = r
-            e.d[d] = { n = nominal, f = estimate, g = -1 }
+            b[3] = r
+            c.d[d] = { n = nominal, f = estimate, g = -1 }
           else
-            e.d[d] = { n = nominal, f = estimate, g = gap }
+            c.d[d] = { n = nominal, f = estimate, g = gap }
           end
         end
       end
-      if b then e.b[d] = b end
+      if b then B[i] = b end
     end
   end
-  if type(arg.retryAfter) == 'number' then e.p = math.max(e.p, now + arg.retryAfter - age) end
+  if type(arg.retryAfter) == 'number' then p = max(p, now + arg.retryAfter - age) end
   save()
-  return cjson.encode({ lowered = lowered, discovered = discovered, levels = levels() })
+  return 'O' .. levels() .. cjson.encode({ lowered = lowered, discovered = discovered })
 elseif op == 'pause' then
-  e.p = math.max(e.p, now + arg.ms)
+  p = max(p, now + num(ARGV[9]))
   save()
-  return cjson.encode({ pausedFor = e.p - now })
+  return 'P' .. spack('<d', p - now)
 elseif op == 'state' then
   if carried then save() end
-  return cjson.encode({ levels = levels(), pausedFor = math.max(0, e.p - now) })
+  return 'S' .. spack('<d', max(0, p - now)) .. levels()
 end
 return redis.error_reply('unknown operation ' .. tostring(op))
 `
@@ -465,22 +608,15 @@ export const fallbacks = Metric.counter("sluice_limiter_store_fallbacks_total", 
 })
 
 interface SluiceCommands {
-  sluiceLimiter(
-    key: string,
-    definitionKey: string,
-    op: string,
-    payload: string,
-    ttl: string,
-    definition: string,
-    definitionTtl: string,
-    carried: string
-  ): Promise<string>
+  /** entry, definition key, cold key, op, idle TTL, definition, definition TTL, four carried changes, the operation's arguments. */
+  sluiceLimiterBuffer(...args: ReadonlyArray<string | number>): Promise<Buffer>
 }
 
 /** What this process keeps of a key it has limits for: its Redis keys, its definition, its last levels. */
 interface Known {
   readonly entry: string
   readonly definitionKey: string
+  readonly coldKey: string
   /** This process's definition of the key (configured, then learned), and its encoding for the script ("" if none). */
   definition: Definition | undefined
   encoded: string
@@ -489,9 +625,9 @@ interface Known {
   levelsAt: number
 }
 
-/** Settlements of shared reservations not yet sent: per key, the summed delta and when the first was made. */
+/** Settlements of shared reservations not yet sent: per key, the summed change per dimension (`Quota.dimensions`' order) and when the first was made. */
 interface Pending {
-  readonly delta: { [D in Quota.Dimension]?: number }
+  readonly delta: Array<number>
   readonly since: number
 }
 
@@ -574,9 +710,31 @@ export const localSnapshot = (snapshot: RateLimitSnapshot, share: number): RateL
   )
 })
 
-/** Lua's cjson turns an empty object into `{}` or `[]` alike: normalise level maps. */
-const levelsOf = (value: unknown): LimiterStore.Levels =>
-  Array.isArray(value) || typeof value !== "object" || value === null ? {} : value as LimiterStore.Levels
+/** The tags of the script's answers (their first byte). */
+const tagGranted = 0x47 // G
+const tagWait = 0x57 // W
+const tagTooLarge = 0x54 // T
+
+/** The levels in an answer from `offset` on: a byte with a bit per dimension that has a bucket, then each one's level and capacity. */
+const levelsAt = (answer: Buffer, offset: number): LimiterStore.Levels => {
+  const out: { [D in Quota.Dimension]?: LimiterStore.Level } = {}
+  const mask = answer[offset] ?? 0
+  let at = offset + 1
+  for (let i = 0; i < 4; i++) {
+    if ((mask & (1 << i)) === 0) continue
+    out[Quota.dimensions[i]!] = { level: answer.readDoubleLE(at), capacity: answer.readDoubleLE(at + 8) }
+    at += 16
+  }
+  return out
+}
+
+/** Where the levels that start at `offset` end. */
+const levelsEnd = (answer: Buffer, offset: number): number => {
+  const mask = answer[offset] ?? 0
+  let at = offset + 1
+  for (let i = 0; i < 4; i++) if ((mask & (1 << i)) !== 0) at += 16
+  return at
+}
 
 /** Where an operation goes: Redis, Redis as the circuit's probe, or the local share. */
 type Route = "redis" | "probe" | "local"
@@ -624,7 +782,7 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
     client.on("error", () => {
       // Connection errors surface as failed operations, which fall back; nothing to do here.
     })
-    client.defineCommand("sluiceLimiter", { numberOfKeys: 2, lua: script })
+    client.defineCommand("sluiceLimiter", { numberOfKeys: 3, lua: script })
     const redis = client as unknown as IORedis & SluiceCommands
     const prefix = options.prefix ?? "sluice"
     const millis = (input: Duration.DurationInput) =>
@@ -655,6 +813,7 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
         entry = {
           entry: name,
           definitionKey: `${name}:definition`,
+          coldKey: `${name}:cold`,
           definition: undefined,
           encoded: "",
           levels: {},
@@ -676,51 +835,88 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
         return quota === undefined ? Effect.void : Effect.asVoid(local.define(key, quota))
       })
 
-    /** The key's pending settlement, taken to travel with the operation being sent ("" when none). */
-    const takePending = (key: string): string => {
+    /** The key's pending settlement, taken to travel with the operation being sent. */
+    const takePending = (key: string): Pending | undefined => {
       const waiting = pending.get(key)
-      if (waiting === undefined) return ""
+      if (waiting === undefined) return undefined
       pending.delete(key)
-      return JSON.stringify(waiting.delta)
+      return waiting
     }
 
     /** Keeps the levels Redis answered for a key with limits, to estimate the levels after a deferred settlement. */
-    const noteLevels = (key: string, value: unknown) => {
-      if (value === undefined) return
-      const levels = levelsOf(value)
+    const noteLevels = (key: string, levels: LimiterStore.Levels) => {
       const entry = known.get(key) ?? (Object.keys(levels).length > 0 ? knownOf(key) : undefined)
       if (entry === undefined) return
       entry.levels = levels
       entry.levelsAt = clock.unsafeCurrentTimeMillis()
     }
 
+    /** The levels in an answer from `offset` on, kept for the key. */
+    const answered = (key: string, answer: Buffer, offset: number): LimiterStore.Levels => {
+      const levels = levelsAt(answer, offset)
+      noteLevels(key, levels)
+      return levels
+    }
+
+    /** A reservation answered by the script. */
+    const reservationOf = (key: string, answer: Buffer): LimiterStore.Reservation => {
+      const tag = answer[0]
+      if (tag === tagGranted) return { _tag: "Granted", levels: answered(key, answer, 1), origin: "shared" }
+      if (tag === tagWait) {
+        const reason = answer[9]!
+        return {
+          _tag: "Wait",
+          delay: Duration.millis(answer.readDoubleLE(1)),
+          reason: reason === 0 ? "paused" : Quota.dimensions[reason - 1]!,
+          levels: answered(key, answer, 10)
+        }
+      }
+      if (tag === tagTooLarge) {
+        return {
+          _tag: "TooLarge",
+          dimension: Quota.dimensions[answer[1]! - 1]!,
+          amount: answer.readDoubleLE(2),
+          capacity: answer.readDoubleLE(10)
+        }
+      }
+      throw new Error(`unexpected answer from the limiter script: ${answer.toString("latin1")}`)
+    }
+
+    /** Sends the script on the key with the operation's arguments after the common ones, carrying the key's pending settlement. */
+    const send = (key: string, op: string, args: ReadonlyArray<string | number>): Promise<Buffer> => {
+      const entry = known.get(key)
+      const name = entry?.entry ?? `${prefix}:limiter:${key}`
+      const carried = takePending(key)?.delta
+      return redis.sluiceLimiterBuffer(
+        name,
+        entry?.definitionKey ?? `${name}:definition`,
+        entry?.coldKey ?? `${name}:cold`,
+        op,
+        ttl,
+        entry?.encoded ?? "",
+        definitionTtl,
+        carried?.[0] ?? 0,
+        carried?.[1] ?? 0,
+        carried?.[2] ?? 0,
+        carried?.[3] ?? 0,
+        ...args
+      )
+    }
+
     // A client that times its commands out (ours does) needs no timeout of ours; a client given without one gets it.
     const timesOut = client.options.commandTimeout !== undefined && client.options.commandTimeout > 0
     /**
-     * One script on the key, carrying the key's pending settlement; `payload` is
-     * the operation's JSON, `decode` reads the script's parsed answer.
+     * One script on the key, carrying the key's pending settlement; `args` are
+     * the operation's, `decode` reads the answer's fields.
      */
     const call = <A>(
       key: string,
       op: string,
-      payload: string,
-      decode: (answer: any) => A
+      args: ReadonlyArray<string | number>,
+      decode: (answer: Buffer) => A
     ): Effect.Effect<A, LimiterStore.LimiterStoreError> => {
       const sent = Effect.tryPromise({
-        try: () => {
-          const entry = known.get(key)
-          const name = entry?.entry ?? `${prefix}:limiter:${key}`
-          return redis.sluiceLimiter(
-            name,
-            entry?.definitionKey ?? `${name}:definition`,
-            op,
-            payload,
-            ttl,
-            entry?.encoded ?? "",
-            definitionTtl,
-            takePending(key)
-          )
-        },
+        try: () => send(key, op, args),
         catch: (cause) => new LimiterStore.LimiterStoreError({ key, operation: op, cause })
       })
       return (timesOut
@@ -728,13 +924,7 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
         : Effect.timeoutFail(sent, {
           duration: timeout,
           onTimeout: () => new LimiterStore.LimiterStoreError({ key, operation: op, cause: "timed out" })
-        })).pipe(
-          Effect.map((answer) => {
-            const parsed = JSON.parse(answer)
-            noteLevels(key, parsed.levels)
-            return decode(parsed)
-          })
-        )
+        })).pipe(Effect.map(decode))
     }
 
     /** Where the next operation goes; claims the probe when it is due. */
@@ -835,25 +1025,27 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
       const now = clock.unsafeCurrentTimeMillis()
       let waiting = pending.get(key)
       if (waiting === undefined) {
-        waiting = { delta: {}, since: now }
+        waiting = { delta: [0, 0, 0, 0], since: now }
         pending.set(key, waiting)
         if (pending.size === 1) flushDue.unsafeOpen()
       }
-      for (const dimension of Quota.dimensions) {
-        const change = delta[dimension]
-        if (change !== undefined && change !== 0) waiting.delta[dimension] = (waiting.delta[dimension] ?? 0) + change
+      const sum = waiting.delta
+      for (let i = 0; i < 4; i++) {
+        const change = delta[Quota.dimensions[i]!]
+        if (change !== undefined && change !== 0) sum[i] = sum[i]! + change
       }
       const entry = known.get(key)
       if (entry === undefined) return {}
       const out: { [D in Quota.Dimension]?: LimiterStore.Level } = {}
-      for (const dimension of Quota.dimensions) {
+      for (let i = 0; i < 4; i++) {
+        const dimension = Quota.dimensions[i]!
         const last = entry.levels[dimension]
         if (last === undefined) continue
         const rate = entry.definition?.[dimension]?.r ?? 0
         const refilled = last.level >= last.capacity
           ? last.level
           : Math.min(last.capacity, last.level + rate * Math.max(0, now - entry.levelsAt))
-        const change = waiting.delta[dimension] ?? 0
+        const change = sum[i]!
         out[dimension] = {
           level: change >= 0 ? refilled - change : Math.min(last.capacity, refilled - change),
           capacity: last.capacity
@@ -871,7 +1063,7 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
       return true
     }
 
-    const noDelta = JSON.stringify({ delta: {} })
+    const noDelta = [0, 0, 0, 0]
     /**
      * Sends a key's pending settlement by itself (an adjust of nothing that carries
      * it). Where Redis is unreachable it is dropped, as any shared settlement then.
@@ -882,7 +1074,7 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
         if (waiting === undefined) return Effect.void
         return Effect.ignore(either(
           "adjust",
-          call(key, "adjust", noDelta, (answer) => levelsOf(answer.levels)),
+          call(key, "adjust", noDelta, (answer) => answered(key, answer, 1)),
           Effect.sync((): LimiterStore.Levels => {
             if (pending.get(key) === waiting) pending.delete(key)
             return {}
@@ -920,7 +1112,7 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
       define: (key, quota) =>
         Effect.zipRight(
           setDefinition(key, definitionOf(quota)),
-          traced(key, "define", call(key, "define", "{}", (answer) => levelsOf(answer.levels)), localLevels(key))
+          traced(key, "define", call(key, "define", [], (answer) => answered(key, answer, 1)), localLevels(key))
         ),
       reserve: (key, amounts: Cost.Amounts, reserveOptions) =>
         either(
@@ -928,18 +1120,15 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
           call(
             key,
             "reserve",
-            JSON.stringify({ amounts, headroom: reserveOptions.headroom, margin: reserveOptions.margin ?? 0 }),
-            (answer): LimiterStore.Reservation =>
-              answer.tag === "Granted"
-                ? { _tag: "Granted", levels: levelsOf(answer.levels), origin: "shared" }
-                : answer.tag === "TooLarge"
-                ? { _tag: "TooLarge", dimension: answer.dimension, amount: answer.amount, capacity: answer.capacity }
-                : {
-                  _tag: "Wait",
-                  delay: Duration.millis(answer.delay),
-                  reason: answer.reason,
-                  levels: levelsOf(answer.levels)
-                }
+            [
+              amounts.requests,
+              amounts.inputTokens,
+              amounts.outputTokens,
+              amounts.tokens,
+              reserveOptions.headroom,
+              reserveOptions.margin ?? 0
+            ],
+            (answer) => reservationOf(key, answer)
           ),
           Effect.map(
             local.reserve(key, amounts, reserveOptions),
@@ -957,7 +1146,12 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
         if (origin === "shared" && !strict && !circuit.open && settleWithin > 0 && refundOnly(delta)) {
           return Effect.sync(() => defer(key, delta))
         }
-        const remote = call(key, "adjust", JSON.stringify({ delta }), (answer) => levelsOf(answer.levels))
+        const remote = call(
+          key,
+          "adjust",
+          [delta.requests ?? 0, delta.inputTokens ?? 0, delta.outputTokens ?? 0, delta.tokens ?? 0],
+          (answer) => answered(key, answer, 1)
+        )
         return traced(key, "adjust", remote, origin === "shared" ? localLevels(key) : local.adjust(key, delta))
       },
       observe: (key, snapshot: RateLimitSnapshot) =>
@@ -974,7 +1168,7 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
             call(
               key,
               "observe",
-              JSON.stringify({
+              [JSON.stringify({
                 dimensions: Object.fromEntries(
                   Object.entries(snapshot.dimensions).map((
                     [dimension, state]
@@ -982,12 +1176,16 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
                 ),
                 retryAfter: snapshot.retryAfter === undefined ? undefined : Duration.toMillis(snapshot.retryAfter),
                 age
-              }),
-              (answer): LimiterStore.Observation => ({
-                lowered: Array.isArray(answer.lowered) ? answer.lowered : [],
-                discovered: Array.isArray(answer.discovered) ? answer.discovered : [],
-                levels: levelsOf(answer.levels)
-              })
+              })],
+              (answer): LimiterStore.Observation => {
+                // Lua's cjson turns an empty list into `{}`: what is not a list is none.
+                const { discovered, lowered } = JSON.parse(answer.toString("utf8", levelsEnd(answer, 1)))
+                return {
+                  lowered: Array.isArray(lowered) ? lowered : [],
+                  discovered: Array.isArray(discovered) ? discovered : [],
+                  levels: answered(key, answer, 1)
+                }
+              }
             ),
             local.observe(key, localSnapshot(snapshot, share))
           )
@@ -1004,8 +1202,8 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
             call(
               key,
               "pause",
-              JSON.stringify({ ms: Duration.toMillis(duration) }),
-              (answer) => Duration.millis(answer.pausedFor)
+              [Duration.toMillis(duration)],
+              (answer) => Duration.millis(answer.readDoubleLE(1))
             ),
             local.pause(key, duration)
           )
@@ -1014,9 +1212,9 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
         traced(
           key,
           "state",
-          call(key, "state", "{}", (answer): LimiterStore.KeyState => ({
-            levels: levelsOf(answer.levels),
-            pausedFor: Duration.millis(answer.pausedFor)
+          call(key, "state", [], (answer): LimiterStore.KeyState => ({
+            levels: answered(key, answer, 9),
+            pausedFor: Duration.millis(answer.readDoubleLE(1))
           })),
           local.state(key)
         )
