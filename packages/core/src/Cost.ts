@@ -82,13 +82,25 @@ export const amounts = (cost: Cost): Amounts => {
  * @category utilities
  */
 export const validate = (key: string, cost: Cost): Either.Either<Amounts, InvalidCost> => {
+  const error = invalid(key, cost)
+  return error === undefined ? Either.right(amounts(cost)) : Either.left(error)
+}
+
+/**
+ * What is wrong with a cost, if anything: {@link validate} without the
+ * `Either` (a caller on a hot path checks, then takes {@link amounts}).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const invalid = (key: string, cost: Cost): InvalidCost | undefined => {
   for (const dimension of dimensions) {
     const value: unknown = cost[dimension]
     if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) {
-      return Either.left(new InvalidCost({ key, dimension, value }))
+      return new InvalidCost({ key, dimension, value })
     }
   }
-  return Either.right(amounts(cost))
+  return undefined
 }
 
 /**
@@ -112,4 +124,7 @@ export const difference = (actual: Amounts, reserved: Amounts): Delta => {
  * @since 0.1.0
  * @category guards
  */
-export const isEmpty = (delta: Delta): boolean => dimensions.every((dimension) => (delta[dimension] ?? 0) === 0)
+export const isEmpty = (delta: Delta): boolean => {
+  for (const dimension of dimensions) if ((delta[dimension] ?? 0) !== 0) return false
+  return true
+}

@@ -712,9 +712,14 @@ export const makeMemoryWith = (options: MemoryOptions = {}): Effect.Effect<Memor
 
     /** The key's entry at `now`, stored and touched: the store's own, for an operation in place. */
     const own = (key: string, now: number): Entry => {
-      const entry = current(key, now)
+      if (now - sweptAt >= idleAfter) sweep(now)
+      let entry = entries.get(key)
+      if (entry === undefined) {
+        const definition = definitions.get(key)
+        entry = definition === undefined ? emptyEntry(now) : restoreEntry(definition, now)
+        entries.set(key, entry)
+      }
       entry.touchedAt = now
-      if (entries.get(key) !== entry) entries.set(key, entry)
       return entry
     }
 

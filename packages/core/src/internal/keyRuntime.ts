@@ -35,6 +35,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Metric from "effect/Metric"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Cost from "../Cost.js"
@@ -154,6 +155,9 @@ const negate = (amounts: Cost.Amounts): Cost.Delta => {
   for (const dimension of Quota.dimensions) if (amounts[dimension] !== 0) delta[dimension] = -amounts[dimension]
   return delta
 }
+
+/** The extra labels of the fast path's metric updates: none, one array for every call. */
+const noLabels: ReadonlyArray<MetricLabel.MetricLabel> = []
 
 /** The clock of a running fiber, read without an effect of its own. */
 const clockOf = (fiber: { readonly currentDefaultServices: Context.Context<Clock.Clock> }) =>
@@ -653,10 +657,11 @@ export const make = (inputs: Inputs): Keys => {
     let charged = reserved
     return (actual) =>
       Effect.clockWith((clock): Effect.Effect<void, Cost.InvalidCost | LimiterStore.LimiterStoreError> => {
-        const validated = Cost.validate(runtime.key, actual)
-        if (Either.isLeft(validated)) return Effect.fail(validated.left)
-        const delta = Cost.difference(validated.right, charged)
-        charged = validated.right
+        const invalid = Cost.invalid(runtime.key, actual)
+        if (invalid !== undefined) return Effect.fail(invalid)
+        const next = Cost.amounts(actual)
+        const delta = Cost.difference(next, charged)
+        charged = next
         if (Cost.isEmpty(delta)) return Effect.void
         if (sync !== undefined && runtime.lanes.total() === 0) {
           // One synchronous step, as the grant was; the gauges are left to their refresh.
@@ -698,9 +703,15 @@ export const make = (inputs: Inputs): Keys => {
     runtime.taken++
     runtime.held++
     // Counted on the spot: a test or a scrape right after the call reads it.
-    runtime.metrics.grants[priority].unsafeUpdate(1, [])
-    runtime.metrics.waitSeconds[priority].unsafeUpdate(0, [])
-    return makePermit(runtime, { priority, amounts, arrivedAt: now, origin: undefined }, now)
+    runtime.metrics.grants[priority].unsafeUpdate(1, noLabels)
+    runtime.metrics.waitSeconds[priority].unsafeUpdate(0, noLabels)
+    return {
+      key: runtime.key,
+      priority,
+      reserved: amounts,
+      waited: Duration.zero,
+      settle: settleFor(runtime, amounts, undefined)
+    }
   }
 
   /**
@@ -876,14 +887,15 @@ export const make = (inputs: Inputs): Keys => {
   ): Effect.Effect<Permit, Cost.InvalidCost | RateLimiterError, Scope.Scope> =>
     Effect.uninterruptibleMask((restore) => {
       const fiber = Option.getOrUndefined(Fiber.getCurrentFiber())
-      const amounts = Cost.validate(key, cost)
-      if (Either.isLeft(amounts)) return Effect.fail(amounts.left)
+      const invalid = Cost.invalid(key, cost)
+      if (invalid !== undefined) return Effect.fail(invalid)
+      const amounts = Cost.amounts(cost)
       const priority = options?.priority ?? "normal"
       const runtime = runtimes.get(key)
       const permit = fiber === undefined
         ? undefined
-        : grantNow(runtime, amounts.right, priority, clockOf(fiber).unsafeCurrentTimeMillis())
-      if (permit === undefined) return restore(acquireOrWait(key, amounts.right, priority, maxWaitOf(options)))
+        : grantNow(runtime, amounts, priority, clockOf(fiber).unsafeCurrentTimeMillis())
+      if (permit === undefined) return restore(acquireOrWait(key, amounts, priority, maxWaitOf(options)))
       // The caller's scope (`acquire` requires one), without an effect to read it.
       const scope = Context.unsafeGet(fiber!.currentContext, Scope.Scope)
       return Effect.as(Scope.addFinalizer(scope, runtime!.release), permit)
@@ -898,18 +910,17 @@ export const make = (inputs: Inputs): Keys => {
     // As `acquireUseRelease`, with the release a synchronous step of the same region as the grant.
     Effect.uninterruptibleMask((restore) => {
       const fiber = Option.getOrUndefined(Fiber.getCurrentFiber())
-      const amounts = Cost.validate(key, cost)
-      if (Either.isLeft(amounts)) return Effect.fail(amounts.left)
+      const invalid = Cost.invalid(key, cost)
+      if (invalid !== undefined) return Effect.fail(invalid)
+      const amounts = Cost.amounts(cost)
       const priority = options?.priority ?? "normal"
       const runtime = runtimes.get(key)
       const clock = fiber === undefined ? undefined : clockOf(fiber)
       const permit = clock === undefined
         ? undefined
-        : grantNow(runtime, amounts.right, priority, clock.unsafeCurrentTimeMillis())
+        : grantNow(runtime, amounts, priority, clock.unsafeCurrentTimeMillis())
       if (permit === undefined) {
-        return restore(
-          Effect.scoped(Effect.flatMap(acquireOrWait(key, amounts.right, priority, maxWaitOf(options)), use))
-        )
+        return restore(Effect.scoped(Effect.flatMap(acquireOrWait(key, amounts, priority, maxWaitOf(options)), use)))
       }
       // `use` builds its effect here, still inside the region: a throw gives the slot back as a defect.
       let used: Effect.Effect<A, E, R>
