@@ -8,10 +8,27 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Governor, LlmClient, RateLimiter, TokenEstimator } from "@sluice/core"
-import { Console, Effect, Layer } from "effect"
+import { Console, Effect, Layer, Scheduler } from "effect"
 import { instantProvider } from "./peers/scale.js"
 
 const N = 20_000
+
+/**
+ * Effect's scheduler, counting the fiber steps it is asked about (one per step
+ * a fiber runs) and the tasks it runs (a fiber resumed after it suspended or
+ * yielded): a measure of the work per call that the host's load does not move.
+ */
+const steps = { ops: 0, tasks: 0 }
+const counting: Scheduler.Scheduler = {
+  scheduleTask: (task, priority, fiber) => {
+    steps.tasks++
+    Scheduler.defaultScheduler.scheduleTask(task, priority, fiber)
+  },
+  shouldYield: (fiber) => {
+    steps.ops++
+    return Scheduler.defaultScheduler.shouldYield(fiber)
+  }
+}
 const MODEL = "claude-haiku-4-5"
 const huge = {
   requests: { limit: 1e12, per: "1 minute" },
@@ -54,17 +71,21 @@ const measure = (label: string, options: Governor.Options, estimator: Layer.Laye
     })
     const started = performance.now()
     const cpu = process.cpuUsage()
+    steps.ops = 0
+    steps.tasks = 0
     yield* Effect.forEach(Array.from({ length: N }, (_, i) => i), (i) => client.complete(request(i)), {
       concurrency: 64,
       discard: true
-    })
+    }).pipe(Effect.withScheduler(counting))
     const seconds = (performance.now() - started) / 1000
     const used = process.cpuUsage(cpu)
     const cpuMillis = (used.user + used.system) / 1000
     yield* Console.log(
       `${label.padEnd(16)} ${Math.round(N / seconds).toLocaleString("en-US").padStart(7)} calls/s   ${
         (1000 * seconds / N).toFixed(3)
-      } ms a call   ${(cpuMillis / N).toFixed(3)} ms of CPU a call`
+      } ms a call   ${(cpuMillis / N).toFixed(3)} ms of CPU a call   ${(steps.ops / N).toFixed(1)} fiber steps and ${
+        (steps.tasks / N).toFixed(2)
+      } scheduler tasks a call`
     )
   }).pipe(
     Effect.provide(
