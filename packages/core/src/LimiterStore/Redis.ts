@@ -736,6 +736,9 @@ const levelsEnd = (answer: Buffer, offset: number): number => {
   return at
 }
 
+/** A reservation's options (`LimiterStore.reserve`'s third argument). */
+type ReserveOptions = Parameters<LimiterStore.LimiterStore["Type"]["reserve"]>[2]
+
 /** Where an operation goes: Redis, Redis as the circuit's probe, or the local share. */
 type Route = "redis" | "probe" | "local"
 
@@ -1001,6 +1004,112 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
         })
       })
 
+    /** The reservation from the local share, as the fallback answers it. */
+    const reserveLocal = (key: string, amounts: Cost.Amounts, reserveOptions: ReserveOptions) =>
+      Effect.map(
+        local.reserve(key, amounts, reserveOptions),
+        (reservation): LimiterStore.Reservation =>
+          reservation._tag === "Granted" ? { ...reservation, origin: "local" } : reservation
+      )
+
+    /** Sends a reservation's script: the common arguments, the key's pending settlement, amounts, headroom and margin. */
+    const sendReserve = (
+      key: string,
+      amounts: Cost.Amounts,
+      reserveOptions: ReserveOptions
+    ): Promise<Buffer> => {
+      const entry = known.get(key)
+      if (entry === undefined) {
+        return send(key, "reserve", [
+          amounts.requests,
+          amounts.inputTokens,
+          amounts.outputTokens,
+          amounts.tokens,
+          reserveOptions.headroom,
+          reserveOptions.margin ?? 0
+        ])
+      }
+      const carried = takePending(key)?.delta
+      return redis.sluiceLimiterBuffer(
+        entry.entry,
+        entry.definitionKey,
+        entry.coldKey,
+        "reserve",
+        ttl,
+        entry.encoded,
+        definitionTtl,
+        carried?.[0] ?? 0,
+        carried?.[1] ?? 0,
+        carried?.[2] ?? 0,
+        carried?.[3] ?? 0,
+        amounts.requests,
+        amounts.inputTokens,
+        amounts.outputTokens,
+        amounts.tokens,
+        reserveOptions.headroom,
+        reserveOptions.margin ?? 0
+      )
+    }
+
+    /**
+     * The per-call reservation. With the circuit closed (and a client that times
+     * its commands out) it is one `Effect.async` around the script: the answer
+     * decoded where the promise settles, the fallback built only when Redis fails.
+     * Otherwise (circuit open, probing, strict, or a client without a command
+     * timeout) it goes through `either` like every other operation.
+     */
+    const reserve = (
+      key: string,
+      amounts: Cost.Amounts,
+      reserveOptions: ReserveOptions
+    ): Effect.Effect<LimiterStore.Reservation, LimiterStore.LimiterStoreError> =>
+      Effect.async((resume) => {
+        if (strict || circuit.open || !timesOut) {
+          resume(either(
+            "reserve",
+            call(key, "reserve", [
+              amounts.requests,
+              amounts.inputTokens,
+              amounts.outputTokens,
+              amounts.tokens,
+              reserveOptions.headroom,
+              reserveOptions.margin ?? 0
+            ], (answer) => reservationOf(key, answer)),
+            reserveLocal(key, amounts, reserveOptions)
+          ))
+          return
+        }
+        let sent: Promise<Buffer>
+        try {
+          sent = sendReserve(key, amounts, reserveOptions)
+        } catch (cause) {
+          sent = Promise.reject(cause)
+        }
+        sent.then(
+          (answer) => {
+            let reservation: LimiterStore.Reservation
+            try {
+              reservation = reservationOf(key, answer)
+            } catch (defect) {
+              resume(Effect.die(defect))
+              return
+            }
+            // Another operation opened the circuit meanwhile: this answer closes it again.
+            resume(circuit.open ? Effect.as(close, reservation) : Effect.succeed(reservation))
+          },
+          (cause) =>
+            resume(Effect.zipRight(
+              fail(
+                "reserve",
+                new LimiterStore.LimiterStoreError({ key, operation: "reserve", cause }),
+                clock.unsafeCurrentTimeMillis(),
+                "redis"
+              ),
+              reserveLocal(key, amounts, reserveOptions)
+            ))
+        )
+      })
+
     /** `either` in a span named after the operation: every operation but the per-call reserve. */
     const traced = <A>(
       key: string,
@@ -1114,28 +1223,7 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
           setDefinition(key, definitionOf(quota)),
           traced(key, "define", call(key, "define", [], (answer) => answered(key, answer, 1)), localLevels(key))
         ),
-      reserve: (key, amounts: Cost.Amounts, reserveOptions) =>
-        either(
-          "reserve",
-          call(
-            key,
-            "reserve",
-            [
-              amounts.requests,
-              amounts.inputTokens,
-              amounts.outputTokens,
-              amounts.tokens,
-              reserveOptions.headroom,
-              reserveOptions.margin ?? 0
-            ],
-            (answer) => reservationOf(key, answer)
-          ),
-          Effect.map(
-            local.reserve(key, amounts, reserveOptions),
-            (reservation): LimiterStore.Reservation =>
-              reservation._tag === "Granted" ? { ...reservation, origin: "local" } : reservation
-          )
-        ),
+      reserve,
       adjust: (key, delta, origin) => {
         // A local reservation is settled locally, always; a shared one on Redis, or nowhere while
         // Redis is unreachable (the shared bucket refills by itself), never into the local share.
