@@ -7,7 +7,7 @@
  * other scenarios' leftovers are not in its resident memory.
  */
 import { Governor, LimiterStore, LlmClient, Pipeline, RateLimiter, TokenEstimator } from "@sluice/core"
-import { Effect, Stream } from "effect"
+import { Effect, Scheduler, Stream } from "effect"
 
 /** A provider that answers every call at once, with a tiny usage and no rate-limit headers. */
 export const instantProvider: LlmClient.Provider = {
@@ -22,6 +22,26 @@ export const instantProvider: LlmClient.Provider = {
       rateLimits: { dimensions: {} }
     }),
   stream: () => Stream.empty
+}
+
+/**
+ * Effect's scheduler, counting the fiber steps it is asked about (one per step
+ * a fiber runs) and the tasks it runs (a fiber resumed after it suspended or
+ * yielded): the work per document, which the host's load does not move.
+ */
+const countingScheduler = () => {
+  const steps = { ops: 0, tasks: 0 }
+  const scheduler: Scheduler.Scheduler = {
+    scheduleTask: (task, priority, fiber) => {
+      steps.tasks++
+      Scheduler.defaultScheduler.scheduleTask(task, priority, fiber)
+    },
+    shouldYield: (fiber) => {
+      steps.ops++
+      return Scheduler.defaultScheduler.shouldYield(fiber)
+    }
+  }
+  return { steps, scheduler }
 }
 
 export const scale = (options: { readonly documents: number }) =>
@@ -55,6 +75,7 @@ export const scale = (options: { readonly documents: number }) =>
     const warmAt = Math.min(10_000, Math.floor(options.documents / 2))
     let warm = 0
     const counts = { succeeded: 0, other: 0 }
+    const counting = countingScheduler()
     yield* Pipeline.run(documents, (doc) =>
       client.complete({
         model: "m",
@@ -69,7 +90,8 @@ export const scale = (options: { readonly documents: number }) =>
             if (counts.succeeded + counts.other === warmAt) warm = process.memoryUsage().rss
           })
         ),
-        Effect.provide(Pipeline.layerCheckpointNone)
+        Effect.provide(Pipeline.layerCheckpointNone),
+        Effect.withScheduler(counting.scheduler)
       )
     const seconds = (performance.now() - started) / 1000
     const used = process.cpuUsage(cpu)
@@ -85,6 +107,9 @@ export const scale = (options: { readonly documents: number }) =>
       } | ${Math.round((used.user + used.system) / options.documents)} µs | ${mb(baseline)} | ${mb(warm)} | ${
         mb(peak)
       } |\n\n` +
+      `${(counting.steps.ops / options.documents).toFixed(1)} fiber steps and ${
+        (counting.steps.tasks / options.documents).toFixed(2)
+      } scheduler tasks a document. ` +
       "Each document passes the Governor (estimate, limiter acquire and settle, meter) 64 at a time, with no checkpoint " +
       "(`Pipeline.layerCheckpointNone`; the memory checkpoint keeps an entry per document by design, and `Pipeline/Sql` keeps them on disk)."
   }))
