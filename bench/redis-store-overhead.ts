@@ -5,6 +5,7 @@
  * - rate-limiter-flexible's consume + reward;
  * - the store's script called directly with ioredis (one round trip, no Effect);
  * - the Redis store's reserve + shared settle;
+ * - the Redis store's reserve + observe of a response's headers (two scripts: the Governor's pair);
  * - the limiter's acquire + settle on the Redis store (scenario 5's operation).
  * It also prints the script's server time per call (`INFO commandstats`).
  *
@@ -12,7 +13,7 @@
  */
 import { Cost, LimiterStore, Quota, RateLimiter } from "@sluice/core"
 import * as RedisStore from "@sluice/core/LimiterStore/Redis"
-import { Effect } from "effect"
+import { Clock, Effect } from "effect"
 import { Redis as IORedis } from "ioredis"
 import { RateLimiterRedis } from "rate-limiter-flexible"
 
@@ -65,6 +66,7 @@ const program = Effect.gen(function*() {
   const store = yield* RedisStore.make({ url, prefix })
   const quota = Quota.decodeSync(huge)
   yield* store.define("store", quota)
+  yield* store.define("observed", quota)
   const limiter = yield* RateLimiter.make({ quotas: { limiter: huge }, maxInFlight: 1_000 }).pipe(
     Effect.provideService(LimiterStore.LimiterStore, store),
     Effect.orDie
@@ -107,6 +109,18 @@ const program = Effect.gen(function*() {
         Effect.zipRight(
           store.reserve("store", amounts, { headroom: 0 }),
           store.adjust("store", { inputTokens: -20, outputTokens: -50 }, "shared")
+        )
+      ),
+    // A response's headers folded in (read 2 ms before): what the Governor does after each call.
+    "store reserve + observe": () =>
+      Effect.runPromise(
+        Effect.zipRight(
+          store.reserve("observed", amounts, { headroom: 0 }),
+          Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            store.observe("observed", {
+              dimensions: { inputTokens: { limit: 1e15, remaining: 1e15 - 1_000 } },
+              observedAt: now - 2
+            }))
         )
       ),
     "limiter acquire + settle": () =>

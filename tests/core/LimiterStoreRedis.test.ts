@@ -290,9 +290,9 @@ describe("LimiterStore on Redis: state that expires comes back right", () => {
         const key = `old-entry-${encoding}/${++keys}`
         const [seconds, micros] = yield* Effect.promise(() => redis.time())
         const now = Number(seconds) * 1000 + Number(micros) / 1000
-        // 1,000 an hour, 100 left: the bucket as the one-key layout held it.
-        const bucket = { c: 1_000, r: 1_000 / 3_600_000, v: 100, u: now }
-        yield* writeOld(redis, key, { b: { inputTokens: bucket }, l: { inputTokens: 1_000 }, p: -1 }, encoding)
+        // A burst of 1,000 of a stated 2,000 an hour, 100 left: the bucket as the one-key layout held it.
+        const bucket = { c: 1_000, r: 2_000 / 3_600_000, v: 100, u: now }
+        yield* writeOld(redis, key, { b: { inputTokens: bucket }, l: { inputTokens: 2_000 }, p: -1 }, encoding)
         const s = yield* store()
         expect((yield* s.reserve(key, Cost.amounts({ inputTokens: 200 }), { headroom: 0 }))._tag).toBe("Wait")
         const granted = yield* s.reserve(key, Cost.amounts({ inputTokens: 60 }), { headroom: 0 })
@@ -303,6 +303,9 @@ describe("LimiterStore on Redis: state that expires comes back right", () => {
         expect(raw?.[0]).toBe(1)
         expect(yield* Effect.promise(() => redis.exists(`${entryOf(key)}:cold`))).toBe(1)
         expect(yield* Effect.promise(() => redis.pttl(entryOf(key)))).toBeGreaterThan(59_000)
+        // The stated limit (above the bucket's capacity here) was kept: a lower one stated by the provider lowers from it.
+        const observed = yield* s.observe(key, { dimensions: { inputTokens: { limit: 1_500 } } })
+        expect(observed.lowered).toEqual([{ dimension: "inputTokens", from: 2_000, to: 1_500 }])
       }))
 
     it.scoped(`the grant history of an entry an earlier version wrote as ${encoding} still projects an old snapshot, across a group that closes`, () =>

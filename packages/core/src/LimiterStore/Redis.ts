@@ -38,12 +38,14 @@
  * - The entry (`<prefix>:limiter:<key>`) holds what every operation reads and
  *   writes, as little-endian doubles (exact to the last bit): the pause, and per
  *   bucket its capacity, refill, level, when it was updated, the total granted and
- *   the grant history's open group (the last 5 s). What only `define`, `observe`
- *   and a grant that closes a group need (stated limits, drift, the history's
- *   closed groups) lives in MessagePack in `<prefix>:limiter:<key>:cold`, which
- *   a reservation neither reads nor writes, and which lives as long as the entry
- *   and `definitionTtl` at least. An entry an earlier version wrote in one key (JSON
- *   or MessagePack) is read and written back in this layout.
+ *   the grant history's open group (the last 5 s); then a tail with each
+ *   bucket's stated limit and drift, which a reservation copies without reading.
+ *   The history's closed groups live in MessagePack in
+ *   `<prefix>:limiter:<key>:cold`, read only by `define`, a key that comes back,
+ *   a grant that closes a group, and an `observe` of a snapshot older than the
+ *   open group; it lives as long as the entry and `definitionTtl` at least. An
+ *   entry an earlier version wrote in one key (JSON or MessagePack) is read and
+ *   written back in this layout.
  * - An entry expires `idleTtl` (default 10 minutes; up to a quarter more, so that
  *   most writes keep its expiry) after the last operation, but never before its
  *   pause has ended and its buckets are full again, so an expired entry is one
@@ -130,14 +132,17 @@ import type { RateLimitSnapshot } from "../RateLimitSnapshot.js"
  * `T`ooLarge, `L`evels, `O`bserved, `P`aused, `S`tate), the operation's fields
  * (little-endian doubles; a dimension as its 1-based index, 0 for "paused"), and
  * the levels: a byte with a bit per dimension that has a bucket, then each one's
- * level and capacity; `observe` adds its JSON last.
+ * level and capacity; `observe` adds its JSON last when it lowered or discovered a limit.
  *
  * `KEYS[3]` is the cold key. The entry is a marker byte (1), a byte with a bit
  * per dimension that has a bucket, the pause, when the cold key and the entry
  * expire, then per bucket eight doubles: capacity, refill, level, updated at,
  * granted in all and the grant history's open group (first, granted at first,
- * last). The cold key, MessagePack, is read only by `define`, `observe`, a key
- * that comes back, and a grant that closes a 5 s group.
+ * last), then per bucket four doubles: stated limit, and the drift's nominal
+ * refill, estimate and last gap (-1 for none). The cold key, MessagePack (the
+ * history's closed groups), is read only by `define`, a key that comes back, a
+ * grant that closes a 5 s group and an `observe` of a snapshot older than the
+ * open group.
  *
  * @since 0.1.0
  * @category utilities
@@ -160,8 +165,12 @@ local span, maxGroups = 5000, 36
 -- open group of the grant history: first, granted at first, last (first < 0: none) }.
 local B = {}
 local p, coldUntil, expires = -1, -1, -1
--- The cold key (MessagePack, read only where needed): l stated limits, d drift, g the grant history's
--- closed groups per dimension ({ s start, b granted before, g groups of [first, at first, last, cumulative] }).
+-- The entry's tail, copied as it is unless an operation reads it (W, by warm()): per bucket of the parsed
+-- mask, { stated limit (< 0: its capacity), and the drift: nominal refill (< 0: none), estimate, last gap }.
+local tailRaw, tailMask, W = '', 0, nil
+local warmChanged = false
+-- The cold key (MessagePack, read only where needed): g the grant history's closed groups per dimension
+-- ({ s start, b granted before, g groups of [first, at first, last, cumulative] }).
 local C = nil
 local coldChanged = false
 local raw = redis.call('GET', key)
@@ -177,11 +186,29 @@ local function cold()
     local coldRaw = redis.call('GET', coldKey)
     if coldRaw then C = cmsgpack.unpack(coldRaw) end
     if type(C) ~= 'table' then C = {} end
-    if type(C.l) ~= 'table' then C.l = {} end
-    if type(C.d) ~= 'table' then C.d = {} end
     if type(C.g) ~= 'table' then C.g = {} end
   end
   return C
+end
+-- The entry's tail, read: W[i] for each bucket that was in the entry when it was read.
+local function warm()
+  if W == nil then
+    W = {}
+    local m, pos = tailMask, 1
+    for i = 1, 4 do
+      if m % 2 == 1 then
+        if #tailRaw >= pos + 31 then
+          local l, n, f, g, after = sunpack('<dddd', tailRaw, pos)
+          W[i] = { l, n, f, g }
+          pos = after
+        else
+          W[i] = { -1, -1, 0, 0 }
+        end
+      end
+      m = floor(m / 2)
+    end
+  end
+  return W
 end
 local function newHistory() return { s = now, b = 0, g = {} } end
 local function total(h)
@@ -194,8 +221,8 @@ if raw then
   local first = string.byte(raw, 1)
   if first == 1 then
     local mask, pause, cu, u, pos = sunpack('<Bddd', raw, 2)
-    p, coldUntil, expires = pause, cu, u
-    local n = (#raw - pos + 1) / 64
+    p, coldUntil, expires, tailMask = pause, cu, u, mask
+    local n = (mask % 2) + (floor(mask / 2) % 2) + (floor(mask / 4) % 2) + (floor(mask / 8) % 2)
     if n > 0 then
       local f = { sunpack('<' .. string.rep('dddddddd', n), raw, pos) }
       local k = 0
@@ -206,6 +233,7 @@ if raw then
         end
         mask = floor(mask / 2)
       end
+      tailRaw = string.sub(raw, pos + 64 * n)
     end
   else
     -- An entry an earlier version wrote in one piece (JSON, then MessagePack): its buckets and each
@@ -213,10 +241,14 @@ if raw then
     local old
     if first == 123 then old = cjson.decode(raw) else old = cmsgpack.unpack(raw) end
     if type(old) ~= 'table' then old = {} end
-    C = { l = old.l, d = old.d, g = {} }
-    cold()
+    C = { g = {} }
     coldChanged = true
+    W = {}
+    warmChanged = true
     carried = true
+    local ol, od = old.l, old.d
+    if type(ol) ~= 'table' then ol = {} end
+    if type(od) ~= 'table' then od = {} end
     if type(old.p) == 'number' then p = old.p end
     local ob, og = old.b, old.g
     if type(og) ~= 'table' then og = {} end
@@ -233,6 +265,11 @@ if raw then
           end
           B[i] = { b.c, b.r, b.v, b.u, sum, gf, ga, gl }
           C.g[d] = h
+          local w = { -1, -1, 0, 0 }
+          if type(ol[d]) == 'number' then w[1] = ol[d] end
+          local dr = od[d]
+          if type(dr) == 'table' and type(dr.n) == 'number' then w[2], w[3], w[4] = dr.n, dr.f, dr.g end
+          W[i] = w
         end
       end
     end
@@ -295,6 +332,11 @@ local function record(i, amount)
   b[5] = sum
 end
 local function grantedSince(i, b, at)
+  -- Since a moment within the open group (a snapshot read moments ago): the entry alone answers.
+  if b[6] >= 0 and at >= b[6] then
+    if at < b[8] then return b[5] - (b[7] + (b[5] - b[7]) * (at - b[6]) / (b[8] - b[6])) end
+    return 0
+  end
   local h = cold().g[dims[i]]
   if type(h) ~= 'table' or type(h.g) ~= 'table' or at < h.s then return nil end
   local sum = b[5]
@@ -331,13 +373,13 @@ local function define(def)
       else
         buckets[i] = { q.c, q.r, q.c, now, total(h), -1, 0, 0 }
       end
-      limits[d] = q.l
+      limits[i] = { q.l, -1, 0, 0 }
       grants[d] = h
     end
   end
   B = buckets
-  c.l = limits
-  c.d = {}
+  W = limits
+  warmChanged = true
   c.g = grants
   coldChanged = true
   redefined = true
@@ -345,14 +387,18 @@ end
 local function hasBuckets() return B[1] ~= nil or B[2] ~= nil or B[3] ~= nil or B[4] ~= nil end
 -- The definition that outlives the entry: each bucket's capacity, nominal refill and stated limit.
 local function definition()
-  local c = cold()
+  local w = warm()
   local out = {}
   for i, d in ipairs(dims) do
     local b = B[i]
     if b then
-      local r = b[2]
-      if c.d[d] then r = c.d[d].n end
-      out[d] = { c = b[1], r = r, l = c.l[d] or b[1] }
+      local r, l = b[2], b[1]
+      local x = w[i]
+      if x then
+        if x[2] >= 0 then r = x[2] end
+        if x[1] >= 0 then l = x[1] end
+      end
+      out[d] = { c = b[1], r = r, l = l }
     end
   end
   return out
@@ -400,7 +446,19 @@ local function save()
   -- The entry's expiry is set with a quarter of idleTtl to spare, so that most writes keep it as it is.
   local keepTtl = expires >= now + px
   if not keepTtl then expires = now + px + floor(ttl / 4) end
-  local entry = spack('<BBddd' .. string.rep('d', n), 1, mask, p, coldUntil, expires, unpack(f))
+  local tail = tailRaw
+  if W then
+    local values, k = {}, 0
+    for i = 1, 4 do
+      if B[i] then
+        local w = W[i] or { -1, -1, 0, 0 }
+        values[k + 1], values[k + 2], values[k + 3], values[k + 4] = w[1], w[2], w[3], w[4]
+        k = k + 4
+      end
+    end
+    if k > 0 then tail = spack('<' .. string.rep('d', k), unpack(values)) else tail = '' end
+  end
+  local entry = spack('<BBddd' .. string.rep('d', n), 1, mask, p, coldUntil, expires, unpack(f)) .. tail
   if keepTtl then
     redis.call('SET', key, entry, 'KEEPTTL')
   else
@@ -479,8 +537,7 @@ elseif op == 'adjust' then
 elseif op == 'observe' then
   -- A snapshot read age ms ago: its remaining is projected to now (LimiterStore.projectRemaining).
   local arg = cjson.decode(ARGV[9])
-  local c = cold()
-  coldChanged = true
+  local w = warm()
   local age = 0
   if type(arg.age) == 'number' and arg.age > 0 then age = arg.age end
   local lowered, discovered = {}, {}
@@ -495,30 +552,33 @@ elseif op == 'observe' then
           local remaining = stated
           if type(s.remaining) == 'number' then remaining = min(stated, max(0, s.remaining) + stated / 60000 * age) end
           b = { stated, stated / 60000, remaining, now, 0, -1, 0, 0 }
-          c.l[d] = stated
-          c.g[d] = newHistory()
+          w[i] = { stated, -1, 0, 0 }
+          cold().g[d] = newHistory()
+          coldChanged = true
           redefined = true
           table.insert(discovered, d)
         end
-      elseif stated and stated < (c.l[d] or b[1]) then
-        local from = c.l[d] or b[1]
+      elseif stated and stated < (w[i] and w[i][1] >= 0 and w[i][1] or b[1]) then
+        local from = w[i] and w[i][1] >= 0 and w[i][1] or b[1]
         advance(b)
         b[2] = b[2] * stated / from
         b[1] = min(b[1], stated)
         b[3] = min(b[3], b[1])
-        local dr = c.d[d]
-        if dr then dr.n = dr.n * stated / from; dr.f = dr.f * stated / from end
-        c.l[d] = stated
+        local dr = w[i] or { -1, -1, 0, 0 }
+        if dr[2] >= 0 then dr[2] = dr[2] * stated / from; dr[3] = dr[3] * stated / from end
+        dr[1] = stated
+        w[i] = dr
         redefined = true
         table.insert(lowered, { dimension = d, from = from, to = stated })
       end
       if b and type(s.remaining) == 'number' then
         advance(b)
         local r = max(0, s.remaining)
-        local dr = c.d[d]
+        local x = w[i]
+        local dr = x and x[2] >= 0
         local nominal = b[2]
         local estimate = 0
-        if dr then nominal = dr.n; estimate = dr.f end
+        if dr then nominal = x[2]; estimate = x[3] end
         local known = true
         if age > 0 then
           local since = grantedSince(i, b, now - age)
@@ -531,15 +591,17 @@ elseif op == 'observe' then
           if dr and nominal > 0 then
             local tau = b[1] / nominal / 12
             local bound = 0.9 * nominal
-            local settled = min(0, gap) - dr.g
+            local settled = min(0, gap) - x[4]
             estimate = min(bound, max(-bound, estimate + max(0, gap) / tau + settled / (6 * tau)))
             b[2] = nominal - max(0, estimate)
           end
+          local stated = -1
+          if x then stated = x[1] end
           if gap > 0 then
             b[3] = r
-            c.d[d] = { n = nominal, f = estimate, g = -1 }
+            w[i] = { stated, nominal, estimate, -1 }
           else
-            c.d[d] = { n = nominal, f = estimate, g = gap }
+            w[i] = { stated, nominal, estimate, gap }
           end
         end
       end
@@ -548,6 +610,7 @@ elseif op == 'observe' then
   end
   if type(arg.retryAfter) == 'number' then p = max(p, now + arg.retryAfter - age) end
   save()
+  if #lowered == 0 and #discovered == 0 then return 'O' .. levels() end
   return 'O' .. levels() .. cjson.encode({ lowered = lowered, discovered = discovered })
 elseif op == 'pause' then
   p = max(p, now + num(ARGV[9]))
@@ -1266,8 +1329,12 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
                 age
               })],
               (answer): LimiterStore.Observation => {
-                // Lua's cjson turns an empty list into `{}`: what is not a list is none.
-                const { discovered, lowered } = JSON.parse(answer.toString("utf8", levelsEnd(answer, 1)))
+                // Nothing lowered or discovered: no JSON. Lua's cjson turns an empty list into `{}`: what
+                // is not a list is none.
+                const end = levelsEnd(answer, 1)
+                const { discovered, lowered } = end < answer.length
+                  ? JSON.parse(answer.toString("utf8", end))
+                  : { discovered: [], lowered: [] }
                 return {
                   lowered: Array.isArray(lowered) ? lowered : [],
                   discovered: Array.isArray(discovered) ? discovered : [],
