@@ -21,8 +21,10 @@
  *   that cannot be delivered (its carrier fails) is dropped, as any shared
  *   settlement while Redis is unreachable (below). Strict stores and
  *   `settleWithin: 0` send every settlement at once.
- * - The per-call reservation has no span of its own (a span cost about as much
- *   CPU as the rest of the store's work); the other operations have one each.
+ * - The per-call operations, the reservation and the `observe` of a response's
+ *   headers, have no span of their own (a span cost about as much CPU as the
+ *   rest of the store's work: 12 µs of an observe's 50); the other operations
+ *   have one each.
  * - Time is the Redis server's (`TIME`), so the clocks of the machines do not
  *   matter; answers are "granted" or "fits after a delay". A snapshot's age is
  *   sent as a duration measured on this process's `Clock`, never as an instant.
@@ -105,7 +107,6 @@
  *
  * @since 0.1.0
  */
-import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -1305,16 +1306,12 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
         )
         return traced(key, "adjust", remote, origin === "shared" ? localLevels(key) : local.adjust(key, delta))
       },
+      // Per call (every response's headers), so no span of its own, as the reservation.
       observe: (key, snapshot: RateLimitSnapshot) =>
-        Effect.gen(function*() {
-          const now = yield* Clock.currentTimeMillis
+        Effect.suspend(() => {
+          const now = clock.unsafeCurrentTimeMillis()
           const age = snapshot.observedAt === undefined ? 0 : Math.max(0, now - snapshot.observedAt)
-          // A 429's pause holds locally too, should Redis fail before it ends.
-          if (snapshot.retryAfter !== undefined && !strict) {
-            yield* local.pause(key, Duration.millis(Math.max(0, Duration.toMillis(snapshot.retryAfter) - age)))
-          }
-          const observation = yield* traced(
-            key,
+          const folded = either(
             "observe",
             call(
               key,
@@ -1342,11 +1339,21 @@ export const make = (options: Options): Effect.Effect<LimiterStore.LimiterStore[
                 }
               }
             ),
-            local.observe(key, localSnapshot(snapshot, share))
+            // Built only when Redis fails: the local share's snapshot is a copy of every dimension.
+            Effect.suspend(() => local.observe(key, localSnapshot(snapshot, share)))
           )
           // Learned after the store has folded the snapshot, so that it reports what it discovered.
-          yield* setDefinition(key, learn(known.get(key)?.definition ?? {}, snapshot))
-          return observation
+          const learned = Effect.tap(
+            folded,
+            () => setDefinition(key, learn(known.get(key)?.definition ?? {}, snapshot))
+          )
+          // A 429's pause holds locally too, should Redis fail before it ends.
+          return snapshot.retryAfter !== undefined && !strict
+            ? Effect.zipRight(
+              local.pause(key, Duration.millis(Math.max(0, Duration.toMillis(snapshot.retryAfter) - age))),
+              learned
+            )
+            : learned
         }),
       pause: (key, duration) =>
         Effect.zipRight(
