@@ -169,7 +169,6 @@ local p, coldUntil, expires = -1, -1, -1
 -- The entry's tail, copied as it is unless an operation reads it (W, by warm()): per bucket of the parsed
 -- mask, { stated limit (< 0: its capacity), and the drift: nominal refill (< 0: none), estimate, last gap }.
 local tailRaw, tailMask, W = '', 0, nil
-local warmChanged = false
 -- The cold key (MessagePack, read only where needed): g the grant history's closed groups per dimension
 -- ({ s start, b granted before, g groups of [first, at first, last, cumulative] }).
 local C = nil
@@ -245,7 +244,6 @@ if raw then
     C = { g = {} }
     coldChanged = true
     W = {}
-    warmChanged = true
     carried = true
     local ol, od = old.l, old.d
     if type(ol) ~= 'table' then ol = {} end
@@ -269,7 +267,7 @@ if raw then
           local w = { -1, -1, 0, 0 }
           if type(ol[d]) == 'number' then w[1] = ol[d] end
           local dr = od[d]
-          if type(dr) == 'table' and type(dr.n) == 'number' then w[2], w[3], w[4] = dr.n, dr.f, dr.g end
+          if type(dr) == 'table' and type(dr.n) == 'number' then w[2], w[3], w[4] = dr.n, dr.f or 0, dr.g or 0 end
           W[i] = w
         end
       end
@@ -380,7 +378,6 @@ local function define(def)
   end
   B = buckets
   W = limits
-  warmChanged = true
   c.g = grants
   coldChanged = true
   redefined = true
