@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { RateLimiter } from "@sluice/core"
 import type { Priority } from "@sluice/core"
-import { Duration, Effect, Exit, FastCheck as fc, Fiber, TestClock } from "effect"
+import { Clock, Duration, Effect, Exit, FastCheck as fc, Fiber, TestClock } from "effect"
 
 /**
  * Interruption at every yield point: every slot, reservation and waiter is
@@ -37,12 +37,14 @@ interface Held {
  * short of exactly what callers hold unsettled — give or take what the
  * interrupted callers cost: a grant that lands at the instant its caller is
  * interrupted keeps its reservation, as a permit released unsettled does —
- * and a fresh call granted at once.
+ * and a fresh call granted at once. A bucket short of anything refills at its
+ * rate meanwhile: `since` (the test clock when the program began) bounds that
+ * refill, 11.6 input tokens a second of `slowQuota`.
  */
 const expectKeyWhole = (
   limiter: RateLimiter.RateLimiter["Type"],
   key: string,
-  bounds: { readonly held: Held; readonly slack: Held } | undefined
+  bounds: { readonly held: Held; readonly slack: Held; readonly since?: number } | undefined
 ) =>
   Effect.gen(function*() {
     const stats = yield* limiter.stats(key)
@@ -50,11 +52,13 @@ const expectKeyWhole = (
     expect(stats.waiting).toEqual({ batch: 0, normal: 0, interactive: 0 })
     if (bounds !== undefined) {
       const { held, slack } = bounds
+      const elapsed = bounds.since === undefined ? 0 : (yield* Clock.currentTimeMillis) - bounds.since
+      const refill = (limit: number) => (limit * elapsed) / 86_400_000
       const requests = stats.levels.requests!.level
       const inputTokens = stats.levels.inputTokens!.level
-      expect(requests).toBeLessThanOrEqual(100 - held.requests + 0.01)
+      expect(requests).toBeLessThanOrEqual(100 - held.requests + refill(100) + 0.01)
       expect(requests).toBeGreaterThanOrEqual(100 - held.requests - slack.requests - 0.01)
-      expect(inputTokens).toBeLessThanOrEqual(1_000_000 - held.inputTokens + 1)
+      expect(inputTokens).toBeLessThanOrEqual(1_000_000 - held.inputTokens + refill(1_000_000) + 1)
       expect(inputTokens).toBeGreaterThanOrEqual(1_000_000 - held.inputTokens - slack.inputTokens - 1)
     }
     const fresh = yield* Effect.forkDaemon(Effect.scoped(limiter.acquire(key, { requests: 0 })))
@@ -250,6 +254,7 @@ describe("RateLimiter under interruption", () => {
     ({ calls, maxInFlight }) =>
       Effect.gen(function*() {
         const limiter = yield* RateLimiter.RateLimiter
+        const since = yield* Clock.currentTimeMillis
         const held = { requests: 0, inputTokens: 0 }
         const slack = { requests: 0, inputTokens: 0 }
         const fibers: Array<Fiber.RuntimeFiber<void, RateLimiter.RateLimiterError>> = []
@@ -278,7 +283,7 @@ describe("RateLimiter under interruption", () => {
           expect(exit).not.toBeNull()
           if (exit !== null && Exit.isFailure(exit)) expect(Exit.isInterrupted(exit)).toBe(true)
         }
-        yield* expectKeyWhole(limiter, KEY, { held, slack })
+        yield* expectKeyWhole(limiter, KEY, { held, slack, since })
       }).pipe(
         Effect.scoped,
         Effect.provide(RateLimiter.layerMemory({ maxInFlight, quotas: { [KEY]: slowQuota } }))
