@@ -166,9 +166,10 @@ local span, maxGroups = 5000, 36
 -- open group of the grant history: first, granted at first, last (first < 0: none) }.
 local B = {}
 local p, coldUntil, expires = -1, -1, -1
--- The entry's tail, copied as it is unless an operation reads it (W, by warm()): per bucket of the parsed
+-- The entry's tail, left as it is unless an operation reads it (W, by warm()): per bucket of the parsed
 -- mask, { stated limit (< 0: its capacity), and the drift: nominal refill (< 0: none), estimate, last gap }.
-local tailRaw, tailMask, W = '', 0, nil
+-- tailAt: where it starts in the entry read (0: no entry of this layout was read).
+local tailAt, tailMask, W = 0, 0, nil
 -- The cold key (MessagePack, read only where needed): g the grant history's closed groups per dimension
 -- ({ s start, b granted before, g groups of [first, at first, last, cumulative] }).
 local C = nil
@@ -194,11 +195,11 @@ end
 local function warm()
   if W == nil then
     W = {}
-    local m, pos = tailMask, 1
+    local m, pos = tailMask, tailAt
     for i = 1, 4 do
       if m % 2 == 1 then
-        if #tailRaw >= pos + 31 then
-          local l, n, f, g, after = sunpack('<dddd', tailRaw, pos)
+        if pos > 0 and #raw >= pos + 31 then
+          local l, n, f, g, after = sunpack('<dddd', raw, pos)
           W[i] = { l, n, f, g }
           pos = after
         else
@@ -233,7 +234,7 @@ if raw then
         end
         mask = floor(mask / 2)
       end
-      tailRaw = string.sub(raw, pos + 64 * n)
+      tailAt = pos + 64 * n
     end
   else
     -- An entry an earlier version wrote in one piece (JSON, then MessagePack): its buckets and each
@@ -444,23 +445,30 @@ local function save()
   -- The entry's expiry is set with a quarter of idleTtl to spare, so that most writes keep it as it is.
   local keepTtl = expires >= now + px
   if not keepTtl then expires = now + px + floor(ttl / 4) end
-  local tail = tailRaw
-  if W then
-    local values, k = {}, 0
-    for i = 1, 4 do
-      if B[i] then
-        local w = W[i] or { -1, -1, 0, 0 }
-        values[k + 1], values[k + 2], values[k + 3], values[k + 4] = w[1], w[2], w[3], w[4]
-        k = k + 4
-      end
-    end
-    if k > 0 then tail = spack('<' .. string.rep('d', k), unpack(values)) else tail = '' end
-  end
-  local entry = spack('<BBddd' .. string.rep('d', n), 1, mask, p, coldUntil, expires, unpack(f)) .. tail
-  if keepTtl then
-    redis.call('SET', key, entry, 'KEEPTTL')
+  local head = spack('<BBddd' .. string.rep('d', n), 1, mask, p, coldUntil, expires, unpack(f))
+  if keepTtl and W == nil and tailAt > 0 and mask == tailMask then
+    -- The same buckets, the tail unread and the expiry kept: only the part before the tail is rewritten.
+    redis.call('SETRANGE', key, 0, head)
   else
-    redis.call('SET', key, entry, 'PX', ceil(expires - now))
+    local tail = ''
+    if W then
+      local values, k = {}, 0
+      for i = 1, 4 do
+        if B[i] then
+          local w = W[i] or { -1, -1, 0, 0 }
+          values[k + 1], values[k + 2], values[k + 3], values[k + 4] = w[1], w[2], w[3], w[4]
+          k = k + 4
+        end
+      end
+      if k > 0 then tail = spack('<' .. string.rep('d', k), unpack(values)) end
+    elseif tailAt > 0 then
+      tail = string.sub(raw, tailAt)
+    end
+    if keepTtl then
+      redis.call('SET', key, head .. tail, 'KEEPTTL')
+    else
+      redis.call('SET', key, head .. tail, 'PX', ceil(expires - now))
+    end
   end
   if redefined and hasBuckets() then
     redis.call('SET', defKey, cjson.encode(definition()), 'PX', max(defTtl, px))
