@@ -518,6 +518,29 @@ describe("Fleet.renderStatus", () => {
     expect(text).toContain("b/2: STALE: not seen for 3m20s")
     expect(text).toContain("c/3: finished 1m40s ago")
     expect(text).toContain("300 requests")
+    expect(text).not.toContain("holds the start")
+  })
+
+  it("says when the last minute holds the run's start, whose full bucket reads above the limits", () => {
+    const workers = [row("a/1", 29_000)]
+    const early = (at: number) =>
+      Fleet.renderStatus({
+        at,
+        counts: { documents: 400, done: 100, leased: 12, extractions: 100, failures: 0 },
+        workers,
+        totals: Fleet.sum(workers),
+        startedAt: 0,
+        finishedAt: undefined,
+        perMinute: {
+          trailingMinute: { requests: 3_000, inputTokens: 600_000, outputTokens: 20_000 },
+          sinceStart: { requests: 3_000, inputTokens: 600_000, outputTokens: 20_000 }
+        }
+      }, {
+        limits: { requestsPerMinute: 1_000, inputTokensPerMinute: 200_000, outputTokensPerMinute: 40_000 },
+        timeScale: 1
+      })
+    expect(early(30_000)).toContain("this minute holds the start: the quota's bucket starts full")
+    expect(early(60_000)).not.toContain("holds the start")
   })
 })
 

@@ -322,7 +322,11 @@ export const renderStatus = (status: Status, options: RenderOptions): string => 
     `fleet: ${n(counts.done)} / ${n(counts.documents)} documents done (${percentOf(counts.done, counts.documents)}), ` +
     `${n(counts.leased)} leased, ${n(counts.extractions)} extracted, ${n(counts.failures)} failures; ` +
     `${status.workers.length} workers (${running.length} running)`,
-    `last minute, per ${unit}: ${against(status.perMinute.trailingMinute)}`,
+    `last minute, per ${unit}: ${against(status.perMinute.trailingMinute)}` +
+    // A window that holds the run's start holds the full bucket the quota starts with, which goes at once.
+    (status.startedAt !== undefined && (status.finishedAt ?? status.at) - status.startedAt < 60_000
+      ? " (this minute holds the start: the quota's bucket starts full and may go at once, so the rate can read above the limits)"
+      : ""),
     `since the start${
       status.startedAt === undefined ? "" : ` (${age((status.finishedAt ?? status.at) - status.startedAt)})`
     }, per ${unit}: ${against(status.perMinute.sinceStart)}`,
