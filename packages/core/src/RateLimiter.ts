@@ -188,6 +188,36 @@ export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLim
     use: (permit: Permit) => Effect.Effect<A, E, R>,
     options?: AcquireOptions
   ) => Effect.Effect<A, E | RateLimiterError, R>
+  /**
+   * Takes `cost` from every bucket of `key` and keeps it: waits as `acquire`
+   * does (FIFO behind the key's waiters of its class, by priority, with the
+   * same headroom and transit margin), then answers once it is reserved.
+   * Nothing to settle or release, and no in-flight slot is held (only a key
+   * still discovering its limits lets one call at a time through, a take
+   * included): for a cost known up front, or a plain counter. The charge
+   * stays as a permit released unsettled leaves it. Fails as `acquire` does
+   * (`CostTooLarge`, `Shed`, `WaitTimeout` after `maxWait`, `InvalidCost`, a
+   * store error); interrupted while it waits, it takes nothing.
+   *
+   * @example
+   * ```ts
+   * import { Effect } from "effect"
+   * import { RateLimiter } from "@sluice/core"
+   *
+   * const embed = Effect.gen(function*() {
+   *   const limiter = yield* RateLimiter.RateLimiter
+   *   yield* limiter.take("openai/text-embedding-3-small", { requests: 1, inputTokens: 8_000 })
+   *   // ... call the embeddings endpoint ...
+   * })
+   * ```
+   *
+   * @since 0.1.0
+   */
+  readonly take: (
+    key: string,
+    cost: Cost.Cost,
+    options?: AcquireOptions
+  ) => Effect.Effect<void, RateLimiterError>
   /** Sets or replaces a key's quota. */
   readonly define: (
     key: string,
@@ -485,6 +515,7 @@ export const make = (options: Options = {}): Effect.Effect<
       // Validation, the fast path and the waiting are internal/keyRuntime.ts's.
       acquire: keys.acquire,
       withPermit: keys.withPermit,
+      take: keys.take,
       define,
       observe,
       pause,

@@ -96,6 +96,12 @@ export interface Waiter extends LaneWaiter {
   readonly deferred: Deferred.Deferred<number, RateLimiterError>
   /** The backend that granted it, from the store's `Granted`. */
   origin: LimiterStore.Origin | undefined
+  /**
+   * A `take`: reserved without an in-flight slot (it waits for none, except
+   * the one discovery slot of a key whose limits are unknown) and holds none
+   * once granted.
+   */
+  readonly slotless: boolean
 }
 
 /**
@@ -198,6 +204,15 @@ export interface Keys {
       readonly maxWait?: Duration.DurationInput | undefined
     }
   ) => Effect.Effect<A, E | Cost.InvalidCost | RateLimiterError, R>
+  /** `RateLimiter.take`: validates `cost`, waits until it is granted on `key`, keeps it charged; no slot held. */
+  readonly take: (
+    key: string,
+    cost: Cost.Cost,
+    options?: {
+      readonly priority?: Priority.Class | undefined
+      readonly maxWait?: Duration.DurationInput | undefined
+    }
+  ) => Effect.Effect<void, Cost.InvalidCost | RateLimiterError>
   /** Records a new quota the store accepted, and resets a resident runtime to it. */
   readonly defined: (key: string, quota: Quota.Quota, levels: LimiterStore.Levels) => Effect.Effect<void>
   /** Folds levels the store answered into a resident runtime (bucket gauges, capacities, drains). */
@@ -373,6 +388,9 @@ export const make = (inputs: Inputs): Keys => {
     runtime.wake.unsafeOpen()
   }
 
+  /** Whether a waiter needs a free slot to be granted: a permit does, a take only on a key in discovery. */
+  const needsSlot = (runtime: KeyRuntime, waiter: Waiter) => !waiter.slotless || runtime.discovering
+
   /** The driver's own give-back: it does not wake itself, or a waiting head would spin. */
   const driverGivesBack = (runtime: KeyRuntime) => {
     runtime.taken--
@@ -405,8 +423,11 @@ export const make = (inputs: Inputs): Keys => {
       const now = yield* Clock.currentTimeMillis
       const head = runtime.lanes.head(now, promoteAfter)
       if (head === undefined) return yield* idle(runtime, now)
-      // A release opens the latch, so this wakes when a slot frees.
-      if (runtime.taken >= runtime.maxInFlight) return yield* Effect.as(runtime.wake.await, true)
+      // A release opens the latch, so this wakes when a slot frees. A take needs none, but the
+      // one slot of a key in discovery.
+      if (runtime.taken >= runtime.maxInFlight && needsSlot(runtime, head.waiter)) {
+        return yield* Effect.as(runtime.wake.await, true)
+      }
       runtime.taken++
       const room = headroomFor(runtime, head.rank, now)
       const reservation = yield* Effect.either(
@@ -468,7 +489,9 @@ export const make = (inputs: Inputs): Keys => {
         return yield* Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts), origin))
       }
       waiter.origin = origin
-      runtime.held++
+      // A take keeps its reservation and gives its slot back in the same step: it holds none.
+      if (waiter.slotless) driverGivesBack(runtime)
+      else runtime.held++
       Deferred.unsafeDone(waiter.deferred, Exit.succeed(now))
       yield* Metric.set(runtime.metrics.inFlight, runtime.held)
       yield* setDepth(runtime, waiter.priority)
@@ -626,8 +649,10 @@ export const make = (inputs: Inputs): Keys => {
   }
 
   /** Gives back a granted permit nobody will use: its slot, and its reservation to the backend that granted it. */
-  const abandon = (runtime: KeyRuntime, waiter: Waiter) =>
-    Effect.zipRight(runtime.release, Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts), waiter.origin)))
+  const abandon = (runtime: KeyRuntime, waiter: Waiter) => {
+    const refund = Effect.ignore(store.adjust(runtime.key, negate(waiter.amounts), waiter.origin))
+    return waiter.slotless ? Effect.zipRight(refund, wake(runtime)) : Effect.zipRight(runtime.release, refund)
+  }
 
   const makePermit = (
     runtime: KeyRuntime,
@@ -715,12 +740,71 @@ export const make = (inputs: Inputs): Keys => {
   }
 
   /**
+   * `take`'s fast path, one synchronous step: nobody waits on the key and the
+   * store, in this process, grants `amounts` at once. The reservation stays,
+   * no slot is taken (only a key in discovery needs its one slot free), the
+   * grant is counted in the key's metric handles. False, with nothing
+   * reserved, when the take must go the path that can wait.
+   */
+  const takeNow = (
+    runtime: KeyRuntime | undefined,
+    amounts: Cost.Amounts,
+    priority: Priority.Class,
+    now: number
+  ): boolean => {
+    if (sync === undefined || runtime === undefined || runtime.retired || runtime.lanes.total() !== 0) return false
+    if (runtime.discovering && runtime.taken >= runtime.maxInFlight) return false
+    const rank = Priority.rank(priority)
+    runtime.lastSeen[rank] = now
+    runtime.lastActive = now
+    if (sync.reserve(runtime.key, amounts, headroomFraction(runtime, rank, now), marginMillis, now) !== true) {
+      return false
+    }
+    runtime.metrics.grants[priority].unsafeUpdate(1, noLabels)
+    runtime.metrics.waitSeconds[priority].unsafeUpdate(0, noLabels)
+    return true
+  }
+
+  /**
    * Reserves at once, with the slot the caller already took; undefined when
    * the cost must wait (the caller then queues). Runs uninterruptibly: the
    * slot and the reservation end up in a permit with its finalizer, or are
    * given back.
    */
   const tryAtOnce = (runtime: KeyRuntime, amounts: Cost.Amounts, priority: Priority.Class, now: number) =>
+    Effect.gen(function*() {
+      const reservation = yield* reserveAtOnce(runtime, amounts, priority, now)
+      if (reservation === undefined) return undefined
+      runtime.held++
+      yield* Effect.addFinalizer(() => runtime.release)
+      yield* rememberLevels(runtime, reservation.levels)
+      yield* Metric.set(runtime.metrics.inFlight, runtime.held)
+      yield* Metric.increment(runtime.metrics.grants[priority])
+      yield* Metric.update(runtime.metrics.waitSeconds[priority], 0)
+      return makePermit(runtime, { priority, amounts, arrivedAt: now, origin: reservation.origin }, now)
+    })
+
+  /**
+   * `tryAtOnce` for a take: true when reserved, the reservation kept and the
+   * slot (taken for the store's call only) given back.
+   */
+  const takeAtOnce = (runtime: KeyRuntime, amounts: Cost.Amounts, priority: Priority.Class, now: number) =>
+    Effect.gen(function*() {
+      const reservation = yield* reserveAtOnce(runtime, amounts, priority, now)
+      if (reservation === undefined) return false
+      giveBackSlot(runtime)
+      yield* rememberLevels(runtime, reservation.levels)
+      yield* Metric.increment(runtime.metrics.grants[priority])
+      yield* Metric.update(runtime.metrics.waitSeconds[priority], 0)
+      return true
+    })
+
+  /**
+   * The store's answer to reserving `amounts` now, with the slot the caller
+   * took: the grant (the slot still taken), or undefined when the cost must
+   * wait, or the failure (the slot given back in both cases).
+   */
+  const reserveAtOnce = (runtime: KeyRuntime, amounts: Cost.Amounts, priority: Priority.Class, now: number) =>
     Effect.gen(function*() {
       const answer = yield* Effect.either(
         store.reserve(runtime.key, amounts, {
@@ -746,13 +830,7 @@ export const make = (inputs: Inputs): Keys => {
         }
         return undefined
       }
-      runtime.held++
-      yield* Effect.addFinalizer(() => runtime.release)
-      yield* rememberLevels(runtime, reservation.levels)
-      yield* Metric.set(runtime.metrics.inFlight, runtime.held)
-      yield* Metric.increment(runtime.metrics.grants[priority])
-      yield* Metric.update(runtime.metrics.waitSeconds[priority], 0)
-      return makePermit(runtime, { priority, amounts, arrivedAt: now, origin: reservation.origin }, now)
+      return reservation
     })
 
   /**
@@ -769,6 +847,18 @@ export const make = (inputs: Inputs): Keys => {
     maxWait: Duration.Duration | undefined,
     restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   ): Effect.Effect<Permit, RateLimiterError, Scope.Scope> =>
+    Effect.flatMap(
+      awaitAnswer(runtime, waiter, maxWait, restore),
+      (grantedAt) => Effect.as(Effect.addFinalizer(() => runtime.release), makePermit(runtime, waiter, grantedAt))
+    )
+
+  /** `awaitGrant`'s wait: the instant the waiter was granted, or its error; for a take, all there is. */
+  const awaitAnswer = (
+    runtime: KeyRuntime,
+    waiter: Waiter,
+    maxWait: Duration.Duration | undefined,
+    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  ): Effect.Effect<number, RateLimiterError> =>
     Effect.gen(function*() {
       const waited = Deferred.await(waiter.deferred).pipe(
         Effect.withSpan("RateLimiter.wait", {
@@ -798,9 +888,7 @@ export const make = (inputs: Inputs): Keys => {
         yield* setDepth(runtime, waiter.priority)
       }
       // The waiter has left its lane, so its answer is in: this does not wait.
-      const grantedAt = yield* Deferred.await(waiter.deferred)
-      yield* Effect.addFinalizer(() => runtime.release)
-      return makePermit(runtime, waiter, grantedAt)
+      return yield* Deferred.await(waiter.deferred)
     })
 
   /**
@@ -819,12 +907,8 @@ export const make = (inputs: Inputs): Keys => {
       Effect.gen(function*() {
         for (;;) {
           const runtime = yield* restore(runtimeFor(key))
-          for (const dimension of Quota.dimensions) {
-            const capacity = runtime.capacities[dimension]
-            if (capacity !== undefined && amounts[dimension] > capacity) {
-              return yield* new CostTooLarge({ key, dimension, amount: amounts[dimension], capacity })
-            }
-          }
+          const large = tooLarge(runtime, amounts)
+          if (large !== undefined) return yield* large
           const now = yield* Clock.currentTimeMillis
           // Reclaimed since runtimeFor answered: ask again.
           if (runtime.retired) continue
@@ -837,33 +921,100 @@ export const make = (inputs: Inputs): Keys => {
             const permit = yield* tryAtOnce(runtime, amounts, priority, now)
             if (permit !== undefined) return permit
           }
-          const waiter: Waiter = {
-            seq: runtime.lanes.nextSeq(),
-            priority,
-            arrivedAt: now,
-            amounts,
-            state: "waiting",
-            deferred: Deferred.unsafeMake<number, RateLimiterError>(FiberId.none),
-            origin: undefined
-          }
-          const published = publish(runtime, waiter)
-          if (published._tag === "Retired") continue
-          if (published._tag === "Shed") {
-            yield* shedCounter(labelOf(key), priority, published.error.reason)
-            return yield* published.error
-          }
-          if (published.displaced !== undefined) {
-            const lowest = published.displaced
-            yield* shedCounter(labelOf(key), lowest.priority, "displaced")
-            yield* failWaiter(
-              runtime,
-              lowest,
-              new Shed({ key, priority: lowest.priority, reason: "displaced", waiting: runtime.lanes.total() })
-            )
-          }
-          yield* setDepth(runtime, priority)
+          const waiter = yield* enqueue(runtime, amounts, priority, now, false)
+          if (waiter === undefined) continue
           // Only a call that waits gets a span: on the fast path a span would cost more than the grant.
           return yield* awaitGrant(runtime, waiter, maxWait, restore)
+        }
+      })
+    )
+
+  /**
+   * Publishes a waiter for `amounts` in its lane, or fails with its `Shed`
+   * (failing the waiter it displaced, if any). Undefined when the runtime was
+   * reclaimed meanwhile: ask for a fresh one. Runs inside the caller's mask.
+   */
+  const enqueue = (
+    runtime: KeyRuntime,
+    amounts: Cost.Amounts,
+    priority: Priority.Class,
+    now: number,
+    slotless: boolean
+  ): Effect.Effect<Waiter | undefined, Shed> =>
+    Effect.gen(function*() {
+      const key = runtime.key
+      const waiter: Waiter = {
+        seq: runtime.lanes.nextSeq(),
+        priority,
+        arrivedAt: now,
+        amounts,
+        state: "waiting",
+        deferred: Deferred.unsafeMake<number, RateLimiterError>(FiberId.none),
+        origin: undefined,
+        slotless
+      }
+      const published = publish(runtime, waiter)
+      if (published._tag === "Retired") return undefined
+      if (published._tag === "Shed") {
+        yield* shedCounter(labelOf(key), priority, published.error.reason)
+        return yield* published.error
+      }
+      if (published.displaced !== undefined) {
+        const lowest = published.displaced
+        yield* shedCounter(labelOf(key), lowest.priority, "displaced")
+        yield* failWaiter(
+          runtime,
+          lowest,
+          new Shed({ key, priority: lowest.priority, reason: "displaced", waiting: runtime.lanes.total() })
+        )
+      }
+      yield* setDepth(runtime, priority)
+      return waiter
+    })
+
+  /** Fails when a bucket's known capacity is below the cost: it could never be granted. */
+  const tooLarge = (runtime: KeyRuntime, amounts: Cost.Amounts): CostTooLarge | undefined => {
+    for (const dimension of Quota.dimensions) {
+      const capacity = runtime.capacities[dimension]
+      if (capacity !== undefined && amounts[dimension] > capacity) {
+        return new CostTooLarge({ key: runtime.key, dimension, amount: amounts[dimension], capacity })
+      }
+    }
+    return undefined
+  }
+
+  /**
+   * `take`'s path that can wait: as `acquireOrWait`, for a reservation that
+   * holds no slot. With nobody waiting it reserves at once through the store's
+   * interface (a slot taken for the store call only, and only on a key in
+   * discovery must one be free); else it queues a slotless waiter for the
+   * driver, which grants it in its class's order and gives its slot back in
+   * the same step.
+   */
+  const takeOrWait = (
+    key: string,
+    amounts: Cost.Amounts,
+    priority: Priority.Class,
+    maxWait: Duration.Duration | undefined
+  ): Effect.Effect<void, RateLimiterError> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        for (;;) {
+          const runtime = yield* restore(runtimeFor(key))
+          const large = tooLarge(runtime, amounts)
+          if (large !== undefined) return yield* large
+          const now = yield* Clock.currentTimeMillis
+          if (runtime.retired) continue
+          runtime.lastSeen[Priority.rank(priority)] = now
+          runtime.lastActive = now
+          if (runtime.lanes.total() === 0 && (!runtime.discovering || runtime.taken < runtime.maxInFlight)) {
+            runtime.taken++
+            if (yield* takeAtOnce(runtime, amounts, priority, now)) return
+          }
+          const waiter = yield* enqueue(runtime, amounts, priority, now, true)
+          if (waiter === undefined) continue
+          yield* awaitAnswer(runtime, waiter, maxWait, restore)
+          return
         }
       })
     )
@@ -939,6 +1090,22 @@ export const make = (inputs: Inputs): Keys => {
       )
     })
 
+  // One synchronous step when the fast path grants: no mask is needed, since nothing is held that an
+  // interrupt could separate from its release (the reservation stays charged, as a take's should).
+  const take = (
+    key: string,
+    cost: Cost.Cost,
+    options: Options
+  ): Effect.Effect<void, Cost.InvalidCost | RateLimiterError> =>
+    Effect.withFiberRuntime((fiber) => {
+      const invalid = Cost.invalid(key, cost)
+      if (invalid !== undefined) return Effect.fail(invalid)
+      const amounts = Cost.amounts(cost)
+      const priority = options?.priority ?? "normal"
+      if (takeNow(runtimes.get(key), amounts, priority, clockOf(fiber).unsafeCurrentTimeMillis())) return Effect.void
+      return takeOrWait(key, amounts, priority, maxWaitOf(options))
+    })
+
   const defined = (key: string, quota: Quota.Quota, levels: LimiterStore.Levels) =>
     Effect.gen(function*() {
       definedKeys.add(key)
@@ -964,6 +1131,7 @@ export const make = (inputs: Inputs): Keys => {
     rates,
     acquire,
     withPermit,
+    take,
     defined,
     rememberLevels,
     endDiscovery,
