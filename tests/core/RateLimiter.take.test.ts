@@ -222,13 +222,51 @@ describe("RateLimiter.take on Redis", () => {
       expect(after.inFlight).toBe(0)
       expect(after.levels.inputTokens!.level).toBeGreaterThanOrEqual(50)
       expect(after.levels.inputTokens!.level).toBeLessThan(51)
-    }).pipe(
-      Effect.provide(
-        RateLimiter.layer({
-          maxInFlight: 1,
-          transitMargin: 0,
-          quotas: { "redis/embeddings": { inputTokens: { limit: 1_000, per: "1 hour" } } }
-        }).pipe(Layer.provide(RedisStore.layer({ url: REDIS_URL, prefix, idleTtl: "1 minute", strict: true })))
-      )
-    ))
+    }).pipe(Effect.provide(redisLimiter)))
+
+  it.live(
+    "an interrupt at any step of a take, at once or queued, leaves nothing waiting or held, and reserves all or nothing",
+    () =>
+      Effect.gen(function*() {
+        const limiter = yield* RateLimiter.RateLimiter
+        const leaks: Array<string> = []
+        let n = 0
+        for (let ops = 16; ops <= 64; ops += 4) {
+          for (const queued of [false, true]) {
+            for (let yields = 0; yields <= 2; yields++) {
+              const key = `redis/sweep-${++n}`
+              yield* limiter.define(key, { inputTokens: { limit: 1_000, per: "1 hour" } })
+              // Resident, and with the bucket empty when the take must queue.
+              yield* limiter.take(key, { inputTokens: queued ? 1_000 : 0 })
+              const level = Effect.map(limiter.stats(key), (stats) => stats.levels.inputTokens!.level)
+              const before = yield* level
+              const victim = yield* Effect.forkDaemon(
+                limiter.take(key, { inputTokens: 300 }).pipe(Effect.withMaxOpsBeforeYield(ops))
+              )
+              // Queued: interrupted once it waits in its lane (its store calls take a round trip each).
+              for (let i = 0; queued && i < 1_000 && (yield* limiter.stats(key)).waiting.normal === 0; i++) {
+                yield* Effect.sleep("1 millis")
+              }
+              for (let i = 0; i < yields; i++) yield* Effect.yieldNow()
+              const exit = yield* Fiber.interrupt(victim)
+              const stats = yield* limiter.stats(key)
+              // Refill is under a token a second here.
+              const taken = Math.round(before - stats.levels.inputTokens!.level)
+              const ok = stats.inFlight === 0 && stats.waiting.normal === 0 &&
+                (taken === 0 || taken === 300) && (!Exit.isSuccess(exit) || taken === 300) &&
+                (!queued || (Exit.isInterrupted(exit) && taken === 0))
+              if (!ok) leaks.push(`${queued ? "queued" : "at once"} ${ops}/${yields}: taken ${taken}, ${exit._tag}`)
+            }
+          }
+        }
+        expect(leaks).toEqual([])
+      }).pipe(Effect.provide(redisLimiter)),
+    { timeout: 60_000 }
+  )
 })
+
+const redisLimiter = RateLimiter.layer({
+  maxInFlight: 1,
+  transitMargin: 0,
+  quotas: { "redis/embeddings": { inputTokens: { limit: 1_000, per: "1 hour" } } }
+}).pipe(Layer.provide(RedisStore.layer({ url: REDIS_URL, prefix, idleTtl: "1 minute", strict: true })))

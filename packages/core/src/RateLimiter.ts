@@ -197,7 +197,8 @@ export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLim
    * included): for a cost known up front, or a plain counter. The charge
    * stays as a permit released unsettled leaves it. Fails as `acquire` does
    * (`CostTooLarge`, `Shed`, `WaitTimeout` after `maxWait`, `InvalidCost`, a
-   * store error); interrupted while it waits, it takes nothing.
+   * store error). Interrupted while it waits, it takes nothing; once the store
+   * has granted it, the charge stays, as a released permit's does.
    *
    * @example
    * ```ts

@@ -792,7 +792,9 @@ export const make = (inputs: Inputs): Keys => {
     Effect.gen(function*() {
       const reservation = yield* reserveAtOnce(runtime, amounts, priority, now)
       if (reservation === undefined) return false
-      giveBackSlot(runtime)
+      // Given back without waking the driver unless a waiter may gain: a wake would cost it a turn.
+      runtime.taken--
+      wakeForWaiters(runtime)
       yield* rememberLevels(runtime, reservation.levels)
       yield* Metric.increment(runtime.metrics.grants[priority])
       yield* Metric.update(runtime.metrics.waitSeconds[priority], 0)
@@ -1102,9 +1104,68 @@ export const make = (inputs: Inputs): Keys => {
       if (invalid !== undefined) return Effect.fail(invalid)
       const amounts = Cost.amounts(cost)
       const priority = options?.priority ?? "normal"
-      if (takeNow(runtimes.get(key), amounts, priority, clockOf(fiber).unsafeCurrentTimeMillis())) return Effect.void
-      return takeOrWait(key, amounts, priority, maxWaitOf(options))
+      const runtime = runtimes.get(key)
+      const now = clockOf(fiber).unsafeCurrentTimeMillis()
+      if (takeNow(runtime, amounts, priority, now)) return Effect.void
+      const maxWait = maxWaitOf(options)
+      if (
+        sync === undefined && runtime !== undefined && !runtime.retired && !runtime.discovering &&
+        runtime.lanes.total() === 0 && tooLarge(runtime, amounts) === undefined
+      ) {
+        return takeRemote(runtime, amounts, priority, now, maxWait)
+      }
+      return takeOrWait(key, amounts, priority, maxWait)
     })
+
+  /**
+   * A take on a resident key of a store in another process when nobody waits:
+   * one store call and a synchronous step on its answer (no slot: the key is
+   * not in discovery). A cost that must wait goes the path that can wait.
+   * The store's call is not interrupted, so its answer is always read.
+   */
+  const takeRemote = (
+    runtime: KeyRuntime,
+    amounts: Cost.Amounts,
+    priority: Priority.Class,
+    now: number,
+    maxWait: Duration.Duration | undefined
+  ): Effect.Effect<void, RateLimiterError> => {
+    const rank = Priority.rank(priority)
+    runtime.lastSeen[rank] = now
+    runtime.lastActive = now
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(
+        Effect.either(
+          store.reserve(runtime.key, amounts, { headroom: headroomFraction(runtime, rank, now), margin: marginMillis })
+        ),
+        (answer): Effect.Effect<void, RateLimiterError> => {
+          if (Either.isLeft(answer)) return Effect.fail(answer.left)
+          const reservation = answer.right
+          switch (reservation._tag) {
+            case "Granted": {
+              noteLevels(runtime, reservation.levels, nowOfCurrentFiber(now))
+              runtime.metrics.grants[priority].unsafeUpdate(1, noLabels)
+              runtime.metrics.waitSeconds[priority].unsafeUpdate(0, noLabels)
+              return Effect.void
+            }
+            case "TooLarge": {
+              runtime.capacities[reservation.dimension] = reservation.capacity
+              return Effect.fail(
+                new CostTooLarge({
+                  key: runtime.key,
+                  dimension: reservation.dimension,
+                  amount: reservation.amount,
+                  capacity: reservation.capacity
+                })
+              )
+            }
+            case "Wait":
+              return restore(takeOrWait(runtime.key, amounts, priority, maxWait))
+          }
+        }
+      )
+    )
+  }
 
   const defined = (key: string, quota: Quota.Quota, levels: LimiterStore.Levels) =>
     Effect.gen(function*() {
