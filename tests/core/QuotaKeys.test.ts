@@ -61,6 +61,29 @@ describe("QuotaKeys", () => {
       expect(lines).toEqual([])
     }))
 
+  it.effect("a take on the provider's key is held to the quota written under the bare model", () =>
+    Effect.gen(function*() {
+      const { result, lines } = yield* logged(
+        Effect.gen(function*() {
+          const limiter = yield* RateLimiter.RateLimiter
+          yield* limiter.take("simulator/claude-haiku-4-5", {})
+          const stats = yield* limiter.stats("simulator/claude-haiku-4-5")
+          const second = yield* Effect.fork(limiter.take("simulator/claude-haiku-4-5", {}))
+          yield* TestClock.adjust(Duration.seconds(30))
+          const early = yield* Fiber.poll(second)
+          yield* TestClock.adjust(Duration.seconds(31))
+          const late = yield* Fiber.poll(second)
+          return { stats, early, late }
+        }),
+        { quotas: { "claude-haiku-4-5": oneAMinute } }
+      )
+      expect(result.stats.discovering).toBe(false)
+      expect(result.stats.levels.requests?.capacity).toBe(1)
+      expect(Option.isNone(result.early)).toBe(true)
+      expect(Option.isSome(result.late)).toBe(true)
+      expect(lines).toEqual([])
+    }))
+
   it.effect("a call on a key with no quota logs once, naming the configured keys", () =>
     Effect.gen(function*() {
       const { lines } = yield* logged(

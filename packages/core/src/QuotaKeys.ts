@@ -196,6 +196,7 @@ export const wrap = (
         Effect.scoped(Effect.flatMap(acquire(key, cost, acquireOptions), use)),
       admitsIn: (key, cost, acquireOptions) =>
         Effect.zipRight(prepare(key), limiter.admitsIn(key, cost, acquireOptions)),
+      take: (key, cost, acquireOptions) => Effect.zipRight(prepare(key), limiter.take(key, cost, acquireOptions)),
       define: (key, quota) =>
         Effect.zipRight(
           limiter.define(key, quota),
