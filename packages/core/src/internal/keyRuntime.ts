@@ -1048,7 +1048,20 @@ export const make = (inputs: Inputs): Keys => {
       const permit = fiber === undefined
         ? undefined
         : grantNow(runtime, amounts, priority, clockOf(fiber).unsafeCurrentTimeMillis())
-      if (permit === undefined) return restore(acquireOrWait(key, amounts, priority, maxWaitOf(options)))
+      if (permit === undefined) {
+        if (fiber !== undefined && remoteReady(runtime, amounts)) {
+          const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
+          return grantRemote(
+            runtime,
+            amounts,
+            priority,
+            clockOf(fiber).unsafeCurrentTimeMillis(),
+            (granted) => Effect.as(Scope.addFinalizer(scope, runtime.release), granted),
+            () => restore(acquireOrWait(key, amounts, priority, maxWaitOf(options)))
+          )
+        }
+        return restore(acquireOrWait(key, amounts, priority, maxWaitOf(options)))
+      }
       // The caller's scope (`acquire` requires one), without an effect to read it.
       const scope = Context.unsafeGet(fiber!.currentContext, Scope.Scope)
       return Effect.as(Scope.addFinalizer(scope, runtime!.release), permit)
@@ -1073,24 +1086,116 @@ export const make = (inputs: Inputs): Keys => {
         ? undefined
         : grantNow(runtime, amounts, priority, clock.unsafeCurrentTimeMillis())
       if (permit === undefined) {
-        return restore(Effect.scoped(Effect.flatMap(acquireOrWait(key, amounts, priority, maxWaitOf(options)), use)))
-      }
-      // `use` builds its effect here, still inside the region: a throw gives the slot back as a defect.
-      let used: Effect.Effect<A, E, R>
-      try {
-        used = use(permit)
-      } catch (defect) {
-        releaseNow(runtime!, clock!.unsafeCurrentTimeMillis())
-        return Effect.die(defect)
-      }
-      return Effect.matchCauseEffect(
-        restore(used),
-        runtime!.releasing as {
-          readonly onFailure: (cause: Cause.Cause<E>) => Effect.Effect<never, E>
-          readonly onSuccess: (value: A) => Effect.Effect<A>
+        const waiting = () =>
+          restore(Effect.scoped(Effect.flatMap(acquireOrWait(key, amounts, priority, maxWaitOf(options)), use)))
+        if (clock !== undefined && remoteReady(runtime, amounts)) {
+          return grantRemote(
+            runtime,
+            amounts,
+            priority,
+            clock.unsafeCurrentTimeMillis(),
+            (granted) => usePermit(runtime, granted, use, restore),
+            waiting
+          )
         }
-      )
+        return waiting()
+      }
+      return usePermit(runtime!, permit, use, restore)
     })
+
+  /**
+   * `withPermit`'s use of a permit granted at once, inside its region: `use`
+   * builds its effect here (a throw gives the slot back as a defect), runs
+   * interruptibly, and the slot is given back in the same step as its exit.
+   */
+  const usePermit = <A, E, R>(
+    runtime: KeyRuntime,
+    permit: Permit,
+    use: (permit: Permit) => Effect.Effect<A, E, R>,
+    restore: <A1, E1, R1>(effect: Effect.Effect<A1, E1, R1>) => Effect.Effect<A1, E1, R1>
+  ): Effect.Effect<A, E, R> => {
+    let used: Effect.Effect<A, E, R>
+    try {
+      used = use(permit)
+    } catch (defect) {
+      releaseNow(runtime, nowOfCurrentFiber(runtime.lastActive))
+      return Effect.die(defect)
+    }
+    return Effect.matchCauseEffect(
+      restore(used),
+      runtime.releasing as {
+        readonly onFailure: (cause: Cause.Cause<E>) => Effect.Effect<never, E>
+        readonly onSuccess: (value: A) => Effect.Effect<A>
+      }
+    )
+  }
+
+  /**
+   * Whether a call on a store in another process may take {@link grantRemote}:
+   * a resident key nobody waits on, a slot free, and no known bucket too small
+   * for the cost.
+   */
+  const remoteReady = (runtime: KeyRuntime | undefined, amounts: Cost.Amounts): runtime is KeyRuntime =>
+    sync === undefined && runtime !== undefined && !runtime.retired && runtime.lanes.total() === 0 &&
+    runtime.taken < runtime.maxInFlight && tooLarge(runtime, amounts) === undefined
+
+  /**
+   * The fast path on a store in another process (no synchronous face): takes
+   * the slot, makes one store call, and handles its answer in one synchronous
+   * step. Granted: the permit, counted in the key's metric handles, goes to
+   * `granted`, which installs its release in that same step. Otherwise the
+   * slot is given back (the driver woken only when a waiter may gain) and the
+   * call fails (`CostTooLarge`, a store error) or, when the cost must wait,
+   * goes `waiting` (the path that can wait). Runs inside the caller's
+   * uninterruptible region: the store's call is not interrupted, so its answer
+   * is always read and the slot always accounted for.
+   */
+  const grantRemote = <A, E, R>(
+    runtime: KeyRuntime,
+    amounts: Cost.Amounts,
+    priority: Priority.Class,
+    now: number,
+    granted: (permit: Permit) => Effect.Effect<A, E, R>,
+    waiting: () => Effect.Effect<A, E | Cost.InvalidCost | RateLimiterError, R>
+  ): Effect.Effect<A, E | Cost.InvalidCost | RateLimiterError, R> => {
+    const rank = Priority.rank(priority)
+    runtime.lastSeen[rank] = now
+    runtime.lastActive = now
+    runtime.taken++
+    return Effect.matchEffect(
+      store.reserve(runtime.key, amounts, { headroom: headroomFraction(runtime, rank, now), margin: marginMillis }),
+      {
+        onFailure: (error) => {
+          runtime.taken--
+          wakeForWaiters(runtime)
+          return Effect.fail(error)
+        },
+        onSuccess: (reservation): Effect.Effect<A, E | Cost.InvalidCost | RateLimiterError, R> => {
+          if (reservation._tag === "Granted") {
+            runtime.held++
+            noteLevels(runtime, reservation.levels, nowOfCurrentFiber(now))
+            runtime.metrics.grants[priority].unsafeUpdate(1, noLabels)
+            runtime.metrics.waitSeconds[priority].unsafeUpdate(0, noLabels)
+            return granted(makePermit(runtime, { priority, amounts, arrivedAt: now, origin: reservation.origin }, now))
+          }
+          runtime.taken--
+          wakeForWaiters(runtime)
+          if (reservation._tag === "TooLarge") {
+            runtime.capacities[reservation.dimension] = reservation.capacity
+            return Effect.fail(
+              new CostTooLarge({
+                key: runtime.key,
+                dimension: reservation.dimension,
+                amount: reservation.amount,
+                capacity: reservation.capacity
+              })
+            )
+          }
+          return waiting()
+        }
+      }
+    )
+  }
 
   // One synchronous step when the fast path grants: no mask is needed, since nothing is held that an
   // interrupt could separate from its release (the reservation stays charged, as a take's should).
