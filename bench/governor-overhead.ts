@@ -8,27 +8,13 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Governor, LlmClient, RateLimiter, TokenEstimator } from "@sluice/core"
-import { Console, Effect, Layer, Scheduler } from "effect"
-import { instantProvider } from "./peers/scale.js"
+import { Console, Effect, Layer } from "effect"
+import { countingScheduler, instantProvider } from "./peers/scale.js"
 
 const N = 20_000
 
-/**
- * Effect's scheduler, counting the fiber steps it is asked about (one per step
- * a fiber runs) and the tasks it runs (a fiber resumed after it suspended or
- * yielded): a measure of the work per call that the host's load does not move.
- */
-const steps = { ops: 0, tasks: 0 }
-const counting: Scheduler.Scheduler = {
-  scheduleTask: (task, priority, fiber) => {
-    steps.tasks++
-    Scheduler.defaultScheduler.scheduleTask(task, priority, fiber)
-  },
-  shouldYield: (fiber) => {
-    steps.ops++
-    return Scheduler.defaultScheduler.shouldYield(fiber)
-  }
-}
+// Effect's scheduler, counting fiber steps and tasks: a measure of the work per call that the host's load does not move.
+const { scheduler: counting, steps } = countingScheduler()
 const MODEL = "claude-haiku-4-5"
 const huge = {
   requests: { limit: 1e12, per: "1 minute" },

@@ -29,7 +29,7 @@ export const instantProvider: LlmClient.Provider = {
  * a fiber runs) and the tasks it runs (a fiber resumed after it suspended or
  * yielded): the work per document, which the host's load does not move.
  */
-const countingScheduler = () => {
+export const countingScheduler = () => {
   const steps = { ops: 0, tasks: 0 }
   const scheduler: Scheduler.Scheduler = {
     scheduleTask: (task, priority, fiber) => {

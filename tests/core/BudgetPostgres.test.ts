@@ -3,28 +3,14 @@ import { describe, expect, it } from "@effect/vitest"
 import { Budget, Pricing } from "@sluice/core"
 import * as BudgetSql from "@sluice/core/Budget/Sql"
 import { Duration, Effect, Layer, Redacted, TestClock } from "effect"
-import { afterAll, beforeAll } from "vitest"
 import "../setup/pgPool.js"
-import { postgresUrl } from "../setup/postgres.js"
+import { databasePerRun } from "../setup/database.js"
 import { budgetLedgerSuite } from "./suites/budgetLedger.js"
 
 const { PgClient } = await import("@effect/sql-pg")
 
 // One database per run, dropped at the end.
-const admin = new URL(postgresUrl())
-const database = `sluice_budget_test_${process.pid}_${Date.now()}`
-const url = new URL(admin)
-url.pathname = `/${database}`
-
-const adminSql = (statement: string) =>
-  Effect.runPromise(
-    Effect.scoped(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(statement))).pipe(
-      Effect.provide(PgClient.layer({ url: Redacted.make(admin.toString()) }))
-    )
-  )
-
-beforeAll(() => adminSql(`CREATE DATABASE ${database}`))
-afterAll(() => adminSql(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`))
+const url = databasePerRun("budget")
 
 const client = (maxConnections = 4) => PgClient.layer({ url: Redacted.make(url.toString()), maxConnections })
 

@@ -14,9 +14,9 @@ import { Redis } from "ioredis"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { afterAll, beforeAll } from "vitest"
+import { afterAll } from "vitest"
 import "../setup/pgPool.js"
-import { postgresUrl } from "../setup/postgres.js"
+import { databasePerRun } from "../setup/database.js"
 
 const { PgClient } = await import("@effect/sql-pg")
 
@@ -25,19 +25,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }))
 let files = 0
 const freshFile = () => join(dir, `fleet-${++files}.db`)
 
-// One PostgreSQL database per run, dropped at the end.
-const admin = new URL(postgresUrl())
-const database = `sluice_fleet_test_${process.pid}_${Date.now()}`
-const url = new URL(admin)
-url.pathname = `/${database}`
-const adminSql = (statement: string) =>
-  Effect.runPromise(
-    Effect.scoped(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(statement))).pipe(
-      Effect.provide(PgClient.layer({ url: Redacted.make(admin.toString()) }))
-    )
-  )
-beforeAll(() => adminSql(`CREATE DATABASE ${database}`))
-afterAll(() => adminSql(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`))
+// One database per run, dropped at the end.
+const url = databasePerRun("fleet")
 
 const tight: Limits = { requestsPerMinute: 60, inputTokensPerMinute: 60_000, outputTokensPerMinute: 12_000 }
 const roomy: Limits = {
@@ -117,6 +106,8 @@ const advance = (seconds: number, pace: number) =>
   Effect.gen(function*() {
     for (let i = 0; i < seconds; i++) {
       yield* TestClock.adjust("1 second")
+      // Time is the test clock's; this real pause only lets the database's I/O (SQLite, PostgreSQL),
+      // which no clock drives, answer between ticks. No assertion reads the wall clock.
       yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, pace)))
     }
   })

@@ -2,28 +2,16 @@ import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Duration, Effect, Either, FastCheck as fc, Layer, Redacted, Stream, TestClock } from "effect"
-import { afterAll, beforeAll } from "vitest"
 import * as Queue from "../../packages/examples/src/extract/Queue.js"
 import "../setup/pgPool.js"
-import { postgresUrl } from "../setup/postgres.js"
+import { databasePerRun } from "../setup/database.js"
 
 const { PgClient } = await import("@effect/sql-pg")
 
 // One database per run, dropped at the end.
-const admin = new URL(postgresUrl())
-const database = `sluice_queue_test_${process.pid}_${Date.now()}`
-const url = new URL(admin)
-url.pathname = `/${database}`
-
-const adminSql = (statement: string) =>
-  Effect.runPromise(
-    Effect.scoped(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(statement))).pipe(
-      Effect.provide(PgClient.layer({ url: Redacted.make(admin.toString()) }))
-    )
-  )
-
-beforeAll(() => adminSql(`CREATE DATABASE ${database}`))
-afterAll(() => adminSql(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`))
+const url = databasePerRun("queue")
+// An empty one of its own, for workers starting at once on it.
+const startUrl = databasePerRun("queue_start")
 
 const pg = (maxConnections = 8) => PgClient.layer({ url: Redacted.make(url.toString()), maxConnections })
 
@@ -250,17 +238,10 @@ queueSuite("SQLite", () => SqliteClient.layer({ filename: ":memory:" }))
 describe("WorkQueue over PostgreSQL, several processes", () => {
   it.live("workers starting at once on an empty database all get the tables", () =>
     Effect.gen(function*() {
-      const fresh = `${database}_start`
-      yield* Effect.acquireRelease(
-        Effect.promise(() => adminSql(`CREATE DATABASE ${fresh}`)),
-        () => Effect.promise(() => adminSql(`DROP DATABASE IF EXISTS ${fresh} WITH (FORCE)`))
-      )
-      const freshUrl = new URL(admin)
-      freshUrl.pathname = `/${fresh}`
       const starts = yield* Effect.all(
         Array.from({ length: 6 }, () =>
           Effect.either(Layer.build(
-            Queue.layer.pipe(Layer.provide(PgClient.layer({ url: Redacted.make(freshUrl.toString()) })))
+            Queue.layer.pipe(Layer.provide(PgClient.layer({ url: Redacted.make(startUrl.toString()) })))
           ))),
         { concurrency: "unbounded" }
       )

@@ -105,6 +105,8 @@ export const pull = <A, E, R, ER>(
 ): Pull<A> => {
   // A scope of its own: the stream's resources (the admission's permit and
   // reservation, the HTTP response) live until `close`, not until one pull ends.
+  // Made synchronously here, at the Promise edge (the caller's async iterator has
+  // no fiber to make it in); nothing in it reads Clock, Random or Config.
   const scope = Effect.runSync(Scope.make())
   let puller: Effect.Effect<Chunk.Chunk<A>, Option.Option<E>, R> | undefined
   let buffer: Array<A> = []
